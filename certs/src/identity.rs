@@ -1,0 +1,72 @@
+//! Reading who a certificate belongs to: its role, name and expiry.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::role::Role;
+
+/// The identity a certificate of the fleet CA carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `None` for certificates without an etcdops role (the CA, foreign certs).
+    pub role: Option<Role>,
+    /// The subject's common name.
+    pub name: String,
+    /// Expiry, seconds since the Unix epoch (UTC).
+    pub not_after_unix: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: cannot read a PEM certificate: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("malformed certificate: {0}")]
+    Der(String),
+}
+
+impl Identity {
+    /// Parses a DER certificate, as presented by a TLS peer.
+    pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+        let subject = cert.subject();
+        let name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let role = subject
+            .iter_organizational_unit()
+            .filter_map(|ou| ou.as_str().ok())
+            .find_map(Role::from_organizational_unit);
+        Ok(Identity { role, name, not_after_unix: cert.validity().not_after.timestamp() })
+    }
+
+    /// Reads the first certificate of a PEM file.
+    pub fn from_pem_file(path: &Path) -> Result<Identity, IdentityError> {
+        let der = CertificateDer::from_pem_file(path)
+            .map_err(|e| IdentityError::Pem { path: path.to_path_buf(), reason: e.to_string() })?;
+        Identity::from_der(&der)
+    }
+
+    /// A short description for error messages: `coordinator "ops"`.
+    pub fn describe(&self) -> String {
+        match self.role {
+            Some(role) => format!("{role} {:?}", self.name),
+            None => format!("{:?} (no etcdops role)", self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Identity::from_der(b"not a certificate").is_err());
+        assert!(Identity::from_der(&[]).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! PKI for an etcdops fleet and the one TLS setup both binaries share.
+//!
+//! - [`pki`]: a file-backed certificate authority that issues agent,
+//!   coordinator and etcd certificates.
+//! - [`role`]: the roles a certificate can carry; the role is part of the
+//!   certificate's subject so an agent can tell a coordinator from an agent.
+//! - [`identity`]: reading the role and name back out of a peer certificate.
+//! - [`tls`]: the rustls/tonic configurations for the agent (server, mutual
+//!   TLS) and the coordinator (client), and the crypto provider.
+
+#![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod pki;
+pub mod role;
+pub mod tls;
+
+pub use identity::{Identity, IdentityError};
+pub use pki::{IssueRequest, Issued, Pki, PkiError};
+pub use role::Role;
+pub use tls::{ClientTls, TlsError, TlsFiles, install_crypto_provider};

@@ -1,1 +1,21 @@
-//! placeholder
+//! etcdops-agent: the only etcdops component that touches an etcd host.
+//!
+//! - [`config`]: the agent's TOML configuration.
+//! - [`etcd`]: the one wrapper around the local etcd member.
+//! - [`unit`]: how etcd runs (trait; process backend).
+//! - [`envfile`]: etcd's environment file (`/etc/default/etcd`).
+//! - [`datadir`]: the data dir's size and free space.
+//! - [`rpc`]: the gRPC API, its authorisation and validation.
+//! - [`server`]: start-up and shutdown.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod envfile;
+pub mod etcd;
+pub mod rpc;
+pub mod server;
+pub mod state;
+pub mod unit;

@@ -1,0 +1,85 @@
+//! The `etcdops-agent` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::AgentConfig;
+
+/// etcdops-agent: the etcdops host agent.
+///
+/// Runs on every etcd host and serves the etcdops agent API over mutual TLS.
+/// It is the only etcdops component that touches the host: the etcd unit,
+/// etcd's environment file and the data dir. Only clients presenting a
+/// certificate of the fleet CA with the coordinator role may call it.
+#[derive(Debug, Parser)]
+#[command(name = "etcdops-agent", version, after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExample:\n  etcdops-agent --config /etc/etcdops/agent.toml")]
+struct Args {
+    /// The agent configuration file (TOML).
+    #[arg(short, long, env = "ETCDOPS_AGENT_CONFIG", default_value = "/etc/etcdops/agent.toml")]
+    config: PathBuf,
+    /// Check the configuration and TLS files, then exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    etcdops_certs::install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match AgentConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        return match config.tls.files().server_config() {
+            Ok((_, identity)) => {
+                println!("{}: ok (agent {})", args.config.display(), identity.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.config.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

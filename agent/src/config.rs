@@ -1,0 +1,267 @@
+//! The agent's configuration file (TOML, unknown keys rejected).
+//!
+//! ```toml
+//! # /etc/etcdops/agent.toml
+//! listen = "198.18.0.11:7443"          # gRPC over mutual TLS
+//!
+//! [tls]                                # this agent's identity, from `etcdops certs issue agent`
+//! ca = "/etc/etcdops/pki/ca.crt"
+//! cert = "/etc/etcdops/pki/agent-etcd1.crt"
+//! key = "/etc/etcdops/pki/agent-etcd1.key"
+//!
+//! [etcd]
+//! endpoint = "http://198.18.0.11:2379" # the local member's client URL
+//! env_file = "/etc/default/etcd"       # Debian's layout: ETCD_* variables
+//! # data_dir = "/var/lib/etcd/default" # default: ETCD_DATA_DIR from env_file
+//! # [etcd.tls]                         # when etcd serves clients over TLS
+//! # ca = "..."; cert = "..."; key = "..."
+//!
+//! [unit]
+//! backend = "process"                  # or "systemd" (etcd.service)
+//! # etcd_binary = "/usr/bin/etcd"      # process backend
+//! # log_file = "/var/log/etcdops/etcd.log"
+//! # autostart = true                   # start etcd with the agent
+//! # restart = "on-failure"             # or "never"
+//! # restart_delay_secs = 5
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default port of the agent API.
+pub const DEFAULT_AGENT_PORT: u16 = 7443;
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address and port the gRPC API listens on (mutual TLS only).
+    pub listen: SocketAddr,
+    /// The agent's TLS identity and the fleet CA.
+    pub tls: TlsConfig,
+    /// The local etcd member.
+    pub etcd: EtcdConfig,
+    /// How etcd is run on this host.
+    #[serde(default)]
+    pub unit: UnitConfig,
+}
+
+/// Paths to PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The fleet CA certificate: the only CA whose clients are accepted.
+    pub ca: PathBuf,
+    /// This agent's certificate (role `agent`).
+    pub cert: PathBuf,
+    /// This agent's private key (mode 0600).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn files(&self) -> etcdops_certs::TlsFiles {
+        etcdops_certs::TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+}
+
+/// The local etcd member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// The local member's client URL, e.g. `http://127.0.0.1:2379`.
+    pub endpoint: String,
+    /// etcd's environment file: `ETCD_*` variables, read by etcd.service and
+    /// by the process backend.
+    #[serde(default = "default_env_file")]
+    pub env_file: PathBuf,
+    /// The member's data dir. Default: `ETCD_DATA_DIR` from `env_file`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// TLS towards etcd's client port, when etcd requires it.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_env_file() -> PathBuf {
+    PathBuf::from("/etc/default/etcd")
+}
+
+/// How etcd runs on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// `process`: the agent starts and supervises etcd itself (sandbox,
+    /// hosts without systemd). `systemd`: the etcd.service unit.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The etcd binary the process backend runs.
+    #[serde(default = "default_etcd_binary")]
+    pub etcd_binary: PathBuf,
+    /// Where the process backend appends etcd's output. Default: the agent's
+    /// own stderr.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// The systemd unit the systemd backend manages.
+    #[serde(default = "default_unit_name")]
+    pub name: String,
+    /// Process backend: start etcd when the agent starts.
+    #[serde(default = "default_true")]
+    pub autostart: bool,
+    /// Process backend: what to do when etcd exits on its own.
+    #[serde(default)]
+    pub restart: Restart,
+    /// Process backend: seconds to wait before restarting a failed etcd.
+    #[serde(default = "default_restart_delay")]
+    pub restart_delay_secs: u64,
+}
+
+/// Restart policy of the process backend (systemd's `Restart=` in spirit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Restart etcd when it exits abnormally.
+    #[default]
+    OnFailure,
+    /// Leave it stopped and report the unit as failed.
+    Never,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_restart_delay() -> u64 {
+    5
+}
+
+impl Default for UnitConfig {
+    fn default() -> Self {
+        UnitConfig {
+            backend: Backend::default(),
+            etcd_binary: default_etcd_binary(),
+            log_file: None,
+            name: default_unit_name(),
+            autostart: true,
+            restart: Restart::default(),
+            restart_delay_secs: default_restart_delay(),
+        }
+    }
+}
+
+fn default_etcd_binary() -> PathBuf {
+    PathBuf::from("/usr/bin/etcd")
+}
+
+fn default_unit_name() -> String {
+    "etcd.service".to_string()
+}
+
+/// The unit backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Process,
+    Systemd,
+}
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read agent config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid agent config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid agent config {path}: etcd.endpoint {endpoint:?} must be an http:// or https:// URL with a host and port")]
+    Endpoint { path: PathBuf, endpoint: String },
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        AgentConfig::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is for messages only.
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        if !valid_endpoint(&config.etcd.endpoint) {
+            return Err(ConfigError::Endpoint { path: path.to_path_buf(), endpoint: config.etcd.endpoint });
+        }
+        Ok(config)
+    }
+
+    /// The config as TOML text (the sandbox writes agents' configs with it).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn valid_endpoint(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return false;
+    };
+    let authority = rest.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:7443"
+[tls]
+ca = "/p/ca.crt"
+cert = "/p/agent.crt"
+key = "/p/agent.key"
+[etcd]
+endpoint = "http://127.0.0.1:2379"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
+        assert_eq!(c.etcd.env_file, PathBuf::from("/etc/default/etcd"));
+        assert_eq!(c.unit.backend, Backend::Process);
+        assert_eq!(c.unit.name, "etcd.service");
+        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = format!("{MINIMAL}\nlisten_port = 3\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("unknown key");
+        // toml reports where: the key sits after the [etcd] table here.
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let text = MINIMAL.replace("[etcd]", "[etcd]\nendpont = \"x\"");
+        assert!(AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo").to_string().contains("endpont"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in ["127.0.0.1:2379", "http://127.0.0.1", "http://:2379", "ftp://h:1", "http://h:0"] {
+            let text = MINIMAL.replace("http://127.0.0.1:2379", bad);
+            assert!(
+                matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Endpoint { .. })),
+                "{bad}"
+            );
+        }
+        let text = MINIMAL.replace("127.0.0.1:7443", "nope");
+        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Parse { .. })));
+        let text = format!("{MINIMAL}\n[unit]\nbackend = \"docker\"\n");
+        assert!(AgentConfig::parse(Path::new("a.toml"), &text).expect_err("backend").to_string().contains("docker"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The one wrapper around the local etcd member (etcd-client). Every call
+//! is bounded by a timeout and returns domain types, never etcd-client's.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use tokio::sync::Mutex;
+
+use crate::config::EtcdConfig;
+
+/// Errors talking to the local member.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("local etcd member at {endpoint} did not answer within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("local etcd member at {endpoint}: {message}")]
+    Call { endpoint: String, message: String },
+    #[error("etcd client TLS file {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A cluster member as the local member reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// An active alarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmInfo {
+    pub member_id: u64,
+    pub kind: String,
+}
+
+/// The local member's status (Maintenance.Status plus alarms and members).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub member_name: String,
+    pub cluster_id: u64,
+    pub leader_id: u64,
+    pub is_learner: bool,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub revision: i64,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+    pub version: String,
+    pub alarms: Vec<AlarmInfo>,
+    /// Errors the member reports itself, plus failures to read alarms or members.
+    pub errors: Vec<String>,
+    pub members: Vec<MemberInfo>,
+}
+
+/// The result of a linearizable read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub latency: Duration,
+    pub member_id: u64,
+    pub revision: i64,
+}
+
+/// The local member.
+pub struct LocalMember {
+    endpoint: String,
+    options: ConnectOptions,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for LocalMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMember").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl LocalMember {
+    /// Prepares a connection (made lazily on first use).
+    pub fn new(config: &EtcdConfig) -> Result<LocalMember, EtcdError> {
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &config.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| EtcdError::TlsFile { path: path.to_path_buf(), source })
+            };
+            let tls = TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read(&tls.ca)?))
+                .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+            options = options.with_tls(tls);
+        }
+        Ok(LocalMember { endpoint: config.endpoint.clone(), options, client: Mutex::new(None) })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn client(&self) -> Result<Client, EtcdError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = Client::connect([self.endpoint.as_str()], Some(self.options.clone()))
+            .await
+            .map_err(|e| self.call_error(e))?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn call_error(&self, e: etcd_client::Error) -> EtcdError {
+        let message = match &e {
+            etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+            other => other.to_string(),
+        };
+        EtcdError::Call { endpoint: self.endpoint.clone(), message }
+    }
+
+    async fn bounded<T>(
+        &self,
+        timeout: Duration,
+        fut: impl Future<Output = Result<T, EtcdError>>,
+    ) -> Result<T, EtcdError> {
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| EtcdError::Timeout { endpoint: self.endpoint.clone(), timeout })?
+    }
+
+    /// Status, alarms and membership, read concurrently within `timeout`.
+    pub async fn status(&self, timeout: Duration) -> Result<MemberStatus, EtcdError> {
+        self.bounded(timeout, async {
+            let client = self.client().await?;
+            let (mut m1, mut m2, mut c) = (client.maintenance_client(), client.maintenance_client(), client.cluster_client());
+            let (status, alarms, members) = tokio::join!(
+                m1.status(),
+                m2.alarm(AlarmAction::Get, AlarmType::None, None),
+                c.member_list()
+            );
+            let status = status.map_err(|e| self.call_error(e))?;
+            let header = status.header();
+            let member_id = header.map(|h| h.member_id()).unwrap_or_default();
+            let mut out = MemberStatus {
+                member_id,
+                cluster_id: header.map(|h| h.cluster_id()).unwrap_or_default(),
+                leader_id: status.leader(),
+                is_learner: status.is_learner(),
+                raft_term: status.raft_term(),
+                raft_index: status.raft_index(),
+                raft_applied_index: status.raft_applied_index(),
+                revision: header.map(|h| h.revision()).unwrap_or_default(),
+                db_size: status.db_size(),
+                db_size_in_use: status.raft_used_db_size(),
+                version: status.version().to_string(),
+                errors: status.errors().to_vec(),
+                ..Default::default()
+            };
+            match alarms {
+                Ok(a) => {
+                    out.alarms = a
+                        .alarms()
+                        .iter()
+                        .map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) })
+                        .collect()
+                }
+                Err(e) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
+            }
+            match members {
+                Ok(list) => {
+                    out.members = list
+                        .members()
+                        .iter()
+                        .map(|m| MemberInfo {
+                            id: m.id(),
+                            name: m.name().to_string(),
+                            peer_urls: m.peer_urls().to_vec(),
+                            client_urls: m.client_urls().to_vec(),
+                            is_learner: m.is_learner(),
+                        })
+                        .collect();
+                    out.member_name =
+                        out.members.iter().find(|m| m.id == member_id).map(|m| m.name.clone()).unwrap_or_default();
+                }
+                Err(e) => out.errors.push(format!("reading members: {}", self.call_error(e))),
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A linearizable read of the key `health`, as `etcdctl endpoint health`
+    /// does: it succeeds only if the member reaches its leader and quorum.
+    pub async fn health(&self, timeout: Duration) -> Result<HealthCheck, EtcdError> {
+        self.bounded(timeout, async {
+            let mut kv = self.client().await?.kv_client();
+            let started = Instant::now();
+            let result = kv.get("health", None).await;
+            let latency = started.elapsed();
+            let (member_id, revision) = match result {
+                Ok(resp) => resp.header().map(|h| (h.member_id(), h.revision())).unwrap_or_default(),
+                // Like etcdctl: a permission error still proves the member serves.
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("permission denied") => (0, 0),
+                Err(e) => return Err(self.call_error(e)),
+            };
+            Ok(HealthCheck { latency, member_id, revision })
+        })
+        .await
+    }
+}
+
+fn alarm_name(t: AlarmType) -> String {
+    match t {
+        AlarmType::None => "NONE".to_string(),
+        AlarmType::Nospace => "NOSPACE".to_string(),
+        AlarmType::Corrupt => "CORRUPT".to_string(),
+    }
+}

@@ -1,0 +1,75 @@
+//! The agent's gRPC API: authorisation, request validation and the mapping
+//! from domain errors to gRPC status codes. One file per RPC family.
+
+mod auth;
+mod health;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdops_proto::v1::agent_server::{Agent, AgentServer};
+use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+pub use auth::{Caller, authorize};
+
+use crate::state::AgentState;
+
+/// The default and the maximum budget a request may ask for.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_TIMEOUT_MS: u32 = 60_000;
+
+/// The role check run before every RPC.
+type Authorize = fn(Request<()>) -> Result<Request<()>, Status>;
+
+/// The tonic service, wrapped with the role check.
+pub fn service(state: Arc<AgentState>) -> InterceptedService<AgentServer<AgentService>, Authorize> {
+    AgentServer::with_interceptor(AgentService { state }, authorize as Authorize)
+}
+
+/// Implements the generated trait by delegating to one module per RPC.
+#[derive(Debug)]
+pub struct AgentService {
+    state: Arc<AgentState>,
+}
+
+/// A request's `timeout_ms`: 0 means the default; above the maximum is an
+/// InvalidArgument that names the field.
+fn timeout_field(timeout_ms: u32) -> Result<Duration, Status> {
+    match timeout_ms {
+        0 => Ok(DEFAULT_TIMEOUT),
+        ms if ms > MAX_TIMEOUT_MS => Err(Status::invalid_argument(format!(
+            "timeout_ms: {ms} is above the maximum of {MAX_TIMEOUT_MS} ms; use 0 for the default"
+        ))),
+        ms => Ok(Duration::from_millis(u64::from(ms))),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        let timeout = timeout_field(request.get_ref().timeout_ms)?;
+        Ok(Response::new(status::get_status(&self.state, timeout).await))
+    }
+
+    async fn health(&self, request: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+        let timeout = timeout_field(request.get_ref().timeout_ms)?;
+        Ok(Response::new(health::health(&self.state, timeout).await))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_field_validation() {
+        assert_eq!(timeout_field(0).expect("default"), DEFAULT_TIMEOUT);
+        assert_eq!(timeout_field(1500).expect("ms"), Duration::from_millis(1500));
+        let err = timeout_field(60_001).expect_err("too big");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with("timeout_ms:"), "{}", err.message());
+    }
+}

@@ -1,0 +1,108 @@
+//! GetStatus: the member, the unit, the data dir and the agent itself.
+
+use std::time::Duration;
+
+use etcdops_proto::v1 as pb;
+
+use crate::datadir::DataDirInfo;
+use crate::etcd::MemberStatus;
+use crate::state::AgentState;
+use crate::unit::{UnitInfo, UnitState};
+
+pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusResponse {
+    let data_dir_path = state.data_dir.clone();
+    let (member, unit, data_dir) = tokio::join!(
+        state.etcd.status(timeout),
+        state.unit.info(),
+        tokio::task::spawn_blocking(move || DataDirInfo::read(&data_dir_path)),
+    );
+    let member = match member {
+        Ok(m) => member_to_pb(state.etcd.endpoint(), m),
+        Err(e) => pb::MemberStatus {
+            reachable: false,
+            error: e.to_string(),
+            endpoint: state.etcd.endpoint().to_string(),
+            ..Default::default()
+        },
+    };
+    let data_dir = match data_dir {
+        Ok(d) => data_dir_to_pb(d),
+        Err(e) => pb::DataDirStatus {
+            path: state.data_dir.display().to_string(),
+            error: format!("measuring the data dir failed: {e}"),
+            ..Default::default()
+        },
+    };
+    pb::GetStatusResponse {
+        agent: Some(pb::AgentInfo {
+            name: state.identity.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            cert_not_after_unix: state.identity.not_after_unix,
+        }),
+        member: Some(member),
+        unit: Some(unit_to_pb(state.unit.backend(), state.unit.unit(), unit)),
+        data_dir: Some(data_dir),
+    }
+}
+
+fn member_to_pb(endpoint: &str, m: MemberStatus) -> pb::MemberStatus {
+    pb::MemberStatus {
+        reachable: true,
+        error: String::new(),
+        endpoint: endpoint.to_string(),
+        member_id: m.member_id,
+        member_name: m.member_name,
+        cluster_id: m.cluster_id,
+        leader_id: m.leader_id,
+        is_leader: m.member_id != 0 && m.member_id == m.leader_id,
+        is_learner: m.is_learner,
+        raft_term: m.raft_term,
+        raft_index: m.raft_index,
+        raft_applied_index: m.raft_applied_index,
+        revision: m.revision,
+        db_size: m.db_size,
+        db_size_in_use: m.db_size_in_use,
+        etcd_version: m.version,
+        alarms: m.alarms.into_iter().map(|a| pb::Alarm { member_id: a.member_id, kind: a.kind }).collect(),
+        member_errors: m.errors,
+        members: m
+            .members
+            .into_iter()
+            .map(|x| pb::Member {
+                id: x.id,
+                name: x.name,
+                peer_urls: x.peer_urls,
+                client_urls: x.client_urls,
+                is_learner: x.is_learner,
+            })
+            .collect(),
+    }
+}
+
+fn unit_to_pb(backend: &str, unit: String, info: UnitInfo) -> pb::UnitStatus {
+    let state = match info.state {
+        UnitState::Active => pb::UnitState::Active,
+        UnitState::Inactive => pb::UnitState::Inactive,
+        UnitState::Activating => pb::UnitState::Activating,
+        UnitState::Deactivating => pb::UnitState::Deactivating,
+        UnitState::Failed => pb::UnitState::Failed,
+    };
+    pb::UnitStatus {
+        backend: backend.to_string(),
+        unit,
+        state: state as i32,
+        main_pid: info.main_pid.unwrap_or_default(),
+        detail: info.detail,
+    }
+}
+
+fn data_dir_to_pb(d: DataDirInfo) -> pb::DataDirStatus {
+    pb::DataDirStatus {
+        path: d.path.display().to_string(),
+        exists: d.exists,
+        size_bytes: d.size_bytes,
+        fs_free_bytes: d.fs_free_bytes,
+        fs_total_bytes: d.fs_total_bytes,
+        error: d.error.unwrap_or_default(),
+    }
+}

@@ -1,0 +1,72 @@
+//! What the agent holds while it runs: its identity, the local member, the
+//! unit backend and the data dir. Built once at start-up from the config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcdops_certs::Identity;
+
+use crate::config::{AgentConfig, Backend, Restart};
+use crate::envfile::EnvFile;
+use crate::etcd::LocalMember;
+use crate::unit::UnitBackend;
+use crate::unit::process::{ProcessUnit, RestartPolicy};
+
+/// Debian's etcd.service default when nothing else names the data dir.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/etcd/default";
+
+#[derive(Debug)]
+pub struct AgentState {
+    /// The agent's own certificate identity.
+    pub identity: Identity,
+    pub etcd: LocalMember,
+    pub unit: Box<dyn UnitBackend>,
+    pub data_dir: PathBuf,
+}
+
+/// Start-up errors that are not TLS or listen errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "unit backend \"systemd\" is not available in this version of etcdops-agent; \
+         set unit.backend = \"process\" in the agent config"
+    )]
+    SystemdUnavailable,
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+}
+
+impl AgentState {
+    pub fn new(config: &AgentConfig, identity: Identity) -> Result<AgentState, StateError> {
+        let unit: Box<dyn UnitBackend> = match config.unit.backend {
+            Backend::Process => {
+                let restart = match config.unit.restart {
+                    Restart::Never => RestartPolicy::Never,
+                    Restart::OnFailure => {
+                        RestartPolicy::OnFailure(Duration::from_secs(config.unit.restart_delay_secs))
+                    }
+                };
+                Box::new(ProcessUnit::new(
+                    config.unit.etcd_binary.clone(),
+                    config.etcd.env_file.clone(),
+                    config.unit.log_file.clone(),
+                    restart,
+                ))
+            }
+            Backend::Systemd => return Err(StateError::SystemdUnavailable),
+        };
+        Ok(AgentState { identity, etcd: LocalMember::new(&config.etcd)?, unit, data_dir: data_dir(config) })
+    }
+}
+
+/// The data dir: the config's, else ETCD_DATA_DIR from the env file, else
+/// Debian's default.
+fn data_dir(config: &AgentConfig) -> PathBuf {
+    if let Some(dir) = &config.etcd.data_dir {
+        return dir.clone();
+    }
+    EnvFile::load(&config.etcd.env_file)
+        .ok()
+        .and_then(|f| f.get("ETCD_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}

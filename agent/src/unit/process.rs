@@ -1,0 +1,241 @@
+//! The process backend: the agent runs etcd as its child, with the
+//! `ETCD_*` variables of the environment file, and watches it exit.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::{Mutex, watch};
+
+use super::{UnitBackend, UnitError, UnitInfo, UnitState};
+use crate::envfile::EnvFile;
+
+/// What happens when etcd exits on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Leave it stopped (state `failed`), like systemd's `Restart=no`.
+    Never,
+    /// Start it again after the delay when it exits abnormally.
+    OnFailure(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    Running { pid: u32 },
+    Stopping { pid: u32 },
+    /// Exited; `requested` when we stopped it.
+    Exited { detail: String, requested: bool, success: bool },
+}
+
+#[derive(Debug)]
+struct Shared {
+    phase: watch::Sender<Phase>,
+    /// Serializes start/stop so two requests cannot race.
+    op: Mutex<()>,
+}
+
+/// etcd supervised as a child process.
+#[derive(Debug, Clone)]
+pub struct ProcessUnit {
+    binary: PathBuf,
+    env_file: PathBuf,
+    log_file: Option<PathBuf>,
+    restart: RestartPolicy,
+    shared: Arc<Shared>,
+}
+
+impl ProcessUnit {
+    pub fn new(binary: PathBuf, env_file: PathBuf, log_file: Option<PathBuf>, restart: RestartPolicy) -> Self {
+        let (phase, _) = watch::channel(Phase::NotStarted);
+        ProcessUnit { binary, env_file, log_file, restart, shared: Arc::new(Shared { phase, op: Mutex::new(()) }) }
+    }
+
+    fn spawn(&self) -> Result<u32, UnitError> {
+        if !self.binary.is_file() {
+            return Err(UnitError::BinaryMissing { path: self.binary.clone() });
+        }
+        let env = EnvFile::load(&self.env_file)?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.vars().filter(|(k, _)| k.starts_with("ETCD_")))
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
+        if let Some(log) = &self.log_file {
+            let open = || std::fs::OpenOptions::new().create(true).append(true).open(log);
+            let start_err = |e: std::io::Error| UnitError::Start {
+                unit: self.unit(),
+                reason: format!("cannot open log file {}: {e}", log.display()),
+            };
+            cmd.stdout(open().map_err(start_err)?).stderr(open().map_err(start_err)?);
+        }
+        let mut child =
+            cmd.spawn().map_err(|e| UnitError::Start { unit: self.unit(), reason: e.to_string() })?;
+        let pid = child.id().unwrap_or_default();
+        self.shared.phase.send_replace(Phase::Running { pid });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            this.on_exit(status).await;
+        });
+        tracing::info!(pid, binary = %self.binary.display(), "started etcd");
+        Ok(pid)
+    }
+
+    async fn on_exit(&self, status: std::io::Result<ExitStatus>) {
+        let requested = matches!(*self.shared.phase.borrow(), Phase::Stopping { .. });
+        let (detail, success) = match status {
+            Ok(s) => (describe_exit(s), s.success()),
+            Err(e) => (format!("lost track of etcd: {e}"), false),
+        };
+        if requested {
+            tracing::info!(%detail, "etcd stopped");
+        } else {
+            tracing::warn!(%detail, "etcd exited on its own");
+        }
+        self.shared.phase.send_replace(Phase::Exited { detail, requested, success });
+        if let (false, RestartPolicy::OnFailure(delay)) = (requested || success, self.restart) {
+            tokio::time::sleep(delay).await;
+            let _guard = self.shared.op.lock().await;
+            // Only if nobody started or stopped it meanwhile.
+            if matches!(*self.shared.phase.borrow(), Phase::Exited { requested: false, .. })
+                && let Err(e) = self.spawn()
+            {
+                tracing::error!(error = %e, "restarting etcd failed");
+            }
+        }
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+            format!("killed by signal {sig} ({name})")
+        }
+        _ => "exited".to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl UnitBackend for ProcessUnit {
+    fn backend(&self) -> &'static str {
+        "process"
+    }
+
+    fn unit(&self) -> String {
+        self.binary.display().to_string()
+    }
+
+    async fn info(&self) -> UnitInfo {
+        match self.shared.phase.borrow().clone() {
+            Phase::NotStarted => {
+                UnitInfo { state: UnitState::Inactive, main_pid: None, detail: "not started".to_string() }
+            }
+            Phase::Running { pid } => UnitInfo { state: UnitState::Active, main_pid: Some(pid), detail: String::new() },
+            Phase::Stopping { pid } => {
+                UnitInfo { state: UnitState::Deactivating, main_pid: Some(pid), detail: "stopping".to_string() }
+            }
+            Phase::Exited { detail, requested, success } => {
+                let state = if requested || success { UnitState::Inactive } else { UnitState::Failed };
+                UnitInfo { state, main_pid: None, detail }
+            }
+        }
+    }
+
+    async fn start(&self) -> Result<UnitInfo, UnitError> {
+        let _guard = self.shared.op.lock().await;
+        let running = matches!(*self.shared.phase.borrow(), Phase::Running { .. } | Phase::Stopping { .. });
+        if !running {
+            self.spawn()?;
+        }
+        Ok(self.info().await)
+    }
+
+    async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError> {
+        let _guard = self.shared.op.lock().await;
+        let pid = match *self.shared.phase.borrow() {
+            Phase::Running { pid } | Phase::Stopping { pid } => pid,
+            Phase::NotStarted | Phase::Exited { .. } => return Ok(UnitInfo {
+                state: UnitState::Inactive,
+                main_pid: None,
+                detail: "not running".to_string(),
+            }),
+        };
+        let mut rx = self.shared.phase.subscribe();
+        self.shared.phase.send_replace(Phase::Stopping { pid });
+        let signal = |sig| {
+            let raw = i32::try_from(pid).unwrap_or(i32::MAX);
+            kill(Pid::from_raw(raw), sig).map_err(|e| UnitError::Signal {
+                unit: self.unit(),
+                pid,
+                reason: e.to_string(),
+            })
+        };
+        signal(Signal::SIGTERM)?;
+        let exited = |p: &Phase| matches!(p, Phase::Exited { .. });
+        if tokio::time::timeout(timeout, rx.wait_for(exited)).await.is_err() {
+            signal(Signal::SIGKILL)?;
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(exited)).await;
+            return Err(UnitError::StopTimeout { unit: self.unit(), timeout });
+        }
+        Ok(self.info().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(binary: &str, env: &str, restart: RestartPolicy) -> (tempfile::TempDir, ProcessUnit) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env_file = dir.path().join("etcd.env");
+        std::fs::write(&env_file, env).expect("write env");
+        (dir, ProcessUnit::new(PathBuf::from(binary), env_file, None, restart))
+    }
+
+    #[tokio::test]
+    async fn starts_stops_and_reports_states() {
+        let (_d, u) = unit("/bin/sleep", "", RestartPolicy::Never);
+        assert_eq!(u.info().await.state, UnitState::Inactive);
+        // `sleep` without arguments fails at once: the state says failed.
+        u.start().await.expect("start");
+        let mut rx = u.shared.phase.subscribe();
+        rx.wait_for(|p| matches!(p, Phase::Exited { .. })).await.expect("exit");
+        let info = u.info().await;
+        assert_eq!(info.state, UnitState::Failed);
+        assert_eq!(info.detail, "exited with status 1");
+    }
+
+    #[tokio::test]
+    async fn stop_is_graceful_and_idempotent() {
+        let (dir, _) = unit("/bin/true", "", RestartPolicy::Never);
+        let script = dir.path().join("fake-etcd");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let env_file = dir.path().join("etcd.env");
+        std::fs::write(&env_file, "ETCD_NAME=x\n").expect("env");
+        let u = ProcessUnit::new(script, env_file, None, RestartPolicy::Never);
+        let info = u.start().await.expect("start");
+        assert_eq!(info.state, UnitState::Active);
+        assert!(info.main_pid.is_some());
+        let info = u.stop(Duration::from_secs(5)).await.expect("stop");
+        assert_eq!(info.state, UnitState::Inactive);
+        assert!(info.detail.contains("SIGTERM"), "{}", info.detail);
+        assert_eq!(u.stop(Duration::from_secs(1)).await.expect("again").state, UnitState::Inactive);
+    }
+
+    #[tokio::test]
+    async fn missing_binary_says_how_to_install() {
+        let (_d, u) = unit("/nonexistent/etcd", "", RestartPolicy::Never);
+        let err = u.start().await.expect_err("missing");
+        assert!(err.to_string().contains("apt-get install etcd-server"), "{err}");
+    }
+}

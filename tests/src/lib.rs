@@ -1,1 +1,328 @@
-//! placeholder
+//! The end-to-end harness: real etcd members supervised by real agents on
+//! free 127.x.y.z addresses, a PKI generated at test time, and the real
+//! `etcdops` CLI pointed at them.
+//!
+//! ```no_run
+//! let cluster = etcdops_tests::Cluster::builder().members(3).start(etcdops_tests::bins!());
+//! let out = cluster.etcdops(&["status", "-w", "json"]);
+//! assert_eq!(out.code, 0);
+//! ```
+//!
+//! Everything is torn down when the [`Cluster`] is dropped, also when a test
+//! panics: each agent runs in its own process group with its etcd, and the
+//! group is stopped with SIGTERM, then SIGKILL.
+
+#![forbid(unsafe_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use etcdops_agent::config::Restart;
+use etcdops_certs::{IssueRequest, Pki, Role};
+use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
+use etcdops_coordinator::sandbox::procs;
+use etcdops_proto::v1::agent_client::AgentClient;
+use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Paths of the binaries under test (see [`bins!`]).
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub agent: PathBuf,
+    pub cli: PathBuf,
+}
+
+/// The binaries cargo built for this test run.
+#[macro_export]
+macro_rules! bins {
+    () => {
+        $crate::Bins {
+            agent: env!("CARGO_BIN_EXE_e2e-etcdops-agent").into(),
+            cli: env!("CARGO_BIN_EXE_e2e-etcdops").into(),
+        }
+    };
+}
+
+/// How long a cluster may take to become healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    members: usize,
+    restart: Restart,
+}
+
+impl ClusterBuilder {
+    pub fn members(mut self, n: usize) -> Self {
+        self.members = n;
+        self
+    }
+
+    /// Starts etcd members and agents and waits until the cluster is healthy.
+    pub fn start(self, bins: Bins) -> Cluster {
+        etcdops_certs::install_crypto_provider();
+        let etcd = etcd_binary();
+        let dir = tempfile::Builder::new().prefix("etcdops-e2e-").tempdir().expect("temp dir");
+        let prefix = free_prefix();
+        let spec = LayoutSpec {
+            dir: dir.path().to_path_buf(),
+            cluster: "e2e".to_string(),
+            members: self.members,
+            ip_prefix: prefix,
+            client_port: 2379,
+            peer_port: 2380,
+            agent_port: 7443,
+            etcd_binary: etcd,
+            restart: self.restart,
+            token: format!("e2e-{}-{}-{}", prefix[1], prefix[2], std::process::id()),
+        };
+        let layout = spec.write().expect("writing the cluster layout");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let mut cluster = Cluster { layout, bins, children: Vec::new(), runtime, _dir: dir };
+        for m in cluster.layout.members.clone() {
+            let child = procs::spawn_agent(&cluster.bins.agent, &m).expect("spawning an agent");
+            cluster.children.push(Some(child));
+        }
+        cluster.wait_until("every member healthy with one leader", START_TIMEOUT, |c| c.is_healthy());
+        cluster
+    }
+}
+
+/// A running cluster; dropped = torn down.
+pub struct Cluster {
+    pub layout: Layout,
+    pub bins: Bins,
+    children: Vec<Option<Child>>,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+/// The result of running the CLI.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout parsed as JSON (panics with the output if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Who calls the agent API in a direct call.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The fleet's coordinator certificate.
+    Coordinator,
+    /// TLS with the fleet CA trusted but no client certificate.
+    NoCertificate,
+    /// A coordinator-role certificate from another CA.
+    OtherCa,
+    /// The certificate of member i's agent (role agent).
+    Agent(usize),
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder { members: 3, restart: Restart::Never }
+    }
+
+    pub fn member(&self, i: usize) -> &MemberLayout {
+        &self.layout.members[i]
+    }
+
+    pub fn fleet_path(&self) -> &Path {
+        &self.layout.fleet_path
+    }
+
+    /// Runs `etcdops --fleet <fleet> ARGS` and collects its output.
+    pub fn etcdops(&self, args: &[&str]) -> CliOutput {
+        let out = Command::new(&self.bins.cli)
+            .arg("--fleet")
+            .arg(self.fleet_path())
+            .args(args)
+            .env_remove("ETCDOPS_FLEET")
+            .output()
+            .expect("running etcdops");
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A gRPC client to member i's agent, authenticated as `caller`.
+    pub fn client(&self, i: usize, caller: &Caller) -> AgentClient<Channel> {
+        let m = self.member(i);
+        let pki = Pki::open(&self.layout.pki_dir).expect("pki");
+        let ca = Certificate::from_pem(std::fs::read(pki.ca_cert_path()).expect("ca"));
+        let identity = |cert: &Path, key: &Path| {
+            Identity::from_pem(std::fs::read(cert).expect("cert"), std::fs::read(key).expect("key"))
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name(m.ip.to_string());
+        match caller {
+            Caller::Coordinator => {
+                let (cert, key) = pki.paths(Role::Coordinator, "sandbox-operator");
+                tls = tls.identity(identity(&cert, &key));
+            }
+            Caller::NoCertificate => {}
+            Caller::OtherCa => {
+                let other = self.layout.dir.join("other-pki");
+                let pki = Pki::open(&other).unwrap_or_else(|_| Pki::init(&other, "intruder-ca", 1, false).expect("ca").0);
+                let (cert, key) = pki.paths(Role::Coordinator, "intruder");
+                if !cert.exists() {
+                    pki.issue(&IssueRequest::new(Role::Coordinator, "intruder")).expect("issue");
+                }
+                tls = tls.identity(identity(&cert, &key));
+            }
+            Caller::Agent(j) => {
+                let (cert, key) = pki.paths(Role::Agent, &self.member(*j).name);
+                tls = tls.identity(identity(&cert, &key));
+            }
+        }
+        let endpoint = Endpoint::from_shared(m.agent_url.clone())
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10));
+        AgentClient::new(endpoint.connect_lazy())
+    }
+
+    /// GetStatus on member i's agent, as `caller`.
+    pub fn get_status(&self, i: usize, caller: &Caller, timeout_ms: u32) -> Result<GetStatusResponse, tonic::Status> {
+        let mut client = self.client(i, caller);
+        self.runtime
+            .block_on(client.get_status(GetStatusRequest { timeout_ms }))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Health on member i's agent, as `caller`.
+    pub fn health(&self, i: usize, caller: &Caller, timeout_ms: u32) -> Result<HealthResponse, tonic::Status> {
+        let mut client = self.client(i, caller);
+        self.runtime.block_on(client.health(HealthRequest { timeout_ms })).map(tonic::Response::into_inner)
+    }
+
+    /// True when every agent answers, every member is healthy, and there is
+    /// exactly one leader and one cluster ID.
+    pub fn is_healthy(&self) -> bool {
+        let mut leaders = 0;
+        let mut cluster_ids = std::collections::BTreeSet::new();
+        for i in 0..self.layout.members.len() {
+            let Ok(status) = self.get_status(i, &Caller::Coordinator, 1000) else { return false };
+            let Some(member) = status.member else { return false };
+            if !member.reachable || !self.health(i, &Caller::Coordinator, 1000).is_ok_and(|h| h.healthy) {
+                return false;
+            }
+            leaders += usize::from(member.is_leader);
+            cluster_ids.insert(member.cluster_id);
+        }
+        leaders == 1 && cluster_ids.len() == 1
+    }
+
+    /// The pid of the etcd process member i's agent supervises.
+    pub fn etcd_pid(&self, i: usize) -> u32 {
+        let status = self.get_status(i, &Caller::Coordinator, 1000).expect("status");
+        let pid = status.unit.map(|u| u.main_pid).unwrap_or_default();
+        assert_ne!(pid, 0, "member {i} has no running etcd");
+        pid
+    }
+
+    /// SIGKILLs member i's etcd (the agent keeps running).
+    pub fn kill_etcd(&self, i: usize) {
+        let pid = self.etcd_pid(i);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill etcd");
+        self.wait_until("the killed etcd to be gone", Duration::from_secs(10), |_| !procs::alive(pid));
+    }
+
+    /// Polls `cond` every 100 ms until it holds, or panics after `timeout`
+    /// with `what` and the agents' logs.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Cluster) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+    }
+
+    /// The tail of every agent and etcd log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.layout.members {
+            for path in [&m.agent_log, &m.etcd_log] {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {} (last lines)\n", path.display()));
+                for line in tail.into_iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (i, slot) in self.children.iter_mut().enumerate() {
+            if let Some(mut child) = slot.take() {
+                let pid = child.id();
+                procs::stop_group(pid, Duration::from_secs(20), || {
+                    let _ = child.try_wait();
+                });
+                let _ = child.kill();
+                let _ = child.wait();
+                procs::forget(&self.layout.members[i]);
+            }
+        }
+    }
+}
+
+/// The etcd binary: `ETCD_BIN` or the installed one.
+fn etcd_binary() -> PathBuf {
+    let path = std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    assert!(
+        path.is_file(),
+        "etcd not found at {}: install it (`apt-get install etcd-server etcd-client`) or set ETCD_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A random 127.x.y prefix whose .11-.19 addresses have the cluster ports free.
+fn free_prefix() -> [u8; 3] {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..100 {
+        // xorshift: good enough to spread parallel tests over 127/8.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let prefix = [127, (seed % 250 + 1) as u8, (seed >> 8) as u8];
+        let free = (11..20u8).all(|host| {
+            [2379, 2380, 7443].iter().all(|port| {
+                let addr = SocketAddr::from((Ipv4Addr::new(prefix[0], prefix[1], prefix[2], host), *port));
+                TcpListener::bind(addr).is_ok()
+            })
+        });
+        if free {
+            return prefix;
+        }
+    }
+    panic!("no free 127.x.y.0/24 block with ports 2379, 2380 and 7443 free");
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The run command: sets up the machine, builds etcdops, starts a local
+# 3-member etcd cluster with an agent per member (127.0.0.11-13), and shows
+# the cluster through the agents. Extra arguments go to `etcdops sandbox up`
+# (e.g. --members 5). SANDBOX_DIR picks the directory.
+# Stop it with: target/debug/etcdops sandbox down --dir "$SANDBOX_DIR"
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash deploy/dev/setup.sh
+cargo build --bins --locked
+dir=${SANDBOX_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/etcdops/sandbox}
+target/debug/etcdops sandbox up --dir "$dir" "$@"
+echo
+echo "\$ etcdops status"
+target/debug/etcdops --fleet "$dir/fleet.toml" status
+echo
+echo "\$ etcdops member list"
+target/debug/etcdops --fleet "$dir/fleet.toml" member list

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing etcdops needs on a fresh Debian/Ubuntu
+# machine: etcd (server and etcdctl, the real thing the tests run), protoc
+# and its well-known types (etcd-client's build script needs them), and
+# cargo-nextest. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${need_apt[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Debian's etcd-server starts a default member where systemd runs; the
+# sandbox and tests run their own members, so stop that one if it is up.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  echo "setup: note: a system etcd.service is running on this machine; the sandbox uses 127.0.0.11-19 and does not touch it" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version))" >&2

@@ -1,0 +1,92 @@
+//! End-to-end: the coordinator sees a real 3-member cluster through real
+//! agents over mutual TLS, and says so when a member is down.
+
+use etcdops_tests::{Cluster, bins};
+use serde_json::Value;
+
+fn members(report: &Value) -> &Vec<Value> {
+    report["members"].as_array().expect("members array")
+}
+
+#[test]
+fn status_of_a_healthy_three_member_cluster() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+
+    let out = cluster.etcdops(&["status", "-w", "json"]);
+    assert_eq!(out.code, 0, "status must succeed on a healthy cluster: {}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["cluster"], "e2e");
+    let list = members(&report);
+    assert_eq!(list.len(), 3);
+    let leaders = list.iter().filter(|m| m["etcd"]["is_leader"] == true).count();
+    assert_eq!(leaders, 1, "exactly one leader: {report:#}");
+    assert_eq!(report["cluster_ids"].as_array().map(Vec::len), Some(1), "one cluster ID: {report:#}");
+    for (i, m) in list.iter().enumerate() {
+        assert!(m["error"].is_null(), "member {i}: {m:#}");
+        let id = m["etcd"]["member_id"].as_str().expect("hex member id");
+        assert_eq!(id.len(), 16, "IDs are 16 hex digits: {id}");
+        assert!(u64::from_str_radix(id, 16).is_ok());
+        assert_eq!(m["unit"]["state"], "active");
+        assert_eq!(m["unit"]["backend"], "process");
+        assert!(m["data_dir"]["size_bytes"].as_u64().is_some_and(|s| s > 0), "data dir measured: {m:#}");
+        assert!(m["agent_info"]["cert_not_after_unix"].as_i64().is_some_and(|t| t > 0));
+    }
+
+    let table = cluster.etcdops(&["status"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    for name in ["etcd1", "etcd2", "etcd3"] {
+        assert!(table.stdout.contains(name), "table lists {name}:\n{}", table.stdout);
+    }
+
+    let health = cluster.etcdops(&["health", "-w", "json"]);
+    assert_eq!(health.code, 0, "{}", health.stderr);
+    assert_eq!(health.json()["ok"], true);
+
+    let list = cluster.etcdops(&["member", "list", "-w", "json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let report = list.json();
+    let names: Vec<&str> = members(&report).iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names.len(), 3, "{report:#}");
+    for name in ["etcd1", "etcd2", "etcd3"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+}
+
+#[test]
+fn a_killed_member_shows_unhealthy_and_the_exit_code_says_so() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    cluster.kill_etcd(1);
+
+    let out = cluster.etcdops(&["status", "-w", "json"]);
+    assert_eq!(out.code, 1, "status must fail when a member is down: {}", out.stdout);
+    let report = out.json();
+    assert_eq!(report["ok"], false);
+    let etcd2 = members(&report).iter().find(|m| m["name"] == "etcd2").expect("etcd2 listed");
+    assert!(etcd2["error"].is_string(), "etcd2 reports its error: {etcd2:#}");
+    assert_eq!(etcd2["unit"]["state"], "failed", "the agent saw etcd die: {etcd2:#}");
+    let others_fine = members(&report).iter().filter(|m| m["name"] != "etcd2").all(|m| m["error"].is_null());
+    assert!(others_fine, "the two live members still answer: {report:#}");
+
+    let health = cluster.etcdops(&["health"]);
+    assert_eq!(health.code, 1, "health must fail: {}", health.stdout);
+    assert!(health.stdout.contains("etcd2"), "{}", health.stdout);
+}
+
+#[test]
+fn an_unreachable_agent_is_reported_without_hanging() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let started = std::time::Instant::now();
+    // An agent URL in the fleet that nothing listens on: point etcd3's entry elsewhere.
+    let fleet = std::fs::read_to_string(cluster.fleet_path()).expect("fleet");
+    let moved = fleet.replace(&cluster.member(2).agent_url, "https://127.0.0.1:9");
+    std::fs::write(cluster.fleet_path(), moved).expect("rewrite fleet");
+
+    let out = cluster.etcdops(&["status", "-w", "json", "--timeout", "3s"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let report = out.json();
+    let etcd3 = members(&report).iter().find(|m| m["name"] == "etcd3").expect("etcd3 listed");
+    let error = etcd3["error"].as_str().expect("etcd3 has an error");
+    assert!(error.contains("127.0.0.1:9"), "the error names the agent: {error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "no hang");
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! `etcdops`, the coordinator: reads every agent of a cluster and (later) sequences cluster-wide etcd work.
+//!
+//! - [`cli`]: the command line (`etcdops ...`), the binary's only entry point.
+//! - [`fleet`]: the fleet inventory (`fleet.toml`): clusters, members, agents, TLS.
+//! - [`agents`]: the one place that connects to agents, and the concurrent fan-out.
+//! - [`output`]: what commands print (tables and the stable JSON schema), as pure functions.
+//! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
+//! - [`exit`]: the process exit codes.
+//! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
+
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod cli;
+pub mod duration;
+pub mod exit;
+pub mod fleet;
+pub mod output;
+pub mod sandbox;
+
+pub use exit::ExitStatus;

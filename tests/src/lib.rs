@@ -80,7 +80,8 @@ impl ClusterBuilder {
             token: format!("e2e-{}-{}-{}", prefix[1], prefix[2], std::process::id()),
         };
         let layout = spec.write().expect("writing the cluster layout");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let mut cluster = Cluster { layout, bins, children: Vec::new(), runtime, _dir: dir };
         for m in cluster.layout.members.clone() {
             let child = procs::spawn_agent(&cluster.bins.agent, &m).expect("spawning an agent");
@@ -193,6 +194,7 @@ impl Cluster {
             .expect("tls")
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
+        let _runtime = self.runtime.enter();
         AgentClient::new(endpoint.connect_lazy())
     }
 
@@ -276,10 +278,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Signal every agent first so the members stop in parallel.
+        for child in self.children.iter().flatten() {
+            procs::terminate(child.id());
+        }
         for (i, slot) in self.children.iter_mut().enumerate() {
             if let Some(mut child) = slot.take() {
-                let pid = child.id();
-                procs::stop_group(pid, Duration::from_secs(20), || {
+                procs::wait_group(child.id(), Duration::from_secs(20), || {
                     let _ = child.try_wait();
                 });
                 let _ = child.kill();

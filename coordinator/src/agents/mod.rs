@@ -1,0 +1,240 @@
+//! The one place that connects to agents: endpoints, mutual TLS, timeouts, and the concurrent fan-out.
+//!
+//! Every failure to reach or use an agent (refused connection, TLS failure,
+//! refused certificate, timeout, error status) becomes an [`AgentError`] for
+//! that member — never a hang or a panic — naming the member, its agent URL
+//! and what to check. Under TLS 1.3 an agent that rejects our client
+//! certificate does so after the handshake, so that shows on the first RPC,
+//! not on connect; both paths are classified the same way.
+
+mod error;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdops_certs::ClientTls;
+use etcdops_proto::v1::agent_client::AgentClient;
+use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+pub use error::{AgentError, AgentErrorKind};
+use error::{chain_message, classify_connect, classify_status};
+
+use crate::fleet::{AgentUrl, Member};
+
+/// How long one agent gets, connect and call together, unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most an agent accepts as its budget for the local member (`timeout_ms`).
+pub const MAX_AGENT_BUDGET_MS: u32 = 60_000;
+
+/// A connected agent client.
+pub type Client = AgentClient<Channel>;
+
+/// Connects to agents with the coordinator's identity, each call bounded by a timeout.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    tls: Arc<ClientTls>,
+    timeout: Duration,
+}
+
+/// One member's answer (or why there is none).
+#[derive(Debug)]
+pub struct Reply<T> {
+    /// The fleet's name of the member.
+    pub member: String,
+    /// The agent the call went to.
+    pub agent: AgentUrl,
+    /// Time from the start of the connect to the answer or error.
+    pub took: Duration,
+    pub result: Result<T, AgentError>,
+}
+
+impl Agents {
+    /// Agents reached with `tls` (the coordinator's identity), each given `timeout`.
+    pub fn new(tls: ClientTls, timeout: Duration) -> Agents {
+        Agents {
+            tls: Arc::new(tls),
+            timeout,
+        }
+    }
+
+    /// The per-agent budget: connect and call together.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The budget the agent gets for its local member (`timeout_ms`): four
+    /// fifths of ours, so it can answer with the member's error before we give up.
+    pub fn agent_budget_ms(&self) -> u32 {
+        agent_budget_ms(self.timeout)
+    }
+
+    /// The tonic endpoint of one agent: TLS verified against the fleet CA
+    /// under the URL's host, connect timeout and per-call timeout.
+    pub fn endpoint(&self, member: &Member) -> Result<Endpoint, AgentError> {
+        let invalid = |e: tonic::transport::Error| {
+            AgentError::new(
+                member,
+                AgentErrorKind::InvalidEndpoint {
+                    reason: chain_message(&e),
+                },
+            )
+        };
+        let endpoint = Endpoint::from_shared(member.agent.to_string())
+            .map_err(invalid)?
+            .tls_config(self.tls.for_domain(member.agent.host()))
+            .map_err(invalid)?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        Ok(endpoint)
+    }
+
+    /// Connects to one agent, within the timeout.
+    pub async fn connect(&self, member: &Member) -> Result<Client, AgentError> {
+        self.connect_until(member, Instant::now() + self.timeout).await
+    }
+
+    async fn connect_until(&self, member: &Member, deadline: Instant) -> Result<Client, AgentError> {
+        let endpoint = self.endpoint(member)?;
+        match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+            Err(_) => Err(AgentError::new(
+                member,
+                AgentErrorKind::ConnectTimeout { after: self.timeout },
+            )),
+            Ok(Err(e)) => Err(AgentError::new(
+                member,
+                classify_connect(&e, member.agent.host(), self.timeout),
+            )),
+            Ok(Ok(channel)) => Ok(AgentClient::new(channel)),
+        }
+    }
+
+    /// Calls every member's agent at once; each connect-and-call is bounded
+    /// by the timeout. Replies come back in the order of `members`.
+    pub async fn fan_out<T, F, Fut>(&self, members: &[Member], call: F) -> Vec<Reply<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>> + Send + 'static,
+    {
+        let mut tasks = JoinSet::new();
+        let mut index_of = HashMap::new();
+        for (index, member) in members.iter().enumerate() {
+            let (agents, member, call) = (self.clone(), member.clone(), call.clone());
+            let handle = tasks.spawn(async move { (index, agents.call_one(&member, call).await) });
+            index_of.insert(handle.id(), index);
+        }
+        let mut replies: Vec<Option<Reply<T>>> = members.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, reply)) => replies[index] = Some(reply),
+                Err(join_error) => {
+                    if let Some(&index) = index_of.get(&join_error.id()) {
+                        let member = &members[index];
+                        let kind = AgentErrorKind::Internal {
+                            reason: join_error.to_string(),
+                        };
+                        replies[index] = Some(Reply {
+                            member: member.name.clone(),
+                            agent: member.agent.clone(),
+                            took: Duration::ZERO,
+                            result: Err(AgentError::new(member, kind)),
+                        });
+                    }
+                }
+            }
+        }
+        replies
+            .into_iter()
+            .zip(members)
+            .map(|(reply, member)| {
+                reply.unwrap_or_else(|| Reply {
+                    member: member.name.clone(),
+                    agent: member.agent.clone(),
+                    took: Duration::ZERO,
+                    result: Err(AgentError::new(
+                        member,
+                        AgentErrorKind::Internal {
+                            reason: "no reply recorded".into(),
+                        },
+                    )),
+                })
+            })
+            .collect()
+    }
+
+    async fn call_one<T, F, Fut>(&self, member: &Member, call: F) -> Reply<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let result = async {
+            let client = self.connect_until(member, deadline).await?;
+            match tokio::time::timeout_at(deadline, call(client)).await {
+                Err(_) => Err(AgentError::new(
+                    member,
+                    AgentErrorKind::CallTimeout { after: self.timeout },
+                )),
+                Ok(Err(status)) => Err(AgentError::new(
+                    member,
+                    classify_status(&status, member.agent.host(), self.timeout),
+                )),
+                Ok(Ok(response)) => Ok(response.into_inner()),
+            }
+        }
+        .await;
+        tracing::debug!(member = %member.name, agent = %member.agent, took = ?start.elapsed(), ok = result.is_ok(), "agent call");
+        Reply {
+            member: member.name.clone(),
+            agent: member.agent.clone(),
+            took: start.elapsed(),
+            result,
+        }
+    }
+
+    /// `GetStatus` on every member's agent.
+    pub async fn get_status(&self, members: &[Member]) -> Vec<Reply<GetStatusResponse>> {
+        let timeout_ms = self.agent_budget_ms();
+        self.fan_out(members, move |mut client: Client| async move {
+            client.get_status(GetStatusRequest { timeout_ms }).await
+        })
+        .await
+    }
+
+    /// `Health` on every member's agent.
+    pub async fn health(&self, members: &[Member]) -> Vec<Reply<HealthResponse>> {
+        let timeout_ms = self.agent_budget_ms();
+        self.fan_out(members, move |mut client: Client| async move {
+            client.health(HealthRequest { timeout_ms }).await
+        })
+        .await
+    }
+}
+
+/// Four fifths of `timeout`, in whole milliseconds, within 1..=60000.
+pub fn agent_budget_ms(timeout: Duration) -> u32 {
+    let ms = timeout.as_millis().saturating_mul(4) / 5;
+    u32::try_from(ms)
+        .unwrap_or(MAX_AGENT_BUDGET_MS)
+        .clamp(1, MAX_AGENT_BUDGET_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_room_to_answer() {
+        assert_eq!(agent_budget_ms(Duration::from_secs(5)), 4_000);
+        assert_eq!(agent_budget_ms(Duration::from_millis(1)), 1);
+        assert_eq!(agent_budget_ms(Duration::from_secs(3600)), MAX_AGENT_BUDGET_MS);
+    }
+}

@@ -1,0 +1,126 @@
+//! How an error ends the program: its exit code and the hint printed under it.
+
+use etcdops_certs::{PkiError, TlsError};
+
+use crate::exit::ExitStatus;
+use crate::fleet::FleetError;
+
+/// The error and its causes on one line, `outer: inner: innermost`, leaving
+/// out a cause whose text a message before it already quotes (many errors
+/// both print their source and return it from `source()`).
+pub(crate) fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        let part = part.trim_end();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    text
+}
+
+/// Usage and configuration errors exit 2; everything else 1.
+pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
+    for cause in err.chain() {
+        if cause.is::<FleetError>() || cause.is::<TlsError>() {
+            return ExitStatus::Usage;
+        }
+        if let Some(pki) = cause.downcast_ref::<PkiError>() {
+            return match pki {
+                PkiError::AlreadyExists { .. }
+                | PkiError::NoCa { .. }
+                | PkiError::InvalidName { .. }
+                | PkiError::InvalidHost { .. }
+                | PkiError::MissingHost { .. }
+                | PkiError::InvalidValidity { .. }
+                | PkiError::UnsafeKeyPermissions { .. } => ExitStatus::Usage,
+                _ => ExitStatus::Failed,
+            };
+        }
+    }
+    ExitStatus::Failed
+}
+
+/// One line that tells the user what to do next.
+pub(crate) fn hint(err: &anyhow::Error) -> String {
+    for cause in err.chain() {
+        if let Some(fleet) = cause.downcast_ref::<FleetError>() {
+            return match fleet {
+                FleetError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    "pass --fleet PATH or set ETCDOPS_FLEET (default /etc/etcdops/fleet.toml); \
+                     `etcdops --help` shows the file's format"
+                        .to_string()
+                }
+                FleetError::Read { .. } => "check that you may read the fleet file".to_string(),
+                FleetError::ClusterRequired { .. } | FleetError::UnknownCluster { .. } => {
+                    "pass --cluster NAME with one of the clusters listed above".to_string()
+                }
+                FleetError::Write { .. } | FleetError::Serialize(_) => {
+                    "check that the fleet file's directory exists and is writable".to_string()
+                }
+                _ => "fix the fleet file; `etcdops --help` shows its format".to_string(),
+            };
+        }
+        if cause.is::<TlsError>() {
+            return "the fleet file's [tls] must name the fleet CA and a coordinator certificate and key; \
+                    issue one with `etcdops certs issue coordinator --name NAME --dir DIR`"
+                .to_string();
+        }
+        if cause.is::<PkiError>() {
+            return "`etcdops certs --help` describes the PKI directory and each command".to_string();
+        }
+    }
+    "run with -v (or RUST_LOG=debug) for more detail".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use anyhow::Context;
+
+    use super::*;
+
+    #[test]
+    fn messages_do_not_repeat_causes() {
+        let err = anyhow::Error::new(FleetError::Read {
+            path: PathBuf::from("/f.toml"),
+            source: std::io::Error::other("denied"),
+        });
+        assert_eq!(message(&err), "cannot read the fleet file /f.toml: denied");
+        let err = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write the output");
+        assert_eq!(message(&err), "cannot write the output: disk full");
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let not_found = anyhow::Error::new(FleetError::Read {
+            path: PathBuf::from("/etc/etcdops/fleet.toml"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(exit_status(&not_found), ExitStatus::Usage);
+        assert!(hint(&not_found).contains("--fleet"));
+
+        let wrapped: anyhow::Result<()> = Err(FleetError::ClusterRequired {
+            known: vec!["a".into(), "b".into()],
+        })
+        .context("choosing a cluster");
+        let wrapped = wrapped.expect_err("error");
+        assert_eq!(exit_status(&wrapped), ExitStatus::Usage);
+        assert!(hint(&wrapped).contains("--cluster"));
+
+        let exists = anyhow::Error::new(PkiError::AlreadyExists {
+            path: PathBuf::from("/pki/ca.crt"),
+        });
+        assert_eq!(exit_status(&exists), ExitStatus::Usage);
+
+        let io = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(exit_status(&io), ExitStatus::Failed);
+        assert!(hint(&io).contains("-v"));
+    }
+}

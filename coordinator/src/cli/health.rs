@@ -1,0 +1,34 @@
+//! `etcdops health`: a linearizable read through every member.
+
+use std::io::Write;
+
+use crate::cli::target::target;
+use crate::cli::{GlobalArgs, emit};
+use crate::exit::ExitStatus;
+use crate::output::health;
+
+pub(crate) const LONG_ABOUT: &str = "\
+Check every member's health: each agent performs a linearizable read
+through its local member and reports whether it succeeded and how long it
+took (TOOK). A member is healthy only when the read succeeded; a read
+needs a leader and a quorum, so an unhealthy cluster shows on every member.
+
+All agents are asked at once, each bounded by --timeout. The cluster is
+healthy (exit 0) only when every member is.";
+
+pub(crate) const AFTER_HELP: &str = "\
+Examples:
+  etcdops health
+  etcdops health -w json | jq -e .ok
+  etcdops --cluster prod-b health --timeout 500ms
+
+Exit codes: 0 every member healthy, 1 some member unhealthy or unreachable, 2 usage or configuration error.";
+
+pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let target = target(global)?;
+    let replies = target.agents.health(&target.cluster.members).await;
+    let members = replies.into_iter().map(health::member_health).collect();
+    let report = health::evaluate(&target.cluster.name, members);
+    emit(out, global.write_out, &report, health::render_table)?;
+    Ok(ExitStatus::from_ok(report.ok))
+}

@@ -1,0 +1,410 @@
+//! The `etcdops` command line: arguments (clap), the runtime, and how errors and exit codes reach the user.
+//!
+//! Exit codes (see [`crate::exit`]): 0 success; 1 the operation failed or the
+//! cluster is unhealthy; 2 usage or configuration error.
+//!
+//! This is the binary's edge: commands use `anyhow` with context, and
+//! [`failure`] turns an error into its exit code and a hint.
+
+mod certs;
+mod failure;
+mod health;
+mod member;
+mod status;
+mod target;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::exit::{EXIT_CODES_HELP, ExitStatus};
+use crate::output::WriteOut;
+use crate::{duration, fleet, output};
+
+pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, RoleArg};
+pub use member::MemberCommand;
+
+const ABOUT: &str = "Operate etcd clusters through the etcdops agent on every etcd host";
+
+const LONG_ABOUT: &str = "\
+Operate etcd clusters through the etcdops agent on every etcd host.
+
+etcdops reads the fleet inventory (--fleet), connects to the agent of every
+member of the chosen cluster (--cluster) over mutual TLS, all agents at once,
+and reports on the cluster as a whole. Output follows etcdctl's conventions:
+tables by default, JSON with -w json (IDs as 16-digit hex strings).
+
+An agent that cannot be reached, refuses our certificate or does not answer
+within --timeout is reported for that member; the others still answer.";
+
+const FLEET_AND_EXAMPLES: &str = "\
+Fleet file (--fleet, default /etc/etcdops/fleet.toml):
+  [tls]                        # the coordinator's identity and the fleet CA;
+  ca = \"pki/ca.crt\"            # relative paths are relative to the fleet file
+  cert = \"pki/coordinator-ops.crt\"
+  key = \"pki/coordinator-ops.key\"
+
+  [[clusters]]
+  name = \"prod-a\"
+  [[clusters.members]]
+  name = \"etcd1\"                       # the etcd member name
+  agent = \"https://198.18.0.11:7443\"   # its agent
+
+Examples:
+  etcdops status                           the one cluster in the fleet
+  etcdops --cluster prod-a health -w json  one of several clusters, as JSON
+  etcdops member list --timeout 2s
+  etcdops certs init --dir /etc/etcdops/pki
+
+Environment:
+  ETCDOPS_FLEET  the fleet file, as --fleet
+  RUST_LOG       log filter (e.g. debug) when no -v is given; logs go to stderr";
+
+/// The end of `--help`: the fleet file, examples, environment and exit codes.
+fn after_long_help() -> String {
+    format!("{FLEET_AND_EXAMPLES}\n\n{EXIT_CODES_HELP}")
+}
+
+/// `etcdops`: the whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcdops",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES_HELP,
+    after_long_help = after_long_help(),
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// The fleet inventory: clusters, members, agents and the coordinator's TLS files.
+    #[arg(long, global = true, value_name = "PATH", env = "ETCDOPS_FLEET", default_value = fleet::DEFAULT_PATH)]
+    pub fleet: PathBuf,
+
+    /// The cluster to work on; required when the fleet has several.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// Output format: `table` for people, `json` for scripts (schema in OUTPUT.md).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = WriteOut::Table
+    )]
+    pub write_out: WriteOut,
+
+    /// How long each agent gets to connect and answer, e.g. 5s, 500ms, 1m.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
+    pub timeout: Duration,
+
+    /// More logging on stderr: -v info, -vv debug, -vvv trace (overrides RUST_LOG).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+// New commands (e.g. `sandbox`) add a variant here and an arm in `run`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show every member's etcd, unit and data dir status, like `etcdctl endpoint status`.
+    #[command(long_about = status::LONG_ABOUT, after_help = status::AFTER_HELP)]
+    Status,
+
+    /// Check every member with a linearizable read, like `etcdctl endpoint health`.
+    #[command(long_about = health::LONG_ABOUT, after_help = health::AFTER_HELP)]
+    Health,
+
+    /// Cluster membership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+
+    /// The fleet PKI: a CA, and certificates for agents, coordinators and etcd.
+    #[command(subcommand, long_about = certs::LONG_ABOUT)]
+    Certs(CertsCommand),
+
+    /// A real local etcd cluster with an agent per member, to try etcdops on.
+    #[command(subcommand, long_about = SANDBOX_ABOUT)]
+    Sandbox(SandboxCommand),
+}
+
+const SANDBOX_ABOUT: &str = "A real local etcd cluster to try etcdops on.\n\n\
+`up` generates a PKI, starts N etcd members (the installed etcd binary) on 127.0.0.11.. \
+(client port 2379, peer port 2380), each supervised by its own etcdops-agent (process backend, \
+agent API on port 7443 over mutual TLS), writes a fleet file, waits until the cluster is healthy \
+and prints the commands to try next. `down` stops every agent and etcd it started; files are kept, \
+and `up` on the same directory starts the same cluster again.";
+
+/// `etcdops sandbox ...`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Start the sandbox cluster (or restart a stopped one in the same directory).
+    #[command(after_help = "Examples:\n  etcdops sandbox up\n  etcdops sandbox up --members 5 --dir /tmp/sb\n  ETCDOPS_FLEET=/tmp/sb/fleet.toml etcdops status")]
+    Up(crate::sandbox::UpArgs),
+    /// Stop everything the sandbox started; keep its files.
+    #[command(after_help = "Example:\n  etcdops sandbox down --dir /tmp/sb")]
+    Down(crate::sandbox::DownArgs),
+}
+
+/// The binary's `main`: parses `std::env::args`, runs, returns the exit code.
+pub fn main() -> ExitCode {
+    run_with_args(std::env::args_os())
+}
+
+/// Runs `etcdops` with these arguments (the first is the program name),
+/// printing to the process's stdout and stderr. For tests and the sandbox.
+pub fn run_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with_io(args, &mut std::io::stdout(), &mut std::io::stderr()).into()
+}
+
+/// Runs `etcdops` with these arguments, writing reports to `out` and
+/// errors to `err`; returns the [`ExitStatus`].
+///
+/// It builds its own tokio runtime. Called from inside a runtime, it runs
+/// on a thread of its own and blocks the calling thread until done, so
+/// agents served by the caller's runtime need a multi-thread runtime
+/// (`#[tokio::test(flavor = "multi_thread")]`).
+pub fn run_with_io<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> ExitStatus
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    etcdops_certs::install_crypto_provider();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return print_clap_error(&e, out, err),
+    };
+    init_tracing(cli.global.verbose);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| s.spawn(|| execute(&cli, out, err)).join()).unwrap_or(ExitStatus::Failed)
+    } else {
+        execute(&cli, out, err)
+    }
+}
+
+fn print_clap_error(e: &clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
+    let text = e.render().to_string();
+    // Nothing sensible is left to do when stdout or stderr is gone.
+    let _ = if e.use_stderr() {
+        err.write_all(text.as_bytes())
+    } else {
+        out.write_all(text.as_bytes())
+    };
+    if e.exit_code() == 0 {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Usage
+    }
+}
+
+fn execute(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+        .and_then(|runtime| runtime.block_on(run(cli, out)));
+    match result {
+        Ok(status) => {
+            let _ = out.flush();
+            status
+        }
+        Err(e) => {
+            let _ = out.flush();
+            let _ = writeln!(
+                err,
+                "error: {}\nhint: {}",
+                failure::message(&e),
+                failure::hint(&e)
+            );
+            failure::exit_status(&e)
+        }
+    }
+}
+
+/// Runs a parsed command: prints its report to `out` and says how to exit.
+/// Errors are returned for the caller to print (see [`failure`]).
+pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Status => status::run(global, out).await,
+        Command::Health => health::run(global, out).await,
+        Command::Member(MemberCommand::List) => member::list(global, out).await,
+        Command::Certs(command) => certs::run(global, command, out),
+        Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
+        Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
+    }
+}
+
+/// Prints a report as JSON or as the command's text.
+fn emit<T: Serialize>(
+    out: &mut dyn Write,
+    format: WriteOut,
+    report: &T,
+    text: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    let rendered = match format {
+        WriteOut::Json => output::to_json(report)?,
+        WriteOut::Table => text(report),
+    };
+    out.write_all(rendered.as_bytes())
+        .map_err(|e| anyhow::Error::new(e).context("cannot write the output"))?;
+    Ok(())
+}
+
+/// Logs to stderr: `-v` levels win over `RUST_LOG`; the default is warnings only.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match verbose {
+        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        1 => EnvFilter::new("info"),
+        2 => EnvFilter::new("info,etcdops_coordinator=debug,etcdops_certs=debug"),
+        _ => EnvFilter::new("trace"),
+    };
+    // Already initialised (a second run in the same process) is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn run(args: &[&str]) -> (ExitStatus, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut argv = vec!["etcdops"];
+        argv.extend_from_slice(args);
+        let status = run_with_io(argv, &mut out, &mut err);
+        (
+            status,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_global_flags_anywhere() {
+        let cli = Cli::try_parse_from([
+            "etcdops",
+            "status",
+            "-w",
+            "json",
+            "--timeout",
+            "500ms",
+            "--cluster",
+            "b",
+        ])
+        .expect("parse");
+        assert_eq!(cli.global.write_out, WriteOut::Json);
+        assert_eq!(cli.global.timeout, Duration::from_millis(500));
+        assert_eq!(cli.global.cluster.as_deref(), Some("b"));
+        let cli =
+            Cli::try_parse_from(["etcdops", "--fleet", "/x.toml", "-vv", "member", "list"]).expect("parse");
+        assert_eq!(cli.global.fleet, PathBuf::from("/x.toml"));
+        assert_eq!(cli.global.verbose, 2);
+        assert!(matches!(cli.command, Command::Member(MemberCommand::List)));
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let (status, out, _) = run(&["--help"]);
+        assert_eq!(status, ExitStatus::Ok);
+        assert!(
+            out.contains("Exit codes:") && out.contains("2  usage or configuration error"),
+            "{out}"
+        );
+        assert!(out.contains("[[clusters.members]]"), "{out}");
+        let (status, out, _) = run(&["-h"]);
+        assert_eq!(status, ExitStatus::Ok);
+        assert!(out.contains("Exit codes:"), "{out}");
+        let (status, out, _) = run(&["status", "--help"]);
+        assert_eq!(status, ExitStatus::Ok);
+        assert!(out.contains("Examples:"), "{out}");
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &["frobnicate"][..],
+            &["status", "--timeout", "5"],
+            &["status", "-w", "yaml"],
+            &[],
+            &["certs", "issue", "admin", "--name", "x", "--dir", "/tmp"],
+        ] {
+            let (status, _, err) = run(args);
+            assert_eq!(status, ExitStatus::Usage, "{args:?}: {err}");
+            assert!(!err.is_empty(), "{args:?}");
+        }
+        let (_, _, err) = run(&["status", "--timeout", "5"]);
+        assert!(err.contains("5s"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_fleet_file_is_a_config_error_with_a_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fleet = dir.path().join("nope.toml");
+        let fleet = fleet.to_str().expect("utf-8 path");
+        let (status, out, err) = run(&["--fleet", fleet, "status"]);
+        assert_eq!(status, ExitStatus::Usage);
+        assert!(out.is_empty());
+        assert!(err.starts_with("error: cannot read the fleet file"), "{err}");
+        assert!(
+            err.contains("hint: pass --fleet PATH or set ETCDOPS_FLEET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn several_clusters_need_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleet.toml");
+        let text = "[tls]\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n\
+            [[clusters]]\nname = \"a\"\n[[clusters.members]]\nname = \"e1\"\nagent = \"https://127.0.0.1:1\"\n\
+            [[clusters]]\nname = \"b\"\n[[clusters.members]]\nname = \"e1\"\nagent = \"https://127.0.0.1:1\"\n";
+        std::fs::write(&path, text).expect("write");
+        let fleet = path.to_str().expect("utf-8 path");
+        let (status, _, err) = run(&["--fleet", fleet, "health"]);
+        assert_eq!(status, ExitStatus::Usage);
+        assert!(
+            err.contains("several clusters (a, b)") && err.contains("hint:"),
+            "{err}"
+        );
+        let (status, _, err) = run(&["--fleet", fleet, "--cluster", "a", "health"]);
+        assert_eq!(status, ExitStatus::Usage, "missing TLS files are a config error");
+        assert!(
+            err.contains("ca.crt") && err.contains("hint: the fleet file"),
+            "{err}"
+        );
+    }
+}

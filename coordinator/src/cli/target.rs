@@ -1,0 +1,39 @@
+//! The cluster a command works on: the fleet file, the chosen cluster, and agents reached with the coordinator's identity.
+
+use anyhow::Context;
+use etcdops_certs::Role;
+
+use crate::agents::Agents;
+use crate::cli::GlobalArgs;
+use crate::fleet::{Cluster, Fleet};
+
+/// What cluster commands need.
+pub(crate) struct Target {
+    pub cluster: Cluster,
+    pub agents: Agents,
+}
+
+/// Loads the fleet, picks the cluster and loads the coordinator's TLS identity.
+pub(crate) fn target(global: &GlobalArgs) -> anyhow::Result<Target> {
+    let fleet = Fleet::load(&global.fleet)?;
+    let cluster = fleet.select(global.cluster.as_deref())?.clone();
+    let tls = fleet.tls.files().client().with_context(|| {
+        format!(
+            "cannot load the coordinator's TLS identity ([tls] in {})",
+            global.fleet.display()
+        )
+    })?;
+    let own = tls.identity();
+    if own.role != Some(Role::Coordinator) {
+        tracing::warn!(
+            cert = %fleet.tls.cert.display(),
+            "the certificate in [tls] is {}, not a coordinator certificate: agents will refuse it",
+            own.describe()
+        );
+    }
+    tracing::debug!(cluster = %cluster.name, members = cluster.members.len(), identity = %own.describe(), "target");
+    Ok(Target {
+        cluster,
+        agents: Agents::new(tls, global.timeout),
+    })
+}

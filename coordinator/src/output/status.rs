@@ -1,0 +1,754 @@
+//! `etcdops status`: per-member status from `GetStatus`, the cluster verdict, and its table and JSON.
+
+use std::collections::BTreeMap;
+
+use etcdops_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::agents::Reply;
+use crate::output::hex_id;
+use crate::output::table::{self, NONE};
+
+/// The whole `status` report; also the JSON document (`-w json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    /// The fleet's name of the cluster.
+    pub cluster: String,
+    /// True when every agent and member answered, all agree on one cluster
+    /// ID, exactly one member leads, and no alarm or member error is raised.
+    pub ok: bool,
+    /// The distinct cluster IDs the members report (hex); more than one is a split.
+    pub cluster_ids: Vec<String>,
+    /// The leader, when exactly one member says it leads.
+    pub leader: Option<Leader>,
+    /// Members whose agent and etcd both answered without errors.
+    pub healthy: usize,
+    /// Members in the fleet's cluster.
+    pub total: usize,
+    /// Why `ok` is false, one sentence each; empty when ok.
+    pub problems: Vec<String>,
+    /// One entry per fleet member, in fleet order.
+    pub members: Vec<MemberStatus>,
+}
+
+/// The one leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leader {
+    /// The fleet's member name.
+    pub name: String,
+    /// The etcd member ID (hex).
+    pub id: String,
+}
+
+/// One fleet member's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// The fleet's member name.
+    pub name: String,
+    /// The agent URL.
+    pub agent: String,
+    /// Why the agent or the etcd member could not be read; null when both answered.
+    pub error: Option<String>,
+    /// `error` without the member, agent and advice, for a table cell.
+    #[serde(skip)]
+    pub error_brief: Option<String>,
+    /// The agent itself; null when the agent did not answer.
+    pub agent_info: Option<AgentInfo>,
+    /// The etcd member; null when the agent or the member did not answer.
+    pub etcd: Option<EtcdStatus>,
+    /// The etcd unit (systemd service or supervised process); null when the agent did not answer.
+    pub unit: Option<UnitStatus>,
+    /// The member's data dir; null when the agent did not answer.
+    pub data_dir: Option<DataDirStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentInfo {
+    /// The name in the agent's certificate.
+    pub name: String,
+    pub version: String,
+    /// When the agent's serving certificate expires (Unix seconds).
+    pub cert_not_after_unix: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdStatus {
+    /// The client URL the agent talks to.
+    pub endpoint: String,
+    pub member_id: String,
+    pub member_name: String,
+    pub cluster_id: String,
+    pub leader_id: String,
+    pub is_leader: bool,
+    pub is_learner: bool,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub revision: i64,
+    /// Bytes.
+    pub db_size: i64,
+    /// Bytes.
+    pub db_size_in_use: i64,
+    pub version: String,
+    pub alarms: Vec<Alarm>,
+    /// Errors the member reports in its own status.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alarm {
+    pub member_id: String,
+    /// `NOSPACE`, `CORRUPT` or `UNKNOWN(n)`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitStatus {
+    /// `process` or `systemd`.
+    pub backend: String,
+    pub unit: String,
+    /// `active`, `inactive`, `activating`, `deactivating`, `failed` or `unknown`.
+    pub state: String,
+    pub main_pid: u32,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDirStatus {
+    pub path: String,
+    pub exists: bool,
+    pub size_bytes: u64,
+    pub fs_free_bytes: u64,
+    pub fs_total_bytes: u64,
+    pub error: Option<String>,
+}
+
+/// Converts one agent's reply (the prost edge) into plain data.
+pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
+    let agent = reply.agent.to_string();
+    let response = match reply.result {
+        Ok(response) => response,
+        Err(e) => {
+            return MemberStatus {
+                name: reply.member,
+                agent,
+                error: Some(e.to_string()),
+                error_brief: Some(e.brief()),
+                agent_info: None,
+                etcd: None,
+                unit: None,
+                data_dir: None,
+            };
+        }
+    };
+    let (etcd, error, error_brief) = match response.member {
+        Some(m) if m.reachable => (Some(etcd_status(m)), None, None),
+        Some(m) => {
+            let why = if m.error.is_empty() {
+                "no reason given".to_string()
+            } else {
+                m.error
+            };
+            let error = format!("etcd member {} not answering its agent: {why}", reply.member);
+            (None, Some(error), Some(format!("etcd not answering: {why}")))
+        }
+        None => (
+            None,
+            Some(format!("agent for {} sent no member status", reply.member)),
+            Some("agent sent no member status".to_string()),
+        ),
+    };
+    MemberStatus {
+        name: reply.member,
+        agent,
+        error,
+        error_brief,
+        agent_info: response.agent.map(|a| AgentInfo {
+            name: a.name,
+            version: a.version,
+            cert_not_after_unix: a.cert_not_after_unix,
+        }),
+        etcd,
+        unit: response.unit.map(|u| UnitStatus {
+            state: unit_state(u.state()).to_string(),
+            backend: u.backend,
+            unit: u.unit,
+            main_pid: u.main_pid,
+            detail: u.detail,
+        }),
+        data_dir: response.data_dir.map(|d| DataDirStatus {
+            path: d.path,
+            exists: d.exists,
+            size_bytes: d.size_bytes,
+            fs_free_bytes: d.fs_free_bytes,
+            fs_total_bytes: d.fs_total_bytes,
+            error: (!d.error.is_empty()).then_some(d.error),
+        }),
+    }
+}
+
+fn etcd_status(m: pb::MemberStatus) -> EtcdStatus {
+    EtcdStatus {
+        endpoint: m.endpoint,
+        member_id: hex_id(m.member_id),
+        member_name: m.member_name,
+        cluster_id: hex_id(m.cluster_id),
+        leader_id: hex_id(m.leader_id),
+        is_leader: m.is_leader,
+        is_learner: m.is_learner,
+        raft_term: m.raft_term,
+        raft_index: m.raft_index,
+        raft_applied_index: m.raft_applied_index,
+        revision: m.revision,
+        db_size: m.db_size,
+        db_size_in_use: m.db_size_in_use,
+        version: m.etcd_version,
+        alarms: m
+            .alarms
+            .into_iter()
+            .map(|a| Alarm {
+                member_id: hex_id(a.member_id),
+                kind: a.kind,
+            })
+            .collect(),
+        errors: m.member_errors,
+    }
+}
+
+/// The name of a unit state in tables and JSON.
+pub fn unit_state(state: pb::UnitState) -> &'static str {
+    match state {
+        pb::UnitState::Active => "active",
+        pb::UnitState::Inactive => "inactive",
+        pb::UnitState::Activating => "activating",
+        pb::UnitState::Deactivating => "deactivating",
+        pb::UnitState::Failed => "failed",
+        pb::UnitState::Unspecified => "unknown",
+    }
+}
+
+/// The verdict over all members: what is wrong, who leads, how many are healthy.
+pub fn evaluate(cluster: &str, members: Vec<MemberStatus>) -> StatusReport {
+    let mut problems = Vec::new();
+    for m in &members {
+        if let Some(error) = &m.error {
+            problems.push(error.clone());
+        }
+    }
+
+    let answering: Vec<(&MemberStatus, &EtcdStatus)> = members
+        .iter()
+        .filter_map(|m| m.etcd.as_ref().map(|e| (m, e)))
+        .collect();
+
+    let mut by_cluster_id: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (m, e) in &answering {
+        by_cluster_id
+            .entry(e.cluster_id.as_str())
+            .or_default()
+            .push(m.name.as_str());
+    }
+    if by_cluster_id.len() > 1 {
+        let groups: Vec<String> = by_cluster_id
+            .iter()
+            .map(|(id, names)| format!("{id} ({})", names.join(", ")))
+            .collect();
+        problems.push(format!(
+            "members disagree on the cluster ID: {} — some members belong to another cluster",
+            groups.join(" vs ")
+        ));
+    }
+
+    let leaders: Vec<(&MemberStatus, &EtcdStatus)> =
+        answering.iter().copied().filter(|(_, e)| e.is_leader).collect();
+    let leader = match leaders.as_slice() {
+        [(m, e)] => Some(Leader {
+            name: m.name.clone(),
+            id: e.member_id.clone(),
+        }),
+        _ => None,
+    };
+    if !answering.is_empty() {
+        match leaders.len() {
+            0 => problems
+                .push("no member is leader — the cluster cannot serve writes (lost quorum?)".to_string()),
+            1 => {}
+            _ => {
+                let names: Vec<&str> = leaders.iter().map(|(m, _)| m.name.as_str()).collect();
+                problems.push(format!("several members claim leadership: {}", names.join(", ")));
+            }
+        }
+    }
+
+    for (m, e) in &answering {
+        if !e.member_name.is_empty() && e.member_name != m.name {
+            problems.push(format!(
+                "fleet member {} is served by an agent whose etcd member is named {} — fix the fleet file",
+                m.name, e.member_name
+            ));
+        }
+        for error in &e.errors {
+            problems.push(format!("member {} reports: {error}", m.name));
+        }
+    }
+    let mut alarms: Vec<(&str, &str)> = answering
+        .iter()
+        .flat_map(|(_, e)| e.alarms.iter().map(|a| (a.kind.as_str(), a.member_id.as_str())))
+        .collect();
+    alarms.sort_unstable();
+    alarms.dedup();
+    for (kind, member_id) in alarms {
+        problems.push(format!("alarm {kind} raised on member {member_id}"));
+    }
+
+    let healthy = members
+        .iter()
+        .filter(|m| m.error.is_none() && m.etcd.as_ref().is_some_and(|e| e.errors.is_empty()))
+        .count();
+    StatusReport {
+        cluster: cluster.to_string(),
+        ok: problems.is_empty(),
+        cluster_ids: by_cluster_id.keys().map(|id| id.to_string()).collect(),
+        leader,
+        healthy,
+        total: members.len(),
+        problems,
+        members,
+    }
+}
+
+/// The table header of `status`.
+pub const HEADER: [&str; 13] = [
+    "MEMBER",
+    "AGENT",
+    "ID",
+    "VERSION",
+    "DB SIZE",
+    "IN USE",
+    "IS LEADER",
+    "IS LEARNER",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "REVISION",
+    "UNIT",
+    "ERRORS",
+];
+
+/// One table row per member.
+pub fn rows(report: &StatusReport) -> Vec<Vec<String>> {
+    report.members.iter().map(row).collect()
+}
+
+fn row(m: &MemberStatus) -> Vec<String> {
+    let mut errors: Vec<String> = m
+        .error_brief
+        .as_ref()
+        .or(m.error.as_ref())
+        .into_iter()
+        .cloned()
+        .collect();
+    let unit = m.unit.as_ref().map_or(NONE.to_string(), |u| u.state.clone());
+    let Some(e) = &m.etcd else {
+        let mut cells = vec![m.name.clone(), m.agent.clone()];
+        cells.extend(std::iter::repeat_n(NONE.to_string(), 9));
+        cells.push(unit);
+        cells.push(errors.join(", "));
+        return cells;
+    };
+    errors.extend(e.errors.iter().cloned());
+    errors.extend(e.alarms.iter().map(|a| format!("alarm:{}", a.kind)));
+    if let Some(error) = m.data_dir.as_ref().and_then(|d| d.error.as_ref()) {
+        errors.push(format!("data dir: {error}"));
+    }
+    vec![
+        m.name.clone(),
+        m.agent.clone(),
+        e.member_id.clone(),
+        e.version.clone(),
+        table::human_bytes_i64(e.db_size),
+        table::human_bytes_i64(e.db_size_in_use),
+        table::yes_no(e.is_leader).to_string(),
+        table::yes_no(e.is_learner).to_string(),
+        e.raft_term.to_string(),
+        e.raft_index.to_string(),
+        e.revision.to_string(),
+        unit,
+        errors.join(", "),
+    ]
+}
+
+/// The summary line under the table.
+pub fn summary(report: &StatusReport) -> String {
+    let ids = match report.cluster_ids.as_slice() {
+        [] => "cluster ID unknown".to_string(),
+        [one] => format!("cluster ID {one}"),
+        many => format!("cluster IDs {} (disagree)", many.join(", ")),
+    };
+    let leader = match &report.leader {
+        Some(l) => format!("leader {} ({})", l.name, l.id),
+        None => "no single leader".to_string(),
+    };
+    format!(
+        "cluster {}: {ids}, {leader}, {}/{} members healthy",
+        report.cluster, report.healthy, report.total
+    )
+}
+
+/// The whole text report: table, summary, then one line per problem.
+pub fn render_table(report: &StatusReport) -> String {
+    let mut t = table::new_table(&HEADER);
+    for r in rows(report) {
+        t.add_row(r);
+    }
+    let mut text = table::render(&t);
+    text.push_str(&summary(report));
+    text.push('\n');
+    for problem in &report.problems {
+        text.push_str(&format!("problem: {problem}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd(id: u64, cluster: u64, leader: bool) -> EtcdStatus {
+        EtcdStatus {
+            endpoint: "https://127.0.0.1:2379".into(),
+            member_id: hex_id(id),
+            member_name: format!("etcd{id}"),
+            cluster_id: hex_id(cluster),
+            leader_id: hex_id(1),
+            is_leader: leader,
+            is_learner: false,
+            raft_term: 2,
+            raft_index: 100,
+            raft_applied_index: 100,
+            revision: 42,
+            db_size: 20_480,
+            db_size_in_use: 16_384,
+            version: "3.5.16".into(),
+            alarms: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn up(id: u64, cluster: u64, leader: bool) -> MemberStatus {
+        MemberStatus {
+            name: format!("etcd{id}"),
+            agent: format!("https://127.0.0.1{id}:7443"),
+            error: None,
+            error_brief: None,
+            agent_info: Some(AgentInfo {
+                name: format!("etcd{id}"),
+                version: "0.1.0".into(),
+                cert_not_after_unix: 0,
+            }),
+            etcd: Some(etcd(id, cluster, leader)),
+            unit: Some(UnitStatus {
+                backend: "process".into(),
+                unit: "etcd".into(),
+                state: "active".into(),
+                main_pid: 7,
+                detail: String::new(),
+            }),
+            data_dir: None,
+        }
+    }
+
+    fn agent_down(id: u64) -> MemberStatus {
+        MemberStatus {
+            error: Some(format!(
+                "agent etcd{id} at https://127.0.0.1{id}:7443 unreachable: connection refused"
+            )),
+            error_brief: Some("agent unreachable: connection refused".into()),
+            agent_info: None,
+            etcd: None,
+            unit: None,
+            ..up(id, 0, false)
+        }
+    }
+
+    fn etcd_down(id: u64) -> MemberStatus {
+        MemberStatus {
+            error: Some(format!(
+                "etcd member etcd{id} not answering its agent: connection refused"
+            )),
+            etcd: None,
+            ..up(id, 0, false)
+        }
+    }
+
+    fn reply(
+        result: Result<pb::GetStatusResponse, crate::agents::AgentErrorKind>,
+    ) -> Reply<pb::GetStatusResponse> {
+        let member = crate::fleet::Member::new("etcd2", "https://127.0.0.12:7443").expect("member");
+        Reply {
+            member: member.name.clone(),
+            agent: member.agent.clone(),
+            took: std::time::Duration::from_millis(2),
+            result: result.map_err(|kind| crate::agents::AgentError::new(&member, kind)),
+        }
+    }
+
+    #[test]
+    fn converts_replies_at_the_edge() {
+        let answered = pb::GetStatusResponse {
+            agent: Some(pb::AgentInfo {
+                name: "etcd2".into(),
+                version: "0.1.0".into(),
+                cert_not_after_unix: 9,
+            }),
+            member: Some(pb::MemberStatus {
+                reachable: true,
+                member_id: 0x8e9e05c52164694d,
+                member_name: "etcd2".into(),
+                cluster_id: 7,
+                is_leader: true,
+                db_size: 2_000_000,
+                alarms: vec![pb::Alarm {
+                    member_id: 0x8e9e05c52164694d,
+                    kind: "NOSPACE".into(),
+                }],
+                ..Default::default()
+            }),
+            unit: Some(pb::UnitStatus {
+                state: pb::UnitState::Failed.into(),
+                ..Default::default()
+            }),
+            data_dir: Some(pb::DataDirStatus {
+                error: "permission denied".into(),
+                ..Default::default()
+            }),
+        };
+        let m = member_status(reply(Ok(answered.clone())));
+        assert_eq!(m.error, None);
+        let etcd = m.etcd.as_ref().expect("etcd answered");
+        assert_eq!(etcd.member_id, "8e9e05c52164694d");
+        assert_eq!(etcd.alarms[0].member_id, "8e9e05c52164694d");
+        assert_eq!(m.unit.as_ref().map(|u| u.state.as_str()), Some("failed"));
+        assert_eq!(
+            m.data_dir.as_ref().and_then(|d| d.error.as_deref()),
+            Some("permission denied")
+        );
+        let cells = row(&m);
+        assert_eq!(cells[12], "alarm:NOSPACE, data dir: permission denied");
+
+        let mut etcd_down = answered.clone();
+        etcd_down.member = Some(pb::MemberStatus {
+            reachable: false,
+            error: "connection refused".into(),
+            ..Default::default()
+        });
+        let m = member_status(reply(Ok(etcd_down)));
+        assert!(m.etcd.is_none() && m.unit.is_some());
+        assert_eq!(
+            m.error.as_deref(),
+            Some("etcd member etcd2 not answering its agent: connection refused")
+        );
+        assert_eq!(
+            m.error_brief.as_deref(),
+            Some("etcd not answering: connection refused")
+        );
+
+        let mut silent = answered;
+        silent.member = None;
+        assert!(
+            member_status(reply(Ok(silent)))
+                .error
+                .is_some_and(|e| e.contains("no member status"))
+        );
+
+        let m = member_status(reply(Err(crate::agents::AgentErrorKind::Unreachable {
+            reason: "no route to host".into(),
+        })));
+        assert!(m.agent_info.is_none() && m.etcd.is_none() && m.unit.is_none());
+        assert_eq!(
+            m.error_brief.as_deref(),
+            Some("agent unreachable: no route to host")
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        let with_alarm = {
+            let mut m = up(2, 7, false);
+            if let Some(e) = m.etcd.as_mut() {
+                e.alarms.push(Alarm {
+                    member_id: hex_id(2),
+                    kind: "NOSPACE".into(),
+                });
+            }
+            m
+        };
+        let misnamed = {
+            let mut m = up(3, 7, false);
+            if let Some(e) = m.etcd.as_mut() {
+                e.member_name = "etcd9".into();
+            }
+            m
+        };
+        // (case, members, ok, healthy, leader, a problem that must be reported)
+        type Case = (
+            &'static str,
+            Vec<MemberStatus>,
+            bool,
+            usize,
+            Option<&'static str>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "healthy",
+                vec![up(1, 7, true), up(2, 7, false), up(3, 7, false)],
+                true,
+                3,
+                Some("etcd1"),
+                "",
+            ),
+            (
+                "agent down",
+                vec![up(1, 7, true), agent_down(2), up(3, 7, false)],
+                false,
+                2,
+                Some("etcd1"),
+                "unreachable",
+            ),
+            (
+                "etcd down",
+                vec![up(1, 7, true), etcd_down(2), up(3, 7, false)],
+                false,
+                2,
+                Some("etcd1"),
+                "not answering",
+            ),
+            (
+                "no leader",
+                vec![up(1, 7, false), up(2, 7, false), up(3, 7, false)],
+                false,
+                3,
+                None,
+                "no member is leader",
+            ),
+            (
+                "two leaders",
+                vec![up(1, 7, true), up(2, 8, true), up(3, 7, false)],
+                false,
+                3,
+                None,
+                "several members",
+            ),
+            (
+                "split",
+                vec![up(1, 7, true), up(2, 8, false), up(3, 7, false)],
+                false,
+                3,
+                Some("etcd1"),
+                "cluster ID",
+            ),
+            (
+                "alarm",
+                vec![up(1, 7, true), with_alarm, up(3, 7, false)],
+                false,
+                3,
+                Some("etcd1"),
+                "alarm NOSPACE",
+            ),
+            (
+                "misnamed",
+                vec![up(1, 7, true), up(2, 7, false), misnamed],
+                false,
+                3,
+                Some("etcd1"),
+                "named etcd9",
+            ),
+            (
+                "all down",
+                vec![agent_down(1), agent_down(2)],
+                false,
+                0,
+                None,
+                "unreachable",
+            ),
+        ];
+        for (case, members, ok, healthy, leader, problem) in cases {
+            let report = evaluate("prod-a", members);
+            assert_eq!(report.ok, ok, "{case}: {:?}", report.problems);
+            assert_eq!(report.ok, report.problems.is_empty(), "{case}");
+            assert_eq!(report.healthy, healthy, "{case}");
+            assert_eq!(report.leader.as_ref().map(|l| l.name.as_str()), leader, "{case}");
+            if !problem.is_empty() {
+                assert!(
+                    report.problems.iter().any(|p| p.contains(problem)),
+                    "{case}: {:?}",
+                    report.problems
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn all_down_does_not_also_complain_about_leadership() {
+        let report = evaluate("a", vec![agent_down(1), agent_down(2)]);
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(report.cluster_ids.is_empty());
+    }
+
+    #[test]
+    fn rows_show_dashes_for_what_is_unknown() {
+        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2), etcd_down(3)]);
+        let rows = rows(&report);
+        assert_eq!(
+            rows[0][..8],
+            [
+                "etcd1",
+                "https://127.0.0.11:7443",
+                "0000000000000001",
+                "3.5.16",
+                "20 kB",
+                "16 kB",
+                "true",
+                "false"
+            ]
+        );
+        assert_eq!(rows[0][11], "active");
+        assert_eq!(rows[0][12], "");
+        assert_eq!(rows[1][2], NONE);
+        assert_eq!(rows[1][11], NONE);
+        assert_eq!(rows[1][12], "agent unreachable: connection refused");
+        assert_eq!(rows[2][2], NONE);
+        assert_eq!(rows[2][11], "active", "the unit is known even when etcd is down");
+        assert!(rows.iter().all(|r| r.len() == HEADER.len()));
+    }
+
+    #[test]
+    fn summary_names_cluster_leader_and_health() {
+        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2), up(3, 7, false)]);
+        assert_eq!(
+            summary(&report),
+            "cluster prod-a: cluster ID 0000000000000007, leader etcd1 (0000000000000001), 2/3 members healthy"
+        );
+        let text = render_table(&report);
+        assert!(text.contains("| MEMBER"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("problem: agent etcd2")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_schema_uses_hex_ids_and_nulls() {
+        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2)]);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["cluster"], "prod-a");
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["cluster_ids"][0], "0000000000000007");
+        assert_eq!(json["leader"]["id"], "0000000000000001");
+        assert_eq!(json["members"][0]["error"], serde_json::Value::Null);
+        assert_eq!(json["members"][0]["etcd"]["member_id"], "0000000000000001");
+        assert_eq!(json["members"][0]["etcd"]["db_size"], 20_480);
+        assert!(json["members"][1]["error"].is_string());
+        assert_eq!(json["members"][1]["etcd"], serde_json::Value::Null);
+    }
+}

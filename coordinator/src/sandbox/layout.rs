@@ -1,0 +1,248 @@
+//! The files of a local cluster: PKI, one etcd environment file and one
+//! agent config per member, and the fleet file. Shared by `etcdops sandbox`
+//! and the end-to-end test harness, so both run exactly the same setup.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use etcdops_agent::config::{AgentConfig, Backend, EtcdConfig, Restart, TlsConfig, UnitConfig};
+use etcdops_certs::{IssueRequest, Pki, Role};
+
+use crate::fleet::{Cluster, Fleet, FleetTls, Member};
+
+/// What to lay out. Saved as `sandbox.toml` so `up` and `down` can find
+/// the same layout again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutSpec {
+    /// Everything goes under this directory.
+    pub dir: PathBuf,
+    /// The fleet's name for the cluster.
+    pub cluster: String,
+    /// Number of etcd members (1 to 9).
+    pub members: usize,
+    /// The first three octets of the members' loopback addresses; member i
+    /// (0-based) gets `<prefix>.<11 + i>`.
+    pub ip_prefix: [u8; 3],
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub agent_port: u16,
+    /// The etcd binary the agents' process backend runs.
+    pub etcd_binary: PathBuf,
+    /// What the process backend does when etcd dies.
+    pub restart: Restart,
+    /// etcd's initial cluster token (unique per cluster).
+    pub token: String,
+}
+
+/// One member's addresses and files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLayout {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub client_url: String,
+    pub peer_url: String,
+    pub agent_url: String,
+    /// The member's directory: config, env file, data dir, logs.
+    pub dir: PathBuf,
+    pub agent_config: PathBuf,
+    pub env_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub etcd_log: PathBuf,
+    pub agent_log: PathBuf,
+}
+
+/// A laid-out cluster.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dir: PathBuf,
+    pub fleet_path: PathBuf,
+    pub pki_dir: PathBuf,
+    pub members: Vec<MemberLayout>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("--members must be between 1 and 9, got {0}")]
+    MemberCount(usize),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] etcdops_certs::PkiError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error("building the fleet: {0}")]
+    InvalidFleet(#[from] crate::fleet::InvalidFleet),
+}
+
+impl LayoutSpec {
+    /// The addresses and paths, computed without touching the disk.
+    pub fn plan(&self) -> Result<Layout, LayoutError> {
+        if !(1..=9).contains(&self.members) {
+            return Err(LayoutError::MemberCount(self.members));
+        }
+        let [a, b, c] = self.ip_prefix;
+        let members = (0..self.members)
+            .map(|i| {
+                let name = format!("etcd{}", i + 1);
+                let host = u8::try_from(11 + i).unwrap_or(u8::MAX);
+                let ip = Ipv4Addr::new(a, b, c, host);
+                let dir = self.dir.join(&name);
+                MemberLayout {
+                    client_url: format!("http://{ip}:{}", self.client_port),
+                    peer_url: format!("http://{ip}:{}", self.peer_port),
+                    agent_url: format!("https://{ip}:{}", self.agent_port),
+                    agent_config: dir.join("agent.toml"),
+                    env_file: dir.join("etcd.env"),
+                    data_dir: dir.join("data"),
+                    etcd_log: dir.join("etcd.log"),
+                    agent_log: dir.join("agent.log"),
+                    name,
+                    ip,
+                    dir,
+                }
+            })
+            .collect();
+        Ok(Layout {
+            fleet_path: self.dir.join("fleet.toml"),
+            pki_dir: self.dir.join("pki"),
+            dir: self.dir.clone(),
+            members,
+        })
+    }
+
+    /// Writes the PKI, env files, agent configs and the fleet file.
+    pub fn write(&self) -> Result<Layout, LayoutError> {
+        let layout = self.plan()?;
+        let (pki, _) = Pki::init(&layout.pki_dir, "etcdops-sandbox-ca", 30, false)?;
+        let coordinator = pki.issue(&IssueRequest::new(Role::Coordinator, "sandbox-operator"))?;
+        let initial_cluster = layout
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &layout.members {
+            create_dir(&m.dir)?;
+            let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
+            write(&m.env_file, &env_file(m, &initial_cluster, &self.token))?;
+            let config = AgentConfig {
+                listen: (m.ip, self.agent_port).into(),
+                tls: TlsConfig { ca: pki.ca_cert_path(), cert: cert.cert_path, key: cert.key_path },
+                etcd: EtcdConfig {
+                    endpoint: m.client_url.clone(),
+                    env_file: m.env_file.clone(),
+                    data_dir: None,
+                    tls: None,
+                },
+                unit: UnitConfig {
+                    backend: Backend::Process,
+                    etcd_binary: self.etcd_binary.clone(),
+                    log_file: Some(m.etcd_log.clone()),
+                    restart: self.restart,
+                    ..UnitConfig::default()
+                },
+            };
+            write(&m.agent_config, &config.to_toml())?;
+        }
+        let fleet = Fleet::new(
+            FleetTls { ca: pki.ca_cert_path(), cert: coordinator.cert_path, key: coordinator.key_path },
+            vec![Cluster {
+                name: self.cluster.clone(),
+                members: layout
+                    .members
+                    .iter()
+                    .map(|m| Member::new(&m.name, &m.agent_url))
+                    .collect::<Result<_, _>>()?,
+            }],
+        )?;
+        fleet.save(&layout.fleet_path)?;
+        Ok(layout)
+    }
+}
+
+/// The member's etcd environment file, in Debian's /etc/default/etcd layout.
+fn env_file(m: &MemberLayout, initial_cluster: &str, token: &str) -> String {
+    format!(
+        "# etcd environment for member {name}, written by etcdops (Debian's /etc/default/etcd layout).\n\
+         ETCD_NAME=\"{name}\"\n\
+         ETCD_DATA_DIR=\"{data}\"\n\
+         ETCD_LISTEN_PEER_URLS=\"{peer}\"\n\
+         ETCD_LISTEN_CLIENT_URLS=\"{client}\"\n\
+         ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"\n\
+         ETCD_ADVERTISE_CLIENT_URLS=\"{client}\"\n\
+         ETCD_INITIAL_CLUSTER=\"{initial_cluster}\"\n\
+         ETCD_INITIAL_CLUSTER_STATE=\"new\"\n\
+         ETCD_INITIAL_CLUSTER_TOKEN=\"{token}\"\n\
+         ETCD_LOGGER=\"zap\"\n",
+        name = m.name,
+        data = m.data_dir.display(),
+        peer = m.peer_url,
+        client = m.client_url,
+    )
+}
+
+fn create_dir(path: &Path) -> Result<(), LayoutError> {
+    std::fs::create_dir_all(path).map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LayoutError> {
+    std::fs::write(path, text).map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> LayoutSpec {
+        LayoutSpec {
+            dir: dir.to_path_buf(),
+            cluster: "sandbox".to_string(),
+            members: 3,
+            ip_prefix: [127, 0, 0],
+            client_port: 2379,
+            peer_port: 2380,
+            agent_port: 7443,
+            etcd_binary: PathBuf::from("/usr/bin/etcd"),
+            restart: Restart::Never,
+            token: "t1".to_string(),
+        }
+    }
+
+    #[test]
+    fn writes_configs_the_agent_and_fleet_parsers_accept() {
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = spec(dir.path()).write().expect("write");
+        assert_eq!(layout.members.len(), 3);
+        assert_eq!(layout.members[2].client_url, "http://127.0.0.13:2379");
+        let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
+        assert_eq!(fleet.clusters[0].members.len(), 3);
+        for m in &layout.members {
+            let config = AgentConfig::load(&m.agent_config).expect("agent config parses");
+            config.tls.files().server_config().expect("agent TLS loads");
+            let env = etcdops_agent::envfile::EnvFile::load(&m.env_file).expect("env parses");
+            assert_eq!(env.get("ETCD_NAME"), Some(m.name.as_str()));
+            assert_eq!(
+                env.get("ETCD_INITIAL_CLUSTER"),
+                Some("etcd1=http://127.0.0.11:2380,etcd2=http://127.0.0.12:2380,etcd3=http://127.0.0.13:2380")
+            );
+        }
+        fleet.tls.files().client().expect("coordinator TLS loads");
+        // A second write into the same dir refuses to overwrite the PKI.
+        assert!(matches!(spec(dir.path()).write(), Err(LayoutError::Pki(_))));
+    }
+
+    #[test]
+    fn member_count_is_bounded() {
+        let mut s = spec(Path::new("/x"));
+        s.members = 0;
+        assert!(matches!(s.plan(), Err(LayoutError::MemberCount(0))));
+        s.members = 10;
+        assert!(matches!(s.plan(), Err(LayoutError::MemberCount(10))));
+    }
+}

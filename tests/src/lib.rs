@@ -229,6 +229,11 @@ impl Cluster {
         leaders == 1 && cluster_ids.len() == 1
     }
 
+    /// The pid of member i's agent process.
+    pub fn agent_pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("agent running").id()
+    }
+
     /// The pid of the etcd process member i's agent supervises.
     pub fn etcd_pid(&self, i: usize) -> u32 {
         let status = self.get_status(i, &Caller::Coordinator, 1000).expect("status");

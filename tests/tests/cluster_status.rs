@@ -90,3 +90,20 @@ fn an_unreachable_agent_is_reported_without_hanging() {
     assert!(error.contains("127.0.0.1:9"), "the error names the agent: {error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "no hang");
 }
+
+#[test]
+fn a_hung_agent_times_out_instead_of_hanging_the_cli() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let agent = cluster.agent_pid(0);
+    let stop = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent as i32), sig).expect("signal");
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    let started = std::time::Instant::now();
+    let out = cluster.etcdops(&["health", "-w", "json", "--timeout", "2s"]);
+    let took = started.elapsed();
+    stop(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let report = out.json();
+    let etcd1 = members(&report).iter().find(|m| m["name"] == "etcd1").expect("etcd1 listed");
+    assert!(etcd1["error"].as_str().is_some_and(|e| e.contains("etcd1")), "the error names the member: {etcd1:#}");
+    assert!(took < std::time::Duration::from_secs(15), "bounded by the timeout, took {took:?}");
+}

@@ -133,16 +133,25 @@ impl LocalMember {
     }
 
     /// Status, alarms and membership, read concurrently within `timeout`.
+    ///
+    /// Maintenance.Status is answered locally, but listing alarms goes
+    /// through raft and stalls while the cluster has no leader: those extra
+    /// reads get a shorter budget and their failure is reported in `errors`
+    /// instead of hiding the member's own status.
     pub async fn status(&self, timeout: Duration) -> Result<MemberStatus, EtcdError> {
+        let extras = timeout.mul_f32(0.75);
         self.bounded(timeout, async {
             let client = self.client().await?;
             let (mut m1, mut m2, mut c) = (client.maintenance_client(), client.maintenance_client(), client.cluster_client());
             let (status, alarms, members) = tokio::join!(
                 m1.status(),
-                m2.alarm(AlarmAction::Get, AlarmType::None, None),
-                c.member_list()
+                tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)),
+                tokio::time::timeout(extras, c.member_list()),
             );
             let status = status.map_err(|e| self.call_error(e))?;
+            let too_slow = |what: &str| {
+                format!("reading {what}: no answer within {extras:?} (does the cluster have a leader?)")
+            };
             let header = status.header();
             let member_id = header.map(|h| h.member_id()).unwrap_or_default();
             let mut out = MemberStatus {
@@ -161,17 +170,19 @@ impl LocalMember {
                 ..Default::default()
             };
             match alarms {
-                Ok(a) => {
+                Err(_) => out.errors.push(too_slow("alarms")),
+                Ok(Ok(a)) => {
                     out.alarms = a
                         .alarms()
                         .iter()
                         .map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) })
                         .collect()
                 }
-                Err(e) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
+                Ok(Err(e)) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
             }
             match members {
-                Ok(list) => {
+                Err(_) => out.errors.push(too_slow("members")),
+                Ok(Ok(list)) => {
                     out.members = list
                         .members()
                         .iter()
@@ -186,7 +197,7 @@ impl LocalMember {
                     out.member_name =
                         out.members.iter().find(|m| m.id == member_id).map(|m| m.name.clone()).unwrap_or_default();
                 }
-                Err(e) => out.errors.push(format!("reading members: {}", self.call_error(e))),
+                Ok(Err(e)) => out.errors.push(format!("reading members: {}", self.call_error(e))),
             }
             Ok(out)
         })

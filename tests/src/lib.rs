@@ -229,6 +229,18 @@ impl Cluster {
         leaders == 1 && cluster_ids.len() == 1
     }
 
+    /// The index of the member that is the leader now.
+    pub fn leader(&self) -> usize {
+        (0..self.layout.members.len())
+            .find(|&i| {
+                self.get_status(i, &Caller::Coordinator, 1000)
+                    .ok()
+                    .and_then(|s| s.member)
+                    .is_some_and(|m| m.is_leader)
+            })
+            .unwrap_or_else(|| panic!("no leader\n{}", self.logs()))
+    }
+
     /// The pid of member i's agent process.
     pub fn agent_pid(&self, i: usize) -> u32 {
         self.children[i].as_ref().expect("agent running").id()

@@ -54,23 +54,30 @@ fn status_of_a_healthy_three_member_cluster() {
 }
 
 #[test]
-fn a_killed_member_shows_unhealthy_and_the_exit_code_says_so() {
+fn a_killed_leader_shows_unhealthy_and_the_exit_code_says_so() {
     let cluster = Cluster::builder().members(3).start(bins!());
-    cluster.kill_etcd(1);
+    // The harshest case: the leader dies, and the others are asked at once,
+    // while they have no leader yet.
+    let leader = cluster.leader();
+    let name = cluster.member(leader).name.clone();
+    cluster.kill_etcd(leader);
 
     let out = cluster.etcdops(&["status", "-w", "json"]);
     assert_eq!(out.code, 1, "status must fail when a member is down: {}", out.stdout);
     let report = out.json();
     assert_eq!(report["ok"], false);
-    let etcd2 = members(&report).iter().find(|m| m["name"] == "etcd2").expect("etcd2 listed");
-    assert!(etcd2["error"].is_string(), "etcd2 reports its error: {etcd2:#}");
-    assert_eq!(etcd2["unit"]["state"], "failed", "the agent saw etcd die: {etcd2:#}");
-    let others_fine = members(&report).iter().filter(|m| m["name"] != "etcd2").all(|m| m["error"].is_null());
-    assert!(others_fine, "the two live members still answer: {report:#}");
+    let dead = members(&report).iter().find(|m| m["name"] == name.as_str()).expect("dead member listed");
+    assert!(dead["error"].is_string(), "{name} reports its error: {dead:#}");
+    assert_eq!(dead["unit"]["state"], "failed", "the agent saw etcd die: {dead:#}");
+    assert!(dead["unit"]["detail"].as_str().is_some_and(|d| d.contains("SIGKILL")), "{dead:#}");
+    for live in members(&report).iter().filter(|m| m["name"] != name.as_str()) {
+        assert!(live["error"].is_null(), "the live members still answer: {live:#}");
+        assert!(live["etcd"]["member_id"].is_string(), "{live:#}");
+    }
 
     let health = cluster.etcdops(&["health"]);
     assert_eq!(health.code, 1, "health must fail: {}", health.stdout);
-    assert!(health.stdout.contains("etcd2"), "{}", health.stdout);
+    assert!(health.stdout.contains(&name), "{}", health.stdout);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`envfile`]: etcd's environment file (`/etc/default/etcd`).
 //! - [`datadir`]: the data dir's size and free space.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
+//! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
 
 #![forbid(unsafe_code)]
@@ -17,5 +18,6 @@ pub mod envfile;
 pub mod etcd;
 pub mod rpc;
 pub mod server;
+pub mod snapfile;
 pub mod state;
 pub mod unit;

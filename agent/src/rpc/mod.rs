@@ -2,14 +2,19 @@
 //! from domain errors to gRPC status codes. One file per RPC family.
 
 mod auth;
+mod disk;
 mod health;
+mod snapshot;
 mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcdops_proto::v1::agent_server::{Agent, AgentServer};
-use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use etcdops_proto::v1::{
+    GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse, ProbeDiskRequest, ProbeDiskResponse,
+    SaveSnapshotRequest,
+};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -57,6 +62,27 @@ impl Agent for AgentService {
     async fn health(&self, request: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
         let timeout = timeout_field(request.get_ref().timeout_ms)?;
         Ok(Response::new(health::health(&self.state, timeout).await))
+    }
+
+    type SaveSnapshotStream = snapshot::SnapshotStream;
+
+    async fn save_snapshot(
+        &self,
+        request: Request<SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let timeout = match request.get_ref().start_timeout_ms {
+            0 => Duration::from_secs(5),
+            ms => timeout_field(ms).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "start_timeout_ms: {ms} is above the maximum of {MAX_TIMEOUT_MS} ms; use 0 for the default"
+                ))
+            })?,
+        };
+        Ok(Response::new(snapshot::save_snapshot(&self.state, timeout).await?))
+    }
+
+    async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {
+        disk::probe_disk(&self.state, request.into_inner()).await.map(Response::new)
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`fleet`]: the fleet inventory (`fleet.toml`): clusters, members, agents, TLS.
 //! - [`agents`]: the one place that connects to agents, and the concurrent fan-out.
 //! - [`output`]: what commands print (tables and the stable JSON schema), as pure functions.
+//! - [`snapshot`]: saving verified snapshots through agents; reading snapshot files.
 //! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
 //! - [`exit`]: the process exit codes.
 //! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
@@ -17,5 +18,6 @@ pub mod exit;
 pub mod fleet;
 pub mod output;
 pub mod sandbox;
+pub mod snapshot;
 
 pub use exit::ExitStatus;

@@ -10,8 +10,9 @@ mod certs;
 mod failure;
 mod health;
 mod member;
+mod snapshot;
 mod status;
-mod target;
+pub(crate) mod target;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -28,6 +29,7 @@ use crate::{duration, fleet, output};
 
 pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, RoleArg};
 pub use member::MemberCommand;
+pub use snapshot::SnapshotCommand;
 
 const ABOUT: &str = "Operate etcd clusters through the etcdops agent on every etcd host";
 
@@ -141,6 +143,10 @@ pub enum Command {
     #[command(subcommand, long_about = certs::LONG_ABOUT)]
     Certs(CertsCommand),
 
+    /// Snapshots: save a verified one through an agent; inspect a file.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
     Sandbox(SandboxCommand),
@@ -252,13 +258,14 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Health => health::run(global, out).await,
         Command::Member(MemberCommand::List) => member::list(global, out).await,
         Command::Certs(command) => certs::run(global, command, out),
+        Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
     }
 }
 
 /// Prints a report as JSON or as the command's text.
-fn emit<T: Serialize>(
+pub(crate) fn emit<T: Serialize>(
     out: &mut dyn Write,
     format: WriteOut,
     report: &T,

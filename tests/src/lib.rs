@@ -229,6 +229,47 @@ impl Cluster {
         leaders == 1 && cluster_ids.len() == 1
     }
 
+    /// Writes `count` keys `<prefix><i>` of `value_size` bytes each through
+    /// member 0 (puts in flight concurrently, bounded).
+    pub fn put_bulk(&self, prefix: &str, count: usize, value_size: usize) {
+        let endpoints: Vec<String> = self.layout.members.iter().map(|m| m.client_url.clone()).collect();
+        self.runtime.block_on(async {
+            let client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+            let value = vec![b'x'; value_size];
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..count {
+                let (mut kv, value, key) = (client.kv_client(), value.clone(), format!("{prefix}{i}"));
+                tasks.spawn(async move { kv.put(key, value, None).await.map(|_| ()) });
+                if tasks.len() >= 16 {
+                    tasks.join_next().await.expect("task").expect("join").expect("put");
+                }
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.expect("join").expect("put");
+            }
+        });
+    }
+
+    /// Runs the CLI in the background (for faults injected while it runs).
+    pub fn etcdops_spawn(&self, args: &[&str]) -> Child {
+        Command::new(&self.bins.cli)
+            .arg("--fleet")
+            .arg(self.fleet_path())
+            .args(args)
+            .env_remove("ETCDOPS_FLEET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning etcdops")
+    }
+
+    /// Member i's etcd: SIGSTOP (`freeze = true`) or SIGCONT.
+    pub fn freeze_etcd(&self, i: usize, freeze: bool) {
+        let pid = self.etcd_pid(i);
+        let sig = if freeze { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal etcd");
+    }
+
     /// The index of the member that is the leader now.
     pub fn leader(&self) -> usize {
         (0..self.layout.members.len())

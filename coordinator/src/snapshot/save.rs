@@ -15,7 +15,6 @@ use etcdops_proto::v1::snapshot_chunk::Kind;
 use etcdops_proto::v1::{SaveSnapshotRequest, SnapshotHeader};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::agents::Agents;
 use crate::cli::GlobalArgs;
@@ -280,49 +279,51 @@ async fn stream_to(
         .map_err(|s| stream_err(0, s.message().to_string()))?
         .into_inner();
     let write_err = |source| SaveError::Write { path: part.to_path_buf(), source };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(part)
-        .await
-        .map_err(write_err)?;
-    let mut check = TrailerCheck::default();
+    let (tx, writer) = spawn_writer(part.to_path_buf());
     let mut header = None;
     let mut summary = None;
     let mut bytes = 0u64;
     let bar = progress_bar(progress);
     // A stream that stops moving is a failure, not a hang.
     let stall = (agents.timeout() * 4).max(Duration::from_secs(5));
-    loop {
-        let next = tokio::time::timeout(stall, stream.message())
-            .await
-            .map_err(|_| stream_err(bytes, format!("no data for {stall:?}")))?
-            .map_err(|s| stream_err(bytes, s.message().to_string()))?;
-        let Some(chunk) = next else { break };
-        match chunk.kind {
-            Some(Kind::Header(h)) => {
-                if let Some(bar) = &bar {
-                    bar.set_length(u64::try_from(h.db_size).unwrap_or(0) + 32);
-                    bar.set_message(format!("from {}", member.name));
+    let received: Result<(), SaveError> = async {
+        loop {
+            let next = tokio::time::timeout(stall, stream.message())
+                .await
+                .map_err(|_| stream_err(bytes, format!("no data for {stall:?}")))?
+                .map_err(|s| stream_err(bytes, s.message().to_string()))?;
+            let Some(chunk) = next else { return Ok(()) };
+            match chunk.kind {
+                Some(Kind::Header(h)) => {
+                    if let Some(bar) = &bar {
+                        bar.set_length(u64::try_from(h.db_size).unwrap_or(0) + 32);
+                        bar.set_message(format!("from {}", member.name));
+                    }
+                    header = Some(h);
                 }
-                header = Some(h);
-            }
-            Some(Kind::Data(data)) => {
-                check.update(&data);
-                file.write_all(&data).await.map_err(write_err)?;
-                bytes += data.len() as u64;
-                if let Some(bar) = &bar {
-                    bar.set_position(bytes);
+                Some(Kind::Data(data)) => {
+                    bytes += data.len() as u64;
+                    if tx.send(data).await.is_err() {
+                        // The writer stopped: its error is reported below.
+                        return Ok(());
+                    }
+                    if let Some(bar) = &bar {
+                        bar.set_position(bytes);
+                    }
                 }
+                Some(Kind::Summary(s)) => summary = Some(s),
+                None => {}
             }
-            Some(Kind::Summary(s)) => summary = Some(s),
-            None => {}
         }
     }
+    .await;
+    drop(tx);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    let written = writer.await.map_err(|e| write_err(std::io::Error::other(e)))?.map_err(write_err);
+    received?;
+    let check = written?;
     let verify = |message: String| SaveError::Verify { member: member.name.clone(), message };
     let header = header.ok_or_else(|| verify("the agent sent no header".to_string()))?;
     let summary = summary.ok_or_else(|| stream_err(bytes, "the stream ended before the agent's summary".to_string()))?;
@@ -333,8 +334,27 @@ async fn stream_to(
             summary.total_bytes, summary.sha256
         )));
     }
-    file.sync_all().await.map_err(write_err)?;
     Ok((header, total, sha256))
+}
+
+/// Hashes and writes chunks on a thread of its own, so receiving the next
+/// chunk overlaps with hashing and writing this one. The file is created
+/// (never replaced) and fsynced before the thread returns the hash state.
+fn spawn_writer(
+    path: PathBuf,
+) -> (tokio::sync::mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<std::io::Result<TrailerCheck>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut check = TrailerCheck::default();
+        while let Some(chunk) = rx.blocking_recv() {
+            check.update(&chunk);
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()?;
+        Ok(check)
+    });
+    (tx, handle)
 }
 
 fn progress_bar(wanted: bool) -> Option<ProgressBar> {

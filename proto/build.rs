@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Snapshot chunks as `bytes::Bytes`: shared, not copied, between the
+        // gRPC stream and the agent's hasher.
+        .bytes(".etcdops.agent.v1.SnapshotChunk.data")
         .compile_fds(fds)?;
     Ok(())
 }

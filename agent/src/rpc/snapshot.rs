@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use etcdops_proto::v1::{SnapshotChunk, SnapshotHeader, SnapshotSummary, snapshot_chunk::Kind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,20 +49,34 @@ pub async fn save_snapshot(state: &AgentState, start_timeout: Duration) -> Resul
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// Hashes the chunks on a thread of its own, so checking the trailer does
+/// not slow the stream; the chunks are shared (`Bytes`), not copied.
+fn spawn_hasher() -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<TrailerCheck>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut check = TrailerCheck::default();
+        while let Some(chunk) = rx.blocking_recv() {
+            check.update(&chunk);
+        }
+        check
+    });
+    (tx, handle)
+}
+
 async fn pump(mut reader: SnapshotReader, header: SnapshotHeader, tx: mpsc::Sender<Result<SnapshotChunk, Status>>) {
     let chunk = |kind| Ok(SnapshotChunk { kind: Some(kind) });
     if tx.send(chunk(Kind::Header(header))).await.is_err() {
         return;
     }
-    let mut check = TrailerCheck::default();
-    let mut buf = Vec::with_capacity(CHUNK);
+    let (hash_tx, hasher) = spawn_hasher();
+    let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         match reader.next_chunk().await {
             Ok(Some(bytes)) => {
-                check.update(&bytes);
                 buf.extend_from_slice(&bytes);
                 if buf.len() >= CHUNK {
-                    let data = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                    let data = std::mem::replace(&mut buf, BytesMut::with_capacity(CHUNK)).freeze();
+                    let _ = hash_tx.send(data.clone()).await;
                     if tx.send(chunk(Kind::Data(data))).await.is_err() {
                         tracing::warn!("the coordinator went away mid-snapshot");
                         return;
@@ -76,10 +91,19 @@ async fn pump(mut reader: SnapshotReader, header: SnapshotHeader, tx: mpsc::Send
             }
         }
     }
-    if !buf.is_empty() && tx.send(chunk(Kind::Data(buf))).await.is_err() {
-        return;
+    if !buf.is_empty() {
+        let data = buf.freeze();
+        let _ = hash_tx.send(data.clone()).await;
+        if tx.send(chunk(Kind::Data(data))).await.is_err() {
+            return;
+        }
     }
-    match check.finish() {
+    drop(hash_tx);
+    let verdict = match hasher.await {
+        Ok(check) => check.finish(),
+        Err(e) => Err(format!("the snapshot hasher failed: {e}")),
+    };
+    match verdict {
         Ok((total_bytes, sha256)) => {
             tracing::info!(total_bytes, %sha256, "snapshot streamed and verified");
             let _ = tx.send(chunk(Kind::Summary(SnapshotSummary { total_bytes, sha256 }))).await;

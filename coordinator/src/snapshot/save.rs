@@ -342,8 +342,8 @@ async fn stream_to(
 /// (never replaced) and fsynced before the thread returns the hash state.
 fn spawn_writer(
     path: PathBuf,
-) -> (tokio::sync::mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<std::io::Result<TrailerCheck>>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, tokio::task::JoinHandle<std::io::Result<TrailerCheck>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     let handle = tokio::task::spawn_blocking(move || {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         let mut check = TrailerCheck::default();

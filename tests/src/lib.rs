@@ -145,11 +145,18 @@ impl Cluster {
 
     /// Runs `etcdops --fleet <fleet> ARGS` and collects its output.
     pub fn etcdops(&self, args: &[&str]) -> CliOutput {
+        self.etcdops_with_env(args, &[])
+    }
+
+    /// [`Cluster::etcdops`] with these environment variables set on top of
+    /// the inherited ones (e.g. S3 credentials, TMPDIR).
+    pub fn etcdops_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let out = Command::new(&self.bins.cli)
             .arg("--fleet")
             .arg(self.fleet_path())
             .args(args)
             .env_remove("ETCDOPS_FLEET")
+            .envs(env.iter().copied())
             .output()
             .expect("running etcdops");
         CliOutput {
@@ -365,7 +372,7 @@ fn etcd_binary() -> PathBuf {
 }
 
 /// A random 127.x.y prefix whose .11-.19 addresses have the cluster ports free.
-fn free_prefix() -> [u8; 3] {
+pub fn free_prefix() -> [u8; 3] {
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

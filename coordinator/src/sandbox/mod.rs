@@ -33,9 +33,25 @@ pub struct UpArgs {
     /// The etcdops-agent binary. Default: next to this etcdops, else on PATH.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// First three octets of the members' loopback addresses: member N
+    /// listens on <prefix>.(10+N). Pick another to run a second sandbox.
+    #[arg(long, default_value = "127.0.0", value_parser = parse_prefix)]
+    pub ip_prefix: [u8; 3],
     /// How long to wait for the cluster to become healthy.
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     pub wait: Duration,
+}
+
+fn parse_prefix(text: &str) -> Result<[u8; 3], String> {
+    let octets: Vec<u8> = text
+        .split('.')
+        .map(|o| o.parse::<u8>().map_err(|_| format!("{o:?} is not an octet (0-255)")))
+        .collect::<Result<_, _>>()?;
+    match octets.as_slice() {
+        [127, b, c] => Ok([127, *b, *c]),
+        [_, _, _] => Err("the sandbox only uses loopback addresses: the prefix must start with 127".to_string()),
+        _ => Err(format!("expected three octets like 127.0.0, got {text:?}")),
+    }
 }
 
 /// `etcdops sandbox down` options.
@@ -157,7 +173,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 dir: dir.clone(),
                 cluster: "sandbox".to_string(),
                 members: usize::from(args.members),
-                ip_prefix: [127, 0, 0],
+                ip_prefix: args.ip_prefix,
                 client_port: 2379,
                 peer_port: 2380,
                 agent_port: 7443,
@@ -297,4 +313,18 @@ fn stop_all(layout: &Layout, out: &mut dyn Write) -> usize {
         procs::forget(m);
     }
     stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_prefix_must_be_loopback() {
+        assert_eq!(parse_prefix("127.0.0"), Ok([127, 0, 0]));
+        assert_eq!(parse_prefix("127.4.200"), Ok([127, 4, 200]));
+        assert!(parse_prefix("10.0.0").expect_err("not loopback").contains("127"));
+        assert!(parse_prefix("127.0").is_err());
+        assert!(parse_prefix("127.0.300").is_err());
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::AgentConfig;
@@ -15,7 +15,7 @@ use crate::config::AgentConfig;
 /// etcd's environment file and the data dir. Only clients presenting a
 /// certificate of the fleet CA with the coordinator role may call it.
 #[derive(Debug, Parser)]
-#[command(name = "etcdops-agent", version, after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExample:\n  etcdops-agent --config /etc/etcdops/agent.toml")]
+#[command(name = "etcdops-agent", version, after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd")]
 struct Args {
     /// The agent configuration file (TOML).
     #[arg(short, long, env = "ETCDOPS_AGENT_CONFIG", default_value = "/etc/etcdops/agent.toml")]
@@ -23,6 +23,20 @@ struct Args {
     /// Check the configuration and TLS files, then exit.
     #[arg(long)]
     check_config: bool,
+    /// Without a subcommand, the agent serves its API.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands that do one thing and exit, without serving.
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(
+        about = crate::disk::cli::ABOUT,
+        long_about = crate::disk::cli::LONG_ABOUT,
+        after_help = crate::disk::cli::AFTER_HELP
+    )]
+    ProbeDisk(crate::disk::cli::ProbeDiskArgs),
 }
 
 /// Entry point of the binary.
@@ -33,6 +47,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::ProbeDisk(probe)) = &args.command {
+        return crate::disk::cli::run(probe);
+    }
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

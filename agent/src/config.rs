@@ -23,6 +23,10 @@
 //! # autostart = true                   # start etcd with the agent
 //! # restart = "on-failure"             # or "never"
 //! # restart_delay_secs = 5
+//!
+//! [disk]                               # optional: the fsync probe (ProbeDisk)
+//! # fsync_p99_threshold_ms = 10        # etcd's guidance: WAL fsync p99 under 10 ms
+//! # metrics_url = "http://127.0.0.1:2381/metrics"  # default: etcd.endpoint + /metrics
 //! ```
 
 use std::net::SocketAddr;
@@ -46,6 +50,9 @@ pub struct AgentConfig {
     /// How etcd is run on this host.
     #[serde(default)]
     pub unit: UnitConfig,
+    /// The disk probe and etcd's disk metrics.
+    #[serde(default)]
+    pub disk: DiskConfig,
 }
 
 /// Paths to PEM files.
@@ -158,6 +165,36 @@ fn default_unit_name() -> String {
     "etcd.service".to_string()
 }
 
+/// The disk probe (ProbeDisk) and where etcd's own disk metrics are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The fdatasync p99 latency, in milliseconds, above which a probe judges
+    /// the disk too slow for etcd. etcd's guidance: WAL fsync p99 under 10 ms.
+    /// At least 1.
+    #[serde(default = "default_fsync_p99_threshold_ms")]
+    pub fsync_p99_threshold_ms: u64,
+    /// The URL of the member's Prometheus metrics. Default: `etcd.endpoint`
+    /// followed by `/metrics` (etcd serves them on its client port). Only
+    /// `http://` can be read; when etcd serves clients over TLS, point this at
+    /// an http listener of etcd's `--listen-metrics-urls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
+}
+
+/// etcd's guidance: WAL fsync p99 under 10 ms.
+pub const DEFAULT_FSYNC_P99_THRESHOLD_MS: u64 = 10;
+
+fn default_fsync_p99_threshold_ms() -> u64 {
+    DEFAULT_FSYNC_P99_THRESHOLD_MS
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig { fsync_p99_threshold_ms: DEFAULT_FSYNC_P99_THRESHOLD_MS, metrics_url: None }
+    }
+}
+
 /// The unit backends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +217,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid agent config {path}: etcd.endpoint {endpoint:?} must be an http:// or https:// URL with a host and port")]
     Endpoint { path: PathBuf, endpoint: String },
+    #[error("invalid agent config {path}: disk.fsync_p99_threshold_ms must be at least 1")]
+    Threshold { path: PathBuf },
+    #[error("invalid agent config {path}: disk.metrics_url {url:?} must be an http:// or https:// URL with a host and port")]
+    MetricsUrl { path: PathBuf, url: String },
 }
 
 impl AgentConfig {
@@ -196,6 +237,14 @@ impl AgentConfig {
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         if !valid_endpoint(&config.etcd.endpoint) {
             return Err(ConfigError::Endpoint { path: path.to_path_buf(), endpoint: config.etcd.endpoint });
+        }
+        if config.disk.fsync_p99_threshold_ms == 0 {
+            return Err(ConfigError::Threshold { path: path.to_path_buf() });
+        }
+        if let Some(url) = &config.disk.metrics_url
+            && !valid_metrics_url(url)
+        {
+            return Err(ConfigError::MetricsUrl { path: path.to_path_buf(), url: url.clone() });
         }
         Ok(config)
     }
@@ -215,6 +264,15 @@ fn valid_endpoint(url: &str) -> bool {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
     }
+}
+
+/// An http(s) URL with a host and port, and any path.
+fn valid_metrics_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return false;
+    };
+    let origin_len = url.len() - rest.len() + rest.find('/').unwrap_or(rest.len());
+    valid_endpoint(&url[..origin_len])
 }
 
 #[cfg(test)]
@@ -263,5 +321,30 @@ endpoint = "http://127.0.0.1:2379"
         assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Parse { .. })));
         let text = format!("{MINIMAL}\n[unit]\nbackend = \"docker\"\n");
         assert!(AgentConfig::parse(Path::new("a.toml"), &text).expect_err("backend").to_string().contains("docker"));
+    }
+
+    #[test]
+    fn disk_table_is_optional_checked_and_strict() {
+        let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
+        assert_eq!(c.disk, DiskConfig { fsync_p99_threshold_ms: 10, metrics_url: None });
+
+        let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 25\nmetrics_url = \"http://127.0.0.1:2381/metrics\"\n");
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
+        assert_eq!(c.disk.fsync_p99_threshold_ms, 25);
+        assert_eq!(c.disk.metrics_url.as_deref(), Some("http://127.0.0.1:2381/metrics"));
+        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+
+        let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 0\n");
+        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Threshold { .. })));
+        for bad in ["127.0.0.1:2381/metrics", "http://127.0.0.1/metrics", "http:///metrics"] {
+            let text = format!("{MINIMAL}\n[disk]\nmetrics_url = \"{bad}\"\n");
+            assert!(
+                matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::MetricsUrl { .. })),
+                "{bad}"
+            );
+        }
+        let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold = 5\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo");
+        assert!(err.to_string().contains("fsync_p99_threshold"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 //! - [`unit`]: how etcd runs (trait; process backend).
 //! - [`envfile`]: etcd's environment file (`/etc/default/etcd`).
 //! - [`datadir`]: the data dir's size and free space.
+//! - [`disk`]: the fdatasync probe and etcd's own disk metrics.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod disk;
 pub mod envfile;
 pub mod etcd;
 pub mod rpc;

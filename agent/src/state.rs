@@ -7,6 +7,7 @@ use std::time::Duration;
 use etcdops_certs::Identity;
 
 use crate::config::{AgentConfig, Backend, Restart};
+use crate::disk::DiskProber;
 use crate::envfile::EnvFile;
 use crate::etcd::LocalMember;
 use crate::unit::UnitBackend;
@@ -22,6 +23,8 @@ pub struct AgentState {
     pub etcd: LocalMember,
     pub unit: Box<dyn UnitBackend>,
     pub data_dir: PathBuf,
+    /// The disk probe: its threshold, etcd's metrics URL, one probe at a time.
+    pub disk: DiskProber,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -55,7 +58,13 @@ impl AgentState {
             }
             Backend::Systemd => return Err(StateError::SystemdUnavailable),
         };
-        Ok(AgentState { identity, etcd: LocalMember::new(&config.etcd)?, unit, data_dir: data_dir(config) })
+        Ok(AgentState {
+            identity,
+            etcd: LocalMember::new(&config.etcd)?,
+            unit,
+            data_dir: data_dir(config),
+            disk: DiskProber::new(&config.disk, &config.etcd.endpoint),
+        })
     }
 }
 

@@ -1,9 +1,16 @@
-//! Humane durations for the command line: `5s`, `500ms`, `1m30s`, `1.5s`.
+//! Humane durations for the command line: `5s`, `500ms`, `1m30s`, `1.5s`;
+//! and longer spans for retention policies (`7d`, `2w`) with [`parse_span`].
 
 use std::time::Duration;
 
 /// The longest duration accepted (a day): anything longer is a typo.
 pub const MAX: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest span [`parse_span`] accepts (ten years of days).
+pub const SPAN_MAX: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
+const UNITS: &str = "ms, s, m, h";
+const SPAN_UNITS: &str = "ms, s, m, h, d, w";
 
 /// Why a duration did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,19 +19,30 @@ pub enum DurationError {
     Empty,
     #[error("{input:?} has no unit: use e.g. {input}s or {input}ms (units: ms, s, m, h)")]
     MissingUnit { input: String },
-    #[error("{input:?}: unknown unit {unit:?} (units: ms, s, m, h)")]
-    UnknownUnit { input: String, unit: String },
+    #[error("{input:?}: unknown unit {unit:?} (units: {units})")]
+    UnknownUnit { input: String, unit: String, units: &'static str },
     #[error("{input:?} is not a duration: use e.g. 5s, 500ms or 1m30s")]
     Malformed { input: String },
     #[error("{input:?} is zero: use a positive duration such as 5s")]
     Zero { input: String },
-    #[error("{input:?} is longer than a day")]
-    TooLong { input: String },
+    #[error("{input:?} is longer than {max}")]
+    TooLong { input: String, max: &'static str },
 }
 
 /// Parses a sequence of `<number><unit>` terms (`1m30s`); the number may
 /// have a fraction (`1.5s`). Units: `ms`, `s`, `m`, `h`. Zero is refused.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
+    parse_with(input, false)
+}
+
+/// Like [`parse`], also with days and weeks (`7d`, `2w`, `1d12h`), up to
+/// [`SPAN_MAX`]: spans of time such as a retention policy's `keep_within`.
+pub fn parse_span(input: &str) -> Result<Duration, DurationError> {
+    parse_with(input, true)
+}
+
+fn parse_with(input: &str, long: bool) -> Result<Duration, DurationError> {
+    let (max, max_text, units) = if long { (SPAN_MAX, "ten years", SPAN_UNITS) } else { (MAX, "a day", UNITS) };
     let s = input.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
@@ -56,10 +74,13 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" if long => 86_400.0,
+            "w" if long => 604_800.0,
             other => {
                 return Err(DurationError::UnknownUnit {
                     input: input.to_string(),
                     unit: other.to_string(),
+                    units,
                 });
             }
         };
@@ -67,9 +88,10 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         total += value * scale;
         rest = next;
     }
-    if total > MAX.as_secs_f64() {
+    if total > max.as_secs_f64() {
         return Err(DurationError::TooLong {
             input: input.to_string(),
+            max: max_text,
         });
     }
     // Sub-millisecond remainders are noise at this scale.
@@ -144,6 +166,20 @@ mod tests {
         assert!(matches!(parse("0.0001s"), Err(DurationError::Zero { .. })));
         assert!(matches!(parse("25h"), Err(DurationError::TooLong { .. })));
         assert!(parse("5").expect_err("no unit").to_string().contains("5s"));
+    }
+
+    #[test]
+    fn spans_take_days_and_weeks() {
+        assert_eq!(parse_span("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_span("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse_span("1d12h"), Ok(Duration::from_secs(36 * 3_600)));
+        assert_eq!(parse_span("90m"), Ok(Duration::from_secs(5_400)));
+        let err = parse_span("1y").expect_err("no years");
+        assert!(err.to_string().contains("d, w"), "{err}");
+        assert!(matches!(parse_span("4000d"), Err(DurationError::TooLong { .. })));
+        assert!(matches!(parse_span("0d"), Err(DurationError::Zero { .. })));
+        // The command line's durations stay below a day, without days.
+        assert!(matches!(parse("1d"), Err(DurationError::UnknownUnit { .. })));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`agents`]: the one place that connects to agents, and the concurrent fan-out.
 //! - [`output`]: what commands print (tables and the stable JSON schema), as pure functions.
 //! - [`snapshot`]: saving verified snapshots through agents; reading snapshot files.
+//! - [`backup`]: backup sets in a directory or S3 bucket, listing and retention.
 //! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
 //! - [`exit`]: the process exit codes.
 //! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod backup;
 pub mod cli;
 pub mod duration;
 pub mod exit;

@@ -30,8 +30,20 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+# The backup tests run a real S3-compatible server (moto) and create buckets with boto3.
+if ! command -v moto_server >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing python3-pip (for moto)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+  fi
+  echo "setup: installing moto[server] (an S3-compatible server for the backup tests)" >&2
+  python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
 fi
-echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version))" >&2
+echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null))" >&2

@@ -6,7 +6,9 @@
 //! This is the binary's edge: commands use `anyhow` with context, and
 //! [`failure`] turns an error into its exit code and a hint.
 
+mod backup;
 mod certs;
+mod check;
 mod failure;
 mod health;
 mod member;
@@ -27,7 +29,9 @@ use crate::exit::{EXIT_CODES_HELP, ExitStatus};
 use crate::output::WriteOut;
 use crate::{duration, fleet, output};
 
+pub use backup::BackupCommand;
 pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, RoleArg};
+pub use check::{CheckCommand, CheckDiskArgs};
 pub use member::MemberCommand;
 pub use snapshot::SnapshotCommand;
 
@@ -61,6 +65,7 @@ Examples:
   etcdops status                           the one cluster in the fleet
   etcdops --cluster prod-a health -w json  one of several clusters, as JSON
   etcdops member list --timeout 2s
+  etcdops check disk                       fdatasync latency on every member's disk
   etcdops certs init --dir /etc/etcdops/pki
 
 Environment:
@@ -139,6 +144,10 @@ pub enum Command {
     #[command(subcommand)]
     Member(MemberCommand),
 
+    /// Checks of the hosts under etcd: `disk` measures every member's fdatasync latency.
+    #[command(subcommand)]
+    Check(CheckCommand),
+
     /// The fleet PKI: a CA, and certificates for agents, coordinators and etcd.
     #[command(subcommand, long_about = certs::LONG_ABOUT)]
     Certs(CertsCommand),
@@ -146,6 +155,10 @@ pub enum Command {
     /// Snapshots: save a verified one through an agent; inspect a file.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+
+    /// Backup sets: verified snapshots in a directory or S3 bucket, listed and pruned by policy.
+    #[command(subcommand, long_about = backup::LONG_ABOUT)]
+    Backup(BackupCommand),
 
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
@@ -257,8 +270,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Status => status::run(global, out).await,
         Command::Health => health::run(global, out).await,
         Command::Member(MemberCommand::List) => member::list(global, out).await,
+        Command::Check(command) => check::run(global, command, out).await,
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
+        Command::Backup(command) => backup::run(global, command, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
     }

@@ -11,6 +11,9 @@
 //! [[clusters.members]]
 //! name = "etcd1"                       # the etcd member name
 //! agent = "https://198.18.0.11:7443"   # the agent endpoint
+//! [clusters.backup]                    # optional: `etcdops backup` (see crate::backup::config)
+//! target = "file:///var/backups/etcd/prod-a"
+//! keep_last = 7
 //! ```
 //!
 //! Relative paths in `[tls]` resolve against the fleet file's directory.
@@ -24,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use etcdops_certs::TlsFiles;
 use serde::{Deserialize, Serialize};
+
+use crate::backup::BackupConfig;
 
 pub use agent_url::{AgentUrl, AgentUrlError};
 
@@ -55,7 +60,7 @@ pub struct FleetTls {
     pub key: PathBuf,
 }
 
-/// One etcd cluster: a name and its members.
+/// One etcd cluster: a name, its members, and where its backups go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
@@ -63,6 +68,9 @@ pub struct Cluster {
     pub name: String,
     /// The members, each with the agent on its host.
     pub members: Vec<Member>,
+    /// `[clusters.backup]`: the backup target and retention policy of `etcdops backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupConfig>,
 }
 
 /// One etcd member and the agent on its host.
@@ -435,6 +443,7 @@ agent = "https://[2001:db8::1]:7443"
             vec![Cluster {
                 name: "sandbox".into(),
                 members,
+                backup: None,
             }],
         )
         .expect("fleet");
@@ -525,6 +534,25 @@ agent = "https://[2001:db8::1]:7443"
         let two = format!("{tls}[[clusters]]\nname = \"a\"\n{m}[[clusters]]\nname = \"b\"\n{m}");
         assert!(parse(&two).is_ok());
         assert!(parse_error("not toml [").contains("/etc/etcdops/fleet.toml"));
+    }
+
+    #[test]
+    fn parses_an_optional_backup_table() {
+        let text = GOOD.replace(
+            "[[clusters]]\nname = \"prod-b\"",
+            "[clusters.backup]\ntarget = \"s3://etcd-backups/prod-a\"\nkeep_daily = 7\nkeep_within = \"2d\"\n\n[[clusters]]\nname = \"prod-b\"",
+        );
+        let fleet = parse(&text).expect("fleet with a backup table");
+        let backup = fleet.clusters[0].backup.as_ref().expect("prod-a has one");
+        assert_eq!(backup.target.to_string(), "s3://etcd-backups/prod-a");
+        assert_eq!(backup.retention().describe(), "keep_daily 7, keep_within 2d");
+        assert!(fleet.clusters[1].backup.is_none());
+        assert_eq!(parse(&fleet.to_toml().expect("serialize")).expect("reparse"), fleet);
+        let bad = text.replace("keep_daily = 7", "keep_daily = 7\ns3_secret = \"x\"");
+        let msg = parse_error(&bad);
+        assert!(msg.contains("s3_secret") && msg.contains("/etc/etcdops/fleet.toml"), "{msg}");
+        let bad = text.replace("s3://etcd-backups/prod-a", "/var/backups");
+        assert!(parse_error(&bad).contains("file:///absolute/dir"));
     }
 
     #[test]

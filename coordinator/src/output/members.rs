@@ -269,6 +269,7 @@ mod tests {
                     Member::new(&format!("etcd{i}"), &format!("https://127.0.0.1{i}:7443")).expect("member")
                 })
                 .collect(),
+            backup: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! replies, so rendering and verdicts are unit-tested without I/O.
 
 pub mod certs;
+pub mod disk;
 pub mod health;
 pub mod members;
 pub mod status;

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use etcdops_agent::config::{AgentConfig, Backend, EtcdConfig, Restart, TlsConfig, UnitConfig};
+use etcdops_agent::config::{AgentConfig, Backend, DiskConfig, EtcdConfig, Restart, TlsConfig, UnitConfig};
 use etcdops_certs::{IssueRequest, Pki, Role};
 
 use crate::fleet::{Cluster, Fleet, FleetTls, Member};
@@ -146,6 +146,7 @@ impl LayoutSpec {
                     restart: self.restart,
                     ..UnitConfig::default()
                 },
+                disk: DiskConfig::default(),
             };
             write(&m.agent_config, &config.to_toml())?;
         }
@@ -158,6 +159,7 @@ impl LayoutSpec {
                     .iter()
                     .map(|m| Member::new(&m.name, &m.agent_url))
                     .collect::<Result<_, _>>()?,
+                backup: None,
             }],
         )?;
         fleet.save(&layout.fleet_path)?;

@@ -1,0 +1,568 @@
+//! etcd's own disk figures from the member's Prometheus `/metrics`: the p99
+//! of `etcd_disk_wal_fsync_duration_seconds` and
+//! `etcd_disk_backend_commit_duration_seconds`, computed from the cumulative
+//! histogram buckets the way Prometheus' `histogram_quantile` does.
+//!
+//! The histograms are cumulative since etcd started, so the figures describe
+//! the member's whole life, not the last minutes. The scrape is a minimal
+//! HTTP/1.0 GET over a plain TCP connection: etcd serves `/metrics` on its
+//! client port, or on `--listen-metrics-urls`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// etcd's WAL fsync latency histogram (seconds).
+pub const WAL_FSYNC: &str = "etcd_disk_wal_fsync_duration_seconds";
+/// etcd's backend (bbolt) commit latency histogram (seconds).
+pub const BACKEND_COMMIT: &str = "etcd_disk_backend_commit_duration_seconds";
+/// The largest metrics page we read (etcd's is a few hundred kB).
+const MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// One cumulative bucket: observations at or below `le` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub le: f64,
+    pub count: f64,
+}
+
+/// etcd's disk figures; a figure is `None` when it could not be had, and
+/// `problems` then says why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EtcdDiskMetrics {
+    pub wal_fsync_p99: Option<Duration>,
+    pub backend_commit_p99: Option<Duration>,
+    pub problems: Vec<String>,
+}
+
+/// A line of the exposition format we could not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Why the metrics page could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(
+        "{url}: reading metrics over https is not supported; set disk.metrics_url in the agent config to an \
+         http:// listener of etcd's --listen-metrics-urls"
+    )]
+    Https { url: String },
+    #[error("{url}: not an http:// URL with a host and port")]
+    BadUrl { url: String },
+    #[error("{url}: {source}")]
+    Io {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url}: answered {status:?}")]
+    Status { url: String, status: String },
+    #[error("{url}: malformed HTTP response: {reason}")]
+    Malformed { url: String, reason: String },
+    #[error("{url}: {source}")]
+    Parse {
+        url: String,
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// Reads `url` and computes etcd's disk figures.
+pub async fn scrape(url: &str, timeout: Duration) -> Result<EtcdDiskMetrics, MetricsError> {
+    let text = tokio::time::timeout(timeout, http_get(url))
+        .await
+        .map_err(|_| MetricsError::Timeout {
+            url: url.to_string(),
+            timeout,
+        })??;
+    disk_metrics(&text).map_err(|source| MetricsError::Parse {
+        url: url.to_string(),
+        source,
+    })
+}
+
+/// The p99s of etcd's WAL fsync and backend commit histograms in a metrics page.
+pub fn disk_metrics(text: &str) -> Result<EtcdDiskMetrics, ParseError> {
+    let mut m = EtcdDiskMetrics::default();
+    for (name, what, slot) in [
+        (WAL_FSYNC, "WAL fsyncs", &mut m.wal_fsync_p99),
+        (BACKEND_COMMIT, "backend commits", &mut m.backend_commit_p99),
+    ] {
+        let buckets = parse_buckets(text, name)?;
+        if buckets.is_empty() {
+            m.problems.push(format!("etcd exposes no {name} histogram"));
+            continue;
+        }
+        match histogram_quantile(0.99, &buckets) {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                *slot = Some(Duration::from_nanos((secs * 1e9).round() as u64));
+            }
+            Some(secs) => m.problems.push(format!("{name}: p99 {secs} is not a duration")),
+            None => m
+                .problems
+                .push(format!("etcd has recorded no {what} yet ({name} is empty)")),
+        }
+    }
+    Ok(m)
+}
+
+/// The cumulative buckets of histogram `name` (its `<name>_bucket` series),
+/// summed over any other labels (`sum by (le)`), sorted by upper bound.
+/// Empty when the page does not have the metric.
+pub fn parse_buckets(text: &str, name: &str) -> Result<Vec<Bucket>, ParseError> {
+    let series = format!("{name}_bucket");
+    let mut buckets: Vec<Bucket> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let err = |reason: String| ParseError { line: n + 1, reason };
+        let Some(rest) = line.trim_start().strip_prefix(&series) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(inner) => {
+                let end =
+                    closing_brace(inner).ok_or_else(|| err(format!("unterminated labels in {line:?}")))?;
+                (&inner[..end], &inner[end + 1..])
+            }
+            // Another metric that starts with this name, e.g. `<name>_bucket_total`.
+            None if !rest.starts_with([' ', '\t']) => continue,
+            None => ("", rest),
+        };
+        let le = label_value(labels, "le")
+            .map_err(|reason| err(format!("{reason} in {line:?}")))?
+            .ok_or_else(|| err(format!("bucket without an le label: {line:?}")))?;
+        let le: f64 = le
+            .parse()
+            .map_err(|_| err(format!("le {le:?} is not a number")))?;
+        let value = value
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| err(format!("no value in {line:?}")))?;
+        let count: f64 = value
+            .parse()
+            .map_err(|_| err(format!("value {value:?} is not a number")))?;
+        match buckets.iter_mut().find(|b| b.le == le) {
+            Some(b) => b.count += count,
+            None => buckets.push(Bucket { le, count }),
+        }
+    }
+    buckets.sort_by(|a, b| a.le.total_cmp(&b.le));
+    Ok(buckets)
+}
+
+/// Where the label set `k="v",...` ends: the `}` outside quotes.
+fn closing_brace(s: &str) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '}' if !in_quotes => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value of label `key` in `k="v",k2="v2"` (escapes `\"`, `\\`, `\n`).
+fn label_value(labels: &str, key: &str) -> Result<Option<String>, String> {
+    let mut rest = labels.trim();
+    while !rest.is_empty() {
+        let (k, after) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("bad label set {labels:?}"))?;
+        let after = after
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or_else(|| format!("unquoted label value in {labels:?}"))?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err(format!("unterminated label value in {labels:?}")),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => return Err(format!("unterminated label value in {labels:?}")),
+            }
+        };
+        if k.trim() == key {
+            return Ok(Some(value));
+        }
+        rest = after[end + 1..].trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Ok(None)
+}
+
+/// The `q` quantile of a cumulative histogram, as Prometheus'
+/// `histogram_quantile` computes it: find the bucket holding rank
+/// `q × count` and interpolate linearly inside it (from 0 for the first
+/// bucket). `None` without observations or without a `+Inf` bucket. A rank
+/// in the `+Inf` bucket answers the highest finite upper bound.
+pub fn histogram_quantile(q: f64, buckets: &[Bucket]) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) || buckets.len() < 2 {
+        return None;
+    }
+    let mut sorted = buckets.to_vec();
+    sorted.sort_by(|a, b| a.le.total_cmp(&b.le));
+    let last = sorted.len() - 1;
+    if sorted[last].le != f64::INFINITY {
+        return None;
+    }
+    // Counts must not fall with the bound (they can, transiently, in a
+    // scrape racing with observations); Prometheus evens them out the same way.
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut sorted {
+        max = max.max(b.count);
+        b.count = max;
+    }
+    let observations = sorted[last].count;
+    // Also false for NaN.
+    if observations.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let rank = q * observations;
+    let b = sorted[..last]
+        .iter()
+        .position(|b| b.count >= rank)
+        .unwrap_or(last);
+    if b == last {
+        return Some(sorted[last - 1].le);
+    }
+    if b == 0 && sorted[0].le <= 0.0 {
+        return Some(sorted[0].le);
+    }
+    let (start, below) = if b == 0 {
+        (0.0, 0.0)
+    } else {
+        (sorted[b - 1].le, sorted[b - 1].count)
+    };
+    let (end, count) = (sorted[b].le, sorted[b].count - below);
+    Some(start + (end - start) * ((rank - below) / count))
+}
+
+/// GET `url` (http only) and return the body.
+async fn http_get(url: &str) -> Result<String, MetricsError> {
+    let rest = match url.strip_prefix("http://") {
+        Some(rest) => rest,
+        None if url.starts_with("https://") => return Err(MetricsError::Https { url: url.to_string() }),
+        None => return Err(MetricsError::BadUrl { url: url.to_string() }),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if !authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(MetricsError::BadUrl { url: url.to_string() });
+    }
+    let io = |source| MetricsError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let mut stream = tokio::net::TcpStream::connect(authority).await.map_err(io)?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: etcdops-agent\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut response = Vec::new();
+    (&mut stream)
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut response)
+        .await
+        .map_err(io)?;
+    if response.len() as u64 > MAX_BODY {
+        return Err(MetricsError::Malformed {
+            url: url.to_string(),
+            reason: format!("larger than {MAX_BODY} bytes"),
+        });
+    }
+    parse_response(&response).map_err(|e| match e {
+        ResponseError::Status(status) => MetricsError::Status {
+            url: url.to_string(),
+            status,
+        },
+        ResponseError::Malformed(reason) => MetricsError::Malformed {
+            url: url.to_string(),
+            reason,
+        },
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ResponseError {
+    Status(String),
+    Malformed(String),
+}
+
+/// The body of a `200` HTTP/1.x response (plain or chunked).
+fn parse_response(bytes: &[u8]) -> Result<String, ResponseError> {
+    let malformed = |r: &str| ResponseError::Malformed(r.to_string());
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| malformed("no end of headers"))?;
+    let head = String::from_utf8_lossy(&bytes[..split]);
+    let body = &bytes[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let mut parts = status.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(malformed("not an HTTP/1 response"));
+    }
+    if parts.next() != Some("200") {
+        return Err(ResponseError::Status(status.to_string()));
+    }
+    let chunked = lines.any(|h| {
+        h.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| malformed("bad chunked encoding"))?
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(body).map_err(|_| malformed("the body is not UTF-8"))
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = body.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&body[..eol]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        body = &body[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size..)?.strip_prefix(b"\r\n")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd 3.4's buckets: 0.001 × 2^i, i = 0..13, then +Inf.
+    fn etcd_buckets(counts: [f64; 15]) -> Vec<Bucket> {
+        let mut les: Vec<f64> = (0..14).map(|i| 0.001 * f64::from(1u32 << i)).collect();
+        les.push(f64::INFINITY);
+        les.into_iter()
+            .zip(counts)
+            .map(|(le, count)| Bucket { le, count })
+            .collect()
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-12)
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_prometheus() {
+        let b = |pairs: &[(f64, f64)]| {
+            pairs
+                .iter()
+                .map(|&(le, count)| Bucket { le, count })
+                .collect::<Vec<_>>()
+        };
+        let inf = f64::INFINITY;
+        // (q, buckets, expected); values from Prometheus' own histogram_quantile rules.
+        let cases: Vec<(f64, Vec<Bucket>, Option<f64>)> = vec![
+            // All in the first bucket: interpolated from 0.
+            (
+                0.99,
+                b(&[(0.001, 100.0), (0.002, 100.0), (inf, 100.0)]),
+                Some(0.00099),
+            ),
+            (
+                0.5,
+                b(&[(0.001, 100.0), (0.002, 100.0), (inf, 100.0)]),
+                Some(0.0005),
+            ),
+            // Rank 99 of 100 falls in (0.008, 0.016], holding 80..100: 0.008 + 0.008 × 19/20.
+            (
+                0.99,
+                b(&[(0.004, 50.0), (0.008, 80.0), (0.016, 100.0), (inf, 100.0)]),
+                Some(0.0156),
+            ),
+            // The rank lands exactly on a bucket's count: that bucket's bound.
+            (0.5, b(&[(0.004, 50.0), (0.008, 80.0), (inf, 100.0)]), Some(0.004)),
+            // In the +Inf bucket: the highest finite bound.
+            (
+                0.99,
+                b(&[(0.001, 10.0), (0.002, 20.0), (inf, 100.0)]),
+                Some(0.002),
+            ),
+            // No observations, no +Inf bucket, too few buckets, q out of range.
+            (0.99, b(&[(0.001, 0.0), (inf, 0.0)]), None),
+            (0.99, b(&[(0.001, 1.0), (0.002, 2.0)]), None),
+            (0.99, b(&[(inf, 5.0)]), None),
+            (1.5, b(&[(0.001, 1.0), (inf, 1.0)]), None),
+            // Unsorted input and a count that dips are handled.
+            (0.5, b(&[(inf, 4.0), (0.002, 3.0), (0.001, 4.0)]), Some(0.0005)),
+        ];
+        for (q, buckets, expected) in cases {
+            let got = histogram_quantile(q, &buckets);
+            match expected {
+                Some(e) => assert!(close(got, e), "q={q} {buckets:?}: got {got:?}, want {e}"),
+                None => assert_eq!(got, None, "q={q} {buckets:?}"),
+            }
+        }
+        // etcd's own buckets: rank 990 is exactly the 0.064 bucket's count.
+        let counts = [
+            0., 0., 0., 900., 980., 985., 990., 1000., 1000., 1000., 1000., 1000., 1000., 1000., 1000.,
+        ];
+        assert!(close(histogram_quantile(0.99, &etcd_buckets(counts)), 0.064));
+    }
+
+    const PAGE: &str = r#"# HELP etcd_disk_wal_fsync_duration_seconds The latency distributions of fsync called by WAL.
+# TYPE etcd_disk_wal_fsync_duration_seconds histogram
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 900
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 950
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.004"} 990
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.008"} 1000
+etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 1000
+etcd_disk_wal_fsync_duration_seconds_sum 0.9
+etcd_disk_wal_fsync_duration_seconds_count 1000
+# TYPE etcd_disk_backend_commit_duration_seconds histogram
+etcd_disk_backend_commit_duration_seconds_bucket{le="0.001"} 0
+etcd_disk_backend_commit_duration_seconds_bucket{le="+Inf"} 0
+etcd_disk_backend_commit_duration_seconds_sum 0
+etcd_disk_backend_commit_duration_seconds_count 0
+etcd_disk_backend_defrag_duration_seconds_bucket{le="0.1"} 3
+etcd_disk_backend_defrag_duration_seconds_bucket{le="+Inf"} 3
+"#;
+
+    #[test]
+    fn reads_etcd_pages() {
+        let wal = parse_buckets(PAGE, WAL_FSYNC).expect("parse");
+        assert_eq!(wal.len(), 5);
+        assert_eq!(
+            wal[4],
+            Bucket {
+                le: f64::INFINITY,
+                count: 1000.0
+            }
+        );
+        let m = disk_metrics(PAGE).expect("metrics");
+        // Rank 990 is exactly the 0.004 bucket's count.
+        assert_eq!(m.wal_fsync_p99, Some(Duration::from_millis(4)));
+        assert_eq!(m.backend_commit_p99, None);
+        assert_eq!(
+            m.problems,
+            ["etcd has recorded no backend commits yet (etcd_disk_backend_commit_duration_seconds is empty)"]
+        );
+        let m = disk_metrics("# nothing here\nup 1\n").expect("metrics");
+        assert_eq!((m.wal_fsync_p99, m.backend_commit_p99), (None, None));
+        assert_eq!(m.problems.len(), 2);
+        assert!(
+            m.problems[0].contains("exposes no etcd_disk_wal_fsync_duration_seconds"),
+            "{:?}",
+            m.problems
+        );
+    }
+
+    #[test]
+    fn labels_are_summed_and_parsed_strictly() {
+        let text = "m_bucket{a=\"x,}\\\"y\",le=\"0.5\"} 2\nm_bucket{le=\"0.5\",a=\"z\"} 3 1700000000\n\
+                    m_bucket{le=\"+Inf\"} 1e1\nm_bucket_total 9\nm_count 10\n";
+        let b = parse_buckets(text, "m").expect("parse");
+        assert_eq!(
+            b,
+            [
+                Bucket { le: 0.5, count: 5.0 },
+                Bucket {
+                    le: f64::INFINITY,
+                    count: 10.0
+                }
+            ]
+        );
+        for bad in [
+            "m_bucket{le=\"0.5\" 1\n",
+            "m_bucket{x=\"1\"} 1\n",
+            "m_bucket{le=\"a\"} 1\n",
+            "m_bucket{le=\"1\"} z\n",
+            "m_bucket{le=1} 1\n",
+        ] {
+            let err = parse_buckets(bad, "m").expect_err(bad);
+            assert_eq!(err.line, 1, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_responses() {
+        assert_eq!(
+            parse_response(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nup 1\n"),
+            Ok("up 1\n".into())
+        );
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nup \r\n2\r\n1\n\r\n0\r\n\r\n"
+            ),
+            Ok("up 1\n".into())
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n"),
+            Err(ResponseError::Status("HTTP/1.1 404 Not Found".into()))
+        );
+        assert!(matches!(
+            parse_response(b"SSH-2.0\r\n\r\n"),
+            Err(ResponseError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n"),
+            Err(ResponseError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn scrapes_over_http_and_refuses_https() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0u8; 1024];
+            let n = s.read(&mut request).await.expect("read");
+            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{PAGE}").as_bytes())
+                .await
+                .expect("write");
+            request
+        });
+        let m = scrape(&format!("http://{addr}/metrics"), Duration::from_secs(5))
+            .await
+            .expect("scrape");
+        assert_eq!(m.wal_fsync_p99, Some(Duration::from_millis(4)));
+        assert!(
+            server
+                .await
+                .expect("server")
+                .starts_with("GET /metrics HTTP/1.0\r\n")
+        );
+
+        let err = scrape("https://127.0.0.1:2379/metrics", Duration::from_secs(1))
+            .await
+            .expect_err("https");
+        assert!(matches!(err, MetricsError::Https { .. }), "{err}");
+        assert!(err.to_string().contains("disk.metrics_url"), "{err}");
+        let err = scrape("http://nohost/metrics", Duration::from_secs(1))
+            .await
+            .expect_err("no port");
+        assert!(matches!(err, MetricsError::BadUrl { .. }), "{err}");
+    }
+}

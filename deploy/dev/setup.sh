@@ -31,7 +31,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 # The backup tests run a real S3-compatible server (moto) and create buckets with boto3.
-if ! command -v moto_server >/dev/null 2>&1; then
+if ! python3 -c "import moto.server, boto3" >/dev/null 2>&1; then
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -27,8 +27,10 @@ struct Moto {
 impl Moto {
     fn start() -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` rather than the `moto_server` script: it
+        // works whether or not pip's script directory is on PATH.
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)

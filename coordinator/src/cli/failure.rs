@@ -2,8 +2,12 @@
 
 use etcdops_certs::{PkiError, TlsError};
 
+use crate::backup::BackupError;
+use crate::backup::target::TargetError;
 use crate::exit::ExitStatus;
 use crate::fleet::FleetError;
+use crate::sandbox::SandboxError;
+use crate::snapshot::save::SaveError;
 
 /// The error and its causes on one line, `outer: inner: innermost`, leaving
 /// out a cause whose text a message before it already quotes (many errors
@@ -30,6 +34,16 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if cause.is::<FleetError>() || cause.is::<TlsError>() {
             return ExitStatus::Usage;
         }
+        if let Some(e) = cause.downcast_ref::<BackupError>()
+            && matches!(e, BackupError::NoTarget { .. } | BackupError::NoPolicy { .. })
+        {
+            return ExitStatus::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<SaveError>()
+            && matches!(e, SaveError::UnknownMember { .. } | SaveError::Exists { .. })
+        {
+            return ExitStatus::Usage;
+        }
         if let Some(pki) = cause.downcast_ref::<PkiError>() {
             return match pki {
                 PkiError::AlreadyExists { .. }
@@ -46,11 +60,15 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
     ExitStatus::Failed
 }
 
-/// One line that tells the user what to do next.
-pub(crate) fn hint(err: &anyhow::Error) -> String {
+/// One line that tells the user what to do next, unless the error's own
+/// message already does (the domain errors of snapshot, backup and sandbox).
+pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
+        if cause.is::<SaveError>() || cause.is::<BackupError>() || cause.is::<TargetError>() || cause.is::<SandboxError>() {
+            return None;
+        }
         if let Some(fleet) = cause.downcast_ref::<FleetError>() {
-            return match fleet {
+            return Some(match fleet {
                 FleetError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     "pass --fleet PATH or set ETCDOPS_FLEET (default /etc/etcdops/fleet.toml); \
                      `etcdops --help` shows the file's format"
@@ -64,18 +82,18 @@ pub(crate) fn hint(err: &anyhow::Error) -> String {
                     "check that the fleet file's directory exists and is writable".to_string()
                 }
                 _ => "fix the fleet file; `etcdops --help` shows its format".to_string(),
-            };
+            });
         }
         if cause.is::<TlsError>() {
-            return "the fleet file's [tls] must name the fleet CA and a coordinator certificate and key; \
+            return Some("the fleet file's [tls] must name the fleet CA and a coordinator certificate and key; \
                     issue one with `etcdops certs issue coordinator --name NAME --dir DIR`"
-                .to_string();
+                .to_string());
         }
         if cause.is::<PkiError>() {
-            return "`etcdops certs --help` describes the PKI directory and each command".to_string();
+            return Some("`etcdops certs --help` describes the PKI directory and each command".to_string());
         }
     }
-    "run with -v (or RUST_LOG=debug) for more detail".to_string()
+    Some("run with -v (or RUST_LOG=debug) for more detail".to_string())
 }
 
 #[cfg(test)]
@@ -104,7 +122,7 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
         assert_eq!(exit_status(&not_found), ExitStatus::Usage);
-        assert!(hint(&not_found).contains("--fleet"));
+        assert!(hint(&not_found).unwrap_or_default().contains("--fleet"));
 
         let wrapped: anyhow::Result<()> = Err(FleetError::ClusterRequired {
             known: vec!["a".into(), "b".into()],
@@ -112,7 +130,7 @@ mod tests {
         .context("choosing a cluster");
         let wrapped = wrapped.expect_err("error");
         assert_eq!(exit_status(&wrapped), ExitStatus::Usage);
-        assert!(hint(&wrapped).contains("--cluster"));
+        assert!(hint(&wrapped).unwrap_or_default().contains("--cluster"));
 
         let exists = anyhow::Error::new(PkiError::AlreadyExists {
             path: PathBuf::from("/pki/ca.crt"),
@@ -121,6 +139,14 @@ mod tests {
 
         let io = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert_eq!(exit_status(&io), ExitStatus::Failed);
-        assert!(hint(&io).contains("-v"));
+        assert!(hint(&io).unwrap_or_default().contains("-v"));
+
+        // Domain errors say what to do themselves: no generic hint; usage-like ones exit 2.
+        let no_target = anyhow::Error::new(BackupError::NoTarget { cluster: "a".into() });
+        assert_eq!(exit_status(&no_target), ExitStatus::Usage);
+        assert_eq!(hint(&no_target), None);
+        let exists = anyhow::Error::new(SaveError::Exists { path: PathBuf::from("/x.db") });
+        assert_eq!(exit_status(&exists), ExitStatus::Usage);
+        assert_eq!(hint(&exists), None);
     }
 }

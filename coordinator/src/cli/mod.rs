@@ -251,12 +251,10 @@ fn execute(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
         }
         Err(e) => {
             let _ = out.flush();
-            let _ = writeln!(
-                err,
-                "error: {}\nhint: {}",
-                failure::message(&e),
-                failure::hint(&e)
-            );
+            let _ = writeln!(err, "error: {}", failure::message(&e));
+            if let Some(hint) = failure::hint(&e) {
+                let _ = writeln!(err, "hint: {hint}");
+            }
             failure::exit_status(&e)
         }
     }

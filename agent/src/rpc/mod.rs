@@ -6,6 +6,7 @@ mod disk;
 mod health;
 mod snapshot;
 mod status;
+mod unit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use etcdops_proto::v1::agent_server::{Agent, AgentServer};
 use etcdops_proto::v1::{
     GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse, ProbeDiskRequest, ProbeDiskResponse,
-    SaveSnapshotRequest,
+    SaveSnapshotRequest, UnitRequest, UnitStatus, UnitStatusRequest,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -79,6 +80,22 @@ impl Agent for AgentService {
             })?,
         };
         Ok(Response::new(snapshot::save_snapshot(&self.state, timeout).await?))
+    }
+
+    async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
+        unit::act(&self.state, unit::Action::Start, request.get_ref()).await.map(Response::new)
+    }
+
+    async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
+        unit::act(&self.state, unit::Action::Stop, request.get_ref()).await.map(Response::new)
+    }
+
+    async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
+        unit::act(&self.state, unit::Action::Restart, request.get_ref()).await.map(Response::new)
+    }
+
+    async fn get_unit_status(&self, _request: Request<UnitStatusRequest>) -> Result<Response<UnitStatus>, Status> {
+        Ok(Response::new(unit::get(&self.state).await))
     }
 
     async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {

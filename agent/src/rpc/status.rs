@@ -42,6 +42,8 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
         member: Some(member),
         unit: Some(unit_to_pb(state.unit.backend(), state.unit.unit(), unit)),
         data_dir: Some(data_dir),
+        host: None,
+        disk: None,
     }
 }
 
@@ -79,7 +81,7 @@ fn member_to_pb(endpoint: &str, m: MemberStatus) -> pb::MemberStatus {
     }
 }
 
-fn unit_to_pb(backend: &str, unit: String, info: UnitInfo) -> pb::UnitStatus {
+pub(super) fn unit_to_pb(backend: &str, unit: String, info: UnitInfo) -> pb::UnitStatus {
     let state = match info.state {
         UnitState::Active => pb::UnitState::Active,
         UnitState::Inactive => pb::UnitState::Inactive,
@@ -93,6 +95,8 @@ fn unit_to_pb(backend: &str, unit: String, info: UnitInfo) -> pb::UnitStatus {
         state: state as i32,
         main_pid: info.main_pid.unwrap_or_default(),
         detail: info.detail,
+        sub_state: String::new(),
+        last_log_lines: Vec::new(),
     }
 }
 

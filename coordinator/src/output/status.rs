@@ -521,6 +521,8 @@ mod tests {
                 error: "permission denied".into(),
                 ..Default::default()
             }),
+            host: None,
+            disk: None,
         };
         let m = member_status(reply(Ok(answered.clone())));
         assert_eq!(m.error, None);

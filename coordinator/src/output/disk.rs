@@ -267,20 +267,9 @@ pub fn summary(report: &DiskReport) -> String {
 
 /// The whole text report: table, summary, then problems and notes in full.
 pub fn render_table(report: &DiskReport) -> String {
-    let mut t = table::new_table(&HEADER);
-    for r in rows(report) {
-        t.add_row(r);
-    }
-    let mut text = table::render(&t);
-    text.push_str(&summary(report));
-    text.push('\n');
-    for problem in &report.problems {
-        text.push_str(&format!("problem: {problem}\n"));
-    }
-    for note in &report.notes {
-        text.push_str(&format!("note: {note}\n"));
-    }
-    text
+    let problems = report.problems.iter().map(|p| ("problem", p.as_str()));
+    let notes = report.notes.iter().map(|n| ("note", n.as_str()));
+    table::report(&HEADER, rows(report), &summary(report), problems.chain(notes))
 }
 
 #[cfg(test)]

@@ -130,17 +130,8 @@ pub fn summary(report: &HealthReport) -> String {
 
 /// The whole text report: table, the summary, then each error in full (with what to check).
 pub fn render_table(report: &HealthReport) -> String {
-    let mut t = table::new_table(&HEADER);
-    for r in rows(report) {
-        t.add_row(r);
-    }
-    let mut text = table::render(&t);
-    text.push_str(&summary(report));
-    text.push('\n');
-    for error in report.members.iter().filter_map(|m| m.error.as_ref()) {
-        text.push_str(&format!("problem: {error}\n"));
-    }
-    text
+    let errors = report.members.iter().filter_map(|m| m.error.as_deref()).map(|e| ("problem", e));
+    table::report(&HEADER, rows(report), &summary(report), errors)
 }
 
 #[cfg(test)]

@@ -396,17 +396,8 @@ pub fn summary(report: &StatusReport) -> String {
 
 /// The whole text report: table, summary, then one line per problem.
 pub fn render_table(report: &StatusReport) -> String {
-    let mut t = table::new_table(&HEADER);
-    for r in rows(report) {
-        t.add_row(r);
-    }
-    let mut text = table::render(&t);
-    text.push_str(&summary(report));
-    text.push('\n');
-    for problem in &report.problems {
-        text.push_str(&format!("problem: {problem}\n"));
-    }
-    text
+    let problems = report.problems.iter().map(|p| ("problem", p.as_str()));
+    table::report(&HEADER, rows(report), &summary(report), problems)
 }
 
 #[cfg(test)]

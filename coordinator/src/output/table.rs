@@ -33,6 +33,27 @@ pub fn render(table: &Table) -> String {
     text
 }
 
+/// A command's text report: the table, its summary line, then one line per
+/// `(label, message)` in full, e.g. `problem: agent etcd2 ... unreachable`.
+pub fn report<'a>(
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    summary: &str,
+    lines: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut t = new_table(header);
+    for r in rows {
+        t.add_row(r);
+    }
+    let mut text = render(&t);
+    text.push_str(summary);
+    text.push('\n');
+    for (label, message) in lines {
+        text.push_str(&format!("{label}: {message}\n"));
+    }
+    text
+}
+
 /// Bytes the way etcdctl prints them (go-humanize `Bytes`): SI units, one
 /// decimal below 10, e.g. `20 kB`, `255 MB`, `1.2 GB`.
 pub fn human_bytes(bytes: u64) -> String {

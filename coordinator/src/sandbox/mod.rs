@@ -78,8 +78,8 @@ pub enum SandboxError {
     #[error("a sandbox is already running in {dir} (agent of {member}, pid {pid}): run `etcdops sandbox down --dir {dir}` first")]
     AlreadyRunning { dir: PathBuf, member: String, pid: u32 },
     #[error(
-        "{addr} is already in use, so member {member} cannot listen there: stop what uses it, or start the sandbox \
-         elsewhere with --dir (a new sandbox picks free addresses)"
+        "{addr} is already in use, so member {member} cannot listen there: stop what uses it (another sandbox: \
+         `etcdops sandbox down --dir DIR`), or use other addresses with --ip-prefix (e.g. 127.0.1)"
     )]
     AddressInUse { addr: SocketAddr, member: String },
     #[error("no sandbox in {dir} (no sandbox.toml): nothing to do")]

@@ -265,13 +265,15 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
         let _ = writeln!(out, "  {:<6} etcd {}  agent {}", m.name, m.client_url, m.agent_url);
     }
     let _ = writeln!(out);
+    // Name the binary the way the user ran it (target/debug/etcdops, or etcdops on PATH).
+    let exe = std::env::args().next().filter(|a| a.contains('/')).unwrap_or_else(|| "etcdops".to_string());
     let _ = writeln!(out, "Try next:");
     let _ = writeln!(out, "  export ETCDOPS_FLEET={fleet}");
-    let _ = writeln!(out, "  etcdops status");
-    let _ = writeln!(out, "  etcdops health -w json");
-    let _ = writeln!(out, "  etcdops member list");
+    let _ = writeln!(out, "  {exe} status");
+    let _ = writeln!(out, "  {exe} health -w json");
+    let _ = writeln!(out, "  {exe} member list");
     let _ = writeln!(out, "  etcdctl --endpoints {endpoints} put greeting hello");
-    let _ = writeln!(out, "  etcdops sandbox down --dir {}", layout.dir.display());
+    let _ = writeln!(out, "  {exe} sandbox down --dir {}", layout.dir.display());
     let _ = writeln!(out);
     let _ = writeln!(out, "Files (PKI, configs, data, logs) are in {}.", layout.dir.display());
 }

@@ -91,7 +91,11 @@ impl Agents {
             .tls_config(self.tls.for_domain(member.agent.host()))
             .map_err(invalid)?
             .connect_timeout(self.timeout)
-            .timeout(self.timeout);
+            .timeout(self.timeout)
+            // Large HTTP/2 windows: snapshot streams are bounded by flow
+            // control with the 64 KiB default.
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(16 * 1024 * 1024));
         Ok(endpoint)
     }
 

@@ -3,6 +3,7 @@
 //! ```toml
 //! # /etc/etcdops/agent.toml
 //! listen = "198.18.0.11:7443"          # gRPC over mutual TLS
+//! # metrics_listen = "198.18.0.11:9443" # the agent's own Prometheus /metrics (plain HTTP); default: off
 //!
 //! [tls]                                # this agent's identity, from `etcdops certs issue agent`
 //! ca = "/etc/etcdops/pki/ca.crt"
@@ -27,6 +28,7 @@
 //! [disk]                               # optional: the fsync probe (ProbeDisk)
 //! # fsync_p99_threshold_ms = 10        # etcd's guidance: WAL fsync p99 under 10 ms
 //! # metrics_url = "http://127.0.0.1:2381/metrics"  # default: etcd.endpoint + /metrics
+//! # probe_interval_secs = 60         # light periodic probe (100 × 2300 B) for GetStatus; 0: off
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +45,10 @@ pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub struct AgentConfig {
     /// Address and port the gRPC API listens on (mutual TLS only).
     pub listen: SocketAddr,
+    /// Where the agent serves its own Prometheus metrics (`GET /metrics`,
+    /// plain HTTP: metrics only, no secrets). Default: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The agent's TLS identity and the fleet CA.
     pub tls: TlsConfig,
     /// The local etcd member.
@@ -180,10 +186,22 @@ pub struct DiskConfig {
     /// an http listener of etcd's `--listen-metrics-urls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// Seconds between light periodic probes (100 fdatasync'd writes of 2300
+    /// bytes beside the data dir, skipped while a ProbeDisk runs), whose
+    /// latest result GetStatus and `/metrics` report. 0 turns them off.
+    #[serde(default = "default_probe_interval_secs")]
+    pub probe_interval_secs: u64,
 }
 
 /// etcd's guidance: WAL fsync p99 under 10 ms.
 pub const DEFAULT_FSYNC_P99_THRESHOLD_MS: u64 = 10;
+
+/// One light probe a minute.
+pub const DEFAULT_PROBE_INTERVAL_SECS: u64 = 60;
+
+fn default_probe_interval_secs() -> u64 {
+    DEFAULT_PROBE_INTERVAL_SECS
+}
 
 fn default_fsync_p99_threshold_ms() -> u64 {
     DEFAULT_FSYNC_P99_THRESHOLD_MS
@@ -191,7 +209,11 @@ fn default_fsync_p99_threshold_ms() -> u64 {
 
 impl Default for DiskConfig {
     fn default() -> Self {
-        DiskConfig { fsync_p99_threshold_ms: DEFAULT_FSYNC_P99_THRESHOLD_MS, metrics_url: None }
+        DiskConfig {
+            fsync_p99_threshold_ms: DEFAULT_FSYNC_P99_THRESHOLD_MS,
+            metrics_url: None,
+            probe_interval_secs: DEFAULT_PROBE_INTERVAL_SECS,
+        }
     }
 }
 
@@ -326,12 +348,18 @@ endpoint = "http://127.0.0.1:2379"
     #[test]
     fn disk_table_is_optional_checked_and_strict() {
         let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
-        assert_eq!(c.disk, DiskConfig { fsync_p99_threshold_ms: 10, metrics_url: None });
+        assert_eq!(c.disk, DiskConfig { fsync_p99_threshold_ms: 10, metrics_url: None, probe_interval_secs: 60 });
+        assert_eq!(c.metrics_listen, None);
 
         let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 25\nmetrics_url = \"http://127.0.0.1:2381/metrics\"\n");
         let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
         assert_eq!(c.disk.fsync_p99_threshold_ms, 25);
         assert_eq!(c.disk.metrics_url.as_deref(), Some("http://127.0.0.1:2381/metrics"));
+        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+
+        let text = format!("metrics_listen = \"127.0.0.1:9443\"\n{MINIMAL}\n[disk]\nprobe_interval_secs = 0\n");
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
+        assert_eq!((c.disk.probe_interval_secs, c.metrics_listen), (0, Some(([127, 0, 0, 1], 9443).into())));
         assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
 
         let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 0\n");

@@ -5,7 +5,9 @@
 //! - [`unit`]: how etcd runs (trait; process backend).
 //! - [`envfile`]: etcd's environment file (`/etc/default/etcd`).
 //! - [`datadir`]: the data dir's size and free space.
-//! - [`disk`]: the fdatasync probe and etcd's own disk metrics.
+//! - [`disk`]: the fdatasync probe (on demand and periodic) and etcd's own disk metrics.
+//! - [`host`]: facts about the host (CPUs, memory, load, uptime).
+//! - [`metrics`]: the agent's own Prometheus `/metrics`.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
@@ -18,6 +20,8 @@ pub mod datadir;
 pub mod disk;
 pub mod envfile;
 pub mod etcd;
+pub mod host;
+pub mod metrics;
 pub mod rpc;
 pub mod server;
 pub mod snapfile;

@@ -1,4 +1,5 @@
-//! Start-up and shutdown: TLS, the listener, the unit, the gRPC server.
+//! Start-up and shutdown: TLS, the listener, the unit, the gRPC server, and
+//! the background workers (periodic disk probe, `/metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{AgentConfig, Backend};
+use crate::disk::periodic::{self, PeriodicTarget};
+use crate::metrics;
 use crate::rpc;
 use crate::state::AgentState;
 
@@ -16,6 +19,8 @@ use crate::state::AgentState;
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight RPCs may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long background workers (periodic disk probe, metrics) get to stop.
+const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
@@ -29,9 +34,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         .await
         .with_context(|| format!("cannot listen on {} (see `listen` in the agent config)", config.listen))?;
     let local = listener.local_addr().context("reading the listen address")?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(metrics::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} (see `metrics_listen` in the agent config)")
+        })?),
+        None => None,
+    };
 
     if config.unit.backend == Backend::Process && config.unit.autostart {
         state.unit.start().await.context("starting etcd (process backend)")?;
+    }
+
+    // Background workers stop when this turns true (or its sender is dropped).
+    let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    if config.disk.probe_interval_secs > 0 {
+        let target = Arc::new(PeriodicTarget { prober: state.disk.clone(), data_dir: state.data_dir.clone() });
+        workers.push(tokio::spawn(periodic::run(
+            target,
+            Duration::from_secs(config.disk.probe_interval_secs),
+            state.disk_health.clone(),
+            workers_stopping.clone(),
+        )));
+    }
+    if let Some(listener) = metrics_listener {
+        workers.push(tokio::spawn(metrics::serve(listener, state.clone(), workers_stopping.clone())));
     }
 
     tracing::info!(address = %local, name = %state.identity.name, "etcdops-agent serving (mutual TLS)");
@@ -62,6 +89,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
             }
         }
     };
+    let _ = stop_workers.send(true);
+    for worker in workers {
+        if tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await.is_err() {
+            tracing::warn!("a background worker did not stop within {WORKER_STOP_TIMEOUT:?}");
+        }
+    }
     let served = served.context("the agent API task failed")?;
 
     if config.unit.backend == Backend::Process

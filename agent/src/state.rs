@@ -12,6 +12,7 @@ use crate::envfile::EnvFile;
 use crate::etcd::LocalMember;
 use crate::unit::UnitBackend;
 use crate::unit::process::{ProcessUnit, RestartPolicy};
+use crate::unit::systemd::SystemdUnit;
 
 /// Debian's etcd.service default when nothing else names the data dir.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/etcd/default";
@@ -25,16 +26,25 @@ pub struct AgentState {
     pub data_dir: PathBuf,
     /// The disk probe: its threshold, etcd's metrics URL, one probe at a time.
     pub disk: DiskProber,
+    /// The latest light periodic disk probe (`disk::periodic`).
+    pub disk_health: crate::disk::periodic::LatestDiskHealth,
+    /// Host facts for GetStatus.
+    pub host: crate::host::HostReader,
+    /// RPC counts and durations for `/metrics`.
+    pub rpc_metrics: crate::metrics::RpcMetrics,
 }
 
 /// Start-up errors that are not TLS or listen errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(
-        "unit backend \"systemd\" is not available in this version of etcdops-agent; \
+        "unit backend \"systemd\" needs the agent to run inside a multi-threaded async runtime; \
          set unit.backend = \"process\" in the agent config"
     )]
     SystemdUnavailable,
+    /// Boxed: zbus errors are large.
+    #[error(transparent)]
+    Systemd(Box<crate::unit::systemd::SystemdError>),
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
 }
@@ -56,7 +66,7 @@ impl AgentState {
                     restart,
                 ))
             }
-            Backend::Systemd => return Err(StateError::SystemdUnavailable),
+            Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
         };
         Ok(AgentState {
             identity,
@@ -64,8 +74,23 @@ impl AgentState {
             unit,
             data_dir: data_dir(config),
             disk: DiskProber::new(&config.disk, &config.etcd.endpoint),
+            disk_health: Default::default(),
+            host: Default::default(),
+            rpc_metrics: Default::default(),
         })
     }
+}
+
+/// Connects to the system bus at start-up (a clear error if there is none).
+/// `AgentState::new` is synchronous and runs inside the agent's
+/// multi-threaded runtime, where the connection's tasks must live.
+fn connect_systemd(unit: &str) -> Result<SystemdUnit, StateError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| StateError::SystemdUnavailable)?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(StateError::SystemdUnavailable);
+    }
+    tokio::task::block_in_place(|| handle.block_on(SystemdUnit::connect(unit)))
+        .map_err(|e| StateError::Systemd(Box::new(e)))
 }
 
 /// The data dir: the config's, else ETCD_DATA_DIR from the env file, else

@@ -11,6 +11,10 @@ command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# systemd hosts for tests/tests/systemd_hosts.rs (systemd-nspawn, a debootstrapped rootfs).
+command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

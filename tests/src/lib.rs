@@ -14,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod nspawn;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -53,11 +55,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClusterBuilder {
     members: usize,
     restart: Restart,
+    metrics_port: Option<u16>,
+    disk_probe_interval_secs: Option<u64>,
 }
 
 impl ClusterBuilder {
     pub fn members(mut self, n: usize) -> Self {
         self.members = n;
+        self
+    }
+
+    /// Agents serve `/metrics` on `<member ip>:<port>` (`metrics_listen`).
+    pub fn metrics_port(mut self, port: u16) -> Self {
+        self.metrics_port = Some(port);
+        self
+    }
+
+    /// The agents' periodic disk probe interval (`[disk] probe_interval_secs`).
+    pub fn disk_probe_interval_secs(mut self, secs: u64) -> Self {
+        self.disk_probe_interval_secs = Some(secs);
         self
     }
 
@@ -78,6 +94,8 @@ impl ClusterBuilder {
             etcd_binary: etcd,
             restart: self.restart,
             token: format!("e2e-{}-{}-{}", prefix[1], prefix[2], std::process::id()),
+            metrics_port: self.metrics_port,
+            disk_probe_interval_secs: self.disk_probe_interval_secs,
         };
         let layout = spec.write().expect("writing the cluster layout");
         let runtime =
@@ -132,7 +150,7 @@ pub enum Caller {
 
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { members: 3, restart: Restart::Never }
+        ClusterBuilder { members: 3, restart: Restart::Never, metrics_port: None, disk_probe_interval_secs: None }
     }
 
     pub fn member(&self, i: usize) -> &MemberLayout {

@@ -1,9 +1,11 @@
 //! Disk health: the fdatasync probe ([`probe`]), etcd's own disk metrics
-//! ([`metrics`]), the probe as a command without an agent ([`cli`]), and the
+//! ([`metrics`]), the probe as a command without an agent ([`cli`]), the light
+//! periodic probe ([`periodic`]), and the
 //! rule that one probe runs at a time per agent ([`DiskProber`]).
 
 pub mod cli;
 pub mod metrics;
+pub mod periodic;
 pub mod probe;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::config::DiskConfig;
 
 /// What the agent needs to run probes: the threshold, where etcd's metrics
-/// are read, and whether a probe is running.
-#[derive(Debug)]
+/// are read, and whether a probe is running. Clones share the one probe slot.
+#[derive(Debug, Clone)]
 pub struct DiskProber {
     threshold: Duration,
     metrics_url: String,
@@ -101,6 +103,7 @@ mod tests {
         let config = DiskConfig {
             fsync_p99_threshold_ms: 25,
             metrics_url: Some("http://m:2381/metrics".into()),
+            ..DiskConfig::default()
         };
         let prober = DiskProber::new(&config, "http://127.0.0.1:2379");
         assert_eq!(prober.metrics_url(), "http://m:2381/metrics");

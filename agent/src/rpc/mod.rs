@@ -9,7 +9,7 @@ mod status;
 mod unit;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::agent_server::{Agent, AgentServer};
 use etcdops_proto::v1::{
@@ -53,16 +53,39 @@ fn timeout_field(timeout_ms: u32) -> Result<Duration, Status> {
     }
 }
 
+impl AgentService {
+    /// Runs one RPC and counts it, with its code and duration, for
+    /// `/metrics`. Calls refused by the interceptor, and calls whose caller
+    /// went away before an answer, are not counted.
+    async fn counted<T>(
+        &self,
+        method: &'static str,
+        rpc: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = rpc.await;
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.state.rpc_metrics.observe(method, code, started.elapsed());
+        result
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let timeout = timeout_field(request.get_ref().timeout_ms)?;
-        Ok(Response::new(status::get_status(&self.state, timeout).await))
+        self.counted("GetStatus", async {
+            let timeout = timeout_field(request.get_ref().timeout_ms)?;
+            Ok(Response::new(status::get_status(&self.state, timeout).await))
+        })
+        .await
     }
 
     async fn health(&self, request: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
-        let timeout = timeout_field(request.get_ref().timeout_ms)?;
-        Ok(Response::new(health::health(&self.state, timeout).await))
+        self.counted("Health", async {
+            let timeout = timeout_field(request.get_ref().timeout_ms)?;
+            Ok(Response::new(health::health(&self.state, timeout).await))
+        })
+        .await
     }
 
     type SaveSnapshotStream = snapshot::SnapshotStream;
@@ -71,35 +94,45 @@ impl Agent for AgentService {
         &self,
         request: Request<SaveSnapshotRequest>,
     ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
-        let timeout = match request.get_ref().start_timeout_ms {
-            0 => Duration::from_secs(5),
-            ms => timeout_field(ms).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "start_timeout_ms: {ms} is above the maximum of {MAX_TIMEOUT_MS} ms; use 0 for the default"
-                ))
-            })?,
-        };
-        Ok(Response::new(snapshot::save_snapshot(&self.state, timeout).await?))
+        // Counted when the stream starts (or is refused).
+        self.counted("SaveSnapshot", async {
+            let timeout = match request.get_ref().start_timeout_ms {
+                0 => Duration::from_secs(5),
+                ms => timeout_field(ms).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "start_timeout_ms: {ms} is above the maximum of {MAX_TIMEOUT_MS} ms; use 0 for the default"
+                    ))
+                })?,
+            };
+            Ok(Response::new(snapshot::save_snapshot(&self.state, timeout).await?))
+        })
+        .await
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        unit::act(&self.state, unit::Action::Start, request.get_ref()).await.map(Response::new)
+        self.counted("StartEtcd", unit::act(&self.state, unit::Action::Start, request.get_ref()))
+            .await
+            .map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        unit::act(&self.state, unit::Action::Stop, request.get_ref()).await.map(Response::new)
+        self.counted("StopEtcd", unit::act(&self.state, unit::Action::Stop, request.get_ref()))
+            .await
+            .map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        unit::act(&self.state, unit::Action::Restart, request.get_ref()).await.map(Response::new)
+        self.counted("RestartEtcd", unit::act(&self.state, unit::Action::Restart, request.get_ref()))
+            .await
+            .map(Response::new)
     }
 
     async fn get_unit_status(&self, _request: Request<UnitStatusRequest>) -> Result<Response<UnitStatus>, Status> {
-        Ok(Response::new(unit::get(&self.state).await))
+        self.counted("GetUnitStatus", async { Ok(Response::new(unit::get(&self.state).await)) }).await
     }
 
     async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {
-        disk::probe_disk(&self.state, request.into_inner()).await.map(Response::new)
+        self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner())).await.map(Response::new)
     }
 }
 

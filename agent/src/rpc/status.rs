@@ -1,11 +1,14 @@
-//! GetStatus: the member, the unit, the data dir and the agent itself.
+//! GetStatus: the member, the unit, the data dir, the host, the latest
+//! periodic disk probe and the agent itself.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use etcdops_proto::v1 as pb;
 
 use crate::datadir::DataDirInfo;
+use crate::disk::periodic::DiskHealth;
 use crate::etcd::MemberStatus;
+use crate::host::HostFacts;
 use crate::state::AgentState;
 use crate::unit::{UnitInfo, UnitState};
 
@@ -42,8 +45,42 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
         member: Some(member),
         unit: Some(unit_to_pb(state.unit.backend(), state.unit.unit(), unit)),
         data_dir: Some(data_dir),
-        host: None,
-        disk: None,
+        host: Some(host_to_pb(state.host.read())),
+        disk: state.disk_health.get().map(|d| disk_health_to_pb(&d)),
+    }
+}
+
+fn host_to_pb(h: HostFacts) -> pb::HostStatus {
+    pb::HostStatus {
+        hostname: h.hostname,
+        cpus: h.cpus,
+        memory_total_bytes: h.memory_total_bytes,
+        memory_available_bytes: h.memory_available_bytes,
+        load1: h.load1,
+        load5: h.load5,
+        load15: h.load15,
+        uptime_secs: h.uptime_secs,
+    }
+}
+
+fn disk_health_to_pb(d: &DiskHealth) -> pb::DiskHealth {
+    let micros = |t: Duration| u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+    let probed_at_unix = d
+        .probed_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let (writes, p99_us, max_us, error) = match &d.outcome {
+        Ok(r) => (r.writes, micros(r.p99), micros(r.max), String::new()),
+        Err(e) => (0, 0, 0, e.clone()),
+    };
+    pb::DiskHealth {
+        probed_at_unix,
+        writes,
+        p99_us,
+        max_us,
+        threshold_p99_us: micros(d.threshold),
+        within_threshold: d.within_threshold(),
+        error,
     }
 }
 
@@ -95,8 +132,8 @@ pub(super) fn unit_to_pb(backend: &str, unit: String, info: UnitInfo) -> pb::Uni
         state: state as i32,
         main_pid: info.main_pid.unwrap_or_default(),
         detail: info.detail,
-        sub_state: String::new(),
-        last_log_lines: Vec::new(),
+        sub_state: info.sub_state,
+        last_log_lines: info.log_lines,
     }
 }
 
@@ -108,5 +145,31 @@ fn data_dir_to_pb(d: DataDirInfo) -> pb::DataDirStatus {
         fs_free_bytes: d.fs_free_bytes,
         fs_total_bytes: d.fs_total_bytes,
         error: d.error.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::disk::periodic::LightResult;
+
+    #[test]
+    fn disk_health_converts_figures_verdict_and_error() {
+        let ok = DiskHealth {
+            probed_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            threshold: Duration::from_millis(10),
+            outcome: Ok(LightResult { writes: 100, p99: Duration::from_micros(2500), max: Duration::from_micros(4100) }),
+        };
+        let pb = disk_health_to_pb(&ok);
+        assert_eq!(
+            (pb.probed_at_unix, pb.writes, pb.p99_us, pb.max_us, pb.threshold_p99_us),
+            (1_800_000_000, 100, 2500, 4100, 10_000)
+        );
+        assert!(pb.within_threshold && pb.error.is_empty());
+        let failed = DiskHealth { outcome: Err("No space left on device".into()), probed_at: SystemTime::UNIX_EPOCH, ..ok };
+        let pb = disk_health_to_pb(&failed);
+        assert!(!pb.within_threshold && pb.writes == 0 && pb.error.contains("No space"), "{pb:?}");
     }
 }

@@ -39,6 +39,8 @@ fn to_status(e: UnitError) -> Status {
         UnitError::BinaryMissing { .. } | UnitError::EnvFile(_) => Status::failed_precondition(e.to_string()),
         UnitError::StopTimeout { .. } => Status::deadline_exceeded(e.to_string()),
         UnitError::Start { .. } | UnitError::Signal { .. } => Status::internal(e.to_string()),
+        UnitError::Systemd(ref s) if s.is_transient() => Status::unavailable(e.to_string()),
+        UnitError::Systemd(_) => Status::failed_precondition(e.to_string()),
     }
 }
 

@@ -3,9 +3,10 @@
 //! - [`process::ProcessUnit`]: the agent starts and supervises etcd itself,
 //!   from the same environment file etcd.service would read (sandbox, hosts
 //!   without systemd).
-//! - systemd (etcd.service over D-Bus) implements the same trait.
+//! - [`systemd::SystemdUnit`]: etcd.service over systemd's D-Bus API.
 
 pub mod process;
+pub mod systemd;
 
 use std::fmt;
 use std::time::Duration;
@@ -39,6 +40,24 @@ pub struct UnitInfo {
     pub main_pid: Option<u32>,
     /// Human-readable detail, e.g. how a process ended.
     pub detail: String,
+    /// systemd's SubState (e.g. `running`, `auto-restart`); empty for the
+    /// process backend.
+    pub sub_state: String,
+    /// The unit's last journal lines when it is failed or restarting; empty
+    /// otherwise and for the process backend.
+    pub log_lines: Vec<String>,
+}
+
+impl UnitInfo {
+    /// Inactive, no pid, no detail, no systemd fields: the base for struct
+    /// updates (`..UnitInfo::EMPTY`).
+    pub const EMPTY: UnitInfo = UnitInfo {
+        state: UnitState::Inactive,
+        main_pid: None,
+        detail: String::new(),
+        sub_state: String::new(),
+        log_lines: Vec::new(),
+    };
 }
 
 /// Errors of a unit backend. Each names the unit and what to do.
@@ -54,6 +73,15 @@ pub enum UnitError {
     Signal { unit: String, pid: u32, reason: String },
     #[error(transparent)]
     EnvFile(#[from] crate::envfile::EnvFileError),
+    /// Boxed: zbus errors are large.
+    #[error(transparent)]
+    Systemd(Box<systemd::SystemdError>),
+}
+
+impl From<systemd::SystemdError> for UnitError {
+    fn from(e: systemd::SystemdError) -> Self {
+        UnitError::Systemd(Box::new(e))
+    }
 }
 
 /// A way to run etcd on this host.

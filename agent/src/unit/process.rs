@@ -137,15 +137,15 @@ impl UnitBackend for ProcessUnit {
     async fn info(&self) -> UnitInfo {
         match self.shared.phase.borrow().clone() {
             Phase::NotStarted => {
-                UnitInfo { state: UnitState::Inactive, main_pid: None, detail: "not started".to_string() }
+                UnitInfo { state: UnitState::Inactive, main_pid: None, detail: "not started".to_string(), ..UnitInfo::EMPTY }
             }
-            Phase::Running { pid } => UnitInfo { state: UnitState::Active, main_pid: Some(pid), detail: String::new() },
+            Phase::Running { pid } => UnitInfo { state: UnitState::Active, main_pid: Some(pid), detail: String::new(), ..UnitInfo::EMPTY },
             Phase::Stopping { pid } => {
-                UnitInfo { state: UnitState::Deactivating, main_pid: Some(pid), detail: "stopping".to_string() }
+                UnitInfo { state: UnitState::Deactivating, main_pid: Some(pid), detail: "stopping".to_string(), ..UnitInfo::EMPTY }
             }
             Phase::Exited { detail, requested, success } => {
                 let state = if requested || success { UnitState::Inactive } else { UnitState::Failed };
-                UnitInfo { state, main_pid: None, detail }
+                UnitInfo { state, main_pid: None, detail, ..UnitInfo::EMPTY }
             }
         }
     }
@@ -167,6 +167,7 @@ impl UnitBackend for ProcessUnit {
                 state: UnitState::Inactive,
                 main_pid: None,
                 detail: "not running".to_string(),
+                ..UnitInfo::EMPTY
             }),
         };
         let mut rx = self.shared.phase.subscribe();

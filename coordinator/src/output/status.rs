@@ -60,6 +60,11 @@ pub struct MemberStatus {
     pub unit: Option<UnitStatus>,
     /// The member's data dir; null when the agent did not answer.
     pub data_dir: Option<DataDirStatus>,
+    /// The agent's host; null when the agent did not answer or did not report it.
+    pub host: Option<HostStatus>,
+    /// The agent's latest light periodic disk probe; null when none has run
+    /// (or the agent did not answer).
+    pub disk_health: Option<DiskHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +128,34 @@ pub struct DataDirStatus {
     pub error: Option<String>,
 }
 
+/// Facts about an agent's host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostStatus {
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub uptime_secs: u64,
+}
+
+// Load averages come from the kernel and are never NaN.
+impl Eq for HostStatus {}
+
+/// The agent's latest light periodic fdatasync probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskHealth {
+    pub probed_at_unix: i64,
+    pub writes: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub threshold_p99_us: u64,
+    pub within_threshold: bool,
+    pub error: Option<String>,
+}
+
 /// Converts one agent's reply (the prost edge) into plain data.
 pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
     let agent = reply.agent.to_string();
@@ -138,6 +171,8 @@ pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
                 etcd: None,
                 unit: None,
                 data_dir: None,
+                host: None,
+                disk_health: None,
             };
         }
     };
@@ -182,6 +217,25 @@ pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
             size_bytes: d.size_bytes,
             fs_free_bytes: d.fs_free_bytes,
             fs_total_bytes: d.fs_total_bytes,
+            error: (!d.error.is_empty()).then_some(d.error),
+        }),
+        host: response.host.map(|h| HostStatus {
+            hostname: h.hostname,
+            cpus: h.cpus,
+            memory_total_bytes: h.memory_total_bytes,
+            memory_available_bytes: h.memory_available_bytes,
+            load1: h.load1,
+            load5: h.load5,
+            load15: h.load15,
+            uptime_secs: h.uptime_secs,
+        }),
+        disk_health: response.disk.map(|d| DiskHealth {
+            probed_at_unix: d.probed_at_unix,
+            writes: d.writes,
+            p99_us: d.p99_us,
+            max_us: d.max_us,
+            threshold_p99_us: d.threshold_p99_us,
+            within_threshold: d.within_threshold,
             error: (!d.error.is_empty()).then_some(d.error),
         }),
     }
@@ -445,6 +499,8 @@ mod tests {
                 detail: String::new(),
             }),
             data_dir: None,
+            host: None,
+            disk_health: None,
         }
     }
 
@@ -512,11 +568,27 @@ mod tests {
                 error: "permission denied".into(),
                 ..Default::default()
             }),
-            host: None,
-            disk: None,
+            host: Some(pb::HostStatus {
+                hostname: "db1".into(),
+                cpus: 4,
+                load1: 0.5,
+                ..Default::default()
+            }),
+            disk: Some(pb::DiskHealth {
+                probed_at_unix: 1_800_000_000,
+                writes: 100,
+                p99_us: 2500,
+                threshold_p99_us: 10_000,
+                within_threshold: true,
+                ..Default::default()
+            }),
         };
         let m = member_status(reply(Ok(answered.clone())));
         assert_eq!(m.error, None);
+        let host = m.host.as_ref().expect("host");
+        assert_eq!((host.hostname.as_str(), host.cpus, host.load1), ("db1", 4, 0.5));
+        let disk = m.disk_health.as_ref().expect("disk health");
+        assert_eq!((disk.writes, disk.p99_us, disk.within_threshold, disk.error.as_deref()), (100, 2500, true, None));
         let etcd = m.etcd.as_ref().expect("etcd answered");
         assert_eq!(etcd.member_id, "8e9e05c52164694d");
         assert_eq!(etcd.alarms[0].member_id, "8e9e05c52164694d");

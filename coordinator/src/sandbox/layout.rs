@@ -33,6 +33,12 @@ pub struct LayoutSpec {
     pub restart: Restart,
     /// etcd's initial cluster token (unique per cluster).
     pub token: String,
+    /// When set, each agent serves its `/metrics` on `<member ip>:<port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
+    /// The agents' `[disk] probe_interval_secs`; default: the agent's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_probe_interval_secs: Option<u64>,
 }
 
 /// One member's addresses and files.
@@ -146,7 +152,13 @@ impl LayoutSpec {
                     restart: self.restart,
                     ..UnitConfig::default()
                 },
-                disk: DiskConfig::default(),
+                disk: DiskConfig {
+                    probe_interval_secs: self
+                        .disk_probe_interval_secs
+                        .unwrap_or(DiskConfig::default().probe_interval_secs),
+                    ..DiskConfig::default()
+                },
+                metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
             };
             write(&m.agent_config, &config.to_toml())?;
         }
@@ -212,6 +224,8 @@ mod tests {
             etcd_binary: PathBuf::from("/usr/bin/etcd"),
             restart: Restart::Never,
             token: "t1".to_string(),
+            metrics_port: None,
+            disk_probe_interval_secs: None,
         }
     }
 

@@ -180,6 +180,8 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 etcd_binary: etcd_binary(args.etcd_bin.as_deref())?,
                 restart: Restart::OnFailure,
                 token: format!("etcdops-sandbox-{}", std::process::id()),
+                metrics_port: None,
+                disk_probe_interval_secs: None,
             };
             check_addresses(&spec.plan()?)?;
             let layout = spec.write()?;

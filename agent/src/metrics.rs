@@ -1,0 +1,364 @@
+//! The agent's own Prometheus metrics: RPC counts and durations (kept as
+//! the RPCs run), and the unit, data dir, certificate and periodic disk
+//! probe (read at each scrape), served as OpenMetrics text on `GET /metrics`
+//! over a minimal HTTP/1.0 handler (`metrics_listen`; plain HTTP, metrics only).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::datadir::DataDirInfo;
+use crate::disk::periodic::DiskHealth;
+use crate::state::AgentState;
+use crate::unit::UnitState;
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// How long a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request head read.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// RPC counts by method and gRPC code, and durations by method.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics {
+    requests: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        RpcMetrics {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+impl RpcMetrics {
+    /// Counts one finished RPC (`method` as in the proto, e.g. `GetStatus`).
+    pub fn observe(&self, method: &'static str, code: tonic::Code, took: Duration) {
+        self.requests
+            .get_or_create(&vec![("method", method.to_string()), ("code", code_name(code))])
+            .inc();
+        self.durations
+            .get_or_create(&vec![("method", method.to_string())])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// gRPC's canonical code names (`OK`, `INVALID_ARGUMENT`, ...).
+fn code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// What a scrape reads besides the RPC metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub backend: String,
+    pub unit_active: bool,
+    pub data_dir: Option<DataDirInfo>,
+    pub cert_not_after_unix: i64,
+    pub disk: Option<DiskHealth>,
+}
+
+/// The OpenMetrics text of `snapshot` and `rpc`.
+pub fn render(snapshot: &Snapshot, rpc: &RpcMetrics) -> String {
+    let mut registry = Registry::default();
+    let unit_active = Family::<Labels, Gauge>::default();
+    unit_active
+        .get_or_create(&vec![("backend", snapshot.backend.clone())])
+        .set(i64::from(snapshot.unit_active));
+    registry.register(
+        "etcdops_agent_unit_active",
+        "1 when the etcd unit is active, else 0",
+        unit_active,
+    );
+    if let Some(Ok(probe)) = snapshot.disk.as_ref().map(|d| &d.outcome) {
+        let p99 = FloatGauge::default();
+        p99.set(probe.p99.as_secs_f64());
+        registry.register(
+            "etcdops_agent_disk_probe_p99_seconds",
+            "fdatasync p99 of the latest light disk probe",
+            p99,
+        );
+        let max = FloatGauge::default();
+        max.set(probe.max.as_secs_f64());
+        registry.register(
+            "etcdops_agent_disk_probe_max_seconds",
+            "fdatasync maximum of the latest light disk probe",
+            max,
+        );
+    }
+    if let Some(d) = snapshot.data_dir.as_ref().filter(|d| d.error.is_none()) {
+        let size = Gauge::<i64>::default();
+        size.set(i64::try_from(d.size_bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "etcdops_agent_datadir_size_bytes",
+            "allocated bytes of etcd's data dir",
+            size,
+        );
+        let free = Gauge::<i64>::default();
+        free.set(i64::try_from(d.fs_free_bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "etcdops_agent_fs_free_bytes",
+            "free bytes of the data dir's filesystem",
+            free,
+        );
+    }
+    let expiry = Gauge::<i64>::default();
+    expiry.set(snapshot.cert_not_after_unix);
+    registry.register(
+        "etcdops_agent_cert_expiry_timestamp_seconds",
+        "when the agent's serving certificate expires (Unix time)",
+        expiry,
+    );
+    registry.register(
+        "etcdops_agent_rpc_requests",
+        "agent API requests by method and gRPC code",
+        rpc.requests.clone(),
+    );
+    registry.register(
+        "etcdops_agent_rpc_duration_seconds",
+        "agent API request durations",
+        rpc.durations.clone(),
+    );
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &registry) {
+        // Only a fmt::Error into a String: cannot happen, but say so if it does.
+        let _ = writeln!(text, "# encoding failed: {e}");
+    }
+    text
+}
+
+/// Reads what a scrape needs from the running agent.
+pub async fn snapshot(state: &AgentState) -> Snapshot {
+    let data_dir_path = state.data_dir.clone();
+    let (unit, data_dir) = tokio::join!(
+        state.unit.info(),
+        tokio::task::spawn_blocking(move || DataDirInfo::read(&data_dir_path))
+    );
+    Snapshot {
+        backend: state.unit.backend().to_string(),
+        unit_active: unit.state == UnitState::Active,
+        data_dir: data_dir.ok(),
+        cert_not_after_unix: state.identity.not_after_unix,
+        disk: state.disk_health.get(),
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%address, "agent metrics served on http://{address}/metrics");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, &state).await {
+                            tracing::debug!(%peer, error = %e, "metrics request failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a metrics connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+        }
+    }
+}
+
+/// Binds the metrics listener (at start-up, so a bad address fails fast).
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+async fn answer(mut stream: TcpStream, state: &AgentState) -> std::io::Result<()> {
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "request head not received in time")
+        })??;
+    let (status, content_type, body) = match route(&head) {
+        Route::Metrics => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(&snapshot(state).await, &state.rpc_metrics),
+        ),
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "only GET /metrics is served\n".to_string(),
+        ),
+        Route::BadMethod => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET is served\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads up to the blank line that ends a request head.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too long",
+            ));
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    NotFound,
+    BadMethod,
+}
+
+fn route(head: &str) -> Route {
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    if method != "GET" {
+        return Route::BadMethod;
+    }
+    match target.split('?').next() {
+        Some("/metrics") => Route::Metrics,
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::disk::periodic::LightResult;
+
+    #[test]
+    fn requests_are_routed() {
+        assert_eq!(route("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics);
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
+        assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route("POST /metrics HTTP/1.1\r\n\r\n"), Route::BadMethod);
+        assert_eq!(route(""), Route::BadMethod);
+    }
+
+    #[test]
+    fn code_names_are_grpc_canonical() {
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(tonic::Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn rendered_text_has_every_metric() {
+        let rpc = RpcMetrics::default();
+        rpc.observe("GetStatus", tonic::Code::Ok, Duration::from_millis(3));
+        rpc.observe("GetStatus", tonic::Code::Ok, Duration::from_millis(5));
+        rpc.observe(
+            "ProbeDisk",
+            tonic::Code::ResourceExhausted,
+            Duration::from_millis(1),
+        );
+        let snapshot = Snapshot {
+            backend: "process".into(),
+            unit_active: true,
+            data_dir: Some(DataDirInfo {
+                path: PathBuf::from("/d"),
+                exists: true,
+                size_bytes: 4096,
+                fs_free_bytes: 1 << 30,
+                fs_total_bytes: 1 << 31,
+                error: None,
+                ..DataDirInfo::default()
+            }),
+            cert_not_after_unix: 1_900_000_000,
+            disk: Some(DiskHealth {
+                probed_at: SystemTime::UNIX_EPOCH,
+                threshold: Duration::from_millis(10),
+                outcome: Ok(LightResult {
+                    writes: 100,
+                    p99: Duration::from_micros(1500),
+                    max: Duration::from_millis(3),
+                }),
+            }),
+        };
+        let text = render(&snapshot, &rpc);
+        for line in [
+            "etcdops_agent_unit_active{backend=\"process\"} 1",
+            "etcdops_agent_disk_probe_p99_seconds 0.0015",
+            "etcdops_agent_disk_probe_max_seconds 0.003",
+            "etcdops_agent_datadir_size_bytes 4096",
+            "etcdops_agent_fs_free_bytes 1073741824",
+            "etcdops_agent_cert_expiry_timestamp_seconds 1900000000",
+            "etcdops_agent_rpc_requests_total{method=\"GetStatus\",code=\"OK\"} 2",
+            "etcdops_agent_rpc_requests_total{method=\"ProbeDisk\",code=\"RESOURCE_EXHAUSTED\"} 1",
+            "etcdops_agent_rpc_duration_seconds_count{method=\"GetStatus\"} 2",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        // Without a probe result or data dir, those metrics are absent rather than zero.
+        let text = render(
+            &Snapshot {
+                backend: "systemd".into(),
+                ..Snapshot::default()
+            },
+            &RpcMetrics::default(),
+        );
+        assert!(
+            text.contains("etcdops_agent_unit_active{backend=\"systemd\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("disk_probe") && !text.contains("datadir_size"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,812 @@
+//! Hosts with a real systemd: one systemd-nspawn container per etcd host
+//! (systemd as PID 1, D-Bus, journald, Debian's etcd.service), each with its
+//! own overlayfs disk, network namespace and cgroup, and our agent inside with
+//! `[unit] backend = "systemd"`.
+//!
+//! ```no_run
+//! let Some(cluster) = etcdops_tests::nspawn::NspawnCluster::start_or_skip(3, etcdops_tests::bins!()) else {
+//!     return; // printed "SKIPPED: <reason>"
+//! };
+//! assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-active", "etcd"]), "active");
+//! ```
+//!
+//! The root filesystem is built once per machine with debootstrap into
+//! [`CACHE_DIR`] (under a lock, with a marker written when complete). Each
+//! cluster takes a slot N (a lock file under [`RUN_DIR`]) and the subnet
+//! 198.18.N.0/24 (RFC 2544 test range): bridge `eobrN` at .1, member i at
+//! `.11 + i` in netns `eoNhI`. Everything is torn down in `Drop`, also on panic:
+//! containers killed, overlays unmounted, namespaces, links, cgroups and
+//! nspawn's propagation directories removed. Every step is an argument
+//! vector whose result is checked.
+//!
+//! Needs root, `systemd-nspawn`, `nsenter`, `ip`, and `debootstrap` for the
+//! first build. Where they are missing the tests print `SKIPPED: <reason>`
+//! (`deploy/dev/setup.sh` installs `systemd-container debootstrap iproute2`).
+
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use etcdops_agent::config::{AgentConfig, Backend, UnitConfig};
+use etcdops_agent::envfile::EnvFile;
+use etcdops_certs::{Pki, Role};
+use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec};
+use etcdops_proto::v1::agent_client::AgentClient;
+use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use nix::fcntl::{Flock, FlockArg};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::Bins;
+
+/// The shared, read-only root filesystems (one per distribution).
+pub const CACHE_DIR: &str = "/var/cache/etcdops-tests";
+/// Slot locks of running clusters.
+pub const RUN_DIR: &str = "/run/etcdops-tests";
+/// Written into a root filesystem once it is complete.
+const ROOTFS_MARKER: &str = ".etcdops-rootfs-complete";
+/// What debootstrap installs.
+const ROOTFS_INCLUDE: &str = "systemd,systemd-sysv,dbus,etcd-server,etcd-client,iproute2,procps";
+/// Where the agent binary appears inside a host.
+const AGENT_IN_HOST: &str = "/opt/etcdops/etcdops-agent";
+/// The agent's config inside a host.
+const AGENT_CONFIG_IN_HOST: &str = "/etc/etcdops/agent.toml";
+/// The transient unit the agent runs as inside a host.
+pub const AGENT_UNIT: &str = "etcdops-agent.service";
+/// How long hosts may take to boot and form a healthy cluster.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A cluster of nspawn hosts; dropped = torn down.
+pub struct NspawnCluster {
+    /// PKI, fleet file and per-member addresses (198.18.N.11+i).
+    pub layout: Layout,
+    hosts: Vec<Host>,
+    net: Option<Net>,
+    runtime: tokio::runtime::Runtime,
+    _slot: Flock<File>,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// One container.
+struct Host {
+    machine: String,
+    netns: String,
+    veth: String,
+    ip: Ipv4Addr,
+    /// Cgroup dirs the nspawn was started in (v1 name=systemd and v2).
+    cgroups: Vec<PathBuf>,
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+    mounted: bool,
+    nspawn: Option<Child>,
+    pid1: Option<u32>,
+    console: PathBuf,
+}
+
+/// The slot's bridge.
+struct Net {
+    bridge: String,
+}
+
+impl NspawnCluster {
+    /// Boots `members` hosts with etcd.service and the agent running, and
+    /// waits until the cluster is healthy. Returns `None` after printing
+    /// `SKIPPED: <reason>` when this machine cannot run nspawn hosts (a
+    /// failure instead with `ETCDOPS_REQUIRE_NSPAWN=1`, for CI); panics when
+    /// it can but setting up fails.
+    pub fn start_or_skip(members: usize, bins: Bins) -> Option<NspawnCluster> {
+        let rootfs = match preflight().and_then(|()| ensure_rootfs("bookworm")) {
+            Ok(rootfs) => rootfs,
+            Err(reason) if std::env::var_os("ETCDOPS_REQUIRE_NSPAWN").is_some_and(|v| v == "1") => {
+                panic!("ETCDOPS_REQUIRE_NSPAWN=1 but nspawn hosts cannot run here: {reason}")
+            }
+            Err(reason) => {
+                println!("SKIPPED: {reason}");
+                eprintln!("SKIPPED: {reason}");
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let cluster = NspawnCluster::start(members, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("nspawn: {members} hosts healthy in {:.1?}", started.elapsed());
+        Some(cluster)
+    }
+
+    fn start(members: usize, bins: &Bins, rootfs: &Path) -> anyhow::Result<NspawnCluster> {
+        etcdops_certs::install_crypto_provider();
+        let (slot, n) = take_slot()?;
+        cleanup_slot(n);
+        let dir = tempfile::Builder::new()
+            .prefix("etcdops-nspawn-")
+            .tempdir_in("/var/tmp")
+            .context("temp dir")?;
+        // From JSON, so optional fields LayoutSpec gains later keep their
+        // (serde) defaults here.
+        let spec: LayoutSpec = serde_json::from_value(serde_json::json!({
+            "dir": dir.path().join("layout"),
+            "cluster": "nspawn",
+            "members": members,
+            "ip_prefix": [198, 18, n],
+            "client_port": 2379,
+            "peer_port": 2380,
+            "agent_port": 7443,
+            "etcd_binary": "/usr/bin/etcd",
+            "restart": etcdops_agent::config::Restart::Never,
+            "token": format!("nspawn-{n}-{}", std::process::id()),
+        }))
+        .context("the layout spec")?;
+        let layout = spec.write().context("writing the cluster layout")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("runtime")?;
+        let mut cluster = NspawnCluster {
+            layout,
+            hosts: Vec::new(),
+            net: None,
+            runtime,
+            _slot: slot,
+            dir: Some(dir),
+        };
+
+        let bridge = format!("eobr{n}");
+        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))?;
+        cluster.net = Some(Net {
+            bridge: bridge.clone(),
+        });
+        run(Command::new("ip").args(["addr", "add", &format!("198.18.{n}.1/24"), "dev", &bridge]))?;
+        run(Command::new("ip").args(["link", "set", &bridge, "up"]))?;
+
+        let base = cluster
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        for (i, m) in cluster.layout.members.clone().iter().enumerate() {
+            let name = format!("eo{n}h{}", i + 1);
+            let hdir = base.join(&name);
+            let host = Host {
+                machine: name.clone(),
+                netns: name.clone(),
+                veth: name.clone(),
+                ip: m.ip,
+                cgroups: cgroup_dirs(&format!("etcdops-{name}")),
+                upper: hdir.join("upper"),
+                work: hdir.join("work"),
+                merged: hdir.join("merged"),
+                mounted: false,
+                nspawn: None,
+                pid1: None,
+                console: hdir.join("console.log"),
+            };
+            cluster.hosts.push(host);
+            cluster.prepare_host(i, rootfs, &bridge)?;
+        }
+        // Boot in parallel: etcd.service (Type=notify) is ready only with quorum.
+        for i in 0..members {
+            cluster.boot(i, &bins.agent)?;
+        }
+        for i in 0..members {
+            cluster.wait_for_systemd(i)?;
+            cluster.start_agent(i)?;
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !cluster.is_healthy() {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {START_TIMEOUT:?} waiting for a healthy cluster\n{}",
+                    cluster.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(cluster)
+    }
+
+    /// Overlay, files, network namespace and veth of host i.
+    fn prepare_host(&mut self, i: usize, rootfs: &Path, bridge: &str) -> anyhow::Result<()> {
+        let m = self.layout.members[i].clone();
+        let h = &mut self.hosts[i];
+        for d in [&h.upper, &h.work, &h.merged] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            rootfs.display(),
+            h.upper.display(),
+            h.work.display()
+        );
+        run(Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&h.merged))?;
+        h.mounted = true;
+
+        // A fresh machine ID, etcd's env file (Debian's layout, data in
+        // Debian's default dir) and the agent config with the systemd backend.
+        write_file(
+            &h.merged.join("etc/machine-id"),
+            &format!("{}\n", machine_id(&h.machine)),
+        )?;
+        let mut env = EnvFile::load(&m.env_file).context("reading the layout's env file")?;
+        env.set("ETCD_DATA_DIR", etcdops_agent::state::DEFAULT_DATA_DIR)
+            .context("env file")?;
+        write_file(&h.merged.join("etc/default/etcd"), &env.to_text())?;
+        let mut config = AgentConfig::load(&m.agent_config).context("reading the layout's agent config")?;
+        config.etcd.env_file = PathBuf::from("/etc/default/etcd");
+        config.etcd.data_dir = None;
+        config.unit = UnitConfig {
+            backend: Backend::Systemd,
+            ..UnitConfig::default()
+        };
+        write_file(
+            &h.merged.join(AGENT_CONFIG_IN_HOST.trim_start_matches('/')),
+            &config.to_toml(),
+        )?;
+
+        run(Command::new("ip").args(["netns", "add", &h.netns]))?;
+        let peer = format!("{}c", h.veth);
+        run(Command::new("ip").args(["link", "add", &h.veth, "type", "veth", "peer", "name", &peer]))?;
+        run(Command::new("ip").args(["link", "set", &peer, "netns", &h.netns]))?;
+        run(Command::new("ip").args(["-n", &h.netns, "link", "set", &peer, "name", "eth0"]))?;
+        run(Command::new("ip").args([
+            "-n",
+            &h.netns,
+            "addr",
+            "add",
+            &format!("{}/24", h.ip),
+            "dev",
+            "eth0",
+        ]))?;
+        run(Command::new("ip").args(["-n", &h.netns, "link", "set", "eth0", "up"]))?;
+        run(Command::new("ip").args(["-n", &h.netns, "link", "set", "lo", "up"]))?;
+        run(Command::new("ip").args(["link", "set", &h.veth, "master", bridge]))?;
+        run(Command::new("ip").args(["link", "set", &h.veth, "up"]))?;
+        Ok(())
+    }
+
+    /// Starts systemd-nspawn for host i from its own cgroups.
+    fn boot(&mut self, i: usize, agent: &Path) -> anyhow::Result<()> {
+        let pki = self.layout.pki_dir.clone();
+        let h = &mut self.hosts[i];
+        for cg in &h.cgroups {
+            std::fs::create_dir_all(cg).with_context(|| format!("creating cgroup {}", cg.display()))?;
+        }
+        let console = File::create(&h.console).context("console log")?;
+        // The launcher joins the cgroups, then becomes systemd-nspawn: a fixed
+        // script, every path passed as an argument.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "for cg; do [ \"$cg\" = -- ] && break; echo $$ > \"$cg\"; shift; done; shift; exec \"$@\"",
+            "sh",
+        ]);
+        for cg in &h.cgroups {
+            cmd.arg(cg.join("cgroup.procs"));
+        }
+        cmd.arg("--")
+            .arg("systemd-nspawn")
+            .args([
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--boot",
+                "--link-journal=no",
+                "--console=pipe",
+            ])
+            .arg(format!("--machine={}", h.machine))
+            .arg("-D")
+            .arg(&h.merged)
+            .arg(format!("--network-namespace-path=/run/netns/{}", h.netns))
+            .arg(format!("--bind-ro={}:{AGENT_IN_HOST}", agent.display()))
+            .arg(format!("--bind-ro={}", pki.display()))
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().context("console log")?)
+            .stderr(console);
+        h.nspawn = Some(cmd.spawn().context("spawning systemd-nspawn")?);
+        Ok(())
+    }
+
+    /// Waits until host i's systemd answers on D-Bus.
+    fn wait_for_systemd(&mut self, i: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h = &mut self.hosts[i];
+            if let Some(child) = h.nspawn.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!(
+                    "systemd-nspawn for {} exited ({status}):\n{}",
+                    h.machine,
+                    std::fs::read_to_string(&h.console).unwrap_or_default()
+                );
+            }
+            if h.pid1.is_none() {
+                h.pid1 = h.nspawn.as_ref().and_then(|c| container_init(c.id()));
+            }
+            if h.pid1.is_some() {
+                let out = self.exec(i, &["systemctl", "is-system-running"])?;
+                let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if ["starting", "running", "degraded"].contains(&state.as_str()) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                let h = &self.hosts[i];
+                bail!(
+                    "{} did not boot within 30 s:\n{}",
+                    h.machine,
+                    std::fs::read_to_string(&h.console).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the agent inside host i as a transient unit.
+    fn start_agent(&self, i: usize) -> anyhow::Result<()> {
+        let unit = format!("--unit={AGENT_UNIT}");
+        let out = self.exec(
+            i,
+            &[
+                "systemd-run",
+                &unit,
+                "--collect",
+                "--quiet",
+                AGENT_IN_HOST,
+                "--config",
+                AGENT_CONFIG_IN_HOST,
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "systemd-run of the agent in {} failed: {}",
+                self.hosts[i].machine,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `args` inside host i (`nsenter -t PID1 -a`), output collected.
+    pub fn exec(&self, i: usize, args: &[&str]) -> anyhow::Result<Output> {
+        let h = &self.hosts[i];
+        let pid = h.pid1.with_context(|| format!("{} is not running", h.machine))?;
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-a"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running nsenter in {}", h.machine))
+    }
+
+    /// The host PID of host i's init (systemd); `/proc/PID/root` is its root.
+    pub fn pid1(&self, i: usize) -> u32 {
+        self.hosts[i]
+            .pid1
+            .unwrap_or_else(|| panic!("{} is not running", self.hosts[i].machine))
+    }
+
+    /// `exec`'s stdout, trimmed (panics if nsenter cannot run).
+    pub fn exec_stdout(&self, i: usize, args: &[&str]) -> String {
+        let out = self.exec(i, args).unwrap_or_else(|e| panic!("{e:#}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Writes a file inside host i (through its overlay).
+    pub fn write_in_host(&self, i: usize, path: &str, text: &str) {
+        let target = self.hosts[i].merged.join(path.trim_start_matches('/'));
+        write_file(&target, text).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Reads a file inside host i (through its overlay).
+    pub fn read_in_host(&self, i: usize, path: &str) -> String {
+        let target = self.hosts[i].merged.join(path.trim_start_matches('/'));
+        std::fs::read_to_string(&target).unwrap_or_else(|e| panic!("reading {}: {e}", target.display()))
+    }
+
+    /// Runs a future on the cluster's runtime (the one its clients use).
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.runtime.block_on(fut)
+    }
+
+    /// A gRPC client to member i's agent, as the fleet's coordinator.
+    pub fn client(&self, i: usize) -> AgentClient<Channel> {
+        let m = &self.layout.members[i];
+        let pki = Pki::open(&self.layout.pki_dir).expect("pki");
+        let ca = Certificate::from_pem(std::fs::read(pki.ca_cert_path()).expect("ca"));
+        let (cert, key) = pki.paths(Role::Coordinator, "sandbox-operator");
+        let identity = Identity::from_pem(
+            std::fs::read(cert).expect("cert"),
+            std::fs::read(key).expect("key"),
+        );
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name(m.ip.to_string())
+            .identity(identity);
+        let endpoint = Endpoint::from_shared(m.agent_url.clone())
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120));
+        let _runtime = self.runtime.enter();
+        AgentClient::new(endpoint.connect_lazy())
+    }
+
+    /// GetStatus on member i's agent.
+    pub fn get_status(&self, i: usize) -> Result<GetStatusResponse, tonic::Status> {
+        let mut client = self.client(i);
+        self.block_on(client.get_status(GetStatusRequest { timeout_ms: 1000 }))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Health on member i's agent.
+    pub fn health(&self, i: usize) -> Result<HealthResponse, tonic::Status> {
+        let mut client = self.client(i);
+        self.block_on(client.health(HealthRequest { timeout_ms: 1000 }))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every agent answers, every member is healthy, one leader, one cluster ID.
+    pub fn is_healthy(&self) -> bool {
+        let mut leaders = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        for i in 0..self.hosts.len() {
+            let Ok(status) = self.get_status(i) else {
+                return false;
+            };
+            let Some(member) = status.member else { return false };
+            if !member.reachable || !self.health(i).is_ok_and(|h| h.healthy) {
+                return false;
+            }
+            leaders += usize::from(member.is_leader);
+            ids.insert(member.cluster_id);
+        }
+        leaders == 1 && ids.len() == 1
+    }
+
+    /// Polls `cond` every 200 ms until it holds, or panics after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&NspawnCluster) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+    }
+
+    /// The last journal lines of the agent and etcd in every host.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            for unit in [AGENT_UNIT, "etcd.service"] {
+                out.push_str(&format!("--- {} {unit} (last lines)\n", h.machine));
+                match self.exec(
+                    i,
+                    &["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"],
+                ) {
+                    Ok(o) => out.push_str(&String::from_utf8_lossy(&o.stdout)),
+                    Err(e) => out.push_str(&format!("{e:#}\n")),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for NspawnCluster {
+    fn drop(&mut self) {
+        // Power off every host at once, then wait.
+        for h in &mut self.hosts {
+            if let Some(child) = &h.nspawn {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let mut clean = true;
+        for h in &mut self.hosts {
+            clean &= h.teardown();
+        }
+        if let Some(net) = self.net.take() {
+            let _ = quiet(Command::new("ip").args(["link", "del", &net.bridge]));
+        }
+        if !clean && let Some(dir) = self.dir.take() {
+            // An overlay is still mounted: never delete through it.
+            let kept = dir.keep();
+            eprintln!("nspawn teardown incomplete; left {} in place", kept.display());
+        }
+    }
+}
+
+impl Host {
+    /// Stops the container and removes everything of this host but its
+    /// files; false if the overlay could not be unmounted.
+    fn teardown(&mut self) -> bool {
+        if let Some(mut child) = self.nspawn.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                kill_cgroups(&self.cgroups);
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        kill_cgroups(&self.cgroups);
+        for cg in &self.cgroups {
+            remove_cgroup(cg);
+        }
+        let mut clean = true;
+        if self.mounted {
+            clean = quiet(Command::new("umount").arg(&self.merged))
+                || quiet(Command::new("umount").arg("-l").arg(&self.merged));
+            self.mounted = !clean;
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&self.machine));
+        let _ = quiet(Command::new("ip").args(["netns", "del", &self.netns]));
+        let _ = quiet(Command::new("ip").args(["link", "del", &self.veth]));
+        clean
+    }
+}
+
+/// Root, the tools, and a cgroup layout we can place containers in.
+fn preflight() -> Result<(), String> {
+    // /proc/self belongs to the effective user.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if !root {
+        return Err("nspawn hosts need root".to_string());
+    }
+    for (tool, arg) in [
+        ("systemd-nspawn", "--version"),
+        ("nsenter", "--version"),
+        ("ip", "-V"),
+    ] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "{tool} is not available (install systemd-container iproute2 util-linux: deploy/dev/setup.sh)"
+            ));
+        }
+    }
+    if cgroup_dirs("probe").is_empty() {
+        return Err("no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup".to_string());
+    }
+    Ok(())
+}
+
+/// The cgroup dirs a container named `name` is started in: the v1
+/// `name=systemd` and the v2 hierarchy on hybrid hosts, the v2 root otherwise.
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("unified/cgroup.procs").exists() {
+        let mut dirs = vec![root.join("unified").join(name)];
+        if root.join("systemd/cgroup.procs").exists() {
+            dirs.insert(0, root.join("systemd").join(name));
+        }
+        dirs
+    } else if root.join("cgroup.controllers").exists() {
+        vec![root.join(name)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Builds `CACHE_DIR/rootfs-<suite>` once (debootstrap), under a lock; the
+/// marker is written last, then the directory is renamed into place.
+fn ensure_rootfs(suite: &str) -> Result<PathBuf, String> {
+    let cache = Path::new(CACHE_DIR);
+    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let rootfs = cache.join(format!("rootfs-{suite}"));
+    let lock_path = cache.join(format!("rootfs-{suite}.lock"));
+    let lock = File::create(&lock_path).map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    if rootfs.join(ROOTFS_MARKER).exists() {
+        return Ok(rootfs);
+    }
+    let ok = Command::new("debootstrap")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(
+            "debootstrap is not installed and no root filesystem is cached (deploy/dev/setup.sh)".to_string(),
+        );
+    }
+    let partial = cache.join(format!("rootfs-{suite}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    if rootfs.exists() {
+        // Incomplete from an older run (no marker): build it again.
+        std::fs::remove_dir_all(&rootfs).map_err(|e| format!("cannot remove {}: {e}", rootfs.display()))?;
+    }
+    let log_path = cache.join(format!("rootfs-{suite}.log"));
+    let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
+    eprintln!(
+        "nspawn: building {} with debootstrap (about a minute, once)",
+        rootfs.display()
+    );
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={ROOTFS_INCLUDE}"), suite])
+        .arg(&partial)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .status()
+        .map_err(|e| format!("cannot run debootstrap: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "debootstrap {suite} failed ({status}); see {}",
+            log_path.display()
+        ));
+    }
+    // Each host gets its own machine ID.
+    std::fs::write(partial.join("etc/machine-id"), "").map_err(|e| format!("emptying machine-id: {e}"))?;
+    std::fs::write(
+        partial.join(ROOTFS_MARKER),
+        format!("debootstrap --variant=minbase {suite}\n"),
+    )
+    .map_err(|e| format!("writing the marker: {e}"))?;
+    std::fs::rename(&partial, &rootfs).map_err(|e| format!("renaming {}: {e}", partial.display()))?;
+    Ok(rootfs)
+}
+
+/// A free slot 1..=250 (its lock file held while the cluster lives).
+fn take_slot() -> anyhow::Result<(Flock<File>, u8)> {
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    for n in 1..=250u8 {
+        let path = Path::new(RUN_DIR).join(format!("slot-{n}.lock"));
+        let file = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return Ok((lock, n));
+        }
+    }
+    bail!("all 250 nspawn slots under {RUN_DIR} are taken")
+}
+
+/// Removes what a crashed earlier holder of slot `n` may have left.
+fn cleanup_slot(n: u8) {
+    for i in 1..=9 {
+        let name = format!("eo{n}h{i}");
+        let cgroups = cgroup_dirs(&format!("etcdops-{name}"));
+        if cgroups.iter().any(|c| c.exists()) {
+            kill_cgroups(&cgroups);
+            for cg in &cgroups {
+                remove_cgroup(cg);
+            }
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&name));
+        if Path::new("/run/netns").join(&name).exists() {
+            let _ = quiet(Command::new("ip").args(["netns", "del", &name]));
+        }
+        if Path::new("/sys/class/net").join(&name).exists() {
+            let _ = quiet(Command::new("ip").args(["link", "del", &name]));
+        }
+    }
+    let bridge = format!("eobr{n}");
+    if Path::new("/sys/class/net").join(&bridge).exists() {
+        let _ = quiet(Command::new("ip").args(["link", "del", &bridge]));
+    }
+}
+
+/// SIGKILLs every process in the v2 cgroup (`cgroup.kill`) and waits until
+/// it is empty.
+fn kill_cgroups(cgroups: &[PathBuf]) {
+    let Some(v2) = cgroups.last() else { return };
+    if !v2.exists() {
+        return;
+    }
+    let _ = std::fs::write(v2.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && cgroup_populated(v2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cgroup_populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|t| t.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Removes a cgroup and its children, deepest first (rmdir only).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The container's init: the descendant of `nspawn` that is PID 1 in its
+/// own PID namespace.
+fn container_init(nspawn: u32) -> Option<u32> {
+    let mut queue = vec![nspawn];
+    while let Some(pid) = queue.pop() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let nspid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .unwrap_or_default();
+        let ids: Vec<&str> = nspid.split_whitespace().collect();
+        if ids.len() >= 2 && ids.last() == Some(&"1") {
+            return Some(pid);
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            queue.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    None
+}
+
+/// 32 hex digits, distinct per host and run.
+fn machine_id(machine: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for round in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(machine.as_bytes());
+        h.write_u8(round);
+        h.write_u32(std::process::id());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs a command; an error names the argument vector and its stderr.
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let argv = format!("{:?} {:?}", cmd.get_program(), cmd.get_args().collect::<Vec<_>>());
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {argv}"))?;
+    if !out.status.success() {
+        bail!(
+            "{argv} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Teardown steps: true on success, output discarded.
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

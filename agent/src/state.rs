@@ -24,6 +24,8 @@ pub struct AgentState {
     pub etcd: LocalMember,
     pub unit: Box<dyn UnitBackend>,
     pub data_dir: PathBuf,
+    /// etcd's environment file (ETCD_* variables).
+    pub env_file: PathBuf,
     /// The disk probe: its threshold, etcd's metrics URL, one probe at a time.
     pub disk: DiskProber,
     /// The latest light periodic disk probe (`disk::periodic`).
@@ -73,6 +75,7 @@ impl AgentState {
             etcd: LocalMember::new(&config.etcd)?,
             unit,
             data_dir: data_dir(config),
+            env_file: config.etcd.env_file.clone(),
             disk: DiskProber::new(&config.disk, &config.etcd.endpoint),
             disk_health: Default::default(),
             host: Default::default(),

@@ -68,3 +68,81 @@ fn stop_and_start_etcd_through_the_agent() {
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(cluster.is_healthy(), "nothing was stopped");
 }
+
+/// GET http://host:port/metrics from a member's client URL.
+fn etcd_metrics(client_url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = client_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
+
+#[test]
+fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
+    use etcdops_proto::v1::{EnvVar, MoveDataDirAsideRequest, SetEtcdEnvRequest, UnitRequest};
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut client = cluster.client(2, &Caller::Coordinator);
+    let m = cluster.member(2).clone();
+    let unit = |op: &str| UnitRequest { operation_id: op.into(), timeout_ms: 0 };
+
+    // Bad input is refused with the field named, and the file is untouched.
+    let original = std::fs::read_to_string(&m.env_file).expect("env file");
+    for (key, value) in [("PATH", "/tmp"), ("ETCD_ADVERTISE_CLIENT_URLS", "not a url")] {
+        let err = rt
+            .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+                operation_id: "e2e-bad".into(),
+                set: vec![EnvVar { key: key.into(), value: value.into() }],
+                unset: vec![],
+            }))
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(key), "{}", err.message());
+    }
+    assert_eq!(std::fs::read_to_string(&m.env_file).expect("env file"), original);
+
+    // A change plus a restart takes effect: etcd reports the new quota.
+    let set = rt
+        .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+            operation_id: "e2e-quota".into(),
+            set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
+            unset: vec![],
+        }))
+        .expect("set")
+        .into_inner();
+    assert!(set.changed);
+    assert_eq!(std::fs::read_to_string(&set.previous_path).expect("previous kept"), original);
+    let text = std::fs::read_to_string(&m.env_file).expect("env file");
+    assert!(text.starts_with(original.lines().next().expect("first line")), "comments kept");
+    rt.block_on(client.restart_etcd(unit("e2e-restart"))).expect("restart");
+    cluster.wait_until("the restarted member to be healthy", std::time::Duration::from_secs(30), |c| c.is_healthy());
+    let metrics = etcd_metrics(&m.client_url);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("etcd_server_quota_backend_bytes ") && l.contains("1.073741824e+09")),
+        "the new quota is in force"
+    );
+
+    // The data dir moves aside only while etcd is stopped, and is never deleted.
+    let err = rt
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { operation_id: "e2e".into(), reason: "test".into() }))
+        .expect_err("refused while running");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(m.data_dir.join("member/wal").is_dir(), "nothing moved");
+    rt.block_on(client.stop_etcd(unit("e2e-stop"))).expect("stop");
+    let err = rt
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { operation_id: "e2e".into(), reason: "Bad Reason".into() }))
+        .expect_err("bad reason");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("reason:"), "{}", err.message());
+    let moved = rt
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { operation_id: "e2e".into(), reason: "test".into() }))
+        .expect("moved")
+        .into_inner();
+    let kept = std::path::Path::new(&moved.moved_to);
+    assert!(kept.join("member/wal").is_dir(), "the old data is kept at {}", kept.display());
+    assert!(!m.data_dir.exists(), "the data dir itself was renamed");
+    assert_eq!(moved.kept_copies, vec![moved.moved_to.clone()]);
+}

@@ -177,3 +177,64 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
         NspawnCluster::is_healthy,
     );
 }
+
+/// GET /metrics from a member's client URL (reachable from the root namespace).
+fn etcd_metrics(client_url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = client_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
+
+#[test]
+fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
+    use etcdops_proto::v1::{EnvVar, MoveDataDirAsideRequest, ProbeDiskRequest, SetEtcdEnvRequest};
+    let Some(cluster) = NspawnCluster::start_or_skip(3, bins!()) else {
+        return;
+    };
+    let mut client = cluster.client(1);
+    let url = cluster.layout.members[1].client_url.clone();
+
+    // The disk probe inside a real host reports sane numbers.
+    let probe = cluster
+        .block_on(client.probe_disk(ProbeDiskRequest { total_bytes: 2300 * 500, block_size: 0 }))
+        .expect("probe")
+        .into_inner();
+    assert_eq!(probe.writes, 500);
+    assert!(probe.p50_us <= probe.p99_us && probe.p99_us <= probe.max_us, "{probe:?}");
+    assert!(probe.throughput_bytes_per_sec > 0.0);
+
+    // An env file change plus a restart through systemd takes effect.
+    let before = cluster.read_in_host(1, "/etc/default/etcd");
+    let set = cluster
+        .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+            operation_id: "e2e-quota".into(),
+            set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
+            unset: vec![],
+        }))
+        .expect("set")
+        .into_inner();
+    assert!(set.changed);
+    assert_eq!(cluster.read_in_host(1, "/etc/default/etcd.prev"), before, "previous version kept");
+    cluster.block_on(client.restart_etcd(request("e2e-restart"))).expect("restart");
+    cluster.wait_until("the restarted member to be healthy", Duration::from_secs(60), |c| c.is_healthy());
+    assert!(
+        etcd_metrics(&url)
+            .lines()
+            .any(|l| l.starts_with("etcd_server_quota_backend_bytes ") && l.contains("1.073741824e+09")),
+        "the new quota is in force after the restart"
+    );
+
+    // Move-aside: refused while running, then keeps the old dir.
+    let aside = |reason: &str| MoveDataDirAsideRequest { operation_id: "e2e".into(), reason: reason.into() };
+    let err = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect_err("running");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    cluster.block_on(client.stop_etcd(request("e2e-stop"))).expect("stop");
+    assert_eq!(is_active(&cluster, 1), "inactive");
+    let moved = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect("moved").into_inner();
+    let listing = cluster.exec_stdout(1, &["ls", &format!("{}/member", moved.moved_to)]);
+    assert!(listing.contains("wal") && listing.contains("snap"), "old data kept: {listing}");
+}

@@ -4,6 +4,7 @@
 mod auth;
 mod disk;
 mod health;
+mod host_files;
 mod snapshot;
 mod status;
 mod unit;
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use etcdops_proto::v1::agent_server::{Agent, AgentServer};
 use etcdops_proto::v1::{
     GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse, ProbeDiskRequest, ProbeDiskResponse,
-    SaveSnapshotRequest, UnitRequest, UnitStatus, UnitStatusRequest,
+    MoveDataDirAsideRequest, MoveDataDirAsideResponse, SaveSnapshotRequest, SetEtcdEnvRequest, SetEtcdEnvResponse,
+    UnitRequest, UnitStatus, UnitStatusRequest,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -129,6 +131,19 @@ impl Agent for AgentService {
 
     async fn get_unit_status(&self, _request: Request<UnitStatusRequest>) -> Result<Response<UnitStatus>, Status> {
         self.counted("GetUnitStatus", async { Ok(Response::new(unit::get(&self.state).await)) }).await
+    }
+
+    async fn set_etcd_env(&self, request: Request<SetEtcdEnvRequest>) -> Result<Response<SetEtcdEnvResponse>, Status> {
+        self.counted("SetEtcdEnv", host_files::set_env(&self.state, request.into_inner())).await.map(Response::new)
+    }
+
+    async fn move_data_dir_aside(
+        &self,
+        request: Request<MoveDataDirAsideRequest>,
+    ) -> Result<Response<MoveDataDirAsideResponse>, Status> {
+        self.counted("MoveDataDirAside", host_files::move_data_dir_aside(&self.state, request.into_inner()))
+            .await
+            .map(Response::new)
     }
 
     async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {

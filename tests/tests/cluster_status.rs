@@ -30,6 +30,9 @@ fn status_of_a_healthy_three_member_cluster() {
         assert_eq!(m["unit"]["state"], "active");
         assert_eq!(m["unit"]["backend"], "process");
         assert!(m["data_dir"]["size_bytes"].as_u64().is_some_and(|s| s > 0), "data dir measured: {m:#}");
+        assert_eq!(m["data_dir"]["has_wal"], true, "{m:#}");
+        assert!(m["data_dir"]["fs_inodes_free"].as_u64().is_some_and(|n| n > 0), "{m:#}");
+        assert_eq!(m["data_dir"]["owner_uid"], 0, "tests run as root: {m:#}");
         assert!(m["agent_info"]["cert_not_after_unix"].as_i64().is_some_and(|t| t > 0));
     }
 

@@ -145,6 +145,12 @@ fn data_dir_to_pb(d: DataDirInfo) -> pb::DataDirStatus {
         fs_free_bytes: d.fs_free_bytes,
         fs_total_bytes: d.fs_total_bytes,
         error: d.error.unwrap_or_default(),
+        fs_inodes_total: d.fs_files,
+        fs_inodes_free: d.fs_files_free,
+        has_wal: d.has_wal,
+        has_snap: d.has_snap,
+        owner_uid: d.owner_uid,
+        owner_gid: d.owner_gid,
     }
 }
 

@@ -125,6 +125,12 @@ pub struct DataDirStatus {
     pub size_bytes: u64,
     pub fs_free_bytes: u64,
     pub fs_total_bytes: u64,
+    pub fs_inodes_total: u64,
+    pub fs_inodes_free: u64,
+    pub has_wal: bool,
+    pub has_snap: bool,
+    pub owner_uid: Option<u32>,
+    pub owner_gid: Option<u32>,
     pub error: Option<String>,
 }
 
@@ -217,6 +223,12 @@ pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
             size_bytes: d.size_bytes,
             fs_free_bytes: d.fs_free_bytes,
             fs_total_bytes: d.fs_total_bytes,
+            fs_inodes_total: d.fs_inodes_total,
+            fs_inodes_free: d.fs_inodes_free,
+            has_wal: d.has_wal,
+            has_snap: d.has_snap,
+            owner_uid: d.owner_uid,
+            owner_gid: d.owner_gid,
             error: (!d.error.is_empty()).then_some(d.error),
         }),
         host: response.host.map(|h| HostStatus {

@@ -378,6 +378,17 @@ impl Drop for Cluster {
     }
 }
 
+/// GET `/metrics` from an etcd member's plain-HTTP client URL.
+pub fn etcd_metrics(client_url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = client_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
+
 /// The etcd binary: `ETCD_BIN` or the installed one.
 fn etcd_binary() -> PathBuf {
     let path = std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));

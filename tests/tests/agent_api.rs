@@ -1,7 +1,7 @@
 //! End-to-end: the agent API accepts only coordinator certificates of the
 //! fleet CA, and answers bad requests with InvalidArgument.
 
-use etcdops_tests::{Caller, Cluster, bins};
+use etcdops_tests::{Caller, Cluster, bins, etcd_metrics};
 use tonic::Code;
 
 #[test]
@@ -67,17 +67,6 @@ fn stop_and_start_etcd_through_the_agent() {
     let err = rt.block_on(intruder.stop_etcd(request)).expect_err("refused");
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(cluster.is_healthy(), "nothing was stopped");
-}
-
-/// GET http://host:port/metrics from a member's client URL.
-fn etcd_metrics(client_url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = client_url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
-    body
 }
 
 #[test]

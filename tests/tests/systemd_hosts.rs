@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcdops_agent::unit::systemd::SystemdUnit;
 use etcdops_proto::v1::{UnitRequest, UnitState, UnitStatusRequest};
-use etcdops_tests::bins;
+use etcdops_tests::{bins, etcd_metrics};
 use etcdops_tests::nspawn::NspawnCluster;
 use tonic::Code;
 
@@ -176,17 +176,6 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
         Duration::from_secs(30),
         NspawnCluster::is_healthy,
     );
-}
-
-/// GET /metrics from a member's client URL (reachable from the root namespace).
-fn etcd_metrics(client_url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = client_url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
-    body
 }
 
 #[test]

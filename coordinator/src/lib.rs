@@ -18,7 +18,9 @@ pub mod cli;
 pub mod duration;
 pub mod exit;
 pub mod fleet;
+pub mod journal;
 pub mod output;
+pub mod plan;
 pub mod sandbox;
 pub mod snapshot;
 

@@ -11,7 +11,7 @@ use etcdops_tests::nspawn::NspawnCluster;
 use tonic::Code;
 
 fn request(op: &str) -> UnitRequest {
-    UnitRequest {
+    UnitRequest { fence: None,
         operation_id: op.to_string(),
         timeout_ms: 60_000,
     }
@@ -199,7 +199,7 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
     // An env file change plus a restart through systemd takes effect.
     let before = cluster.read_in_host(1, "/etc/default/etcd");
     let set = cluster
-        .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+        .block_on(client.set_etcd_env(SetEtcdEnvRequest { fence: None,
             operation_id: "e2e-quota".into(),
             set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
             unset: vec![],
@@ -218,7 +218,7 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
     );
 
     // Move-aside: refused while running, then keeps the old dir.
-    let aside = |reason: &str| MoveDataDirAsideRequest { operation_id: "e2e".into(), reason: reason.into() };
+    let aside = |reason: &str| MoveDataDirAsideRequest { fence: None, operation_id: "e2e".into(), reason: reason.into() };
     let err = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect_err("running");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     cluster.block_on(client.stop_etcd(request("e2e-stop"))).expect("stop");

@@ -18,6 +18,7 @@ use etcdops_proto::v1::{
     MoveDataDirAsideRequest, MoveDataDirAsideResponse, SaveSnapshotRequest, SetEtcdEnvRequest, SetEtcdEnvResponse,
     UnitRequest, UnitStatus, UnitStatusRequest,
 };
+use etcdops_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -148,6 +149,35 @@ impl Agent for AgentService {
 
     async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {
         self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner())).await.map(Response::new)
+    }
+
+    // TODO(issue 5): fencing and maintenance RPCs; stubs until the agent side lands.
+    async fn acquire_fence(&self, _r: Request<pb::AcquireFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
+        Err(Status::unimplemented("AcquireFence"))
+    }
+    async fn release_fence(&self, _r: Request<pb::ReleaseFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
+        Err(Status::unimplemented("ReleaseFence"))
+    }
+    async fn defragment(&self, _r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(Status::unimplemented("Defragment"))
+    }
+    async fn compact(&self, _r: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
+        Err(Status::unimplemented("Compact"))
+    }
+    async fn move_leader(&self, _r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader"))
+    }
+    async fn disarm_alarms(
+        &self,
+        _r: Request<pb::DisarmAlarmsRequest>,
+    ) -> Result<Response<pb::DisarmAlarmsResponse>, Status> {
+        Err(Status::unimplemented("DisarmAlarms"))
+    }
+    async fn write_probe(&self, _r: Request<pb::WriteProbeRequest>) -> Result<Response<pb::WriteProbeResponse>, Status> {
+        Err(Status::unimplemented("WriteProbe"))
+    }
+    async fn revision_at(&self, _r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
+        Err(Status::unimplemented("RevisionAt"))
     }
 }
 

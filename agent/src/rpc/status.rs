@@ -47,6 +47,7 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
         data_dir: Some(data_dir),
         host: Some(host_to_pb(state.host.read())),
         disk: state.disk_health.get().map(|d| disk_health_to_pb(&d)),
+        fences: Vec::new(),
     }
 }
 
@@ -86,6 +87,7 @@ fn disk_health_to_pb(d: &DiskHealth) -> pb::DiskHealth {
 
 fn member_to_pb(endpoint: &str, m: MemberStatus) -> pb::MemberStatus {
     pb::MemberStatus {
+        db_quota: 0,
         reachable: true,
         error: String::new(),
         endpoint: endpoint.to_string(),

@@ -594,6 +594,7 @@ mod tests {
                 within_threshold: true,
                 ..Default::default()
             }),
+            fences: Vec::new(),
         };
         let m = member_status(reply(Ok(answered.clone())));
         assert_eq!(m.error, None);

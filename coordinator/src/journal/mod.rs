@@ -1,0 +1,1 @@
+//! The operation journal (filled in).

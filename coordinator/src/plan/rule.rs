@@ -1,0 +1,1 @@
+//! Defrag rules (filled in by the rule parser).

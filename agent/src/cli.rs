@@ -69,7 +69,12 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // etcd-client's futures nest deeply; debug builds overflowed 2 MiB on Compact.
+        .thread_stack_size(8 * 1024 * 1024)
+        .enable_all()
+        .build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

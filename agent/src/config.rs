@@ -4,6 +4,7 @@
 //! # /etc/etcdops/agent.toml
 //! listen = "198.18.0.11:7443"          # gRPC over mutual TLS
 //! # metrics_listen = "198.18.0.11:9443" # the agent's own Prometheus /metrics (plain HTTP); default: off
+//! # state_dir = "/var/lib/etcdops-agent" # fences and revision samples; created 0700 when missing
 //!
 //! [tls]                                # this agent's identity, from `etcdops certs issue agent`
 //! ca = "/etc/etcdops/pki/ca.crt"
@@ -49,6 +50,12 @@ pub struct AgentConfig {
     /// plain HTTP: metrics only, no secrets). Default: not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the agent keeps its own state: the clusters' fences
+    /// (`fences.json`) and the member's revision samples (`revisions.json`).
+    /// Created (mode 0700) at start-up when missing. Default:
+    /// `/var/lib/etcdops-agent` (systemd's `StateDirectory=etcdops-agent`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// The agent's TLS identity and the fleet CA.
     pub tls: TlsConfig,
     /// The local etcd member.
@@ -95,6 +102,13 @@ pub struct EtcdConfig {
     /// TLS towards etcd's client port, when etcd requires it.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// The agent's state dir when the config names none.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/etcdops-agent";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 fn default_env_file() -> PathBuf {
@@ -317,6 +331,7 @@ endpoint = "http://127.0.0.1:2379"
         assert_eq!(c.etcd.env_file, PathBuf::from("/etc/default/etcd"));
         assert_eq!(c.unit.backend, Backend::Process);
         assert_eq!(c.unit.name, "etcd.service");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/etcdops-agent"));
         assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
     }
 

@@ -15,6 +15,23 @@ pub enum EtcdError {
     Timeout { endpoint: String, timeout: Duration },
     #[error("local etcd member at {endpoint}: {message}")]
     Call { endpoint: String, message: String },
+    /// etcd answered the call with an error (its gRPC code kept).
+    #[error("local etcd member at {endpoint}: {message}")]
+    Rejected { endpoint: String, code: tonic::Code, message: String },
+    /// A write refused because the cluster's backend quota is exhausted.
+    #[error(
+        "local etcd member at {endpoint}: the cluster has a NOSPACE alarm (etcd: \"database space exceeded\"); \
+         it refuses writes until space is freed and the alarm disarmed: run `etcdops recover nospace`"
+    )]
+    NoSpace { endpoint: String },
+    /// MoveLeader asked of a member that is not the leader.
+    #[error(
+        "local etcd member {member_id:x} is not the leader; the leader is {leader}: call MoveLeader on the leader's agent"
+    )]
+    NotLeader { member_id: u64, leader: String },
+    /// Compact to a revision the cluster has not reached.
+    #[error("revision: {revision} is above the cluster's current revision {current}")]
+    FutureRevision { revision: i64, current: i64 },
     #[error("etcd client TLS file {path}: {source}")]
     TlsFile {
         path: std::path::PathBuf,
@@ -25,6 +42,39 @@ pub enum EtcdError {
 
 /// HTTP/2 flow-control window for snapshot streams (bytes).
 const SNAPSHOT_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Maintenance.Status alone (answered locally, no raft round trip).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BriefStatus {
+    pub member_id: u64,
+    pub leader_id: u64,
+    pub revision: i64,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+}
+
+/// A defragmentation of the local member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defragmented {
+    pub member_id: u64,
+    pub db_size_before: i64,
+    pub db_size_after: i64,
+    pub db_size_in_use_after: i64,
+}
+
+/// A leadership transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderMoved {
+    pub previous_leader_id: u64,
+    pub leader_id: u64,
+}
+
+/// A write probe's round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteProbed {
+    pub revision: i64,
+    pub latency: Duration,
+}
 
 /// A cluster member as the local member reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +170,25 @@ impl LocalMember {
         Ok(client)
     }
 
+    /// An error of a maintenance call: etcd's own refusals keep their code;
+    /// transport failures are `Call` (retry).
+    fn maintenance_error(&self, e: etcd_client::Error) -> EtcdError {
+        match e {
+            etcd_client::Error::GRpcStatus(s) if s.message().contains("database space exceeded") => {
+                EtcdError::NoSpace { endpoint: self.endpoint.clone() }
+            }
+            etcd_client::Error::GRpcStatus(s)
+                if !matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                EtcdError::Rejected { endpoint: self.endpoint.clone(), code: s.code(), message: s.message().to_string() }
+            }
+            other => self.call_error(other),
+        }
+    }
+
     fn call_error(&self, e: etcd_client::Error) -> EtcdError {
         let message = match &e {
             etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
@@ -133,7 +202,10 @@ impl LocalMember {
         timeout: Duration,
         fut: impl Future<Output = Result<T, EtcdError>>,
     ) -> Result<T, EtcdError> {
-        tokio::time::timeout(timeout, fut)
+        // Boxed: etcd-client's futures are large, and debug builds keep
+        // several copies of a future in each frame that awaits it; nested
+        // unboxed they overflowed a worker thread's 2 MiB stack.
+        tokio::time::timeout(timeout, Box::pin(fut))
             .await
             .map_err(|_| EtcdError::Timeout { endpoint: self.endpoint.clone(), timeout })?
     }
@@ -225,6 +297,157 @@ impl LocalMember {
                 Err(e) => return Err(self.call_error(e)),
             };
             Ok(HealthCheck { latency, member_id, revision })
+        })
+        .await
+    }
+}
+
+impl LocalMember {
+    /// Maintenance.Status only, within `timeout`.
+    pub async fn brief_status(&self, timeout: Duration) -> Result<BriefStatus, EtcdError> {
+        self.bounded(timeout, async {
+            let status = self.client().await?.maintenance_client().status().await.map_err(|e| self.call_error(e))?;
+            let header = status.header();
+            Ok(BriefStatus {
+                member_id: header.map(|h| h.member_id()).unwrap_or_default(),
+                leader_id: status.leader(),
+                revision: header.map(|h| h.revision()).unwrap_or_default(),
+                db_size: status.db_size(),
+                db_size_in_use: status.raft_used_db_size(),
+            })
+        })
+        .await
+    }
+
+    /// Defragments the local member's backend; sizes from its status before
+    /// and after.
+    pub async fn defragment(&self, timeout: Duration) -> Result<Defragmented, EtcdError> {
+        self.bounded(timeout, async {
+            let before = self.brief_status(timeout).await?;
+            self.client().await?.maintenance_client().defragment().await.map_err(|e| self.maintenance_error(e))?;
+            let after = self.brief_status(timeout).await?;
+            Ok(Defragmented {
+                member_id: before.member_id,
+                db_size_before: before.db_size,
+                db_size_after: after.db_size,
+                db_size_in_use_after: after.db_size_in_use,
+            })
+        })
+        .await
+    }
+
+    /// Compacts the key history up to `revision` (cluster-wide). `Ok(true)`
+    /// when it was already compacted at or past it.
+    pub async fn compact(&self, revision: i64, physical: bool, timeout: Duration) -> Result<bool, EtcdError> {
+        self.bounded(timeout, async {
+            let options = physical.then(|| etcd_client::CompactionOptions::new().with_physical());
+            match self.client().await?.kv_client().compact(revision, options).await {
+                Ok(_) => Ok(false),
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("required revision has been compacted") => {
+                    Ok(true)
+                }
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future revision") => {
+                    let current = self.brief_status(timeout).await.map(|b| b.revision).unwrap_or_default();
+                    Err(EtcdError::FutureRevision { revision, current })
+                }
+                Err(e) => Err(self.maintenance_error(e)),
+            }
+        })
+        .await
+    }
+
+    /// Moves raft leadership from the local member (which must lead) to
+    /// `target`; nothing to do when the target leads already.
+    pub async fn move_leader(&self, target: u64, timeout: Duration) -> Result<LeaderMoved, EtcdError> {
+        self.bounded(timeout, async {
+            let before = self.brief_status(timeout).await?;
+            if before.leader_id == target {
+                return Ok(LeaderMoved { previous_leader_id: before.leader_id, leader_id: target });
+            }
+            if before.leader_id != before.member_id {
+                let leader = match before.leader_id {
+                    0 => "unknown (no leader now)".to_string(),
+                    id => match self.member_name(id).await {
+                        Some(name) if !name.is_empty() => format!("{name} ({id:x})"),
+                        _ => format!("{id:x}"),
+                    },
+                };
+                return Err(EtcdError::NotLeader { member_id: before.member_id, leader });
+            }
+            self.client().await?.maintenance_client().move_leader(target).await.map_err(|e| self.maintenance_error(e))?;
+            let after = self.brief_status(timeout).await?;
+            Ok(LeaderMoved { previous_leader_id: before.leader_id, leader_id: after.leader_id })
+        })
+        .await
+    }
+
+    async fn member_name(&self, id: u64) -> Option<String> {
+        let list = tokio::time::timeout(Duration::from_secs(1), async {
+            self.client().await.ok()?.cluster_client().member_list().await.ok()
+        })
+        .await
+        .ok()??;
+        list.members().iter().find(|m| m.id() == id).map(|m| m.name().to_string())
+    }
+
+    /// The active alarms.
+    pub async fn alarms(&self, timeout: Duration) -> Result<Vec<AlarmInfo>, EtcdError> {
+        self.bounded(timeout, async {
+            let resp = self
+                .client()
+                .await?
+                .maintenance_client()
+                .alarm(AlarmAction::Get, AlarmType::None, None)
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
+            Ok(resp.alarms().iter().map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) }).collect())
+        })
+        .await
+    }
+
+    /// Disarms one alarm (kind "NOSPACE" or "CORRUPT").
+    pub async fn disarm(&self, alarm: &AlarmInfo, timeout: Duration) -> Result<(), EtcdError> {
+        let kind = match alarm.kind.as_str() {
+            "NOSPACE" => AlarmType::Nospace,
+            "CORRUPT" => AlarmType::Corrupt,
+            other => {
+                return Err(EtcdError::Rejected {
+                    endpoint: self.endpoint.clone(),
+                    code: tonic::Code::InvalidArgument,
+                    message: format!("alarm kind {other:?} cannot be disarmed; known: NOSPACE, CORRUPT"),
+                });
+            }
+        };
+        self.bounded(timeout, async {
+            let mut options = etcd_client::AlarmOptions::new();
+            options.with_member(alarm.member_id);
+            self.client()
+                .await?
+                .maintenance_client()
+                .alarm(AlarmAction::Deactivate, kind, Some(options))
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts `value` at `key`, reads it back (linearizable) and deletes it.
+    pub async fn write_probe(&self, key: &str, value: &str, timeout: Duration) -> Result<WriteProbed, EtcdError> {
+        self.bounded(timeout, async {
+            let mut kv = self.client().await?.kv_client();
+            let started = Instant::now();
+            let put = kv.put(key, value, None).await.map_err(|e| self.maintenance_error(e))?;
+            let got = kv.get(key, None).await.map_err(|e| self.maintenance_error(e))?;
+            kv.delete(key, None).await.map_err(|e| self.maintenance_error(e))?;
+            let latency = started.elapsed();
+            if got.kvs().first().map(etcd_client::KeyValue::value) != Some(value.as_bytes()) {
+                return Err(EtcdError::Call {
+                    endpoint: self.endpoint.clone(),
+                    message: format!("write probe: {key} did not read back the value just written"),
+                });
+            }
+            Ok(WriteProbed { revision: put.header().map(|h| h.revision()).unwrap_or_default(), latency })
         })
         .await
     }

@@ -8,6 +8,9 @@
 //! - [`disk`]: the fdatasync probe (on demand and periodic) and etcd's own disk metrics.
 //! - [`host`]: facts about the host (CPUs, memory, load, uptime).
 //! - [`metrics`]: the agent's own Prometheus `/metrics`.
+//! - [`fence`]: one writer per cluster (fence epochs) and the record of completed calls.
+//! - [`revisions`]: the member's revision sampled once a minute (RevisionAt).
+//! - [`statefile`]: the agent's state dir and its atomic writes.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
@@ -20,10 +23,13 @@ pub mod datadir;
 pub mod disk;
 pub mod envfile;
 pub mod etcd;
+pub mod fence;
 pub mod host;
 pub mod metrics;
+pub mod revisions;
 pub mod rpc;
 pub mod server;
 pub mod snapfile;
 pub mod state;
+pub mod statefile;
 pub mod unit;

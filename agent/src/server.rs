@@ -1,5 +1,5 @@
 //! Start-up and shutdown: TLS, the listener, the unit, the gRPC server, and
-//! the background workers (periodic disk probe, `/metrics`).
+//! the background workers (periodic disk probe, revision samples, `/metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use crate::state::AgentState;
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight RPCs may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server's bound on any request: Defragment's maximum budget plus a minute.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3_660);
 /// How long background workers (periodic disk probe, metrics) get to stop.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,6 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
             workers_stopping.clone(),
         )));
     }
+    workers.push(tokio::spawn(crate::revisions::run(state.clone(), workers_stopping.clone())));
     if let Some(listener) = metrics_listener {
         workers.push(tokio::spawn(metrics::serve(listener, state.clone(), workers_stopping.clone())));
     }
@@ -66,7 +69,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     let router = Server::builder()
         .tls_config(tls)
         .context("configuring TLS")?
-        .timeout(Duration::from_secs(120))
+        // Above the longest budget a request may ask for (Defragment: 1 h);
+        // every handler bounds its own work.
+        .timeout(REQUEST_TIMEOUT)
         .add_service(rpc::service(state.clone()));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -34,6 +34,12 @@ pub struct AgentState {
     pub host: crate::host::HostReader,
     /// RPC counts and durations for `/metrics`.
     pub rpc_metrics: crate::metrics::RpcMetrics,
+    /// The agent's state dir (`state_dir`).
+    pub state_dir: PathBuf,
+    /// The clusters' fences, the record of completed calls, the writer lock.
+    pub fences: crate::fence::FenceStore,
+    /// The member's revision samples (RevisionAt).
+    pub revisions: crate::revisions::RevisionLog,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -49,6 +55,14 @@ pub enum StateError {
     Systemd(Box<crate::unit::systemd::SystemdError>),
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
+    #[error("cannot create the agent's state dir {path} (see `state_dir` in the agent config): {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Fences(#[from] crate::fence::FenceError),
 }
 
 impl AgentState {
@@ -70,7 +84,13 @@ impl AgentState {
             }
             Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
         };
+        crate::statefile::ensure_dir(&config.state_dir)
+            .map_err(|source| StateError::StateDir { path: config.state_dir.clone(), source })?;
+        let fences = crate::fence::FenceStore::load(&config.state_dir)?;
         Ok(AgentState {
+            state_dir: config.state_dir.clone(),
+            fences,
+            revisions: crate::revisions::RevisionLog::load(&config.state_dir),
             identity,
             etcd: LocalMember::new(&config.etcd)?,
             unit,

@@ -5,6 +5,7 @@
 //! | 0 | success: the command did what was asked and the cluster looks healthy |
 //! | 1 | the operation failed, or the cluster is unhealthy (an agent unreachable, a member unreachable or unhealthy, members disagreeing) |
 //! | 2 | usage or configuration error: bad flags, a bad fleet file, unusable TLS files |
+//! | 3 | busy: another operation holds the cluster's fence |
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ pub enum ExitStatus {
     Failed = 1,
     /// 2: bad flags, a bad fleet file or unusable TLS files: nothing was tried.
     Usage = 2,
+    /// 3: another operation holds the cluster's fence: nothing was changed.
+    Busy = 3,
 }
 
 /// The exit code table as printed at the end of `etcdops --help`.
@@ -25,7 +28,8 @@ Exit codes:
   0  success; every agent answered and the cluster is healthy
   1  the operation failed, or the cluster is unhealthy (an agent or member
      unreachable, a member unhealthy, members disagreeing, no single leader)
-  2  usage or configuration error (bad flags, bad fleet file, unusable TLS files)";
+  2  usage or configuration error (bad flags, bad fleet file, unusable TLS files)
+  3  busy: another operation holds the cluster (etcdops op list / op abort)";
 
 impl ExitStatus {
     /// The numeric exit code.
@@ -54,6 +58,7 @@ mod tests {
         assert_eq!(ExitStatus::Ok.code(), 0);
         assert_eq!(ExitStatus::Failed.code(), 1);
         assert_eq!(ExitStatus::Usage.code(), 2);
+        assert_eq!(ExitStatus::Busy.code(), 3);
         assert_eq!(ExitStatus::from_ok(true), ExitStatus::Ok);
         assert_eq!(ExitStatus::from_ok(false), ExitStatus::Failed);
     }

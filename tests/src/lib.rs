@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod loadgen;
 pub mod nspawn;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -26,7 +27,10 @@ use etcdops_certs::{IssueRequest, Pki, Role};
 use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
 use etcdops_coordinator::sandbox::procs;
 use etcdops_proto::v1::agent_client::AgentClient;
-use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use etcdops_proto::v1::{
+    AcquireFenceRequest, Fence, FenceState, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse,
+    ReleaseFenceRequest,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Paths of the binaries under test (see [`bins!`]).
@@ -100,7 +104,15 @@ impl ClusterBuilder {
         let layout = spec.write().expect("writing the cluster layout");
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let mut cluster = Cluster { layout, bins, children: Vec::new(), runtime, _dir: dir };
+        let mut cluster = Cluster {
+            layout,
+            bins,
+            children: Vec::new(),
+            runtime,
+            cluster_name: spec.cluster.clone(),
+            next_epoch: std::sync::atomic::AtomicU64::new(1),
+            _dir: dir,
+        };
         for m in cluster.layout.members.clone() {
             let child = procs::spawn_agent(&cluster.bins.agent, &m).expect("spawning an agent");
             cluster.children.push(Some(child));
@@ -116,6 +128,10 @@ pub struct Cluster {
     pub bins: Bins,
     children: Vec<Option<Child>>,
     runtime: tokio::runtime::Runtime,
+    /// The cluster's name in the fleet file (what fences are keyed by).
+    pub cluster_name: String,
+    /// The next epoch [`Cluster::acquire_fence`] uses.
+    next_epoch: std::sync::atomic::AtomicU64,
     _dir: tempfile::TempDir,
 }
 
@@ -305,6 +321,81 @@ impl Cluster {
                     .is_some_and(|m| m.is_leader)
             })
             .unwrap_or_else(|| panic!("no leader\n{}", self.logs()))
+    }
+
+    /// Runs a future on the cluster's runtime (the one its clients use).
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.runtime.block_on(fut)
+    }
+
+    /// A fence for operation `op` at `epoch` (no step).
+    pub fn fence(&self, op: &str, epoch: u64) -> Fence {
+        Fence { cluster: self.cluster_name.clone(), epoch, operation_id: op.to_string(), step: String::new() }
+    }
+
+    /// An epoch above every epoch this harness handed out so far and every
+    /// epoch the agents recorded (etcdops operations take epochs too).
+    pub fn next_epoch(&self) -> u64 {
+        let recorded = (0..self.layout.members.len())
+            .filter_map(|i| self.get_status(i, &Caller::Coordinator, 2000).ok())
+            .flat_map(|s| s.fences)
+            .filter(|f| f.cluster == self.cluster_name)
+            .map(|f| f.epoch)
+            .max()
+            .unwrap_or(0);
+        let next = self.next_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let epoch = next.max(recorded + 1);
+        self.next_epoch.fetch_max(epoch + 1, std::sync::atomic::Ordering::Relaxed);
+        epoch
+    }
+
+    /// AcquireFence on member i's agent, as the coordinator.
+    pub fn try_acquire_fence(&self, i: usize, fence: &Fence, takeover: bool) -> Result<FenceState, tonic::Status> {
+        let mut client = self.client(i, &Caller::Coordinator);
+        let request = AcquireFenceRequest {
+            fence: Some(fence.clone()),
+            holder: "e2e-harness".to_string(),
+            operation_kind: "e2e".to_string(),
+            takeover,
+        };
+        self.block_on(client.acquire_fence(request)).map(tonic::Response::into_inner)
+    }
+
+    /// Acquires the cluster's fence for operation `op` on every agent, at a
+    /// fresh epoch, and returns it (panics if an agent refuses).
+    pub fn acquire_fence(&self, op: &str) -> Fence {
+        let fence = self.fence(op, self.next_epoch());
+        for i in 0..self.layout.members.len() {
+            self.try_acquire_fence(i, &fence, false)
+                .unwrap_or_else(|e| panic!("acquiring the fence for {op} on member {i}: {e:?}"));
+        }
+        fence
+    }
+
+    /// ReleaseFence on every agent (panics if an agent refuses).
+    pub fn release_fence(&self, fence: &Fence) {
+        for i in 0..self.layout.members.len() {
+            let mut client = self.client(i, &Caller::Coordinator);
+            self.block_on(client.release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }))
+                .unwrap_or_else(|e| panic!("releasing the fence of {} on member {i}: {e:?}", fence.operation_id));
+        }
+    }
+
+    /// Stops member i's agent (and with it its etcd) and starts it again
+    /// from the same config; waits until the cluster is healthy.
+    pub fn restart_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            procs::terminate(child.id());
+            procs::wait_group(child.id(), Duration::from_secs(20), || {
+                let _ = child.try_wait();
+            });
+            let _ = child.kill();
+            let _ = child.wait();
+            procs::forget(&self.layout.members[i]);
+        }
+        let child = procs::spawn_agent(&self.bins.agent, &self.layout.members[i]).expect("respawning the agent");
+        self.children[i] = Some(child);
+        self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| c.is_healthy());
     }
 
     /// The pid of member i's agent process.

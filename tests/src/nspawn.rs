@@ -36,7 +36,7 @@ use etcdops_agent::envfile::EnvFile;
 use etcdops_certs::{Pki, Role};
 use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec};
 use etcdops_proto::v1::agent_client::AgentClient;
-use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use etcdops_proto::v1::{AcquireFenceRequest, Fence, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
 use nix::fcntl::{Flock, FlockArg};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -68,6 +68,8 @@ pub struct NspawnCluster {
     runtime: tokio::runtime::Runtime,
     _slot: Flock<File>,
     dir: Option<tempfile::TempDir>,
+    /// The next epoch [`NspawnCluster::acquire_fence`] uses.
+    next_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// One container.
@@ -152,6 +154,7 @@ impl NspawnCluster {
             runtime,
             _slot: slot,
             dir: Some(dir),
+            next_epoch: std::sync::atomic::AtomicU64::new(1),
         };
 
         let bridge = format!("eobr{n}");
@@ -238,6 +241,8 @@ impl NspawnCluster {
         write_file(&h.merged.join("etc/default/etcd"), &env.to_text())?;
         let mut config = AgentConfig::load(&m.agent_config).context("reading the layout's agent config")?;
         config.etcd.env_file = PathBuf::from("/etc/default/etcd");
+        // The agent's own state inside the host, where a package puts it.
+        config.state_dir = PathBuf::from(etcdops_agent::config::DEFAULT_STATE_DIR);
         config.etcd.data_dir = None;
         config.unit = UnitConfig {
             backend: Backend::Systemd,
@@ -436,6 +441,25 @@ impl NspawnCluster {
             .timeout(Duration::from_secs(120));
         let _runtime = self.runtime.enter();
         AgentClient::new(endpoint.connect_lazy())
+    }
+
+    /// Acquires the cluster's fence (cluster "nspawn") for operation `op` on
+    /// every agent at a fresh epoch, and returns it (panics if one refuses).
+    pub fn acquire_fence(&self, op: &str) -> Fence {
+        let epoch = self.next_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fence = Fence { cluster: "nspawn".to_string(), epoch, operation_id: op.to_string(), step: String::new() };
+        for i in 0..self.layout.members.len() {
+            let mut client = self.client(i);
+            let request = AcquireFenceRequest {
+                fence: Some(fence.clone()),
+                holder: "e2e-harness".to_string(),
+                operation_kind: "e2e".to_string(),
+                takeover: false,
+            };
+            self.block_on(client.acquire_fence(request))
+                .unwrap_or_else(|e| panic!("acquiring the fence for {op} on host {i}: {e:?}"));
+        }
+        fence
     }
 
     /// GetStatus on member i's agent.

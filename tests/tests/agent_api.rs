@@ -43,7 +43,8 @@ fn stop_and_start_etcd_through_the_agent() {
     let cluster = Cluster::builder().members(3).start(bins!());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut client = cluster.client(2, &Caller::Coordinator);
-    let request = UnitRequest { fence: None, operation_id: "e2e-stop".into(), timeout_ms: 0 };
+    let fence = cluster.acquire_fence("e2e-stop");
+    let request = UnitRequest { fence: Some(fence.clone()), operation_id: "e2e-stop".into(), timeout_ms: 0 };
 
     let stopped = rt.block_on(client.stop_etcd(request.clone())).expect("stop").into_inner();
     assert_eq!(stopped.state(), UnitState::Inactive, "{stopped:?}");
@@ -58,7 +59,11 @@ fn stop_and_start_etcd_through_the_agent() {
 
     // Bad input: named field, nothing done.
     let err = rt
-        .block_on(client.restart_etcd(UnitRequest { fence: None, operation_id: String::new(), timeout_ms: 700_000 }))
+        .block_on(client.restart_etcd(UnitRequest {
+            fence: Some(fence.clone()),
+            operation_id: String::new(),
+            timeout_ms: 700_000,
+        }))
         .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("timeout_ms:"), "{}", err.message());
@@ -76,13 +81,15 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut client = cluster.client(2, &Caller::Coordinator);
     let m = cluster.member(2).clone();
-    let unit = |op: &str| UnitRequest { fence: None, operation_id: op.into(), timeout_ms: 0 };
+    let fence = Some(cluster.acquire_fence("e2e-env"));
+    let unit = |op: &str| UnitRequest { fence: fence.clone(), operation_id: op.into(), timeout_ms: 0 };
 
     // Bad input is refused with the field named, and the file is untouched.
     let original = std::fs::read_to_string(&m.env_file).expect("env file");
     for (key, value) in [("PATH", "/tmp"), ("ETCD_ADVERTISE_CLIENT_URLS", "not a url")] {
         let err = rt
-            .block_on(client.set_etcd_env(SetEtcdEnvRequest { fence: None,
+            .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+                fence: fence.clone(),
                 operation_id: "e2e-bad".into(),
                 set: vec![EnvVar { key: key.into(), value: value.into() }],
                 unset: vec![],
@@ -95,7 +102,8 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
 
     // A change plus a restart takes effect: etcd reports the new quota.
     let set = rt
-        .block_on(client.set_etcd_env(SetEtcdEnvRequest { fence: None,
+        .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+                fence: fence.clone(),
             operation_id: "e2e-quota".into(),
             set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
             unset: vec![],
@@ -116,18 +124,21 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
 
     // The data dir moves aside only while etcd is stopped, and is never deleted.
     let err = rt
-        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { fence: None, operation_id: "e2e".into(), reason: "test".into() }))
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
+            fence: fence.clone(), operation_id: "e2e".into(), reason: "test".into() }))
         .expect_err("refused while running");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(m.data_dir.join("member/wal").is_dir(), "nothing moved");
     rt.block_on(client.stop_etcd(unit("e2e-stop"))).expect("stop");
     let err = rt
-        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { fence: None, operation_id: "e2e".into(), reason: "Bad Reason".into() }))
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
+            fence: fence.clone(), operation_id: "e2e".into(), reason: "Bad Reason".into() }))
         .expect_err("bad reason");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("reason:"), "{}", err.message());
     let moved = rt
-        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest { fence: None, operation_id: "e2e".into(), reason: "test".into() }))
+        .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
+            fence: fence.clone(), operation_id: "e2e".into(), reason: "test".into() }))
         .expect("moved")
         .into_inner();
     let kept = std::path::Path::new(&moved.moved_to);

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use etcdops_agent::unit::systemd::SystemdUnit;
-use etcdops_proto::v1::{UnitRequest, UnitState, UnitStatusRequest};
+use etcdops_proto::v1::{Fence, UnitRequest, UnitState, UnitStatusRequest};
 use etcdops_tests::{bins, etcd_metrics};
 use etcdops_tests::nspawn::NspawnCluster;
 use tonic::Code;
 
-fn request(op: &str) -> UnitRequest {
-    UnitRequest { fence: None,
+fn request(fence: &Fence, op: &str) -> UnitRequest {
+    UnitRequest {
+        fence: Some(fence.clone()),
         operation_id: op.to_string(),
         timeout_ms: 60_000,
     }
@@ -26,6 +27,7 @@ fn agents_stop_start_and_restart_etcd_service() {
     let Some(cluster) = NspawnCluster::start_or_skip(3, bins!()) else {
         return;
     };
+    let fence = cluster.acquire_fence("e2e-systemd");
     for i in 0..3 {
         let status = cluster.get_status(i).expect("status");
         let unit = status.unit.expect("unit");
@@ -37,9 +39,12 @@ fn agents_stop_start_and_restart_etcd_service() {
         assert_eq!(is_active(&cluster, i), "active");
     }
 
+    // The fence is kept in the agent's default state dir inside the host.
+    let fences = cluster.read_in_host(2, "/var/lib/etcdops-agent/fences.json");
+    assert!(fences.contains("\"e2e-systemd\"") && fences.contains("\"held\": true"), "{fences}");
     let mut client = cluster.client(2);
     let stopped = cluster
-        .block_on(client.stop_etcd(request("e2e-stop")))
+        .block_on(client.stop_etcd(request(&fence, "e2e-stop")))
         .expect("stop")
         .into_inner();
     assert_eq!(stopped.state(), UnitState::Inactive, "{stopped:?}");
@@ -51,7 +56,7 @@ fn agents_stop_start_and_restart_etcd_service() {
     );
 
     let started = cluster
-        .block_on(client.start_etcd(request("e2e-start")))
+        .block_on(client.start_etcd(request(&fence, "e2e-start")))
         .expect("start")
         .into_inner();
     assert_eq!(started.state(), UnitState::Active, "{started:?}");
@@ -65,7 +70,7 @@ fn agents_stop_start_and_restart_etcd_service() {
 
     let before = started.main_pid;
     let restarted = cluster
-        .block_on(client.restart_etcd(request("e2e-restart")))
+        .block_on(client.restart_etcd(request(&fence, "e2e-restart")))
         .expect("restart")
         .into_inner();
     assert_eq!(restarted.state(), UnitState::Active, "{restarted:?}");
@@ -110,7 +115,7 @@ fn agents_stop_start_and_restart_etcd_service() {
     // Stopping a stopped unit is fine, and so is starting a started one.
     let mut client0 = cluster.client(0);
     let again = cluster
-        .block_on(client0.start_etcd(request("e2e-start-again")))
+        .block_on(client0.start_etcd(request(&fence, "e2e-start-again")))
         .expect("start again")
         .into_inner();
     assert_eq!(again.state(), UnitState::Active);
@@ -121,9 +126,10 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
     let Some(cluster) = NspawnCluster::start_or_skip(3, bins!()) else {
         return;
     };
+    let fence = cluster.acquire_fence("e2e-systemd");
     let mut client = cluster.client(1);
     let stopped = cluster
-        .block_on(client.stop_etcd(request("e2e-stop")))
+        .block_on(client.stop_etcd(request(&fence, "e2e-stop")))
         .expect("stop")
         .into_inner();
     assert_eq!(stopped.state(), UnitState::Inactive);
@@ -135,7 +141,7 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
         &format!("{good}ETCD_HEARTBEAT_INTERVAL=\"often\"\n"),
     );
     let err = cluster
-        .block_on(client.start_etcd(request("e2e-bad-start")))
+        .block_on(client.start_etcd(request(&fence, "e2e-bad-start")))
         .expect_err("start must fail");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let msg = err.message();
@@ -166,7 +172,7 @@ fn a_unit_that_fails_to_start_is_reported_with_its_journal() {
     // Fixed: it starts and rejoins.
     cluster.write_in_host(1, "/etc/default/etcd", &good);
     let started = cluster
-        .block_on(client.start_etcd(request("e2e-start")))
+        .block_on(client.start_etcd(request(&fence, "e2e-start")))
         .expect("start")
         .into_inner();
     assert_eq!(started.state(), UnitState::Active, "{started:?}");
@@ -184,6 +190,7 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
     let Some(cluster) = NspawnCluster::start_or_skip(3, bins!()) else {
         return;
     };
+    let fence = cluster.acquire_fence("e2e-systemd");
     let mut client = cluster.client(1);
     let url = cluster.layout.members[1].client_url.clone();
 
@@ -199,7 +206,8 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
     // An env file change plus a restart through systemd takes effect.
     let before = cluster.read_in_host(1, "/etc/default/etcd");
     let set = cluster
-        .block_on(client.set_etcd_env(SetEtcdEnvRequest { fence: None,
+        .block_on(client.set_etcd_env(SetEtcdEnvRequest {
+            fence: Some(fence.clone()),
             operation_id: "e2e-quota".into(),
             set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
             unset: vec![],
@@ -208,7 +216,7 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
         .into_inner();
     assert!(set.changed);
     assert_eq!(cluster.read_in_host(1, "/etc/default/etcd.prev"), before, "previous version kept");
-    cluster.block_on(client.restart_etcd(request("e2e-restart"))).expect("restart");
+    cluster.block_on(client.restart_etcd(request(&fence, "e2e-restart"))).expect("restart");
     cluster.wait_until("the restarted member to be healthy", Duration::from_secs(60), |c| c.is_healthy());
     assert!(
         etcd_metrics(&url)
@@ -218,10 +226,11 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
     );
 
     // Move-aside: refused while running, then keeps the old dir.
-    let aside = |reason: &str| MoveDataDirAsideRequest { fence: None, operation_id: "e2e".into(), reason: reason.into() };
+    let aside = |reason: &str| MoveDataDirAsideRequest {
+        fence: Some(fence.clone()), operation_id: "e2e".into(), reason: reason.into() };
     let err = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect_err("running");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    cluster.block_on(client.stop_etcd(request("e2e-stop"))).expect("stop");
+    cluster.block_on(client.stop_etcd(request(&fence, "e2e-stop"))).expect("stop");
     assert_eq!(is_active(&cluster, 1), "inactive");
     let moved = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect("moved").into_inner();
     let listing = cluster.exec_stdout(1, &["ls", &format!("{}/member", moved.moved_to)]);

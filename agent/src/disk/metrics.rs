@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const WAL_FSYNC: &str = "etcd_disk_wal_fsync_duration_seconds";
 /// etcd's backend (bbolt) commit latency histogram (seconds).
 pub const BACKEND_COMMIT: &str = "etcd_disk_backend_commit_duration_seconds";
+/// etcd's backend quota (bytes), a gauge.
+pub const QUOTA_BACKEND_BYTES: &str = "etcd_server_quota_backend_bytes";
 /// The largest metrics page we read (etcd's is a few hundred kB).
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -84,6 +86,28 @@ pub async fn scrape(url: &str, timeout: Duration) -> Result<EtcdDiskMetrics, Met
     disk_metrics(&text).map_err(|source| MetricsError::Parse {
         url: url.to_string(),
         source,
+    })
+}
+
+/// Reads `url` and returns the value of the unlabelled gauge `name`
+/// (`None` when the page does not have it).
+pub async fn scrape_gauge(url: &str, name: &str, timeout: Duration) -> Result<Option<f64>, MetricsError> {
+    let text = tokio::time::timeout(timeout, http_get(url))
+        .await
+        .map_err(|_| MetricsError::Timeout { url: url.to_string(), timeout })??;
+    Ok(gauge(&text, name))
+}
+
+/// The value of the sample `name` (with or without labels: the first one).
+pub fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(name)?;
+        let rest = match rest.strip_prefix('{') {
+            Some(inner) => &inner[closing_brace(inner)? + 1..],
+            None if rest.starts_with([' ', '\t']) => rest,
+            None => return None,
+        };
+        rest.split_whitespace().next()?.parse().ok()
     })
 }
 
@@ -370,6 +394,14 @@ mod tests {
 
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-12)
+    }
+
+    #[test]
+    fn gauge_reads_the_quota() {
+        let text = "# TYPE etcd_server_quota_backend_bytes gauge\netcd_server_quota_backend_bytes_x 1\netcd_server_quota_backend_bytes 2.147483648e+09\n";
+        assert_eq!(gauge(text, QUOTA_BACKEND_BYTES), Some(2_147_483_648.0));
+        assert_eq!(gauge("up{job=\"a\"} 1\n", "up"), Some(1.0));
+        assert_eq!(gauge("other 1\n", QUOTA_BACKEND_BYTES), None);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The agent's gRPC API: authorisation, request validation and the mapping
-//! from domain errors to gRPC status codes. One file per RPC family.
+//! from domain errors to gRPC status codes. One file per RPC family. Every
+//! mutating RPC (unit, env file, data dir, etcd maintenance) passes
+//! `fence::fenced`: the caller's operation must hold the cluster's fence.
 
 mod auth;
 mod disk;
+mod fence;
 mod health;
 mod host_files;
+mod maintenance;
 mod snapshot;
 mod status;
 mod unit;
@@ -113,19 +117,21 @@ impl Agent for AgentService {
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        self.counted("StartEtcd", unit::act(&self.state, unit::Action::Start, request.get_ref()))
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        let act = unit::act(self.state.clone(), unit::Action::Start, r.clone());
+        self.counted("StartEtcd", fence::fenced(&self.state, "StartEtcd", r.fence.as_ref(), act)).await.map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        self.counted("StopEtcd", unit::act(&self.state, unit::Action::Stop, request.get_ref()))
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        let act = unit::act(self.state.clone(), unit::Action::Stop, r.clone());
+        self.counted("StopEtcd", fence::fenced(&self.state, "StopEtcd", r.fence.as_ref(), act)).await.map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        self.counted("RestartEtcd", unit::act(&self.state, unit::Action::Restart, request.get_ref()))
+        let r = request.get_ref();
+        let act = unit::act(self.state.clone(), unit::Action::Restart, r.clone());
+        self.counted("RestartEtcd", fence::fenced(&self.state, "RestartEtcd", r.fence.as_ref(), act))
             .await
             .map(Response::new)
     }
@@ -135,14 +141,20 @@ impl Agent for AgentService {
     }
 
     async fn set_etcd_env(&self, request: Request<SetEtcdEnvRequest>) -> Result<Response<SetEtcdEnvResponse>, Status> {
-        self.counted("SetEtcdEnv", host_files::set_env(&self.state, request.into_inner())).await.map(Response::new)
+        let r = request.into_inner();
+        let fence = r.fence.clone();
+        let act = host_files::set_env(&self.state, r);
+        self.counted("SetEtcdEnv", fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act)).await.map(Response::new)
     }
 
     async fn move_data_dir_aside(
         &self,
         request: Request<MoveDataDirAsideRequest>,
     ) -> Result<Response<MoveDataDirAsideResponse>, Status> {
-        self.counted("MoveDataDirAside", host_files::move_data_dir_aside(&self.state, request.into_inner()))
+        let r = request.into_inner();
+        let fence = r.fence.clone();
+        let act = host_files::move_data_dir_aside(&self.state, r);
+        self.counted("MoveDataDirAside", fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act))
             .await
             .map(Response::new)
     }
@@ -151,33 +163,78 @@ impl Agent for AgentService {
         self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner())).await.map(Response::new)
     }
 
-    // TODO(issue 5): fencing and maintenance RPCs; stubs until the agent side lands.
-    async fn acquire_fence(&self, _r: Request<pb::AcquireFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
-        Err(Status::unimplemented("AcquireFence"))
+    async fn acquire_fence(&self, r: Request<pb::AcquireFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
+        self.counted("AcquireFence", fence::acquire(&self.state, r.into_inner())).await.map(Response::new)
     }
-    async fn release_fence(&self, _r: Request<pb::ReleaseFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
-        Err(Status::unimplemented("ReleaseFence"))
+
+    async fn release_fence(&self, r: Request<pb::ReleaseFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
+        self.counted("ReleaseFence", fence::release(&self.state, r.into_inner())).await.map(Response::new)
     }
-    async fn defragment(&self, _r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(Status::unimplemented("Defragment"))
+
+    async fn defragment(&self, r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("Defragment", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
+            let act = maintenance::defragment(&self.state, timeout);
+            fence::fenced(&self.state, "Defragment", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn compact(&self, _r: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
-        Err(Status::unimplemented("Compact"))
+
+    async fn compact(&self, r: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("Compact", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
+            let revision = maintenance::compact_revision(r.revision)?;
+            let act = maintenance::compact(&self.state, revision, r.physical, timeout);
+            fence::fenced(&self.state, "Compact", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn move_leader(&self, _r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader"))
+
+    async fn move_leader(&self, r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("MoveLeader", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
+            let target = maintenance::move_target(r.target_member_id)?;
+            let act = maintenance::move_leader(&self.state, target, timeout);
+            fence::fenced(&self.state, "MoveLeader", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
+
     async fn disarm_alarms(
         &self,
-        _r: Request<pb::DisarmAlarmsRequest>,
+        r: Request<pb::DisarmAlarmsRequest>,
     ) -> Result<Response<pb::DisarmAlarmsResponse>, Status> {
-        Err(Status::unimplemented("DisarmAlarms"))
+        let r = r.into_inner();
+        self.counted("DisarmAlarms", async {
+            let wanted = maintenance::alarm_filter(&r.alarms)?;
+            let act = maintenance::disarm_alarms(&self.state, wanted);
+            fence::fenced(&self.state, "DisarmAlarms", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn write_probe(&self, _r: Request<pb::WriteProbeRequest>) -> Result<Response<pb::WriteProbeResponse>, Status> {
-        Err(Status::unimplemented("WriteProbe"))
+
+    async fn write_probe(&self, r: Request<pb::WriteProbeRequest>) -> Result<Response<pb::WriteProbeResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("WriteProbe", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
+            let operation_id = r.fence.as_ref().map(|f| f.operation_id.clone()).unwrap_or_default();
+            let act = maintenance::write_probe(&self.state, &operation_id, timeout);
+            fence::fenced(&self.state, "WriteProbe", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn revision_at(&self, _r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
-        Err(Status::unimplemented("RevisionAt"))
+
+    async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
+        self.counted("RevisionAt", async { Ok(Response::new(maintenance::revision_at(&self.state, r.get_ref().unix_time))) })
+            .await
     }
 }
 

@@ -1,11 +1,12 @@
 //! GetStatus: the member, the unit, the data dir, the host, the latest
-//! periodic disk probe and the agent itself.
+//! periodic disk probe, the backend quota, the fences and the agent itself.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use etcdops_proto::v1 as pb;
 
 use crate::datadir::DataDirInfo;
+use crate::disk::metrics::{QUOTA_BACKEND_BYTES, scrape_gauge};
 use crate::disk::periodic::DiskHealth;
 use crate::etcd::MemberStatus;
 use crate::host::HostFacts;
@@ -14,13 +15,26 @@ use crate::unit::{UnitInfo, UnitState};
 
 pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusResponse {
     let data_dir_path = state.data_dir.clone();
-    let (member, unit, data_dir) = tokio::join!(
+    let (member, unit, data_dir, quota, fences) = tokio::join!(
         state.etcd.status(timeout),
         state.unit.info(),
         tokio::task::spawn_blocking(move || DataDirInfo::read(&data_dir_path)),
+        scrape_gauge(state.disk.metrics_url(), QUOTA_BACKEND_BYTES, timeout),
+        state.fences.all(),
     );
     let member = match member {
-        Ok(m) => member_to_pb(state.etcd.endpoint(), m),
+        Ok(m) => {
+            // 0 when the quota could not be read (the proto's convention).
+            let quota = match quota {
+                Ok(Some(bytes)) if bytes.is_finite() && bytes >= 0.0 => bytes as i64,
+                Ok(_) => 0,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading etcd's backend quota");
+                    0
+                }
+            };
+            pb::MemberStatus { db_quota: quota, ..member_to_pb(state.etcd.endpoint(), m) }
+        }
         Err(e) => pb::MemberStatus {
             reachable: false,
             error: e.to_string(),
@@ -47,7 +61,7 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
         data_dir: Some(data_dir),
         host: Some(host_to_pb(state.host.read())),
         disk: state.disk_health.get().map(|d| disk_health_to_pb(&d)),
-        fences: Vec::new(),
+        fences: fences.into_iter().map(super::fence::record_to_pb).collect(),
     }
 }
 

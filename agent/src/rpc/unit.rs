@@ -44,19 +44,29 @@ fn to_status(e: UnitError) -> Status {
     }
 }
 
-pub async fn act(state: &AgentState, action: Action, request: &pb::UnitRequest) -> Result<pb::UnitStatus, Status> {
+/// Runs the action in a task of its own: it goes to the end even when the
+/// caller goes away, so a restart is never cut between stop and start.
+pub async fn act(
+    state: std::sync::Arc<AgentState>,
+    action: Action,
+    request: pb::UnitRequest,
+) -> Result<pb::UnitStatus, Status> {
     let timeout = unit_timeout(request.timeout_ms)?;
     tracing::info!(?action, operation = %request.operation_id, "unit request");
-    let info: UnitInfo = match action {
-        Action::Start => state.unit.start().await,
-        Action::Stop => state.unit.stop(timeout).await,
-        Action::Restart => match state.unit.stop(timeout).await {
-            Ok(_) => state.unit.start().await,
-            Err(e) => Err(e),
-        },
-    }
-    .map_err(to_status)?;
-    Ok(unit_to_pb(state.unit.backend(), state.unit.unit(), info))
+    tokio::spawn(async move {
+        let info: UnitInfo = match action {
+            Action::Start => state.unit.start().await,
+            Action::Stop => state.unit.stop(timeout).await,
+            Action::Restart => match state.unit.stop(timeout).await {
+                Ok(_) => state.unit.start().await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(to_status)?;
+        Ok(unit_to_pb(state.unit.backend(), state.unit.unit(), info))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the unit action failed: {e}")))?
 }
 
 pub async fn get(state: &AgentState) -> pb::UnitStatus {

@@ -64,6 +64,11 @@ impl Agents {
         }
     }
 
+    /// The same agents with another per-call budget (long calls: defragment, restart).
+    pub fn with_timeout(&self, timeout: Duration) -> Agents {
+        Agents { tls: self.tls.clone(), timeout }
+    }
+
     /// The per-agent budget: connect and call together.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -4,7 +4,13 @@ use etcdops_certs::{PkiError, TlsError};
 
 use crate::backup::BackupError;
 use crate::backup::target::TargetError;
+use crate::cli::operate::ConfirmationRequired;
 use crate::exit::ExitStatus;
+use crate::journal::JournalError;
+use crate::plan::executor::ExecError;
+use crate::plan::fence::FenceError;
+use crate::plan::planner::PlanError;
+use crate::plan::rule::RuleError;
 use crate::fleet::FleetError;
 use crate::sandbox::SandboxError;
 use crate::snapshot::save::SaveError;
@@ -32,6 +38,22 @@ pub(crate) fn message(err: &anyhow::Error) -> String {
 pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
     for cause in err.chain() {
         if cause.is::<FleetError>() || cause.is::<TlsError>() {
+            return ExitStatus::Usage;
+        }
+        if let Some(FenceError::Held { .. }) = cause.downcast_ref::<FenceError>() {
+            return ExitStatus::Busy;
+        }
+        if cause.is::<RuleError>() || cause.is::<ConfirmationRequired>() {
+            return ExitStatus::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<JournalError>()
+            && matches!(e, JournalError::NotFound { .. } | JournalError::Ambiguous { .. } | JournalError::NotAJournal { .. })
+        {
+            return ExitStatus::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<PlanError>()
+            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. })
+        {
             return ExitStatus::Usage;
         }
         if let Some(e) = cause.downcast_ref::<BackupError>()
@@ -64,6 +86,9 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
 /// message already does (the domain errors of snapshot, backup and sandbox).
 pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
+        if cause.is::<ExecError>() || cause.is::<FenceError>() || cause.is::<JournalError>() || cause.is::<PlanError>() || cause.is::<RuleError>() {
+            return None;
+        }
         if cause.is::<SaveError>() || cause.is::<BackupError>() || cause.is::<TargetError>() || cause.is::<SandboxError>() {
             return None;
         }

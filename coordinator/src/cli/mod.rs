@@ -11,7 +11,11 @@ mod certs;
 mod check;
 mod failure;
 mod health;
+mod maintain;
 mod member;
+mod op;
+mod op_control;
+mod operate;
 mod snapshot;
 mod status;
 pub(crate) mod target;
@@ -160,6 +164,30 @@ pub enum Command {
     #[command(subcommand, long_about = backup::LONG_ABOUT)]
     Backup(BackupCommand),
 
+    /// Defragment members one at a time, leader last after moving leadership (journaled plan).
+    #[command(long_about = maintain::DEFRAG_ABOUT, after_help = maintain::DEFRAG_AFTER_HELP)]
+    Defrag(maintain::DefragArgs),
+
+    /// Restart etcd on every member, one at a time, leader last (journaled plan).
+    #[command(long_about = maintain::RESTART_ABOUT, after_help = maintain::RESTART_AFTER_HELP)]
+    Restart(maintain::RestartArgs),
+
+    /// Compact the key history, keeping the newest revisions or a time span.
+    #[command(long_about = maintain::COMPACT_ABOUT, after_help = maintain::COMPACT_AFTER_HELP)]
+    Compact(maintain::CompactArgs),
+
+    /// Alarms (NOSPACE, CORRUPT): list, or disarm.
+    #[command(subcommand)]
+    Alarm(maintain::AlarmCommand),
+
+    /// Recovery procedures: `nospace` (compact, rolling defrag, disarm, verify writes).
+    #[command(subcommand)]
+    Recover(maintain::RecoverCommand),
+
+    /// The operation journal: list, show, resume or abort operations.
+    #[command(subcommand, long_about = op::LONG_ABOUT)]
+    Op(op::OpCommand),
+
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
     Sandbox(SandboxCommand),
@@ -272,6 +300,15 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Backup(command) => backup::run(global, command, out).await,
+        Command::Defrag(args) => maintain::defrag(global, args, out).await,
+        Command::Restart(args) => maintain::restart(global, args, out).await,
+        Command::Compact(args) => maintain::compact(global, args, out).await,
+        Command::Alarm(command) => maintain::alarm(global, command, out).await,
+        Command::Recover(command) => maintain::recover(global, command, out).await,
+        Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
+        Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
+        Command::Op(op::OpCommand::Resume(args)) => op_control::resume(global, args, out).await,
+        Command::Op(op::OpCommand::Abort(args)) => op_control::abort(global, args, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
     }

@@ -7,6 +7,8 @@ pub mod certs;
 pub mod disk;
 pub mod health;
 pub mod members;
+pub mod ops;
+pub mod plan;
 pub mod status;
 pub mod table;
 

@@ -1,4 +1,15 @@
-//! Cluster operations as plans: pure planners over the observed cluster,
-//! the safety checks run before every step, and the one executor.
+//! Cluster operations as plans.
+//!
+//! - [`view`]: the cluster as observed (agents' status and health), plain data.
+//! - [`rule`]: `--rule` expressions that choose which members to defragment.
+//! - [`planner`]: pure functions from a view to an ordered plan of steps.
+//! - [`safety`]: the checks run before every step (pure).
+//! - [`fence`]: taking and releasing the cluster's fence on every agent.
+//! - [`executor`]: the one executor: checks, acts, waits, journals.
 
+pub mod executor;
+pub mod fence;
+pub mod planner;
 pub mod rule;
+pub mod safety;
+pub mod view;

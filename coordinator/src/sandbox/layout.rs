@@ -49,11 +49,13 @@ pub struct MemberLayout {
     pub client_url: String,
     pub peer_url: String,
     pub agent_url: String,
-    /// The member's directory: config, env file, data dir, logs.
+    /// The member's directory: config, env file, data dir, agent state, logs.
     pub dir: PathBuf,
     pub agent_config: PathBuf,
     pub env_file: PathBuf,
     pub data_dir: PathBuf,
+    /// The agent's own state dir (fences, revision samples).
+    pub state_dir: PathBuf,
     pub etcd_log: PathBuf,
     pub agent_log: PathBuf,
 }
@@ -105,6 +107,7 @@ impl LayoutSpec {
                     agent_config: dir.join("agent.toml"),
                     env_file: dir.join("etcd.env"),
                     data_dir: dir.join("data"),
+                    state_dir: dir.join("agent-state"),
                     etcd_log: dir.join("etcd.log"),
                     agent_log: dir.join("agent.log"),
                     name,
@@ -138,6 +141,7 @@ impl LayoutSpec {
             write(&m.env_file, &env_file(m, &initial_cluster, &self.token))?;
             let config = AgentConfig {
                 listen: (m.ip, self.agent_port).into(),
+                state_dir: m.state_dir.clone(),
                 tls: TlsConfig { ca: pki.ca_cert_path(), cert: cert.cert_path, key: cert.key_path },
                 etcd: EtcdConfig {
                     endpoint: m.client_url.clone(),
@@ -240,6 +244,7 @@ mod tests {
         assert_eq!(fleet.clusters[0].members.len(), 3);
         for m in &layout.members {
             let config = AgentConfig::load(&m.agent_config).expect("agent config parses");
+            assert_eq!(config.state_dir, m.dir.join("agent-state"), "each agent has its own state dir");
             config.tls.files().server_config().expect("agent TLS loads");
             let env = etcdops_agent::envfile::EnvFile::load(&m.env_file).expect("env parses");
             assert_eq!(env.get("ETCD_NAME"), Some(m.name.as_str()));

@@ -1,0 +1,673 @@
+//! Fencing: one writer per cluster. Per cluster name the agent records the
+//! highest epoch it has seen and which operation holds the fence, persisted
+//! in `<state_dir>/fences.json`. The decisions ([`decide_acquire`],
+//! [`decide_release`], [`decide_check`]) are pure; [`FenceStore`] persists
+//! their outcome and keeps the record of completed calls ([`CallLog`]) that
+//! answers retries without acting twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The file in the state dir.
+pub const FENCES_FILE: &str = "fences.json";
+/// How many completed calls are remembered for retries.
+pub const CALL_LOG_CAPACITY: usize = 1024;
+/// The file format's version.
+const SCHEMA_VERSION: u32 = 1;
+
+/// A cluster's fence as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceRecord {
+    pub cluster: String,
+    /// The highest epoch seen for the cluster.
+    pub epoch: u64,
+    /// True while an operation holds it.
+    pub held: bool,
+    /// The holding (or last) operation, its kind and who ran it.
+    pub operation_id: String,
+    pub operation_kind: String,
+    pub holder: String,
+    /// When it was acquired (seconds since the Unix epoch, UTC).
+    pub acquired_at_unix: i64,
+}
+
+impl FenceRecord {
+    /// "operation OP (KIND) of HOLDER, held since T, epoch E" for messages.
+    fn describe(&self) -> String {
+        format!(
+            "operation {} ({}) of {}, {} since {} (unix {}), epoch {}",
+            self.operation_id,
+            if self.operation_kind.is_empty() {
+                "unknown kind"
+            } else {
+                &self.operation_kind
+            },
+            if self.holder.is_empty() {
+                "an unnamed holder"
+            } else {
+                &self.holder
+            },
+            if self.held { "held" } else { "released; acquired" },
+            utc(self.acquired_at_unix),
+            self.acquired_at_unix,
+            self.epoch,
+        )
+    }
+}
+
+fn utc(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// The fence a call carries (the domain form of `pb::Fence`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceToken {
+    pub cluster: String,
+    pub epoch: u64,
+    pub operation_id: String,
+    /// The step of the operation; empty means no deduplication.
+    pub step: String,
+}
+
+impl FenceToken {
+    /// Checks the fields: cluster and operation_id non-empty, epoch above 0.
+    pub fn new(cluster: &str, epoch: u64, operation_id: &str, step: &str) -> Result<FenceToken, FenceError> {
+        if cluster.trim().is_empty() {
+            return Err(FenceError::InvalidField {
+                field: "fence.cluster",
+                reason: "required: the cluster's name in the fleet file",
+            });
+        }
+        if operation_id.trim().is_empty() {
+            return Err(FenceError::InvalidField {
+                field: "fence.operation_id",
+                reason: "required: the operation holding the fence",
+            });
+        }
+        if epoch == 0 {
+            return Err(FenceError::InvalidField {
+                field: "fence.epoch",
+                reason: "must be above 0",
+            });
+        }
+        Ok(FenceToken {
+            cluster: cluster.to_string(),
+            epoch,
+            operation_id: operation_id.to_string(),
+            step: step.to_string(),
+        })
+    }
+}
+
+/// An AcquireFence request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquireRequest {
+    pub token: FenceToken,
+    pub holder: String,
+    pub operation_kind: String,
+    pub takeover: bool,
+}
+
+/// Why a fence decision refused, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error(
+        "fence: required: mutating calls must come from an etcdops operation holding the cluster's fence"
+    )]
+    Missing,
+    #[error("{field}: {reason}")]
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error(
+        "the fence of cluster {cluster} is held by {}: wait for it to finish, or if its coordinator is gone: \
+         `etcdops op abort {}` / resume with --takeover",
+        current.describe(), current.operation_id
+    )]
+    Held {
+        cluster: String,
+        current: Box<FenceRecord>,
+    },
+    #[error("epoch {epoch} is not above the recorded epoch {recorded} for cluster {cluster} ({})", current.describe())]
+    StaleEpoch {
+        cluster: String,
+        epoch: u64,
+        recorded: u64,
+        current: Box<FenceRecord>,
+    },
+    #[error(
+        "operation {operation_id} at epoch {epoch} does not hold the fence of cluster {cluster}: it is {} \
+         (a stale coordinator? acquire the fence again, or resume with --takeover)",
+        current.as_ref().map_or_else(|| "not recorded on this agent".to_string(), |c| c.describe())
+    )]
+    NotHolder {
+        cluster: String,
+        operation_id: String,
+        epoch: u64,
+        current: Option<Box<FenceRecord>>,
+    },
+    #[error(
+        "fence file {path}: {reason}; fix or move the file aside (the agent never resets fences silently)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("fence file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FenceError {
+    /// The gRPC code: the one mapping of fence errors.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            FenceError::Missing | FenceError::InvalidField { .. } => tonic::Code::InvalidArgument,
+            FenceError::Held { .. } | FenceError::NotHolder { .. } => tonic::Code::FailedPrecondition,
+            FenceError::StaleEpoch { .. } => tonic::Code::Aborted,
+            FenceError::Corrupt { .. } | FenceError::Io { .. } => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<FenceError> for tonic::Status {
+    fn from(e: FenceError) -> tonic::Status {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+/// AcquireFence: the new record, or why not. Grants when the fence is free
+/// and the epoch above the recorded one; when the same operation holds it
+/// and the epoch is not below (a resume); when another operation holds it
+/// only with `takeover` and an epoch above the recorded one.
+pub fn decide_acquire(
+    current: Option<&FenceRecord>,
+    req: &AcquireRequest,
+    now_unix: i64,
+) -> Result<FenceRecord, FenceError> {
+    let t = &req.token;
+    let granted = |acquired_at_unix| FenceRecord {
+        cluster: t.cluster.clone(),
+        epoch: t.epoch,
+        held: true,
+        operation_id: t.operation_id.clone(),
+        operation_kind: req.operation_kind.clone(),
+        holder: req.holder.clone(),
+        acquired_at_unix,
+    };
+    let Some(cur) = current else {
+        return Ok(granted(now_unix));
+    };
+    let stale = || FenceError::StaleEpoch {
+        cluster: t.cluster.clone(),
+        epoch: t.epoch,
+        recorded: cur.epoch,
+        current: Box::new(cur.clone()),
+    };
+    match (cur.held, cur.operation_id == t.operation_id) {
+        (false, _) if t.epoch > cur.epoch => Ok(granted(now_unix)),
+        (false, _) => Err(stale()),
+        // A resumed operation: the epoch may stay or rise; it keeps its start time.
+        (true, true) if t.epoch >= cur.epoch => Ok(granted(cur.acquired_at_unix)),
+        (true, true) => Err(stale()),
+        (true, false) if !req.takeover => Err(FenceError::Held {
+            cluster: t.cluster.clone(),
+            current: Box::new(cur.clone()),
+        }),
+        (true, false) if t.epoch > cur.epoch => Ok(granted(now_unix)),
+        (true, false) => Err(stale()),
+    }
+}
+
+/// ReleaseFence: the record with `held = false` (epoch kept); releasing a
+/// fence this operation already released is fine.
+pub fn decide_release(current: Option<&FenceRecord>, token: &FenceToken) -> Result<FenceRecord, FenceError> {
+    match current {
+        Some(cur) if cur.operation_id == token.operation_id && cur.epoch == token.epoch => Ok(FenceRecord {
+            held: false,
+            ..cur.clone()
+        }),
+        _ => Err(not_holder(current, token)),
+    }
+}
+
+/// A mutating call: its fence must match the held record exactly.
+pub fn decide_check(current: Option<&FenceRecord>, token: &FenceToken) -> Result<(), FenceError> {
+    match current {
+        Some(cur) if cur.held && cur.operation_id == token.operation_id && cur.epoch == token.epoch => Ok(()),
+        _ => Err(not_holder(current, token)),
+    }
+}
+
+fn not_holder(current: Option<&FenceRecord>, token: &FenceToken) -> FenceError {
+    FenceError::NotHolder {
+        cluster: token.cluster.clone(),
+        operation_id: token.operation_id.clone(),
+        epoch: token.epoch,
+        current: current.map(|c| Box::new(c.clone())),
+    }
+}
+
+/// Identifies a call for deduplication: (operation_id, step, method).
+pub type CallKey = (String, String, &'static str);
+
+/// The answers of the last completed calls, oldest dropped first.
+#[derive(Debug)]
+pub struct CallLog {
+    capacity: usize,
+    order: VecDeque<CallKey>,
+    answers: HashMap<CallKey, Vec<u8>>,
+}
+
+impl CallLog {
+    pub fn new(capacity: usize) -> CallLog {
+        CallLog {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            answers: HashMap::new(),
+        }
+    }
+
+    /// The recorded answer of this call, if it completed.
+    pub fn get(&self, key: &CallKey) -> Option<&[u8]> {
+        self.answers.get(key).map(Vec::as_slice)
+    }
+
+    /// Records a completed call's encoded answer.
+    pub fn insert(&mut self, key: CallKey, answer: Vec<u8>) {
+        if self.answers.insert(key.clone(), answer).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+}
+
+/// The on-disk form of the fences.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceFile {
+    version: u32,
+    fences: Vec<FenceRecord>,
+}
+
+/// The fences, persisted; the record of completed calls; and the one lock
+/// that serialises mutating calls.
+#[derive(Debug)]
+pub struct FenceStore {
+    path: PathBuf,
+    records: tokio::sync::Mutex<BTreeMap<String, FenceRecord>>,
+    calls: std::sync::Mutex<CallLog>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl FenceStore {
+    /// Loads `<state_dir>/fences.json` (none yet: no fences). A file that
+    /// cannot be read or parsed is an error naming it, never a reset.
+    pub fn load(state_dir: &Path) -> Result<FenceStore, FenceError> {
+        let path = state_dir.join(FENCES_FILE);
+        let records = match std::fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(FenceError::Io { path, source }),
+        };
+        Ok(FenceStore {
+            path,
+            records: tokio::sync::Mutex::new(records),
+            calls: std::sync::Mutex::new(CallLog::new(CALL_LOG_CAPACITY)),
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every recorded fence, by cluster name.
+    pub async fn all(&self) -> Vec<FenceRecord> {
+        self.records.lock().await.values().cloned().collect()
+    }
+
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<FenceRecord, FenceError> {
+        let mut records = self.records.lock().await;
+        let record = decide_acquire(records.get(&req.token.cluster), req, now_unix())?;
+        self.store(&mut records, record.clone()).await?;
+        Ok(record)
+    }
+
+    pub async fn release(&self, token: &FenceToken) -> Result<FenceRecord, FenceError> {
+        let mut records = self.records.lock().await;
+        let record = decide_release(records.get(&token.cluster), token)?;
+        if records.get(&token.cluster) != Some(&record) {
+            self.store(&mut records, record.clone()).await?;
+        }
+        Ok(record)
+    }
+
+    pub async fn check(&self, token: &FenceToken) -> Result<(), FenceError> {
+        decide_check(self.records.lock().await.get(&token.cluster), token)
+    }
+
+    /// The lock every mutating call holds while it runs (one writer).
+    pub async fn writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    /// A completed call's recorded answer.
+    pub fn recorded(&self, key: &CallKey) -> Option<Vec<u8>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .map(<[u8]>::to_vec)
+    }
+
+    pub fn record(&self, key: CallKey, answer: Vec<u8>) {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, answer);
+    }
+
+    /// Writes the map with `record` in it, then updates memory.
+    async fn store(
+        &self,
+        records: &mut BTreeMap<String, FenceRecord>,
+        record: FenceRecord,
+    ) -> Result<(), FenceError> {
+        let mut next = records.clone();
+        next.insert(record.cluster.clone(), record);
+        let file = FenceFile {
+            version: SCHEMA_VERSION,
+            fences: next.values().cloned().collect(),
+        };
+        let text = serde_json::to_vec_pretty(&file).map_err(|e| FenceError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::statefile::write_atomic(&path, &text))
+            .await
+            .map_err(|e| FenceError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| FenceError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        *records = next;
+        Ok(())
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, FenceRecord>, FenceError> {
+    let corrupt = |reason: String| FenceError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: FenceFile =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a fence file: {e}")))?;
+    if file.version != SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "version {} is not {SCHEMA_VERSION} (written by another agent version?)",
+            file.version
+        )));
+    }
+    let mut records = BTreeMap::new();
+    for record in file.fences {
+        if let Some(dup) = records.insert(record.cluster.clone(), record) {
+            return Err(corrupt(format!("cluster {} appears twice", dup.cluster)));
+        }
+    }
+    Ok(records)
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(op: &str, epoch: u64) -> FenceToken {
+        FenceToken::new("c1", epoch, op, "").expect("token")
+    }
+
+    fn record(op: &str, epoch: u64, held: bool) -> FenceRecord {
+        FenceRecord {
+            cluster: "c1".into(),
+            epoch,
+            held,
+            operation_id: op.into(),
+            operation_kind: "defrag".into(),
+            holder: "alice@ops1".into(),
+            acquired_at_unix: 100,
+        }
+    }
+
+    fn acquire(op: &str, epoch: u64, takeover: bool) -> AcquireRequest {
+        AcquireRequest {
+            token: token(op, epoch),
+            holder: "bob@ops2".into(),
+            operation_kind: "restart".into(),
+            takeover,
+        }
+    }
+
+    #[test]
+    fn token_fields_are_required_and_named() {
+        for (cluster, epoch, op, field) in [
+            ("", 1, "op", "fence.cluster"),
+            ("c", 0, "op", "fence.epoch"),
+            ("c", 1, " ", "fence.operation_id"),
+        ] {
+            let err = FenceToken::new(cluster, epoch, op, "").expect_err("invalid");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn acquire_decisions() {
+        use tonic::Code::{Aborted, FailedPrecondition};
+        // (current, request, Ok(epoch, acquired_at) or Err(code))
+        type Row = (
+            Option<FenceRecord>,
+            AcquireRequest,
+            Result<(u64, i64), tonic::Code>,
+        );
+        let table: Vec<Row> = vec![
+            (None, acquire("b", 1, false), Ok((1, 500))),
+            (Some(record("a", 5, false)), acquire("b", 6, false), Ok((6, 500))),
+            (Some(record("a", 5, false)), acquire("b", 5, false), Err(Aborted)),
+            (Some(record("a", 5, false)), acquire("a", 5, false), Err(Aborted)),
+            (Some(record("a", 5, false)), acquire("b", 4, true), Err(Aborted)),
+            // Resume: same operation, epoch equal or higher, start time kept.
+            (Some(record("b", 5, true)), acquire("b", 5, false), Ok((5, 100))),
+            (Some(record("b", 5, true)), acquire("b", 7, false), Ok((7, 100))),
+            (Some(record("b", 5, true)), acquire("b", 4, false), Err(Aborted)),
+            // Another operation holds it.
+            (
+                Some(record("a", 5, true)),
+                acquire("b", 6, false),
+                Err(FailedPrecondition),
+            ),
+            (
+                Some(record("a", 5, true)),
+                acquire("b", 9, false),
+                Err(FailedPrecondition),
+            ),
+            (Some(record("a", 5, true)), acquire("b", 6, true), Ok((6, 500))),
+            (Some(record("a", 5, true)), acquire("b", 5, true), Err(Aborted)),
+        ];
+        for (i, (current, req, want)) in table.into_iter().enumerate() {
+            let got = decide_acquire(current.as_ref(), &req, 500);
+            match (got, want) {
+                (Ok(r), Ok((epoch, at))) => {
+                    assert_eq!(
+                        (r.epoch, r.acquired_at_unix, r.held),
+                        (epoch, at, true),
+                        "row {i}"
+                    );
+                    assert_eq!(
+                        (r.operation_id.as_str(), r.holder.as_str()),
+                        (req.token.operation_id.as_str(), "bob@ops2")
+                    );
+                }
+                (Err(e), Err(code)) => assert_eq!(e.code(), code, "row {i}: {e}"),
+                (got, want) => panic!("row {i}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refusal_messages_name_holder_operation_and_fix() {
+        let held = record("op-1", 5, true);
+        let msg = decide_acquire(Some(&held), &acquire("op-2", 6, false), 500)
+            .expect_err("held")
+            .to_string();
+        for part in [
+            "alice@ops1",
+            "op-1",
+            "defrag",
+            "since 1970-01-01T00:01:40Z",
+            "epoch 5",
+            "etcdops op abort op-1",
+            "--takeover",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing in {msg}");
+        }
+        let msg = decide_acquire(Some(&record("op-1", 5, false)), &acquire("op-2", 3, false), 500)
+            .expect_err("stale")
+            .to_string();
+        assert!(
+            msg.starts_with("epoch 3 is not above the recorded epoch 5 for cluster c1 ("),
+            "{msg}"
+        );
+        assert!(msg.contains("op-1") && msg.contains("alice@ops1"), "{msg}");
+    }
+
+    #[test]
+    fn release_decisions() {
+        use tonic::Code::FailedPrecondition;
+        let table: Vec<(Option<FenceRecord>, FenceToken, Result<(), tonic::Code>)> = vec![
+            (Some(record("a", 5, true)), token("a", 5), Ok(())),
+            // Idempotent.
+            (Some(record("a", 5, false)), token("a", 5), Ok(())),
+            (Some(record("a", 5, true)), token("b", 5), Err(FailedPrecondition)),
+            (Some(record("a", 5, true)), token("a", 4), Err(FailedPrecondition)),
+            (
+                Some(record("a", 6, false)),
+                token("a", 5),
+                Err(FailedPrecondition),
+            ),
+            (None, token("a", 5), Err(FailedPrecondition)),
+        ];
+        for (i, (current, t, want)) in table.into_iter().enumerate() {
+            match (decide_release(current.as_ref(), &t), want) {
+                (Ok(r), Ok(())) => {
+                    let cur = current.expect("current");
+                    assert_eq!(
+                        r,
+                        FenceRecord { held: false, ..cur },
+                        "row {i}: epoch and holder kept"
+                    );
+                }
+                (Err(e), Err(code)) => assert_eq!(e.code(), code, "row {i}: {e}"),
+                (got, want) => panic!("row {i}: got {got:?}, want {want:?}"),
+            }
+        }
+        let msg = decide_release(Some(&record("a", 5, true)), &token("b", 5))
+            .expect_err("other")
+            .to_string();
+        assert!(msg.contains("alice@ops1") && msg.contains("operation a"), "{msg}");
+    }
+
+    #[test]
+    fn check_decisions() {
+        assert!(decide_check(Some(&record("a", 5, true)), &token("a", 5)).is_ok());
+        for (current, t) in [
+            (Some(record("a", 5, false)), token("a", 5)),
+            (Some(record("a", 6, true)), token("a", 5)),
+            (Some(record("b", 5, true)), token("a", 5)),
+            (None, token("a", 5)),
+        ] {
+            let err = decide_check(current.as_ref(), &t).expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+            assert!(err.to_string().contains("stale coordinator"), "{err}");
+        }
+        let msg = decide_check(Some(&record("b", 6, true)), &token("a", 5))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.contains("operation b") && msg.contains("epoch 6") && msg.contains("alice@ops1"),
+            "{msg}"
+        );
+        assert_eq!(
+            FenceError::Missing.to_string(),
+            "fence: required: mutating calls must come from an etcdops operation holding the cluster's fence"
+        );
+        assert_eq!(FenceError::Missing.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn call_log_answers_retries_and_forgets_the_oldest() {
+        let key = |i: usize| (format!("op{i}"), "step".to_string(), "Defragment");
+        let mut log = CallLog::new(3);
+        for i in 0..4 {
+            log.insert(key(i), vec![i as u8]);
+        }
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.get(&key(0)), None, "the oldest is forgotten");
+        assert_eq!(log.get(&key(3)), Some(&[3u8][..]));
+        // Same operation and step, another method: another call.
+        assert_eq!(log.get(&("op3".into(), "step".into(), "Compact")), None);
+        // Re-recording a key does not grow the log.
+        log.insert(key(3), vec![9]);
+        assert_eq!((log.len(), log.get(&key(3))), (3, Some(&[9u8][..])));
+    }
+
+    #[tokio::test]
+    async fn store_persists_and_refuses_corrupt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FenceStore::load(dir.path()).expect("empty");
+        let r = store.acquire(&acquire("op-1", 3, false)).await.expect("acquire");
+        assert!(r.held);
+        let again = FenceStore::load(dir.path()).expect("reload");
+        assert_eq!(again.all().await, vec![r.clone()]);
+        again.check(&token("op-1", 3)).await.expect("held after reload");
+        again.release(&token("op-1", 3)).await.expect("release");
+        assert!(!FenceStore::load(dir.path()).expect("reload").all().await[0].held);
+
+        std::fs::write(dir.path().join(FENCES_FILE), b"{ not json").expect("write");
+        let err = FenceStore::load(dir.path()).expect_err("corrupt");
+        assert!(
+            err.to_string().contains("fences.json") && err.to_string().contains("never resets"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! `etcdops op resume` and `etcdops op abort`: carrying on or ending an
+//! operation the journal (and the agents' fences) still hold.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use etcdops_proto::v1 as pb;
+
+use super::op::JournalArgs;
+use super::operate::{self, run_args_from_record, watch_ctrl_c};
+use crate::cli::target::target;
+use crate::cli::{GlobalArgs, emit};
+use crate::exit::ExitStatus;
+use crate::fleet;
+use crate::journal::{self, OpState};
+use crate::output::ops;
+use crate::plan::fence;
+use crate::plan::planner::OpKind;
+
+pub(crate) const RESUME_ABOUT: &str = "\
+Carry on an operation from the journal: one whose coordinator was killed or lost its
+connection (state running), or one that stopped at an unsafe state or a failed step (state
+failed) once the cause is fixed. Steps already done are not redone: the next one starts with
+the usual checks of the whole cluster. The cluster's fence is taken again under the same
+operation ID with a higher epoch, so the agents refuse any call still in flight from the old
+coordinator.
+
+A running operation whose coordinator still runs on this host is refused (stop that process
+first). --takeover takes the fence from another operation that holds it (its coordinator is
+gone and its journal elsewhere): an explicit choice, the other operation's calls are refused
+from then on.";
+
+/// `etcdops op resume`
+#[derive(Debug, Clone, Args)]
+pub struct OpResumeArgs {
+    #[command(flatten)]
+    pub journal: JournalArgs,
+    /// The operation's ID, or a prefix of it no other ID shares.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Take the cluster's fence from another operation that holds it.
+    #[arg(long)]
+    pub takeover: bool,
+}
+
+pub(crate) const ABORT_ABOUT: &str = "\
+End an operation: mark it aborted in the journal, and free the cluster's fence wherever an
+agent still records it as held by that operation (taking it over with a higher epoch, then
+releasing it). Nothing is undone: steps already done stay done (see `etcdops op show`).
+
+Works without a journal entry too (the coordinator that ran the operation is gone with its
+journal): the ID is then looked up in the agents' fences of the chosen cluster.";
+
+/// `etcdops op abort`
+#[derive(Debug, Clone, Args)]
+pub struct OpAbortArgs {
+    #[command(flatten)]
+    pub journal: JournalArgs,
+    /// The operation's ID (a prefix works for operations in this journal).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// The fleet file a resumed operation uses: `--fleet`/ETCDOPS_FLEET when
+/// given, else the one it was planned with.
+fn fleet_for(global: &GlobalArgs, recorded: &std::path::Path) -> PathBuf {
+    if global.fleet.as_os_str() == fleet::DEFAULT_PATH && recorded.exists() {
+        recorded.to_path_buf()
+    } else {
+        global.fleet.clone()
+    }
+}
+
+/// Whether the operation's holder is a live process on this host.
+fn holder_alive(holder: &str) -> Option<u32> {
+    let me = journal::holder();
+    let host = |h: &str| h.split(" (pid ").next().map(str::to_string);
+    if host(holder) != host(&me) {
+        return None;
+    }
+    let pid: u32 = holder.rsplit_once("(pid ")?.1.trim_end_matches(')').parse().ok()?;
+    if pid == std::process::id() {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+    comm.contains("etcdops").then_some(pid)
+}
+
+pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let journal = args.journal.open()?;
+    let record = journal.find(&args.id)?;
+    if record.state == OpState::Running
+        && let Some(pid) = holder_alive(&record.holder)
+    {
+        anyhow::bail!(
+            "operation {} is still being run by process {pid} on this host ({}); stop it first (Ctrl-C there stops it after its current step)",
+            record.id,
+            record.holder
+        );
+    }
+    let kind = OpKind::parse(&record.kind).with_context(|| format!("operation {}: unknown kind {:?}", record.id, record.kind))?;
+    let mut global = global.clone();
+    global.fleet = fleet_for(&global, &record.fleet);
+    global.cluster = Some(record.cluster.clone());
+    let target = target(&global)?;
+    let run = run_args_from_record(&record, Some(args.journal.path()));
+    let force = record.args["force"].as_bool().unwrap_or(false);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(interrupted.clone());
+    let executor = operate::executor(target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
+    let mut record = record;
+    record.holder = journal::holder();
+    let record = executor.resume(record, args.takeover).await?;
+    emit(out, global.write_out, &record, ops::render_show)?;
+    Ok(ExitStatus::Ok)
+}
+
+pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let path = args.journal.path();
+    let record = if path.exists() { args.journal.open()?.find(&args.id).ok() } else { None };
+    let mut global = global.clone();
+    let id = record.as_ref().map_or_else(|| args.id.clone(), |r| r.id.clone());
+    if let Some(r) = &record {
+        if r.state.is_final() && r.state != OpState::Failed {
+            anyhow::bail!("operation {} is already {}; nothing to abort", r.id, r.state);
+        }
+        global.fleet = fleet_for(&global, &r.fleet);
+        global.cluster = Some(r.cluster.clone());
+    }
+    let target = target(&global)?;
+    let view = operate::observe(&target).await;
+    let held_by_op = view.holders().iter().any(|h| h.operation_id == id);
+    let mut freed = String::from("no agent held the cluster's fence for it");
+    if held_by_op {
+        let abort_id = journal::new_operation_id("abort", time::OffsetDateTime::now_utc());
+        let request = pb::AcquireFenceRequest {
+            fence: Some(fence::fence(&target.cluster.name, view.highest_epoch() + 1, &abort_id, "")),
+            holder: journal::holder(),
+            operation_kind: "abort".into(),
+            takeover: true,
+        };
+        let taken = fence::acquire(&target.agents, &target.cluster, request).await?;
+        let warnings = fence::release(&target.agents, &target.cluster, &taken).await;
+        freed = if warnings.is_empty() {
+            format!("the cluster's fence is free (epoch {})", taken.epoch)
+        } else {
+            format!("fence taken over at epoch {} but not released everywhere: {}", taken.epoch, warnings.join("; "))
+        };
+    } else if record.is_none() {
+        anyhow::bail!(
+            "no operation {id:?} in the journal {} and no agent of cluster {} holds a fence for it",
+            path.display(),
+            target.cluster.name
+        );
+    }
+    if let Some(r) = record {
+        let reason = format!("aborted by {}; {freed}", journal::holder());
+        let updated = args.journal.open()?.finish(&r.id, OpState::Aborted, Some(reason))?;
+        emit(out, global.write_out, &updated, ops::render_show)?;
+    } else {
+        writeln!(out, "operation {id}: {freed}")?;
+    }
+    Ok(ExitStatus::Ok)
+}

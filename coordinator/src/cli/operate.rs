@@ -1,0 +1,221 @@
+//! What every plan-running command shares: `--dry-run`, `--yes`, the
+//! journal, the step timeout; planning against the observed cluster, the
+//! confirmation, Ctrl-C, and running the plan through the executor.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::cli::target::Target;
+use crate::cli::{GlobalArgs, emit};
+use crate::exit::ExitStatus;
+use crate::journal::{self, Journal, OpState, OperationRecord};
+use crate::output::plan::PlanReport;
+use crate::output::{ops, plan as plan_output};
+use crate::plan::executor::{ExecError, Executor, Stderr};
+use crate::plan::planner::{OpKind, Plan, PlanError};
+use crate::plan::safety;
+use crate::plan::view::{self, ClusterView};
+use crate::duration;
+
+/// Options of every command that runs a plan.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operation options")]
+pub struct RunArgs {
+    /// Print the plan and the pre-check verdict; change nothing (exit 1 when the cluster is not safe now).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// The operation journal (default: $XDG_STATE_HOME/etcdops/journal.redb).
+    #[arg(long, value_name = "PATH", env = "ETCDOPS_JOURNAL")]
+    pub journal: Option<PathBuf>,
+
+    /// Time limit of each step, its action and its wait together (default per step: defrag 10m,
+    /// restart 3m, compact 2m, others 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub step_timeout: Option<Duration>,
+
+    /// Go ahead although a member's periodic disk probe is over the fsync threshold.
+    #[arg(long)]
+    pub ignore_slow_disk: bool,
+}
+
+impl RunArgs {
+    pub fn journal(&self) -> anyhow::Result<Journal> {
+        let path = self.journal.clone().unwrap_or_else(journal::default_path);
+        Ok(Journal::open(path)?)
+    }
+
+    /// Kept in the journal so a resume runs with the same options.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "step_timeout_secs": self.step_timeout.map(|d| d.as_secs_f64()),
+            "ignore_slow_disk": self.ignore_slow_disk,
+        })
+    }
+}
+
+/// Observes the cluster (once, for planning).
+pub(crate) async fn observe(target: &Target) -> ClusterView {
+    view::observe(&target.agents, &target.cluster.name, &target.cluster.members).await
+}
+
+/// A plan error is the user's (exit 2) when it names bad input.
+pub(crate) fn plan_error(e: PlanError) -> anyhow::Error {
+    anyhow::Error::new(e)
+}
+
+/// A plan to run, with what the journal keeps about how it was asked for.
+pub(crate) struct Planned {
+    pub plan: Plan,
+    /// `--force`: steps may take the cluster below quorum.
+    pub force: bool,
+    /// The command's own options (kept in the journal for `op resume`).
+    pub options: serde_json::Value,
+}
+
+/// Shows the plan (dry run), or confirms and runs it.
+pub(crate) async fn run_plan(
+    global: &GlobalArgs,
+    target: Target,
+    view: &ClusterView,
+    planned: Planned,
+    run: &RunArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    let Planned { plan, force, options } = planned;
+    let tolerate = plan.kind.tolerate(run.ignore_slow_disk);
+    let busy = crate::plan::executor::busy(view, "");
+    let mut findings = safety::check(view, tolerate);
+    match busy {
+        Err(e) if run.dry_run => findings.insert(
+            0,
+            safety::Finding { member: None, seen: e.to_string(), action: "only one operation runs on a cluster at a time".into() },
+        ),
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
+    }
+    let report = PlanReport { plan, safe: findings.is_empty(), findings };
+    if run.dry_run {
+        emit(out, global.write_out, &report, plan_output::render)?;
+        return Ok(ExitStatus::from_ok(report.safe));
+    }
+    if report.plan.steps.is_empty() {
+        eprint!("{}", plan_output::render(&report));
+        eprintln!("nothing to do");
+        return Ok(if report.safe { ExitStatus::Ok } else { ExitStatus::Failed });
+    }
+    eprint!("{}", plan_output::render(&report));
+    if !report.safe {
+        return Err(anyhow::Error::new(ExecError::Unsafe { cluster: report.plan.cluster, findings: report.findings }));
+    }
+    if !run.yes && !confirm(&report.plan)? {
+        eprintln!("not confirmed: nothing was changed");
+        return Ok(ExitStatus::Failed);
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(interrupted.clone());
+    let executor = executor(target, run, force, tolerate, interrupted)?;
+    let record = new_record(&report.plan, &executor.cluster.name, global, options, run);
+    let record = executor.start(&report.plan, record, false).await?;
+    emit(out, global.write_out, &record, ops::render_show)?;
+    Ok(ExitStatus::Ok)
+}
+
+pub(crate) fn executor(
+    target: Target,
+    run: &RunArgs,
+    force: bool,
+    tolerate: safety::Tolerate<'static>,
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<Executor> {
+    Ok(Executor {
+        agents: target.agents,
+        cluster: target.cluster,
+        journal: run.journal()?,
+        tolerate,
+        force,
+        step_timeout: run.step_timeout,
+        interrupted,
+        progress: Box::new(Stderr),
+    })
+}
+
+fn new_record(plan: &Plan, cluster: &str, global: &GlobalArgs, options: serde_json::Value, run: &RunArgs) -> OperationRecord {
+    let now = OffsetDateTime::now_utc();
+    let mut args = run.to_json();
+    if let (Some(args), serde_json::Value::Object(options)) = (args.as_object_mut(), options) {
+        args.extend(options);
+    }
+    OperationRecord {
+        id: journal::new_operation_id(plan.kind.as_str(), now),
+        kind: plan.kind.as_str().to_string(),
+        cluster: cluster.to_string(),
+        fleet: std::path::absolute(&global.fleet).unwrap_or_else(|_| global.fleet.clone()),
+        args,
+        holder: journal::holder(),
+        epoch: 0,
+        state: OpState::Running,
+        created_at_unix: now.unix_timestamp(),
+        updated_at_unix: now.unix_timestamp(),
+        error: None,
+        steps: Vec::new(),
+    }
+}
+
+/// Asks on the terminal; refuses without one.
+fn confirm(plan: &Plan) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(ConfirmationRequired { kind: plan.kind });
+    }
+    eprint!("Run these {} step(s) on cluster {}? [y/N] ", plan.steps.len(), plan.cluster);
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// Running a plan without a terminal and without `--yes`.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} changes the cluster and needs a confirmation, but stdin is not a terminal: pass --yes (see the plan with --dry-run)")]
+pub struct ConfirmationRequired {
+    pub kind: OpKind,
+}
+
+/// First Ctrl-C: stop cleanly after the current step. Second: quit now
+/// (the journal keeps the operation running, for `etcdops op resume`).
+pub(crate) fn watch_ctrl_c(flag: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        flag.store(true, Ordering::SeqCst);
+        eprintln!("\nCtrl-C: stopping after the current step (Ctrl-C again quits at once; `etcdops op resume` continues later)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("Ctrl-C again: quitting now; the operation stays `running` in the journal");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// The options a resumed operation runs with, from its journal record.
+pub(crate) fn run_args_from_record(record: &OperationRecord, journal: Option<PathBuf>) -> RunArgs {
+    RunArgs {
+        dry_run: false,
+        yes: true,
+        journal,
+        step_timeout: record.args["step_timeout_secs"].as_f64().filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        ignore_slow_disk: record.args["ignore_slow_disk"].as_bool().unwrap_or(false),
+    }
+}

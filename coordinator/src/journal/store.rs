@@ -1,0 +1,254 @@
+//! The redb plumbing of the journal: the file, its tables, one open and one transaction per call, busy retries, record encoding.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
+    TableError, WriteTransaction,
+};
+
+use super::{Journal, JournalError, OperationRecord, SCHEMA_VERSION};
+
+/// Operation ID → the record as JSON, with a `schema` field.
+pub(super) const OPERATIONS: TableDefinition<&str, &str> = TableDefinition::new("operations");
+/// `schema` → the file's schema version. Its presence marks an etcdops journal.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const SCHEMA_KEY: &str = "schema";
+
+/// redb's page cache per open; the journal is small.
+const CACHE_BYTES: usize = 4 << 20;
+
+impl Journal {
+    /// The directories (0700) and an empty file (0600) that redb initialises on first open.
+    pub(super) fn prepare_file(&self) -> Result<(), JournalError> {
+        let create_err = |source| JournalError::Create {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(create_err)?;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(create_err(e)),
+        }
+    }
+
+    /// Marks a new file as a journal of this schema; refuses other redb files and newer schemas.
+    pub(super) fn init(&self) -> Result<(), JournalError> {
+        const ACTION: &str = "initialise the journal";
+        self.write_with(true, ACTION, |txn| {
+            let tables: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| self.db_err(ACTION, e))?
+                .map(|t| redb::TableHandle::name(&t).to_string())
+                .collect();
+            if !tables.is_empty() && !tables.iter().any(|t| t == "meta") {
+                return Err(JournalError::NotAJournal {
+                    path: self.path.clone(),
+                    reason: format!("a redb database with tables {}", tables.join(", ")),
+                });
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err(ACTION, e))?;
+            let found = meta
+                .get(SCHEMA_KEY)
+                .map_err(|e| self.db_err(ACTION, e))?
+                .map(|v| v.value());
+            match found {
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(JournalError::NewerSchema {
+                        path: self.path.clone(),
+                        what: "a journal".to_string(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+                        .map_err(|e| self.db_err(ACTION, e))?;
+                }
+            }
+            txn.open_table(OPERATIONS).map_err(|e| self.db_err(ACTION, e))?;
+            Ok(())
+        })
+    }
+
+    /// Opens the database, waiting up to the busy timeout while another handle has it open.
+    /// Only `init` initialises an empty file; later calls refuse a file that vanished or was
+    /// emptied rather than start a fresh journal unnoticed.
+    pub(super) fn database(&self, initialise: bool) -> Result<Database, JournalError> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let mut builder = Database::builder();
+            builder.set_cache_size(CACHE_BYTES);
+            let opened = if initialise {
+                builder.create(&self.path)
+            } else {
+                builder.open(&self.path)
+            };
+            match opened {
+                Ok(db) => return Ok(db),
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    let waited = start.elapsed();
+                    if waited >= self.busy_timeout {
+                        return Err(JournalError::Busy {
+                            path: self.path.clone(),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep(delay.min(self.busy_timeout - waited));
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                Err(DatabaseError::Storage(StorageError::Corrupted(reason))) => {
+                    return Err(JournalError::NotAJournal {
+                        path: self.path.clone(),
+                        reason,
+                    });
+                }
+                Err(DatabaseError::Storage(StorageError::Io(e))) if e.kind() == ErrorKind::InvalidData => {
+                    return Err(JournalError::NotAJournal {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(DatabaseError::Storage(StorageError::Io(e))) if e.kind() == ErrorKind::UnexpectedEof => {
+                    return Err(JournalError::NotAJournal {
+                        path: self.path.clone(),
+                        reason: "too short for a redb database".to_string(),
+                    });
+                }
+                Err(DatabaseError::UpgradeRequired(version)) => {
+                    return Err(JournalError::NotAJournal {
+                        path: self.path.clone(),
+                        reason: format!("redb file format {version}, older than this etcdops reads"),
+                    });
+                }
+                Err(source) => {
+                    return Err(JournalError::Open {
+                        path: self.path.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One read transaction on a freshly opened database, closed before returning.
+    pub(super) fn read<T>(
+        &self,
+        action: &'static str,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let db = self.database(false)?;
+        let txn = db.begin_read().map_err(|e| self.db_err(action, e))?;
+        let value = f(&txn);
+        drop(txn);
+        drop(db);
+        value
+    }
+
+    /// One write transaction on a freshly opened database, committed (durably) only when `f`
+    /// succeeds; the database is closed before returning.
+    pub(super) fn write<T>(
+        &self,
+        action: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.write_with(false, action, f)
+    }
+
+    pub(super) fn write_with<T>(
+        &self,
+        initialise: bool,
+        action: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let db = self.database(initialise)?;
+        let txn = db.begin_write().map_err(|e| self.db_err(action, e))?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit().map_err(|e| self.db_err(action, e))?;
+                db.close().map_err(|e| self.db_err(action, e))?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The error that made us stop matters more than a failed abort.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// The operations table, or `None` in a journal that has none yet.
+    pub(super) fn operations(
+        &self,
+        txn: &ReadTransaction,
+        action: &'static str,
+    ) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static str>>, JournalError> {
+        match txn.open_table(OPERATIONS) {
+            Ok(table) => Ok(Some(table)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.db_err(action, e)),
+        }
+    }
+
+    pub(super) fn db_err(&self, action: &'static str, source: impl Into<redb::Error>) -> JournalError {
+        JournalError::Database {
+            path: self.path.clone(),
+            action,
+            source: Box::new(source.into()),
+        }
+    }
+
+    /// The record as stored: its JSON object with `"schema"` added.
+    pub(super) fn encode(&self, op: &OperationRecord) -> Result<String, JournalError> {
+        let encode_err = |source| JournalError::Encode {
+            path: self.path.clone(),
+            id: op.id.clone(),
+            source,
+        };
+        let mut value = serde_json::to_value(op).map_err(encode_err)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("schema".to_string(), SCHEMA_VERSION.into());
+        }
+        serde_json::to_string(&value).map_err(encode_err)
+    }
+
+    pub(super) fn decode(&self, id: &str, text: &str) -> Result<OperationRecord, JournalError> {
+        let decode_err = |source| JournalError::Decode {
+            path: self.path.clone(),
+            id: id.to_string(),
+            source,
+        };
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(decode_err)?;
+        let schema = value
+            .as_object_mut()
+            .and_then(|o| o.remove("schema"))
+            .and_then(|s| s.as_u64())
+            .unwrap_or(SCHEMA_VERSION);
+        if schema > SCHEMA_VERSION {
+            return Err(JournalError::NewerSchema {
+                path: self.path.clone(),
+                what: format!("operation {id}"),
+                found: schema,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        serde_json::from_value(value).map_err(decode_err)
+    }
+}

@@ -1,0 +1,613 @@
+//! The one plan executor. For every step it re-reads the cluster, runs the
+//! safety checks and waits for the voters to converge; then it acts through
+//! one agent, under the operation's fence, and waits for the step's
+//! condition. Every step's outcome goes to the journal before the next
+//! starts, so a killed coordinator resumes where it stopped. The first
+//! unsafe state stops the operation cleanly (journaled, fence released) with
+//! what was seen and what to do.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use etcdops_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::fence::{self, FenceError};
+use super::planner::{Plan, StepKind, transfer_target};
+use super::safety::{self, Finding, Tolerate};
+use super::view::{self, ClusterView, POLL_INTERVAL};
+use crate::agents::{AgentErrorKind, Agents, Client};
+use crate::fleet::{Cluster, Member};
+use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
+use crate::output::table::{format_took, human_bytes_i64};
+
+/// How long the voters get to converge before a step.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts of one agent call on transport errors (same step key: idempotent).
+const CALL_ATTEMPTS: u32 = 3;
+
+/// Why an operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The cluster was unsafe before anything was done.
+    #[error("cluster {cluster} is not safe to operate on; nothing was changed:\n{}", list(findings))]
+    Unsafe { cluster: String, findings: Vec<Finding> },
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Stopped at a step; journaled, fence released.
+    #[error(
+        "operation {op} stopped at step {index}/{total} ({step}): {reason}\n\
+         Steps before it are done; nothing after it was started. Fix the cause, then \
+         `etcdops op resume {op}` (or `etcdops op abort {op}`)."
+    )]
+    Stopped { op: String, index: usize, total: usize, step: String, reason: String },
+    /// Every step ran but the cluster is not healthy afterwards.
+    #[error("operation {op} ran every step, but the cluster is not healthy afterwards:\n{}", list(findings))]
+    UnhealthyAfter { op: String, findings: Vec<Finding> },
+    /// The journal says the operation cannot be run (finished, unknown step).
+    #[error("operation {op}: {reason}")]
+    NotResumable { op: String, reason: String },
+}
+
+fn list(findings: &[Finding]) -> String {
+    findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Progress lines for people (stderr).
+pub trait Progress: Send + Sync {
+    fn line(&self, text: &str);
+}
+
+/// Progress on stderr.
+#[derive(Debug, Default)]
+pub struct Stderr;
+
+impl Progress for Stderr {
+    fn line(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// What the executor works with.
+pub struct Executor {
+    pub agents: Agents,
+    pub cluster: Cluster,
+    pub journal: Journal,
+    pub tolerate: Tolerate<'static>,
+    /// Accept steps that take the cluster below quorum (`--force`).
+    pub force: bool,
+    /// Each step's time limit instead of its kind's default.
+    pub step_timeout: Option<Duration>,
+    /// Set on Ctrl-C: stop cleanly before the next step.
+    pub interrupted: Arc<AtomicBool>,
+    pub progress: Box<dyn Progress>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("cluster", &self.cluster.name).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Reads the cluster now.
+    pub async fn observe(&self) -> ClusterView {
+        view::observe(&self.agents, &self.cluster.name, &self.cluster.members).await
+    }
+
+    /// Starts a new operation: checks the cluster, takes the fence, journals
+    /// the plan and runs it. `args` are the command's options, kept in the
+    /// journal.
+    pub async fn start(
+        &self,
+        plan: &Plan,
+        record: OperationRecord,
+        takeover: bool,
+    ) -> Result<OperationRecord, ExecError> {
+        let view = self.observe().await;
+        if !takeover {
+            busy(&view, &record.id)?;
+        }
+        let findings = safety::check(&view, self.tolerate);
+        if !findings.is_empty() {
+            return Err(ExecError::Unsafe { cluster: self.cluster.name.clone(), findings });
+        }
+        let fence = self.acquire(&view, &record, takeover).await?;
+        let mut record = record;
+        record.epoch = fence.epoch;
+        record.steps = plan.steps.iter().map(|s| StepRecord::pending(s.id.clone(), s.description.clone())).collect();
+        if let Err(e) = self.journal.create(&record) {
+            fence::release(&self.agents, &self.cluster, &fence).await;
+            return Err(e.into());
+        }
+        self.progress.line(&format!(
+            "operation {} ({}) on cluster {}: {} step(s); journal {}",
+            record.id,
+            record.kind,
+            self.cluster.name,
+            record.steps.len(),
+            self.journal.path().display()
+        ));
+        self.run(record, fence).await
+    }
+
+    /// Resumes a journaled operation from its first unfinished step.
+    pub async fn resume(&self, record: OperationRecord, takeover: bool) -> Result<OperationRecord, ExecError> {
+        if record.state.is_final() && record.state != OpState::Failed {
+            return Err(ExecError::NotResumable {
+                op: record.id.clone(),
+                reason: format!("it is {}; only running or failed operations can be resumed", record.state.as_str()),
+            });
+        }
+        for step in &record.steps {
+            if StepKind::from_id(&step.id).is_none() {
+                return Err(ExecError::NotResumable {
+                    op: record.id.clone(),
+                    reason: format!("step {:?} in the journal is not one this version knows", step.id),
+                });
+            }
+        }
+        let view = self.observe().await;
+        let fence = self.acquire(&view, &record, takeover).await?;
+        let record = self.journal.update(&record.id, |r| {
+            r.state = OpState::Running;
+            r.epoch = fence.epoch;
+            r.error = None;
+        })?;
+        self.progress.line(&format!(
+            "resuming operation {} ({}) on cluster {} at step {}/{}",
+            record.id,
+            record.kind,
+            self.cluster.name,
+            record.steps_complete() + 1,
+            record.steps.len()
+        ));
+        self.run(record, fence).await
+    }
+
+    async fn acquire(&self, view: &ClusterView, record: &OperationRecord, takeover: bool) -> Result<pb::Fence, ExecError> {
+        let request = pb::AcquireFenceRequest {
+            fence: Some(fence::fence(&self.cluster.name, view.highest_epoch() + 1, &record.id, "")),
+            holder: record.holder.clone(),
+            operation_kind: record.kind.clone(),
+            takeover,
+        };
+        Ok(fence::acquire(&self.agents, &self.cluster, request).await?)
+    }
+
+    async fn run(&self, mut record: OperationRecord, fence: pb::Fence) -> Result<OperationRecord, ExecError> {
+        let total = record.steps.len();
+        for index in 0..total {
+            let step = record.steps[index].clone();
+            if step.state.is_complete() {
+                continue;
+            }
+            let number = index + 1;
+            let op_id = record.id.clone();
+            let stop = |reason: String| ExecError::Stopped {
+                op: op_id.clone(),
+                index: number,
+                total,
+                step: step.description.clone(),
+                reason,
+            };
+            if self.interrupted.load(Ordering::SeqCst) {
+                let err = stop("interrupted (Ctrl-C) before this step".into());
+                return Err(self.stop(&record.id, &fence, err).await);
+            }
+            let Some(kind) = StepKind::from_id(&step.id) else {
+                let err = stop(format!("unknown step {:?}", step.id));
+                return Err(self.stop(&record.id, &fence, err).await);
+            };
+            let timeout = self.step_timeout.unwrap_or_else(|| kind.default_timeout()).max(Duration::from_secs(1));
+            let deadline = Instant::now() + timeout;
+            let view = match self.pre_check(&kind).await {
+                Ok(view) => view,
+                Err(findings) => {
+                    let err = stop(format!("the cluster is not safe for this step:\n{}", list(&findings)));
+                    return Err(self.stop(&record.id, &fence, err).await);
+                }
+            };
+            self.progress.line(&format!("[{number}/{total}] {} ...", step.description));
+            // The agents answer a call repeated under the same key from their
+            // record. A step whose coordinator died mid-way (still `running`)
+            // keeps its key, so an action that completed is not done twice; a
+            // step that failed gets a new key, so its action runs again.
+            let attempt = if step.state == StepState::Running { step.attempts.max(1) } else { step.attempts + 1 };
+            record = self.journal.step_started(&record.id, &step.id)?;
+            let processed = processed(&record);
+            let started = Instant::now();
+            let step_fence = pb::Fence { step: format!("{}#{attempt}", step.id), ..fence.clone() };
+            match self.execute(&kind, &view, &step_fence, deadline, &processed).await {
+                Ok(detail) => {
+                    let detail = format!("{detail} ({})", format_took(started.elapsed()));
+                    self.progress.line(&format!("[{number}/{total}] {}: done: {detail}", step.description));
+                    record = self.journal.step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
+                }
+                Err(reason) => {
+                    self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));
+                    self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
+                    let err = stop(reason);
+                    return Err(self.stop(&record.id, &fence, err).await);
+                }
+            }
+        }
+        let view = self.observe().await;
+        let findings = safety::check(&view, self.tolerate);
+        let (state, error) = if findings.is_empty() {
+            (OpState::Succeeded, None)
+        } else {
+            (OpState::Failed, Some(format!("the cluster is not healthy after the last step:\n{}", list(&findings))))
+        };
+        let record = self.journal.finish(&record.id, state, error)?;
+        fence::release(&self.agents, &self.cluster, &fence).await;
+        if findings.is_empty() {
+            self.progress.line(&format!("operation {} succeeded", record.id));
+            Ok(record)
+        } else {
+            Err(ExecError::UnhealthyAfter { op: record.id, findings })
+        }
+    }
+
+    /// Journals the stop and gives the fence back.
+    async fn stop(&self, op: &str, fence: &pb::Fence, err: ExecError) -> ExecError {
+        let reason = err.to_string();
+        if let Err(e) = self.journal.finish(op, OpState::Failed, Some(reason)) {
+            tracing::error!(error = %e, "could not journal the stop");
+        }
+        fence::release(&self.agents, &self.cluster, fence).await;
+        err
+    }
+
+    /// Safety checks, the quorum margin of a restart, and convergence: every
+    /// voter's applied index reaches the leader's index of the first look.
+    async fn pre_check(&self, kind: &StepKind) -> Result<ClusterView, Vec<Finding>> {
+        let view = self.observe().await;
+        let mut tolerate = self.tolerate;
+        if let StepKind::Restart { member } = kind {
+            tolerate.down = Some(member.as_str());
+        }
+        let mut findings = safety::check(&view, tolerate);
+        if let StepKind::Restart { member } = kind
+            && !self.force
+            && let Err(f) = safety::keeps_quorum_without(&view, member)
+        {
+            findings.push(f);
+        }
+        if !findings.is_empty() {
+            return Err(findings);
+        }
+        let Some(target) = view.leader().map(|l| l.raft_index) else {
+            return Err(safety::check(&view, Tolerate { nospace_alarm: true, slow_disk: true, down: None }));
+        };
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        let mut view = view;
+        loop {
+            let behind = safety::lagging(&view, target);
+            if behind.is_empty() {
+                return Ok(view);
+            }
+            if Instant::now() >= deadline {
+                return Err(behind
+                    .into_iter()
+                    .map(|(member, by)| Finding {
+                        member: Some(member),
+                        seen: format!("still {by} raft entries behind the leader after {}", format_took(CONVERGE_TIMEOUT)),
+                        action: "a follower that cannot keep up is not safe to lean on: check its disk and network".into(),
+                    })
+                    .collect());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+            view = self.observe().await;
+        }
+    }
+
+    async fn execute(
+        &self,
+        kind: &StepKind,
+        view: &ClusterView,
+        fence: &pb::Fence,
+        deadline: Instant,
+        processed: &[String],
+    ) -> Result<String, String> {
+        match kind {
+            StepKind::TransferLeadership { from } => self.transfer(view, from, fence, deadline, processed).await,
+            StepKind::Defrag { member } => {
+                let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
+                let request = pb::DefragmentRequest { fence: Some(fence.clone()), timeout_ms: ms_until(deadline) };
+                let answer = self
+                    .call(member, deadline, move |mut c: Client| {
+                        let request = request.clone();
+                        async move { c.defragment(request).await }
+                    })
+                    .await?;
+                let waited = self.wait_ready(member, deadline).await?;
+                detail.push_str(&format!(
+                    "db {} -> {} ({} in use) in {}; healthy and caught up {} later",
+                    human_bytes_i64(answer.db_size_before),
+                    human_bytes_i64(answer.db_size_after),
+                    human_bytes_i64(answer.db_size_in_use_after),
+                    format_took(Duration::from_millis(answer.took_ms)),
+                    format_took(waited)
+                ));
+                Ok(detail)
+            }
+            StepKind::Restart { member } => {
+                let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
+                let request =
+                    pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms: ms_until(deadline), fence: Some(fence.clone()) };
+                let unit = self
+                    .call(member, deadline, move |mut c: Client| {
+                        let request = request.clone();
+                        async move { c.restart_etcd(request).await }
+                    })
+                    .await?;
+                let waited = self.wait_ready(member, deadline).await?;
+                let pid = if unit.main_pid > 0 { format!(" (pid {})", unit.main_pid) } else { String::new() };
+                detail.push_str(&format!("restarted{pid}; healthy and caught up after {}", format_took(waited)));
+                Ok(detail)
+            }
+            StepKind::Compact { revision } => {
+                let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
+                let request = pb::CompactRequest {
+                    fence: Some(fence.clone()),
+                    revision: *revision,
+                    physical: true,
+                    timeout_ms: ms_until(deadline),
+                };
+                let answer = self
+                    .call(&member, deadline, move |mut c: Client| {
+                        let request = request.clone();
+                        async move { c.compact(request).await }
+                    })
+                    .await?;
+                Ok(if answer.already_compacted {
+                    format!("history was already compacted at or past revision {revision}")
+                } else {
+                    format!("compacted up to revision {} through {member}", answer.revision)
+                })
+            }
+            StepKind::DisarmAlarms => {
+                let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
+                let request = pb::DisarmAlarmsRequest { fence: Some(fence.clone()), alarms: Vec::new() };
+                let answer = self
+                    .call(&member, deadline, move |mut c: Client| {
+                        let request = request.clone();
+                        async move { c.disarm_alarms(request).await }
+                    })
+                    .await?;
+                if !answer.remaining.is_empty() {
+                    let left: Vec<String> = answer.remaining.iter().map(|a| a.kind.clone()).collect();
+                    return Err(format!(
+                        "alarms still active after disarming: {} (etcd re-raises NOSPACE while the database is over its quota)",
+                        left.join(", ")
+                    ));
+                }
+                let kinds: Vec<String> = answer.disarmed.iter().map(|a| a.kind.clone()).collect();
+                Ok(if kinds.is_empty() { "no alarm was active".into() } else { format!("disarmed {}", kinds.join(", ")) })
+            }
+            StepKind::VerifyWrites => {
+                let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
+                let request = pb::WriteProbeRequest { fence: Some(fence.clone()), timeout_ms: ms_until(deadline).min(60_000) };
+                let answer = self
+                    .call(&member, deadline, move |mut c: Client| {
+                        let request = request.clone();
+                        async move { c.write_probe(request).await }
+                    })
+                    .await?;
+                Ok(format!("wrote and deleted {} at revision {}", answer.key, answer.revision))
+            }
+        }
+    }
+
+    /// Moves leadership away from `member` first if it leads now (the plan
+    /// put a transfer step before it, but an election may have made it
+    /// leader again since).
+    async fn transfer_if_leader(
+        &self,
+        view: &ClusterView,
+        member: &str,
+        fence: &pb::Fence,
+        deadline: Instant,
+        processed: &[String],
+    ) -> Result<String, String> {
+        let voters = view.members.iter().filter(|m| m.is_voter()).count();
+        if view.leader().is_some_and(|l| l.name == member) && voters > 1 {
+            let transfer_fence = pb::Fence { step: format!("{}+transfer", fence.step), ..fence.clone() };
+            let moved = self.transfer(view, member, &transfer_fence, deadline, processed).await?;
+            return Ok(format!("{moved}; "));
+        }
+        Ok(String::new())
+    }
+
+    async fn transfer(
+        &self,
+        view: &ClusterView,
+        from: &str,
+        fence: &pb::Fence,
+        deadline: Instant,
+        processed: &[String],
+    ) -> Result<String, String> {
+        let Some(leader) = view.leader() else {
+            return Err("no agreed leader".into());
+        };
+        if leader.name != from {
+            return Ok(format!("{from} is not the leader ({} is): nothing to move", leader.name));
+        }
+        let target = transfer_target(view, from, processed)
+            .ok_or_else(|| format!("no healthy voter to take over leadership from {from}"))?;
+        let (target_name, target_id) = (target.name.clone(), target.id);
+        let request = pb::MoveLeaderRequest {
+            fence: Some(fence.clone()),
+            target_member_id: target_id,
+            timeout_ms: ms_until(deadline).min(60_000),
+        };
+        self.call(from, deadline, move |mut c: Client| {
+            let request = request.clone();
+            async move { c.move_leader(request).await }
+        })
+        .await?;
+        let started = Instant::now();
+        loop {
+            let now = self.observe().await;
+            if let Some(l) = now.leader()
+                && l.name != from
+            {
+                return Ok(format!("leadership moved from {from} to {} in {}", l.name, format_took(started.elapsed())));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("asked {from} to hand leadership to {target_name}, but no new leader was agreed in time"));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until `member` passes a linearizable read and its applied index
+    /// reaches the leader's index as first seen once it was healthy.
+    async fn wait_ready(&self, member: &str, deadline: Instant) -> Result<Duration, String> {
+        let started = Instant::now();
+        let mut target = None;
+        let mut last = String::from("not observed yet");
+        loop {
+            let view = self.observe().await;
+            if let Some(m) = view.member(member) {
+                if m.is_healthy() {
+                    if target.is_none() {
+                        target = view.leader().map(|l| l.raft_index);
+                    }
+                    match target {
+                        Some(t) if m.applied_index >= t => return Ok(started.elapsed()),
+                        Some(t) => last = format!("applied index {} behind the leader's {t}", m.applied_index),
+                        None => last = "no agreed leader".into(),
+                    }
+                } else {
+                    last = m.unreachable.clone().or_else(|| m.unhealthy.clone()).unwrap_or_default();
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{member} was not healthy and caught up in time: {last}"));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// One call to `member`'s agent within `deadline`, retried on transport
+    /// errors (same fence step, so the agent answers a retry from its record).
+    async fn call<T, F, Fut>(&self, member: &str, deadline: Instant, call: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
+        let target: Vec<Member> = self.cluster.members.iter().filter(|m| m.name == member).cloned().collect();
+        if target.is_empty() {
+            return Err(format!("{member} is not in the fleet file"));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            let agents = self.agents.with_timeout(left);
+            let reply = agents.fan_out(&target, call.clone()).await.pop().ok_or("no reply")?;
+            match reply.result {
+                Ok(answer) => return Ok(answer),
+                Err(e) if attempt < CALL_ATTEMPTS && transient(&e.kind) && Instant::now() < deadline => {
+                    tracing::warn!(member, error = %e, attempt, "retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Another operation holds the cluster's fence: refuse before anything
+/// else, naming it (its own work is the likely cause of anything unsafe).
+pub fn busy(view: &ClusterView, own_operation: &str) -> Result<(), FenceError> {
+    let Some(holder) = view.holders().into_iter().find(|h| h.operation_id != own_operation) else {
+        return Ok(());
+    };
+    let since = time::OffsetDateTime::from_unix_timestamp(holder.acquired_at_unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| holder.acquired_at_unix.to_string());
+    Err(FenceError::Held {
+        cluster: view.cluster.clone(),
+        message: format!(
+            "operation {} ({}) of {} holds its fence since {since} (epoch {}): wait for it to finish, \
+             or if its coordinator is gone: `etcdops op resume {}` where it was journaled, or `etcdops op abort {}`",
+            holder.operation_id, holder.operation_kind, holder.holder, holder.epoch, holder.operation_id, holder.operation_id
+        ),
+    })
+}
+
+fn transient(kind: &AgentErrorKind) -> bool {
+    match kind {
+        AgentErrorKind::Unreachable { .. }
+        | AgentErrorKind::ConnectTimeout { .. }
+        | AgentErrorKind::ConnectionClosed { .. } => true,
+        AgentErrorKind::Rpc { code, .. } => *code == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Members whose defrag or restart step is done.
+fn processed(record: &OperationRecord) -> Vec<String> {
+    record
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Done)
+        .filter_map(|s| match StepKind::from_id(&s.id) {
+            Some(StepKind::Defrag { member } | StepKind::Restart { member }) => Some(member),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Milliseconds left until `deadline`, at least 1 s, as an agent `timeout_ms`.
+fn ms_until(deadline: Instant) -> u32 {
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(3_600_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processed_members_come_from_done_steps() {
+        let mut record = OperationRecord {
+            id: "op".into(),
+            kind: "defrag".into(),
+            cluster: "c".into(),
+            fleet: "f".into(),
+            args: serde_json::Value::Null,
+            holder: "h".into(),
+            epoch: 1,
+            state: OpState::Running,
+            created_at_unix: 0,
+            updated_at_unix: 0,
+            error: None,
+            steps: Vec::new(),
+        };
+        record.steps = vec![
+            StepRecord::pending("defrag:etcd2", "x"),
+            StepRecord::pending("transfer-leadership:etcd1", "x"),
+            StepRecord::pending("defrag:etcd3", "x"),
+        ];
+        record.steps[0].state = StepState::Done;
+        record.steps[1].state = StepState::Done;
+        assert_eq!(processed(&record), ["etcd2"]);
+    }
+
+    #[test]
+    fn transient_errors_are_transport_ones() {
+        assert!(transient(&AgentErrorKind::Unreachable { reason: "refused".into() }));
+        assert!(transient(&AgentErrorKind::Rpc { code: tonic::Code::Unavailable, message: String::new() }));
+        assert!(!transient(&AgentErrorKind::Rpc { code: tonic::Code::FailedPrecondition, message: String::new() }));
+    }
+}

@@ -1,0 +1,96 @@
+//! Taking and giving back a cluster's fence on every agent: one writer per
+//! cluster. The agents enforce it (they refuse mutating calls without the
+//! holder's fence); this is the coordinator's side of the handshake.
+
+use etcdops_proto::v1 as pb;
+
+use crate::agents::{AgentError, AgentErrorKind, Agents};
+use crate::fleet::Cluster;
+
+/// Why the fence could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// Another operation holds the cluster (the agents' message names it).
+    #[error("cluster {cluster} is busy: {message}")]
+    Held { cluster: String, message: String },
+    /// An agent could not be asked.
+    #[error("cannot take cluster {cluster}'s fence: {source}")]
+    Agent {
+        cluster: String,
+        #[source]
+        source: Box<AgentError>,
+    },
+}
+
+/// The fence of an operation on a cluster.
+pub fn fence(cluster: &str, epoch: u64, operation_id: &str, step: &str) -> pb::Fence {
+    pb::Fence { cluster: cluster.into(), epoch, operation_id: operation_id.into(), step: step.into() }
+}
+
+/// Takes the fence on every member's agent with `epoch` (which must be above
+/// every epoch the agents recorded, unless this operation already holds it).
+/// On any refusal the agents that granted it are released again and the
+/// refusal is returned.
+pub async fn acquire(
+    agents: &Agents,
+    cluster: &Cluster,
+    request: pb::AcquireFenceRequest,
+) -> Result<pb::Fence, FenceError> {
+    let replies = agents
+        .fan_out(&cluster.members, move |mut client| {
+            let request = request.clone();
+            async move { client.acquire_fence(request).await }
+        })
+        .await;
+    let mut granted = Vec::new();
+    let mut refusal = None;
+    let mut fence_out = None;
+    for (reply, member) in replies.into_iter().zip(&cluster.members) {
+        match reply.result {
+            Ok(state) => {
+                granted.push(member.clone());
+                fence_out = Some(fence(&state.cluster, state.epoch, &state.operation_id, ""));
+            }
+            Err(e) if refusal.is_none() => refusal = Some(e),
+            Err(_) => {}
+        }
+    }
+    match (refusal, fence_out) {
+        (None, Some(f)) => Ok(f),
+        (refusal, fence_out) => {
+            if let Some(f) = fence_out {
+                let subset = Cluster { members: granted, ..cluster.clone() };
+                release(agents, &subset, &f).await;
+            }
+            let Some(e) = refusal else {
+                return Err(FenceError::Held { cluster: cluster.name.clone(), message: "the cluster has no members".into() });
+            };
+            Err(match &e.kind {
+                AgentErrorKind::Rpc { code: tonic::Code::FailedPrecondition | tonic::Code::Aborted, message } => {
+                    FenceError::Held { cluster: cluster.name.clone(), message: format!("agent {}: {message}", e.member) }
+                }
+                _ => FenceError::Agent { cluster: cluster.name.clone(), source: Box::new(e) },
+            })
+        }
+    }
+}
+
+/// Gives the fence back on every member's agent; failures are logged and
+/// returned as warnings (the next operation's acquire reports what is left).
+pub async fn release(agents: &Agents, cluster: &Cluster, fence: &pb::Fence) -> Vec<String> {
+    let request = pb::ReleaseFenceRequest { fence: Some(fence.clone()) };
+    let replies = agents
+        .fan_out(&cluster.members, move |mut client| {
+            let request = request.clone();
+            async move { client.release_fence(request).await }
+        })
+        .await;
+    let mut warnings = Vec::new();
+    for reply in replies {
+        if let Err(e) = reply.result {
+            tracing::warn!(member = %reply.member, error = %e, "could not release the fence");
+            warnings.push(format!("could not release the fence on {}: {e}", reply.member));
+        }
+    }
+    warnings
+}

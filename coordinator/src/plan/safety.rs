@@ -1,0 +1,303 @@
+//! The checks run before every step of a plan: pure functions over a
+//! [`ClusterView`]. Each finding says what was seen and what to do.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::view::{ClusterView, MemberView};
+
+/// What an operation tolerates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tolerate<'a> {
+    /// A NOSPACE alarm (recover nospace, alarm disarm).
+    pub nospace_alarm: bool,
+    /// A disk probe over the fsync threshold.
+    pub slow_disk: bool,
+    /// This member being down: the step about to run restarts it (a
+    /// resumed restart whose member did not come back). Quorum without it
+    /// is checked separately.
+    pub down: Option<&'a str>,
+}
+
+/// One reason the cluster is not safe to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The member concerned, when there is one.
+    pub member: Option<String>,
+    /// What was seen.
+    pub seen: String,
+    /// What to do about it.
+    pub action: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.member {
+            Some(m) => write!(f, "{m}: {} — {}", self.seen, self.action),
+            None => write!(f, "{} — {}", self.seen, self.action),
+        }
+    }
+}
+
+fn finding(member: Option<&MemberView>, seen: String, action: &str) -> Finding {
+    Finding { member: member.map(|m| m.name.clone()), seen, action: action.to_string() }
+}
+
+/// Quorum of `voters` voters.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Everything that makes the cluster unsafe to act on now; empty when safe.
+///
+/// Safe means: every fleet member's agent and etcd member answer and pass a
+/// linearizable read; they agree on one cluster ID and one leader that is in
+/// the fleet; every voter etcd knows is in the fleet; no alarm is active
+/// (unless tolerated); no disk probe is over its threshold (unless tolerated).
+pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for m in &view.members {
+        if tolerate.down == Some(m.name.as_str()) {
+            continue;
+        }
+        if let Some(why) = &m.unreachable {
+            findings.push(finding(
+                Some(m),
+                format!("not reachable: {why}"),
+                "bring the member (or its agent) back, or replace it, before a cluster-wide operation",
+            ));
+        } else if let Some(why) = &m.unhealthy {
+            findings.push(finding(
+                Some(m),
+                format!("failed a linearizable read: {why}"),
+                "find out why (etcdops status, the member's log) and retry when `etcdops health` passes",
+            ));
+        }
+    }
+    let answered: Vec<&MemberView> = view.members.iter().filter(|m| m.unreachable.is_none()).collect();
+    if answered.is_empty() {
+        return findings;
+    }
+    let mut cluster_ids: Vec<u64> = answered.iter().map(|m| m.cluster_id).collect();
+    cluster_ids.sort_unstable();
+    cluster_ids.dedup();
+    if cluster_ids.len() > 1 {
+        findings.push(finding(
+            None,
+            format!(
+                "members report different cluster IDs ({})",
+                cluster_ids.iter().map(|id| format!("{id:016x}")).collect::<Vec<_>>().join(", ")
+            ),
+            "the fleet file mixes clusters or a member was restored on its own; fix the inventory first",
+        ));
+    }
+    let mut leaders: Vec<u64> = answered.iter().map(|m| m.leader_id).collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    if leaders == [0] {
+        findings.push(finding(None, "no member has a leader".into(), "the cluster has lost quorum or is electing; wait and retry, or see `etcdops status`"));
+    } else if leaders.len() > 1 {
+        findings.push(finding(
+            None,
+            format!(
+                "members disagree on the leader ({})",
+                leaders.iter().map(|id| format!("{id:016x}")).collect::<Vec<_>>().join(", ")
+            ),
+            "an election is in progress or a member is partitioned; retry in a few seconds",
+        ));
+    } else if view.member_by_id(leaders[0]).is_none() {
+        findings.push(finding(
+            None,
+            format!("the leader {:016x} is not a member of the fleet file", leaders[0]),
+            "add every member of the cluster to the fleet file",
+        ));
+    }
+    // Voters etcd knows about that the fleet does not: we could not check them.
+    if let Some(reporter) = view.leader().or_else(|| answered.first().copied()) {
+        for (id, name, is_learner) in &reporter.members {
+            if *is_learner {
+                continue;
+            }
+            // A fleet member that did not answer is reported above, by name.
+            let unreachable_by_name = view.members.iter().any(|m| m.unreachable.is_some() && m.name == *name);
+            if !view.members.iter().any(|m| m.id == *id) && !unreachable_by_name {
+                let shown = if name.is_empty() { "(not started)".to_string() } else { name.clone() };
+                findings.push(finding(
+                    None,
+                    format!("voter {id:016x} {shown} is in the cluster but not in the fleet file (or its agent is down)"),
+                    "add it to the fleet file, or remove it from the cluster with `etcdops member remove`",
+                ));
+            }
+        }
+    }
+    let mut alarms: Vec<(u64, String)> = answered.iter().flat_map(|m| m.alarms.iter().cloned()).collect();
+    alarms.sort();
+    alarms.dedup();
+    for (member_id, kind) in alarms {
+        if kind == "NOSPACE" && tolerate.nospace_alarm {
+            continue;
+        }
+        let action = if kind == "NOSPACE" {
+            "the database is over its quota: run `etcdops recover nospace`"
+        } else {
+            "investigate (a CORRUPT alarm means a member's data differs: do not proceed); disarm with `etcdops alarm disarm` once resolved"
+        };
+        let owner = view.member_by_id(member_id).map_or_else(|| format!("{member_id:016x}"), |m| m.name.clone());
+        findings.push(finding(None, format!("alarm {kind} is active on {owner}"), action));
+    }
+    if !tolerate.slow_disk {
+        for m in &answered {
+            if m.disk_within_threshold == Some(false) {
+                findings.push(finding(
+                    Some(m),
+                    format!("its disk is over the fsync threshold ({})", m.disk_detail),
+                    "a slow disk makes leader changes and restarts risky; check `etcdops check disk`, or pass --ignore-slow-disk",
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// Whether every voter's applied index has reached `target` (a leader index
+/// sampled earlier): the followers have caught up with the leader. Returns
+/// the members still behind, with how far.
+pub fn lagging(view: &ClusterView, target: u64) -> Vec<(String, u64)> {
+    view.members
+        .iter()
+        .filter(|m| m.unreachable.is_none() && m.is_voter() && m.applied_index < target)
+        .map(|m| (m.name.clone(), target - m.applied_index))
+        .collect()
+}
+
+/// Whether the cluster's size lets one voter be down at all: with every
+/// other voter healthy, is there still a quorum? (Not with one or two voters.)
+pub fn tolerates_one_down(view: &ClusterView, member: &str) -> Result<(), Finding> {
+    let Some(target) = view.member(member) else {
+        return Ok(());
+    };
+    let total = view.members.iter().filter(|m| !m.is_learner).count();
+    if target.is_learner || total > quorum(total) {
+        return Ok(());
+    }
+    Err(finding(
+        Some(target),
+        format!("with {total} voter(s), taking one down leaves {} of the {} quorum needs", total - 1, quorum(total)),
+        "the cluster would stop serving meanwhile: add members first, or pass --force to accept the outage",
+    ))
+}
+
+/// Whether taking `member` out of service for a while (restart) keeps
+/// quorum: the voters still healthy without it must be a quorum.
+pub fn keeps_quorum_without(view: &ClusterView, member: &str) -> Result<(), Finding> {
+    let voters: Vec<&MemberView> = view.members.iter().filter(|m| m.unreachable.is_none() && m.is_voter()).collect();
+    let Some(target) = view.member(member) else {
+        return Ok(());
+    };
+    if target.is_learner {
+        return Ok(());
+    }
+    let total = view.members.iter().filter(|m| !m.is_learner).count();
+    let healthy_others = voters.iter().filter(|m| m.name != member && m.is_healthy()).count();
+    if healthy_others >= quorum(total) {
+        Ok(())
+    } else {
+        Err(finding(
+            Some(target),
+            format!(
+                "taking it down leaves {healthy_others} healthy voter(s) of {total}; quorum needs {}",
+                quorum(total)
+            ),
+            "the cluster would stop serving: add members first, or pass --force to accept the outage",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::view::fixtures::healthy;
+    use super::*;
+
+    #[test]
+    fn a_healthy_cluster_is_safe() {
+        for n in [1, 3, 5] {
+            assert!(check(&healthy(n, 1), Tolerate::default()).is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn each_unsafe_state_is_reported_with_an_action() {
+        type Break = fn(&mut ClusterView);
+        let cases: Vec<(&str, Break, &str)> = vec![
+            ("unreachable", |v| v.members[1].unreachable = Some("refused".into()), "etcd2: not reachable"),
+            ("unhealthy", |v| v.members[2].unhealthy = Some("timeout".into()), "etcd3: failed a linearizable read"),
+            ("no leader", |v| v.members.iter_mut().for_each(|m| m.leader_id = 0), "no member has a leader"),
+            ("split leader", |v| v.members[0].leader_id = 3, "disagree on the leader"),
+            ("cluster ids", |v| v.members[0].cluster_id = 1, "different cluster IDs"),
+            ("nospace", |v| v.members[0].alarms = vec![(2, "NOSPACE".into())], "alarm NOSPACE is active on etcd2"),
+            ("corrupt", |v| v.members[1].alarms = vec![(1, "CORRUPT".into())], "alarm CORRUPT"),
+            ("slow disk", |v| v.members[0].disk_within_threshold = Some(false), "etcd1: its disk is over"),
+            (
+                "unknown voter",
+                |v| v.members[0].members.push((99, "etcd9".into(), false)),
+                "voter 0000000000000063 etcd9 is in the cluster but not in the fleet",
+            ),
+        ];
+        for (what, break_it, expected) in cases {
+            let mut v = healthy(3, 1);
+            break_it(&mut v);
+            let findings = check(&v, Tolerate::default());
+            let text = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            assert!(text.contains(expected), "{what}: {text}");
+            assert!(findings.iter().all(|f| !f.action.is_empty()), "{what}");
+        }
+    }
+
+    #[test]
+    fn tolerated_states_pass() {
+        let mut v = healthy(3, 1);
+        v.members[0].alarms = vec![(2, "NOSPACE".into())];
+        v.members[1].disk_within_threshold = Some(false);
+        let tolerate = Tolerate { nospace_alarm: true, slow_disk: true, down: None };
+        assert!(check(&v, tolerate).is_empty());
+        v.members[0].alarms = vec![(2, "CORRUPT".into())];
+        assert_eq!(check(&v, tolerate).len(), 1);
+        // The member a restart step is about to start may be down; nothing else.
+        let mut v = healthy(3, 1);
+        v.members[2].unreachable = Some("refused".into());
+        assert_eq!(check(&v, Tolerate::default()).len(), 1, "reported once, by name");
+        assert!(check(&v, Tolerate { down: Some("etcd3"), ..Tolerate::default() }).is_empty());
+        assert_eq!(check(&v, Tolerate { down: Some("etcd2"), ..Tolerate::default() }).len(), 1);
+    }
+
+    #[test]
+    fn learners_are_not_required_in_quorum_or_fleet() {
+        let mut v = healthy(3, 1);
+        v.members[0].members.push((42, String::new(), true));
+        assert!(check(&v, Tolerate::default()).is_empty());
+    }
+
+    #[test]
+    fn lag_is_measured_against_a_sampled_leader_index() {
+        let mut v = healthy(3, 1);
+        v.members[2].applied_index = 990;
+        assert_eq!(lagging(&v, 995), vec![("etcd3".to_string(), 5)]);
+        assert!(lagging(&v, 990).is_empty());
+    }
+
+    #[test]
+    fn quorum_margin() {
+        assert_eq!(quorum(1), 1);
+        assert_eq!(quorum(3), 2);
+        assert_eq!(quorum(4), 3);
+        assert!(keeps_quorum_without(&healthy(3, 1), "etcd1").is_ok());
+        assert!(keeps_quorum_without(&healthy(1, 1), "etcd1").is_err());
+        assert!(keeps_quorum_without(&healthy(2, 1), "etcd2").is_err());
+        let mut v = healthy(3, 1);
+        v.members[1].unhealthy = Some("slow".into());
+        let err = keeps_quorum_without(&v, "etcd3").expect_err("1 of 3 left");
+        assert!(err.seen.contains("leaves 1 healthy voter(s) of 3; quorum needs 2"), "{err}");
+        assert!(keeps_quorum_without(&healthy(5, 1), "etcd2").is_ok());
+    }
+}

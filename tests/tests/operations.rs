@@ -1,0 +1,396 @@
+//! End-to-end: cluster operations as journaled, fenced plans on a real
+//! 3-member cluster: rolling defrag with leadership transfer, rolling
+//! restart, compaction, alarms and NOSPACE recovery; a killed coordinator
+//! resumed from the journal; a second coordinator fenced off; unsafe
+//! clusters and bad input refused with nothing changed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcdops_tests::{Caller, CliOutput, Cluster, bins};
+
+/// A journal of its own per test (they run in parallel).
+struct Ops<'a> {
+    cluster: &'a Cluster,
+    journal: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl<'a> Ops<'a> {
+    fn new(cluster: &'a Cluster) -> Ops<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Ops { cluster, journal: dir.path().join("journal.redb"), _dir: dir }
+    }
+
+    fn run(&self, args: &[&str]) -> CliOutput {
+        let journal = self.journal.to_str().expect("utf-8");
+        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(&self.cluster.bins.cli)
+            .arg("--fleet")
+            .arg(self.cluster.fleet_path())
+            .args(args)
+            .env_remove("ETCDOPS_FLEET")
+            .env("ETCDOPS_JOURNAL", &self.journal)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning etcdops")
+    }
+
+    /// `op list -w json` operations.
+    fn operations(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["op", "list", "--all", "-w", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()["operations"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn leader_id(cluster: &Cluster) -> u64 {
+    let i = cluster.leader();
+    cluster.get_status(i, &Caller::Coordinator, 2000).expect("status").member.expect("member").member_id
+}
+
+fn db_sizes(cluster: &Cluster) -> Vec<i64> {
+    (0..3)
+        .map(|i| cluster.get_status(i, &Caller::Coordinator, 2000).expect("status").member.expect("member").db_size)
+        .collect()
+}
+
+/// Writes ~`mb` MB and deletes it again, then compacts: every member's
+/// database keeps its size with most of it free.
+fn fragment(cluster: &Cluster, mb: usize) {
+    cluster.put_bulk("frag/", mb * 10, 100_000);
+    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    cluster.block_on(async {
+        let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+        let deleted = client
+            .delete("frag/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .expect("delete");
+        let revision = deleted.header().expect("header").revision();
+        client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compact");
+    });
+}
+
+fn key_count(cluster: &Cluster, prefix: &str) -> i64 {
+    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    cluster.block_on(async {
+        let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+        let resp = client
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .expect("count");
+        resp.count()
+    })
+}
+
+fn wait_for_step_done(ops: &Ops, op_kind: &str, steps: usize, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for op in ops.operations() {
+            if op["kind"] == op_kind {
+                let done = op["steps"].as_array().map_or(0, |s| s.iter().filter(|s| s["state"] == "done").count());
+                if done >= steps {
+                    return op["id"].as_str().expect("id").to_string();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no {op_kind} operation reached {steps} done step(s) within {timeout:?}");
+}
+
+#[test]
+fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    fragment(&cluster, 30);
+    cluster.put_bulk("keep/", 100, 100);
+    let before = db_sizes(&cluster);
+    assert!(before.iter().all(|s| *s > 20_000_000), "fragmented: {before:?}");
+    let old_leader = leader_id(&cluster);
+
+    let dry = ops.run(&["defrag", "--rolling", "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let plan = dry.json();
+    let steps: Vec<&str> = plan["plan"]["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    assert!(steps[2].starts_with("transfer-leadership:") && steps[3].starts_with("defrag:"), "{steps:?}");
+    assert!(ops.operations().is_empty(), "a dry run journals nothing");
+    assert_eq!(leader_id(&cluster), old_leader, "a dry run changes nothing");
+
+    let out = ops.run(&["defrag", "--rolling", "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "succeeded");
+    assert!(record["steps"].as_array().expect("steps").iter().all(|s| s["state"] == "done"), "{record}");
+    let after = db_sizes(&cluster);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a * 2 < *b, "every member shrank: before {before:?}, after {after:?}");
+    }
+    assert_ne!(leader_id(&cluster), old_leader, "leadership moved off the old leader before its defrag");
+    assert_eq!(key_count(&cluster, "keep/"), 100);
+    assert!(cluster.is_healthy());
+
+    // A rule that selects nobody: nothing to do, exit 0, no operation.
+    let out = ops.run(&["defrag", "--rule", "dbSize - dbSizeInUse > 1GB", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("nothing to do") && out.stderr.contains("dbSize - dbSizeInUse"), "{}", out.stderr);
+    assert_eq!(ops.operations().len(), 1);
+}
+
+#[test]
+fn rolling_restart_restarts_each_member_once_leader_last() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    cluster.put_bulk("keep/", 200, 100);
+    let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
+    let leader = cluster.leader();
+
+    let out = ops.run(&["restart", "--rolling", "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    let steps: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    let leader_name = &cluster.layout.members[leader].name;
+    assert_eq!(steps.last().copied(), Some(format!("restart:{leader_name}").as_str()), "{steps:?}");
+    for (i, pid) in pids.iter().enumerate() {
+        assert_ne!(cluster.etcd_pid(i), *pid, "member {i} restarted");
+    }
+    assert!(cluster.is_healthy());
+    assert_eq!(key_count(&cluster, "keep/"), 200);
+    // The stderr progress names each step.
+    assert!(out.stderr.contains("[4/4] restart etcd on"), "{}", out.stderr);
+}
+
+#[test]
+fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_meanwhile() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
+    let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
+    child.kill().expect("kill the coordinator");
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let record = ops.run(&["op", "show", &id, "-w", "json"]).json();
+    assert_eq!(record["state"], "running", "{record}");
+    let done: Vec<String> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["state"] == "done")
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(!done.is_empty());
+
+    // A second coordinator (its own journal) is refused by the agents while the fence is held.
+    let other = Ops::new(&cluster);
+    let refused = other.run(&["defrag", "--yes"]);
+    assert_eq!(refused.code, 3, "busy exit code: {}", refused.stderr);
+    assert!(refused.stderr.contains(&id) && refused.stderr.contains("op abort"), "{}", refused.stderr);
+    assert!(other.operations().is_empty());
+
+    // Members already restarted keep their etcd process through the resume.
+    let restarted: Vec<usize> = done
+        .iter()
+        .filter_map(|s| s.strip_prefix("restart:"))
+        .map(|name| cluster.layout.members.iter().position(|m| m.name == name).expect("member"))
+        .collect();
+    let kept: Vec<u32> = restarted.iter().map(|&i| cluster.etcd_pid(i)).collect();
+    cluster.wait_until("healthy before resuming", Duration::from_secs(30), |c| c.is_healthy());
+    let out = ops.run(&["op", "resume", &id[..20], "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "succeeded");
+    for step in record["steps"].as_array().expect("steps") {
+        assert_eq!(step["state"], "done", "{step}");
+        if done.contains(&step["id"].as_str().expect("id").to_string()) {
+            assert_eq!(step["attempts"], 1, "finished steps are not redone: {step}");
+        }
+    }
+    for (&i, &pid) in restarted.iter().zip(&kept) {
+        assert_eq!(cluster.etcd_pid(i), pid, "member {i} was not restarted again");
+    }
+    // The fence is free again: the other coordinator may act.
+    let out = other.run(&["defrag", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn abort_frees_the_fence_of_a_dead_coordinator() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
+    let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
+    child.kill().expect("kill");
+    let _ = child.wait();
+    // Abort from another machine (no journal entry there): found in the agents' fences.
+    let other = Ops::new(&cluster);
+    let out = other.run(&["op", "abort", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("fence is free"), "{}", out.stdout);
+    let out = ops.run(&["op", "abort", &id, "-w", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["state"], "aborted");
+    cluster.wait_until("healthy", Duration::from_secs(30), |c| c.is_healthy());
+    let out = other.run(&["compact", "--keep-revisions", "1", "--yes"]);
+    assert_ne!(out.code, 3, "no longer busy: {}", out.stderr);
+}
+
+#[test]
+fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    let follower = (0..3).find(|&i| i != cluster.leader()).expect("follower");
+    let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
+
+    for (args, expected) in [
+        (&["defrag", "--rule", "dbSize >", "--yes"][..], "rule"),
+        (&["defrag", "--rule", "dbsize > 1MB", "--yes"][..], "did you mean dbSize"),
+        (&["defrag", "--member", "etcd9", "--yes"][..], "unknown member \"etcd9\""),
+        (&["restart", "--member", "nope", "--yes"][..], "unknown member"),
+        (&["compact", "--yes"][..], "--keep-revisions"),
+        (&["op", "show", "no-such-op"][..], "no-such-op"),
+    ] {
+        let out = ops.run(args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+    }
+    // Without a terminal and without --yes: refused, nothing changed.
+    let out = ops.run(&["restart", "--rolling"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--yes"), "{}", out.stderr);
+
+    cluster.freeze_etcd(follower, true);
+    let out = ops.run(&["restart", "--rolling", "--yes"]);
+    cluster.freeze_etcd(follower, false);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not safe") && out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    assert!(ops.operations().is_empty(), "nothing journaled");
+    for (i, pid) in pids.iter().enumerate() {
+        assert_eq!(cluster.etcd_pid(i), *pid, "member {i} untouched");
+    }
+    let out = ops.run(&["defrag", "--dry-run"]);
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_member_failing_mid_operation_stops_it_cleanly() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    let leader = cluster.leader();
+    let victim = (0..3).rev().find(|&i| i != leader).expect("a follower");
+    let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    // The victim's etcd keeps running, but will not start again: a broken config.
+    let env_file = cluster.layout.members[victim].env_file.clone();
+    let good = std::fs::read_to_string(&env_file).expect("env file");
+    std::fs::write(&env_file, format!("{good}ETCD_QUOTA_BACKEND_BYTES=lots\n")).expect("break env");
+    let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
+    let name = cluster.layout.members[victim].name.clone();
+
+    let out = ops.run(&["restart", "--rolling", "--yes", "--step-timeout", "8s", "-w", "json"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("stopped at step") && out.stderr.contains(&format!("restart etcd on {name}")), "{}", out.stderr);
+    assert!(out.stderr.contains("op resume"), "{}", out.stderr);
+    let record = ops.operations().into_iter().next().expect("journaled");
+    assert_eq!(record["state"], "failed", "{record}");
+    let failed: Vec<&serde_json::Value> = record["steps"].as_array().expect("steps").iter().filter(|s| s["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{record}");
+    assert_eq!(failed[0]["id"], format!("restart:{name}"));
+    // Nothing after the failed step ran: the leader was not touched, and quorum held.
+    assert_eq!(cluster.etcd_pid(leader), pids[leader], "the leader was not restarted");
+    for &i in &others {
+        assert!(cluster.health(i, &Caller::Coordinator, 2000).expect("health").healthy, "member {i} serves");
+    }
+
+    // Fixed, the operation resumes at the failed step and completes.
+    std::fs::write(&env_file, good).expect("fix env");
+    let id = record["id"].as_str().expect("id").to_string();
+    let out = ops.run(&["op", "resume", &id, "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "succeeded");
+    assert_ne!(cluster.etcd_pid(leader), pids[leader], "the rest of the plan ran");
+    assert!(cluster.is_healthy());
+}
+
+#[test]
+fn compact_alarms_and_nospace_recovery() {
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let ops = Ops::new(&cluster);
+    cluster.put_bulk("k/", 50, 100);
+    let out = ops.run(&["compact", "--keep-revisions", "10", "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["state"], "succeeded");
+    let out = ops.run(&["compact", "--keep-duration", "30d", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot tell the revision"), "{}", out.stderr);
+
+    let out = ops.run(&["alarm", "list", "-w", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["alarms"].as_array().map(Vec::len), Some(0));
+
+    // Fill the cluster past a small quota on one member: NOSPACE.
+    let fence = cluster.acquire_fence("e2e-quota");
+    let victim = 0;
+    let mut client = cluster.client(victim, &Caller::Coordinator);
+    cluster
+        .block_on(client.set_etcd_env(etcdops_proto::v1::SetEtcdEnvRequest {
+            operation_id: "e2e-quota".into(),
+            set: vec![etcdops_proto::v1::EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "16777216".into() }],
+            unset: Vec::new(),
+            fence: Some(fence.clone()),
+        }))
+        .expect("set quota");
+    cluster
+        .block_on(client.restart_etcd(etcdops_proto::v1::UnitRequest {
+            operation_id: "e2e-quota".into(),
+            timeout_ms: 0,
+            fence: Some(fence.clone()),
+        }))
+        .expect("restart");
+    cluster.release_fence(&fence);
+    cluster.wait_until("healthy after the quota change", Duration::from_secs(30), |c| c.is_healthy());
+    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    cluster.block_on(async {
+        let mut c = etcd_client::Client::connect(&endpoints, None).await.expect("client");
+        let value = vec![b'x'; 500_000];
+        for i in 0..100 {
+            if c.put(format!("big/{}", i % 20), value.clone(), None).await.is_err() {
+                break;
+            }
+        }
+    });
+    cluster.wait_until("the NOSPACE alarm", Duration::from_secs(30), |c| {
+        c.get_status(0, &Caller::Coordinator, 2000)
+            .ok()
+            .and_then(|s| s.member)
+            .is_some_and(|m| m.alarms.iter().any(|a| a.kind == "NOSPACE"))
+    });
+    let out = ops.run(&["alarm", "list"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("NOSPACE"), "{}", out.stdout);
+    // A defrag refuses: the alarm makes the cluster unsafe, and says what to run.
+    let out = ops.run(&["defrag", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("recover nospace"), "{}", out.stderr);
+
+    // Free the space the keys hold, then recover.
+    cluster.block_on(async {
+        let mut c = etcd_client::Client::connect(&endpoints, None).await.expect("client");
+        c.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("deletes work under NOSPACE");
+    });
+    let out = ops.run(&["recover", "nospace", "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "succeeded");
+    let ids: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    assert_eq!(ids.last().copied(), Some("verify-writes"), "{ids:?}");
+    let out = ops.run(&["alarm", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    cluster.put_bulk("after/", 5, 100);
+}

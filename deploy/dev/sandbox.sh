@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The run command: sets up the machine, builds etcdops, starts a local
-# 3-member etcd cluster with an agent per member (127.0.0.11-13), and shows
-# the cluster through the agents. Extra arguments go to `etcdops sandbox up`
+# 3-member etcd cluster with an agent per member (127.0.0.11-13), shows the
+# cluster through the agents, and runs a rolling defragmentation on it (the
+# plan first, then the journaled run). Extra arguments go to `etcdops sandbox up`
 # (e.g. --members 5). SANDBOX_DIR picks the directory.
 # Stop it with: target/debug/etcdops sandbox down --dir "$SANDBOX_DIR"
 set -euo pipefail
@@ -16,3 +17,12 @@ target/debug/etcdops --fleet "$dir/fleet.toml" status
 echo
 echo "\$ etcdops member list"
 target/debug/etcdops --fleet "$dir/fleet.toml" member list
+echo
+echo "\$ etcdops defrag --rolling --dry-run"
+target/debug/etcdops --fleet "$dir/fleet.toml" defrag --rolling --dry-run
+echo
+echo "\$ etcdops defrag --rolling --yes"
+ETCDOPS_JOURNAL="$dir/journal.redb" target/debug/etcdops --fleet "$dir/fleet.toml" defrag --rolling --yes
+echo
+echo "Next: export ETCDOPS_FLEET=$dir/fleet.toml ETCDOPS_JOURNAL=$dir/journal.redb"
+echo "      target/debug/etcdops restart --rolling --dry-run; target/debug/etcdops op list"

@@ -21,7 +21,7 @@ use super::view::{self, ClusterView, POLL_INTERVAL};
 use crate::agents::{AgentErrorKind, Agents, Client};
 use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
-use crate::output::table::{format_took, human_bytes_i64};
+use crate::output::table::human_bytes_i64;
 
 /// How long the voters get to converge before a step.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -224,7 +224,7 @@ impl Executor {
             let step_fence = pb::Fence { step: format!("{}#{attempt}", step.id), ..fence.clone() };
             match self.execute(&kind, &view, &step_fence, deadline, &processed).await {
                 Ok(detail) => {
-                    let detail = format!("{detail} ({})", format_took(started.elapsed()));
+                    let detail = format!("{detail}; step took {}", format_took(started.elapsed()));
                     self.progress.line(&format!("[{number}/{total}] {}: done: {detail}", step.description));
                     record = self.journal.step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
                 }
@@ -568,6 +568,11 @@ fn processed(record: &OperationRecord) -> Vec<String> {
         .collect()
 }
 
+/// A step's duration for people: `85 ms`, `3.2 s`.
+fn format_took(d: Duration) -> String {
+    if d < Duration::from_secs(1) { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
+}
+
 /// Milliseconds left until `deadline`, at least 1 s, as an agent `timeout_ms`.
 fn ms_until(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -609,5 +614,11 @@ mod tests {
         assert!(transient(&AgentErrorKind::Unreachable { reason: "refused".into() }));
         assert!(transient(&AgentErrorKind::Rpc { code: tonic::Code::Unavailable, message: String::new() }));
         assert!(!transient(&AgentErrorKind::Rpc { code: tonic::Code::FailedPrecondition, message: String::new() }));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_took(Duration::from_micros(85_400)), "85 ms");
+        assert_eq!(format_took(Duration::from_millis(3_240)), "3.2 s");
     }
 }

@@ -232,6 +232,17 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
+    // TODO(issue 7): membership RPCs; stubs until the agent side lands.
+    async fn add_member(&self, _r: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        Err(Status::unimplemented("AddMember"))
+    }
+    async fn remove_member(&self, _r: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        Err(Status::unimplemented("RemoveMember"))
+    }
+    async fn promote_member(&self, _r: Request<pb::PromoteMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        Err(Status::unimplemented("PromoteMember"))
+    }
+
     async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
         self.counted("RevisionAt", async { Ok(Response::new(maintenance::revision_at(&self.state, r.get_ref().unix_time))) })
             .await

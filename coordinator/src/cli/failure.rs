@@ -52,7 +52,7 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::Usage;
         }
         if let Some(e) = cause.downcast_ref::<PlanError>()
-            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. })
+            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. } | PlanError::BadMember(_))
         {
             return ExitStatus::Usage;
         }

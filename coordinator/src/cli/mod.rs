@@ -296,6 +296,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Status => status::run(global, out).await,
         Command::Health => health::run(global, out).await,
         Command::Member(MemberCommand::List) => member::list(global, out).await,
+        Command::Member(command) => member::change(global, command, out).await,
         Command::Check(command) => check::run(global, command, out).await,
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,

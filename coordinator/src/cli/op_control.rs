@@ -111,7 +111,9 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     let force = record.args["force"].as_bool().unwrap_or(false);
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
-    let executor = operate::executor(target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
+    let mut executor =
+        operate::executor(&global.fleet, target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
+    executor.membership = serde_json::from_value(record.args["membership"].clone()).unwrap_or_default();
     let mut record = record;
     record.holder = journal::holder();
     let record = executor.resume(record, args.takeover).await?;
@@ -143,7 +145,7 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
             operation_kind: "abort".into(),
             takeover: true,
         };
-        let taken = fence::acquire(&target.agents, &target.cluster, request).await?;
+        let taken = fence::acquire(&target.agents, &target.cluster, request, &[]).await?;
         let warnings = fence::release(&target.agents, &target.cluster, &taken).await;
         freed = if warnings.is_empty() {
             format!("the cluster's fence is free (epoch {})", taken.epoch)

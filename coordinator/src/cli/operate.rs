@@ -83,6 +83,8 @@ pub(crate) struct Planned {
     pub force: bool,
     /// The command's own options (kept in the journal for `op resume`).
     pub options: serde_json::Value,
+    /// Who joins and who leaves (membership operations).
+    pub membership: crate::plan::membership::MembershipArgs,
 }
 
 /// Shows the plan (dry run), or confirms and runs it.
@@ -94,10 +96,17 @@ pub(crate) async fn run_plan(
     run: &RunArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let Planned { plan, force, options } = planned;
+    let Planned { plan, force, mut options, membership } = planned;
+    if let serde_json::Value::Object(map) = &mut options {
+        map.insert("membership".into(), serde_json::to_value(&membership)?);
+    }
     let tolerate = plan.kind.tolerate(run.ignore_slow_disk);
     let busy = crate::plan::executor::busy(view, "");
-    let mut findings = safety::check(view, tolerate);
+    let mut check_tolerate = tolerate;
+    if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
+        check_tolerate.down = Some(l.name.as_str());
+    }
+    let mut findings = safety::check(view, check_tolerate);
     match busy {
         Err(e) if run.dry_run => findings.insert(
             0,
@@ -126,7 +135,8 @@ pub(crate) async fn run_plan(
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
-    let executor = executor(target, run, force, tolerate, interrupted)?;
+    let mut executor = executor(&global.fleet, target, run, force, tolerate, interrupted)?;
+    executor.membership = membership;
     let record = new_record(&report.plan, &executor.cluster.name, global, options, run);
     let record = executor.start(&report.plan, record, false).await?;
     emit(out, global.write_out, &record, ops::render_show)?;
@@ -134,6 +144,7 @@ pub(crate) async fn run_plan(
 }
 
 pub(crate) fn executor(
+    fleet_path: &std::path::Path,
     target: Target,
     run: &RunArgs,
     force: bool,
@@ -149,6 +160,9 @@ pub(crate) fn executor(
         step_timeout: run.step_timeout,
         interrupted,
         progress: Box::new(Stderr),
+        membership: Default::default(),
+        fleet_path: fleet_path.to_path_buf(),
+        current: Default::default(),
     })
 }
 

@@ -19,6 +19,10 @@ use super::planner::{Plan, StepKind, transfer_target};
 use super::safety::{self, Finding, Tolerate};
 use super::view::{self, ClusterView, POLL_INTERVAL};
 use crate::agents::{AgentErrorKind, Agents, Client};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::membership::MembershipArgs;
 use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
 use crate::output::table::human_bytes_i64;
@@ -85,6 +89,12 @@ pub struct Executor {
     /// Set on Ctrl-C: stop cleanly before the next step.
     pub interrupted: Arc<AtomicBool>,
     pub progress: Box<dyn Progress>,
+    /// Who joins and who leaves (membership operations).
+    pub membership: MembershipArgs,
+    /// The fleet file membership steps update.
+    pub fleet_path: PathBuf,
+    /// The members observed now (the fleet's, changed by membership steps).
+    pub current: Mutex<Option<Vec<Member>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -96,7 +106,52 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Reads the cluster now.
     pub async fn observe(&self) -> ClusterView {
-        view::observe(&self.agents, &self.cluster.name, &self.cluster.members).await
+        view::observe(&self.agents, &self.cluster.name, &self.members_now()).await
+    }
+
+    /// The members the safety checks look at: the fleet's, less a member
+    /// once removed, plus a joining member once started.
+    pub(super) fn members_now(&self) -> Vec<Member> {
+        self.current.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| self.cluster.members.clone())
+    }
+
+    /// Recomputes [`Executor::members_now`] from the journal record.
+    fn refresh_members(&self, record: &OperationRecord) {
+        let done = |id: String| record.step(&id).is_some_and(|s| s.state.is_complete());
+        let mut members = self.cluster.members.clone();
+        if let Some(l) = &self.membership.leaving
+            && done(StepKind::RemoveMember { member: l.name.clone() }.id())
+        {
+            members.retain(|m| m.name != l.name);
+        }
+        if let Some(j) = &self.membership.joining
+            && done(StepKind::StartMember { member: j.name.clone() }.id())
+            && !members.iter().any(|m| m.name == j.name)
+            && let Ok(m) = Member::new(&j.name, &j.agent)
+        {
+            members.push(m);
+        }
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(members);
+        }
+    }
+
+    /// The agents the fence is taken on: every member's and the joining host's.
+    fn fence_holders(&self) -> Cluster {
+        let mut members = self.members_now();
+        if let Some(j) = &self.membership.joining
+            && !members.iter().any(|m| m.name == j.name)
+            && let Ok(m) = Member::new(&j.name, &j.agent)
+        {
+            members.push(m);
+        }
+        Cluster { members, ..self.cluster.clone() }
+    }
+
+    /// The agent of `name`: a member, the joining or the leaving host.
+    pub(super) fn agent_of(&self, name: &str) -> Option<Member> {
+        let joining = self.membership.joining.iter().filter(|j| j.name == name).filter_map(|j| Member::new(&j.name, &j.agent).ok());
+        self.members_now().into_iter().chain(self.cluster.members.iter().cloned()).chain(joining).find(|m| m.name == name)
     }
 
     /// Starts a new operation: checks the cluster, takes the fence, journals
@@ -112,7 +167,11 @@ impl Executor {
         if !takeover {
             busy(&view, &record.id)?;
         }
-        let findings = safety::check(&view, self.tolerate);
+        let mut tolerate = self.tolerate;
+        if let Some(l) = self.membership.leaving.as_ref().filter(|l| !l.alive) {
+            tolerate.down = Some(l.name.as_str());
+        }
+        let findings = safety::check(&view, tolerate);
         if !findings.is_empty() {
             return Err(ExecError::Unsafe { cluster: self.cluster.name.clone(), findings });
         }
@@ -121,7 +180,7 @@ impl Executor {
         record.epoch = fence.epoch;
         record.steps = plan.steps.iter().map(|s| StepRecord::pending(s.id.clone(), s.description.clone())).collect();
         if let Err(e) = self.journal.create(&record) {
-            fence::release(&self.agents, &self.cluster, &fence).await;
+            fence::release(&self.agents, &self.fence_holders(), &fence).await;
             return Err(e.into());
         }
         self.progress.line(&format!(
@@ -151,6 +210,7 @@ impl Executor {
                 });
             }
         }
+        self.refresh_members(&record);
         let view = self.observe().await;
         let fence = self.acquire(&view, &record, takeover).await?;
         let record = self.journal.update(&record.id, |r| {
@@ -176,10 +236,13 @@ impl Executor {
             operation_kind: record.kind.clone(),
             takeover,
         };
-        Ok(fence::acquire(&self.agents, &self.cluster, request).await?)
+        let optional: Vec<String> =
+            self.membership.leaving.iter().filter(|l| !l.alive).map(|l| l.name.clone()).collect();
+        Ok(fence::acquire(&self.agents, &self.fence_holders(), request, &optional).await?)
     }
 
     async fn run(&self, mut record: OperationRecord, fence: pb::Fence) -> Result<OperationRecord, ExecError> {
+        self.refresh_members(&record);
         let total = record.steps.len();
         for index in 0..total {
             let step = record.steps[index].clone();
@@ -227,10 +290,18 @@ impl Executor {
                     let detail = format!("{detail}; step took {}", format_took(started.elapsed()));
                     self.progress.line(&format!("[{number}/{total}] {}: done: {detail}", step.description));
                     record = self.journal.step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
+                    self.refresh_members(&record);
                 }
                 Err(reason) => {
                     self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));
-                    self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
+                    let record = self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
+                    if let Some(rolled_back) = self.roll_back_join(&record, &fence).await {
+                        let reason = format!("{reason}; rolled back: {rolled_back}");
+                        let err = stop(reason.clone());
+                        self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string()))?;
+                        fence::release(&self.agents, &self.fence_holders(), &fence).await;
+                        return Err(err);
+                    }
                     let err = stop(reason);
                     return Err(self.stop(&record.id, &fence, err).await);
                 }
@@ -244,7 +315,7 @@ impl Executor {
             (OpState::Failed, Some(format!("the cluster is not healthy after the last step:\n{}", list(&findings))))
         };
         let record = self.journal.finish(&record.id, state, error)?;
-        fence::release(&self.agents, &self.cluster, &fence).await;
+        fence::release(&self.agents, &self.fence_holders(), &fence).await;
         if findings.is_empty() {
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
@@ -259,7 +330,7 @@ impl Executor {
         if let Err(e) = self.journal.finish(op, OpState::Failed, Some(reason)) {
             tracing::error!(error = %e, "could not journal the stop");
         }
-        fence::release(&self.agents, &self.cluster, fence).await;
+        fence::release(&self.agents, &self.fence_holders(), fence).await;
         err
     }
 
@@ -270,6 +341,12 @@ impl Executor {
         let mut tolerate = self.tolerate;
         if let StepKind::Restart { member } = kind {
             tolerate.down = Some(member.as_str());
+        }
+        // A dead member being removed is down until it is gone.
+        if let Some(l) = &self.membership.leaving
+            && !l.alive
+        {
+            tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
         if let StepKind::Restart { member } = kind
@@ -315,6 +392,22 @@ impl Executor {
         processed: &[String],
     ) -> Result<String, String> {
         match kind {
+            StepKind::MoveAsideBeforeJoin { .. }
+            | StepKind::AddLearner { .. }
+            | StepKind::Configure { .. }
+            | StepKind::StartMember { .. }
+            | StepKind::Promote { .. }
+            | StepKind::RemoveMember { .. }
+            | StepKind::Retire { .. }
+            | StepKind::FleetAdd { .. }
+            | StepKind::FleetRemove { .. } => {
+                if let StepKind::RemoveMember { member } = kind {
+                    let moved = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
+                    let done = self.execute_membership(kind, view, fence, deadline).await?;
+                    return Ok(format!("{moved}{done}"));
+                }
+                self.execute_membership(kind, view, fence, deadline).await
+            }
             StepKind::TransferLeadership { from } => self.transfer(view, from, fence, deadline, processed).await,
             StepKind::Defrag { member } => {
                 let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
@@ -407,7 +500,7 @@ impl Executor {
     /// Moves leadership away from `member` first if it leads now (the plan
     /// put a transfer step before it, but an election may have made it
     /// leader again since).
-    async fn transfer_if_leader(
+    pub(super) async fn transfer_if_leader(
         &self,
         view: &ClusterView,
         member: &str,
@@ -497,13 +590,13 @@ impl Executor {
 
     /// One call to `member`'s agent within `deadline`, retried on transport
     /// errors (same fence step, so the agent answers a retry from its record).
-    async fn call<T, F, Fut>(&self, member: &str, deadline: Instant, call: F) -> Result<T, String>
+    pub(super) async fn call<T, F, Fut>(&self, member: &str, deadline: Instant, call: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
-        let target: Vec<Member> = self.cluster.members.iter().filter(|m| m.name == member).cloned().collect();
+        let target: Vec<Member> = self.agent_of(member).into_iter().collect();
         if target.is_empty() {
             return Err(format!("{member} is not in the fleet file"));
         }
@@ -569,12 +662,12 @@ fn processed(record: &OperationRecord) -> Vec<String> {
 }
 
 /// A step's duration for people: `85 ms`, `3.2 s`.
-fn format_took(d: Duration) -> String {
+pub(super) fn format_took(d: Duration) -> String {
     if d < Duration::from_secs(1) { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
 }
 
 /// Milliseconds left until `deadline`, at least 1 s, as an agent `timeout_ms`.
-fn ms_until(deadline: Instant) -> u32 {
+pub(super) fn ms_until(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(3_600_000)
 }

@@ -30,11 +30,13 @@ pub fn fence(cluster: &str, epoch: u64, operation_id: &str, step: &str) -> pb::F
 /// Takes the fence on every member's agent with `epoch` (which must be above
 /// every epoch the agents recorded, unless this operation already holds it).
 /// On any refusal the agents that granted it are released again and the
-/// refusal is returned.
+/// refusal is returned. Agents named in `optional` (a dead member being
+/// removed) may fail to answer; a refusal from them still counts.
 pub async fn acquire(
     agents: &Agents,
     cluster: &Cluster,
     request: pb::AcquireFenceRequest,
+    optional: &[String],
 ) -> Result<pb::Fence, FenceError> {
     let replies = agents
         .fan_out(&cluster.members, move |mut client| {
@@ -50,6 +52,9 @@ pub async fn acquire(
             Ok(state) => {
                 granted.push(member.clone());
                 fence_out = Some(fence(&state.cluster, state.epoch, &state.operation_id, ""));
+            }
+            Err(e) if optional.contains(&member.name) && !matches!(e.kind, AgentErrorKind::Rpc { .. }) => {
+                tracing::warn!(member = %member.name, error = %e, "fence not taken on a member that does not answer (it is being removed)");
             }
             Err(e) if refusal.is_none() => refusal = Some(e),
             Err(_) => {}

@@ -4,11 +4,14 @@
 //! - [`rule`]: `--rule` expressions that choose which members to defragment.
 //! - [`planner`]: pure functions from a view to an ordered plan of steps.
 //! - [`safety`]: the checks run before every step (pure).
+//! - [`membership`]: member add / remove / replace / promote plans and their preflight (pure).
 //! - [`fence`]: taking and releasing the cluster's fence on every agent.
 //! - [`executor`]: the one executor: checks, acts, waits, journals.
 
 pub mod executor;
 pub mod fence;
+pub mod member_steps;
+pub mod membership;
 pub mod planner;
 pub mod rule;
 pub mod safety;

@@ -24,6 +24,10 @@ pub enum OpKind {
     Compact,
     RecoverNospace,
     AlarmDisarm,
+    MemberAdd,
+    MemberRemove,
+    MemberReplace,
+    MemberPromote,
 }
 
 impl OpKind {
@@ -34,12 +38,26 @@ impl OpKind {
             OpKind::Compact => "compact",
             OpKind::RecoverNospace => "recover-nospace",
             OpKind::AlarmDisarm => "alarm-disarm",
+            OpKind::MemberAdd => "member-add",
+            OpKind::MemberRemove => "member-remove",
+            OpKind::MemberReplace => "member-replace",
+            OpKind::MemberPromote => "member-promote",
         }
     }
 
     pub fn parse(s: &str) -> Option<OpKind> {
-        [OpKind::Defrag, OpKind::Restart, OpKind::Compact, OpKind::RecoverNospace, OpKind::AlarmDisarm]
-            .into_iter()
+        [
+            OpKind::Defrag,
+            OpKind::Restart,
+            OpKind::Compact,
+            OpKind::RecoverNospace,
+            OpKind::AlarmDisarm,
+            OpKind::MemberAdd,
+            OpKind::MemberRemove,
+            OpKind::MemberReplace,
+            OpKind::MemberPromote,
+        ]
+        .into_iter()
             .find(|k| k.as_str() == s)
     }
 
@@ -77,6 +95,24 @@ pub enum StepKind {
     DisarmAlarms,
     /// Write, read back and delete a key: the cluster accepts writes.
     VerifyWrites,
+    /// Move a host's data dir aside before it joins (it holds old data).
+    MoveAsideBeforeJoin { member: String },
+    /// Add the new member to the cluster as a learner.
+    AddLearner { member: String },
+    /// Write the new member's etcd environment (existing cluster, full initial-cluster).
+    Configure { member: String },
+    /// Start the new member's etcd; wait until it has caught up.
+    StartMember { member: String },
+    /// Promote the learner to a voter.
+    Promote { member: String },
+    /// Remove a member from the cluster.
+    RemoveMember { member: String },
+    /// Stop the removed member's etcd and move its data dir aside.
+    Retire { member: String },
+    /// Add the member to the fleet file.
+    FleetAdd { member: String },
+    /// Remove the member from the fleet file.
+    FleetRemove { member: String },
 }
 
 impl StepKind {
@@ -89,6 +125,15 @@ impl StepKind {
             StepKind::TransferLeadership { from } => format!("transfer-leadership:{from}"),
             StepKind::DisarmAlarms => "disarm-alarms".into(),
             StepKind::VerifyWrites => "verify-writes".into(),
+            StepKind::MoveAsideBeforeJoin { member } => format!("move-aside:{member}"),
+            StepKind::AddLearner { member } => format!("add-learner:{member}"),
+            StepKind::Configure { member } => format!("configure:{member}"),
+            StepKind::StartMember { member } => format!("start:{member}"),
+            StepKind::Promote { member } => format!("promote:{member}"),
+            StepKind::RemoveMember { member } => format!("remove:{member}"),
+            StepKind::Retire { member } => format!("retire:{member}"),
+            StepKind::FleetAdd { member } => format!("fleet-add:{member}"),
+            StepKind::FleetRemove { member } => format!("fleet-remove:{member}"),
         }
     }
 
@@ -101,6 +146,15 @@ impl StepKind {
             "defrag" => StepKind::Defrag { member: member()? },
             "restart" => StepKind::Restart { member: member()? },
             "transfer-leadership" => StepKind::TransferLeadership { from: member()? },
+            "move-aside" => StepKind::MoveAsideBeforeJoin { member: member()? },
+            "add-learner" => StepKind::AddLearner { member: member()? },
+            "configure" => StepKind::Configure { member: member()? },
+            "start" => StepKind::StartMember { member: member()? },
+            "promote" => StepKind::Promote { member: member()? },
+            "remove" => StepKind::RemoveMember { member: member()? },
+            "retire" => StepKind::Retire { member: member()? },
+            "fleet-add" => StepKind::FleetAdd { member: member()? },
+            "fleet-remove" => StepKind::FleetRemove { member: member()? },
             "disarm-alarms" if arg.is_empty() => StepKind::DisarmAlarms,
             "verify-writes" if arg.is_empty() => StepKind::VerifyWrites,
             _ => return None,
@@ -110,7 +164,17 @@ impl StepKind {
     /// The member the step acts on, if one.
     pub fn member(&self) -> Option<&str> {
         match self {
-            StepKind::Defrag { member } | StepKind::Restart { member } => Some(member),
+            StepKind::Defrag { member }
+            | StepKind::Restart { member }
+            | StepKind::MoveAsideBeforeJoin { member }
+            | StepKind::AddLearner { member }
+            | StepKind::Configure { member }
+            | StepKind::StartMember { member }
+            | StepKind::Promote { member }
+            | StepKind::RemoveMember { member }
+            | StepKind::Retire { member }
+            | StepKind::FleetAdd { member }
+            | StepKind::FleetRemove { member } => Some(member),
             StepKind::TransferLeadership { from } => Some(from),
             _ => None,
         }
@@ -125,6 +189,15 @@ impl StepKind {
             StepKind::TransferLeadership { from } => format!("move leadership away from {from}"),
             StepKind::DisarmAlarms => "disarm alarms".into(),
             StepKind::VerifyWrites => "verify the cluster accepts writes".into(),
+            StepKind::MoveAsideBeforeJoin { member } => format!("move {member}'s old data dir aside"),
+            StepKind::AddLearner { member } => format!("add {member} as a learner"),
+            StepKind::Configure { member } => format!("write {member}'s etcd environment (existing cluster)"),
+            StepKind::StartMember { member } => format!("start etcd on {member}"),
+            StepKind::Promote { member } => format!("promote {member} to voter"),
+            StepKind::RemoveMember { member } => format!("remove {member} from the cluster"),
+            StepKind::Retire { member } => format!("stop etcd on {member} and move its data dir aside"),
+            StepKind::FleetAdd { member } => format!("add {member} to the fleet file"),
+            StepKind::FleetRemove { member } => format!("remove {member} from the fleet file"),
         }
     }
 
@@ -140,6 +213,14 @@ impl StepKind {
             }
             StepKind::DisarmAlarms => "no alarm active".into(),
             StepKind::VerifyWrites => "write, read back and delete succeed".into(),
+            StepKind::MoveAsideBeforeJoin { .. } => "renamed (never deleted)".into(),
+            StepKind::AddLearner { member } => format!("{member} listed as a learner"),
+            StepKind::Configure { .. } => "env file written".into(),
+            StepKind::StartMember { member } => format!("{member} healthy and caught up with the leader"),
+            StepKind::Promote { member } => format!("{member} a healthy voter"),
+            StepKind::RemoveMember { member } => format!("{member} gone from the membership"),
+            StepKind::Retire { .. } => "etcd stopped, data dir renamed (skipped when the host is down)".into(),
+            StepKind::FleetAdd { .. } | StepKind::FleetRemove { .. } => "fleet file written".into(),
         }
     }
 
@@ -149,9 +230,18 @@ impl StepKind {
             StepKind::Defrag { .. } => Duration::from_secs(600),
             StepKind::Restart { .. } => Duration::from_secs(180),
             StepKind::Compact { .. } => Duration::from_secs(120),
-            StepKind::TransferLeadership { .. } | StepKind::DisarmAlarms | StepKind::VerifyWrites => {
-                Duration::from_secs(30)
+            StepKind::StartMember { .. } => Duration::from_secs(300),
+            StepKind::Promote { .. } | StepKind::AddLearner { .. } | StepKind::RemoveMember { .. } => {
+                Duration::from_secs(120)
             }
+            StepKind::Retire { .. } => Duration::from_secs(90),
+            StepKind::TransferLeadership { .. }
+            | StepKind::DisarmAlarms
+            | StepKind::VerifyWrites
+            | StepKind::MoveAsideBeforeJoin { .. }
+            | StepKind::Configure { .. }
+            | StepKind::FleetAdd { .. }
+            | StepKind::FleetRemove { .. } => Duration::from_secs(30),
         }
     }
 }
@@ -207,6 +297,12 @@ pub enum PlanError {
     NoLeader(String),
     #[error("nothing to compact: {0}")]
     NothingToCompact(String),
+    /// The cluster or the host is not in a state to do it (nothing was changed).
+    #[error("{0}")]
+    Refused(String),
+    /// The member named does not match (usage).
+    #[error("{0}")]
+    BadMember(String),
 }
 
 /// Options of `etcdops defrag`.
@@ -416,6 +512,15 @@ mod tests {
             StepKind::TransferLeadership { from: "b".into() },
             StepKind::DisarmAlarms,
             StepKind::VerifyWrites,
+            StepKind::MoveAsideBeforeJoin { member: "n".into() },
+            StepKind::AddLearner { member: "n".into() },
+            StepKind::Configure { member: "n".into() },
+            StepKind::StartMember { member: "n".into() },
+            StepKind::Promote { member: "n".into() },
+            StepKind::RemoveMember { member: "o".into() },
+            StepKind::Retire { member: "o".into() },
+            StepKind::FleetAdd { member: "n".into() },
+            StepKind::FleetRemove { member: "o".into() },
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind.clone()), "{kind:?}");
         }

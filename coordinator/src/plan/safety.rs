@@ -114,9 +114,10 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
         ));
     }
     // Voters etcd knows about that the fleet does not: we could not check them.
-    if let Some(reporter) = view.leader().or_else(|| answered.first().copied()) {
-        for (id, name, is_learner) in &reporter.members {
-            if *is_learner {
+    {
+        for etcd_member in view.membership() {
+            let (id, name) = (&etcd_member.id, &etcd_member.name);
+            if etcd_member.is_learner {
                 continue;
             }
             // A fleet member that did not answer is reported above, by name.
@@ -216,6 +217,7 @@ pub fn keeps_quorum_without(view: &ClusterView, member: &str) -> Result<(), Find
 
 #[cfg(test)]
 mod tests {
+    use super::super::view::EtcdMember;
     use super::super::view::fixtures::healthy;
     use super::*;
 
@@ -240,7 +242,7 @@ mod tests {
             ("slow disk", |v| v.members[0].disk_within_threshold = Some(false), "etcd1: its disk is over"),
             (
                 "unknown voter",
-                |v| v.members[0].members.push((99, "etcd9".into(), false)),
+                |v| v.members[0].members.push(EtcdMember { id: 99, name: "etcd9".into(), ..Default::default() }),
                 "voter 0000000000000063 etcd9 is in the cluster but not in the fleet",
             ),
         ];
@@ -274,7 +276,7 @@ mod tests {
     #[test]
     fn learners_are_not_required_in_quorum_or_fleet() {
         let mut v = healthy(3, 1);
-        v.members[0].members.push((42, String::new(), true));
+        v.members[0].members.push(EtcdMember { id: 42, is_learner: true, ..Default::default() });
         assert!(check(&v, Tolerate::default()).is_empty());
     }
 

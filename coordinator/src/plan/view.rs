@@ -42,10 +42,21 @@ pub struct MemberView {
     pub disk_within_threshold: Option<bool>,
     /// e.g. "p99 14.2 ms > 10 ms".
     pub disk_detail: String,
-    /// The cluster's membership as this member reports it: (ID, name, is_learner).
-    pub members: Vec<(u64, String, bool)>,
+    /// The cluster's membership as this member reports it.
+    pub members: Vec<EtcdMember>,
     /// The fence records the agent holds: (cluster, epoch, held, operation, kind, holder).
     pub fences: Vec<FenceView>,
+}
+
+/// A member of the etcd cluster as a member reports the membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EtcdMember {
+    pub id: u64,
+    /// Empty while the member was added but has not started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
 }
 
 /// A fence record as an agent reports it.
@@ -119,6 +130,13 @@ impl ClusterView {
         self.member_by_id(first)
     }
 
+    /// The membership as the leader (else the first member that answered) reports it.
+    pub fn membership(&self) -> &[EtcdMember] {
+        self.leader()
+            .or_else(|| self.members.iter().find(|m| m.unreachable.is_none()))
+            .map_or(&[], |m| m.members.as_slice())
+    }
+
     /// The highest fence epoch any agent recorded for this cluster.
     pub fn highest_epoch(&self) -> u64 {
         self.fences().map(|f| f.epoch).max().unwrap_or(0)
@@ -188,7 +206,17 @@ pub fn member_view(
     view.db_size_in_use = m.db_size_in_use;
     view.db_quota = m.db_quota;
     view.alarms = m.alarms.iter().map(|a| (a.member_id, a.kind.clone())).collect();
-    view.members = m.members.iter().map(|x| (x.id, x.name.clone(), x.is_learner)).collect();
+    view.members = m
+        .members
+        .iter()
+        .map(|x| EtcdMember {
+            id: x.id,
+            name: x.name.clone(),
+            peer_urls: x.peer_urls.clone(),
+            client_urls: x.client_urls.clone(),
+            is_learner: x.is_learner,
+        })
+        .collect();
     view.unhealthy = match health {
         Ok(h) if h.healthy => None,
         Ok(h) => Some(if h.error.is_empty() { "linearizable read failed".to_string() } else { h.error.clone() }),
@@ -237,7 +265,15 @@ pub mod fixtures {
                 db_size_in_use: 50_000_000,
                 db_quota: 2_147_483_648,
                 disk_within_threshold: Some(true),
-                members: (1..=n).map(|j| (j as u64, format!("etcd{j}"), false)).collect(),
+                members: (1..=n)
+                    .map(|j| EtcdMember {
+                        id: j as u64,
+                        name: format!("etcd{j}"),
+                        peer_urls: vec![format!("http://127.0.0.{j}:2380")],
+                        client_urls: vec![format!("http://127.0.0.{j}:2379")],
+                        is_learner: false,
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect();

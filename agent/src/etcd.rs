@@ -32,12 +32,95 @@ pub enum EtcdError {
     /// Compact to a revision the cluster has not reached.
     #[error("revision: {revision} is above the cluster's current revision {current}")]
     FutureRevision { revision: i64, current: i64 },
+    /// etcd refused a membership change (add, remove, promote).
+    #[error("local etcd member at {endpoint}: {message}{}", .refusal.hint())]
+    MemberRefused { endpoint: String, refusal: MemberRefusal, message: String },
+    /// MemberAdd refused: etcd allows one learner at a time.
+    #[error("etcd allows one learner at a time: promote or remove learner {learner} first")]
+    TooManyLearners { learner: String },
     #[error("etcd client TLS file {path}: {source}")]
     TlsFile {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// etcd 3.4's refusals of a membership change, recognised by their
+/// message (etcd's `rpctypes`; its gRPC codes vary, the texts do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberRefusal {
+    /// "etcdserver: unhealthy cluster": the strict reconfiguration check
+    /// (the member was not connected to every voter for 5 s). Transient.
+    Unhealthy,
+    /// "can only promote a learner member which is in sync with leader".
+    /// Transient: the learner is still catching up.
+    LearnerNotInSync,
+    /// "re-configuration failed due to not enough started members".
+    NotEnoughStarted,
+    /// "can only promote a learner member": it is a voter already.
+    NotALearner,
+    /// "Peer URLs already exists": a member has the peer URL.
+    PeerUrlExists,
+    /// "member not found" (also "ID removed").
+    MemberNotFound,
+    /// "too many learner members in cluster".
+    TooManyLearners,
+    /// "given member URLs are invalid".
+    BadUrls,
+}
+
+impl MemberRefusal {
+    /// The refusal an etcd error message names, if any.
+    pub fn classify(message: &str) -> Option<MemberRefusal> {
+        let m = message.to_ascii_lowercase();
+        // Most specific first: the not-in-sync text contains the not-a-learner one.
+        let table: [(&str, MemberRefusal); 9] = [
+            ("unhealthy cluster", MemberRefusal::Unhealthy),
+            ("in sync with leader", MemberRefusal::LearnerNotInSync),
+            ("not enough started members", MemberRefusal::NotEnoughStarted),
+            ("can only promote a learner member", MemberRefusal::NotALearner),
+            ("peer urls already exists", MemberRefusal::PeerUrlExists),
+            ("peerurl exists", MemberRefusal::PeerUrlExists),
+            ("member not found", MemberRefusal::MemberNotFound),
+            ("id removed", MemberRefusal::MemberNotFound),
+            ("too many learner members", MemberRefusal::TooManyLearners),
+        ];
+        table
+            .iter()
+            .find(|(text, _)| m.contains(text))
+            .map(|(_, r)| *r)
+            .or_else(|| m.contains("member urls are invalid").then_some(MemberRefusal::BadUrls))
+    }
+
+    /// Whether asking again later can succeed.
+    pub fn transient(self) -> bool {
+        matches!(self, MemberRefusal::Unhealthy | MemberRefusal::LearnerNotInSync)
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            MemberRefusal::Unhealthy => {
+                " (strict reconfiguration check: a member was not connected to every voter for the last 5 s; \
+                 wait until every member is up and healthy)"
+            }
+            MemberRefusal::LearnerNotInSync => {
+                " (the learner has not caught up with the leader yet: check that its etcd runs and reaches its peers)"
+            }
+            MemberRefusal::NotEnoughStarted => {
+                " (too few voters are started for the new quorum: start the stopped members first)"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// A membership change and the membership after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The member added (its ID and peer URLs; no name before it starts).
+    pub member: Option<MemberInfo>,
+    pub members: Vec<MemberInfo>,
 }
 
 /// HTTP/2 flow-control window for snapshot streams (bytes).
@@ -453,6 +536,111 @@ impl LocalMember {
     }
 }
 
+impl LocalMember {
+    /// The cluster's members as the local member sees them.
+    pub async fn member_list(&self, timeout: Duration) -> Result<Vec<MemberInfo>, EtcdError> {
+        self.bounded(timeout, async {
+            let list = self.client().await?.cluster_client().member_list().await.map_err(|e| self.call_error(e))?;
+            Ok(members_of(list.members()))
+        })
+        .await
+    }
+
+    /// Adds a member with `peer_urls` (a learner when `learner`): one
+    /// attempt; refusals are [`EtcdError::MemberRefused`] (retries are the
+    /// caller's), "too many learners" names the learner.
+    pub async fn member_add(
+        &self,
+        peer_urls: &[String],
+        learner: bool,
+        timeout: Duration,
+    ) -> Result<MembershipChange, EtcdError> {
+        self.bounded(timeout, async {
+            let mut options = etcd_client::MemberAddOptions::new();
+            if learner {
+                options = options.with_is_learner();
+            }
+            let added = self.client().await?.cluster_client().member_add(peer_urls.to_vec(), Some(options)).await;
+            match added {
+                Ok(resp) => Ok(MembershipChange {
+                    member: resp.member().map(member_of),
+                    members: members_of(resp.member_list()),
+                }),
+                Err(e) => match self.membership_error(e) {
+                    EtcdError::MemberRefused { refusal: MemberRefusal::TooManyLearners, .. } => {
+                        let learners = Box::pin(self.member_list(timeout))
+                            .await
+                            .map(|list| {
+                                list.iter()
+                                    .filter(|m| m.is_learner)
+                                    .map(|m| match m.name.as_str() {
+                                        "" => format!("{:x} (not started)", m.id),
+                                        name => format!("{name} ({:x})", m.id),
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default();
+                        let learner = if learners.is_empty() { "(unknown)".to_string() } else { learners };
+                        Err(EtcdError::TooManyLearners { learner })
+                    }
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Removes member `id`: one attempt (see [`LocalMember::member_add`]).
+    pub async fn member_remove(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
+        self.bounded(timeout, async {
+            let resp =
+                self.client().await?.cluster_client().member_remove(id).await.map_err(|e| self.membership_error(e))?;
+            Ok(MembershipChange { member: None, members: members_of(resp.members()) })
+        })
+        .await
+    }
+
+    /// Promotes learner `id` to a voter: one attempt (see [`LocalMember::member_add`]).
+    pub async fn member_promote(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
+        self.bounded(timeout, async {
+            let resp =
+                self.client().await?.cluster_client().member_promote(id).await.map_err(|e| self.membership_error(e))?;
+            Ok(MembershipChange { member: None, members: members_of(resp.members()) })
+        })
+        .await
+    }
+
+    /// An error of a membership call: etcd's known refusals by message,
+    /// the rest as for maintenance calls.
+    fn membership_error(&self, e: etcd_client::Error) -> EtcdError {
+        if let etcd_client::Error::GRpcStatus(s) = &e
+            && let Some(refusal) = MemberRefusal::classify(s.message())
+        {
+            return EtcdError::MemberRefused {
+                endpoint: self.endpoint.clone(),
+                refusal,
+                message: s.message().to_string(),
+            };
+        }
+        self.maintenance_error(e)
+    }
+}
+
+fn member_of(m: &etcd_client::Member) -> MemberInfo {
+    MemberInfo {
+        id: m.id(),
+        name: m.name().to_string(),
+        peer_urls: m.peer_urls().to_vec(),
+        client_urls: m.client_urls().to_vec(),
+        is_learner: m.is_learner(),
+    }
+}
+
+fn members_of(list: &[etcd_client::Member]) -> Vec<MemberInfo> {
+    list.iter().map(member_of).collect()
+}
+
 fn alarm_name(t: AlarmType) -> String {
     match t {
         AlarmType::None => "NONE".to_string(),
@@ -507,5 +695,54 @@ impl LocalMember {
             Ok(SnapshotReader { endpoint: self.endpoint.clone(), stream })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_refusals_are_recognised_by_etcds_messages() {
+        let cases = [
+            ("etcdserver: unhealthy cluster", Some(MemberRefusal::Unhealthy)),
+            (
+                "etcdserver: can only promote a learner member which is in sync with leader",
+                Some(MemberRefusal::LearnerNotInSync),
+            ),
+            ("etcdserver: can only promote a learner member", Some(MemberRefusal::NotALearner)),
+            (
+                "etcdserver: re-configuration failed due to not enough started members",
+                Some(MemberRefusal::NotEnoughStarted),
+            ),
+            ("etcdserver: Peer URLs already exists", Some(MemberRefusal::PeerUrlExists)),
+            ("membership: peerURL exists", Some(MemberRefusal::PeerUrlExists)),
+            ("etcdserver: member not found", Some(MemberRefusal::MemberNotFound)),
+            ("membership: ID removed", Some(MemberRefusal::MemberNotFound)),
+            ("etcdserver: too many learner members in cluster", Some(MemberRefusal::TooManyLearners)),
+            ("etcdserver: given member URLs are invalid", Some(MemberRefusal::BadUrls)),
+            ("etcdserver: request timed out", None),
+            ("etcdserver: no leader", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(MemberRefusal::classify(message), want, "{message}");
+        }
+        let transient: Vec<_> = cases.iter().filter_map(|(_, r)| *r).filter(|r| r.transient()).collect();
+        assert_eq!(transient, [MemberRefusal::Unhealthy, MemberRefusal::LearnerNotInSync]);
+    }
+
+    #[test]
+    fn refusals_explain_themselves() {
+        let e = EtcdError::MemberRefused {
+            endpoint: "http://e:2379".into(),
+            refusal: MemberRefusal::Unhealthy,
+            message: "etcdserver: unhealthy cluster".into(),
+        };
+        assert!(e.to_string().contains("strict reconfiguration check"), "{e}");
+        let e = EtcdError::TooManyLearners { learner: "etcd4 (8e9e05c52164694d)".into() };
+        assert_eq!(
+            e.to_string(),
+            "etcd allows one learner at a time: promote or remove learner etcd4 (8e9e05c52164694d) first"
+        );
     }
 }

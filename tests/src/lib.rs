@@ -58,6 +58,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
     members: usize,
+    spares: usize,
     restart: Restart,
     metrics_port: Option<u16>,
     disk_probe_interval_secs: Option<u64>,
@@ -66,6 +67,13 @@ pub struct ClusterBuilder {
 impl ClusterBuilder {
     pub fn members(mut self, n: usize) -> Self {
         self.members = n;
+        self
+    }
+
+    /// Spare hosts (0 to 4): agents without an etcd member, named and
+    /// addressed after the members ([`Cluster::spare`]), for membership tests.
+    pub fn spares(mut self, n: usize) -> Self {
+        self.spares = n;
         self
     }
 
@@ -100,6 +108,7 @@ impl ClusterBuilder {
             token: format!("e2e-{}-{}-{}", prefix[1], prefix[2], std::process::id()),
             metrics_port: self.metrics_port,
             disk_probe_interval_secs: self.disk_probe_interval_secs,
+            spares: self.spares,
         };
         let layout = spec.write().expect("writing the cluster layout");
         let runtime =
@@ -108,6 +117,7 @@ impl ClusterBuilder {
             layout,
             bins,
             children: Vec::new(),
+            spare_children: Vec::new(),
             runtime,
             cluster_name: spec.cluster.clone(),
             next_epoch: std::sync::atomic::AtomicU64::new(1),
@@ -117,7 +127,14 @@ impl ClusterBuilder {
             let child = procs::spawn_agent(&cluster.bins.agent, &m).expect("spawning an agent");
             cluster.children.push(Some(child));
         }
+        for s in cluster.layout.spares.clone() {
+            let child = procs::spawn_agent(&cluster.bins.agent, &s).expect("spawning a spare host's agent");
+            cluster.spare_children.push(Some(child));
+        }
         cluster.wait_until("every member healthy with one leader", START_TIMEOUT, |c| c.is_healthy());
+        cluster.wait_until("every spare host's agent answering GetStatus", START_TIMEOUT, |c| {
+            (0..c.layout.spares.len()).all(|i| c.spare_status(i).is_ok())
+        });
         cluster
     }
 }
@@ -127,6 +144,8 @@ pub struct Cluster {
     pub layout: Layout,
     pub bins: Bins,
     children: Vec<Option<Child>>,
+    /// The spare hosts' agents.
+    spare_children: Vec<Option<Child>>,
     runtime: tokio::runtime::Runtime,
     /// The cluster's name in the fleet file (what fences are keyed by).
     pub cluster_name: String,
@@ -166,7 +185,13 @@ pub enum Caller {
 
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { members: 3, restart: Restart::Never, metrics_port: None, disk_probe_interval_secs: None }
+        ClusterBuilder {
+            members: 3,
+            spares: 0,
+            restart: Restart::Never,
+            metrics_port: None,
+            disk_probe_interval_secs: None,
+        }
     }
 
     pub fn member(&self, i: usize) -> &MemberLayout {
@@ -200,9 +225,31 @@ impl Cluster {
         }
     }
 
+    /// Spare host i (0-based): an agent without an etcd member.
+    pub fn spare(&self, i: usize) -> &MemberLayout {
+        &self.layout.spares[i]
+    }
+
+    /// A gRPC client to spare host i's agent, as the coordinator.
+    pub fn spare_client(&self, i: usize) -> AgentClient<Channel> {
+        self.agent_client(self.spare(i), &Caller::Coordinator)
+    }
+
+    /// GetStatus on spare host i's agent, as the coordinator.
+    pub fn spare_status(&self, i: usize) -> Result<GetStatusResponse, tonic::Status> {
+        let mut client = self.spare_client(i);
+        self.runtime
+            .block_on(client.get_status(GetStatusRequest { timeout_ms: 1000 }))
+            .map(tonic::Response::into_inner)
+    }
+
     /// A gRPC client to member i's agent, authenticated as `caller`.
     pub fn client(&self, i: usize, caller: &Caller) -> AgentClient<Channel> {
-        let m = self.member(i);
+        self.agent_client(self.member(i), caller)
+    }
+
+    /// A gRPC client to the agent of host `m` (member or spare), as `caller`.
+    fn agent_client(&self, m: &MemberLayout, caller: &Caller) -> AgentClient<Channel> {
         let pki = Pki::open(&self.layout.pki_dir).expect("pki");
         let ca = Certificate::from_pem(std::fs::read(pki.ca_cert_path()).expect("ca"));
         let identity = |cert: &Path, key: &Path| {
@@ -361,23 +408,38 @@ impl Cluster {
         self.block_on(client.acquire_fence(request)).map(tonic::Response::into_inner)
     }
 
-    /// Acquires the cluster's fence for operation `op` on every agent, at a
-    /// fresh epoch, and returns it (panics if an agent refuses).
+    /// Acquires the cluster's fence for operation `op` on every agent
+    /// (spare hosts' included), at a fresh epoch, and returns it (panics if
+    /// an agent refuses).
     pub fn acquire_fence(&self, op: &str) -> Fence {
         let fence = self.fence(op, self.next_epoch());
         for i in 0..self.layout.members.len() {
             self.try_acquire_fence(i, &fence, false)
                 .unwrap_or_else(|e| panic!("acquiring the fence for {op} on member {i}: {e:?}"));
         }
+        for i in 0..self.layout.spares.len() {
+            let request = AcquireFenceRequest {
+                fence: Some(fence.clone()),
+                holder: "e2e-harness".to_string(),
+                operation_kind: "e2e".to_string(),
+                takeover: false,
+            };
+            self.block_on(self.spare_client(i).acquire_fence(request))
+                .unwrap_or_else(|e| panic!("acquiring the fence for {op} on spare host {i}: {e:?}"));
+        }
         fence
     }
 
-    /// ReleaseFence on every agent (panics if an agent refuses).
+    /// ReleaseFence on every agent, spare hosts' included (panics if an agent refuses).
     pub fn release_fence(&self, fence: &Fence) {
         for i in 0..self.layout.members.len() {
             let mut client = self.client(i, &Caller::Coordinator);
             self.block_on(client.release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }))
                 .unwrap_or_else(|e| panic!("releasing the fence of {} on member {i}: {e:?}", fence.operation_id));
+        }
+        for i in 0..self.layout.spares.len() {
+            self.block_on(self.spare_client(i).release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }))
+                .unwrap_or_else(|e| panic!("releasing the fence of {} on spare host {i}: {e:?}", fence.operation_id));
         }
     }
 
@@ -396,6 +458,17 @@ impl Cluster {
         let child = procs::spawn_agent(&self.bins.agent, &self.layout.members[i]).expect("respawning the agent");
         self.children[i] = Some(child);
         self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| c.is_healthy());
+    }
+
+    /// A power cut on member i's host: its agent and etcd SIGKILLed
+    /// together (the whole process group, nothing stopped gracefully); the
+    /// files stay. Waits until both are gone (the agent is reaped at drop).
+    pub fn power_cut(&self, i: usize) {
+        let Some(pid) = self.children[i].as_ref().map(Child::id) else { return };
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        self.wait_until("the power-cut host's agent and etcd gone", Duration::from_secs(10), |_| {
+            !procs::group_alive(pid)
+        });
     }
 
     /// The pid of member i's agent process.
@@ -435,7 +508,7 @@ impl Cluster {
     /// The tail of every agent and etcd log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for m in &self.layout.members {
+        for m in self.layout.members.iter().chain(&self.layout.spares) {
             for path in [&m.agent_log, &m.etcd_log] {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
@@ -453,17 +526,18 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Signal every agent first so the members stop in parallel.
-        for child in self.children.iter().flatten() {
+        for child in self.children.iter().chain(&self.spare_children).flatten() {
             procs::terminate(child.id());
         }
-        for (i, slot) in self.children.iter_mut().enumerate() {
+        let hosts = self.layout.members.iter().chain(&self.layout.spares);
+        for (slot, host) in self.children.iter_mut().chain(self.spare_children.iter_mut()).zip(hosts) {
             if let Some(mut child) = slot.take() {
                 procs::wait_group(child.id(), Duration::from_secs(20), || {
                     let _ = child.try_wait();
                 });
                 let _ = child.kill();
                 let _ = child.wait();
-                procs::forget(&self.layout.members[i]);
+                procs::forget(host);
             }
         }
     }

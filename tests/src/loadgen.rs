@@ -54,6 +54,11 @@ pub struct LoadConfig {
     pub attempt_timeout: Duration,
     /// How often every endpoint's Status is polled for the leader.
     pub status_interval: Duration,
+    /// After an attempt on an endpoint fails (retryable) or times out, new
+    /// attempts avoid that endpoint for this long, as gRPC balancers do
+    /// with a failing connection (unless every endpoint is avoided).
+    /// Zero: plain round-robin.
+    pub eject: Duration,
 }
 
 impl LoadConfig {
@@ -71,6 +76,7 @@ impl LoadConfig {
             write_deadline: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(1),
             status_interval: Duration::from_millis(100),
+            eject: Duration::ZERO,
         }
     }
 }
@@ -132,7 +138,8 @@ impl WriteTotals {
             Ok(latency) => {
                 self.ok += 1;
                 if self.latencies_us.len() < MAX_SAMPLES {
-                    self.latencies_us.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                    self.latencies_us
+                        .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
                 }
             }
             Err(e) => {
@@ -159,7 +166,12 @@ impl LatencySummary {
     pub fn from_micros(mut samples: Vec<u32>) -> LatencySummary {
         samples.sort_unstable();
         let at = |p: f64| Duration::from_micros(u64::from(percentile(&samples, p)));
-        LatencySummary { count: samples.len(), p50: at(50.0), p99: at(99.0), max: at(100.0) }
+        LatencySummary {
+            count: samples.len(),
+            p50: at(50.0),
+            p99: at(99.0),
+            max: at(100.0),
+        }
     }
 }
 
@@ -227,7 +239,9 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 async fn client(url: &str) -> anyhow::Result<Client> {
-    Client::from_channel(etcd_client::Channel::Tonic(channel(url)?), None).await.with_context(|| format!("etcd client for {url}"))
+    Client::from_channel(etcd_client::Channel::Tonic(channel(url)?), None)
+        .await
+        .with_context(|| format!("etcd client for {url}"))
 }
 
 /// Whether a failed attempt may be retried on another endpoint.
@@ -241,6 +255,11 @@ fn retryable(e: &etcd_client::Error) -> bool {
             Code::Unknown => {
                 let m = s.message().to_ascii_lowercase();
                 m.contains("transport") || m.contains("connection") || m.contains("h2")
+                    // etcd 3.4 returns raft's ErrProposalDropped as Unknown: the
+                    // proposal never reached the log (a leadership transfer or no
+                    // known leader), so retrying it is safe — and necessary: any
+                    // leader change, planned or not, drops in-flight proposals.
+                    || m.contains("raft proposal dropped")
             }
             _ => false,
         },
@@ -253,7 +272,10 @@ impl LoadGen {
     /// Must be called inside a tokio runtime.
     pub async fn start(cfg: LoadConfig) -> anyhow::Result<LoadGen> {
         anyhow::ensure!(!cfg.endpoints.is_empty(), "no endpoints");
-        anyhow::ensure!(cfg.rate > 0 && cfg.concurrency > 0 && cfg.key_space > 0, "rate, concurrency and key space must be > 0");
+        anyhow::ensure!(
+            cfg.rate > 0 && cfg.concurrency > 0 && cfg.key_space > 0,
+            "rate, concurrency and key space must be > 0"
+        );
         let mut kvs = Vec::new();
         let mut maints = Vec::new();
         for url in &cfg.endpoints {
@@ -267,11 +289,25 @@ impl LoadGen {
         let leaders = Arc::new(Mutex::new(LeaderTracker::default()));
         let mut watchers = JoinSet::new();
         for maint in maints {
-            watchers.spawn(watch_leader(maint, cfg.status_interval, leaders.clone(), stop_rx.clone()));
+            watchers.spawn(watch_leader(
+                maint,
+                cfg.status_interval,
+                leaders.clone(),
+                stop_rx.clone(),
+            ));
         }
         let rate = cfg.rate;
-        let writer = tokio::spawn(drive(Arc::new(cfg), Arc::new(kvs), writes.clone(), stop_rx));
-        Ok(LoadGen { stop, writer, watchers, writes, leaders, started: Instant::now(), rate })
+        let endpoints = Arc::new(Endpoints::new(kvs));
+        let writer = tokio::spawn(drive(Arc::new(cfg), endpoints, writes.clone(), stop_rx));
+        Ok(LoadGen {
+            stop,
+            writer,
+            watchers,
+            writes,
+            leaders,
+            started: Instant::now(),
+            rate,
+        })
     }
 
     /// Stops sending, waits for the writes in flight (each ends by its
@@ -306,7 +342,7 @@ impl LoadGen {
 /// concurrency bound per write in flight. Returns how many writes it started.
 async fn drive(
     cfg: Arc<LoadConfig>,
-    kvs: Arc<Vec<(String, KvClient)>>,
+    kvs: Arc<Endpoints>,
     totals: Arc<Mutex<WriteTotals>>,
     mut stop: watch::Receiver<bool>,
 ) -> u64 {
@@ -329,7 +365,10 @@ async fn drive(
         let (cfg, kvs, totals, value) = (cfg.clone(), kvs.clone(), totals.clone(), value.clone());
         tasks.spawn(async move {
             let (outcome, attempts) = write_one(&cfg, &kvs, seq, &value).await;
-            totals.lock().unwrap_or_else(|p| p.into_inner()).record(&outcome, attempts);
+            totals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(&outcome, attempts);
             drop(slot);
         });
         seq += 1;
@@ -340,17 +379,26 @@ async fn drive(
 
 /// One write with retries on the next endpoint; returns the latency from the
 /// first attempt to success (or why it failed) and the attempts made.
-async fn write_one(cfg: &LoadConfig, kvs: &[(String, KvClient)], seq: u64, value: &[u8]) -> (Result<Duration, String>, u32) {
+async fn write_one(
+    cfg: &LoadConfig,
+    eps: &Endpoints,
+    seq: u64,
+    value: &[u8],
+) -> (Result<Duration, String>, u32) {
+    let kvs = &eps.kvs;
     let start = Instant::now();
     let deadline = start + cfg.write_deadline;
     let key = format!("{}{}", cfg.key_prefix, seq % cfg.key_space);
-    let mut ep = (seq % kvs.len() as u64) as usize;
+    let mut ep = eps.pick((seq % kvs.len() as u64) as usize);
     let mut attempts = 0u32;
     let mut last = String::from("no attempt");
     loop {
         let now = Instant::now();
         if now >= deadline {
-            let msg = format!("deadline of {:?} passed after {attempts} attempt(s); last: {last}", cfg.write_deadline);
+            let msg = format!(
+                "deadline of {:?} passed after {attempts} attempt(s); last: {last}",
+                cfg.write_deadline
+            );
             return (Err(msg), attempts);
         }
         let budget = cfg.attempt_timeout.min(deadline - now);
@@ -364,13 +412,54 @@ async fn write_one(cfg: &LoadConfig, kvs: &[(String, KvClient)], seq: u64, value
             Ok(Err(e)) => return (Err(format!("{url}: {e} (not retryable)")), attempts),
             Err(_) => last = format!("{url}: attempt timed out after {budget:?}"),
         }
+        eps.avoid(ep, cfg.eject);
         // A fast failure (connection refused, no leader): pause a little
         // rather than spin over the endpoints.
         if began.elapsed() < Duration::from_millis(50) {
             let pause = Duration::from_millis(25).min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
         }
-        ep = (ep + 1) % kvs.len();
+        ep = eps.pick((ep + 1) % kvs.len());
+    }
+}
+
+/// The write connections, and until when each is avoided after a failure.
+struct Endpoints {
+    kvs: Vec<(String, KvClient)>,
+    epoch: Instant,
+    /// Milliseconds since `epoch`.
+    avoid_until: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Endpoints {
+    fn new(kvs: Vec<(String, KvClient)>) -> Endpoints {
+        let avoid_until = kvs.iter().map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        Endpoints {
+            kvs,
+            epoch: Instant::now(),
+            avoid_until,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn avoid(&self, i: usize, for_: Duration) {
+        if !for_.is_zero() {
+            let until = self.now_ms() + u64::try_from(for_.as_millis()).unwrap_or(u64::MAX / 2);
+            self.avoid_until[i].fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// `preferred`, or the next endpoint not avoided now (`preferred` when all are).
+    fn pick(&self, preferred: usize) -> usize {
+        let now = self.now_ms();
+        let n = self.kvs.len();
+        (0..n)
+            .map(|k| (preferred + k) % n)
+            .find(|&i| self.avoid_until[i].load(std::sync::atomic::Ordering::Relaxed) <= now)
+            .unwrap_or(preferred)
     }
 }
 
@@ -402,8 +491,7 @@ async fn watch_leader(
 
 impl LoadReport {
     /// The columns of [`LoadReport::table_row`].
-    pub const TABLE_HEADER: &'static str =
-        "| writes ok | failed | retried | not sent (bound) | p50 | p99 | max | leader changes | term advance |";
+    pub const TABLE_HEADER: &'static str = "| writes ok | failed | retried | not sent (bound) | p50 | p99 | max | leader changes | term advance |";
 
     /// One Markdown table row fragment (no leading tool columns).
     pub fn table_row(&self) -> String {
@@ -464,7 +552,13 @@ pub struct MemberDb {
 
 impl fmt::Display for MemberDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} dbSize {:.0} MB, in use {:.0} MB", self.endpoint, self.db_size as f64 / 1e6, self.db_size_in_use as f64 / 1e6)
+        write!(
+            f,
+            "{} dbSize {:.0} MB, in use {:.0} MB",
+            self.endpoint,
+            self.db_size as f64 / 1e6,
+            self.db_size_in_use as f64 / 1e6
+        )
     }
 }
 
@@ -477,7 +571,11 @@ pub async fn db_sizes(endpoints: &[String]) -> anyhow::Result<Vec<MemberDb>> {
             .await
             .with_context(|| format!("{url}: Status timed out"))?
             .with_context(|| format!("{url}: Status"))?;
-        out.push(MemberDb { endpoint: url.clone(), db_size: s.db_size(), db_size_in_use: s.raft_used_db_size() });
+        out.push(MemberDb {
+            endpoint: url.clone(),
+            db_size: s.db_size(),
+            db_size_in_use: s.raft_used_db_size(),
+        });
     }
     Ok(out)
 }
@@ -491,27 +589,51 @@ pub async fn db_sizes(endpoints: &[String]) -> anyhow::Result<Vec<MemberDb>> {
 /// at least what was written; dbSizeInUse is about a tenth. etcd's default
 /// 2 GiB quota applies (the harness sets none); keep `value_size` under
 /// etcd's 1.5 MiB request limit.
-pub async fn fragment(endpoints: &[String], megabytes: usize, value_size: usize) -> anyhow::Result<Vec<MemberDb>> {
-    anyhow::ensure!(value_size > 0 && value_size <= 1 << 20, "value_size must be 1 byte to 1 MiB");
+pub async fn fragment(
+    endpoints: &[String],
+    megabytes: usize,
+    value_size: usize,
+) -> anyhow::Result<Vec<MemberDb>> {
+    anyhow::ensure!(
+        value_size > 0 && value_size <= 1 << 20,
+        "value_size must be 1 byte to 1 MiB"
+    );
     let count = (megabytes * 1_000_000).div_ceil(value_size);
     let client = Client::connect(endpoints, None).await.context("etcd client")?;
     let value = Arc::new(vec![b'f'; value_size]);
     let mut tasks = JoinSet::new();
     for i in 0..count {
-        let key = if i % 10 == 0 { format!("/bench/frag/keep/{i}") } else { format!("/bench/frag/drop/{i}") };
+        let key = if i % 10 == 0 {
+            format!("/bench/frag/keep/{i}")
+        } else {
+            format!("/bench/frag/drop/{i}")
+        };
         let (mut kv, value) = (client.kv_client(), value.clone());
         tasks.spawn(async move { kv.put(key, value.to_vec(), None).await.map(|_| ()) });
         if tasks.len() >= 16 {
-            tasks.join_next().await.context("task")?.context("join")?.context("put")?;
+            tasks
+                .join_next()
+                .await
+                .context("task")?
+                .context("join")?
+                .context("put")?;
         }
     }
     while let Some(r) = tasks.join_next().await {
         r.context("join")?.context("put")?;
     }
     let mut kv = client.kv_client();
-    let deleted = kv.delete("/bench/frag/drop/", Some(DeleteOptions::new().with_prefix())).await.context("delete")?;
-    let revision = deleted.header().map(|h| h.revision()).context("no header in the delete response")?;
-    kv.compact(revision, Some(CompactionOptions::new().with_physical())).await.context("compact")?;
+    let deleted = kv
+        .delete("/bench/frag/drop/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .context("delete")?;
+    let revision = deleted
+        .header()
+        .map(|h| h.revision())
+        .context("no header in the delete response")?;
+    kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .context("compact")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // bbolt frees the compacted pages only when a later write
@@ -599,11 +721,41 @@ mod tests {
             status_ok: 900,
             status_failed: 3,
         };
-        assert_eq!(r.table_row(), "| 5988 | 2 | 7 | 10 | 2.5 ms | 40.0 ms | 1200.0 ms | 1 | 1 |");
-        assert_eq!(r.table_row().matches('|').count(), LoadReport::TABLE_HEADER.matches('|').count());
+        assert_eq!(
+            r.table_row(),
+            "| 5988 | 2 | 7 | 10 | 2.5 ms | 40.0 ms | 1200.0 ms | 1 | 1 |"
+        );
+        assert_eq!(
+            r.table_row().matches('|').count(),
+            LoadReport::TABLE_HEADER.matches('|').count()
+        );
         let text = r.to_string();
-        assert!(text.starts_with("30.0 s at 200/s: sent 5990 (not sent 10), ok 5988, failed 2"), "{text}");
+        assert!(
+            text.starts_with("30.0 s at 200/s: sent 5990 (not sent 10), ok 5988, failed 2"),
+            "{text}"
+        );
         assert!(text.ends_with("\n  error: http://a: deadline"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn eject_avoids_a_failed_endpoint_for_a_while() {
+        let mut kvs = Vec::new();
+        for url in ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"] {
+            kvs.push((
+                url.to_string(),
+                client(url).await.expect("lazy client").kv_client(),
+            ));
+        }
+        let eps = Endpoints::new(kvs);
+        assert_eq!(eps.pick(1), 1);
+        eps.avoid(1, Duration::ZERO);
+        assert_eq!(eps.pick(1), 1, "zero: plain round-robin");
+        eps.avoid(1, Duration::from_secs(60));
+        assert_eq!(eps.pick(1), 2);
+        eps.avoid(2, Duration::from_secs(60));
+        assert_eq!(eps.pick(1), 0);
+        eps.avoid(0, Duration::from_secs(60));
+        assert_eq!(eps.pick(1), 1, "all avoided: the preferred one");
     }
 
     #[test]
@@ -613,6 +765,9 @@ mod tests {
         assert!(retryable(&status(tonic::Code::DeadlineExceeded)));
         assert!(!retryable(&status(tonic::Code::InvalidArgument)));
         assert!(!retryable(&status(tonic::Code::Unknown)));
-        assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"))));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("raft proposal dropped"))));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::unknown("transport error")
+        )));
     }
 }

@@ -525,6 +525,48 @@ impl NspawnCluster {
     }
 }
 
+/// The coordinator CLI against these hosts. The layout already wrote the
+/// fleet file (cluster "nspawn", the name [`NspawnCluster::acquire_fence`]
+/// uses; members' agent URLs 198.18.N.11+i:7443; the coordinator
+/// certificate `sandbox-operator` of the layout's PKI).
+impl NspawnCluster {
+    /// The fleet file for `etcdops --fleet`.
+    pub fn fleet_path(&self) -> &Path {
+        &self.layout.fleet_path
+    }
+
+    /// The coordinator's journal for this cluster (beside the layout, so
+    /// it goes with the cluster's temp dir).
+    pub fn journal_path(&self) -> PathBuf {
+        self.layout.dir.join("journal.redb")
+    }
+
+    /// Runs `CLI --fleet <fleet> ARGS` (`bins.cli` of [`crate::bins!`]) with
+    /// `ETCDOPS_JOURNAL` set to [`NspawnCluster::journal_path`] and
+    /// `ETCDOPS_FLEET` removed, and collects its output.
+    pub fn etcdops(&self, cli: &Path, args: &[&str]) -> crate::CliOutput {
+        let out = Command::new(cli)
+            .arg("--fleet")
+            .arg(self.fleet_path())
+            .args(args)
+            .env_remove("ETCDOPS_FLEET")
+            .env("ETCDOPS_JOURNAL", self.journal_path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running etcdops");
+        crate::CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The members' etcd client URLs (`http://198.18.N.11+i:2379`).
+    pub fn client_urls(&self) -> Vec<String> {
+        self.layout.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+}
+
 impl Drop for NspawnCluster {
     fn drop(&mut self) {
         // Power off every host at once, then wait.

@@ -1,5 +1,6 @@
 //! End-to-end: `etcdops sandbox up` brings up a healthy cluster the CLI can
-//! see through the agents, and `sandbox down` leaves nothing running.
+//! see through the agents, with a spare host (an agent without a member),
+//! and `sandbox down` leaves nothing running.
 
 use std::process::Command;
 
@@ -22,25 +23,44 @@ fn sandbox_up_status_down() {
     let [a, b, c] = free_prefix();
     let prefix = format!("{a}.{b}.{c}");
     let agent = bins!().agent;
-    let up = etcdops(&["sandbox", "up", "--dir", d, "--ip-prefix", &prefix, "--agent-bin", agent.to_str().expect("utf-8")]);
+    let up = etcdops(&[
+        "sandbox",
+        "up",
+        "--dir",
+        d,
+        "--ip-prefix",
+        &prefix,
+        "--spares",
+        "1",
+        "--agent-bin",
+        agent.to_str().expect("utf-8"),
+    ]);
     let stdout = String::from_utf8_lossy(&up.stdout);
     // Whatever happens next, stop what was started.
     let guard = scopeguard(d);
     assert!(up.status.success(), "sandbox up: {}\n{stdout}", String::from_utf8_lossy(&up.stderr));
     assert!(stdout.contains("etcdops status") && stdout.contains("sandbox down"), "next steps printed: {stdout}");
+    let spare_agent = format!("https://{prefix}.14:7443");
+    assert!(
+        stdout.contains("spare hosts (agents without a member; add one with `etcdops member add etcd4 --agent")
+            && stdout.contains(&spare_agent),
+        "spare host printed: {stdout}"
+    );
+    let spare_env = std::fs::read_to_string(dir.path().join("etcd4/etcd.env")).expect("spare env file");
+    assert!(spare_env.contains("ETCD_NAME=\"etcd4\"") && !spare_env.contains("ETCD_INITIAL_CLUSTER"), "{spare_env}");
 
     let fleet = dir.path().join("fleet.toml");
     let status = etcdops(&["--fleet", fleet.to_str().expect("utf-8"), "status", "-w", "json"]);
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert_eq!(report["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["members"].as_array().map(Vec::len), Some(3), "the spare is not a member");
 
     // A second `up` on a running sandbox is refused.
     let again = etcdops(&["sandbox", "up", "--dir", d, "--agent-bin", agent.to_str().expect("utf-8")]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
 
-    let pids: Vec<u32> = (1..=3)
+    let pids: Vec<u32> = (1..=4)
         .map(|i| {
             std::fs::read_to_string(dir.path().join(format!("etcd{i}/agent.pid")))
                 .expect("pid file")

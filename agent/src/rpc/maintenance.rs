@@ -1,6 +1,7 @@
 //! etcd maintenance through the local member: Defragment, Compact,
 //! MoveLeader, DisarmAlarms, WriteProbe (all fenced by the caller, see
-//! `rpc::fence::fenced`) and RevisionAt (a read). Domain results from
+//! `rpc::fence::fenced`) and RevisionAt (a read); membership changes are in
+//! `membership.rs`. Domain results from
 //! `etcd::LocalMember`, converted here; [`etcd_status`] is the one mapping
 //! of etcd errors to gRPC codes. The member's futures are boxed: large, and
 //! copied per frame in debug builds (a worker's stack overflowed).
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use etcdops_proto::v1 as pb;
 use tonic::Status;
 
-use crate::etcd::{AlarmInfo, EtcdError};
+use crate::etcd::{AlarmInfo, EtcdError, MemberRefusal};
 use crate::state::AgentState;
 
 /// A budget field's default and maximum, in milliseconds.
@@ -61,6 +62,16 @@ pub fn etcd_status(e: EtcdError) -> Status {
         EtcdError::NotLeader { .. } => tonic::Code::FailedPrecondition,
         EtcdError::FutureRevision { .. } => tonic::Code::InvalidArgument,
         EtcdError::TlsFile { .. } => tonic::Code::Internal,
+        EtcdError::TooManyLearners { .. } => tonic::Code::FailedPrecondition,
+        EtcdError::MemberRefused { refusal, .. } => match refusal {
+            MemberRefusal::Unhealthy | MemberRefusal::LearnerNotInSync => tonic::Code::Unavailable,
+            MemberRefusal::NotEnoughStarted | MemberRefusal::NotALearner | MemberRefusal::TooManyLearners => {
+                tonic::Code::FailedPrecondition
+            }
+            MemberRefusal::PeerUrlExists => tonic::Code::AlreadyExists,
+            MemberRefusal::MemberNotFound => tonic::Code::NotFound,
+            MemberRefusal::BadUrls => return Status::invalid_argument(format!("peer_urls: {e}")),
+        },
     };
     Status::new(code, e.to_string())
 }
@@ -318,5 +329,33 @@ mod tests {
             .code(),
             tonic::Code::Unavailable
         );
+    }
+
+    #[test]
+    fn membership_refusals_map_to_codes() {
+        let refused = |refusal, message: &str| {
+            etcd_status(EtcdError::MemberRefused {
+                endpoint: "http://e:2379".into(),
+                refusal,
+                message: message.into(),
+            })
+        };
+        let unhealthy = refused(MemberRefusal::Unhealthy, "etcdserver: unhealthy cluster");
+        assert_eq!(unhealthy.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            refused(MemberRefusal::LearnerNotInSync, "etcdserver: can only promote a learner member which is in sync with leader").code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            refused(MemberRefusal::NotEnoughStarted, "etcdserver: re-configuration failed due to not enough started members").code(),
+            tonic::Code::FailedPrecondition
+        );
+        let bad = refused(MemberRefusal::BadUrls, "etcdserver: given member URLs are invalid");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        assert!(bad.message().starts_with("peer_urls: "), "{}", bad.message());
+        assert_eq!(refused(MemberRefusal::MemberNotFound, "etcdserver: member not found").code(), tonic::Code::NotFound);
+        let learners = etcd_status(EtcdError::TooManyLearners { learner: "etcd4 (a1)".into() });
+        assert_eq!(learners.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(learners.message(), "etcd allows one learner at a time: promote or remove learner etcd4 (a1) first");
     }
 }

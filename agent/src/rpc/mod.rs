@@ -9,6 +9,7 @@ mod fence;
 mod health;
 mod host_files;
 mod maintenance;
+mod membership;
 mod snapshot;
 mod status;
 mod unit;
@@ -232,15 +233,46 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
-    // TODO(issue 7): membership RPCs; stubs until the agent side lands.
-    async fn add_member(&self, _r: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(Status::unimplemented("AddMember"))
+    async fn add_member(&self, r: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("AddMember", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
+            let urls = membership::peer_urls(&r.peer_urls)?;
+            let act = membership::add_member(&self.state, urls, r.is_learner, timeout);
+            fence::fenced(&self.state, "AddMember", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn remove_member(&self, _r: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(Status::unimplemented("RemoveMember"))
+
+    async fn remove_member(
+        &self,
+        r: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("RemoveMember", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::REMOVE_MEMBER)?;
+            let id = membership::member_id(r.member_id)?;
+            let act = membership::remove_member(&self.state, id, timeout);
+            fence::fenced(&self.state, "RemoveMember", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
-    async fn promote_member(&self, _r: Request<pb::PromoteMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(Status::unimplemented("PromoteMember"))
+
+    async fn promote_member(
+        &self,
+        r: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = r.into_inner();
+        self.counted("PromoteMember", async {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::PROMOTE_MEMBER)?;
+            let id = membership::member_id(r.member_id)?;
+            let act = membership::promote_member(&self.state, id, timeout);
+            fence::fenced(&self.state, "PromoteMember", r.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {

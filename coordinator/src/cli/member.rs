@@ -165,7 +165,8 @@ pub struct PromoteArgs {
 
 /// The joining host from the arguments, URLs defaulted from the cluster's schemes.
 fn joining(view: &ClusterView, name: &str, join: &JoinArgs) -> anyhow::Result<Joining> {
-    let agent = AgentUrl::parse(&join.agent).map_err(|e| anyhow::anyhow!("--agent {}: {e}", join.agent))?;
+    let agent = AgentUrl::parse(&join.agent)
+        .map_err(|e| crate::plan::planner::PlanError::BadMember(format!("--agent {}: {e}", join.agent)))?;
     let scheme = |urls: fn(&crate::plan::view::EtcdMember) -> &Vec<String>| {
         view.membership()
             .iter()

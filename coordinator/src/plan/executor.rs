@@ -49,6 +49,13 @@ pub enum ExecError {
          `etcdops op resume {op}` (or `etcdops op abort {op}`)."
     )]
     Stopped { op: String, index: usize, total: usize, step: String, reason: String },
+    /// A join failed before promotion and was undone.
+    #[error(
+        "operation {op} stopped at step {index}/{total} ({step}): {reason}\n\
+         The join was rolled back ({rolled_back}): no learner or half-configured member is left. \
+         Fix the cause and run the command again."
+    )]
+    RolledBack { op: String, index: usize, total: usize, step: String, reason: String, rolled_back: String },
     /// Every step ran but the cluster is not healthy afterwards.
     #[error("operation {op} ran every step, but the cluster is not healthy afterwards:\n{}", list(findings))]
     UnhealthyAfter { op: String, findings: Vec<Finding> },
@@ -271,7 +278,21 @@ impl Executor {
             let view = match self.pre_check(&kind).await {
                 Ok(view) => view,
                 Err(findings) => {
-                    let err = stop(format!("the cluster is not safe for this step:\n{}", list(&findings)));
+                    let reason = format!("the cluster is not safe for this step:\n{}", list(&findings));
+                    if let Some(rolled_back) = self.roll_back_join(&record, &fence).await {
+                        let err = ExecError::RolledBack {
+                            op: record.id.clone(),
+                            index: number,
+                            total,
+                            step: step.description.clone(),
+                            reason,
+                            rolled_back,
+                        };
+                        self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string()))?;
+                        fence::release(&self.agents, &self.fence_holders(), &fence).await;
+                        return Err(err);
+                    }
+                    let err = stop(reason);
                     return Err(self.stop(&record.id, &fence, err).await);
                 }
             };
@@ -296,8 +317,14 @@ impl Executor {
                     self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));
                     let record = self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
                     if let Some(rolled_back) = self.roll_back_join(&record, &fence).await {
-                        let reason = format!("{reason}; rolled back: {rolled_back}");
-                        let err = stop(reason.clone());
+                        let err = ExecError::RolledBack {
+                            op: record.id.clone(),
+                            index: number,
+                            total,
+                            step: step.description.clone(),
+                            reason,
+                            rolled_back,
+                        };
                         self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string()))?;
                         fence::release(&self.agents, &self.fence_holders(), &fence).await;
                         return Err(err);

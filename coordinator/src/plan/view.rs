@@ -219,6 +219,8 @@ pub fn member_view(
         .collect();
     view.unhealthy = match health {
         Ok(h) if h.healthy => None,
+        // A learner serves no linearizable read; that it answered its status is its health.
+        Ok(h) if m.is_learner && h.error.contains("not supported for learner") => None,
         Ok(h) => Some(if h.error.is_empty() { "linearizable read failed".to_string() } else { h.error.clone() }),
         Err(e) => Some(e.to_string()),
     };

@@ -1,6 +1,9 @@
 //! The files of a local cluster: PKI, one etcd environment file and one
 //! agent config per member, and the fleet file. Shared by `etcdops sandbox`
 //! and the end-to-end test harness, so both run exactly the same setup.
+//! Spare hosts get the same files but no member yet: their agents do not
+//! start etcd, and their env files lack the `ETCD_INITIAL_CLUSTER*`
+//! settings the coordinator writes when it adds the member.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,15 @@ pub struct LayoutSpec {
     /// The agents' `[disk] probe_interval_secs`; default: the agent's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_probe_interval_secs: Option<u64>,
+    /// Spare hosts (0 to 4): agents without an etcd member, named and
+    /// addressed after the members (`etcd<members + 1>`, ...), not in the
+    /// fleet file; `etcdops member add` turns one into a member.
+    #[serde(default)]
+    pub spares: usize,
 }
+
+/// The most spare hosts a layout has.
+pub const MAX_SPARES: usize = 4;
 
 /// One member's addresses and files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +78,16 @@ pub struct Layout {
     pub fleet_path: PathBuf,
     pub pki_dir: PathBuf,
     pub members: Vec<MemberLayout>,
+    /// Spare hosts: an agent each, no etcd member yet (not in the fleet file).
+    pub spares: Vec<MemberLayout>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("--members must be between 1 and 9, got {0}")]
     MemberCount(usize),
+    #[error("--spares must be between 0 and {MAX_SPARES}, got {0}")]
+    SpareCount(usize),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -93,35 +108,41 @@ impl LayoutSpec {
         if !(1..=9).contains(&self.members) {
             return Err(LayoutError::MemberCount(self.members));
         }
-        let [a, b, c] = self.ip_prefix;
-        let members = (0..self.members)
-            .map(|i| {
-                let name = format!("etcd{}", i + 1);
-                let host = u8::try_from(11 + i).unwrap_or(u8::MAX);
-                let ip = Ipv4Addr::new(a, b, c, host);
-                let dir = self.dir.join(&name);
-                MemberLayout {
-                    client_url: format!("http://{ip}:{}", self.client_port),
-                    peer_url: format!("http://{ip}:{}", self.peer_port),
-                    agent_url: format!("https://{ip}:{}", self.agent_port),
-                    agent_config: dir.join("agent.toml"),
-                    env_file: dir.join("etcd.env"),
-                    data_dir: dir.join("data"),
-                    state_dir: dir.join("agent-state"),
-                    etcd_log: dir.join("etcd.log"),
-                    agent_log: dir.join("agent.log"),
-                    name,
-                    ip,
-                    dir,
-                }
-            })
-            .collect();
+        if self.spares > MAX_SPARES {
+            return Err(LayoutError::SpareCount(self.spares));
+        }
+        let mut hosts = (0..self.members + self.spares).map(|i| self.host(i));
+        let members = hosts.by_ref().take(self.members).collect();
         Ok(Layout {
             fleet_path: self.dir.join("fleet.toml"),
             pki_dir: self.dir.join("pki"),
             dir: self.dir.clone(),
             members,
+            spares: hosts.collect(),
         })
+    }
+
+    /// Host i (0-based; spares follow the members): `etcd<i + 1>` on `<prefix>.<11 + i>`.
+    fn host(&self, i: usize) -> MemberLayout {
+        let [a, b, c] = self.ip_prefix;
+        let name = format!("etcd{}", i + 1);
+        let host = u8::try_from(11 + i).unwrap_or(u8::MAX);
+        let ip = Ipv4Addr::new(a, b, c, host);
+        let dir = self.dir.join(&name);
+        MemberLayout {
+            client_url: format!("http://{ip}:{}", self.client_port),
+            peer_url: format!("http://{ip}:{}", self.peer_port),
+            agent_url: format!("https://{ip}:{}", self.agent_port),
+            agent_config: dir.join("agent.toml"),
+            env_file: dir.join("etcd.env"),
+            data_dir: dir.join("data"),
+            state_dir: dir.join("agent-state"),
+            etcd_log: dir.join("etcd.log"),
+            agent_log: dir.join("agent.log"),
+            name,
+            ip,
+            dir,
+        }
     }
 
     /// Writes the PKI, env files, agent configs and the fleet file.
@@ -136,35 +157,10 @@ impl LayoutSpec {
             .collect::<Vec<_>>()
             .join(",");
         for m in &layout.members {
-            create_dir(&m.dir)?;
-            let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
-            write(&m.env_file, &env_file(m, &initial_cluster, &self.token))?;
-            let config = AgentConfig {
-                listen: (m.ip, self.agent_port).into(),
-                state_dir: m.state_dir.clone(),
-                tls: TlsConfig { ca: pki.ca_cert_path(), cert: cert.cert_path, key: cert.key_path },
-                etcd: EtcdConfig {
-                    endpoint: m.client_url.clone(),
-                    env_file: m.env_file.clone(),
-                    data_dir: None,
-                    tls: None,
-                },
-                unit: UnitConfig {
-                    backend: Backend::Process,
-                    etcd_binary: self.etcd_binary.clone(),
-                    log_file: Some(m.etcd_log.clone()),
-                    restart: self.restart,
-                    ..UnitConfig::default()
-                },
-                disk: DiskConfig {
-                    probe_interval_secs: self
-                        .disk_probe_interval_secs
-                        .unwrap_or(DiskConfig::default().probe_interval_secs),
-                    ..DiskConfig::default()
-                },
-                metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
-            };
-            write(&m.agent_config, &config.to_toml())?;
+            self.write_host(&pki, m, &env_file(m, Some((&initial_cluster, &self.token))), true)?;
+        }
+        for m in &layout.spares {
+            self.write_host(&pki, m, &env_file(m, None), false)?;
         }
         let fleet = Fleet::new(
             FleetTls { ca: pki.ca_cert_path(), cert: coordinator.cert_path, key: coordinator.key_path },
@@ -181,27 +177,71 @@ impl LayoutSpec {
         fleet.save(&layout.fleet_path)?;
         Ok(layout)
     }
+
+    /// One host's directory, agent certificate, env file and agent config;
+    /// `autostart`: the agent starts etcd (members) or waits to be told (spares).
+    fn write_host(&self, pki: &Pki, m: &MemberLayout, env: &str, autostart: bool) -> Result<(), LayoutError> {
+        create_dir(&m.dir)?;
+        let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
+        write(&m.env_file, env)?;
+        let config = AgentConfig {
+            listen: (m.ip, self.agent_port).into(),
+            state_dir: m.state_dir.clone(),
+            tls: TlsConfig { ca: pki.ca_cert_path(), cert: cert.cert_path, key: cert.key_path },
+            etcd: EtcdConfig {
+                endpoint: m.client_url.clone(),
+                env_file: m.env_file.clone(),
+                data_dir: None,
+                tls: None,
+            },
+            unit: UnitConfig {
+                backend: Backend::Process,
+                etcd_binary: self.etcd_binary.clone(),
+                log_file: Some(m.etcd_log.clone()),
+                restart: self.restart,
+                autostart,
+                ..UnitConfig::default()
+            },
+            disk: DiskConfig {
+                probe_interval_secs: self
+                    .disk_probe_interval_secs
+                    .unwrap_or(DiskConfig::default().probe_interval_secs),
+                ..DiskConfig::default()
+            },
+            metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
+        };
+        write(&m.agent_config, &config.to_toml())
+    }
 }
 
-/// The member's etcd environment file, in Debian's /etc/default/etcd layout.
-fn env_file(m: &MemberLayout, initial_cluster: &str, token: &str) -> String {
-    format!(
-        "# etcd environment for member {name}, written by etcdops (Debian's /etc/default/etcd layout).\n\
+/// The host's etcd environment file, in Debian's /etc/default/etcd layout.
+/// `initial`: the initial cluster and its token, for a member of the new
+/// cluster; `None` for a spare host, whose `ETCD_INITIAL_CLUSTER*` the
+/// coordinator writes (SetEtcdEnv) when it adds the member.
+fn env_file(m: &MemberLayout, initial: Option<(&str, &str)>) -> String {
+    let mut text = format!(
+        "# etcd environment for {what} {name}, written by etcdops (Debian's /etc/default/etcd layout).\n\
          ETCD_NAME=\"{name}\"\n\
          ETCD_DATA_DIR=\"{data}\"\n\
          ETCD_LISTEN_PEER_URLS=\"{peer}\"\n\
          ETCD_LISTEN_CLIENT_URLS=\"{client}\"\n\
          ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"\n\
-         ETCD_ADVERTISE_CLIENT_URLS=\"{client}\"\n\
-         ETCD_INITIAL_CLUSTER=\"{initial_cluster}\"\n\
-         ETCD_INITIAL_CLUSTER_STATE=\"new\"\n\
-         ETCD_INITIAL_CLUSTER_TOKEN=\"{token}\"\n\
-         ETCD_LOGGER=\"zap\"\n",
+         ETCD_ADVERTISE_CLIENT_URLS=\"{client}\"\n",
+        what = if initial.is_some() { "member" } else { "spare host" },
         name = m.name,
         data = m.data_dir.display(),
         peer = m.peer_url,
         client = m.client_url,
-    )
+    );
+    if let Some((initial_cluster, token)) = initial {
+        text.push_str(&format!(
+            "ETCD_INITIAL_CLUSTER=\"{initial_cluster}\"\n\
+             ETCD_INITIAL_CLUSTER_STATE=\"new\"\n\
+             ETCD_INITIAL_CLUSTER_TOKEN=\"{token}\"\n"
+        ));
+    }
+    text.push_str("ETCD_LOGGER=\"zap\"\n");
+    text
 }
 
 fn create_dir(path: &Path) -> Result<(), LayoutError> {
@@ -230,6 +270,7 @@ mod tests {
             token: "t1".to_string(),
             metrics_port: None,
             disk_probe_interval_secs: None,
+            spares: 0,
         }
     }
 
@@ -256,6 +297,39 @@ mod tests {
         fleet.tls.files().client().expect("coordinator TLS loads");
         // A second write into the same dir refuses to overwrite the PKI.
         assert!(matches!(spec(dir.path()).write(), Err(LayoutError::Pki(_))));
+    }
+
+    #[test]
+    fn spares_are_hosts_without_a_member() {
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = LayoutSpec { spares: 2, ..spec(dir.path()) }.write().expect("write");
+        assert_eq!(layout.members.len(), 3);
+        let names: Vec<&str> = layout.spares.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["etcd4", "etcd5"]);
+        assert_eq!(layout.spares[0].peer_url, "http://127.0.0.14:2380");
+        assert_eq!(layout.spares[1].agent_url, "https://127.0.0.15:7443");
+        let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
+        assert_eq!(fleet.clusters[0].members.len(), 3, "spares are not in the fleet");
+        for m in &layout.members {
+            assert!(AgentConfig::load(&m.agent_config).expect("config").unit.autostart);
+        }
+        for s in &layout.spares {
+            let config = AgentConfig::load(&s.agent_config).expect("spare agent config parses");
+            assert!(!config.unit.autostart, "a spare's agent does not start etcd");
+            config.tls.files().server_config().expect("spare agent TLS loads");
+            let env = etcdops_agent::envfile::EnvFile::load(&s.env_file).expect("env parses");
+            assert_eq!(env.get("ETCD_NAME"), Some(s.name.as_str()));
+            assert_eq!(env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS"), Some(s.peer_url.as_str()));
+            assert_eq!(env.get("ETCD_LISTEN_CLIENT_URLS"), Some(s.client_url.as_str()));
+            assert_eq!(env.get("ETCD_DATA_DIR"), Some(s.data_dir.to_str().expect("utf-8")));
+            for unset in ["ETCD_INITIAL_CLUSTER", "ETCD_INITIAL_CLUSTER_STATE", "ETCD_INITIAL_CLUSTER_TOKEN"] {
+                assert_eq!(env.get(unset), None, "{unset} is written when the member is added");
+            }
+        }
+        let mut s = spec(Path::new("/x"));
+        s.spares = MAX_SPARES + 1;
+        assert!(matches!(s.plan(), Err(LayoutError::SpareCount(5))));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `etcdops sandbox up|down`: a real etcd cluster on this machine, on
 //! 127.0.0.x addresses, each member supervised by a real agent (process
-//! backend) over mutual TLS, with a fleet file to point `etcdops` at.
+//! backend) over mutual TLS, with a fleet file to point `etcdops` at; and
+//! optionally spare hosts: agents without a member, for `etcdops member add`.
 
 pub mod layout;
 pub mod procs;
@@ -23,6 +24,10 @@ pub struct UpArgs {
     /// Number of etcd members.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub members: u8,
+    /// Spare hosts: agents without an etcd member (named etcd<members+1>...,
+    /// addresses after the members'), for `etcdops member add`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub spares: u8,
     /// Directory for the sandbox's PKI, configs, data and logs.
     /// Default: $XDG_STATE_HOME/etcdops/sandbox (~/.local/state/etcdops/sandbox).
     #[arg(long)]
@@ -162,10 +167,15 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     let (layout, fresh) = match load_spec(&dir)? {
         Some(spec) => {
             let layout = spec.plan()?;
-            if let Some((member, pid)) = layout.members.iter().find_map(|m| Some((m.name.clone(), procs::running_agent(m)?))) {
+            if let Some((member, pid)) = hosts(&layout).find_map(|m| Some((m.name.clone(), procs::running_agent(m)?))) {
                 return Err(SandboxError::AlreadyRunning { dir, member, pid });
             }
-            eprintln!("restarting the existing sandbox in {} ({} members, data kept)", dir.display(), layout.members.len());
+            eprintln!(
+                "restarting the existing sandbox in {} ({} members, {} spare hosts, data kept)",
+                dir.display(),
+                layout.members.len(),
+                layout.spares.len()
+            );
             (layout, false)
         }
         None => {
@@ -182,6 +192,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 token: format!("etcdops-sandbox-{}", std::process::id()),
                 metrics_port: None,
                 disk_probe_interval_secs: None,
+                spares: usize::from(args.spares),
             };
             check_addresses(&spec.plan()?)?;
             let layout = spec.write()?;
@@ -194,11 +205,15 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     if !fresh {
         check_addresses(&layout)?;
     }
-    for m in &layout.members {
+    for m in hosts(&layout) {
         procs::spawn_agent(&agent_bin, m)?;
     }
-    eprintln!("started {} agents; waiting for the etcd members to become healthy...", layout.members.len());
-    if let Err(reason) = wait_healthy(&layout, args.wait).await {
+    eprintln!("started {} agents; waiting for the etcd members to become healthy...", layout.members.len() + layout.spares.len());
+    let waited = async {
+        wait_healthy(&layout, args.wait).await?;
+        wait_spares(&layout, args.wait).await
+    };
+    if let Err(reason) = waited.await {
         stop_all(&layout, out);
         return Err(SandboxError::NotHealthy { waited: args.wait, reason, dir });
     }
@@ -206,9 +221,14 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     Ok(ExitStatus::Ok)
 }
 
-/// Refuses to start when a member's address is taken.
+/// Every host of the sandbox: the members, then the spares.
+fn hosts(layout: &Layout) -> impl Iterator<Item = &layout::MemberLayout> {
+    layout.members.iter().chain(&layout.spares)
+}
+
+/// Refuses to start when a member's (or spare host's) address is taken.
 fn check_addresses(layout: &Layout) -> Result<(), SandboxError> {
-    for m in &layout.members {
+    for m in hosts(layout) {
         for url in [&m.client_url, &m.peer_url, &m.agent_url] {
             let Some(port) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
             let addr = SocketAddr::from((m.ip, port));
@@ -258,6 +278,37 @@ async fn wait_healthy(layout: &Layout, wait: Duration) -> Result<(), String> {
     Err(last)
 }
 
+/// Polls the spare hosts' agents until each answers GetStatus.
+async fn wait_spares(layout: &Layout, wait: Duration) -> Result<(), String> {
+    if layout.spares.is_empty() {
+        return Ok(());
+    }
+    let fleet = Fleet::load(&layout.fleet_path).map_err(|e| e.to_string())?;
+    let tls = fleet.tls.files().client().map_err(|e| e.to_string())?;
+    let agents = Agents::new(tls, Duration::from_secs(2));
+    let spares = layout
+        .spares
+        .iter()
+        .map(|s| crate::fleet::Member::new(&s.name, &s.agent_url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + wait;
+    loop {
+        let replies = agents.get_status(&spares).await;
+        let problems: Vec<String> = replies
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| format!("spare host {}: {e}", r.member)))
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(problems.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
     let fleet = layout.fleet_path.display();
     let endpoints = layout.members.iter().map(|m| m.client_url.as_str()).collect::<Vec<_>>().join(",");
@@ -267,6 +318,18 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
         let _ = writeln!(out, "  {:<6} etcd {}  agent {}", m.name, m.client_url, m.agent_url);
     }
     let _ = writeln!(out);
+    if let Some(first) = layout.spares.first() {
+        let _ = writeln!(
+            out,
+            "spare hosts (agents without a member; add one with `etcdops member add {} --agent {}`):",
+            first.name, first.agent_url
+        );
+        let _ = writeln!(out);
+        for s in &layout.spares {
+            let _ = writeln!(out, "  {:<6} peer {}  agent {}", s.name, s.peer_url, s.agent_url);
+        }
+        let _ = writeln!(out);
+    }
     // Name the binary the way the user ran it (target/debug/etcdops, or etcdops on PATH).
     let exe = std::env::args().next().filter(|a| a.contains('/')).unwrap_or_else(|| "etcdops".to_string());
     let _ = writeln!(out, "Try next:");
@@ -293,10 +356,10 @@ pub fn down(args: &DownArgs, out: &mut dyn Write) -> Result<ExitStatus, SandboxE
     Ok(ExitStatus::Ok)
 }
 
-/// Stops every member's agent and etcd; returns how many were running.
+/// Stops every member's (and spare host's) agent and etcd; returns how many were running.
 fn stop_all(layout: &Layout, out: &mut dyn Write) -> usize {
     let mut stopped = 0;
-    for m in &layout.members {
+    for m in hosts(layout) {
         let data_dir = format!("ETCD_DATA_DIR={}", m.data_dir.display());
         if let Some(pid) = procs::running_agent(m) {
             let how = procs::stop_group(pid, Duration::from_secs(25), || {});

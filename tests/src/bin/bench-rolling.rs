@@ -69,9 +69,14 @@ OPTIONS:
   --value-size N           bytes per written value [256]
   --write-deadline-ms N    a write fails after this long [2000]
   --attempt-timeout-ms N   one attempt is abandoned after this long [1000]
+  --eject-ms N             after a failed or timed-out attempt on a member, new
+                           attempts avoid it for N ms, as gRPC balancers do with
+                           a failing connection [0: plain round-robin]
   --warmup S               seconds of load before the operation [5]
   --after S                seconds of load after the operation [5]
   --scenarios LIST         defrag-etcdops,defrag-naive,restart-etcdops,restart-naive
+  --etcdops-arg ARG        append ARG to both etcdops commands (repeatable), e.g.
+                           --etcdops-arg --ignore-slow-disk on a noisy shared disk
   -h, --help               this text
 
 Output: Markdown tables, one per operation (defrag, restart), one row per
@@ -92,8 +97,12 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] =
-        [Scenario::DefragEtcdops, Scenario::DefragNaive, Scenario::RestartEtcdops, Scenario::RestartNaive];
+    const ALL: [Scenario; 4] = [
+        Scenario::DefragEtcdops,
+        Scenario::DefragNaive,
+        Scenario::RestartEtcdops,
+        Scenario::RestartNaive,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -133,7 +142,10 @@ struct Opts {
     attempt_timeout: Duration,
     warmup: Duration,
     after: Duration,
+    eject: Duration,
     scenarios: Vec<Scenario>,
+    /// Appended to both etcdops commands.
+    etcdops_args: Vec<String>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -148,7 +160,9 @@ fn parse_args() -> Result<Opts, String> {
         attempt_timeout: Duration::from_millis(1000),
         warmup: Duration::from_secs(5),
         after: Duration::from_secs(5),
+        eject: Duration::ZERO,
         scenarios: Scenario::ALL.to_vec(),
+        etcdops_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -161,6 +175,9 @@ fn parse_args() -> Result<Opts, String> {
                 print!("{HELP}");
                 std::process::exit(0);
             }
+            "--etcdops-arg" => o
+                .etcdops_args
+                .push(args.next().ok_or("--etcdops-arg needs a value")?),
             "--bin-dir" => o.bin_dir = PathBuf::from(args.next().ok_or("--bin-dir needs a value")?),
             "--mb" => o.mb = num(&a, args.next())?,
             "--runs" => o.runs = num(&a, args.next())?,
@@ -169,6 +186,7 @@ fn parse_args() -> Result<Opts, String> {
             "--value-size" => o.value_size = num(&a, args.next())?,
             "--write-deadline-ms" => o.write_deadline = Duration::from_millis(num(&a, args.next())?),
             "--attempt-timeout-ms" => o.attempt_timeout = Duration::from_millis(num(&a, args.next())?),
+            "--eject-ms" => o.eject = Duration::from_millis(num(&a, args.next())?),
             "--warmup" => o.warmup = Duration::from_secs(num(&a, args.next())?),
             "--after" => o.after = Duration::from_secs(num(&a, args.next())?),
             "--scenarios" => {
@@ -176,7 +194,10 @@ fn parse_args() -> Result<Opts, String> {
                 o.scenarios = list
                     .split(',')
                     .map(|s| {
-                        Scenario::ALL.into_iter().find(|x| x.name() == s.trim()).ok_or_else(|| format!("unknown scenario {s}"))
+                        Scenario::ALL
+                            .into_iter()
+                            .find(|x| x.name() == s.trim())
+                            .ok_or_else(|| format!("unknown scenario {s}"))
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -217,7 +238,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let bins = Bins { agent: opts.bin_dir.join("etcdops-agent"), cli: opts.bin_dir.join("etcdops") };
+    let bins = Bins {
+        agent: opts.bin_dir.join("etcdops-agent"),
+        cli: opts.bin_dir.join("etcdops"),
+    };
     if !(bins.agent.is_file() && bins.cli.is_file()) {
         eprintln!(
             "bench-rolling: {} or {} missing: cargo build --release -p etcdops-agent -p etcdops-coordinator --bins",
@@ -230,10 +254,19 @@ fn main() {
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started_at = run_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     eprintln!("starting a 3-member cluster ...");
     let cluster = Cluster::builder().members(3).start(bins);
-    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    let endpoints: Vec<String> = cluster
+        .layout
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
     let cluster_name = etcdops_coordinator::fleet::Fleet::load(cluster.fleet_path())
         .ok()
         .and_then(|f| f.clusters.first().map(|c| c.name.clone()))
@@ -242,7 +275,12 @@ fn main() {
     let mut order = Vec::new();
     for run in 0..opts.runs {
         for op in ["defrag", "restart"] {
-            let mut pair: Vec<Scenario> = opts.scenarios.iter().copied().filter(|s| s.operation() == op).collect();
+            let mut pair: Vec<Scenario> = opts
+                .scenarios
+                .iter()
+                .copied()
+                .filter(|s| s.operation() == op)
+                .collect();
             if run % 2 == 1 {
                 pair.reverse();
             }
@@ -253,7 +291,16 @@ fn main() {
     let mut outcomes = Vec::new();
     for (seq, (run, scenario)) in order.into_iter().enumerate() {
         eprintln!("run {} / {}: {} ...", run + 1, opts.runs, scenario.name());
-        let outcome = run_scenario(&cluster, &rt, &opts, &endpoints, &cluster_name, scenario, run, seq);
+        let outcome = run_scenario(
+            &cluster,
+            &rt,
+            &opts,
+            &endpoints,
+            &cluster_name,
+            scenario,
+            run,
+            seq,
+        );
         match &outcome.load {
             Some(l) => eprintln!("  {:?}\n  load: {l}", outcome.op),
             None => eprintln!("  {:?}", outcome.op),
@@ -276,7 +323,15 @@ fn run_scenario(
     run: usize,
     seq: usize,
 ) -> Outcome {
-    let mut outcome = Outcome { scenario, run, op: Op::Skipped(String::new()), load: None, db_before: vec![], db_after: vec![], healthy_after: None };
+    let mut outcome = Outcome {
+        scenario,
+        run,
+        op: Op::Skipped(String::new()),
+        load: None,
+        db_before: vec![],
+        db_after: vec![],
+        healthy_after: None,
+    };
     if let Some(reason) = unavailable(cluster, scenario) {
         outcome.op = Op::Skipped(reason);
         return outcome;
@@ -291,7 +346,11 @@ fn run_scenario(
             return outcome;
         }
     }
-    eprintln!("  fragmented in {:.1} s: {}", t.elapsed().as_secs_f64(), join(&outcome.db_before));
+    eprintln!(
+        "  fragmented in {:.1} s: {}",
+        t.elapsed().as_secs_f64(),
+        join(&outcome.db_before)
+    );
     wait_healthy(cluster, "after fragmenting");
 
     let cfg = LoadConfig {
@@ -300,6 +359,7 @@ fn run_scenario(
         value_size: opts.value_size,
         write_deadline: opts.write_deadline,
         attempt_timeout: opts.attempt_timeout,
+        eject: opts.eject,
         ..LoadConfig::new(endpoints.to_vec())
     };
     let load = match rt.block_on(LoadGen::start(cfg)) {
@@ -312,8 +372,10 @@ fn run_scenario(
     std::thread::sleep(opts.warmup);
     let op_start = Instant::now();
     outcome.op = match scenario {
-        Scenario::DefragEtcdops => etcdops_op(cluster, &["defrag", "--rolling", "--yes"]),
-        Scenario::RestartEtcdops => etcdops_op(cluster, &["restart", "--rolling", "--yes"]),
+        Scenario::DefragEtcdops => etcdops_op(cluster, &["defrag", "--rolling", "--yes"], &opts.etcdops_args),
+        Scenario::RestartEtcdops => {
+            etcdops_op(cluster, &["restart", "--rolling", "--yes"], &opts.etcdops_args)
+        }
         Scenario::DefragNaive => etcdctl_defrag(endpoints),
         Scenario::RestartNaive => naive_restart(cluster, rt, cluster_name, seq),
     };
@@ -346,44 +408,90 @@ fn unavailable(cluster: &Cluster, scenario: Scenario) -> Option<String> {
         format!(
             "skipped: etcdops {} not available ({})",
             scenario.operation(),
-            out.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim()
+            out.stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .trim()
         )
     })
 }
 
-fn etcdops_op(cluster: &Cluster, args: &[&str]) -> Op {
+fn etcdops_op(cluster: &Cluster, args: &[&str], extra: &[String]) -> Op {
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
     // A journal of the cluster's own, not the user's default one.
     let journal = cluster.layout.dir.join("journal.redb");
     let t = Instant::now();
-    let out = cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal.to_str().unwrap_or("journal.redb"))]);
+    let out = cluster.etcdops_with_env(
+        &args,
+        &[("ETCDOPS_JOURNAL", journal.to_str().unwrap_or("journal.redb"))],
+    );
     let took = t.elapsed();
     // The last lines that are not part of a table.
     let last = |s: &str| {
-        let lines: Vec<&str> =
-            s.lines().rev().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with(['+', '|'])).take(2).collect();
+        let lines: Vec<&str> = s
+            .lines()
+            .rev()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with(['+', '|']))
+            .take(2)
+            .collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" / ")
     };
     if out.code == 0 {
-        return Op::Done { took, note: last(&out.stdout) };
+        let summary = out
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("steps:"))
+            .map(str::trim);
+        return Op::Done {
+            took,
+            note: summary.map_or_else(|| last(&out.stdout), str::to_string),
+        };
     }
     if out.stderr.contains("unrecognized subcommand") || out.stderr.contains("unexpected argument") {
-        return Op::Skipped(format!("skipped: etcdops {} not available ({})", args[0], last(&out.stderr)));
+        return Op::Skipped(format!(
+            "skipped: etcdops {} not available ({})",
+            args[0],
+            last(&out.stderr)
+        ));
     }
-    Op::Failed { took, message: format!("exit {}: {} {}", out.code, last(&out.stderr), last(&out.stdout)) }
+    Op::Failed {
+        took,
+        message: format!("exit {}: {} {}", out.code, last(&out.stderr), last(&out.stdout)),
+    }
 }
 
 fn etcdctl_defrag(endpoints: &[String]) -> Op {
     let t = Instant::now();
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &endpoints.join(","), "--command-timeout", "60s", "defrag", "--cluster"])
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "--command-timeout",
+            "60s",
+            "defrag",
+            "--cluster",
+        ])
         .output();
     let took = t.elapsed();
     match out {
-        Ok(o) if o.status.success() => Op::Done { took, note: String::from_utf8_lossy(&o.stdout).lines().count().to_string() + " members defragmented" },
+        Ok(o) if o.status.success() => Op::Done {
+            took,
+            note: String::from_utf8_lossy(&o.stdout).lines().count().to_string() + " members defragmented",
+        },
         Ok(o) => Op::Failed {
             took,
-            message: format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim().replace('\n', " / ")),
+            message: format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim().replace('\n', " / ")
+            ),
         },
         Err(e) => Op::Skipped(format!("skipped: etcdctl not runnable: {e}")),
     }
@@ -397,19 +505,31 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
     for i in 0..n {
         match cluster.get_status(i, &Caller::Coordinator, 2000) {
             Ok(s) => {
-                epoch = s.fences.iter().filter(|f| f.cluster == cluster_name).map(|f| f.epoch).fold(epoch, u64::max);
+                epoch = s
+                    .fences
+                    .iter()
+                    .filter(|f| f.cluster == cluster_name)
+                    .map(|f| f.epoch)
+                    .fold(epoch, u64::max);
             }
             Err(e) => return Op::Skipped(format!("skipped: GetStatus on member {i}: {e}")),
         }
     }
     let operation_id = format!("bench-rolling-restart-naive-{}-{seq}", std::process::id());
-    let fence = Fence { cluster: cluster_name.to_string(), epoch: epoch + 1, operation_id: operation_id.clone(), step: String::new() };
+    let fence = Fence {
+        cluster: cluster_name.to_string(),
+        epoch: epoch + 1,
+        operation_id: operation_id.clone(),
+        step: String::new(),
+    };
     let mut clients: Vec<_> = (0..n).map(|i| cluster.client(i, &Caller::Coordinator)).collect();
     let mut acquired = Vec::new();
     let mut note = format!("fence {cluster_name} epoch {}", epoch + 1);
     let release = |clients: &mut [AgentClient<Channel>], acquired: &[usize]| {
         for &i in acquired {
-            let _ = rt.block_on(clients[i].release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }));
+            let _ = rt.block_on(clients[i].release_fence(ReleaseFenceRequest {
+                fence: Some(fence.clone()),
+            }));
         }
     };
     for i in 0..n {
@@ -427,7 +547,11 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
             }
             Err(s) => {
                 release(&mut clients, &acquired);
-                return Op::Skipped(format!("skipped: AcquireFence refused by member {i}: {} {}", s.code(), s.message()));
+                return Op::Skipped(format!(
+                    "skipped: AcquireFence refused by member {i}: {} {}",
+                    s.code(),
+                    s.message()
+                ));
             }
         }
     }
@@ -438,7 +562,10 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
         let req = UnitRequest {
             operation_id: operation_id.clone(),
             timeout_ms: 60_000,
-            fence: Some(Fence { step: format!("restart-{}", m.name), ..fence.clone() }),
+            fence: Some(Fence {
+                step: format!("restart-{}", m.name),
+                ..fence.clone()
+            }),
         };
         match rt.block_on(clients[i].restart_etcd(req)) {
             Ok(_) => {}
@@ -446,18 +573,31 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
                 if i == 0
                     && matches!(
                         s.code(),
-                        tonic::Code::Unimplemented | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied
+                        tonic::Code::Unimplemented
+                            | tonic::Code::FailedPrecondition
+                            | tonic::Code::PermissionDenied
                     ) =>
             {
                 release(&mut clients, &acquired);
-                return Op::Skipped(format!("skipped: RestartEtcd refused: {} {}", s.code(), s.message()));
+                return Op::Skipped(format!(
+                    "skipped: RestartEtcd refused: {} {}",
+                    s.code(),
+                    s.message()
+                ));
             }
             Err(s) => errors.push(format!("{}: {} {}", m.name, s.code(), s.message())),
         }
     }
     let took = t.elapsed();
     release(&mut clients, &acquired);
-    if errors.is_empty() { Op::Done { took, note } } else { Op::Failed { took, message: errors.join("; ") } }
+    if errors.is_empty() {
+        Op::Done { took, note }
+    } else {
+        Op::Failed {
+            took,
+            message: errors.join("; "),
+        }
+    }
 }
 
 fn wait_healthy(cluster: &Cluster, when: &str) {
@@ -468,30 +608,45 @@ fn wait_healthy(cluster: &Cluster, when: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("bench-rolling: the cluster is not healthy {when} after 120 s\n{}", cluster.logs());
+    eprintln!(
+        "bench-rolling: the cluster is not healthy {when} after 120 s\n{}",
+        cluster.logs()
+    );
     std::process::exit(1);
 }
 
 fn join(sizes: &[MemberDb]) -> String {
-    sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    sizes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn run_text(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_else(|e| format!("({cmd}: {e})"))
 }
 
 fn print_report(opts: &Opts, outcomes: &[Outcome], command_line: &str, started_at: &str, load_before: &str) {
     println!(
-        "# bench-rolling: {} writes/s of {} B (at most {} in flight, {} ms per write, {} ms per attempt), {} s warm-up, {} s after; database fragmented to {} MB before each scenario; {} run(s)\n",
+        "# bench-rolling: {} writes/s of {} B (at most {} in flight, {} ms per write, {} ms per attempt, failing member avoided for {} ms), {} s warm-up, {} s after; database fragmented to {} MB before each scenario; {} run(s)\n",
         opts.rate,
         opts.value_size,
         opts.concurrency,
         opts.write_deadline.as_millis(),
         opts.attempt_timeout.as_millis(),
+        opts.eject.as_millis(),
         opts.warmup.as_secs(),
         opts.after.as_secs(),
         opts.mb,
@@ -503,7 +658,10 @@ fn print_report(opts: &Opts, outcomes: &[Outcome], command_line: &str, started_a
             continue;
         }
         println!("## {op}\n");
-        println!("| run | tool | op duration | healthy after | op result {}", LoadReport::TABLE_HEADER);
+        println!(
+            "| run | tool | op duration | healthy after | op result {}",
+            LoadReport::TABLE_HEADER
+        );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for o in &rows {
             let (took, result) = match &o.op {
@@ -511,9 +669,18 @@ fn print_report(opts: &Opts, outcomes: &[Outcome], command_line: &str, started_a
                 Op::Failed { took, .. } => (format!("{:.2} s", took.as_secs_f64()), "FAILED".to_string()),
                 Op::Skipped(_) => ("-".to_string(), "skipped".to_string()),
             };
-            let load = o.load.as_ref().map_or_else(|| "| - | - | - | - | - | - | - | - | - |".to_string(), LoadReport::table_row);
-            let healthy = o.healthy_after.map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
-            println!("| {} | {} | {took} | {healthy} | {result} {load}", o.run + 1, o.scenario.tool());
+            let load = o.load.as_ref().map_or_else(
+                || "| - | - | - | - | - | - | - | - | - |".to_string(),
+                LoadReport::table_row,
+            );
+            let healthy = o
+                .healthy_after
+                .map_or_else(|| "-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+            println!(
+                "| {} | {} | {took} | {healthy} | {result} {load}",
+                o.run + 1,
+                o.scenario.tool()
+            );
         }
         println!();
         for o in &rows {
@@ -546,10 +713,24 @@ fn print_report(opts: &Opts, outcomes: &[Outcome], command_line: &str, started_a
     println!("Command: `{command_line}` (started {started_at})");
     println!(
         "Machine: nproc {nproc}, kernel {}, {}, {}; load average before: {}, after: {}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        run_text(&std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()), &["--version"]),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        run_text(
+            &std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()),
+            &["--version"]
+        ),
         run_text("etcdctl", &["version"]),
-        load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }

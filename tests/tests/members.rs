@@ -1,0 +1,196 @@
+//! End-to-end: member lifecycle through `etcdops member add|remove|replace`
+//! on a real 3-member cluster with a spare host (an agent with no member):
+//! 3 → 4 → 3 members with the data checked after each change; a dead member
+//! (its host's agent and etcd killed: a power cut) replaced by the spare;
+//! bad input and quorum-breaking removals refused with nothing changed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcdops_tests::{CliOutput, Cluster, bins};
+
+struct Ops<'a> {
+    cluster: &'a Cluster,
+    journal: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl<'a> Ops<'a> {
+    fn new(cluster: &'a Cluster) -> Ops<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Ops { cluster, journal: dir.path().join("journal.redb"), _dir: dir }
+    }
+
+    fn run(&self, args: &[&str]) -> CliOutput {
+        let journal = self.journal.to_str().expect("utf-8");
+        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
+    }
+}
+
+/// Keys under `prefix` as member `client_url` sees them (serializable read: its own data).
+fn local_count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
+    let url = client_url.to_string();
+    cluster.block_on(async move {
+        let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+        let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
+        client.get(prefix, Some(opts)).await.expect("count").count()
+    })
+}
+
+/// The members as `member list -w json` reports them: (name, is_learner).
+fn member_names(ops: &Ops) -> Vec<(String, bool)> {
+    let out = ops.run(&["member", "list", "-w", "json"]);
+    let mut names: Vec<(String, bool)> = out.json()["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap_or_default().to_string(), m["is_learner"].as_bool().unwrap_or(false)))
+        .collect();
+    names.sort();
+    names
+}
+
+fn fleet_text(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.fleet_path()).expect("fleet file")
+}
+
+#[test]
+fn add_then_remove_a_member_three_to_four_to_three() {
+    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let ops = Ops::new(&cluster);
+    cluster.put_bulk("data/", 300, 200);
+    let spare = cluster.spare(0).clone();
+
+    let dry = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let steps: Vec<String> =
+        dry.json()["plan"]["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_string()).collect();
+    assert_eq!(steps[0], format!("add-learner:{}", spare.name), "{steps:?}");
+
+    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["state"], "succeeded");
+    let names = member_names(&ops);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|(_, learner)| !learner), "every member a voter: {names:?}");
+    assert!(fleet_text(&cluster).contains(&spare.agent_url), "the fleet file lists the new member");
+    cluster.wait_until("the new member has every key", Duration::from_secs(30), |c| {
+        local_count(c, &spare.client_url, "data/") == 300
+    });
+    let status = ops.run(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+
+    // Adding it again is refused before anything changes.
+    let again = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("already a member"), "{}", again.stderr);
+
+    let out = ops.run(&["member", "remove", &spare.name, "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(member_names(&ops).len(), 3);
+    assert!(!fleet_text(&cluster).contains(&spare.agent_url), "the fleet file no longer lists it");
+    let parent = spare.data_dir.parent().expect("parent");
+    let kept: Vec<String> = std::fs::read_dir(parent)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains(".removed-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the removed member's data dir is kept aside: {kept:?}");
+    for m in &cluster.layout.members {
+        assert_eq!(local_count(&cluster, &m.client_url, "data/"), 300, "{}", m.name);
+    }
+    assert!(cluster.is_healthy());
+}
+
+#[test]
+fn a_dead_member_is_replaced_by_a_spare() {
+    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let ops = Ops::new(&cluster);
+    cluster.put_bulk("data/", 200, 200);
+    let leader = cluster.leader();
+    let victim = (0..3).find(|&i| i != leader).expect("a follower");
+    let old = cluster.layout.members[victim].name.clone();
+    let spare = cluster.spare(0).clone();
+    cluster.power_cut(victim);
+
+    let out = ops.run(&["member", "replace", &old, "--with", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "succeeded");
+    let ids: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    assert_eq!(ids[0], format!("remove:{old}"), "a dead member goes first: {ids:?}");
+    let names: Vec<String> = member_names(&ops).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&spare.name) && !names.contains(&old), "{names:?}");
+    let fleet = fleet_text(&cluster);
+    assert!(fleet.contains(&spare.agent_url) && !fleet.contains(&format!("name = \"{old}\"")), "{fleet}");
+    for url in cluster
+        .layout
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m.client_url.clone())
+        .chain([spare.client_url.clone()])
+    {
+        cluster.wait_until("every voter holds the data", Duration::from_secs(30), |c| local_count(c, &url, "data/") == 200);
+    }
+    let health = ops.run(&["health"]);
+    assert_eq!(health.code, 0, "{}", health.stdout);
+}
+
+#[test]
+fn bad_input_and_quorum_breaking_removals_change_nothing() {
+    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let ops = Ops::new(&cluster);
+    let spare = cluster.spare(0).clone();
+    for (args, code, expected) in [
+        (vec!["member", "remove", "etcd9", "--yes"], 2, "no member \"etcd9\""),
+        (vec!["member", "remove", "ffffffffffff", "--yes"], 2, "no member"),
+        (vec!["member", "add", "etcd2", "--agent", spare.agent_url.as_str(), "--yes"], 2, "already a member"),
+        (vec!["member", "add", "x", "--agent", "not a url", "--yes"], 2, "--agent"),
+        (vec!["member", "add", "x", "--agent", "https://127.0.0.1:1", "--yes"], 1, "cannot be asked"),
+        (vec!["member", "add", "x", "--agent", spare.agent_url.as_str(), "--peer-url", "ftp://x", "--yes"], 2, "--peer-url"),
+        (vec!["member", "promote", "etcd2", "--yes"], 2, "already a voter"),
+    ] {
+        let out = ops.run(&args);
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+    }
+    // One member down: removing a healthy one would leave 1 healthy voter of 2.
+    let leader = cluster.leader();
+    let down = (0..3).find(|&i| i != leader).expect("follower");
+    let other = (0..3).find(|&i| i != leader && i != down).expect("other follower");
+    cluster.kill_etcd(down);
+    let name = cluster.layout.members[other].name.clone();
+    let out = ops.run(&["member", "remove", &name, "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("quorum needs 2") && out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(member_names(&ops).len(), 3, "nothing changed");
+    assert!(fleet_text(&cluster).contains(&format!("name = \"{name}\"")));
+}
+
+#[test]
+fn a_join_that_fails_before_promotion_is_rolled_back() {
+    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let ops = Ops::new(&cluster);
+    let spare = cluster.spare(0).clone();
+    // The spare's etcd will not start: a setting etcd cannot parse.
+    let env = std::fs::read_to_string(&spare.env_file).expect("env");
+    std::fs::write(&spare.env_file, format!("{env}ETCD_QUOTA_BACKEND_BYTES=lots\n")).expect("break env");
+
+    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "--step-timeout", "10s"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("rolled back") && out.stderr.contains("learner"), "{}", out.stderr);
+    let names = member_names(&ops);
+    assert_eq!(names.len(), 3, "no learner left behind: {names:?}");
+    assert!(!fleet_text(&cluster).contains(&spare.agent_url));
+    let list = ops.run(&["op", "list", "-w", "json"]);
+    assert_eq!(list.json()["operations"][0]["state"], "aborted");
+    assert!(cluster.is_healthy());
+    // Fixed, the same command succeeds.
+    std::fs::write(&spare.env_file, env).expect("fix env");
+    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(member_names(&ops).len(), 4);
+}

@@ -154,6 +154,43 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// `etcdops` run by one operator: the cluster's fleet file, its own journal.
+pub struct Coordinator<'a> {
+    cluster: &'a Cluster,
+    pub journal: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Coordinator<'_> {
+    /// Runs `etcdops ARGS` and collects its output.
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let journal = self.journal.to_str().expect("utf-8 journal path");
+        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
+    }
+
+    /// Runs `etcdops ARGS` in the background, stdin closed.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(&self.cluster.bins.cli)
+            .arg("--fleet")
+            .arg(self.cluster.fleet_path())
+            .args(args)
+            .env_remove("ETCDOPS_FLEET")
+            .env("ETCDOPS_JOURNAL", &self.journal)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning etcdops")
+    }
+
+    /// The operations in its journal (`op list --all -w json`), newest first.
+    pub fn operations(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["op", "list", "--all", "-w", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()["operations"].as_array().cloned().unwrap_or_default()
+    }
+}
+
 /// The result of running the CLI.
 #[derive(Debug, Clone)]
 pub struct CliOutput {
@@ -336,6 +373,13 @@ impl Cluster {
                 r.expect("join").expect("put");
             }
         });
+    }
+
+    /// A coordinator with an operation journal of its own: several may act
+    /// on the cluster, as several operators would.
+    pub fn coordinator(&self) -> Coordinator<'_> {
+        let dir = tempfile::Builder::new().prefix("etcdops-journal-").tempdir().expect("journal dir");
+        Coordinator { cluster: self, journal: dir.path().join("journal.redb"), _dir: dir }
     }
 
     /// Runs the CLI in the background (for faults injected while it runs).

@@ -594,6 +594,18 @@ pub async fn fragment(
     megabytes: usize,
     value_size: usize,
 ) -> anyhow::Result<Vec<MemberDb>> {
+    fragment_keeping(endpoints, megabytes, value_size, 10).await
+}
+
+/// [`fragment`], keeping 1 in `keep_every` values (so about 1/`keep_every`
+/// of the database stays in use: what a defragmentation copies).
+pub async fn fragment_keeping(
+    endpoints: &[String],
+    megabytes: usize,
+    value_size: usize,
+    keep_every: usize,
+) -> anyhow::Result<Vec<MemberDb>> {
+    anyhow::ensure!(keep_every > 0, "keep_every must be above 0");
     anyhow::ensure!(
         value_size > 0 && value_size <= 1 << 20,
         "value_size must be 1 byte to 1 MiB"
@@ -603,7 +615,7 @@ pub async fn fragment(
     let value = Arc::new(vec![b'f'; value_size]);
     let mut tasks = JoinSet::new();
     for i in 0..count {
-        let key = if i % 10 == 0 {
+        let key = if i % keep_every == 0 {
             format!("/bench/frag/keep/{i}")
         } else {
             format!("/bench/frag/drop/{i}")
@@ -641,7 +653,8 @@ pub async fn fragment(
         kv.put("/bench/frag/tick", "x", None).await.context("put")?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sizes = db_sizes(endpoints).await?;
-        if sizes.iter().all(|m| m.db_size_in_use * 2 < m.db_size) || Instant::now() > deadline {
+        let freed = |m: &MemberDb| (m.db_size_in_use as f64) < m.db_size as f64 * (1.0 / keep_every as f64 + 0.25);
+        if sizes.iter().all(freed) || Instant::now() > deadline {
             return Ok(sizes);
         }
     }

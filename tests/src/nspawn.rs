@@ -10,6 +10,16 @@
 //! assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-active", "etcd"]), "active");
 //! ```
 //!
+//! Spare hosts ([`NspawnCluster::start_or_skip_with_spares`]) are booted the
+//! same way after the members (host index `members + j`, address `.11 +
+//! members + j`, named after the members: `etcd4`, ...) with the agent
+//! running, etcd installed but etcd.service neither enabled nor started, and
+//! an `/etc/default/etcd` holding only the host's name, data dir and
+//! listen/advertise URLs (no `ETCD_INITIAL_CLUSTER*`: `etcdops member add`
+//! writes those), like the sandbox's spares; they are not in the fleet file.
+//! [`NspawnCluster::power_cut`] takes a host off the network and SIGKILLs
+//! everything in it at once.
+//!
 //! The root filesystem is built once per machine with debootstrap into
 //! [`CACHE_DIR`] (under a lock, with a marker written when complete). Each
 //! cluster takes a slot N (a lock file under [`RUN_DIR`]) and the subnet
@@ -34,7 +44,7 @@ use anyhow::{Context, bail};
 use etcdops_agent::config::{AgentConfig, Backend, UnitConfig};
 use etcdops_agent::envfile::EnvFile;
 use etcdops_certs::{Pki, Role};
-use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec};
+use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
 use etcdops_proto::v1::agent_client::AgentClient;
 use etcdops_proto::v1::{AcquireFenceRequest, Fence, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
 use nix::fcntl::{Flock, FlockArg};
@@ -87,6 +97,10 @@ struct Host {
     nspawn: Option<Child>,
     pid1: Option<u32>,
     console: PathBuf,
+    /// A spare host: no etcd member, etcd.service disabled.
+    spare: bool,
+    /// [`NspawnCluster::power_cut`] took it down.
+    powered_off: bool,
 }
 
 /// The slot's bridge.
@@ -101,6 +115,15 @@ impl NspawnCluster {
     /// failure instead with `ETCDOPS_REQUIRE_NSPAWN=1`, for CI); panics when
     /// it can but setting up fails.
     pub fn start_or_skip(members: usize, bins: Bins) -> Option<NspawnCluster> {
+        NspawnCluster::start_or_skip_with_spares(members, 0, bins)
+    }
+
+    /// [`NspawnCluster::start_or_skip`] with `spares` spare hosts besides
+    /// the members (see the module doc): booted, their agents answering,
+    /// etcd.service disabled and stopped. Their layout is
+    /// [`NspawnCluster::spare`]; `exec` and friends reach spare j as host
+    /// [`NspawnCluster::spare_host`]`(j)`.
+    pub fn start_or_skip_with_spares(members: usize, spares: usize, bins: Bins) -> Option<NspawnCluster> {
         let rootfs = match preflight().and_then(|()| ensure_rootfs("bookworm")) {
             Ok(rootfs) => rootfs,
             Err(reason) if std::env::var_os("ETCDOPS_REQUIRE_NSPAWN").is_some_and(|v| v == "1") => {
@@ -113,12 +136,15 @@ impl NspawnCluster {
             }
         };
         let started = Instant::now();
-        let cluster = NspawnCluster::start(members, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
-        eprintln!("nspawn: {members} hosts healthy in {:.1?}", started.elapsed());
+        let cluster = NspawnCluster::start(members, spares, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!(
+            "nspawn: {members} hosts healthy and {spares} spare host(s) up in {:.1?}",
+            started.elapsed()
+        );
         Some(cluster)
     }
 
-    fn start(members: usize, bins: &Bins, rootfs: &Path) -> anyhow::Result<NspawnCluster> {
+    fn start(members: usize, spares: usize, bins: &Bins, rootfs: &Path) -> anyhow::Result<NspawnCluster> {
         etcdops_certs::install_crypto_provider();
         let (slot, n) = take_slot()?;
         cleanup_slot(n);
@@ -139,6 +165,7 @@ impl NspawnCluster {
             "etcd_binary": "/usr/bin/etcd",
             "restart": etcdops_agent::config::Restart::Never,
             "token": format!("nspawn-{n}-{}", std::process::id()),
+            "spares": spares,
         }))
         .context("the layout spec")?;
         let layout = spec.write().context("writing the cluster layout")?;
@@ -170,14 +197,17 @@ impl NspawnCluster {
             .as_ref()
             .map(|d| d.path().to_path_buf())
             .unwrap_or_default();
-        for (i, m) in cluster.layout.members.clone().iter().enumerate() {
+        let hosts: Vec<(Ipv4Addr, bool)> = (cluster.layout.members.iter().map(|m| (m.ip, false)))
+            .chain(cluster.layout.spares.iter().map(|m| (m.ip, true)))
+            .collect();
+        for (i, (ip, spare)) in hosts.into_iter().enumerate() {
             let name = format!("eo{n}h{}", i + 1);
             let hdir = base.join(&name);
             let host = Host {
                 machine: name.clone(),
                 netns: name.clone(),
                 veth: name.clone(),
-                ip: m.ip,
+                ip,
                 cgroups: cgroup_dirs(&format!("etcdops-{name}")),
                 upper: hdir.join("upper"),
                 work: hdir.join("work"),
@@ -186,23 +216,25 @@ impl NspawnCluster {
                 nspawn: None,
                 pid1: None,
                 console: hdir.join("console.log"),
+                spare,
+                powered_off: false,
             };
             cluster.hosts.push(host);
             cluster.prepare_host(i, rootfs, &bridge)?;
         }
         // Boot in parallel: etcd.service (Type=notify) is ready only with quorum.
-        for i in 0..members {
+        for i in 0..members + spares {
             cluster.boot(i, &bins.agent)?;
         }
-        for i in 0..members {
+        for i in 0..members + spares {
             cluster.wait_for_systemd(i)?;
             cluster.start_agent(i)?;
         }
         let deadline = Instant::now() + START_TIMEOUT;
-        while !cluster.is_healthy() {
+        while !(cluster.is_healthy() && (0..spares).all(|j| cluster.get_status(members + j).is_ok())) {
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {START_TIMEOUT:?} waiting for a healthy cluster\n{}",
+                    "timed out after {START_TIMEOUT:?} waiting for a healthy cluster and every spare host's agent\n{}",
                     cluster.logs()
                 );
             }
@@ -211,9 +243,15 @@ impl NspawnCluster {
         Ok(cluster)
     }
 
+    /// Host i's layout: member i, or spare `i - members`.
+    fn host_layout(&self, i: usize) -> &MemberLayout {
+        let members = self.layout.members.len();
+        if i < members { &self.layout.members[i] } else { &self.layout.spares[i - members] }
+    }
+
     /// Overlay, files, network namespace and veth of host i.
     fn prepare_host(&mut self, i: usize, rootfs: &Path, bridge: &str) -> anyhow::Result<()> {
-        let m = self.layout.members[i].clone();
+        let m = self.host_layout(i).clone();
         let h = &mut self.hosts[i];
         for d in [&h.upper, &h.work, &h.merged] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -230,7 +268,8 @@ impl NspawnCluster {
         h.mounted = true;
 
         // A fresh machine ID, etcd's env file (Debian's layout, data in
-        // Debian's default dir) and the agent config with the systemd backend.
+        // Debian's default dir; a spare's without the initial cluster) and
+        // the agent config with the systemd backend.
         write_file(
             &h.merged.join("etc/machine-id"),
             &format!("{}\n", machine_id(&h.machine)),
@@ -239,6 +278,20 @@ impl NspawnCluster {
         env.set("ETCD_DATA_DIR", etcdops_agent::state::DEFAULT_DATA_DIR)
             .context("env file")?;
         write_file(&h.merged.join("etc/default/etcd"), &env.to_text())?;
+        if h.spare {
+            // The package enabled etcd.service in the image: a spare host
+            // has etcd installed but not running (removing the link through
+            // the overlay leaves a whiteout in this host's upper dir only).
+            for link in [
+                "etc/systemd/system/multi-user.target.wants/etcd.service",
+                "etc/systemd/system/etcd2.service",
+            ] {
+                let path = h.merged.join(link);
+                if path.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                }
+            }
+        }
         let mut config = AgentConfig::load(&m.agent_config).context("reading the layout's agent config")?;
         config.etcd.env_file = PathBuf::from("/etc/default/etcd");
         // The agent's own state inside the host, where a package puts it.
@@ -419,9 +472,10 @@ impl NspawnCluster {
         self.runtime.block_on(fut)
     }
 
-    /// A gRPC client to member i's agent, as the fleet's coordinator.
+    /// A gRPC client to host i's agent (member i, or a spare: see
+    /// [`NspawnCluster::spare_host`]), as the fleet's coordinator.
     pub fn client(&self, i: usize) -> AgentClient<Channel> {
-        let m = &self.layout.members[i];
+        let m = self.host_layout(i);
         let pki = Pki::open(&self.layout.pki_dir).expect("pki");
         let ca = Certificate::from_pem(std::fs::read(pki.ca_cert_path()).expect("ca"));
         let (cert, key) = pki.paths(Role::Coordinator, "sandbox-operator");
@@ -462,25 +516,31 @@ impl NspawnCluster {
         fence
     }
 
-    /// GetStatus on member i's agent.
+    /// GetStatus on host i's agent (member or spare).
     pub fn get_status(&self, i: usize) -> Result<GetStatusResponse, tonic::Status> {
         let mut client = self.client(i);
         self.block_on(client.get_status(GetStatusRequest { timeout_ms: 1000 }))
             .map(tonic::Response::into_inner)
     }
 
-    /// Health on member i's agent.
+    /// Health on host i's agent (member or spare).
     pub fn health(&self, i: usize) -> Result<HealthResponse, tonic::Status> {
         let mut client = self.client(i);
         self.block_on(client.health(HealthRequest { timeout_ms: 1000 }))
             .map(tonic::Response::into_inner)
     }
 
-    /// Every agent answers, every member is healthy, one leader, one cluster ID.
+    /// Every agent of the members the cluster started with answers, every
+    /// such member is healthy, one leader, one cluster ID. Spare hosts and
+    /// power-cut hosts are not looked at: after membership changes, ask
+    /// `etcdops health` with the fleet file the coordinator keeps.
     pub fn is_healthy(&self) -> bool {
         let mut leaders = 0;
         let mut ids = std::collections::BTreeSet::new();
-        for i in 0..self.hosts.len() {
+        for i in 0..self.layout.members.len() {
+            if self.hosts[i].powered_off {
+                continue;
+            }
             let Ok(status) = self.get_status(i) else {
                 return false;
             };
@@ -510,6 +570,10 @@ impl NspawnCluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (i, h) in self.hosts.iter().enumerate() {
+            if h.powered_off {
+                out.push_str(&format!("--- {}: powered off\n", h.machine));
+                continue;
+            }
             for unit in [AGENT_UNIT, "etcd.service"] {
                 out.push_str(&format!("--- {} {unit} (last lines)\n", h.machine));
                 match self.exec(
@@ -564,6 +628,77 @@ impl NspawnCluster {
     /// The members' etcd client URLs (`http://198.18.N.11+i:2379`).
     pub fn client_urls(&self) -> Vec<String> {
         self.layout.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+}
+
+/// Spare hosts and power cuts.
+impl NspawnCluster {
+    /// Spare host j's layout: `name` (`etcd<members + j + 1>`, its etcd name
+    /// and the name to give `etcdops member add`), `ip`, `agent_url`,
+    /// `client_url`, `peer_url`. (Its `env_file`, `data_dir` and
+    /// `agent_config` are the layout's copies outside the host; inside it
+    /// they are `/etc/default/etcd`, Debian's data dir and
+    /// `/etc/etcdops/agent.toml`.)
+    pub fn spare(&self, j: usize) -> &MemberLayout {
+        &self.layout.spares[j]
+    }
+
+    /// The number of spare hosts.
+    pub fn spares(&self) -> usize {
+        self.layout.spares.len()
+    }
+
+    /// Spare j's name (`etcd<members + j + 1>`).
+    pub fn spare_name(&self, j: usize) -> &str {
+        &self.spare(j).name
+    }
+
+    /// Spare j's agent URL (`https://198.18.N.<11 + members + j>:7443`).
+    pub fn spare_agent_url(&self, j: usize) -> &str {
+        &self.spare(j).agent_url
+    }
+
+    /// Spare j's etcd client URL (`http://198.18.N.<11 + members + j>:2379`).
+    pub fn spare_client_url(&self, j: usize) -> &str {
+        &self.spare(j).client_url
+    }
+
+    /// The host index of spare j, for [`NspawnCluster::exec`],
+    /// [`NspawnCluster::get_status`], [`NspawnCluster::power_cut`], ...
+    pub fn spare_host(&self, j: usize) -> usize {
+        self.layout.members.len() + j
+    }
+
+    /// Whether host i was power-cut.
+    pub fn is_powered_off(&self, i: usize) -> bool {
+        self.hosts[i].powered_off
+    }
+
+    /// A power cut on host i: its veth taken down first (so the peers and
+    /// clients see silence, not the resets and FINs of dying sockets), then
+    /// every process of the container (systemd, the agent, etcd, and the
+    /// systemd-nspawn process) SIGKILLed at once through its cgroup
+    /// (`cgroup.kill`), waited for and reaped. Its disk (the overlay's upper
+    /// dir) stays; it is not rebooted. What the kernel had not written back
+    /// is not lost (the page cache is the host's), unlike a real power cut.
+    /// Afterwards `exec` on it fails, and `is_healthy` and `logs` skip it.
+    pub fn power_cut(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        assert!(!h.powered_off, "{} is already powered off", h.machine);
+        run(Command::new("ip").args(["link", "set", &h.veth, "down"]))
+            .unwrap_or_else(|e| panic!("taking {} off the network: {e:#}", h.machine));
+        kill_cgroups(&h.cgroups);
+        assert!(
+            !h.cgroups.last().is_some_and(|cg| cgroup_populated(cg)),
+            "{}: processes left after cgroup.kill",
+            h.machine
+        );
+        if let Some(mut child) = h.nspawn.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        h.pid1 = None;
+        h.powered_off = true;
     }
 }
 

@@ -4,28 +4,9 @@
 //! (its host's agent and etcd killed: a power cut) replaced by the spare;
 //! bad input and quorum-breaking removals refused with nothing changed.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use etcdops_tests::{CliOutput, Cluster, bins};
-
-struct Ops<'a> {
-    cluster: &'a Cluster,
-    journal: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl<'a> Ops<'a> {
-    fn new(cluster: &'a Cluster) -> Ops<'a> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Ops { cluster, journal: dir.path().join("journal.redb"), _dir: dir }
-    }
-
-    fn run(&self, args: &[&str]) -> CliOutput {
-        let journal = self.journal.to_str().expect("utf-8");
-        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
-    }
-}
+use etcdops_tests::{Cluster, Coordinator, bins};
 
 /// Keys under `prefix` as member `client_url` sees them (serializable read: its own data).
 fn local_count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
@@ -38,7 +19,7 @@ fn local_count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
 }
 
 /// The members as `member list -w json` reports them: (name, is_learner).
-fn member_names(ops: &Ops) -> Vec<(String, bool)> {
+fn member_names(ops: &Coordinator) -> Vec<(String, bool)> {
     let out = ops.run(&["member", "list", "-w", "json"]);
     let mut names: Vec<(String, bool)> = out.json()["members"]
         .as_array()
@@ -57,7 +38,7 @@ fn fleet_text(cluster: &Cluster) -> String {
 #[test]
 fn add_then_remove_a_member_three_to_four_to_three() {
     let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     cluster.put_bulk("data/", 300, 200);
     let spare = cluster.spare(0).clone();
 
@@ -105,7 +86,7 @@ fn add_then_remove_a_member_three_to_four_to_three() {
 #[test]
 fn a_dead_member_is_replaced_by_a_spare() {
     let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     cluster.put_bulk("data/", 200, 200);
     let leader = cluster.leader();
     let victim = (0..3).find(|&i| i != leader).expect("a follower");
@@ -142,7 +123,7 @@ fn a_dead_member_is_replaced_by_a_spare() {
 #[test]
 fn bad_input_and_quorum_breaking_removals_change_nothing() {
     let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let spare = cluster.spare(0).clone();
     for (args, code, expected) in [
         (vec!["member", "remove", "etcd9", "--yes"], 2, "no member \"etcd9\""),
@@ -173,7 +154,7 @@ fn bad_input_and_quorum_breaking_removals_change_nothing() {
 #[test]
 fn a_join_that_fails_before_promotion_is_rolled_back() {
     let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let spare = cluster.spare(0).clone();
     // The spare's etcd will not start: a setting etcd cannot parse.
     let env = std::fs::read_to_string(&spare.env_file).expect("env");

@@ -8,51 +8,9 @@
 //! fsync p99 can pass etcd's 10 ms guidance and (rightly) stop every
 //! operation; that check is unit-tested in `plan::safety`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcdops_tests::{Caller, CliOutput, Cluster, bins};
-
-/// A journal of its own per test (they run in parallel).
-struct Ops<'a> {
-    cluster: &'a Cluster,
-    journal: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl<'a> Ops<'a> {
-    fn new(cluster: &'a Cluster) -> Ops<'a> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Ops { cluster, journal: dir.path().join("journal.redb"), _dir: dir }
-    }
-
-    fn run(&self, args: &[&str]) -> CliOutput {
-        let journal = self.journal.to_str().expect("utf-8");
-        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(&self.cluster.bins.cli)
-            .arg("--fleet")
-            .arg(self.cluster.fleet_path())
-            .args(args)
-            .env_remove("ETCDOPS_FLEET")
-            .env("ETCDOPS_JOURNAL", &self.journal)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning etcdops")
-    }
-
-    /// `op list -w json` operations.
-    fn operations(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["op", "list", "--all", "-w", "json"]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.json()["operations"].as_array().cloned().unwrap_or_default()
-    }
-}
+use etcdops_tests::{Caller, Cluster, Coordinator, bins};
 
 fn leader_id(cluster: &Cluster) -> u64 {
     let i = cluster.leader();
@@ -93,7 +51,7 @@ fn key_count(cluster: &Cluster, prefix: &str) -> i64 {
     })
 }
 
-fn wait_for_step_done(ops: &Ops, op_kind: &str, steps: usize, timeout: Duration) -> String {
+fn wait_for_step_done(ops: &Coordinator, op_kind: &str, steps: usize, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for op in ops.operations() {
@@ -112,7 +70,7 @@ fn wait_for_step_done(ops: &Ops, op_kind: &str, steps: usize, timeout: Duration)
 #[test]
 fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     fragment(&cluster, 30);
     cluster.put_bulk("keep/", 100, 100);
     let before = db_sizes(&cluster);
@@ -151,7 +109,7 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
 #[test]
 fn rolling_restart_restarts_each_member_once_leader_last() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     cluster.put_bulk("keep/", 200, 100);
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
     let leader = cluster.leader();
@@ -174,7 +132,7 @@ fn rolling_restart_restarts_each_member_once_leader_last() {
 #[test]
 fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_meanwhile() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
     let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
     child.kill().expect("kill the coordinator");
@@ -192,7 +150,7 @@ fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_mean
     assert!(!done.is_empty());
 
     // A second coordinator (its own journal) is refused by the agents while the fence is held.
-    let other = Ops::new(&cluster);
+    let other = cluster.coordinator();
     let refused = other.run(&["defrag", "--yes"]);
     assert_eq!(refused.code, 3, "busy exit code: {}", refused.stderr);
     assert!(refused.stderr.contains(&id) && refused.stderr.contains("op abort"), "{}", refused.stderr);
@@ -227,13 +185,13 @@ fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_mean
 #[test]
 fn abort_frees_the_fence_of_a_dead_coordinator() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
     let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
     child.kill().expect("kill");
     let _ = child.wait();
     // Abort from another machine (no journal entry there): found in the agents' fences.
-    let other = Ops::new(&cluster);
+    let other = cluster.coordinator();
     let out = other.run(&["op", "abort", &id]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("fence is free"), "{}", out.stdout);
@@ -248,7 +206,7 @@ fn abort_frees_the_fence_of_a_dead_coordinator() {
 #[test]
 fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let follower = (0..3).find(|&i| i != cluster.leader()).expect("follower");
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
 
@@ -285,7 +243,7 @@ fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
 #[test]
 fn a_member_failing_mid_operation_stops_it_cleanly() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     let leader = cluster.leader();
     let victim = (0..3).rev().find(|&i| i != leader).expect("a follower");
     let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
@@ -325,7 +283,7 @@ fn a_member_failing_mid_operation_stops_it_cleanly() {
 #[test]
 fn compact_alarms_and_nospace_recovery() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
-    let ops = Ops::new(&cluster);
+    let ops = cluster.coordinator();
     cluster.put_bulk("k/", 50, 100);
     let out = ops.run(&["compact", "--keep-revisions", "10", "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

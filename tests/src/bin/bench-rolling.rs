@@ -26,8 +26,10 @@ backend, on free 127.x.y.11-13 addresses, a fleet file for the etcdops CLI).
 Then, for each run and each scenario (order interleaved: even runs etcdops
 first, odd runs the naive way first):
   1. waits until the cluster is healthy;
-  2. fragments the database: writes --mb MB of 100 kB values, deletes 9 in 10
-     of them, compacts (physical), so every member's dbSize is >= --mb MB
+  2. fragments the database: writes --mb MB of 100 kB values, keeps 1 in
+     --keep-every of them and deletes the rest, compacts (physical), so every
+     member's dbSize is >= --mb MB with 1/--keep-every of it in use (what a
+     defragmentation must copy: what makes a leader's defrag stall writes)
      while dbSizeInUse is about a tenth (the same keys every time, so the
      live data does not grow between scenarios);
   3. starts the load generator (below), waits --warmup seconds;
@@ -65,7 +67,10 @@ OPTIONS:
   --mb N                   fragmented database size, MB [250]
   --runs N                 runs of every scenario [1]
   --rate N                 writes per second [200]
-  --concurrency N          writes in flight at most [8]
+  --concurrency N          writes in flight at most [256]: a small bound fills
+                           with writes stuck on a stopped member and then
+                           turns would-be failures into \"not sent\"
+  --keep-every N           keep 1 in N of the values written [2]
   --value-size N           bytes per written value [256]
   --write-deadline-ms N    a write fails after this long [2000]
   --attempt-timeout-ms N   one attempt is abandoned after this long [1000]
@@ -137,6 +142,7 @@ struct Opts {
     runs: usize,
     rate: u32,
     concurrency: usize,
+    keep_every: usize,
     value_size: usize,
     write_deadline: Duration,
     attempt_timeout: Duration,
@@ -154,7 +160,8 @@ fn parse_args() -> Result<Opts, String> {
         mb: 250,
         runs: 1,
         rate: 200,
-        concurrency: 8,
+        concurrency: 256,
+        keep_every: 2,
         value_size: 256,
         write_deadline: Duration::from_millis(2000),
         attempt_timeout: Duration::from_millis(1000),
@@ -183,6 +190,7 @@ fn parse_args() -> Result<Opts, String> {
             "--runs" => o.runs = num(&a, args.next())?,
             "--rate" => o.rate = num(&a, args.next())?,
             "--concurrency" => o.concurrency = num(&a, args.next())?,
+            "--keep-every" => o.keep_every = num(&a, args.next())?,
             "--value-size" => o.value_size = num(&a, args.next())?,
             "--write-deadline-ms" => o.write_deadline = Duration::from_millis(num(&a, args.next())?),
             "--attempt-timeout-ms" => o.attempt_timeout = Duration::from_millis(num(&a, args.next())?),
@@ -204,8 +212,8 @@ fn parse_args() -> Result<Opts, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if o.runs == 0 || o.rate == 0 || o.concurrency == 0 || o.mb == 0 {
-        return Err("--runs, --rate, --concurrency and --mb must be above 0".into());
+    if o.runs == 0 || o.rate == 0 || o.concurrency == 0 || o.mb == 0 || o.keep_every == 0 {
+        return Err("--runs, --rate, --concurrency, --keep-every and --mb must be above 0".into());
     }
     Ok(o)
 }
@@ -339,7 +347,7 @@ fn run_scenario(
     wait_healthy(cluster, "before fragmenting");
     eprintln!("  fragmenting {} MB ...", opts.mb);
     let t = Instant::now();
-    match rt.block_on(loadgen::fragment(endpoints, opts.mb, 100_000)) {
+    match rt.block_on(loadgen::fragment_keeping(endpoints, opts.mb, 100_000, opts.keep_every)) {
         Ok(sizes) => outcome.db_before = sizes,
         Err(e) => {
             outcome.op = Op::Skipped(format!("fragmenting failed: {e:#}"));

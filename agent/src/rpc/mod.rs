@@ -275,6 +275,26 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
+    // TODO(issue 6): restore RPCs; stubs until the agent side lands.
+    async fn stage_restore(
+        &self,
+        _r: Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<Response<pb::StageRestoreResponse>, Status> {
+        Err(Status::unimplemented("StageRestore"))
+    }
+    async fn swap_in_restore(
+        &self,
+        _r: Request<pb::SwapInRestoreRequest>,
+    ) -> Result<Response<pb::SwapInRestoreResponse>, Status> {
+        Err(Status::unimplemented("SwapInRestore"))
+    }
+    async fn roll_back_restore(
+        &self,
+        _r: Request<pb::RollBackRestoreRequest>,
+    ) -> Result<Response<pb::RollBackRestoreResponse>, Status> {
+        Err(Status::unimplemented("RollBackRestore"))
+    }
+
     async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
         self.counted("RevisionAt", async { Ok(Response::new(maintenance::revision_at(&self.state, r.get_ref().unix_time))) })
             .await

@@ -30,6 +30,11 @@
 //! # fsync_p99_threshold_ms = 10        # etcd's guidance: WAL fsync p99 under 10 ms
 //! # metrics_url = "http://127.0.0.1:2381/metrics"  # default: etcd.endpoint + /metrics
 //! # probe_interval_secs = 60         # light periodic probe (100 × 2300 B) for GetStatus; 0: off
+//!
+//! [restore]                            # optional: the tools StageRestore runs
+//! # etcdctl = "/usr/bin/etcdctl"       # etcd 3.4; default: `etcdctl` on PATH, else /usr/bin/etcdctl
+//! # etcdutl = "/usr/bin/etcdutl"       # etcd 3.5+, preferred; default: `etcdutl` on PATH when installed
+//! # timeout_secs = 600                 # how long one restore may run
 //! ```
 
 use std::net::SocketAddr;
@@ -66,6 +71,9 @@ pub struct AgentConfig {
     /// The disk probe and etcd's disk metrics.
     #[serde(default)]
     pub disk: DiskConfig,
+    /// The tools StageRestore runs to restore a snapshot.
+    #[serde(default)]
+    pub restore: RestoreConfig,
 }
 
 /// Paths to PEM files.
@@ -231,6 +239,39 @@ impl Default for DiskConfig {
     }
 }
 
+/// The tools StageRestore runs (`snapshot restore`, as a child process with
+/// an argument vector). etcdutl is preferred when installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// etcd 3.4's `etcdctl` (run with `ETCDCTL_API=3`). Default: `etcdctl`
+    /// on the agent's PATH, else `/usr/bin/etcdctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcdctl: Option<PathBuf>,
+    /// etcd 3.5+'s `etcdutl`, used instead of etcdctl when present (it can
+    /// bump the revision on restore). Default: `etcdutl` on the agent's PATH
+    /// when installed; a path set here must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcdutl: Option<PathBuf>,
+    /// Seconds one restore may run before the tool is killed (it copies and
+    /// hashes the whole database). At least 1.
+    #[serde(default = "default_restore_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// Ten minutes: a few GB copied and hashed on a slow disk.
+pub const DEFAULT_RESTORE_TIMEOUT_SECS: u64 = 600;
+
+fn default_restore_timeout_secs() -> u64 {
+    DEFAULT_RESTORE_TIMEOUT_SECS
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig { etcdctl: None, etcdutl: None, timeout_secs: DEFAULT_RESTORE_TIMEOUT_SECS }
+    }
+}
+
 /// The unit backends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -257,6 +298,8 @@ pub enum ConfigError {
     Threshold { path: PathBuf },
     #[error("invalid agent config {path}: disk.metrics_url {url:?} must be an http:// or https:// URL with a host and port")]
     MetricsUrl { path: PathBuf, url: String },
+    #[error("invalid agent config {path}: restore.timeout_secs must be at least 1")]
+    RestoreTimeout { path: PathBuf },
 }
 
 impl AgentConfig {
@@ -281,6 +324,9 @@ impl AgentConfig {
             && !valid_metrics_url(url)
         {
             return Err(ConfigError::MetricsUrl { path: path.to_path_buf(), url: url.clone() });
+        }
+        if config.restore.timeout_secs == 0 {
+            return Err(ConfigError::RestoreTimeout { path: path.to_path_buf() });
         }
         Ok(config)
     }
@@ -389,5 +435,24 @@ endpoint = "http://127.0.0.1:2379"
         let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold = 5\n");
         let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo");
         assert!(err.to_string().contains("fsync_p99_threshold"), "{err}");
+    }
+
+    #[test]
+    fn restore_table_is_optional_checked_and_strict() {
+        let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
+        assert_eq!(c.restore, RestoreConfig { etcdctl: None, etcdutl: None, timeout_secs: 600 });
+        let text = format!(
+            "{MINIMAL}\n[restore]\netcdctl = \"/opt/etcd/etcdctl\"\netcdutl = \"/opt/etcd/etcdutl\"\ntimeout_secs = 30\n"
+        );
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
+        assert_eq!(c.restore.etcdctl.as_deref(), Some(Path::new("/opt/etcd/etcdctl")));
+        assert_eq!(c.restore.etcdutl.as_deref(), Some(Path::new("/opt/etcd/etcdutl")));
+        assert_eq!(c.restore.timeout_secs, 30);
+        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+        let text = format!("{MINIMAL}\n[restore]\ntimeout_secs = 0\n");
+        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::RestoreTimeout { .. })));
+        let text = format!("{MINIMAL}\n[restore]\netcdctl_path = \"x\"\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo");
+        assert!(err.to_string().contains("etcdctl_path"), "{err}");
     }
 }

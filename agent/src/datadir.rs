@@ -200,6 +200,39 @@ pub fn prune_kept(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, DataDirError>
     Ok(removed)
 }
 
+/// Free bytes (for unprivileged users) of the filesystem holding `path`, or
+/// of its nearest existing ancestor when `path` does not exist yet.
+pub fn fs_free_bytes(path: &Path) -> Result<u64, DataDirError> {
+    let probe = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let st = nix::sys::statvfs::statvfs(probe).map_err(|e| io_error("statvfs", probe)(e.into()))?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
+/// Whether `candidate` is named like a kept copy of `dir`
+/// (`<dir>.<reason>-<YYYYMMDDTHHMMSSZ>` in the same parent), by name only.
+pub fn is_kept_copy_name(dir: &Path, candidate: &Path) -> bool {
+    let (Some(name), Some(other)) = (dir.file_name().and_then(|n| n.to_str()), candidate.file_name().and_then(|n| n.to_str()))
+    else {
+        return false;
+    };
+    parent_of(dir) == parent_of(candidate) && parse_kept_name(name, other).is_some()
+}
+
+/// Renames `from` to `to` in one step, never replacing anything at `to`
+/// (renameat2 NOREPLACE where available), then fsyncs `to`'s parent.
+pub fn rename_no_replace(from: &Path, to: &Path) -> Result<(), DataDirError> {
+    rename_noreplace(from, to)?;
+    let parent = parent_of(to);
+    std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io_error("fsyncing", &parent))?;
+    tracing::info!(from = %from.display(), to = %to.display(), "renamed");
+    Ok(())
+}
+
+/// The directory holding `dir` (`.` for a bare name).
+pub fn parent_dir(dir: &Path) -> PathBuf {
+    parent_of(dir)
+}
+
 fn parent_of(dir: &Path) -> PathBuf {
     match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -385,5 +418,25 @@ mod tests {
         assert!(after.contains(&"default.restore-20000101T000000Z".to_string()), "file kept");
         assert_eq!(prune_kept(&data, 0).expect("prune all copies"), [kept[1].clone()]);
         assert!(data.exists(), "the data dir itself is never pruned");
+    }
+
+    #[test]
+    fn kept_copy_names_free_space_and_renames_that_never_replace() {
+        let data = Path::new("/var/lib/etcd/default");
+        assert!(is_kept_copy_name(data, Path::new("/var/lib/etcd/default.pre-restore-20231114T221320Z")));
+        assert!(!is_kept_copy_name(data, Path::new("/tmp/default.pre-restore-20231114T221320Z")));
+        assert!(!is_kept_copy_name(data, Path::new("/var/lib/etcd/default.restore-op-1")));
+        assert!(!is_kept_copy_name(data, data));
+
+        let root = tempfile::tempdir().expect("tempdir");
+        assert!(fs_free_bytes(&root.path().join("not/yet")).expect("free") > 0, "nearest parent");
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
+        assert!(matches!(rename_no_replace(&a, &b), Err(DataDirError::TargetExists { .. })));
+        std::fs::remove_dir(&b).expect("rmdir");
+        rename_no_replace(&a, &b).expect("rename");
+        assert!(b.is_dir() && !a.exists());
+        assert_eq!(parent_dir(Path::new("default")), Path::new("."));
     }
 }

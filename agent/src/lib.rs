@@ -12,6 +12,7 @@
 //! - [`revisions`]: the member's revision sampled once a minute (RevisionAt).
 //! - [`statefile`]: the agent's state dir and its atomic writes.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
+//! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
 
@@ -26,6 +27,7 @@ pub mod etcd;
 pub mod fence;
 pub mod host;
 pub mod metrics;
+pub mod restore;
 pub mod revisions;
 pub mod rpc;
 pub mod server;

@@ -40,6 +40,8 @@ pub struct AgentState {
     pub fences: crate::fence::FenceStore,
     /// The member's revision samples (RevisionAt).
     pub revisions: crate::revisions::RevisionLog,
+    /// The restore tools (`[restore]`).
+    pub restore: crate::config::RestoreConfig,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -100,6 +102,7 @@ impl AgentState {
             disk_health: Default::default(),
             host: Default::default(),
             rpc_metrics: Default::default(),
+            restore: config.restore.clone(),
         })
     }
 }

@@ -260,6 +260,10 @@ fn retryable(e: &etcd_client::Error) -> bool {
                     // known leader), so retrying it is safe — and necessary: any
                     // leader change, planned or not, drops in-flight proposals.
                     || m.contains("raft proposal dropped")
+                    // raft.ErrStopped: the member stopped its raft node (it was
+                    // removed from the cluster, or is shutting down) before the
+                    // proposal entered it; never forwarded, safe to retry.
+                    || m.contains("raft: stopped")
             }
             _ => false,
         },
@@ -779,6 +783,7 @@ mod tests {
         assert!(!retryable(&status(tonic::Code::InvalidArgument)));
         assert!(!retryable(&status(tonic::Code::Unknown)));
         assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("raft proposal dropped"))));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("raft: stopped"))));
         assert!(retryable(&etcd_client::Error::GRpcStatus(
             tonic::Status::unknown("transport error")
         )));

@@ -10,6 +10,7 @@ mod health;
 mod host_files;
 mod maintenance;
 mod membership;
+mod restore;
 mod snapshot;
 mod status;
 mod unit;
@@ -275,24 +276,44 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
-    // TODO(issue 6): restore RPCs; stubs until the agent side lands.
     async fn stage_restore(
         &self,
-        _r: Request<tonic::Streaming<pb::RestoreChunk>>,
+        r: Request<tonic::Streaming<pb::RestoreChunk>>,
     ) -> Result<Response<pb::StageRestoreResponse>, Status> {
-        Err(Status::unimplemented("StageRestore"))
+        let mut stream = r.into_inner();
+        self.counted("StageRestore", async {
+            let header = restore::header(&mut stream).await?;
+            let token = fence::token(header.fence.as_ref())?;
+            let spec = restore::spec(&header, &token.operation_id)?;
+            let act = restore::stage(self.state.clone(), spec, stream);
+            fence::fenced(&self.state, "StageRestore", header.fence.as_ref(), act).await
+        })
+        .await
+        .map(Response::new)
     }
+
     async fn swap_in_restore(
         &self,
-        _r: Request<pb::SwapInRestoreRequest>,
+        r: Request<pb::SwapInRestoreRequest>,
     ) -> Result<Response<pb::SwapInRestoreResponse>, Status> {
-        Err(Status::unimplemented("SwapInRestore"))
+        let r = r.into_inner();
+        let fence = r.fence.clone();
+        let act = restore::swap_in(&self.state, r);
+        self.counted("SwapInRestore", fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act))
+            .await
+            .map(Response::new)
     }
+
     async fn roll_back_restore(
         &self,
-        _r: Request<pb::RollBackRestoreRequest>,
+        r: Request<pb::RollBackRestoreRequest>,
     ) -> Result<Response<pb::RollBackRestoreResponse>, Status> {
-        Err(Status::unimplemented("RollBackRestore"))
+        let r = r.into_inner();
+        let fence = r.fence.clone();
+        let act = restore::roll_back(&self.state, r);
+        self.counted("RollBackRestore", fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act))
+            .await
+            .map(Response::new)
     }
 
     async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {

@@ -209,6 +209,7 @@ impl LayoutSpec {
                 ..DiskConfig::default()
             },
             metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
+            restore: Default::default(),
         };
         write(&m.agent_config, &config.to_toml())
     }

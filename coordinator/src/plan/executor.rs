@@ -279,21 +279,7 @@ impl Executor {
                 Ok(view) => view,
                 Err(findings) => {
                     let reason = format!("the cluster is not safe for this step:\n{}", list(&findings));
-                    if let Some(rolled_back) = self.roll_back_join(&record, &fence).await {
-                        let err = ExecError::RolledBack {
-                            op: record.id.clone(),
-                            index: number,
-                            total,
-                            step: step.description.clone(),
-                            reason,
-                            rolled_back,
-                        };
-                        self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string()))?;
-                        fence::release(&self.agents, &self.fence_holders(), &fence).await;
-                        return Err(err);
-                    }
-                    let err = stop(reason);
-                    return Err(self.stop(&record.id, &fence, err).await);
+                    return Err(self.fail(&record, &fence, stop(reason)).await);
                 }
             };
             self.progress.line(&format!("[{number}/{total}] {} ...", step.description));
@@ -316,21 +302,7 @@ impl Executor {
                 Err(reason) => {
                     self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));
                     let record = self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
-                    if let Some(rolled_back) = self.roll_back_join(&record, &fence).await {
-                        let err = ExecError::RolledBack {
-                            op: record.id.clone(),
-                            index: number,
-                            total,
-                            step: step.description.clone(),
-                            reason,
-                            rolled_back,
-                        };
-                        self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string()))?;
-                        fence::release(&self.agents, &self.fence_holders(), &fence).await;
-                        return Err(err);
-                    }
-                    let err = stop(reason);
-                    return Err(self.stop(&record.id, &fence, err).await);
+                    return Err(self.fail(&record, &fence, stop(reason)).await);
                 }
             }
         }
@@ -349,6 +321,24 @@ impl Executor {
         } else {
             Err(ExecError::UnhealthyAfter { op: record.id, findings })
         }
+    }
+
+    /// A step could not run or failed: a join not yet promoted is rolled
+    /// back (the operation ends aborted); otherwise the operation stops,
+    /// resumable. Either way the fence is given back.
+    async fn fail(&self, record: &OperationRecord, fence: &pb::Fence, stopped: ExecError) -> ExecError {
+        let ExecError::Stopped { op, index, total, step, reason } = stopped else {
+            return self.stop(&record.id, fence, stopped).await;
+        };
+        let Some(rolled_back) = self.roll_back_join(record, fence).await else {
+            return self.stop(&record.id, fence, ExecError::Stopped { op, index, total, step, reason }).await;
+        };
+        let err = ExecError::RolledBack { op, index, total, step, reason, rolled_back };
+        if let Err(e) = self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string())) {
+            tracing::error!(error = %e, "could not journal the rollback");
+        }
+        fence::release(&self.agents, &self.fence_holders(), fence).await;
+        err
     }
 
     /// Journals the stop and gives the fence back.

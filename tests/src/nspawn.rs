@@ -136,7 +136,8 @@ impl NspawnCluster {
             }
         };
         let started = Instant::now();
-        let cluster = NspawnCluster::start(members, spares, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
+        let cluster =
+            NspawnCluster::start(members, spares, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!(
             "nspawn: {members} hosts healthy and {spares} spare host(s) up in {:.1?}",
             started.elapsed()
@@ -246,7 +247,11 @@ impl NspawnCluster {
     /// Host i's layout: member i, or spare `i - members`.
     fn host_layout(&self, i: usize) -> &MemberLayout {
         let members = self.layout.members.len();
-        if i < members { &self.layout.members[i] } else { &self.layout.spares[i - members] }
+        if i < members {
+            &self.layout.members[i]
+        } else {
+            &self.layout.spares[i - members]
+        }
     }
 
     /// Overlay, files, network namespace and veth of host i.

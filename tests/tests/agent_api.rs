@@ -44,7 +44,7 @@ fn stop_and_start_etcd_through_the_agent() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut client = cluster.client(2, &Caller::Coordinator);
     let fence = cluster.acquire_fence("e2e-stop");
-    let request = UnitRequest { fence: Some(fence.clone()), operation_id: "e2e-stop".into(), timeout_ms: 0 };
+    let request = UnitRequest { boot: false, fence: Some(fence.clone()), operation_id: "e2e-stop".into(), timeout_ms: 0 };
 
     let stopped = rt.block_on(client.stop_etcd(request.clone())).expect("stop").into_inner();
     assert_eq!(stopped.state(), UnitState::Inactive, "{stopped:?}");
@@ -60,6 +60,7 @@ fn stop_and_start_etcd_through_the_agent() {
     // Bad input: named field, nothing done.
     let err = rt
         .block_on(client.restart_etcd(UnitRequest {
+            boot: false,
             fence: Some(fence.clone()),
             operation_id: String::new(),
             timeout_ms: 700_000,
@@ -82,7 +83,7 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
     let mut client = cluster.client(2, &Caller::Coordinator);
     let m = cluster.member(2).clone();
     let fence = Some(cluster.acquire_fence("e2e-env"));
-    let unit = |op: &str| UnitRequest { fence: fence.clone(), operation_id: op.into(), timeout_ms: 0 };
+    let unit = |op: &str| UnitRequest { boot: false, fence: fence.clone(), operation_id: op.into(), timeout_ms: 0 };
 
     // Bad input is refused with the field named, and the file is untouched.
     let original = std::fs::read_to_string(&m.env_file).expect("env file");

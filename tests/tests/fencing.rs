@@ -33,6 +33,7 @@ fn one_writer_per_cluster_persisted_and_retries_answered_once() {
     // No fence: refused, nothing done.
     let err = cluster
         .block_on(client.stop_etcd(UnitRequest {
+            boot: false,
             fence: None,
             operation_id: "e2e".into(),
             timeout_ms: 0,

@@ -178,6 +178,7 @@ fn learner_added_started_promoted_and_removed_through_the_agents() {
         .block_on(spare_client.set_etcd_env(env))
         .expect("SetEtcdEnv on the spare");
     let start = UnitRequest {
+        boot: false,
         operation_id: fence.operation_id.clone(),
         timeout_ms: 0,
         fence: Some(fence.clone()),
@@ -222,6 +223,7 @@ fn learner_added_started_promoted_and_removed_through_the_agents() {
     assert_eq!(removed.members.len(), 3, "{removed:?}");
     assert!(removed.members.iter().all(|m| m.id != id));
     let stop = UnitRequest {
+        boot: false,
         operation_id: fence.operation_id.clone(),
         timeout_ms: 0,
         fence: Some(fence.clone()),

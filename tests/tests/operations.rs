@@ -310,6 +310,7 @@ fn compact_alarms_and_nospace_recovery() {
         .expect("set quota");
     cluster
         .block_on(client.restart_etcd(etcdops_proto::v1::UnitRequest {
+            boot: false,
             operation_id: "e2e-quota".into(),
             timeout_ms: 0,
             fence: Some(fence.clone()),

@@ -94,6 +94,7 @@ fn swap(
 
 fn unit(c: &Cluster, client: &mut AgentClient<Channel>, fence: &Fence, start: bool) {
     let request = UnitRequest {
+        boot: false,
         operation_id: fence.operation_id.clone(),
         timeout_ms: 0,
         fence: Some(fence.clone()),

@@ -12,6 +12,7 @@ use tonic::Code;
 
 fn request(fence: &Fence, op: &str) -> UnitRequest {
     UnitRequest {
+        boot: false,
         fence: Some(fence.clone()),
         operation_id: op.to_string(),
         timeout_ms: 60_000,

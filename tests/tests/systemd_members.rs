@@ -178,7 +178,8 @@ fn etcd_unit(cluster: &NspawnCluster, i: usize, query: &str) -> String {
 fn assert_fleet_healthy(cluster: &NspawnCluster, cli: &std::path::Path) {
     let health = cluster.etcdops(cli, &["health"]);
     assert_eq!(
-        health.code, 0,
+        health.code,
+        0,
         "etcdops health:\n{}\n{}\n{}",
         health.stdout,
         health.stderr,
@@ -209,14 +210,31 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     put_keys(&rt, &members);
     let spare = cluster.spare(0).clone();
     let host = cluster.spare_host(0);
-    assert_eq!(etcd_unit(&cluster, host, "is-active"), "inactive", "the spare's etcd is not running");
-    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "disabled", "the spare's etcd.service is not enabled");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-active"),
+        "inactive",
+        "the spare's etcd is not running"
+    );
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-enabled"),
+        "disabled",
+        "the spare's etcd.service is not enabled"
+    );
 
     // --- 3 -> 4
     let started = Instant::now();
     let out = cluster.etcdops(
         &bins.cli,
-        &["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json"],
+        &[
+            "member",
+            "add",
+            &spare.name,
+            "--agent",
+            &spare.agent_url,
+            "--yes",
+            "-w",
+            "json",
+        ],
     );
     let add_took = started.elapsed();
     eprintln!("member add: exit {} in {add_took:.1?}\n{}", out.code, out.stderr);
@@ -225,36 +243,63 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     assert_eq!(steps[0], format!("add-learner:{}", spare.name), "{steps:?}");
     let names = member_names(&cluster, &bins.cli);
     assert_eq!(names.len(), 4, "{names:?}");
-    assert!(names.iter().all(|(_, learner)| !learner), "every member a voter: {names:?}");
+    assert!(
+        names.iter().all(|(_, learner)| !learner),
+        "every member a voter: {names:?}"
+    );
     assert!(names.iter().any(|(n, _)| *n == spare.name), "{names:?}");
-    assert!(fleet_text(&cluster).contains(&spare.agent_url), "the fleet file lists the new member");
+    assert!(
+        fleet_text(&cluster).contains(&spare.agent_url),
+        "the fleet file lists the new member"
+    );
     for i in 0..3 {
         assert_eq!(etcd_unit(&cluster, i, "is-active"), "active", "host {i}");
     }
-    assert_eq!(etcd_unit(&cluster, host, "is-active"), "active", "the new member's etcd.service");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-active"),
+        "active",
+        "the new member's etcd.service"
+    );
     let env = cluster.read_in_host(host, "/etc/default/etcd");
     assert!(
-        env.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\"") || env.contains("ETCD_INITIAL_CLUSTER_STATE=existing"),
+        env.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\"")
+            || env.contains("ETCD_INITIAL_CLUSTER_STATE=existing"),
         "the joining host's env file:\n{env}"
     );
-    let enabled = etcd_unit(&cluster, host, "is-enabled");
-    eprintln!("the new member's etcd.service after member add: is-enabled = {enabled}");
-    let four: Vec<String> = members.iter().cloned().chain([spare.client_url.clone()]).collect();
+    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "enabled", "the new member's etcd starts at boot");
+    let four: Vec<String> = members
+        .iter()
+        .cloned()
+        .chain([spare.client_url.clone()])
+        .collect();
     wait_for_kept_keys(&rt, &four, &cluster);
     let (rev4, hash4) = same_data(&rt, &four, &cluster);
     assert_fleet_healthy(&cluster, &bins.cli);
 
     // --- 4 -> 3
     let started = Instant::now();
-    let out = cluster.etcdops(&bins.cli, &["member", "remove", &spare.name, "--yes", "-w", "json"]);
+    let out = cluster.etcdops(
+        &bins.cli,
+        &["member", "remove", &spare.name, "--yes", "-w", "json"],
+    );
     let remove_took = started.elapsed();
-    eprintln!("member remove: exit {} in {remove_took:.1?}\n{}", out.code, out.stderr);
+    eprintln!(
+        "member remove: exit {} in {remove_took:.1?}\n{}",
+        out.code, out.stderr
+    );
     succeeded(&out);
     let names = member_names(&cluster, &bins.cli);
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(!names.iter().any(|(n, _)| *n == spare.name), "{names:?}");
-    assert!(!fleet_text(&cluster).contains(&spare.agent_url), "the fleet file no longer lists it");
-    assert_eq!(etcd_unit(&cluster, host, "is-active"), "inactive", "the removed member's etcd is stopped");
+    assert!(
+        !fleet_text(&cluster).contains(&spare.agent_url),
+        "the fleet file no longer lists it"
+    );
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-active"),
+        "inactive",
+        "the removed member's etcd is stopped"
+    );
     let kept = cluster.exec_stdout(host, &["ls", "/var/lib/etcd"]);
     assert!(
         kept.lines().any(|l| l.starts_with("default.removed-")),
@@ -265,8 +310,13 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     }
     wait_for_kept_keys(&rt, &members, &cluster);
     let (rev3, hash3) = same_data(&rt, &members, &cluster);
-    assert!(cluster.is_healthy(), "healthy after the removal\n{}", cluster.logs());
+    assert!(
+        cluster.is_healthy(),
+        "healthy after the removal\n{}",
+        cluster.logs()
+    );
     assert_fleet_healthy(&cluster, &bins.cli);
+    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "disabled", "a removed member's etcd does not start at boot");
     eprintln!(
         "summary: add {add_took:.1?} (4 members at revision {rev4}, hash {hash4:08x}); \
          remove {remove_took:.1?} (3 members at revision {rev3}, hash {hash3:08x}); \
@@ -299,10 +349,23 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
     std::thread::sleep(WARMUP);
     cluster.power_cut(victim);
     let cut_at = Instant::now();
+    let cut_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let out = cluster.etcdops(
         &bins.cli,
         &[
-            "member", "replace", &old, "--with", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json",
+            "member",
+            "replace",
+            &old,
+            "--with",
+            &spare.name,
+            "--agent",
+            &spare.agent_url,
+            "--yes",
+            "-w",
+            "json",
         ],
     );
     let took = cut_at.elapsed();
@@ -315,19 +378,29 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
 
     let record = succeeded(&out);
     let steps = step_ids(&record);
-    assert_eq!(steps[0], format!("remove:{old}"), "a dead member goes first: {steps:?}");
+    assert_eq!(
+        steps[0],
+        format!("remove:{old}"),
+        "a dead member goes first: {steps:?}"
+    );
     for s in record["steps"].as_array().expect("steps") {
+        // Whole seconds since the cut: where the replacement's time goes.
+        let at = |field: &str| s[field].as_u64().unwrap_or(0).saturating_sub(cut_unix);
         eprintln!(
-            "  step {} ({} s, {} attempt(s)): {}",
+            "  step {}: +{} s .. +{} s after the cut, {} attempt(s): {}",
             s["id"].as_str().unwrap_or_default(),
-            s["finished_at_unix"].as_u64().unwrap_or(0).saturating_sub(s["started_at_unix"].as_u64().unwrap_or(0)),
+            at("started_at_unix"),
+            at("finished_at_unix"),
             s["attempts"],
             s["detail"].as_str().unwrap_or_default()
         );
     }
     let names = member_names(&cluster, &bins.cli);
     assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names.iter().all(|(_, learner)| !learner), "three voters: {names:?}");
+    assert!(
+        names.iter().all(|(_, learner)| !learner),
+        "three voters: {names:?}"
+    );
     assert!(
         names.iter().any(|(n, _)| *n == spare.name) && !names.iter().any(|(n, _)| *n == old),
         "{names:?}"
@@ -337,7 +410,11 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
         fleet.contains(&spare.agent_url) && !fleet.contains(&old_agent),
         "{fleet}"
     );
-    assert_eq!(etcd_unit(&cluster, host, "is-active"), "active", "the new member's etcd.service");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-active"),
+        "active",
+        "the new member's etcd.service"
+    );
     let voters: Vec<usize> = (0..3).filter(|&i| i != victim).chain([host]).collect();
     for &i in &voters {
         assert_eq!(etcd_unit(&cluster, i, "is-active"), "active", "host {i}");
@@ -351,7 +428,9 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
     let (rev, hash) = same_data(&rt, &urls, &cluster);
     let load_keys: Vec<Option<i64>> = urls.iter().map(|u| local_count(&rt, u, "/bench/load/")).collect();
     assert!(
-        load_keys.iter().all(|c| *c == load_keys[0] && c.is_some_and(|n| n > 0)),
+        load_keys
+            .iter()
+            .all(|c| *c == load_keys[0] && c.is_some_and(|n| n > 0)),
         "the load's keys on each voter: {load_keys:?}"
     );
     assert_fleet_healthy(&cluster, &bins.cli);
@@ -361,6 +440,7 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
         report.failed, 0,
         "writes failed while a power-cut member was replaced: {report}"
     );
+    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "enabled", "the new member's etcd starts at boot");
     eprintln!(
         "summary: replace {took:.1?} after the cut; load: ok {} failed {} retried {} p50 {} p99 {} max {} \
          leader changes {} term +{}; voters at revision {rev}, hash {hash:08x}, {:?} load keys each; \

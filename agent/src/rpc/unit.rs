@@ -55,8 +55,14 @@ pub async fn act(
     tracing::info!(?action, operation = %request.operation_id, "unit request");
     tokio::spawn(async move {
         let info: UnitInfo = match action {
-            Action::Start => state.unit.start().await,
-            Action::Stop => state.unit.stop(timeout).await,
+            Action::Start => match state.unit.start().await {
+                Ok(info) if request.boot => state.unit.set_boot(true).await.map(|()| info),
+                other => other,
+            },
+            Action::Stop => match state.unit.stop(timeout).await {
+                Ok(info) if request.boot => state.unit.set_boot(false).await.map(|()| info),
+                other => other,
+            },
             Action::Restart => match state.unit.stop(timeout).await {
                 Ok(_) => state.unit.start().await,
                 Err(e) => Err(e),

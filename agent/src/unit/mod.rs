@@ -97,4 +97,9 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
     async fn start(&self) -> Result<UnitInfo, UnitError>;
     /// Stops etcd gracefully, killing it after `timeout`.
     async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError>;
+    /// Whether etcd starts at boot (`systemctl enable|disable`). Backends
+    /// without the notion (process: the agent's `autostart`) do nothing.
+    async fn set_boot(&self, _enabled: bool) -> Result<(), UnitError> {
+        Ok(())
+    }
 }

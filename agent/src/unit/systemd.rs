@@ -461,6 +461,16 @@ impl UnitBackend for SystemdUnit {
     async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError> {
         self.run_job(JobKind::Stop, timeout).await
     }
+
+    async fn set_boot(&self, enabled: bool) -> Result<(), UnitError> {
+        if enabled {
+            self.enable().await?;
+        } else {
+            self.disable().await?;
+        }
+        self.daemon_reload().await?;
+        Ok(())
+    }
 }
 
 /// How long a start job may take (etcd.service is ready only with quorum;

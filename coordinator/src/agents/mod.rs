@@ -40,7 +40,12 @@ pub type Client = AgentClient<Channel>;
 #[derive(Debug, Clone)]
 pub struct Agents {
     tls: Arc<ClientTls>,
+    /// Connect (and, unless `call_timeout` says otherwise, call) budget.
     timeout: Duration,
+    /// A longer budget for the call itself (defragment, restart), the
+    /// connect still bounded by `timeout`: a dead host costs `timeout`, not
+    /// a whole step.
+    call_timeout: Option<Duration>,
 }
 
 /// One member's answer (or why there is none).
@@ -61,12 +66,18 @@ impl Agents {
         Agents {
             tls: Arc::new(tls),
             timeout,
+            call_timeout: None,
         }
     }
 
-    /// The same agents with another per-call budget (long calls: defragment, restart).
-    pub fn with_timeout(&self, timeout: Duration) -> Agents {
-        Agents { tls: self.tls.clone(), timeout }
+    /// The same agents with a longer budget for the call (defragment,
+    /// restart); connecting is still bounded by the usual timeout.
+    pub fn with_call_timeout(&self, call: Duration) -> Agents {
+        Agents { tls: self.tls.clone(), timeout: self.timeout, call_timeout: Some(call.max(self.timeout)) }
+    }
+
+    fn call_budget(&self) -> Duration {
+        self.call_timeout.unwrap_or(self.timeout)
     }
 
     /// The per-agent budget: connect and call together.
@@ -96,7 +107,7 @@ impl Agents {
             .tls_config(self.tls.for_domain(member.agent.host()))
             .map_err(invalid)?
             .connect_timeout(self.timeout)
-            .timeout(self.timeout)
+            .timeout(self.call_budget())
             // Large HTTP/2 windows: snapshot streams are bounded by flow
             // control with the 64 KiB default.
             .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -184,17 +195,18 @@ impl Agents {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let connect_deadline = start + self.timeout;
+        let deadline = start + self.call_budget();
         let result = async {
-            let client = self.connect_until(member, deadline).await?;
+            let client = self.connect_until(member, connect_deadline).await?;
             match tokio::time::timeout_at(deadline, call(client)).await {
                 Err(_) => Err(AgentError::new(
                     member,
-                    AgentErrorKind::CallTimeout { after: self.timeout },
+                    AgentErrorKind::CallTimeout { after: self.call_budget() },
                 )),
                 Ok(Err(status)) => Err(AgentError::new(
                     member,
-                    classify_status(&status, member.agent.host(), self.timeout),
+                    classify_status(&status, member.agent.host(), self.call_budget()),
                 )),
                 Ok(Ok(response)) => Ok(response.into_inner()),
             }

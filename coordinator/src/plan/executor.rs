@@ -448,8 +448,12 @@ impl Executor {
             }
             StepKind::Restart { member } => {
                 let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
-                let request =
-                    pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms: ms_until(deadline), fence: Some(fence.clone()) };
+                let request = pb::UnitRequest {
+                    operation_id: fence.operation_id.clone(),
+                    timeout_ms: ms_until(deadline),
+                    fence: Some(fence.clone()),
+                    boot: false,
+                };
                 let unit = self
                     .call(member, deadline, move |mut c: Client| {
                         let request = request.clone();
@@ -621,7 +625,7 @@ impl Executor {
         loop {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-            let agents = self.agents.with_timeout(left);
+            let agents = self.agents.with_call_timeout(left);
             let reply = agents.fan_out(&target, call.clone()).await.pop().ok_or("no reply")?;
             match reply.result {
                 Ok(answer) => return Ok(answer),

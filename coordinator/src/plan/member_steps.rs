@@ -128,10 +128,12 @@ impl Executor {
             }
             StepKind::StartMember { member } => {
                 let joining = self.joining(member)?.clone();
+                // Enabled too: the new member's etcd starts at boot.
                 let request = pb::UnitRequest {
                     operation_id: fence.operation_id.clone(),
                     timeout_ms: ms_until(deadline).min(600_000),
                     fence: Some(fence.clone()),
+                    boot: true,
                 };
                 self.call(member, deadline, move |mut c: Client| {
                     let request = request.clone();
@@ -263,10 +265,18 @@ impl Executor {
     /// does not answer is left alone (its etcd cannot rejoin a cluster that
     /// removed it).
     async fn retire(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+        if self.membership.leaving.as_ref().is_some_and(|l| l.name == member && !l.alive) {
+            return Ok(format!(
+                "skipped: {member} did not answer when the operation was planned; when its host comes back, \
+                 its etcd cannot rejoin (it was removed): stop and disable etcd there, and move its data dir aside"
+            ));
+        }
+        // Disabled too: a removed member's etcd must not start at boot.
         let unit = pb::UnitRequest {
             operation_id: fence.operation_id.clone(),
             timeout_ms: ms_until(deadline).min(120_000),
             fence: Some(fence.clone()),
+            boot: true,
         };
         let stop = self
             .call(member, deadline, move |mut c: Client| {

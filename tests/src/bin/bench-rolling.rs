@@ -570,6 +570,7 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
         let req = UnitRequest {
             operation_id: operation_id.clone(),
             timeout_ms: 60_000,
+            boot: false,
             fence: Some(Fence {
                 step: format!("restart-{}", m.name),
                 ..fence.clone()

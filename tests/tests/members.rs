@@ -160,7 +160,7 @@ fn a_join_that_fails_before_promotion_is_rolled_back() {
     let env = std::fs::read_to_string(&spare.env_file).expect("env");
     std::fs::write(&spare.env_file, format!("{env}ETCD_QUOTA_BACKEND_BYTES=lots\n")).expect("break env");
 
-    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "--step-timeout", "10s"]);
+    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "--step-timeout", "20s"]);
     assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("rolled back") && out.stderr.contains("learner"), "{}", out.stderr);
     let names = member_names(&ops);

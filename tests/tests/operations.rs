@@ -254,7 +254,7 @@ fn a_member_failing_mid_operation_stops_it_cleanly() {
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
     let name = cluster.layout.members[victim].name.clone();
 
-    let out = ops.run(&["restart", "--rolling", "--yes", "--step-timeout", "8s", "-w", "json"]);
+    let out = ops.run(&["restart", "--rolling", "--yes", "--step-timeout", "20s", "-w", "json"]);
     assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("stopped at step") && out.stderr.contains(&format!("restart etcd on {name}")), "{}", out.stderr);
     assert!(out.stderr.contains("op resume"), "{}", out.stderr);

@@ -205,6 +205,22 @@ impl CliOutput {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
+
+    /// The operation record an operation printed with `-w json`, asserting
+    /// exit 0, state `succeeded` and every step done.
+    pub fn succeeded(&self) -> serde_json::Value {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let record = self.json();
+        assert_eq!(record["state"], "succeeded", "{record}");
+        let steps = record["steps"].as_array().expect("steps");
+        assert!(!steps.is_empty() && steps.iter().all(|s| s["state"] == "done"), "{record}");
+        record
+    }
+}
+
+/// The step IDs of an operation record (`-w json`), in order.
+pub fn step_ids(record: &serde_json::Value) -> Vec<String> {
+    record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_string()).collect()
 }
 
 /// Who calls the agent API in a direct call.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen};
 use etcdops_tests::nspawn::NspawnCluster;
-use etcdops_tests::{CliOutput, bins};
+use etcdops_tests::{bins, step_ids};
 
 /// Keys written before the changes and counted on every member after them.
 const KEEP_PREFIX: &str = "/e2e/keep/";
@@ -147,28 +147,6 @@ fn fleet_text(cluster: &NspawnCluster) -> String {
     std::fs::read_to_string(cluster.fleet_path()).expect("fleet file")
 }
 
-/// The operation record `-w json` printed: exit 0, succeeded, every step done.
-fn succeeded(out: &CliOutput) -> serde_json::Value {
-    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    let record = out.json();
-    assert_eq!(record["state"], "succeeded", "{record}");
-    let steps = record["steps"].as_array().expect("steps");
-    assert!(
-        !steps.is_empty() && steps.iter().all(|s| s["state"] == "done"),
-        "{record}"
-    );
-    record
-}
-
-fn step_ids(record: &serde_json::Value) -> Vec<String> {
-    record["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_string())
-        .collect()
-}
-
 /// `systemctl is-active|is-enabled etcd` inside host i.
 fn etcd_unit(cluster: &NspawnCluster, i: usize, query: &str) -> String {
     cluster.exec_stdout(i, &["systemctl", query, "etcd"])
@@ -238,7 +216,7 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     );
     let add_took = started.elapsed();
     eprintln!("member add: exit {} in {add_took:.1?}\n{}", out.code, out.stderr);
-    let record = succeeded(&out);
+    let record = out.succeeded();
     let steps = step_ids(&record);
     assert_eq!(steps[0], format!("add-learner:{}", spare.name), "{steps:?}");
     let names = member_names(&cluster, &bins.cli);
@@ -287,7 +265,7 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
         "member remove: exit {} in {remove_took:.1?}\n{}",
         out.code, out.stderr
     );
-    succeeded(&out);
+    out.succeeded();
     let names = member_names(&cluster, &bins.cli);
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(!names.iter().any(|(n, _)| *n == spare.name), "{names:?}");
@@ -376,7 +354,7 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
         spare.name, out.code, out.stderr
     );
 
-    let record = succeeded(&out);
+    let record = out.succeeded();
     let steps = step_ids(&record);
     assert_eq!(
         steps[0],

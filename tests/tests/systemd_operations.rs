@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport, MemberDb};
 use etcdops_tests::nspawn::NspawnCluster;
-use etcdops_tests::{CliOutput, bins};
+use etcdops_tests::{CliOutput, bins, step_ids};
 
 /// Keys written before both operations and counted after them.
 const KEEP_PREFIX: &str = "/e2e/keep/";
@@ -127,28 +127,6 @@ fn etcd_main_pid(cluster: &NspawnCluster, i: usize) -> u32 {
         .unwrap_or_else(|e| panic!("MainPID of etcd on host {i}: {text:?}: {e}"))
 }
 
-/// The operation record `-w json` printed: succeeded, every step done.
-fn succeeded(out: &CliOutput) -> serde_json::Value {
-    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    let record = out.json();
-    assert_eq!(record["state"], "succeeded", "{record}");
-    let steps = record["steps"].as_array().expect("steps");
-    assert!(
-        !steps.is_empty() && steps.iter().all(|s| s["state"] == "done"),
-        "{record}"
-    );
-    record
-}
-
-fn step_ids(record: &serde_json::Value) -> Vec<String> {
-    record["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_string())
-        .collect()
-}
-
 /// No write failed. A failure here is a finding to explain, not to tune
 /// away: the first errors are in the message.
 ///
@@ -212,7 +190,7 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
         &bins.cli,
         &["defrag", "--rolling", "--yes", "-w", "json"],
     );
-    let record = succeeded(&out);
+    let record = out.succeeded();
     let steps = step_ids(&record);
     assert_eq!(steps.len(), 4, "three defrags and one transfer: {steps:?}");
     assert!(
@@ -245,7 +223,7 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
         &bins.cli,
         &["restart", "--rolling", "--yes", "-w", "json"],
     );
-    let record = succeeded(&out);
+    let record = out.succeeded();
     let steps = step_ids(&record);
     assert_eq!(steps.len(), 4, "three restarts and one transfer: {steps:?}");
     assert!(

@@ -3,6 +3,7 @@
 //! - [`view`]: the cluster as observed (agents' status and health), plain data.
 //! - [`rule`]: `--rule` expressions that choose which members to defragment.
 //! - [`planner`]: pure functions from a view to an ordered plan of steps.
+//! - [`restore`]: the preflight and the shared initial cluster and token of a full restore (pure; not run yet).
 //! - [`safety`]: the checks run before every step (pure).
 //! - [`membership`]: member add / remove / replace / promote plans and their preflight (pure).
 //! - [`fence`]: taking and releasing the cluster's fence on every agent.
@@ -13,6 +14,7 @@ pub mod fence;
 pub mod member_steps;
 pub mod membership;
 pub mod planner;
+pub mod restore;
 pub mod rule;
 pub mod safety;
 pub mod view;

@@ -1,0 +1,214 @@
+//! The pure core of a full-cluster restore (issue 6; the executor's restore
+//! steps and `etcdops restore` are not built yet): the preflight that runs
+//! before any member is stopped, and what every member is restored with —
+//! one initial cluster derived from the inventory, one fresh token — so the
+//! runbook's hand-edited `--initial-cluster` strings and mixed cluster IDs
+//! cannot happen.
+
+use serde::Serialize;
+
+use super::safety::Finding;
+
+/// What the snapshot file is (from `snapshot::status::read_status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotFacts {
+    pub path: String,
+    /// The whole file, trailer included (what is streamed to every agent).
+    pub file_size: u64,
+    pub revision: i64,
+    pub total_key: u64,
+    /// `ok`, `missing` or `mismatch` (etcd's sha256 trailer).
+    pub integrity: String,
+}
+
+/// One member's host as its agent reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreHost {
+    /// The fleet's (and the restored member's) name.
+    pub name: String,
+    /// Why its agent could not be asked; `None` when it answered.
+    pub unreachable: Option<String>,
+    /// Free bytes on the data dir's filesystem.
+    pub fs_free_bytes: u64,
+    /// The etcd version its member reported, when it was running.
+    pub etcd_version: Option<String>,
+    /// Its peer URL: from the cluster's membership when it answered, else
+    /// the agent's host on port 2380.
+    pub peer_url: String,
+}
+
+/// What every member is restored with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreSpec {
+    /// `name=peer-url,...` for every member, in fleet order.
+    pub initial_cluster: String,
+    /// A token no earlier cluster used: restored members get new member and cluster IDs.
+    pub token: String,
+    /// Remarks for the plan (e.g. revision bump unavailable on etcd 3.4).
+    pub notes: Vec<String>,
+}
+
+/// A token for the restored cluster: the cluster's name and the time, so two
+/// restores never share one (etcd derives member IDs from peer URLs + token).
+pub fn new_token(cluster: &str, now_unix: i64) -> String {
+    let safe: String = cluster.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    format!("{safe}-restore-{now_unix}")
+}
+
+/// Everything checked before any member is stopped: the snapshot's
+/// integrity, every agent reachable, room for the file and the restored copy
+/// (twice the file) on every host, one peer URL per member, and the same etcd
+/// version everywhere it is known. Any finding refuses the restore.
+pub fn preflight(
+    cluster: &str,
+    snapshot: &SnapshotFacts,
+    hosts: &[RestoreHost],
+    bump_revision: u64,
+    now_unix: i64,
+) -> Result<RestoreSpec, Vec<Finding>> {
+    let mut findings = Vec::new();
+    let finding = |member: Option<&str>, seen: String, action: &str| Finding {
+        member: member.map(str::to_string),
+        seen,
+        action: action.to_string(),
+    };
+    match snapshot.integrity.as_str() {
+        "ok" => {}
+        "missing" => findings.push(finding(
+            None,
+            format!("{} has no sha256 integrity trailer (not a file `etcdctl snapshot save` wrote, or truncated)", snapshot.path),
+            "restore only from a verified snapshot (`etcdops snapshot save` / `backup run`); check it with `etcdops snapshot status`",
+        )),
+        other => findings.push(finding(
+            None,
+            format!("{}: integrity {other}: the file is damaged", snapshot.path),
+            "take another snapshot or pick an older backup; `etcdops backup list` shows verified ones",
+        )),
+    }
+    if hosts.is_empty() {
+        findings.push(finding(None, format!("cluster {cluster} has no members in the fleet file"), "list its members in the fleet file"));
+    }
+    let needed = snapshot.file_size.saturating_mul(2);
+    for h in hosts {
+        if let Some(why) = &h.unreachable {
+            findings.push(finding(
+                Some(&h.name),
+                format!("its agent cannot be asked: {why}"),
+                "every member's agent must answer before anything is stopped: start it, or fix the fleet file",
+            ));
+            continue;
+        }
+        if h.fs_free_bytes < needed {
+            findings.push(finding(
+                Some(&h.name),
+                format!(
+                    "{} bytes free beside its data dir; the snapshot ({} bytes) and its restored copy need {needed}",
+                    h.fs_free_bytes, snapshot.file_size
+                ),
+                "free space there (old kept copies `<data dir>.<reason>-<time>` are candidates) and retry",
+            ));
+        }
+        if h.peer_url.is_empty() || !(h.peer_url.starts_with("http://") || h.peer_url.starts_with("https://")) {
+            findings.push(finding(Some(&h.name), format!("no usable peer URL ({:?})", h.peer_url), "check the fleet file's agent URL"));
+        }
+    }
+    let mut versions: Vec<&str> = hosts.iter().filter_map(|h| h.etcd_version.as_deref()).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.len() > 1 {
+        findings.push(finding(
+            None,
+            format!("members run different etcd versions ({})", versions.join(", ")),
+            "finish the upgrade (or downgrade) first: a restore starts every member from the same data",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for h in hosts {
+        if !seen.insert(h.peer_url.as_str()) {
+            findings.push(finding(Some(&h.name), format!("peer URL {} is used by two members", h.peer_url), "fix the fleet file"));
+        }
+    }
+    if !findings.is_empty() {
+        return Err(findings);
+    }
+    let mut notes = Vec::new();
+    let on_34 = versions.first().is_some_and(|v| v.starts_with("3.4."));
+    if bump_revision > 0 && on_34 {
+        notes.push(format!(
+            "etcd {} cannot bump the revision on restore (etcdutl 3.5.10+ can): the restored revision is the snapshot's \
+             {}; Kubernetes watchers that saw later revisions must re-list",
+            versions[0], snapshot.revision
+        ));
+    } else if bump_revision == 0 {
+        notes.push(format!(
+            "no revision bump: the restored cluster starts at the snapshot's revision {}; clients that saw later revisions \
+             (Kubernetes watches) must re-list",
+            snapshot.revision
+        ));
+    }
+    Ok(RestoreSpec {
+        initial_cluster: hosts.iter().map(|h| format!("{}={}", h.name, h.peer_url)).collect::<Vec<_>>().join(","),
+        token: new_token(cluster, now_unix),
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> SnapshotFacts {
+        SnapshotFacts { path: "/b/s.db".into(), file_size: 1_000, revision: 42, total_key: 7, integrity: "ok".into() }
+    }
+
+    fn hosts() -> Vec<RestoreHost> {
+        (1..=3)
+            .map(|i| RestoreHost {
+                name: format!("etcd{i}"),
+                unreachable: None,
+                fs_free_bytes: 10_000,
+                etcd_version: Some("3.4.23".into()),
+                peer_url: format!("http://10.0.0.{i}:2380"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_initial_cluster_and_a_fresh_token_for_every_member() {
+        let spec = preflight("prod a", &snapshot(), &hosts(), 0, 1_700_000_000).expect("spec");
+        assert_eq!(spec.initial_cluster, "etcd1=http://10.0.0.1:2380,etcd2=http://10.0.0.2:2380,etcd3=http://10.0.0.3:2380");
+        assert_eq!(spec.token, "prod-a-restore-1700000000");
+        assert_ne!(new_token("prod", 1), new_token("prod", 2));
+        assert!(spec.notes[0].contains("revision 42"), "{:?}", spec.notes);
+        let spec = preflight("p", &snapshot(), &hosts(), 1_000_000, 1).expect("spec");
+        assert!(spec.notes[0].contains("cannot bump"), "{:?}", spec.notes);
+    }
+
+    #[test]
+    fn every_refusal_names_what_and_what_to_do() {
+        type Case = (&'static str, fn(&mut SnapshotFacts, &mut Vec<RestoreHost>), &'static str);
+        let cases: Vec<Case> = vec![
+            ("damaged", |s, _| s.integrity = "mismatch".into(), "damaged"),
+            ("no trailer", |s, _| s.integrity = "missing".into(), "no sha256 integrity trailer"),
+            ("agent down", |_, h| h[1].unreachable = Some("refused".into()), "etcd2: its agent cannot be asked"),
+            ("no room", |_, h| h[2].fs_free_bytes = 1_999, "etcd3: 1999 bytes free"),
+            ("versions", |_, h| h[0].etcd_version = Some("3.5.9".into()), "different etcd versions"),
+            ("bad url", |_, h| h[0].peer_url = String::new(), "no usable peer URL"),
+            ("same url", |_, h| h[1].peer_url = h[0].peer_url.clone(), "used by two members"),
+            ("no members", |_, h| h.clear(), "no members"),
+        ];
+        for (what, change, expected) in cases {
+            let (mut s, mut h) = (snapshot(), hosts());
+            change(&mut s, &mut h);
+            let findings = preflight("p", &s, &h, 0, 1).expect_err(what);
+            let text = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            assert!(text.contains(expected), "{what}: {text}");
+            assert!(findings.iter().all(|f| !f.action.is_empty()), "{what}");
+        }
+        // Exactly twice the file is enough; a stopped member's unknown version is fine.
+        let mut h = hosts();
+        h[0].fs_free_bytes = 2_000;
+        h[1].etcd_version = None;
+        assert!(preflight("p", &snapshot(), &h, 0, 1).is_ok());
+    }
+}

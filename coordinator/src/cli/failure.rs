@@ -14,6 +14,7 @@ use crate::plan::rule::RuleError;
 use crate::fleet::FleetError;
 use crate::sandbox::SandboxError;
 use crate::snapshot::save::SaveError;
+use crate::snapshot::status::SnapshotFileError;
 
 /// The error and its causes on one line, `outer: inner: innermost`, leaving
 /// out a cause whose text a message before it already quotes (many errors
@@ -86,6 +87,9 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
 /// message already does (the domain errors of snapshot, backup and sandbox).
 pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
+        if cause.is::<SnapshotFileError>() {
+            return Some("give the path of a snapshot file (`etcdops snapshot save`, `etcdops backup list`); `etcdops snapshot status FILE` checks one".into());
+        }
         if cause.is::<ExecError>() || cause.is::<FenceError>() || cause.is::<JournalError>() || cause.is::<PlanError>() || cause.is::<RuleError>() {
             return None;
         }

@@ -78,7 +78,7 @@ pub(crate) async fn defrag(global: &GlobalArgs, args: &DefragArgs, out: &mut dyn
     let options = DefragOptions { rule, compact_to, members: args.members.clone(), step_timeout: args.run.step_timeout };
     let plan = planner::plan_defrag(&view, &options).map_err(plan_error)?;
     let saved = json!({ "rule": args.rule, "compact": args.compact, "members": args.members });
-    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default() }, &args.run, out).await
+    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
 }
 
 pub(crate) const RESTART_ABOUT: &str = "\
@@ -123,7 +123,7 @@ pub(crate) async fn restart(global: &GlobalArgs, args: &RestartArgs, out: &mut d
     let options = RestartOptions { members: args.members.clone(), force: args.force, step_timeout: args.run.step_timeout };
     let plan = planner::plan_restart(&view, &options).map_err(plan_error)?;
     let saved = json!({ "members": args.members, "force": args.force });
-    run_plan(global, target, &view, Planned { plan, force: args.force, options: saved, membership: Default::default() }, &args.run, out).await
+    run_plan(global, target, &view, Planned { plan, force: args.force, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
 }
 
 pub(crate) const COMPACT_ABOUT: &str = "\
@@ -166,7 +166,7 @@ pub(crate) async fn compact(global: &GlobalArgs, args: &CompactArgs, out: &mut d
     };
     let plan = planner::plan_compact(&view, revision);
     let saved = json!({ "revision": revision });
-    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default() }, &args.run, out).await
+    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
 }
 
 /// The revision the leader's agent sampled `keep` ago.
@@ -270,7 +270,7 @@ pub(crate) async fn alarm(global: &GlobalArgs, command: &AlarmCommand, out: &mut
         }
         AlarmCommand::Disarm(run) => {
             let plan = planner::plan_alarm_disarm(&view);
-            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default() }, run, out).await
+            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
         }
     }
 }
@@ -298,7 +298,7 @@ pub(crate) async fn recover(global: &GlobalArgs, command: &RecoverCommand, out: 
             let target = target(global)?;
             let view = observe(&target).await;
             let plan = planner::plan_recover_nospace(&view).map_err(plan_error)?;
-            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default() }, run, out).await
+            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
         }
     }
 }

@@ -241,7 +241,7 @@ pub(crate) async fn change(global: &GlobalArgs, command: &MemberCommand, out: &m
             (plan, &a.run, false, MembershipArgs::default())
         }
     };
-    let planned = Planned { plan, force, options: json!({ "force": force }), membership: args };
+    let planned = Planned { plan, force, options: json!({ "force": force }), membership: args, restore: false };
     run_plan(global, target, &view, planned, run, out).await
 }
 

@@ -16,6 +16,7 @@ mod member;
 mod op;
 mod op_control;
 mod operate;
+mod restore;
 mod snapshot;
 mod status;
 pub(crate) mod target;
@@ -184,6 +185,10 @@ pub enum Command {
     #[command(subcommand)]
     Recover(maintain::RecoverCommand),
 
+    /// Restore the whole cluster from a verified snapshot (journaled plan), or roll a restore back.
+    #[command(long_about = restore::ABOUT, after_help = restore::AFTER_HELP)]
+    Restore(restore::RestoreCmdArgs),
+
     /// The operation journal: list, show, resume or abort operations.
     #[command(subcommand, long_about = op::LONG_ABOUT)]
     Op(op::OpCommand),
@@ -306,6 +311,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Compact(args) => maintain::compact(global, args, out).await,
         Command::Alarm(command) => maintain::alarm(global, command, out).await,
         Command::Recover(command) => maintain::recover(global, command, out).await,
+        Command::Restore(args) => restore::run(global, args, out).await,
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
         Command::Op(op::OpCommand::Resume(args)) => op_control::resume(global, args, out).await,

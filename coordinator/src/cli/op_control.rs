@@ -114,6 +114,7 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     let mut executor =
         operate::executor(&global.fleet, target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
     executor.membership = serde_json::from_value(record.args["membership"].clone()).unwrap_or_default();
+    executor.restore = matches!(kind, OpKind::Restore | OpKind::RestoreRollback);
     let mut record = record;
     record.holder = journal::holder();
     let record = executor.resume(record, args.takeover).await?;

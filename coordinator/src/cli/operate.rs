@@ -85,6 +85,9 @@ pub(crate) struct Planned {
     pub options: serde_json::Value,
     /// Who joins and who leaves (membership operations).
     pub membership: crate::plan::membership::MembershipArgs,
+    /// A restore or its rollback: the cluster may be down; only every
+    /// agent must answer (the restore's own preflight ran before).
+    pub restore: bool,
 }
 
 /// Shows the plan (dry run), or confirms and runs it.
@@ -96,7 +99,7 @@ pub(crate) async fn run_plan(
     run: &RunArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let Planned { plan, force, mut options, membership } = planned;
+    let Planned { plan, force, mut options, membership, restore } = planned;
     if let serde_json::Value::Object(map) = &mut options {
         map.insert("membership".into(), serde_json::to_value(&membership)?);
     }
@@ -106,7 +109,7 @@ pub(crate) async fn run_plan(
     if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
         check_tolerate.down = Some(l.name.as_str());
     }
-    let mut findings = safety::check(view, check_tolerate);
+    let mut findings = if restore { crate::plan::executor::agents_answer(view) } else { safety::check(view, check_tolerate) };
     match busy {
         Err(e) if run.dry_run => findings.insert(
             0,
@@ -137,6 +140,7 @@ pub(crate) async fn run_plan(
     watch_ctrl_c(interrupted.clone());
     let mut executor = executor(&global.fleet, target, run, force, tolerate, interrupted)?;
     executor.membership = membership;
+    executor.restore = restore;
     let record = new_record(&report.plan, &executor.cluster.name, global, options, run);
     let record = executor.start(&report.plan, record, false).await?;
     emit(out, global.write_out, &record, ops::render_show)?;
@@ -163,6 +167,7 @@ pub(crate) fn executor(
         membership: Default::default(),
         fleet_path: fleet_path.to_path_buf(),
         current: Default::default(),
+        restore: false,
     })
 }
 

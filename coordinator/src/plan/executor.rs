@@ -102,6 +102,9 @@ pub struct Executor {
     pub fleet_path: PathBuf,
     /// The members observed now (the fleet's, changed by membership steps).
     pub current: Mutex<Option<Vec<Member>>>,
+    /// A restore or its rollback: members are expected down between steps;
+    /// only their agents must answer before each step.
+    pub restore: bool,
 }
 
 impl std::fmt::Debug for Executor {
@@ -178,7 +181,7 @@ impl Executor {
         if let Some(l) = self.membership.leaving.as_ref().filter(|l| !l.alive) {
             tolerate.down = Some(l.name.as_str());
         }
-        let findings = safety::check(&view, tolerate);
+        let findings = if self.restore { agents_answer(&view) } else { safety::check(&view, tolerate) };
         if !findings.is_empty() {
             return Err(ExecError::Unsafe { cluster: self.cluster.name.clone(), findings });
         }
@@ -355,6 +358,10 @@ impl Executor {
     /// voter's applied index reaches the leader's index of the first look.
     async fn pre_check(&self, kind: &StepKind) -> Result<ClusterView, Vec<Finding>> {
         let view = self.observe().await;
+        if self.restore {
+            let findings = agents_answer(&view);
+            return if findings.is_empty() { Ok(view) } else { Err(findings) };
+        }
         let mut tolerate = self.tolerate;
         if let StepKind::Restart { member } = kind {
             tolerate.down = Some(member.as_str());
@@ -409,6 +416,13 @@ impl Executor {
         processed: &[String],
     ) -> Result<String, String> {
         match kind {
+            StepKind::StageAll
+            | StepKind::StopAll
+            | StepKind::SwapAll
+            | StepKind::ConfigureAll
+            | StepKind::StartAll
+            | StepKind::VerifyRestore
+            | StepKind::RollBackAll => self.execute_restore(kind, fence, deadline).await,
             StepKind::MoveAsideBeforeJoin { .. }
             | StepKind::AddLearner { .. }
             | StepKind::Configure { .. }
@@ -637,6 +651,19 @@ impl Executor {
             }
         }
     }
+}
+
+/// Every member's agent answered (a restore's only condition between steps).
+pub fn agents_answer(view: &ClusterView) -> Vec<Finding> {
+    view.members
+        .iter()
+        .filter(|m| !m.agent_answered)
+        .map(|m| Finding {
+            member: Some(m.name.clone()),
+            seen: format!("its agent does not answer: {}", m.unreachable.clone().unwrap_or_default()),
+            action: "every member's agent must answer during a restore: start it (the operation resumes with `etcdops op resume`)".into(),
+        })
+        .collect()
 }
 
 /// Another operation holds the cluster's fence: refuse before anything

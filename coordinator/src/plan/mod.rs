@@ -15,6 +15,7 @@ pub mod member_steps;
 pub mod membership;
 pub mod planner;
 pub mod restore;
+pub mod restore_steps;
 pub mod rule;
 pub mod safety;
 pub mod view;

@@ -28,6 +28,8 @@ pub enum OpKind {
     MemberRemove,
     MemberReplace,
     MemberPromote,
+    Restore,
+    RestoreRollback,
 }
 
 impl OpKind {
@@ -42,6 +44,8 @@ impl OpKind {
             OpKind::MemberRemove => "member-remove",
             OpKind::MemberReplace => "member-replace",
             OpKind::MemberPromote => "member-promote",
+            OpKind::Restore => "restore",
+            OpKind::RestoreRollback => "restore-rollback",
         }
     }
 
@@ -56,6 +60,8 @@ impl OpKind {
             OpKind::MemberRemove,
             OpKind::MemberReplace,
             OpKind::MemberPromote,
+            OpKind::Restore,
+            OpKind::RestoreRollback,
         ]
         .into_iter()
             .find(|k| k.as_str() == s)
@@ -113,6 +119,21 @@ pub enum StepKind {
     FleetAdd { member: String },
     /// Remove the member from the fleet file.
     FleetRemove { member: String },
+    /// Stream the snapshot to every member's agent at once; each verifies it
+    /// and restores it beside its data dir (the cluster keeps serving).
+    StageAll,
+    /// Stop etcd on every member.
+    StopAll,
+    /// Swap every staged restore in (the old data dirs kept).
+    SwapAll,
+    /// Write every member's environment for the new cluster (state `new`, the token).
+    ConfigureAll,
+    /// Start etcd on every member at once.
+    StartAll,
+    /// Every member healthy, one cluster ID, one leader, the snapshot's data.
+    VerifyRestore,
+    /// Put every member's kept pre-restore data dir back.
+    RollBackAll,
 }
 
 impl StepKind {
@@ -134,6 +155,13 @@ impl StepKind {
             StepKind::Retire { member } => format!("retire:{member}"),
             StepKind::FleetAdd { member } => format!("fleet-add:{member}"),
             StepKind::FleetRemove { member } => format!("fleet-remove:{member}"),
+            StepKind::StageAll => "stage-all".into(),
+            StepKind::StopAll => "stop-all".into(),
+            StepKind::SwapAll => "swap-all".into(),
+            StepKind::ConfigureAll => "configure-all".into(),
+            StepKind::StartAll => "start-all".into(),
+            StepKind::VerifyRestore => "verify-restore".into(),
+            StepKind::RollBackAll => "rollback-all".into(),
         }
     }
 
@@ -155,6 +183,13 @@ impl StepKind {
             "retire" => StepKind::Retire { member: member()? },
             "fleet-add" => StepKind::FleetAdd { member: member()? },
             "fleet-remove" => StepKind::FleetRemove { member: member()? },
+            "stage-all" if arg.is_empty() => StepKind::StageAll,
+            "stop-all" if arg.is_empty() => StepKind::StopAll,
+            "swap-all" if arg.is_empty() => StepKind::SwapAll,
+            "configure-all" if arg.is_empty() => StepKind::ConfigureAll,
+            "start-all" if arg.is_empty() => StepKind::StartAll,
+            "verify-restore" if arg.is_empty() => StepKind::VerifyRestore,
+            "rollback-all" if arg.is_empty() => StepKind::RollBackAll,
             "disarm-alarms" if arg.is_empty() => StepKind::DisarmAlarms,
             "verify-writes" if arg.is_empty() => StepKind::VerifyWrites,
             _ => return None,
@@ -198,6 +233,13 @@ impl StepKind {
             StepKind::Retire { member } => format!("stop etcd on {member} and move its data dir aside"),
             StepKind::FleetAdd { member } => format!("add {member} to the fleet file"),
             StepKind::FleetRemove { member } => format!("remove {member} from the fleet file"),
+            StepKind::StageAll => "stream the snapshot to every member and restore it beside the data dir".into(),
+            StepKind::StopAll => "stop etcd on every member".into(),
+            StepKind::SwapAll => "swap the restored data dirs in (old ones kept)".into(),
+            StepKind::ConfigureAll => "write every member's environment for the new cluster".into(),
+            StepKind::StartAll => "start etcd on every member".into(),
+            StepKind::VerifyRestore => "verify the restored cluster".into(),
+            StepKind::RollBackAll => "put every member's pre-restore data dir back".into(),
         }
     }
 
@@ -221,6 +263,12 @@ impl StepKind {
             StepKind::RemoveMember { member } => format!("{member} gone from the membership"),
             StepKind::Retire { .. } => "etcd stopped, data dir renamed (skipped when the host is down)".into(),
             StepKind::FleetAdd { .. } | StepKind::FleetRemove { .. } => "fleet file written".into(),
+            StepKind::StageAll => "every agent verified the bytes and restored them".into(),
+            StepKind::StopAll => "every unit inactive".into(),
+            StepKind::SwapAll | StepKind::RollBackAll => "renamed (never deleted)".into(),
+            StepKind::ConfigureAll => "env files written".into(),
+            StepKind::StartAll => "every unit started".into(),
+            StepKind::VerifyRestore => "healthy, one cluster ID and leader, revision at least the snapshot's".into(),
         }
     }
 
@@ -235,6 +283,9 @@ impl StepKind {
                 Duration::from_secs(120)
             }
             StepKind::Retire { .. } => Duration::from_secs(90),
+            StepKind::StageAll => Duration::from_secs(1800),
+            StepKind::StopAll | StepKind::StartAll | StepKind::VerifyRestore => Duration::from_secs(180),
+            StepKind::SwapAll | StepKind::ConfigureAll | StepKind::RollBackAll => Duration::from_secs(60),
             StepKind::TransferLeadership { .. }
             | StepKind::DisarmAlarms
             | StepKind::VerifyWrites
@@ -521,6 +572,13 @@ mod tests {
             StepKind::Retire { member: "o".into() },
             StepKind::FleetAdd { member: "n".into() },
             StepKind::FleetRemove { member: "o".into() },
+            StepKind::StageAll,
+            StepKind::StopAll,
+            StepKind::SwapAll,
+            StepKind::ConfigureAll,
+            StepKind::StartAll,
+            StepKind::VerifyRestore,
+            StepKind::RollBackAll,
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind.clone()), "{kind:?}");
         }

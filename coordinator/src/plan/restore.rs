@@ -5,8 +5,12 @@
 //! runbook's hand-edited `--initial-cluster` strings and mixed cluster IDs
 //! cannot happen.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
+use super::planner::{OpKind, Plan, Step, StepKind};
 use super::safety::Finding;
 
 /// What the snapshot file is (from `snapshot::status::read_status`).
@@ -38,7 +42,7 @@ pub struct RestoreHost {
 }
 
 /// What every member is restored with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSpec {
     /// `name=peer-url,...` for every member, in fleet order.
     pub initial_cluster: String,
@@ -46,6 +50,55 @@ pub struct RestoreSpec {
     pub token: String,
     /// Remarks for the plan (e.g. revision bump unavailable on etcd 3.4).
     pub notes: Vec<String>,
+}
+
+/// What a restore keeps in the journal (`args.restore`): enough to run or
+/// resume it, and what each member's agent answered (staged and kept dirs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreArgs {
+    pub snapshot: PathBuf,
+    pub file_size: u64,
+    /// Hex sha256 of the whole file, as streamed.
+    pub file_sha256: String,
+    pub revision: i64,
+    pub bump_revision: u64,
+    pub initial_cluster: String,
+    pub token: String,
+    /// Member name → peer URL.
+    pub peer_urls: BTreeMap<String, String>,
+    /// Member name → the restored dir its agent staged.
+    #[serde(default)]
+    pub staged: BTreeMap<String, String>,
+    /// Member name → where its pre-restore data dir is kept.
+    #[serde(default)]
+    pub kept: BTreeMap<String, String>,
+}
+
+/// `etcdops restore --snapshot`: stage everywhere while the cluster still
+/// serves, then stop, swap, configure, start, verify.
+pub fn plan_restore(cluster: &str, spec: &RestoreSpec) -> Plan {
+    let steps = [StepKind::StageAll, StepKind::StopAll, StepKind::SwapAll, StepKind::ConfigureAll, StepKind::StartAll, StepKind::VerifyRestore]
+        .into_iter()
+        .map(|k| Step::new(k, None))
+        .collect();
+    let mut notes = spec.notes.clone();
+    notes.push(format!("every member restores with --initial-cluster {} and token {}", spec.initial_cluster, spec.token));
+    notes.push("every member is stopped between the swap and the start: the cluster does not serve meanwhile".into());
+    Plan { kind: OpKind::Restore, cluster: cluster.to_string(), steps, notes }
+}
+
+/// `etcdops restore --rollback OP`: the pre-restore data dirs back.
+pub fn plan_rollback(cluster: &str, op: &str) -> Plan {
+    let steps = [StepKind::StopAll, StepKind::RollBackAll, StepKind::StartAll, StepKind::VerifyRestore]
+        .into_iter()
+        .map(|k| Step::new(k, None))
+        .collect();
+    Plan {
+        kind: OpKind::RestoreRollback,
+        cluster: cluster.to_string(),
+        steps,
+        notes: vec![format!("puts back the data dirs operation {op} kept; the restored ones are kept aside as `rolled-back`")],
+    }
 }
 
 /// A token for the restored cluster: the cluster's name and the time, so two

@@ -19,6 +19,12 @@ pub struct MemberView {
     pub agent: String,
     /// Why the agent or the etcd member could not be read; `None` when both answered.
     pub unreachable: Option<String>,
+    /// The agent itself answered (its etcd may still be down).
+    pub agent_answered: bool,
+    /// Free bytes on the data dir's filesystem (0 when unknown).
+    pub fs_free_bytes: u64,
+    /// The member's etcd version, when it answered.
+    pub etcd_version: String,
     /// Why the linearizable read failed; `None` when it succeeded.
     pub unhealthy: Option<String>,
     pub id: u64,
@@ -172,6 +178,8 @@ pub fn member_view(
             return view;
         }
     };
+    view.agent_answered = true;
+    view.fs_free_bytes = status.data_dir.as_ref().map_or(0, |d| d.fs_free_bytes);
     view.fences = status.fences.iter().map(FenceView::from).collect();
     if let Some(disk) = &status.disk
         && disk.error.is_empty()
@@ -193,6 +201,7 @@ pub fn member_view(
         return view;
     }
     view.id = m.member_id;
+    view.etcd_version = m.etcd_version.clone();
     view.etcd_name = m.member_name.clone();
     view.cluster_id = m.cluster_id;
     view.leader_id = m.leader_id;

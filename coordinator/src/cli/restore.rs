@@ -1,0 +1,163 @@
+//! `etcdops restore`: a whole cluster from a verified snapshot, as one
+//! journaled plan with a preflight before anything stops; and its rollback.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use sha2::Digest;
+
+use super::operate::{Planned, RunArgs, observe, run_plan};
+use crate::cli::GlobalArgs;
+use crate::cli::target::target;
+use crate::exit::ExitStatus;
+use crate::plan::executor::ExecError;
+use crate::plan::planner::OpKind;
+use crate::plan::restore::{self, RestoreArgs, RestoreHost, SnapshotFacts};
+
+pub(crate) const ABOUT: &str = "\
+Restore the whole cluster from a snapshot file, as one journaled plan instead of the runbook's
+per-node procedure.
+
+Preflight, before any member is stopped: the snapshot's integrity (etcd's sha256 trailer),
+every member's agent answering, twice the snapshot's size free beside every data dir, one etcd
+version. Then: the snapshot is streamed to every agent at once (the cluster still serves),
+each agent checks size, sha256 and trailer and restores it beside its data dir with the same
+initial cluster (from the fleet and the cluster's peer URLs) and a fresh token; every member is
+stopped; the restored dirs are swapped in (the old data dirs kept as <dir>.pre-restore-<time>,
+never deleted); every env file gets initial-cluster-state `new` and the token; every member is
+started; the restored cluster is verified (every member healthy, one cluster ID, one leader,
+revision at least the snapshot's).
+
+`--rollback OP` puts back the data dirs a restore kept and starts the old cluster.
+
+etcd 3.4 cannot raise the revision on restore (etcdutl 3.5.10+ can): the plan says so; clients
+that saw later revisions (Kubernetes watches) must re-list.";
+
+pub(crate) const AFTER_HELP: &str = "\
+Examples:
+  etcdops restore --snapshot /var/backups/etcd/prod-a-20261125T0300Z.db --dry-run
+  etcdops restore --snapshot prod-a.db --yes
+  etcdops restore --rollback restore-20261125T183000Z-3f9a --yes
+
+Exit codes: 0 restored and healthy, 1 refused (nothing stopped) or stopped (see `etcdops op
+show`; resume with `etcdops op resume`), 2 usage, 3 another operation holds the cluster.";
+
+/// `etcdops restore`
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["snapshot", "rollback"])))]
+pub struct RestoreCmdArgs {
+    /// The snapshot file to restore (from `etcdops snapshot save` or a backup).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Put back the data dirs this restore operation kept.
+    #[arg(long, value_name = "OP")]
+    pub rollback: Option<String>,
+    /// Raise the restored revision by N and mark it compacted (etcdutl 3.5.10+ only).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub bump_revision: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let target = target(global)?;
+    let view = observe(&target).await;
+    if let Some(op) = &args.rollback {
+        let journal = args.run.journal()?;
+        let record = journal.find(op)?;
+        if record.kind != OpKind::Restore.as_str() {
+            anyhow::bail!(crate::plan::planner::PlanError::BadMember(format!("operation {} is a {}, not a restore", record.id, record.kind)));
+        }
+        let kept: RestoreArgs = serde_json::from_value(record.args["restore"].clone()).unwrap_or_default();
+        if kept.kept.is_empty() {
+            anyhow::bail!(crate::plan::planner::PlanError::Refused(format!(
+                "operation {} swapped no data dir in: there is nothing to roll back",
+                record.id
+            )));
+        }
+        let plan = restore::plan_rollback(&target.cluster.name, &record.id);
+        let planned = Planned {
+            plan,
+            force: false,
+            options: json!({ "rollback_of": record.id }),
+            membership: Default::default(),
+            restore: true,
+        };
+        return run_plan(global, target, &view, planned, &args.run, out).await;
+    }
+    let path = args.snapshot.clone().context("--snapshot or --rollback is required")?;
+    let status = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::status::read_status(&path)).await??
+    };
+    let file_sha256 = {
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || sha256_file(&file))
+            .await?
+            .with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let facts = SnapshotFacts {
+        path: path.display().to_string(),
+        file_size: status.file_size,
+        revision: status.revision,
+        total_key: status.total_key,
+        integrity: status.integrity.as_str().to_string(),
+    };
+    let membership = view.membership().to_vec();
+    let hosts: Vec<RestoreHost> = view
+        .members
+        .iter()
+        .zip(&target.cluster.members)
+        .map(|(m, fleet)| RestoreHost {
+            name: m.name.clone(),
+            unreachable: (!m.agent_answered).then(|| m.unreachable.clone().unwrap_or_default()),
+            fs_free_bytes: m.fs_free_bytes,
+            etcd_version: (!m.etcd_version.is_empty()).then(|| m.etcd_version.clone()),
+            peer_url: membership
+                .iter()
+                .find(|e| e.name == m.name)
+                .and_then(|e| e.peer_urls.first().cloned())
+                .unwrap_or_else(|| format!("http://{}:2380", fleet.agent.host())),
+        })
+        .collect();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let spec = restore::preflight(&target.cluster.name, &facts, &hosts, args.bump_revision, now)
+        .map_err(|findings| ExecError::Unsafe { cluster: target.cluster.name.clone(), findings })?;
+    let restore_args = RestoreArgs {
+        snapshot: std::path::absolute(&path).unwrap_or(path),
+        file_size: facts.file_size,
+        file_sha256,
+        revision: facts.revision,
+        bump_revision: args.bump_revision,
+        initial_cluster: spec.initial_cluster.clone(),
+        token: spec.token.clone(),
+        peer_urls: hosts.iter().map(|h| (h.name.clone(), h.peer_url.clone())).collect(),
+        staged: Default::default(),
+        kept: Default::default(),
+    };
+    let plan = restore::plan_restore(&target.cluster.name, &spec);
+    let planned = Planned {
+        plan,
+        force: false,
+        options: json!({ "restore": restore_args }),
+        membership: Default::default(),
+        restore: true,
+    };
+    run_plan(global, target, &view, planned, &args.run, out).await
+}

@@ -1,0 +1,241 @@
+//! The executor's restore steps: stream the snapshot to every agent at once,
+//! stop, swap, configure and start every member, verify; and the rollback.
+//! What each agent answers (staged and kept dirs) goes to the journal, so a
+//! resumed restore or a rollback finds it.
+
+use std::future::Future;
+use std::io::Read;
+use std::time::Duration;
+
+use etcdops_proto::v1 as pb;
+use tokio::time::Instant;
+
+use super::executor::{Executor, format_took, ms_until};
+use super::planner::StepKind;
+use super::restore::RestoreArgs;
+use super::view::POLL_INTERVAL;
+use crate::agents::Client;
+use crate::fleet::Member;
+
+/// Bytes per streamed chunk (well under tonic's 4 MiB message limit).
+const CHUNK: usize = 1 << 20;
+
+impl Executor {
+    fn restore_args(&self, op: &str) -> Result<RestoreArgs, String> {
+        let record = self.journal.get(op).map_err(|e| e.to_string())?.ok_or_else(|| format!("operation {op} is not in the journal"))?;
+        serde_json::from_value(record.args["restore"].clone()).map_err(|e| format!("operation {op}'s restore arguments: {e}"))
+    }
+
+    fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), String> {
+        let value = serde_json::to_value(args).map_err(|e| e.to_string())?;
+        self.journal.update(op, |r| r.args["restore"] = value).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Runs `call` on every member's agent at once; the answers by member, or every failure.
+    async fn on_every_member<T, F, Fut>(&self, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    where
+        T: Send + 'static,
+        F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
+        let members: Vec<Member> = self.members_now();
+        let calls = members.iter().map(|m| {
+            let (name, call) = (m.name.clone(), call.clone());
+            async move {
+                let n = name.clone();
+                let result = self.call(&name, deadline, move |c: Client| call(n.clone(), c)).await;
+                (name, result)
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let failures: Vec<String> = results.iter().filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}"))).collect();
+        if !failures.is_empty() {
+            return Err(failures.join("; "));
+        }
+        Ok(results.into_iter().filter_map(|(n, r)| r.ok().map(|t| (n, t))).collect())
+    }
+
+    pub(super) async fn execute_restore(&self, kind: &StepKind, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+        let op = fence.operation_id.clone();
+        match kind {
+            StepKind::StageAll => {
+                let mut args = self.restore_args(&op)?;
+                let shared = std::sync::Arc::new(args.clone());
+                let fence = fence.clone();
+                let started = Instant::now();
+                let progress = std::sync::Arc::new(std::sync::Mutex::new(()));
+                let answers = self
+                    .on_every_member(deadline, move |name, mut c: Client| {
+                        let (args, fence, _progress) = (shared.clone(), fence.clone(), progress.clone());
+                        async move {
+                            let header = pb::RestoreHeader {
+                                fence: Some(fence),
+                                size: args.file_size,
+                                sha256: args.file_sha256.clone(),
+                                name: name.clone(),
+                                initial_cluster: args.initial_cluster.clone(),
+                                initial_cluster_token: args.token.clone(),
+                                initial_advertise_peer_urls: args.peer_urls.get(&name).cloned().unwrap_or_default(),
+                                bump_revision: args.bump_revision,
+                            };
+                            let stream = snapshot_stream(args.snapshot.clone(), header)
+                                .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
+                            c.stage_restore(stream).await
+                        }
+                    })
+                    .await?;
+                let mut lines = Vec::new();
+                for (name, a) in answers {
+                    lines.push(format!("{name}: {} bytes verified, restored by {} in {}", a.bytes, a.tool, format_took(Duration::from_millis(a.took_ms))));
+                    args.staged.insert(name, a.staged_dir);
+                }
+                self.save_restore_args(&op, &args)?;
+                Ok(format!("{} (all in {})", lines.join("; "), format_took(started.elapsed())))
+            }
+            StepKind::StopAll => {
+                let fence = fence.clone();
+                let timeout_ms = ms_until(deadline).min(600_000);
+                let answers = self
+                    .on_every_member(deadline, move |_, mut c: Client| {
+                        let request = pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
+                        async move { c.stop_etcd(request).await }
+                    })
+                    .await?;
+                Ok(format!("stopped on {}", answers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")))
+            }
+            StepKind::SwapAll => {
+                let mut args = self.restore_args(&op)?;
+                let staged = std::sync::Arc::new(args.staged.clone());
+                let fence = fence.clone();
+                let answers = self
+                    .on_every_member(deadline, move |name, mut c: Client| {
+                        let request = pb::SwapInRestoreRequest {
+                            fence: Some(fence.clone()),
+                            staged_dir: staged.get(&name).cloned().unwrap_or_default(),
+                        };
+                        async move { c.swap_in_restore(request).await }
+                    })
+                    .await?;
+                let mut lines = Vec::new();
+                for (name, a) in answers {
+                    lines.push(format!("{name}: previous kept as {}", a.previous_kept_as));
+                    args.kept.insert(name, a.previous_kept_as);
+                }
+                self.save_restore_args(&op, &args)?;
+                Ok(lines.join("; "))
+            }
+            StepKind::ConfigureAll => {
+                let args = std::sync::Arc::new(self.restore_args(&op)?);
+                let fence = fence.clone();
+                self.on_every_member(deadline, move |name, mut c: Client| {
+                    let var = |key: &str, value: &str| pb::EnvVar { key: key.into(), value: value.into() };
+                    let request = pb::SetEtcdEnvRequest {
+                        operation_id: fence.operation_id.clone(),
+                        set: vec![
+                            var("ETCD_NAME", &name),
+                            var("ETCD_INITIAL_CLUSTER", &args.initial_cluster),
+                            var("ETCD_INITIAL_CLUSTER_STATE", "new"),
+                            var("ETCD_INITIAL_CLUSTER_TOKEN", &args.token),
+                        ],
+                        unset: Vec::new(),
+                        fence: Some(fence.clone()),
+                    };
+                    async move { c.set_etcd_env(request).await }
+                })
+                .await?;
+                Ok("initial cluster, state `new` and the new token written on every member (previous files kept as .prev)".into())
+            }
+            StepKind::StartAll => {
+                let fence = fence.clone();
+                let timeout_ms = ms_until(deadline).min(600_000);
+                self.on_every_member(deadline, move |_, mut c: Client| {
+                    let request = pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
+                    async move { c.start_etcd(request).await }
+                })
+                .await?;
+                Ok("started on every member".into())
+            }
+            StepKind::VerifyRestore => {
+                let revision = self.restore_args(&op).map(|a| a.revision).unwrap_or(0);
+                let started = Instant::now();
+                loop {
+                    let view = self.observe().await;
+                    let findings = super::safety::check(&view, self.tolerate);
+                    let low: Vec<String> = view
+                        .members
+                        .iter()
+                        .filter(|m| m.unreachable.is_none() && m.revision < revision)
+                        .map(|m| format!("{} at revision {}", m.name, m.revision))
+                        .collect();
+                    if findings.is_empty() && low.is_empty()
+                        && let Some(leader) = view.leader()
+                    {
+                        return Ok(format!(
+                            "{} members healthy, cluster ID {:016x}, leader {}, revision {} (snapshot {revision}) after {}",
+                            view.members.len(),
+                            leader.cluster_id,
+                            leader.name,
+                            leader.revision,
+                            format_took(started.elapsed())
+                        ));
+                    }
+                    let last = findings.iter().map(ToString::to_string).chain(low).collect::<Vec<_>>().join("; ");
+                    if Instant::now() >= deadline {
+                        return Err(format!("the restored cluster did not become healthy in time: {last}"));
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+            StepKind::RollBackAll => {
+                let of = self.journal.get(&op).map_err(|e| e.to_string())?.and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
+                let of = of.ok_or("this operation does not name the restore it rolls back")?;
+                let kept = std::sync::Arc::new(self.restore_args(&of)?.kept);
+                let fence = fence.clone();
+                let answers = self
+                    .on_every_member(deadline, move |name, mut c: Client| {
+                        let request = pb::RollBackRestoreRequest {
+                            fence: Some(fence.clone()),
+                            previous: kept.get(&name).cloned().unwrap_or_default(),
+                        };
+                        async move { c.roll_back_restore(request).await }
+                    })
+                    .await?;
+                Ok(answers
+                    .iter()
+                    .map(|(n, a)| format!("{n}: restored data kept as {}", a.replaced_kept_as))
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            }
+            other => Err(format!("not a restore step: {other:?}")),
+        }
+    }
+}
+
+/// The snapshot file as a stream of chunks after the header, read on a
+/// thread of its own (bounded: 8 chunks in flight).
+fn snapshot_stream(
+    path: std::path::PathBuf,
+    header: pb::RestoreHeader,
+) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<pb::RestoreChunk>> {
+    let mut file = std::fs::File::open(&path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    std::thread::spawn(move || {
+        let header = pb::RestoreChunk { kind: Some(pb::restore_chunk::Kind::Header(header)) };
+        if tx.blocking_send(header).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = pb::RestoreChunk { kind: Some(pb::restore_chunk::Kind::Data(buf[..n].to_vec())) };
+                    if tx.blocking_send(chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,120 @@
+//! End-to-end: `etcdops restore` of a real 3-member cluster from a snapshot
+//! file, its rollback, and bad snapshots refused before any member stops.
+
+use std::path::{Path, PathBuf};
+
+use etcdops_tests::{Caller, Cluster, bins, step_ids};
+
+fn count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
+    let url = client_url.to_string();
+    cluster.block_on(async move {
+        let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+        let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
+        client.get(prefix, Some(opts)).await.expect("count").count()
+    })
+}
+
+fn counts(cluster: &Cluster, prefix: &str) -> Vec<i64> {
+    cluster.layout.members.iter().map(|m| count(cluster, &m.client_url, prefix)).collect()
+}
+
+fn cluster_id(cluster: &Cluster) -> u64 {
+    cluster.get_status(0, &Caller::Coordinator, 2000).expect("status").member.expect("member").cluster_id
+}
+
+fn kept(data_dir: &Path, reason: &str) -> Vec<PathBuf> {
+    let parent = data_dir.parent().expect("parent");
+    let prefix = format!("{}.{reason}-", data_dir.file_name().expect("name").to_string_lossy());
+    std::fs::read_dir(parent)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .collect()
+}
+
+fn save_snapshot(cluster: &Cluster, dir: &Path) -> PathBuf {
+    let out = cluster.etcdops(&["snapshot", "save", "--out", dir.to_str().expect("utf-8"), "-w", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    PathBuf::from(out.json()["path"].as_str().expect("path"))
+}
+
+#[test]
+fn a_cluster_restored_from_a_snapshot_holds_its_data_and_rolls_back() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    cluster.put_bulk("before/", 120, 300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = save_snapshot(&cluster, dir.path());
+    cluster.put_bulk("after/", 40, 300);
+    let old_id = cluster_id(&cluster);
+    let snapshot = snapshot.to_str().expect("utf-8");
+
+    let dry = ops.run(&["restore", "--snapshot", snapshot, "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let plan = dry.json();
+    assert!(plan["plan"]["notes"].to_string().contains("cannot bump") || plan["plan"]["notes"].to_string().contains("no revision bump"), "{plan}");
+    assert_eq!(counts(&cluster, "after/"), vec![40; 3], "a dry run changes nothing");
+
+    let out = ops.run(&["restore", "--snapshot", snapshot, "--yes", "-w", "json"]);
+    let record = out.succeeded();
+    assert_eq!(step_ids(&record), ["stage-all", "stop-all", "swap-all", "configure-all", "start-all", "verify-restore"]);
+    cluster.wait_until("healthy after the restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "before/"), vec![120; 3], "the snapshot's data on every member");
+    assert_eq!(counts(&cluster, "after/"), vec![0; 3], "nothing written after the snapshot");
+    assert_ne!(cluster_id(&cluster), old_id, "a new cluster (fresh token)");
+    for m in &cluster.layout.members {
+        assert_eq!(kept(&m.data_dir, "pre-restore").len(), 1, "{}: the old data dir is kept", m.name);
+        let env = std::fs::read_to_string(&m.env_file).expect("env");
+        assert!(env.contains("ETCD_INITIAL_CLUSTER_STATE=\"new\"") || env.contains("ETCD_INITIAL_CLUSTER_STATE=new"), "{env}");
+    }
+
+    let id = record["id"].as_str().expect("id");
+    let out = ops.run(&["restore", "--rollback", id, "--yes", "-w", "json"]);
+    out.succeeded();
+    cluster.wait_until("healthy after the rollback", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "after/"), vec![40; 3], "the pre-restore data is back");
+    assert_eq!(cluster_id(&cluster), old_id);
+    for m in &cluster.layout.members {
+        assert_eq!(kept(&m.data_dir, "rolled-back").len(), 1, "{}: the restored dir is kept aside", m.name);
+    }
+}
+
+#[test]
+fn bad_snapshots_are_refused_before_any_member_stops() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    cluster.put_bulk("k/", 50, 300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = save_snapshot(&cluster, dir.path());
+    let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
+
+    let mut bytes = std::fs::read(&good).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let flipped = dir.path().join("flipped.db");
+    std::fs::write(&flipped, &bytes).expect("write");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "this is not a snapshot\n").expect("write");
+    let missing = dir.path().join("missing.db");
+
+    for (file, expected) in [(&flipped, "damaged"), (&text, ""), (&missing, "")] {
+        let out = ops.run(&["restore", "--snapshot", file.to_str().expect("utf-8"), "--yes"]);
+        assert_ne!(out.code, 0, "{}", out.stderr);
+        assert!(out.stderr.starts_with("error:"), "{}", out.stderr);
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
+        assert!(ops.operations().is_empty(), "nothing journaled");
+    }
+    for (i, pid) in pids.iter().enumerate() {
+        assert_eq!(cluster.etcd_pid(i), *pid, "member {i} kept running");
+    }
+    for m in &cluster.layout.members {
+        let parent = m.data_dir.parent().expect("parent");
+        let leftovers: Vec<String> = std::fs::read_dir(parent)
+            .expect("read dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.contains("restore"))
+            .collect();
+        assert!(leftovers.is_empty(), "{}: {leftovers:?}", m.name);
+    }
+    assert_eq!(counts(&cluster, "k/"), vec![50; 3]);
+}

@@ -118,3 +118,42 @@ fn bad_snapshots_are_refused_before_any_member_stops() {
     }
     assert_eq!(counts(&cluster, "k/"), vec![50; 3]);
 }
+
+#[test]
+fn a_coordinator_killed_while_every_member_is_down_resumes_the_restore() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    cluster.put_bulk("before/", 60, 300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = save_snapshot(&cluster, dir.path());
+    cluster.put_bulk("after/", 30, 300);
+
+    let mut child = ops.spawn(&["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let op = ops.operations().into_iter().next();
+        if let Some(op) = op
+            && op["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["id"] == "stop-all" && s["state"] == "done"))
+        {
+            break op["id"].as_str().expect("id").to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "the restore never stopped the members");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().expect("kill the coordinator");
+    let _ = child.wait();
+
+    let out = ops.run(&["op", "resume", &id, "-w", "json"]);
+    let record = out.succeeded();
+    for step in record["steps"].as_array().expect("steps") {
+        if step["id"] == "stage-all" || step["id"] == "stop-all" {
+            assert_eq!(step["attempts"], 1, "finished steps are not redone: {step}");
+        }
+    }
+    cluster.wait_until("healthy after the resumed restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "before/"), vec![60; 3]);
+    assert_eq!(counts(&cluster, "after/"), vec![0; 3]);
+    for m in &cluster.layout.members {
+        assert_eq!(kept(&m.data_dir, "pre-restore").len(), 1, "{}: swapped exactly once", m.name);
+    }
+}

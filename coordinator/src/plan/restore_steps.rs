@@ -38,7 +38,16 @@ impl Executor {
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
-        let members: Vec<Member> = self.members_now();
+        self.on_members(self.members_now(), deadline, call).await
+    }
+
+    /// Runs `call` on these members' agents at once.
+    async fn on_members<T, F, Fut>(&self, members: Vec<Member>, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    where
+        T: Send + 'static,
+        F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
         let calls = members.iter().map(|m| {
             let (name, call) = (m.name.clone(), call.clone());
             async move {
@@ -190,9 +199,13 @@ impl Executor {
                 let of = self.journal.get(&op).map_err(|e| e.to_string())?.and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
                 let of = of.ok_or("this operation does not name the restore it rolls back")?;
                 let kept = std::sync::Arc::new(self.restore_args(&of)?.kept);
+                // A member whose swap never happened still has its own data dir.
+                let swapped: Vec<Member> = self.members_now().into_iter().filter(|m| kept.contains_key(&m.name)).collect();
+                let untouched: Vec<String> =
+                    self.members_now().into_iter().filter(|m| !kept.contains_key(&m.name)).map(|m| m.name).collect();
                 let fence = fence.clone();
                 let answers = self
-                    .on_every_member(deadline, move |name, mut c: Client| {
+                    .on_members(swapped, deadline, move |name, mut c: Client| {
                         let request = pb::RollBackRestoreRequest {
                             fence: Some(fence.clone()),
                             previous: kept.get(&name).cloned().unwrap_or_default(),
@@ -200,11 +213,10 @@ impl Executor {
                         async move { c.roll_back_restore(request).await }
                     })
                     .await?;
-                Ok(answers
-                    .iter()
-                    .map(|(n, a)| format!("{n}: restored data kept as {}", a.replaced_kept_as))
-                    .collect::<Vec<_>>()
-                    .join("; "))
+                let mut lines: Vec<String> =
+                    answers.iter().map(|(n, a)| format!("{n}: restored data kept as {}", a.replaced_kept_as)).collect();
+                lines.extend(untouched.iter().map(|n| format!("{n}: never swapped, its data dir is its own")));
+                Ok(lines.join("; "))
             }
             other => Err(format!("not a restore step: {other:?}")),
         }

@@ -51,7 +51,14 @@ and reports on the cluster as a whole. Output follows etcdctl's conventions:
 tables by default, JSON with -w json (IDs as 16-digit hex strings).
 
 An agent that cannot be reached, refuses our certificate or does not answer
-within --timeout is reported for that member; the others still answer.";
+within --timeout is reported for that member; the others still answer.
+
+Commands that change the cluster (defrag, restart, compact, alarm disarm,
+recover, member add/remove/replace/promote, restore) run as plans: computed
+from the cluster as observed, shown by --dry-run, confirmed (or --yes),
+journaled step by step (etcdops op), re-checked before every step, stopped at
+the first unsafe state, resumable; one at a time per cluster (the agents
+refuse a second operation).";
 
 const FLEET_AND_EXAMPLES: &str = "\
 Fleet file (--fleet, default /etc/etcdops/fleet.toml):
@@ -71,6 +78,10 @@ Examples:
   etcdops --cluster prod-a health -w json  one of several clusters, as JSON
   etcdops member list --timeout 2s
   etcdops check disk                       fdatasync latency on every member's disk
+  etcdops defrag --rolling --dry-run        the plan, without changing anything
+  etcdops restart --rolling --yes
+  etcdops member replace etcd2 --with etcd4 --agent https://198.18.0.14:7443 --yes
+  etcdops op list                          operations and their steps (journal)
   etcdops certs init --dir /etc/etcdops/pki
 
 Environment:

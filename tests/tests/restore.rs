@@ -157,3 +157,88 @@ fn a_coordinator_killed_while_every_member_is_down_resumes_the_restore() {
         assert_eq!(kept(&m.data_dir, "pre-restore").len(), 1, "{}: swapped exactly once", m.name);
     }
 }
+
+/// `--pause-after STEP` ends the run with the operation `paused`: exit 0,
+/// the record printed, the cluster still held by it.
+fn paused(out: &etcdops_tests::CliOutput, after: &str) -> serde_json::Value {
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "paused", "{record}");
+    let last_done = record["steps"].as_array().expect("steps").iter().rev().find(|s| s["state"] == "done").expect("a step done");
+    assert_eq!(last_done["id"], after, "{record}");
+    assert!(out.stderr.contains("op resume"), "says how to go on: {}", out.stderr);
+    record
+}
+
+#[test]
+fn a_host_that_crashes_after_staging_is_picked_up_by_the_resume() {
+    let mut cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    // The journal outside `Coordinator` (which borrows the cluster): the host crash below needs it mutably.
+    let journal_dir = tempfile::tempdir().expect("journal dir");
+    let journal = journal_dir.path().join("journal.redb");
+    let journal = journal.to_str().expect("utf-8");
+    let run = |cluster: &Cluster, args: &[&str]| cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)]);
+    cluster.put_bulk("before/", 50, 300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = save_snapshot(&cluster, dir.path());
+    cluster.put_bulk("after/", 20, 300);
+
+    // Staged everywhere while the cluster serves, then paused: a cutover later.
+    let out = run(&cluster, &["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "--pause-after", "stage-all", "-w", "json"]);
+    let record = paused(&out, "stage-all");
+    let id = record["id"].as_str().expect("id").to_string();
+    assert!(cluster.is_healthy(), "staging stops nothing");
+    assert_eq!(counts(&cluster, "after/"), vec![20; 3]);
+    let other = run(&cluster, &["restart", "--rolling", "--yes"]);
+    assert_eq!(other.code, 3, "the paused restore keeps the cluster: {}", other.stderr);
+    assert!(other.stderr.contains(&id), "the refusal names the holder's operation: {}", other.stderr);
+
+    // Host 1 loses power (agent and etcd SIGKILLed) and comes back.
+    cluster.power_cut(1);
+    cluster.restart_agent(1);
+
+    let out = run(&cluster, &["op", "resume", &id, "-w", "json"]);
+    let record = out.succeeded();
+    let stage = record["steps"].as_array().expect("steps").iter().find(|s| s["id"] == "stage-all").expect("stage-all").clone();
+    assert_eq!(stage["attempts"], 1, "the staged restore survived the crash, not staged again: {stage}");
+    cluster.wait_until("healthy after the resumed restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "before/"), vec![50; 3]);
+    assert_eq!(counts(&cluster, "after/"), vec![0; 3]);
+}
+
+#[test]
+fn a_coordinator_lost_after_one_host_swapped_resumes_the_restore() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    cluster.put_bulk("before/", 40, 300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = save_snapshot(&cluster, dir.path());
+    cluster.put_bulk("after/", 25, 300);
+
+    let out = ops.run(&["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "--pause-after", "stop-all", "-w", "json"]);
+    let record = paused(&out, "stop-all");
+    let id = record["id"].as_str().expect("id").to_string();
+    // What a coordinator that died during swap-all leaves: its SwapInRestore
+    // reached host 0 only (same fence, the step's first attempt).
+    let staged = record["args"]["restore"]["staged"][&cluster.layout.members[0].name].as_str().expect("staged dir").to_string();
+    let fence = etcdops_proto::v1::Fence {
+        step: "swap-all#1".into(),
+        ..cluster.fence(&id, record["epoch"].as_u64().expect("epoch"))
+    };
+    let swapped = cluster
+        .block_on(cluster.client(0, &Caller::Coordinator).swap_in_restore(etcdops_proto::v1::SwapInRestoreRequest {
+            fence: Some(fence),
+            staged_dir: staged,
+        }))
+        .expect("host 0 swapped");
+    assert!(!swapped.into_inner().previous_kept_as.is_empty());
+
+    let out = ops.run(&["op", "resume", &id, "-w", "json"]);
+    out.succeeded();
+    cluster.wait_until("healthy after the resumed restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "before/"), vec![40; 3]);
+    assert_eq!(counts(&cluster, "after/"), vec![0; 3]);
+    for m in &cluster.layout.members {
+        assert_eq!(kept(&m.data_dir, "pre-restore").len(), 1, "{}: swapped exactly once", m.name);
+    }
+}

@@ -53,7 +53,7 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::Usage;
         }
         if let Some(e) = cause.downcast_ref::<PlanError>()
-            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. } | PlanError::BadMember(_))
+            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. } | PlanError::Usage(_))
         {
             return ExitStatus::Usage;
         }

@@ -166,7 +166,7 @@ pub struct PromoteArgs {
 /// The joining host from the arguments, URLs defaulted from the cluster's schemes.
 fn joining(view: &ClusterView, name: &str, join: &JoinArgs) -> anyhow::Result<Joining> {
     let agent = AgentUrl::parse(&join.agent)
-        .map_err(|e| crate::plan::planner::PlanError::BadMember(format!("--agent {}: {e}", join.agent)))?;
+        .map_err(|e| crate::plan::planner::PlanError::Usage(format!("--agent {}: {e}", join.agent)))?;
     let scheme = |urls: fn(&crate::plan::view::EtcdMember) -> &Vec<String>| {
         view.membership()
             .iter()
@@ -180,7 +180,7 @@ fn joining(view: &ClusterView, name: &str, join: &JoinArgs) -> anyhow::Result<Jo
     let client_url = join.client_url.clone().unwrap_or_else(|| format!("{}://{host}:2379", scheme(|m| &m.client_urls)));
     for (flag, url) in [("--peer-url", &peer_url), ("--client-url", &client_url)] {
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(',') {
-            anyhow::bail!(crate::plan::planner::PlanError::BadMember(format!(
+            anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
                 "{flag} {url}: one http:// or https:// URL is needed"
             )));
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, emit};
 use crate::exit::ExitStatus;
-use crate::journal::{self, Journal, JournalError, OpState, OperationRecord};
+use crate::journal::{self, Journal, JournalError, OperationRecord};
 use crate::output::ops;
 
 /// `op list` without `--all` hides finished operations not updated for this long.
@@ -149,7 +149,7 @@ pub fn select(
     let (shown, hidden): (Vec<_>, Vec<_>) = ops
         .into_iter()
         .filter(|op| cluster.is_none_or(|c| op.cluster == c))
-        .partition(|op| all || op.state == OpState::Running || op.updated_at_unix >= now_unix - RECENT_SECS);
+        .partition(|op| all || !op.state.is_final() || op.updated_at_unix >= now_unix - RECENT_SECS);
     (shown, hidden.len())
 }
 
@@ -217,7 +217,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::journal::StepRecord;
+    use crate::journal::{OpState, StepRecord};
     use crate::output::WriteOut;
 
     fn op(id: &str, cluster: &str, state: OpState, updated: i64) -> OperationRecord {

@@ -49,6 +49,12 @@ pub struct RunArgs {
     /// Go ahead although a member's periodic disk probe is over the fsync threshold.
     #[arg(long)]
     pub ignore_slow_disk: bool,
+
+    /// Stop after step STEP (an ID from --dry-run, e.g. `stage-all` of a restore, or the first
+    /// member's `restart-NAME` as a canary); the operation is `paused` and keeps the cluster
+    /// (other operations are refused) until `etcdops op resume OP` or `etcdops op abort OP`.
+    #[arg(long, value_name = "STEP")]
+    pub pause_after: Option<String>,
 }
 
 impl RunArgs {
@@ -118,6 +124,15 @@ pub(crate) async fn run_plan(
         Err(e) => return Err(e.into()),
         Ok(()) => {}
     }
+    if let Some(step) = &run.pause_after
+        && !plan.steps.iter().any(|s| &s.id == step)
+    {
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
+            "--pause-after {step:?}: this plan has no such step; its steps are: {}",
+            if ids.is_empty() { "(none)".to_string() } else { ids.join(", ") }
+        )));
+    }
     let report = PlanReport { plan, safe: findings.is_empty(), findings };
     if run.dry_run {
         emit(out, global.write_out, &report, plan_output::render)?;
@@ -168,6 +183,7 @@ pub(crate) fn executor(
         fleet_path: fleet_path.to_path_buf(),
         current: Default::default(),
         restore: false,
+        pause_after: run.pause_after.clone(),
     })
 }
 
@@ -236,5 +252,6 @@ pub(crate) fn run_args_from_record(record: &OperationRecord, journal: Option<Pat
         journal,
         step_timeout: record.args["step_timeout_secs"].as_f64().filter(|s| *s > 0.0).map(Duration::from_secs_f64),
         ignore_slow_disk: record.args["ignore_slow_disk"].as_bool().unwrap_or(false),
+        pause_after: None,
     }
 }

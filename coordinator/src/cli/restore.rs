@@ -33,8 +33,11 @@ revision at least the snapshot's).
 
 `--rollback OP` puts back the data dirs a restore kept and starts the old cluster.
 
-etcd 3.4 cannot raise the revision on restore (etcdutl 3.5.10+ can): the plan says so; clients
-that saw later revisions (Kubernetes watches) must re-list.";
+Kubernetes-safe by default: where every member runs etcd 3.5 or later, the restored revision is
+raised by 1,000,000,000 and marked compacted (etcdutl's --bump-revision --mark-compacted), so
+watchers re-list instead of silently missing events; `--bump-revision N` picks another bump, 0
+none. etcd 3.4's etcdctl cannot bump: the plan says so, and clients that saw later revisions
+must re-list.";
 
 pub(crate) const AFTER_HELP: &str = "\
 Examples:
@@ -56,8 +59,10 @@ pub struct RestoreCmdArgs {
     #[arg(long, value_name = "OP")]
     pub rollback: Option<String>,
     /// Raise the restored revision by N and mark it compacted (etcdutl 3.5.10+ only).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub bump_revision: u64,
+    /// Default: 1000000000 where every member runs etcd 3.5 or later, 0 on 3.4;
+    /// 0 turns it off.
+    #[arg(long, value_name = "N")]
+    pub bump_revision: Option<u64>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -82,7 +87,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         let journal = args.run.journal()?;
         let record = journal.find(op)?;
         if record.kind != OpKind::Restore.as_str() {
-            anyhow::bail!(crate::plan::planner::PlanError::BadMember(format!("operation {} is a {}, not a restore", record.id, record.kind)));
+            anyhow::bail!(crate::plan::planner::PlanError::Usage(format!("operation {} is a {}, not a restore", record.id, record.kind)));
         }
         let kept: RestoreArgs = serde_json::from_value(record.args["restore"].clone()).unwrap_or_default();
         if kept.kept.is_empty() {
@@ -137,14 +142,16 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         })
         .collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let spec = restore::preflight(&target.cluster.name, &facts, &hosts, args.bump_revision, now)
+    let versions: Vec<Option<String>> = hosts.iter().map(|h| h.etcd_version.clone()).collect();
+    let bump_revision = args.bump_revision.unwrap_or_else(|| restore::default_bump(&versions));
+    let spec = restore::preflight(&target.cluster.name, &facts, &hosts, bump_revision, now)
         .map_err(|findings| ExecError::Unsafe { cluster: target.cluster.name.clone(), findings })?;
     let restore_args = RestoreArgs {
         snapshot: std::path::absolute(&path).unwrap_or(path),
         file_size: facts.file_size,
         file_sha256,
         revision: facts.revision,
-        bump_revision: args.bump_revision,
+        bump_revision,
         initial_cluster: spec.initial_cluster.clone(),
         token: spec.token.clone(),
         peer_urls: hosts.iter().map(|h| (h.name.clone(), h.peer_url.clone())).collect(),

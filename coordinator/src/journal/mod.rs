@@ -159,11 +159,11 @@ impl Journal {
         Ok(ops)
     }
 
-    /// The cluster's operations still `Running`, newest first: being run, or left by a
-    /// coordinator that died (to resume or abort).
+    /// The cluster's operations still `Running` or `Paused`, newest first: being run, left
+    /// by a coordinator that died, or paused (to resume or abort).
     pub fn running_for_cluster(&self, cluster: &str) -> Result<Vec<OperationRecord>, JournalError> {
         let mut ops = self.list()?;
-        ops.retain(|op| op.cluster == cluster && op.state == OpState::Running);
+        ops.retain(|op| op.cluster == cluster && !op.state.is_final());
         Ok(ops)
     }
 

@@ -70,6 +70,9 @@ pub enum OpState {
     Failed,
     /// Stopped on request (`etcdops op abort`).
     Aborted,
+    /// Stopped on purpose after a step (`--pause-after`), the cluster still
+    /// held (its fence kept): `etcdops op resume` continues, `op abort` ends it.
+    Paused,
 }
 
 /// Where a step stands.
@@ -89,19 +92,20 @@ pub enum StepState {
 }
 
 impl OpState {
-    /// The name used in tables and JSON: `running`, `succeeded`, `failed`, `aborted`.
+    /// The name used in tables and JSON: `running`, `succeeded`, `failed`, `aborted`, `paused`.
     pub fn as_str(self) -> &'static str {
         match self {
             OpState::Running => "running",
             OpState::Succeeded => "succeeded",
             OpState::Failed => "failed",
             OpState::Aborted => "aborted",
+            OpState::Paused => "paused",
         }
     }
 
-    /// The operation has ended (anything but `Running`).
+    /// The operation has ended (anything but `Running` or `Paused`).
     pub fn is_final(self) -> bool {
-        self != OpState::Running
+        !matches!(self, OpState::Running | OpState::Paused)
     }
 }
 

@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::journal::{OpState, OperationRecord, StepRecord};
+use crate::journal::{OperationRecord, StepRecord};
 use crate::output::table::{self, NONE};
 
 const LIST_HEADER: [&str; 8] = [
@@ -40,7 +40,7 @@ pub fn render_list(ops: &[OperationRecord]) -> String {
             ]
         })
         .collect();
-    let running = ops.iter().filter(|op| op.state == OpState::Running).count();
+    let running = ops.iter().filter(|op| !op.state.is_final()).count();
     let summary = format!(
         "{} operation{}, {running} running",
         ops.len(),
@@ -89,7 +89,7 @@ pub fn render_show(op: &OperationRecord) -> String {
     }
     text.push_str(&table::render(&t));
     let mut summary = format!("steps: {} of {} complete", op.steps_complete(), op.steps.len());
-    if let Some(next) = op.next_step().filter(|_| op.state == OpState::Running) {
+    if let Some(next) = op.next_step().filter(|_| !op.state.is_final()) {
         summary.push_str(&format!(
             "; a resume starts at step {} ({})",
             next.description, next.id
@@ -134,7 +134,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::journal::StepState;
+    use crate::journal::{OpState, StepState};
 
     fn op() -> OperationRecord {
         let mut steps = vec![

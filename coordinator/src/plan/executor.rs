@@ -105,6 +105,8 @@ pub struct Executor {
     /// A restore or its rollback: members are expected down between steps;
     /// only their agents must answer before each step.
     pub restore: bool,
+    /// Pause (journal `paused`, fence kept) once this step is done.
+    pub pause_after: Option<String>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -209,7 +211,7 @@ impl Executor {
         if record.state.is_final() && record.state != OpState::Failed {
             return Err(ExecError::NotResumable {
                 op: record.id.clone(),
-                reason: format!("it is {}; only running or failed operations can be resumed", record.state.as_str()),
+                reason: format!("it is {}; only running, paused or failed operations can be resumed", record.state.as_str()),
             });
         }
         for step in &record.steps {
@@ -301,6 +303,16 @@ impl Executor {
                     self.progress.line(&format!("[{number}/{total}] {}: done: {detail}", step.description));
                     record = self.journal.step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
                     self.refresh_members(&record);
+                    if self.pause_after.as_deref() == Some(step.id.as_str()) && number < total {
+                        let record = self.journal.update(&record.id, |r| r.state = OpState::Paused)?;
+                        self.progress.line(&format!(
+                            "operation {id} paused after step {number}/{total} as asked; it keeps cluster {} (other operations are \
+                             refused). Continue: `etcdops op resume {id}`; give up: `etcdops op abort {id}`",
+                            self.cluster.name,
+                            id = record.id,
+                        ));
+                        return Ok(record);
+                    }
                 }
                 Err(reason) => {
                     self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));

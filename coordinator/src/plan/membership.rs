@@ -56,7 +56,7 @@ fn refused(reason: String) -> PlanError {
 }
 
 fn bad(reason: String) -> PlanError {
-    PlanError::BadMember(reason)
+    PlanError::Usage(reason)
 }
 
 /// A learner or a member that never started blocks adding another.
@@ -372,7 +372,7 @@ mod tests {
         let by_name = resolve_leaving(&v, "etcd2").expect("by name");
         assert_eq!((by_name.id, by_name.alive), (2, true));
         assert_eq!(resolve_leaving(&v, "0000000000000002").expect("by id"), by_name);
-        assert!(matches!(resolve_leaving(&v, "etcd9"), Err(PlanError::BadMember(_))));
+        assert!(matches!(resolve_leaving(&v, "etcd9"), Err(PlanError::Usage(_))));
         // The fleet's agent serves another member than the cluster's etcd2.
         let mut v2 = healthy(3, 1);
         v2.members[1].id = 7;

@@ -351,9 +351,9 @@ pub enum PlanError {
     /// The cluster or the host is not in a state to do it (nothing was changed).
     #[error("{0}")]
     Refused(String),
-    /// The member named does not match (usage).
+    /// Bad input on the command line: a member that does not match, a step that does not exist (usage).
     #[error("{0}")]
-    BadMember(String),
+    Usage(String),
 }
 
 /// Options of `etcdops defrag`.

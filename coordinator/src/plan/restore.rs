@@ -101,6 +101,25 @@ pub fn plan_rollback(cluster: &str, op: &str) -> Plan {
     }
 }
 
+/// The revision bump a restore uses unless told: etcd's and Kubernetes'
+/// recommended 1,000,000,000 (more than any cluster writes between a
+/// snapshot and its restore) when every member runs etcd 3.5 or later, whose
+/// etcdutl bumps the revision and marks it compacted so watchers re-list
+/// instead of missing events; 0 when a member runs 3.4 (its etcdctl cannot)
+/// or no version is known (the plan says so).
+pub const DEFAULT_BUMP: u64 = 1_000_000_000;
+
+pub fn default_bump(versions: &[Option<String>]) -> u64 {
+    let modern = |v: &Option<String>| {
+        v.as_deref().and_then(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .is_some_and(|(major, minor)| (major, minor) >= (3, 5))
+    };
+    if !versions.is_empty() && versions.iter().all(modern) { DEFAULT_BUMP } else { 0 }
+}
+
 /// A token for the restored cluster: the cluster's name and the time, so two
 /// restores never share one (etcd derives member IDs from peer URLs + token).
 pub fn new_token(cluster: &str, now_unix: i64) -> String {
@@ -181,18 +200,31 @@ pub fn preflight(
             findings.push(finding(Some(&h.name), format!("peer URL {} is used by two members", h.peer_url), "fix the fleet file"));
         }
     }
+    let on_34 = versions.iter().find(|v| v.starts_with("3.4."));
+    if let Some(v) = on_34.filter(|_| bump_revision > 0) {
+        findings.push(finding(
+            None,
+            format!("--bump-revision {bump_revision} asked, but etcd {v}'s etcdctl cannot bump the revision on restore (etcdutl 3.5.10+ can)"),
+            "restore without --bump-revision (the revision stays the snapshot's; Kubernetes must re-list), or upgrade etcd first",
+        ));
+    }
     if !findings.is_empty() {
         return Err(findings);
     }
     let mut notes = Vec::new();
-    let on_34 = versions.first().is_some_and(|v| v.starts_with("3.4."));
-    if bump_revision > 0 && on_34 {
+    if bump_revision > 0 {
         notes.push(format!(
-            "etcd {} cannot bump the revision on restore (etcdutl 3.5.10+ can): the restored revision is the snapshot's \
-             {}; Kubernetes watchers that saw later revisions must re-list",
-            versions[0], snapshot.revision
+            "the revision is raised by {bump_revision} above the snapshot's {} and marked compacted: watchers that saw later \
+             revisions get `compacted` and re-list instead of missing events",
+            snapshot.revision
         ));
-    } else if bump_revision == 0 {
+    } else if let Some(v) = on_34 {
+        notes.push(format!(
+            "etcd {v} cannot bump the revision on restore (etcdutl 3.5.10+ can; etcdops then bumps by {DEFAULT_BUMP} by default): \
+             the restored cluster starts at the snapshot's revision {}; Kubernetes watchers that saw later revisions must re-list",
+            snapshot.revision
+        ));
+    } else {
         notes.push(format!(
             "no revision bump: the restored cluster starts at the snapshot's revision {}; clients that saw later revisions \
              (Kubernetes watches) must re-list",
@@ -209,6 +241,18 @@ pub fn preflight(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bump_is_on_by_default_only_where_every_member_can_do_it() {
+        let v = |s: &[Option<&str>]| s.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
+        assert_eq!(default_bump(&v(&[Some("3.5.17"), Some("3.5.17"), Some("3.6.0")])), DEFAULT_BUMP);
+        assert_eq!(default_bump(&v(&[Some("3.4.23"), Some("3.4.23"), Some("3.4.23")])), 0);
+        assert_eq!(default_bump(&v(&[Some("3.5.17"), None, Some("3.5.17")])), 0, "unknown version: no guess");
+        assert_eq!(default_bump(&v(&[Some("3.5.17"), Some("3.4.23")])), 0);
+        assert_eq!(default_bump(&v(&[Some("garbage"), Some("")])), 0);
+        assert_eq!(default_bump(&[]), 0);
+        assert_eq!(default_bump(&v(&[Some("4.0.0")])), DEFAULT_BUMP);
+    }
 
     fn snapshot() -> SnapshotFacts {
         SnapshotFacts { path: "/b/s.db".into(), file_size: 1_000, revision: 42, total_key: 7, integrity: "ok".into() }
@@ -232,9 +276,13 @@ mod tests {
         assert_eq!(spec.initial_cluster, "etcd1=http://10.0.0.1:2380,etcd2=http://10.0.0.2:2380,etcd3=http://10.0.0.3:2380");
         assert_eq!(spec.token, "prod-a-restore-1700000000");
         assert_ne!(new_token("prod", 1), new_token("prod", 2));
-        assert!(spec.notes[0].contains("revision 42"), "{:?}", spec.notes);
-        let spec = preflight("p", &snapshot(), &hosts(), 1_000_000, 1).expect("spec");
-        assert!(spec.notes[0].contains("cannot bump"), "{:?}", spec.notes);
+        assert!(spec.notes[0].contains("revision 42") && spec.notes[0].contains("cannot bump"), "{:?}", spec.notes);
+        let refused = preflight("p", &snapshot(), &hosts(), 1_000_000, 1).expect_err("3.4 cannot bump");
+        assert!(refused[0].seen.contains("cannot bump") && refused[0].action.contains("without --bump-revision"), "{refused:?}");
+        let mut modern = hosts();
+        modern.iter_mut().for_each(|h| h.etcd_version = Some("3.5.17".into()));
+        let spec = preflight("p", &snapshot(), &modern, DEFAULT_BUMP, 1).expect("spec");
+        assert!(spec.notes[0].contains("raised by 1000000000") && spec.notes[0].contains("compacted"), "{:?}", spec.notes);
     }
 
     #[test]

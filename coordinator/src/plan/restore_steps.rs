@@ -72,10 +72,11 @@ impl Executor {
                 let shared = std::sync::Arc::new(args.clone());
                 let fence = fence.clone();
                 let started = Instant::now();
-                let progress = std::sync::Arc::new(std::sync::Mutex::new(()));
+                let bars = std::sync::Arc::new(upload_bars(&self.members_now(), args.file_size));
                 let answers = self
                     .on_every_member(deadline, move |name, mut c: Client| {
-                        let (args, fence, _progress) = (shared.clone(), fence.clone(), progress.clone());
+                        let (args, fence) = (shared.clone(), fence.clone());
+                        let bar = bars.get(&name).cloned();
                         async move {
                             let header = pb::RestoreHeader {
                                 fence: Some(fence),
@@ -87,9 +88,14 @@ impl Executor {
                                 initial_advertise_peer_urls: args.peer_urls.get(&name).cloned().unwrap_or_default(),
                                 bump_revision: args.bump_revision,
                             };
-                            let stream = snapshot_stream(args.snapshot.clone(), header)
+                            let stream = snapshot_stream(args.snapshot.clone(), header, bar.clone())
                                 .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
-                            c.stage_restore(stream).await
+                            let answer = c.stage_restore(stream).await;
+                            if let Some(bar) = bar {
+                                let end = if answer.is_ok() { "verified and restored" } else { "FAILED" };
+                                bar.finish_with_message(format!("{name}: {end}"));
+                            }
+                            answer
                         }
                     })
                     .await?;
@@ -102,15 +108,30 @@ impl Executor {
                 Ok(format!("{} (all in {})", lines.join("; "), format_took(started.elapsed())))
             }
             StepKind::StopAll => {
-                let fence = fence.clone();
-                let timeout_ms = ms_until(deadline).min(600_000);
-                let answers = self
-                    .on_every_member(deadline, move |_, mut c: Client| {
-                        let request = pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
-                        async move { c.stop_etcd(request).await }
-                    })
-                    .await?;
-                Ok(format!("stopped on {}", answers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")))
+                // Followers first, the leader last: a leader stopped while its
+                // followers stop too tries to hand leadership to one of them
+                // and waits out the transfer; alone, it stops at once.
+                let members = self.members_now();
+                let leader = self.observe().await.leader().map(|l| l.name.clone());
+                let (last, first): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| Some(&m.name) == leader.as_ref());
+                let mut stopped = Vec::new();
+                for group in [first, last] {
+                    if group.is_empty() {
+                        continue;
+                    }
+                    let fence = fence.clone();
+                    let timeout_ms = ms_until(deadline).min(600_000);
+                    let answers = self
+                        .on_members(group, deadline, move |_, mut c: Client| {
+                            let request =
+                                pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
+                            async move { c.stop_etcd(request).await }
+                        })
+                        .await?;
+                    stopped.extend(answers.into_iter().map(|(n, _)| n));
+                }
+                let leader = leader.map(|l| format!(" (the leader, {l}, last)")).unwrap_or_default();
+                Ok(format!("stopped on {}{leader}", stopped.join(", ")))
             }
             StepKind::SwapAll => {
                 let mut args = self.restore_args(&op)?;
@@ -223,11 +244,35 @@ impl Executor {
     }
 }
 
+/// One upload bar per member when stderr is a terminal (none otherwise: the
+/// step's result line says what each agent verified).
+fn upload_bars(members: &[Member], size: u64) -> std::collections::HashMap<String, indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return Default::default();
+    }
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("  {msg:20} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    members
+        .iter()
+        .map(|m| {
+            let bar = multi.add(indicatif::ProgressBar::new(size));
+            bar.set_style(style.clone());
+            bar.set_message(m.name.clone());
+            (m.name.clone(), bar)
+        })
+        .collect()
+}
+
 /// The snapshot file as a stream of chunks after the header, read on a
-/// thread of its own (bounded: 8 chunks in flight).
+/// thread of its own (bounded: 8 chunks in flight); `bar` counts the bytes
+/// handed to the stream.
 fn snapshot_stream(
     path: std::path::PathBuf,
     header: pb::RestoreHeader,
+    bar: Option<indicatif::ProgressBar>,
 ) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<pb::RestoreChunk>> {
     let mut file = std::fs::File::open(&path)?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -244,6 +289,9 @@ fn snapshot_stream(
                     let chunk = pb::RestoreChunk { kind: Some(pb::restore_chunk::Kind::Data(buf[..n].to_vec())) };
                     if tx.blocking_send(chunk).is_err() {
                         return;
+                    }
+                    if let Some(bar) = &bar {
+                        bar.inc(n as u64);
                     }
                 }
             }

@@ -30,6 +30,9 @@ cluster:
                 --initial-advertise-peer-urls U --data-dir <data>.bench-<n>`,
                 the dirs swapped (old kept), every etcd started, until healthy;
   (c) single:   one `etcdctl snapshot restore FILE --data-dir <tmp>`.
+During (a) and (b) a probe reads one key every 50 ms (linearizable,
+500 ms per attempt): the longest stretch without a successful read is how
+long clients could not use the cluster.
 
 OPTIONS:
   --bin-dir DIR   where etcdops and etcdops-agent are [target/release]
@@ -74,6 +77,43 @@ struct Row {
     etcdops: Figure,
     runbook: Figure,
     single: Figure,
+    /// The longest time without a successful linearizable read during (a) and (b).
+    etcdops_down: Duration,
+    runbook_down: Duration,
+}
+
+/// Reads one key every 50 ms (500 ms per attempt) until `stop`; answers the
+/// longest stretch between two successful reads: how long clients could not
+/// read the cluster.
+async fn longest_outage(endpoints: Vec<String>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Duration {
+    let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_millis(500));
+    let mut client = None;
+    let mut last_ok = Instant::now();
+    let mut longest = Duration::ZERO;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if client.is_none() {
+            client = etcd_client::Client::connect(endpoints.clone(), Some(opts.clone())).await.ok();
+        }
+        let ok = match client.as_mut() {
+            Some(c) => tokio::time::timeout(Duration::from_millis(500), c.get("bench-restore-probe", None)).await.is_ok_and(|r| r.is_ok()),
+            None => false,
+        };
+        if ok {
+            longest = longest.max(last_ok.elapsed());
+            last_ok = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    longest.max(last_ok.elapsed())
+}
+
+/// Runs `f` while [`longest_outage`] watches the cluster.
+fn watching<T>(rt: &tokio::runtime::Runtime, endpoints: &[String], f: impl FnOnce() -> T) -> (T, Duration) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = rt.spawn(longest_outage(endpoints.to_vec(), stop.clone()));
+    let out = f();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, rt.block_on(probe).unwrap_or_default())
 }
 
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -227,23 +267,27 @@ fn main() {
 
         let single = single_restore(&snapshot, scratch.path(), run);
         eprintln!("  (c) single etcdctl restore: {}", show(&single));
-        let etcdops = etcdops_restore(&cluster, &snapshot);
-        eprintln!("  (a) etcdops restore: {}", show(&etcdops));
-        let runbook = runbook_restore(&cluster, &snapshot, run);
-        eprintln!("  (b) runbook restore: {}", show(&runbook));
-        rows.push(Row { run: run + 1, snapshot_mb, etcdops, runbook, single });
+        let (etcdops, etcdops_down) = watching(&rt, &endpoints, || etcdops_restore(&cluster, &snapshot));
+        eprintln!("  (a) etcdops restore: {}, reads failed for {:.1} s", show(&etcdops), etcdops_down.as_secs_f64());
+        let (runbook, runbook_down) = watching(&rt, &endpoints, || runbook_restore(&cluster, &snapshot, run));
+        eprintln!("  (b) runbook restore: {}, reads failed for {:.1} s", show(&runbook), runbook_down.as_secs_f64());
+        rows.push(Row { run: run + 1, snapshot_mb, etcdops, runbook, single, etcdops_down, runbook_down });
     }
     println!("bench-restore: {}", std::env::args().collect::<Vec<_>>().join(" "));
     println!("machine: nproc {}, etcd {}", std::thread::available_parallelism().map_or(0, |n| n.get()), etcd_version());
-    println!("| run | snapshot | (a) etcdops restore to healthy | (b) runbook etcdctl x3 to healthy | (c) single etcdctl restore | a / c | b / c |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| run | snapshot | (a) etcdops restore to healthy | reads failing during (a) | (b) runbook etcdctl x3 to healthy | reads failing during (b) | (c) single etcdctl restore | a / c | b / c |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} MB | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} MB | {} | {:.1} s | {} | {:.1} s | {} | {} | {} |",
             r.run,
             r.snapshot_mb,
             show(&r.etcdops),
+            r.etcdops_down.as_secs_f64(),
             show(&r.runbook),
+            r.runbook_down.as_secs_f64(),
             show(&r.single),
             ratio(&r.etcdops, &r.single),
             ratio(&r.runbook, &r.single)

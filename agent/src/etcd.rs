@@ -145,6 +145,15 @@ pub struct Defragmented {
     pub db_size_in_use_after: i64,
 }
 
+/// etcd's HashKV answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    pub member_id: u64,
+    pub hash: u32,
+    pub compact_revision: i64,
+    pub revision: i64,
+}
+
 /// A leadership transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderMoved {
@@ -415,6 +424,26 @@ impl LocalMember {
                 db_size_after: after.db_size,
                 db_size_in_use_after: after.db_size_in_use,
             })
+        })
+        .await
+    }
+
+    /// etcd's HashKV up to `revision` (0: the newest).
+    pub async fn hash_kv(&self, revision: i64, timeout: Duration) -> Result<HashKv, EtcdError> {
+        self.bounded(timeout, async {
+            match self.client().await?.maintenance_client().hash_kv(revision).await {
+                Ok(r) => Ok(HashKv {
+                    member_id: r.header().map(|h| h.member_id()).unwrap_or_default(),
+                    hash: r.hash(),
+                    compact_revision: r.compact_version(),
+                    revision: r.header().map(|h| h.revision()).unwrap_or_default(),
+                }),
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future revision") => {
+                    let current = self.brief_status(timeout).await.map(|b| b.revision).unwrap_or_default();
+                    Err(EtcdError::FutureRevision { revision, current })
+                }
+                Err(e) => Err(self.maintenance_error(e)),
+            }
         })
         .await
     }

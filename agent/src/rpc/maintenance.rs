@@ -37,6 +37,10 @@ pub const WRITE_PROBE: Budget = Budget {
     default_ms: 5_000,
     max_ms: 60_000,
 };
+pub const HASH_KV: Budget = Budget {
+    default_ms: 30_000,
+    max_ms: 300_000,
+};
 /// DisarmAlarms has no budget field.
 const DISARM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,6 +97,16 @@ pub async fn defragment(state: &AgentState, timeout: Duration) -> Result<pb::Def
         db_size_in_use_after: d.db_size_in_use_after,
         took_ms: millis(started.elapsed()),
     })
+}
+
+
+pub async fn hash_kv(state: &AgentState, request: &pb::HashKvRequest) -> Result<pb::HashKvResponse, Status> {
+    if request.revision < 0 {
+        return Err(Status::invalid_argument(format!("revision: {} must be 0 (the newest) or above", request.revision)));
+    }
+    let timeout = budget("timeout_ms", request.timeout_ms, HASH_KV)?;
+    let h = state.etcd.hash_kv(request.revision, timeout).await.map_err(etcd_status)?;
+    Ok(pb::HashKvResponse { member_id: h.member_id, hash: h.hash, compact_revision: h.compact_revision, revision: h.revision })
 }
 
 /// `revision` of a CompactRequest: above 0.

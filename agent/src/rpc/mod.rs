@@ -316,6 +316,10 @@ impl Agent for AgentService {
             .map(Response::new)
     }
 
+    async fn hash_kv(&self, r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.counted("HashKv", async { maintenance::hash_kv(&self.state, r.get_ref()).await.map(Response::new) }).await
+    }
+
     async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
         self.counted("RevisionAt", async { Ok(Response::new(maintenance::revision_at(&self.state, r.get_ref().unix_time))) })
             .await

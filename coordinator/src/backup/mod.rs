@@ -203,6 +203,7 @@ pub async fn run(
         member: opts.member.clone(),
         out: dir.join(&name),
         progress: opts.progress,
+        without_quorum: false,
     };
     let saved = save::save(agents, cluster, &save_opts)
         .await

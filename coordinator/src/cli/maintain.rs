@@ -275,15 +275,7 @@ pub(crate) async fn alarm(global: &GlobalArgs, command: &AlarmCommand, out: &mut
     }
 }
 
-/// `etcdops recover ...`
-#[derive(Debug, Clone, Subcommand)]
-pub enum RecoverCommand {
-    /// Out of space (NOSPACE alarm): compact, rolling defrag, disarm, verify writes work.
-    #[command(long_about = NOSPACE_ABOUT, after_help = "Examples:\n  etcdops recover nospace --dry-run\n  etcdops recover nospace --yes")]
-    Nospace(RunArgs),
-}
-
-const NOSPACE_ABOUT: &str = "\
+pub(crate) const NOSPACE_ABOUT: &str = "\
 Recover a cluster that raised the NOSPACE alarm (its database reached the backend quota and
 etcd now refuses writes), the way etcd's maintenance guide does it, as one journaled plan:
 compact the history up to the current revision, defragment every member one at a time (the
@@ -292,13 +284,10 @@ leader last, after moving leadership), disarm the alarm, and verify a write goes
 If the data in use alone fills the quota, defragmenting cannot help: the plan says so; raise
 the quota (ETCD_QUOTA_BACKEND_BYTES) or delete keys.";
 
-pub(crate) async fn recover(global: &GlobalArgs, command: &RecoverCommand, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
-    match command {
-        RecoverCommand::Nospace(run) => {
-            let target = target(global)?;
-            let view = observe(&target).await;
-            let plan = planner::plan_recover_nospace(&view).map_err(plan_error)?;
-            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
-        }
-    }
+/// `etcdops recover nospace`
+pub(crate) async fn recover_nospace(global: &GlobalArgs, run: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let target = target(global)?;
+    let view = observe(&target).await;
+    let plan = planner::plan_recover_nospace(&view).map_err(plan_error)?;
+    run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
 }

@@ -221,12 +221,12 @@ pub(crate) async fn change(global: &GlobalArgs, command: &MemberCommand, out: &m
             let joining = joining(&view, &a.name, &a.join)?;
             let host = host_view(&target, &joining).await?;
             let plan = membership::plan_add(&view, &joining, &host, a.run.ignore_slow_disk).map_err(plan_error)?;
-            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: None })
+            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: None, rejoining: Vec::new() })
         }
         MemberCommand::Remove(a) => {
             let leaving = membership::resolve_leaving(&view, &a.member).map_err(plan_error)?;
             let plan = membership::plan_remove(&view, &leaving, a.force).map_err(plan_error)?;
-            (plan, &a.run, a.force, MembershipArgs { joining: None, leaving: Some(leaving) })
+            (plan, &a.run, a.force, MembershipArgs { joining: None, leaving: Some(leaving), rejoining: Vec::new() })
         }
         MemberCommand::Replace(a) => {
             let leaving = membership::resolve_leaving(&view, &a.old).map_err(plan_error)?;
@@ -234,7 +234,7 @@ pub(crate) async fn change(global: &GlobalArgs, command: &MemberCommand, out: &m
             let host = host_view(&target, &joining).await?;
             let plan =
                 membership::plan_replace(&view, &leaving, &joining, &host, a.run.ignore_slow_disk).map_err(plan_error)?;
-            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: Some(leaving) })
+            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: Some(leaving), rejoining: Vec::new() })
         }
         MemberCommand::Promote(a) => {
             let plan = membership::plan_promote(&view, &a.name).map_err(plan_error)?;

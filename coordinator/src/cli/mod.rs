@@ -16,6 +16,7 @@ mod member;
 mod op;
 mod op_control;
 mod operate;
+mod recover;
 mod restore;
 mod snapshot;
 mod status;
@@ -192,9 +193,9 @@ pub enum Command {
     #[command(subcommand)]
     Alarm(maintain::AlarmCommand),
 
-    /// Recovery procedures: `nospace` (compact, rolling defrag, disarm, verify writes).
-    #[command(subcommand)]
-    Recover(maintain::RecoverCommand),
+    /// Recovery: `nospace`, or `--force-new-cluster` after the majority is lost.
+    #[command(long_about = recover::ABOUT, after_help = recover::AFTER_HELP)]
+    Recover(recover::RecoverCmd),
 
     /// Restore the whole cluster from a verified snapshot (journaled plan), or roll a restore back.
     #[command(long_about = restore::ABOUT, after_help = restore::AFTER_HELP)]
@@ -321,7 +322,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Restart(args) => maintain::restart(global, args, out).await,
         Command::Compact(args) => maintain::compact(global, args, out).await,
         Command::Alarm(command) => maintain::alarm(global, command, out).await,
-        Command::Recover(command) => maintain::recover(global, command, out).await,
+        Command::Recover(command) => recover::run(global, command, out).await,
         Command::Restore(args) => restore::run(global, args, out).await,
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,

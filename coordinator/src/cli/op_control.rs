@@ -106,7 +106,12 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     let mut global = global.clone();
     global.fleet = fleet_for(&global, &record.fleet);
     global.cluster = Some(record.cluster.clone());
-    let target = target(&global)?;
+    let mut target = target(&global)?;
+    let recovery: Option<crate::plan::recover::RecoverArgs> =
+        (kind == OpKind::RecoverQuorum).then(|| serde_json::from_value(record.args["recover"].clone()).ok()).flatten();
+    if let Some(r) = &recovery {
+        target = super::recover::restrict(target, r);
+    }
     let run = run_args_from_record(&record, Some(args.journal.path()));
     let force = record.args["force"].as_bool().unwrap_or(false);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -114,7 +119,7 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     let mut executor =
         operate::executor(&global.fleet, target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
     executor.membership = serde_json::from_value(record.args["membership"].clone()).unwrap_or_default();
-    executor.restore = matches!(kind, OpKind::Restore | OpKind::RestoreRollback);
+    executor.restore = matches!(kind, OpKind::Restore | OpKind::RestoreRollback | OpKind::RecoverQuorum);
     let mut record = record;
     record.holder = journal::holder();
     let record = executor.resume(record, args.takeover).await?;

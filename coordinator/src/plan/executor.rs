@@ -435,6 +435,11 @@ impl Executor {
             | StepKind::StartAll
             | StepKind::VerifyRestore
             | StepKind::RollBackAll => self.execute_restore(kind, fence, deadline).await,
+            StepKind::SnapshotFirst { .. }
+            | StepKind::StopOthers
+            | StepKind::ForceNewCluster { .. }
+            | StepKind::Rejoin { .. }
+            | StepKind::VerifyRecovery => self.execute_recover(kind, fence, deadline).await,
             StepKind::MoveAsideBeforeJoin { .. }
             | StepKind::AddLearner { .. }
             | StepKind::Configure { .. }

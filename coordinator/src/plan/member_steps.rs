@@ -16,8 +16,13 @@ use crate::fleet::{Fleet, Member};
 use crate::journal::{OperationRecord, StepState};
 
 impl Executor {
-    fn joining(&self, name: &str) -> Result<&Joining, String> {
-        self.membership.joining.as_ref().filter(|j| j.name == name).ok_or_else(|| format!("{name} is not joining in this operation"))
+    pub(super) fn joining(&self, name: &str) -> Result<&Joining, String> {
+        self.membership
+            .joining
+            .iter()
+            .chain(&self.membership.rejoining)
+            .find(|j| j.name == name)
+            .ok_or_else(|| format!("{name} is not joining in this operation"))
     }
 
     fn leaving(&self, name: &str) -> Result<&Leaving, String> {
@@ -172,7 +177,7 @@ impl Executor {
                 }
             }
             StepKind::Promote { member } => {
-                let id = match self.membership.joining.as_ref().filter(|j| &j.name == member) {
+                let id = match self.joining(member).ok() {
                     Some(j) => Self::listed(view, &j.peer_url).map(|m| m.id),
                     None => view.membership().iter().find(|m| &m.name == member).map(|m| m.id),
                 }
@@ -190,7 +195,7 @@ impl Executor {
                     })
                     .await?;
                 loop {
-                    let now = match self.membership.joining.as_ref().filter(|j| &j.name == member) {
+                    let now = match self.joining(member).ok() {
                         Some(j) => self.observe_joining(j).await?,
                         None => self.observe().await,
                     };

@@ -34,6 +34,10 @@ pub struct Leaving {
 pub struct MembershipArgs {
     pub joining: Option<Joining>,
     pub leaving: Option<Leaving>,
+    /// Members rejoined one after another by a majority-loss recovery
+    /// (already in the fleet; never rolled back: the survivor alone is the cluster).
+    #[serde(default)]
+    pub rejoining: Vec<Joining>,
 }
 
 /// The joining host as its agent reports it.

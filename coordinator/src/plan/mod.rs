@@ -14,6 +14,8 @@ pub mod fence;
 pub mod member_steps;
 pub mod membership;
 pub mod planner;
+pub mod recover;
+pub mod recover_steps;
 pub mod restore;
 pub mod restore_steps;
 pub mod rule;

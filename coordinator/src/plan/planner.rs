@@ -30,6 +30,7 @@ pub enum OpKind {
     MemberPromote,
     Restore,
     RestoreRollback,
+    RecoverQuorum,
 }
 
 impl OpKind {
@@ -46,6 +47,7 @@ impl OpKind {
             OpKind::MemberPromote => "member-promote",
             OpKind::Restore => "restore",
             OpKind::RestoreRollback => "restore-rollback",
+            OpKind::RecoverQuorum => "recover-quorum",
         }
     }
 
@@ -62,6 +64,7 @@ impl OpKind {
             OpKind::MemberPromote,
             OpKind::Restore,
             OpKind::RestoreRollback,
+            OpKind::RecoverQuorum,
         ]
         .into_iter()
             .find(|k| k.as_str() == s)
@@ -134,6 +137,18 @@ pub enum StepKind {
     VerifyRestore,
     /// Put every member's kept pre-restore data dir back.
     RollBackAll,
+    /// Save a snapshot of the survivor before anything changes (recovery).
+    SnapshotFirst { member: String },
+    /// Stop etcd on every member but the survivor whose agent answers.
+    StopOthers,
+    /// Restart the survivor once with force-new-cluster: a one-member cluster
+    /// with its data; the flag is removed again.
+    ForceNewCluster { member: String },
+    /// Rejoin a member as a fresh learner (its old data dir moved aside),
+    /// catch it up, promote it.
+    Rejoin { member: String },
+    /// Every rejoined member a healthy voter, one leader, one hashkv, writes accepted.
+    VerifyRecovery,
 }
 
 impl StepKind {
@@ -162,6 +177,11 @@ impl StepKind {
             StepKind::StartAll => "start-all".into(),
             StepKind::VerifyRestore => "verify-restore".into(),
             StepKind::RollBackAll => "rollback-all".into(),
+            StepKind::SnapshotFirst { member } => format!("snapshot:{member}"),
+            StepKind::StopOthers => "stop-others".into(),
+            StepKind::ForceNewCluster { member } => format!("force-new-cluster:{member}"),
+            StepKind::Rejoin { member } => format!("rejoin:{member}"),
+            StepKind::VerifyRecovery => "verify-recovery".into(),
         }
     }
 
@@ -190,6 +210,11 @@ impl StepKind {
             "start-all" if arg.is_empty() => StepKind::StartAll,
             "verify-restore" if arg.is_empty() => StepKind::VerifyRestore,
             "rollback-all" if arg.is_empty() => StepKind::RollBackAll,
+            "snapshot" => StepKind::SnapshotFirst { member: member()? },
+            "stop-others" if arg.is_empty() => StepKind::StopOthers,
+            "force-new-cluster" => StepKind::ForceNewCluster { member: member()? },
+            "rejoin" => StepKind::Rejoin { member: member()? },
+            "verify-recovery" if arg.is_empty() => StepKind::VerifyRecovery,
             "disarm-alarms" if arg.is_empty() => StepKind::DisarmAlarms,
             "verify-writes" if arg.is_empty() => StepKind::VerifyWrites,
             _ => return None,
@@ -209,7 +234,10 @@ impl StepKind {
             | StepKind::RemoveMember { member }
             | StepKind::Retire { member }
             | StepKind::FleetAdd { member }
-            | StepKind::FleetRemove { member } => Some(member),
+            | StepKind::FleetRemove { member }
+            | StepKind::SnapshotFirst { member }
+            | StepKind::ForceNewCluster { member }
+            | StepKind::Rejoin { member } => Some(member),
             StepKind::TransferLeadership { from } => Some(from),
             _ => None,
         }
@@ -240,6 +268,11 @@ impl StepKind {
             StepKind::StartAll => "start etcd on every member".into(),
             StepKind::VerifyRestore => "verify the restored cluster".into(),
             StepKind::RollBackAll => "put every member's pre-restore data dir back".into(),
+            StepKind::SnapshotFirst { member } => format!("save a snapshot of {member} first (kept on this host)"),
+            StepKind::StopOthers => "stop etcd on every other member".into(),
+            StepKind::ForceNewCluster { member } => format!("restart {member} once with force-new-cluster"),
+            StepKind::Rejoin { member } => format!("rejoin {member} as a fresh learner and promote it"),
+            StepKind::VerifyRecovery => "verify the recovered cluster".into(),
         }
     }
 
@@ -269,6 +302,13 @@ impl StepKind {
             StepKind::ConfigureAll => "env files written".into(),
             StepKind::StartAll => "every unit started".into(),
             StepKind::VerifyRestore => "healthy, one cluster ID and leader, revision at least the snapshot's".into(),
+            StepKind::SnapshotFirst { .. } => "the file written, its trailer verified".into(),
+            StepKind::StopOthers => "every other reachable unit inactive".into(),
+            StepKind::ForceNewCluster { member } => {
+                format!("{member} the healthy leader of a one-member cluster; the flag removed from its env file")
+            }
+            StepKind::Rejoin { member } => format!("{member} a healthy voter caught up with the leader"),
+            StepKind::VerifyRecovery => "every member a healthy voter, one leader, the same hashkv, a write accepted".into(),
         }
     }
 
@@ -283,7 +323,9 @@ impl StepKind {
                 Duration::from_secs(120)
             }
             StepKind::Retire { .. } => Duration::from_secs(90),
-            StepKind::StageAll => Duration::from_secs(1800),
+            StepKind::StageAll | StepKind::SnapshotFirst { .. } => Duration::from_secs(1800),
+            StepKind::Rejoin { .. } => Duration::from_secs(300),
+            StepKind::StopOthers | StepKind::ForceNewCluster { .. } | StepKind::VerifyRecovery => Duration::from_secs(180),
             StepKind::StopAll | StepKind::StartAll | StepKind::VerifyRestore => Duration::from_secs(180),
             StepKind::SwapAll | StepKind::ConfigureAll | StepKind::RollBackAll => Duration::from_secs(60),
             StepKind::TransferLeadership { .. }

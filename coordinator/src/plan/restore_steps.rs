@@ -42,7 +42,7 @@ impl Executor {
     }
 
     /// Runs `call` on these members' agents at once.
-    async fn on_members<T, F, Fut>(&self, members: Vec<Member>, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    pub(super) async fn on_members<T, F, Fut>(&self, members: Vec<Member>, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -62,6 +62,31 @@ impl Executor {
             return Err(failures.join("; "));
         }
         Ok(results.into_iter().filter_map(|(n, r)| r.ok().map(|t| (n, t))).collect())
+    }
+
+    /// etcd's HashKV up to `revision` on every member: the hash when all
+    /// agree, else what each answered.
+    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, String> {
+        let timeout_ms = ms_until(deadline).min(30_000);
+        let answers = self
+            .on_every_member(deadline, move |_, mut c: Client| async move {
+                c.hash_kv(pb::HashKvRequest { revision, timeout_ms }).await
+            })
+            .await?;
+        let mut seen: Vec<(u32, i64)> = answers.iter().map(|(_, h)| (h.hash, h.compact_revision)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        match seen.as_slice() {
+            [(hash, _)] => Ok(*hash),
+            _ => Err(format!(
+                "hashkv at revision {revision} differs: {}",
+                answers
+                    .iter()
+                    .map(|(n, h)| format!("{n} {:08x} (compacted at {})", h.hash, h.compact_revision))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 
     pub(super) async fn execute_restore(&self, kind: &StepKind, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
@@ -197,19 +222,27 @@ impl Executor {
                         .filter(|m| m.unreachable.is_none() && m.revision < revision)
                         .map(|m| format!("{} at revision {}", m.name, m.revision))
                         .collect();
+                    let mut differ = None;
                     if findings.is_empty() && low.is_empty()
                         && let Some(leader) = view.leader()
                     {
-                        return Ok(format!(
-                            "{} members healthy, cluster ID {:016x}, leader {}, revision {} (snapshot {revision}) after {}",
-                            view.members.len(),
-                            leader.cluster_id,
-                            leader.name,
-                            leader.revision,
-                            format_took(started.elapsed())
-                        ));
+                        let at = view.members.iter().map(|m| m.revision).min().unwrap_or(0);
+                        match self.hashes_agree(at, deadline).await {
+                            Ok(hash) => {
+                                return Ok(format!(
+                                    "{} members healthy, cluster ID {:016x}, leader {}, revision {} (snapshot {revision}), \
+                                     the same hashkv {hash:08x} at revision {at} on every member, after {}",
+                                    view.members.len(),
+                                    leader.cluster_id,
+                                    leader.name,
+                                    leader.revision,
+                                    format_took(started.elapsed())
+                                ));
+                            }
+                            Err(e) => differ = Some(e),
+                        }
                     }
-                    let last = findings.iter().map(ToString::to_string).chain(low).collect::<Vec<_>>().join("; ");
+                    let last = findings.iter().map(ToString::to_string).chain(low).chain(differ).collect::<Vec<_>>().join("; ");
                     if Instant::now() >= deadline {
                         return Err(format!("the restored cluster did not become healthy in time: {last}"));
                     }

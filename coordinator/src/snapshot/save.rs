@@ -44,6 +44,10 @@ pub struct SaveOptions {
     pub out: PathBuf,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Accept the named member while its cluster has no quorum (its
+    /// linearizable read fails; its local data is what a majority-loss
+    /// recovery keeps).
+    pub without_quorum: bool,
 }
 
 /// The sidecar written beside every snapshot as `<file>.json`.
@@ -196,7 +200,7 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
             match (&s.result, &h.result) {
                 (Err(e), _) | (_, Err(e)) => c.problem = Some(e.brief()),
                 (Ok(status), Ok(health)) => match &status.member {
-                    Some(m) if m.reachable && health.healthy => {
+                    Some(m) if m.reachable && (health.healthy || opts.without_quorum) => {
                         c.is_leader = m.is_leader;
                         c.is_learner = m.is_learner;
                         c.raft_applied_index = m.raft_applied_index;
@@ -432,7 +436,7 @@ pub fn sidecar_path(file: &Path) -> PathBuf {
 
 pub(crate) async fn run(global: &GlobalArgs, args: &SaveArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     let target = crate::cli::target::target(global)?;
-    let opts = SaveOptions { member: args.member.clone(), out: args.out.clone(), progress: true };
+    let opts = SaveOptions { member: args.member.clone(), out: args.out.clone(), progress: true, without_quorum: false };
     let saved = save(&target.agents, &target.cluster, &opts).await?;
     let report = SaveReport {
         path: saved.path.display().to_string(),

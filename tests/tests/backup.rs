@@ -347,6 +347,23 @@ fn s3_backups_run_list_and_prune_against_a_real_s3_server() {
         ]
     );
 
+    // `restore --snapshot latest` downloads the newest verified backup and
+    // checks it against its sidecar (a dry run: the plan, nothing stopped).
+    let journal = tempfile::tempdir().expect("journal dir");
+    let journal_path = journal.path().join("journal.redb");
+    let env_restore = [CREDS[0], CREDS[1], ("ETCDOPS_JOURNAL", journal_path.to_str().expect("utf-8"))];
+    let plan = cluster.etcdops_with_env(&["restore", "--snapshot", "latest", "--dry-run", "-w", "json"], &env_restore);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(plan.stderr.contains(&format!("latest verified backup in s3://etcd-backups/prod/e2e: {third_name}")), "{}", plan.stderr);
+    let downloaded = journal.path().join("downloads").join(&third_name);
+    assert_eq!(
+        std::fs::metadata(&downloaded).map(|m| m.len()).ok(),
+        third["backup"]["size"].as_u64(),
+        "downloaded whole to {}",
+        downloaded.display()
+    );
+    assert!(cluster.is_healthy(), "a dry run stops nothing");
+
     // A bucket that does not exist is named.
     let missing = cluster.etcdops_with_env(&["backup", "list", "--target", "s3://no-such-bucket/x"], &env);
     assert_ne!(missing.code, 0);

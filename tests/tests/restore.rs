@@ -242,3 +242,37 @@ fn a_coordinator_lost_after_one_host_swapped_resumes_the_restore() {
         assert_eq!(kept(&m.data_dir, "pre-restore").len(), 1, "{}: swapped exactly once", m.name);
     }
 }
+
+#[test]
+fn the_latest_verified_backup_is_restored() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    let backups = tempfile::tempdir().expect("tempdir");
+    let target = format!("file://{}", backups.path().display());
+
+    // An empty target: refused, saying what to do; nothing stopped.
+    let out = ops.run(&["restore", "--snapshot", "latest", "--backup-target", &target, "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("no verified backup") && out.stderr.contains("backup list"), "{}", out.stderr);
+    let out = ops.run(&["restore", "--snapshot", "some.db", "--backup-target", &target, "--yes"]);
+    assert_eq!(out.code, 2, "--backup-target only with latest: {}", out.stderr);
+    assert!(cluster.is_healthy());
+
+    cluster.put_bulk("first/", 30, 200);
+    let out = cluster.etcdops(&["backup", "run", "--target", &target, "--no-prune"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Backup names have one-second resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cluster.put_bulk("second/", 20, 200);
+    let out = cluster.etcdops(&["backup", "run", "--target", &target, "--no-prune"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    cluster.put_bulk("third/", 10, 200);
+
+    let out = ops.run(&["restore", "--snapshot", "latest", "--backup-target", &target, "--yes", "-w", "json"]);
+    assert!(out.stderr.contains("latest verified backup in"), "{}", out.stderr);
+    out.succeeded();
+    cluster.wait_until("healthy after the restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    assert_eq!(counts(&cluster, "first/"), vec![30; 3]);
+    assert_eq!(counts(&cluster, "second/"), vec![20; 3], "the newer backup was taken");
+    assert_eq!(counts(&cluster, "third/"), vec![0; 3]);
+}

@@ -43,6 +43,10 @@ pub enum BackupError {
         "refusing to prune: cluster {cluster} has no retention policy. Set keep_last, keep_hourly, keep_daily or keep_within in its [clusters.backup] table; etcdops never deletes backups without one"
     )]
     NoPolicy { cluster: String },
+    #[error(
+        "no verified backup of cluster {cluster} in {url}: `etcdops backup list` shows what is there; pass a file with --snapshot FILE"
+    )]
+    NoVerified { cluster: String, url: String },
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(transparent)]
@@ -318,6 +322,15 @@ async fn verify(
 /// `etcdops backup list`: the cluster's backups in the target, newest first.
 pub async fn list(target: &Target, cluster: &str) -> Result<Vec<BackupEntry>, BackupError> {
     Ok(catalog::catalog(target, cluster).await?)
+}
+
+/// The newest verified backup of `cluster` in the target.
+pub async fn latest(target: &Target, cluster: &str) -> Result<BackupEntry, BackupError> {
+    let entries = catalog::catalog(target, cluster).await?;
+    entries.into_iter().find(BackupEntry::is_complete).ok_or_else(|| BackupError::NoVerified {
+        cluster: cluster.to_string(),
+        url: target.url().to_string(),
+    })
 }
 
 /// `etcdops backup prune`: applies `retention` at `now` (Unix seconds);

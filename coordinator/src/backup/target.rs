@@ -336,6 +336,28 @@ impl Target {
         }
     }
 
+    /// A local file holding `name`: a directory target's own file (no copy),
+    /// or an S3 object downloaded into `download_dir` (created if needed).
+    pub async fn fetch(&self, name: &str, download_dir: &Path) -> Result<PathBuf, TargetError> {
+        match self {
+            Target::Local(t) => Ok(t.dir().join(name)),
+            Target::S3(t) => {
+                std::fs::create_dir_all(download_dir).map_err(|source| TargetError::Io {
+                    target: t.url().to_string(),
+                    what: format!("cannot create {}", download_dir.display()),
+                    source,
+                })?;
+                let dest = download_dir.join(name);
+                if dest.exists() {
+                    // Downloaded before (a retried restore); its sha256 is checked again.
+                    return Ok(dest);
+                }
+                t.download(name, &dest).await?;
+                Ok(dest)
+            }
+        }
+    }
+
     /// The stored size of `name`, or `None` when there is no such object.
     pub async fn size(&self, name: &str) -> Result<Option<u64>, TargetError> {
         match self {

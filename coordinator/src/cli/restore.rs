@@ -31,6 +31,10 @@ never deleted); every env file gets initial-cluster-state `new` and the token; e
 started; the restored cluster is verified (every member healthy, one cluster ID, one leader,
 revision at least the snapshot's).
 
+`--snapshot latest` takes the newest verified backup of the cluster (`etcdops backup`) from its
+backup target (or --backup-target), downloading it from S3 first; its sha256 must match the
+backup's sidecar.
+
 `--rollback OP` puts back the data dirs a restore kept and starts the old cluster.
 
 Kubernetes-safe by default: where every member runs etcd 3.5 or later, the restored revision is
@@ -43,6 +47,8 @@ pub(crate) const AFTER_HELP: &str = "\
 Examples:
   etcdops restore --snapshot /var/backups/etcd/prod-a-20261125T0300Z.db --dry-run
   etcdops restore --snapshot prod-a.db --yes
+  etcdops restore --snapshot latest --dry-run
+  etcdops restore --snapshot latest --backup-target s3://etcd-backups/prod-a --yes
   etcdops restore --rollback restore-20261125T183000Z-3f9a --yes
 
 Exit codes: 0 restored and healthy, 1 refused (nothing stopped) or stopped (see `etcdops op
@@ -52,9 +58,15 @@ show`; resume with `etcdops op resume`), 2 usage, 3 another operation holds the 
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["snapshot", "rollback"])))]
 pub struct RestoreCmdArgs {
-    /// The snapshot file to restore (from `etcdops snapshot save` or a backup).
-    #[arg(long, value_name = "FILE")]
+    /// The snapshot file to restore (from `etcdops snapshot save` or a backup), or `latest`:
+    /// the newest verified backup in the cluster's backup target (downloaded first from S3;
+    /// a file named `latest` is `./latest`).
+    #[arg(long, value_name = "FILE|latest")]
     pub snapshot: Option<PathBuf>,
+    /// With `--snapshot latest`: this backup target instead of the fleet file's
+    /// (file:///dir or s3://bucket/prefix).
+    #[arg(long, value_name = "URL")]
+    pub backup_target: Option<crate::backup::target::TargetUrl>,
     /// Put back the data dirs this restore operation kept.
     #[arg(long, value_name = "OP")]
     pub rollback: Option<String>,
@@ -65,6 +77,16 @@ pub struct RestoreCmdArgs {
     pub bump_revision: Option<u64>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// The file's last 32 bytes, hex (etcd's sha256 trailer).
+fn trailer_hex(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::End(-32))?;
+    let mut trailer = [0u8; 32];
+    file.read_exact(&mut trailer)?;
+    Ok(hex::encode(trailer))
 }
 
 fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
@@ -78,6 +100,32 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// `--snapshot latest`: the newest verified backup as a local file, and the
+/// sha256 its sidecar recorded.
+async fn latest(
+    global: &GlobalArgs,
+    target: &crate::cli::target::Target,
+    args: &RestoreCmdArgs,
+) -> anyhow::Result<(PathBuf, Option<String>)> {
+    use crate::backup::target::{BackupEnv, Target as BackupTarget};
+    let setup = crate::backup::Setup::resolve(&target.cluster, args.backup_target.as_ref())?;
+    let store = BackupTarget::open(&setup.url, &setup.s3, &BackupEnv::from_process(), global.timeout)?;
+    let entry = crate::backup::latest(&store, &target.cluster.name).await?;
+    let downloads = {
+        let journal = args.run.journal.clone().unwrap_or_else(crate::journal::default_path);
+        journal.parent().map_or_else(|| PathBuf::from("downloads"), |p| p.join("downloads"))
+    };
+    eprintln!(
+        "latest verified backup in {}: {} ({} bytes, taken {})",
+        store.url(),
+        entry.name,
+        entry.size,
+        time::OffsetDateTime::from_unix_timestamp(entry.time).map_or_else(|_| entry.time.to_string(), |t| t.to_string())
+    );
+    let path = store.fetch(&entry.name, &downloads).await?;
+    Ok((path, entry.meta.map(|m| m.sha256)))
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
@@ -107,6 +155,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         return run_plan(global, target, &view, planned, &args.run, out).await;
     }
     let path = args.snapshot.clone().context("--snapshot or --rollback is required")?;
+    let (path, sidecar_sha256) = if path.as_os_str() == "latest" {
+        latest(global, &target, args).await?
+    } else {
+        if args.backup_target.is_some() {
+            anyhow::bail!(crate::plan::planner::PlanError::Usage("--backup-target goes with --snapshot latest".into()));
+        }
+        (path, None)
+    };
     let status = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || crate::snapshot::status::read_status(&path)).await??
@@ -117,6 +173,18 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
             .await?
             .with_context(|| format!("cannot read {}", path.display()))?
     };
+    // The sidecar records the database's sha256, which etcd's trailer (the
+    // file's last 32 bytes, checked against the content above) carries too.
+    if let Some(expected) = sidecar_sha256.filter(|s| !s.is_empty()) {
+        let trailer = trailer_hex(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if expected != trailer {
+            anyhow::bail!(crate::plan::planner::PlanError::Refused(format!(
+                "{}: its sha256 trailer {trailer} differs from its backup sidecar's {expected}: not the snapshot that was \
+                 backed up; nothing was stopped. Pick an older backup (`etcdops backup list`) with --snapshot FILE",
+                path.display()
+            )));
+        }
+    }
     let facts = SnapshotFacts {
         path: path.display().to_string(),
         file_size: status.file_size,

@@ -276,3 +276,80 @@ fn the_latest_verified_backup_is_restored() {
     assert_eq!(counts(&cluster, "second/"), vec![20; 3], "the newer backup was taken");
     assert_eq!(counts(&cluster, "third/"), vec![0; 3]);
 }
+
+/// A small tmpfs holding one member's data dir (unmounted on drop, lazily,
+/// so a failing test leaves no mount behind).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Moves `data_dir` (its etcd stopped) onto a tmpfs of `size` mounted in its place.
+    fn mount(data_dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        let copy = data_dir.with_extension("copy");
+        let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() { Ok(()) } else { Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim())) }
+        };
+        run(std::process::Command::new("cp").arg("-a").arg(data_dir).arg(&copy))?;
+        run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")]).arg("tmpfs").arg(data_dir))?;
+        let disk = SmallDisk(data_dir.to_path_buf());
+        run(std::process::Command::new("sh").arg("-c").arg(format!("cp -a '{}'/. '{}'/", copy.display(), data_dir.display())))?;
+        let _ = std::fs::remove_dir_all(&copy);
+        Ok(disk)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_host_without_room_for_the_restore_is_refused_before_anything_stops() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let ops = cluster.coordinator();
+    cluster.put_bulk("k/", 200, 100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = save_snapshot(&cluster, dir.path());
+    let size = std::fs::metadata(&snapshot).expect("snapshot").len();
+
+    // Member 2's data dir on a filesystem with less than twice the snapshot free
+    // (etcd's 64 MB WAL segment and the database fill most of it).
+    let m = &cluster.layout.members[2];
+    let fence = cluster.acquire_fence("e2e-small-disk");
+    let unit = |start: bool| {
+        let request = etcdops_proto::v1::UnitRequest { boot: false, fence: Some(fence.clone()), operation_id: "e2e-small-disk".into(), timeout_ms: 0 };
+        let mut client = cluster.client(2, &Caller::Coordinator);
+        let answer = if start { cluster.block_on(client.start_etcd(request)) } else { cluster.block_on(client.stop_etcd(request)) };
+        answer.expect("unit call");
+    };
+    unit(false);
+    let mb = 64 + 2 * size / 1_000_000 + 8;
+    let disk = match SmallDisk::mount(&m.data_dir, &format!("{mb}m")) {
+        Ok(d) => d,
+        Err(e) => {
+            unit(true);
+            cluster.release_fence(&fence);
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({e})");
+            return;
+        }
+    };
+    unit(true);
+    cluster.release_fence(&fence);
+    cluster.wait_until("healthy on the small disk", std::time::Duration::from_secs(30), Cluster::is_healthy);
+    let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
+
+    let out = ops.run(&["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&m.name) && out.stderr.contains("bytes free beside its data dir") && out.stderr.contains("free space there"),
+        "names the host, what it saw and what to do: {}",
+        out.stderr
+    );
+    assert!(ops.operations().is_empty(), "nothing journaled");
+    for (i, pid) in pids.iter().enumerate() {
+        assert_eq!(cluster.etcd_pid(i), *pid, "member {i} kept running");
+    }
+    assert_eq!(counts(&cluster, "k/"), vec![200; 3], "the cluster keeps serving");
+    drop(disk);
+}

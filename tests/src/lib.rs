@@ -370,6 +370,17 @@ impl Cluster {
         leaders == 1 && cluster_ids.len() == 1
     }
 
+    /// Keys under `prefix` as the member at `client_url` sees them
+    /// (serializable read: its own data, even without a leader).
+    pub fn local_count(&self, client_url: &str, prefix: &str) -> i64 {
+        let (url, prefix) = (client_url.to_string(), prefix.to_string());
+        self.block_on(async move {
+            let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+            let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
+            client.get(prefix, Some(opts)).await.expect("count").count()
+        })
+    }
+
     /// Writes `count` keys `<prefix><i>` of `value_size` bytes each through
     /// member 0 (puts in flight concurrently, bounded).
     pub fn put_bulk(&self, prefix: &str, count: usize, value_size: usize) {

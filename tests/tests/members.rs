@@ -8,16 +8,6 @@ use std::time::Duration;
 
 use etcdops_tests::{Cluster, Coordinator, bins};
 
-/// Keys under `prefix` as member `client_url` sees them (serializable read: its own data).
-fn local_count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
-    let url = client_url.to_string();
-    cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
-        let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
-        client.get(prefix, Some(opts)).await.expect("count").count()
-    })
-}
-
 /// The members as `member list -w json` reports them: (name, is_learner).
 fn member_names(ops: &Coordinator) -> Vec<(String, bool)> {
     let out = ops.run(&["member", "list", "-w", "json"]);
@@ -56,7 +46,7 @@ fn add_then_remove_a_member_three_to_four_to_three() {
     assert!(names.iter().all(|(_, learner)| !learner), "every member a voter: {names:?}");
     assert!(fleet_text(&cluster).contains(&spare.agent_url), "the fleet file lists the new member");
     cluster.wait_until("the new member has every key", Duration::from_secs(30), |c| {
-        local_count(c, &spare.client_url, "data/") == 300
+        c.local_count(&spare.client_url, "data/") == 300
     });
     let status = ops.run(&["status"]);
     assert_eq!(status.code, 0, "{}", status.stdout);
@@ -78,7 +68,7 @@ fn add_then_remove_a_member_three_to_four_to_three() {
         .collect();
     assert_eq!(kept.len(), 1, "the removed member's data dir is kept aside: {kept:?}");
     for m in &cluster.layout.members {
-        assert_eq!(local_count(&cluster, &m.client_url, "data/"), 300, "{}", m.name);
+        assert_eq!(cluster.local_count(&m.client_url, "data/"), 300, "{}", m.name);
     }
     assert!(cluster.is_healthy());
 }
@@ -114,7 +104,7 @@ fn a_dead_member_is_replaced_by_a_spare() {
         .map(|(_, m)| m.client_url.clone())
         .chain([spare.client_url.clone()])
     {
-        cluster.wait_until("every voter holds the data", Duration::from_secs(30), |c| local_count(c, &url, "data/") == 200);
+        cluster.wait_until("every voter holds the data", Duration::from_secs(30), |c| c.local_count(&url, "data/") == 200);
     }
     let health = ops.run(&["health"]);
     assert_eq!(health.code, 0, "{}", health.stdout);

@@ -8,15 +8,6 @@ use std::time::Duration;
 use etcdops_proto::v1::UnitRequest;
 use etcdops_tests::{Caller, Cluster, bins, step_ids};
 
-fn count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
-    let url = client_url.to_string();
-    cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
-        let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
-        client.get(prefix, Some(opts)).await.expect("count").count()
-    })
-}
-
 fn kept(data_dir: &Path, reason: &str) -> usize {
     let parent = data_dir.parent().expect("parent");
     let prefix = format!("{}.{reason}-", data_dir.file_name().expect("name").to_string_lossy());
@@ -87,7 +78,7 @@ fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
     cluster.wait_until("healthy after the recovery", Duration::from_secs(30), Cluster::is_healthy);
 
     for m in &cluster.layout.members {
-        assert_eq!(count(&cluster, &m.client_url, "keep/"), 80, "{}: the survivor's data", m.name);
+        assert_eq!(cluster.local_count(&m.client_url, "keep/"), 80, "{}: the survivor's data", m.name);
     }
     let status = cluster.get_status(0, &Caller::Coordinator, 2000).expect("status");
     let member = status.member.expect("member");

@@ -5,17 +5,8 @@ use std::path::{Path, PathBuf};
 
 use etcdops_tests::{Caller, Cluster, bins, step_ids};
 
-fn count(cluster: &Cluster, client_url: &str, prefix: &str) -> i64 {
-    let url = client_url.to_string();
-    cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
-        let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
-        client.get(prefix, Some(opts)).await.expect("count").count()
-    })
-}
-
 fn counts(cluster: &Cluster, prefix: &str) -> Vec<i64> {
-    cluster.layout.members.iter().map(|m| count(cluster, &m.client_url, prefix)).collect()
+    cluster.layout.members.iter().map(|m| cluster.local_count(&m.client_url, prefix)).collect()
 }
 
 fn cluster_id(cluster: &Cluster) -> u64 {

@@ -381,6 +381,18 @@ impl Cluster {
         })
     }
 
+    /// Every key and value under `prefix` as the member at `client_url` holds
+    /// them (serializable read), in key order.
+    pub fn local_dump(&self, client_url: &str, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (url, prefix) = (client_url.to_string(), prefix.to_string());
+        self.block_on(async move {
+            let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+            let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
+            let got = client.get(prefix, Some(opts)).await.expect("dump");
+            got.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect()
+        })
+    }
+
     /// Writes `count` keys `<prefix><i>` of `value_size` bytes each through
     /// member 0 (puts in flight concurrently, bounded).
     pub fn put_bulk(&self, prefix: &str, count: usize, value_size: usize) {

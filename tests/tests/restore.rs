@@ -34,8 +34,18 @@ fn a_cluster_restored_from_a_snapshot_holds_its_data_and_rolls_back() {
     let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
     let ops = cluster.coordinator();
     cluster.put_bulk("before/", 120, 300);
+    cluster.block_on({
+        let url = cluster.layout.members[0].client_url.clone();
+        async move {
+            let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+            for i in 0..20 {
+                client.put(format!("distinct/{i}"), format!("value {i} {}", "z".repeat(i)), None).await.expect("put");
+            }
+        }
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let snapshot = save_snapshot(&cluster, dir.path());
+    let everything = cluster.local_dump(&cluster.layout.members[0].client_url, "");
     cluster.put_bulk("after/", 40, 300);
     let old_id = cluster_id(&cluster);
     let snapshot = snapshot.to_str().expect("utf-8");
@@ -51,6 +61,9 @@ fn a_cluster_restored_from_a_snapshot_holds_its_data_and_rolls_back() {
     assert_eq!(step_ids(&record), ["stage-all", "stop-all", "swap-all", "configure-all", "start-all", "verify-restore"]);
     cluster.wait_until("healthy after the restore", std::time::Duration::from_secs(30), Cluster::is_healthy);
     assert_eq!(counts(&cluster, "before/"), vec![120; 3], "the snapshot's data on every member");
+    for m in &cluster.layout.members {
+        assert!(cluster.local_dump(&m.client_url, "") == everything, "{}: every key and value equal to the snapshot's", m.name);
+    }
     assert_eq!(counts(&cluster, "after/"), vec![0; 3], "nothing written after the snapshot");
     assert_ne!(cluster_id(&cluster), old_id, "a new cluster (fresh token)");
     for m in &cluster.layout.members {

@@ -37,6 +37,26 @@ fn counts(cluster: &NspawnCluster, prefix: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Every key and value under `prefix` on every member (serializable reads).
+fn dumps(cluster: &NspawnCluster, prefix: &str) -> Vec<Vec<(String, String)>> {
+    cluster
+        .client_urls()
+        .into_iter()
+        .map(|url| {
+            let prefix = prefix.to_string();
+            cluster.block_on(async move {
+                let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+                let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
+                let got = client.get(prefix, Some(opts)).await.expect("dump");
+                let mut kvs: Vec<(String, String)> =
+                    got.kvs().iter().map(|kv| (kv.key_str().unwrap_or("?").to_string(), kv.value_str().unwrap_or("?").to_string())).collect();
+                kvs.sort();
+                kvs
+            })
+        })
+        .collect()
+}
+
 fn cluster_id(cluster: &NspawnCluster) -> u64 {
     cluster.get_status(0).expect("status").member.expect("member").cluster_id
 }
@@ -72,6 +92,9 @@ fn restore_and_rollback_on_systemd_hosts() {
     cluster.wait_until("healthy after the restore", Duration::from_secs(30), NspawnCluster::is_healthy);
     all_active(&cluster);
     assert_eq!(counts(&cluster, BEFORE), vec![100; 3], "the snapshot's data on every member");
+    let mut expected: Vec<(String, String)> = (0..100).map(|i| (format!("{BEFORE}{i}"), format!("value-{i}"))).collect();
+    expected.sort();
+    assert_eq!(dumps(&cluster, BEFORE), vec![expected; 3], "every key and value as written before the snapshot");
     assert_eq!(counts(&cluster, AFTER), vec![0; 3], "nothing written after the snapshot");
     assert_ne!(cluster_id(&cluster), old_id, "a new cluster (fresh token)");
 

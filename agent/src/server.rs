@@ -72,6 +72,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         // Above the longest budget a request may ask for (Defragment: 1 h);
         // every handler bounds its own work.
         .timeout(REQUEST_TIMEOUT)
+        // Large HTTP/2 receive windows: a restore's snapshot upload is bounded
+        // by flow control with the 64 KiB default (the coordinator's channel
+        // does the same for snapshot downloads).
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
         .add_service(rpc::service(state.clone()));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpIncoming::from(listener).with_nodelay(Some(true)),

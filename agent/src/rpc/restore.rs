@@ -138,14 +138,19 @@ pub async fn stage(
         operation = %spec.operation_id, size = spec.size, part = %paths.part.display(),
         tool = %version, "receiving a snapshot to restore"
     );
+    let receiving = Instant::now();
     let written = receive(&mut stream, &paths.part, spec.size).await?;
-    restore::verify(&spec, &written).map_err(|e| {
+    let receive_ms = millis(receiving.elapsed());
+    let sha256 = restore::verify(&spec, &written).map_err(|e| {
         tracing::error!(operation = %spec.operation_id, error = %e, "the snapshot to restore failed its checks");
         status(e)
     })?;
 
     let timeout = Duration::from_secs(state.restore.timeout_secs);
-    if let Err(e) = tool::restore(&tool, &args, timeout).await {
+    let restoring = Instant::now();
+    let restored = tool::restore(&tool, &args, timeout).await;
+    let restore_ms = millis(restoring.elapsed());
+    if let Err(e) = restored {
         let staged = paths.staged.clone();
         let kept =
             tokio::task::spawn_blocking(move || restore::set_aside_leftover(&staged, SystemTime::now()))
@@ -192,9 +197,11 @@ pub async fn stage(
     Ok(pb::StageRestoreResponse {
         staged_dir: paths.staged.display().to_string(),
         bytes: written.bytes,
-        sha256: written.sha256,
+        sha256,
         tool: version,
         took_ms: millis(started.elapsed()),
+        receive_ms,
+        restore_ms,
     })
 }
 

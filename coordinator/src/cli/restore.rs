@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use sha2::Digest;
 
 use super::operate::{Planned, RunArgs, observe, run_plan};
 use crate::cli::GlobalArgs;
@@ -89,18 +88,6 @@ fn trailer_hex(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex::encode(trailer))
 }
 
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
-}
 
 /// `--snapshot latest`: the newest verified backup as a local file, and the
 /// sha256 its sidecar recorded.
@@ -167,17 +154,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         let path = path.clone();
         tokio::task::spawn_blocking(move || crate::snapshot::status::read_status(&path)).await??
     };
-    let file_sha256 = {
-        let file = path.clone();
-        tokio::task::spawn_blocking(move || sha256_file(&file))
-            .await?
-            .with_context(|| format!("cannot read {}", path.display()))?
-    };
+    // etcd's trailer: the database's sha256, which read_status just checked
+    // against the content. The agents check every byte they receive against it.
+    let db_sha256 = trailer_hex(&path).with_context(|| format!("cannot read {}", path.display()))?;
     // The sidecar records the database's sha256, which etcd's trailer (the
     // file's last 32 bytes, checked against the content above) carries too.
     if let Some(expected) = sidecar_sha256.filter(|s| !s.is_empty()) {
-        let trailer = trailer_hex(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        if expected != trailer {
+        let trailer = &db_sha256;
+        if &expected != trailer {
             anyhow::bail!(crate::plan::planner::PlanError::Refused(format!(
                 "{}: its sha256 trailer {trailer} differs from its backup sidecar's {expected}: not the snapshot that was \
                  backed up; nothing was stopped. Pick an older backup (`etcdops backup list`) with --snapshot FILE",
@@ -217,7 +201,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
     let restore_args = RestoreArgs {
         snapshot: std::path::absolute(&path).unwrap_or(path),
         file_size: facts.file_size,
-        file_sha256,
+        db_sha256,
         revision: facts.revision,
         bump_revision,
         initial_cluster: spec.initial_cluster.clone(),

@@ -58,8 +58,9 @@ pub struct RestoreSpec {
 pub struct RestoreArgs {
     pub snapshot: PathBuf,
     pub file_size: u64,
-    /// Hex sha256 of the whole file, as streamed.
-    pub file_sha256: String,
+    /// Hex sha256 of the database bytes: etcd's trailer, what every agent checks the upload against.
+    #[serde(alias = "file_sha256")]
+    pub db_sha256: String,
     pub revision: i64,
     pub bump_revision: u64,
     pub initial_cluster: String,

@@ -106,7 +106,7 @@ impl Executor {
                             let header = pb::RestoreHeader {
                                 fence: Some(fence),
                                 size: args.file_size,
-                                sha256: args.file_sha256.clone(),
+                                sha256: args.db_sha256.clone(),
                                 name: name.clone(),
                                 initial_cluster: args.initial_cluster.clone(),
                                 initial_cluster_token: args.token.clone(),
@@ -126,7 +126,14 @@ impl Executor {
                     .await?;
                 let mut lines = Vec::new();
                 for (name, a) in answers {
-                    lines.push(format!("{name}: {} bytes verified, restored by {} in {}", a.bytes, a.tool, format_took(Duration::from_millis(a.took_ms))));
+                    let ms = |ms: u64| format_took(Duration::from_millis(ms));
+                    lines.push(format!(
+                        "{name}: {} bytes received and verified in {}, restored by {} in {}",
+                        a.bytes,
+                        ms(a.receive_ms),
+                        a.tool,
+                        ms(a.restore_ms)
+                    ));
                     args.staged.insert(name, a.staged_dir);
                 }
                 self.save_restore_args(&op, &args)?;

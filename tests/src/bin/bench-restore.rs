@@ -144,6 +144,9 @@ fn etcdops_restore(cluster: &Cluster, snapshot: &Path) -> Figure {
         .map(|s| format!("{} {}s", s["id"].as_str().unwrap_or("?"), s["finished_at_unix"].as_i64().unwrap_or(0) - s["started_at_unix"].as_i64().unwrap_or(0)))
         .collect();
     eprintln!("  etcdops restore exited after {:.1} s; steps (whole seconds): {}", t.elapsed().as_secs_f64(), steps.join(", "));
+    if let Some(stage) = serde_json::from_str::<serde_json::Value>(&out.stdout).ok().and_then(|r| r["steps"][0]["detail"].as_str().map(str::to_string)) {
+        eprintln!("  stage-all: {stage}");
+    }
     wait_healthy(cluster, HEALTHY_TIMEOUT)?;
     Ok(t.elapsed())
 }

@@ -309,15 +309,29 @@ impl LocalMember {
     /// reads get a shorter budget and their failure is reported in `errors`
     /// instead of hiding the member's own status.
     pub async fn status(&self, timeout: Duration) -> Result<MemberStatus, EtcdError> {
+        self.status_with(timeout, true).await
+    }
+
+    /// [`LocalMember::status`] without the alarms (which wait for a leader):
+    /// what a snapshot's header needs, also from a member without quorum.
+    pub async fn status_without_alarms(&self, timeout: Duration) -> Result<MemberStatus, EtcdError> {
+        self.status_with(timeout, false).await
+    }
+
+    async fn status_with(&self, timeout: Duration, with_alarms: bool) -> Result<MemberStatus, EtcdError> {
         let extras = timeout.mul_f32(0.75);
         self.bounded(timeout, async {
             let client = self.client().await?;
             let (mut m1, mut m2, mut c) = (client.maintenance_client(), client.maintenance_client(), client.cluster_client());
-            let (status, alarms, members) = tokio::join!(
-                m1.status(),
-                tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)),
-                tokio::time::timeout(extras, c.member_list()),
-            );
+            let alarms = async {
+                if with_alarms {
+                    Some(tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)).await)
+                } else {
+                    None
+                }
+            };
+            let (status, alarms, members) =
+                tokio::join!(m1.status(), alarms, tokio::time::timeout(extras, c.member_list()));
             let status = status.map_err(|e| self.call_error(e))?;
             let too_slow = |what: &str| {
                 format!("reading {what}: no answer within {extras:?} (does the cluster have a leader?)")
@@ -340,15 +354,16 @@ impl LocalMember {
                 ..Default::default()
             };
             match alarms {
-                Err(_) => out.errors.push(too_slow("alarms")),
-                Ok(Ok(a)) => {
+                None => {}
+                Some(Err(_)) => out.errors.push(too_slow("alarms")),
+                Some(Ok(Ok(a))) => {
                     out.alarms = a
                         .alarms()
                         .iter()
                         .map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) })
                         .collect()
                 }
-                Ok(Err(e)) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
+                Some(Ok(Err(e))) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
             }
             match members {
                 Err(_) => out.errors.push(too_slow("members")),

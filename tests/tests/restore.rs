@@ -187,6 +187,11 @@ fn a_host_that_crashes_after_staging_is_picked_up_by_the_resume() {
     let snapshot = save_snapshot(&cluster, dir.path());
     cluster.put_bulk("after/", 20, 300);
 
+    // A step the plan does not have: usage, naming the steps it has.
+    let out = run(&cluster, &["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "--pause-after", "stage"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no such step") && out.stderr.contains("stage-all, stop-all"), "{}", out.stderr);
+
     // Staged everywhere while the cluster serves, then paused: a cutover later.
     let out = run(&cluster, &["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "--pause-after", "stage-all", "-w", "json"]);
     let record = paused(&out, "stage-all");

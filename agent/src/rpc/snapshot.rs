@@ -26,7 +26,7 @@ const IN_FLIGHT: usize = 8;
 pub async fn save_snapshot(state: &AgentState, start_timeout: Duration) -> Result<SnapshotStream, Status> {
     let member = state
         .etcd
-        .status(start_timeout)
+        .status_without_alarms(start_timeout)
         .await
         .map_err(|e| Status::unavailable(format!("cannot snapshot: {e}")))?;
     let reader = state

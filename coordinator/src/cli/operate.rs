@@ -51,7 +51,7 @@ pub struct RunArgs {
     pub ignore_slow_disk: bool,
 
     /// Stop after step STEP (an ID from --dry-run, e.g. `stage-all` of a restore, or the first
-    /// member's `restart-NAME` as a canary); the operation is `paused` and keeps the cluster
+    /// member's `restart:NAME` as a canary); the operation is `paused` and keeps the cluster
     /// (other operations are refused) until `etcdops op resume OP` or `etcdops op abort OP`.
     #[arg(long, value_name = "STEP")]
     pub pause_after: Option<String>,

@@ -102,8 +102,8 @@ pub struct Executor {
     pub fleet_path: PathBuf,
     /// The members observed now (the fleet's, changed by membership steps).
     pub current: Mutex<Option<Vec<Member>>>,
-    /// A restore or its rollback: members are expected down between steps;
-    /// only their agents must answer before each step.
+    /// A restore, its rollback or a majority-loss recovery: members are
+    /// expected down between steps; only their agents must answer before each step.
     pub restore: bool,
     /// Pause (journal `paused`, fence kept) once this step is done.
     pub pause_after: Option<String>,
@@ -119,6 +119,17 @@ impl Executor {
     /// Reads the cluster now.
     pub async fn observe(&self) -> ClusterView {
         view::observe(&self.agents, &self.cluster.name, &self.members_now()).await
+    }
+
+    /// What the checks before the fence and before each step read: a plain
+    /// observe, or only the agents' status where members may be down by
+    /// design (restore, recovery: their health reads would wait out their budget).
+    async fn observe_for_checks(&self) -> ClusterView {
+        if self.restore {
+            view::observe_agents(&self.agents, &self.cluster.name, &self.members_now()).await
+        } else {
+            self.observe().await
+        }
     }
 
     /// The members the safety checks look at: the fleet's, less a member
@@ -175,7 +186,7 @@ impl Executor {
         record: OperationRecord,
         takeover: bool,
     ) -> Result<OperationRecord, ExecError> {
-        let view = self.observe().await;
+        let view = self.observe_for_checks().await;
         if !takeover {
             busy(&view, &record.id)?;
         }
@@ -223,7 +234,7 @@ impl Executor {
             }
         }
         self.refresh_members(&record);
-        let view = self.observe().await;
+        let view = self.observe_for_checks().await;
         let fence = self.acquire(&view, &record, takeover).await?;
         let record = self.journal.update(&record.id, |r| {
             r.state = OpState::Running;
@@ -369,11 +380,12 @@ impl Executor {
     /// Safety checks, the quorum margin of a restart, and convergence: every
     /// voter's applied index reaches the leader's index of the first look.
     async fn pre_check(&self, kind: &StepKind) -> Result<ClusterView, Vec<Finding>> {
-        let view = self.observe().await;
         if self.restore {
+            let view = self.observe_for_checks().await;
             let findings = agents_answer(&view);
             return if findings.is_empty() { Ok(view) } else { Err(findings) };
         }
+        let view = self.observe().await;
         let mut tolerate = self.tolerate;
         if let StepKind::Restart { member } = kind {
             tolerate.down = Some(member.as_str());

@@ -249,6 +249,16 @@ pub async fn observe(agents: &Agents, cluster: &str, members: &[Member]) -> Clus
     ClusterView { cluster: cluster.to_string(), members }
 }
 
+/// Reads every member's agent status only: no linearizable read (which waits
+/// its whole budget in a cluster without quorum). Every member is marked
+/// unhealthy ("not checked"); for checks that only need the agents.
+pub async fn observe_agents(agents: &Agents, cluster: &str, members: &[Member]) -> ClusterView {
+    let status = agents.get_status(members).await;
+    let not_checked = Ok(pb::HealthResponse { error: "health not checked (only the agents are)".into(), ..Default::default() });
+    let members = members.iter().zip(status.iter()).map(|(member, s)| member_view(member, &s.result, &not_checked)).collect();
+    ClusterView { cluster: cluster.to_string(), members }
+}
+
 /// Observations are repeated at this interval while waiting for a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 

@@ -185,11 +185,16 @@ pub fn choose_member(cluster: &str, wanted: Option<&str>, candidates: &[Candidat
 
 /// Saves a verified snapshot of `cluster` (see the module docs).
 pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Result<Saved, SaveError> {
-    let (statuses, health) = tokio::join!(agents.get_status(&cluster.members), agents.health(&cluster.members));
+    // Without quorum the linearizable read would only wait out its budget.
+    let health = async {
+        if opts.without_quorum { Vec::new() } else { agents.health(&cluster.members).await }
+    };
+    let (statuses, health) = tokio::join!(agents.get_status(&cluster.members), health);
     let candidates: Vec<Candidate> = statuses
         .iter()
-        .zip(&health)
-        .map(|(s, h)| {
+        .enumerate()
+        .map(|(i, s)| {
+            let h = health.get(i).map(|h| &h.result);
             let mut c = Candidate {
                 name: s.member.clone(),
                 problem: None,
@@ -197,17 +202,21 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
                 is_learner: false,
                 raft_applied_index: 0,
             };
-            match (&s.result, &h.result) {
-                (Err(e), _) | (_, Err(e)) => c.problem = Some(e.brief()),
-                (Ok(status), Ok(health)) => match &status.member {
-                    Some(m) if m.reachable && (health.healthy || opts.without_quorum) => {
-                        c.is_leader = m.is_leader;
-                        c.is_learner = m.is_learner;
-                        c.raft_applied_index = m.raft_applied_index;
+            match (&s.result, h) {
+                (Err(e), _) | (_, Some(Err(e))) => c.problem = Some(e.brief()),
+                (Ok(status), h) => {
+                    let health = h.and_then(|h| h.as_ref().ok());
+                    let healthy = opts.without_quorum || health.is_some_and(|h| h.healthy);
+                    match &status.member {
+                        Some(m) if m.reachable && healthy => {
+                            c.is_leader = m.is_leader;
+                            c.is_learner = m.is_learner;
+                            c.raft_applied_index = m.raft_applied_index;
+                        }
+                        Some(m) if !m.reachable => c.problem = Some(format!("etcd not answering: {}", m.error)),
+                        _ => c.problem = Some(format!("unhealthy: {}", health.map(|h| h.error.as_str()).unwrap_or_default())),
                     }
-                    Some(m) if !m.reachable => c.problem = Some(format!("etcd not answering: {}", m.error)),
-                    _ => c.problem = Some(format!("unhealthy: {}", health.error)),
-                },
+                }
             }
             c
         })

@@ -127,6 +127,29 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     Ok(ExitStatus::Ok)
 }
 
+/// What an aborted restore leaves on the hosts, for the person aborting it.
+fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
+    let args: crate::plan::restore::RestoreArgs = serde_json::from_value(record.args["restore"].clone()).ok()?;
+    let mut lines = Vec::new();
+    if !args.kept.is_empty() {
+        let swapped: Vec<&str> = args.kept.keys().map(String::as_str).collect();
+        lines.push(format!(
+            "note: {} already run(s) the restored data (old data dirs kept): `etcdops restore --rollback {}` puts them back",
+            swapped.join(", "),
+            record.id
+        ));
+    }
+    let unswapped: Vec<String> =
+        args.staged.iter().filter(|(name, _)| !args.kept.contains_key(*name)).map(|(name, dir)| format!("{name}: {dir}")).collect();
+    if !unswapped.is_empty() {
+        lines.push(format!(
+            "note: the staged restores stay on their hosts (etcdops never deletes them): {}; remove them when no longer wanted",
+            unswapped.join(", ")
+        ));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     let path = args.journal.path();
     let record = if path.exists() { args.journal.open()?.find(&args.id).ok() } else { None };
@@ -165,6 +188,11 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
             target.cluster.name
         );
     }
+    if let Some(r) = &record
+        && let Some(left) = restore_leftovers(r)
+    {
+        eprintln!("{left}");
+    }
     if let Some(r) = record {
         let reason = format!("aborted by {}; {freed}", journal::holder());
         let updated = args.journal.open()?.finish(&r.id, OpState::Aborted, Some(reason))?;
@@ -173,4 +201,45 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
         writeln!(out, "operation {id}: {freed}")?;
     }
     Ok(ExitStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(args: serde_json::Value) -> journal::OperationRecord {
+        journal::OperationRecord {
+            id: "restore-1".into(),
+            kind: "restore".into(),
+            cluster: "prod".into(),
+            fleet: "/etc/etcdops/fleet.toml".into(),
+            args,
+            holder: "ops@host:1".into(),
+            epoch: 3,
+            state: OpState::Paused,
+            created_at_unix: 0,
+            updated_at_unix: 0,
+            error: None,
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_aborted_restore_says_what_it_leaves_on_the_hosts() {
+        let restore = |staged: serde_json::Value, kept: serde_json::Value| {
+            serde_json::json!({ "restore": {
+                "snapshot": "/b/s.db", "file_size": 1, "db_sha256": "ab", "revision": 1, "bump_revision": 0,
+                "initial_cluster": "a=http://a:2380", "token": "t", "peer_urls": {}, "staged": staged, "kept": kept } })
+        };
+        assert_eq!(restore_leftovers(&record(serde_json::json!({}))), None, "not a restore");
+        assert_eq!(restore_leftovers(&record(restore(serde_json::json!({}), serde_json::json!({})))), None, "nothing staged");
+        let staged = serde_json::json!({ "a": "/var/lib/etcd/default.restore-restore-1", "b": "/var/lib/etcd/default.restore-restore-1" });
+        let text = restore_leftovers(&record(restore(staged.clone(), serde_json::json!({})))).expect("staged");
+        assert!(text.contains("staged restores stay") && text.contains("a: /var/lib/etcd/default.restore-restore-1"), "{text}");
+        assert!(!text.contains("--rollback"), "{text}");
+        let text = restore_leftovers(&record(restore(staged, serde_json::json!({ "a": "/var/lib/etcd/default.pre-restore-x" }))))
+            .expect("half swapped");
+        assert!(text.contains("a already run(s) the restored data") && text.contains("etcdops restore --rollback restore-1"), "{text}");
+        assert!(text.contains("b: /var/lib/etcd") && !text.contains("a: /var/lib/etcd"), "{text}");
+    }
 }

@@ -141,7 +141,9 @@ pub struct UnitConfig {
     /// The systemd unit the systemd backend manages.
     #[serde(default = "default_unit_name")]
     pub name: String,
-    /// Process backend: start etcd when the agent starts.
+    /// Process backend: start etcd when the agent starts. Once etcdops has
+    /// enabled or disabled etcd (a member added, removed or rejoined), that
+    /// choice, kept in `<state_dir>/etcd-starts-with-agent`, wins.
     #[serde(default = "default_true")]
     pub autostart: bool,
     /// Process backend: what to do when etcd exits on its own.

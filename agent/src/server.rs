@@ -43,7 +43,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         None => None,
     };
 
-    if config.unit.backend == Backend::Process && config.unit.autostart {
+    // A StartEtcd/StopEtcd that asked to enable or disable (a member added,
+    // removed, rejoined) outlives the config's `autostart`.
+    let autostart = crate::unit::process::recorded_boot(&config.state_dir).unwrap_or(config.unit.autostart);
+    if config.unit.backend == Backend::Process && autostart {
         state.unit.start().await.context("starting etcd (process backend)")?;
     }
 

@@ -77,12 +77,15 @@ impl AgentState {
                         RestartPolicy::OnFailure(Duration::from_secs(config.unit.restart_delay_secs))
                     }
                 };
-                Box::new(ProcessUnit::new(
-                    config.unit.etcd_binary.clone(),
-                    config.etcd.env_file.clone(),
-                    config.unit.log_file.clone(),
-                    restart,
-                ))
+                Box::new(
+                    ProcessUnit::new(
+                        config.unit.etcd_binary.clone(),
+                        config.etcd.env_file.clone(),
+                        config.unit.log_file.clone(),
+                        restart,
+                    )
+                    .with_boot_record(&config.state_dir),
+                )
             }
             Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
         };

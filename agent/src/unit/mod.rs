@@ -73,6 +73,8 @@ pub enum UnitError {
     Signal { unit: String, pid: u32, reason: String },
     #[error(transparent)]
     EnvFile(#[from] crate::envfile::EnvFileError),
+    #[error("cannot record whether etcd starts with the agent in {path}: {source}")]
+    BootFile { path: std::path::PathBuf, source: std::io::Error },
     /// Boxed: zbus errors are large.
     #[error(transparent)]
     Systemd(Box<systemd::SystemdError>),
@@ -97,8 +99,8 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
     async fn start(&self) -> Result<UnitInfo, UnitError>;
     /// Stops etcd gracefully, killing it after `timeout`.
     async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError>;
-    /// Whether etcd starts at boot (`systemctl enable|disable`). Backends
-    /// without the notion (process: the agent's `autostart`) do nothing.
+    /// Whether etcd starts at boot (`systemctl enable|disable`; the process
+    /// backend records it for the agent's next start, over `autostart`).
     async fn set_boot(&self, _enabled: bool) -> Result<(), UnitError> {
         Ok(())
     }

@@ -47,12 +47,40 @@ pub struct ProcessUnit {
     log_file: Option<PathBuf>,
     restart: RestartPolicy,
     shared: Arc<Shared>,
+    /// Where `set_boot` records whether etcd starts with the agent.
+    boot_file: Option<PathBuf>,
+}
+
+/// The file in the agent's state dir that records `set_boot`.
+pub const BOOT_FILE: &str = "etcd-starts-with-agent";
+
+/// Whether etcd starts with the agent, as `set_boot` last recorded it in
+/// `state_dir` (`None`: never recorded, the config's `autostart` decides).
+pub fn recorded_boot(state_dir: &std::path::Path) -> Option<bool> {
+    match std::fs::read_to_string(state_dir.join(BOOT_FILE)).ok()?.trim() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
 }
 
 impl ProcessUnit {
     pub fn new(binary: PathBuf, env_file: PathBuf, log_file: Option<PathBuf>, restart: RestartPolicy) -> Self {
         let (phase, _) = watch::channel(Phase::NotStarted);
-        ProcessUnit { binary, env_file, log_file, restart, shared: Arc::new(Shared { phase, op: Mutex::new(()) }) }
+        ProcessUnit {
+            binary,
+            env_file,
+            log_file,
+            restart,
+            shared: Arc::new(Shared { phase, op: Mutex::new(()) }),
+            boot_file: None,
+        }
+    }
+
+    /// Records `set_boot` in `state_dir` (see [`recorded_boot`]).
+    pub fn with_boot_record(mut self, state_dir: &std::path::Path) -> Self {
+        self.boot_file = Some(state_dir.join(BOOT_FILE));
+        self
     }
 
     fn spawn(&self) -> Result<u32, UnitError> {
@@ -130,6 +158,12 @@ impl UnitBackend for ProcessUnit {
         "process"
     }
 
+    async fn set_boot(&self, enabled: bool) -> Result<(), UnitError> {
+        let Some(path) = &self.boot_file else { return Ok(()) };
+        let text = if enabled { "yes\n" } else { "no\n" };
+        crate::statefile::write_atomic(path, text.as_bytes()).map_err(|source| UnitError::BootFile { path: path.clone(), source })
+    }
+
     fn unit(&self) -> String {
         self.binary.display().to_string()
     }
@@ -200,6 +234,21 @@ mod tests {
         let env_file = dir.path().join("etcd.env");
         std::fs::write(&env_file, env).expect("write env");
         (dir, ProcessUnit::new(PathBuf::from(binary), env_file, None, restart))
+    }
+
+    #[tokio::test]
+    async fn enabling_and_disabling_is_remembered_for_the_next_agent_start() {
+        let (dir, u) = unit("/bin/true", "", RestartPolicy::Never);
+        assert_eq!(recorded_boot(dir.path()), None, "nothing recorded: the config decides");
+        u.set_boot(true).await.expect("no record kept without a state dir");
+        assert_eq!(recorded_boot(dir.path()), None);
+        let u = u.with_boot_record(dir.path());
+        u.set_boot(true).await.expect("enable");
+        assert_eq!(recorded_boot(dir.path()), Some(true));
+        u.set_boot(false).await.expect("disable");
+        assert_eq!(recorded_boot(dir.path()), Some(false));
+        std::fs::write(dir.path().join(BOOT_FILE), "garbage").expect("write");
+        assert_eq!(recorded_boot(dir.path()), None, "an unreadable record falls back to the config");
     }
 
     #[tokio::test]

@@ -328,6 +328,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
         Command::Op(op::OpCommand::Resume(args)) => op_control::resume(global, args, out).await,
         Command::Op(op::OpCommand::Abort(args)) => op_control::abort(global, args, out).await,
+        Command::Op(op::OpCommand::Prune(args)) => op::prune(global, args, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
     }

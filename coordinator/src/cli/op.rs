@@ -37,17 +37,100 @@ pub enum OpCommand {
     /// Show one operation and each step's outcome.
     #[command(long_about = SHOW_LONG_ABOUT, after_help = SHOW_AFTER_HELP)]
     Show(OpShowArgs),
-    /// Carry on a running (coordinator gone) or failed operation from its first unfinished step.
+    /// Carry on a running (coordinator gone), paused or failed operation from its first unfinished step.
     #[command(long_about = super::op_control::RESUME_ABOUT, after_help = "Examples:\n  etcdops op resume restart-20261125T183000Z-3f9a\n  etcdops op resume restart-2026 --takeover\n\nExit codes: 0 done and healthy, 1 stopped again (the message says why), 2 usage error (no such operation), 3 another operation holds the cluster.")]
     Resume(super::op_control::OpResumeArgs),
     /// End an operation: mark it aborted and free the cluster's fence it holds. Undoes nothing.
     #[command(long_about = super::op_control::ABORT_ABOUT, after_help = "Example:\n  etcdops op abort defrag-20261125T183000Z-3f9a\n\nExit codes: 0 aborted, 1 the agents could not be reached, 2 usage error.")]
     Abort(super::op_control::OpAbortArgs),
+    /// Delete finished operations older than a time span from the journal.
+    #[command(long_about = PRUNE_LONG_ABOUT, after_help = PRUNE_AFTER_HELP)]
+    Prune(OpPruneArgs),
+}
+
+const PRUNE_LONG_ABOUT: &str = "\
+Delete from the journal the operations that ended (succeeded or aborted; failed ones too with
+--include-failed) and were last updated longer ago than --older-than. Running and paused
+operations are never deleted: they hold or may hold a cluster. --cluster prunes one cluster's
+operations only. --dry-run lists what would go.";
+
+const PRUNE_AFTER_HELP: &str = "\
+Examples:
+  etcdops op prune --older-than 30d --dry-run
+  etcdops --cluster prod-a op prune --older-than 90d --include-failed
+
+Exit codes: 0 pruned (or nothing to prune), 2 usage error.";
+
+/// `etcdops op prune` options.
+#[derive(Debug, Clone, Args)]
+pub struct OpPruneArgs {
+    #[command(flatten)]
+    pub journal: JournalArgs,
+    /// Only operations last updated longer ago than this (e.g. 30d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub older_than: std::time::Duration,
+    /// Failed operations too (otherwise kept: `op resume` may still carry them on).
+    #[arg(long)]
+    pub include_failed: bool,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What `op prune` deletes (pure): ended operations of `cluster` (when
+/// given) last updated before `now_unix - older_than_secs`; failed ones
+/// only with `include_failed`; never running or paused ones.
+pub fn prunable(ops: &[OperationRecord], cluster: Option<&str>, older_than_secs: i64, include_failed: bool, now_unix: i64) -> Vec<String> {
+    ops.iter()
+        .filter(|op| cluster.is_none_or(|c| op.cluster == c))
+        .filter(|op| op.state.is_final() && (include_failed || op.state != journal::OpState::Failed))
+        .filter(|op| op.updated_at_unix < now_unix.saturating_sub(older_than_secs))
+        .map(|op| op.id.clone())
+        .collect()
+}
+
+/// `op prune -w json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpPruneReport {
+    pub journal: PathBuf,
+    pub dry_run: bool,
+    /// The operations deleted (or, with --dry-run, that would be).
+    pub deleted: Vec<String>,
+}
+
+fn render_prune(report: &OpPruneReport) -> String {
+    let verb = if report.dry_run { "would delete" } else { "deleted" };
+    let mut text: String = report.deleted.iter().map(|id| format!("{verb} {id}\n")).collect();
+    text.push_str(&format!("{} operation(s) {verb} from {}\n", report.deleted.len(), report.journal.display()));
+    text
+}
+
+/// `etcdops op prune`.
+pub(crate) async fn prune(global: &GlobalArgs, args: &OpPruneArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let path = args.journal.path();
+    let mut report = OpPruneReport { journal: path.clone(), dry_run: args.dry_run, deleted: Vec::new() };
+    if path.exists() {
+        let (journal_args, prune) = (args.journal.clone(), args.clone());
+        let cluster = global.cluster.clone();
+        report.deleted = tokio::task::spawn_blocking(move || -> Result<Vec<String>, JournalError> {
+            let journal = journal_args.open()?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let secs = i64::try_from(prune.older_than.as_secs()).unwrap_or(i64::MAX);
+            let ids = prunable(&journal.list()?, cluster.as_deref(), secs, prune.include_failed, now);
+            if !prune.dry_run {
+                journal.delete(&ids)?;
+            }
+            Ok(ids)
+        })
+        .await??;
+    }
+    emit(out, global.write_out, &report, render_prune)?;
+    Ok(ExitStatus::Ok)
 }
 
 const LIST_LONG_ABOUT: &str = "\
 List the operations in the journal, newest first: ID, kind, cluster, state (running,
-succeeded, failed, aborted), steps complete out of all, when it started and was last updated
+paused, succeeded, failed, aborted), steps complete out of all, when it started and was last updated
 (UTC), and who ran it (user@host (pid N)).
 
 By default every running operation is listed, however old (a running operation whose holder is
@@ -235,6 +318,37 @@ mod tests {
             error: None,
             steps: vec![StepRecord::pending("defrag:etcd1", "defragment etcd1")],
         }
+    }
+
+    #[test]
+    fn prune_takes_only_old_ended_operations() {
+        let now = 100 * 86_400;
+        let old = now - 31 * 86_400;
+        let ops = vec![
+            op("running", "prod-a", OpState::Running, old),
+            op("paused", "prod-a", OpState::Paused, old),
+            op("done", "prod-a", OpState::Succeeded, old),
+            op("aborted", "prod-b", OpState::Aborted, old),
+            op("failed", "prod-a", OpState::Failed, old),
+            op("recent", "prod-a", OpState::Succeeded, now - 86_400),
+        ];
+        let month = 30 * 86_400;
+        assert_eq!(prunable(&ops, None, month, false, now), ["done", "aborted"]);
+        assert_eq!(prunable(&ops, None, month, true, now), ["done", "aborted", "failed"]);
+        assert_eq!(prunable(&ops, Some("prod-a"), month, false, now), ["done"]);
+        assert_eq!(prunable(&ops, None, 0, false, now), ["done", "aborted", "recent"]);
+    }
+
+    #[test]
+    fn the_journal_deletes_what_prune_chose() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path().join("j.redb")).expect("open");
+        for (id, state) in [("a", OpState::Succeeded), ("b", OpState::Running)] {
+            journal.create(&op(id, "prod-a", state, 0)).expect("create");
+        }
+        assert_eq!(journal.delete(&["a".into(), "zzz".into()]).expect("delete"), 1);
+        let left: Vec<String> = journal.list().expect("list").into_iter().map(|o| o.id).collect();
+        assert_eq!(left, ["b"]);
     }
 
     #[test]

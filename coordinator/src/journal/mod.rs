@@ -88,6 +88,21 @@ impl Journal {
         })
     }
 
+    /// Deletes these operations (IDs not in the journal are skipped) in one
+    /// transaction; returns how many were deleted.
+    pub fn delete(&self, ids: &[String]) -> Result<usize, JournalError> {
+        self.write("delete operations", |txn| {
+            let mut table = txn.open_table(OPERATIONS).map_err(|e| self.db_err("delete operations", e))?;
+            let mut deleted = 0;
+            for id in ids {
+                if table.remove(id.as_str()).map_err(|e| self.db_err("delete operations", e))?.is_some() {
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+    }
+
     /// The operation with exactly this ID.
     pub fn get(&self, id: &str) -> Result<Option<OperationRecord>, JournalError> {
         self.read("read an operation", |txn| {

@@ -262,7 +262,7 @@ impl StepKind {
             StepKind::FleetAdd { member } => format!("add {member} to the fleet file"),
             StepKind::FleetRemove { member } => format!("remove {member} from the fleet file"),
             StepKind::StageAll => "stream the snapshot to every member and restore it beside the data dir".into(),
-            StepKind::StopAll => "stop etcd on every member".into(),
+            StepKind::StopAll => "stop etcd on every member (the leader last)".into(),
             StepKind::SwapAll => "swap the restored data dirs in (old ones kept)".into(),
             StepKind::ConfigureAll => "write every member's environment for the new cluster".into(),
             StepKind::StartAll => "start etcd on every member".into(),
@@ -301,7 +301,9 @@ impl StepKind {
             StepKind::SwapAll | StepKind::RollBackAll => "renamed (never deleted)".into(),
             StepKind::ConfigureAll => "env files written".into(),
             StepKind::StartAll => "every unit started".into(),
-            StepKind::VerifyRestore => "healthy, one cluster ID and leader, revision at least the snapshot's".into(),
+            StepKind::VerifyRestore => {
+                "healthy, one cluster ID and leader, revision at least the snapshot's, the same hashkv everywhere".into()
+            }
             StepKind::SnapshotFirst { .. } => "the file written, its trailer verified".into(),
             StepKind::StopOthers => "every other reachable unit inactive".into(),
             StepKind::ForceNewCluster { member } => {

@@ -147,3 +147,28 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
     assert!(!m.data_dir.exists(), "the data dir itself was renamed");
     assert_eq!(moved.kept_copies, vec![moved.moved_to.clone()]);
 }
+
+#[test]
+fn hash_kv_agrees_across_members_and_refuses_bad_revisions() {
+    use etcdops_proto::v1::HashKvRequest;
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    cluster.put_bulk("h/", 50, 100);
+    let hash = |i: usize, revision: i64| {
+        cluster.block_on(cluster.client(i, &Caller::Coordinator).hash_kv(HashKvRequest { revision, timeout_ms: 0 }))
+    };
+    let newest = hash(0, 0).expect("hashkv").into_inner();
+    assert!(newest.revision > 50 && newest.member_id != 0, "{newest:?}");
+    let at = newest.revision;
+    cluster.wait_until("every member applied the revision", std::time::Duration::from_secs(10), |_| {
+        (0..3).all(|i| hash(i, at).is_ok())
+    });
+    let hashes: Vec<u32> = (0..3).map(|i| hash(i, at).expect("hashkv").into_inner().hash).collect();
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "the same history hashes the same: {hashes:?}");
+
+    let err = hash(0, -1).expect_err("negative revision");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("revision:"), "{}", err.message());
+    let err = hash(0, at + 1_000_000).expect_err("future revision");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("above the cluster's current revision"), "{}", err.message());
+}

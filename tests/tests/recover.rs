@@ -71,10 +71,35 @@ fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
     );
 
     let snapshots = tempfile::tempdir().expect("tempdir");
-    let out = ops.run(&["recover", "--force-new-cluster", "--snapshot-dir", snapshots.path().to_str().expect("utf-8"), "--yes", "-w", "json"]);
+    // Paused once the survivor leads alone (as a coordinator that died there
+    // would leave it), then resumed: the rejoins run from the journal.
+    let forced = format!("force-new-cluster:{survivor}");
+    let out = ops.run(&[
+        "recover",
+        "--force-new-cluster",
+        "--snapshot-dir",
+        snapshots.path().to_str().expect("utf-8"),
+        "--pause-after",
+        &forced,
+        "--yes",
+        "-w",
+        "json",
+    ]);
+    eprintln!("{}", out.stderr);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let paused = out.json();
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let alone = cluster.get_status(0, &Caller::Coordinator, 2000).expect("status").member.expect("member");
+    assert_eq!(alone.members.len(), 1, "the survivor leads a one-member cluster: {:?}", alone.members);
+    let env = std::fs::read_to_string(&cluster.layout.members[0].env_file).expect("env file");
+    assert!(!env.contains("ETCD_FORCE_NEW_CLUSTER"), "the flag is gone as soon as the survivor leads alone:\n{env}");
+
+    let out = ops.run(&["op", "resume", paused["id"].as_str().expect("id"), "-w", "json"]);
     eprintln!("{}", out.stderr);
     let record = out.succeeded();
     assert_eq!(step_ids(&record), ids);
+    let forced_step = record["steps"].as_array().expect("steps").iter().find(|s| s["id"] == forced.as_str()).expect("step").clone();
+    assert_eq!(forced_step["attempts"], 1, "force-new-cluster ran once: {forced_step}");
     cluster.wait_until("healthy after the recovery", Duration::from_secs(30), Cluster::is_healthy);
 
     for m in &cluster.layout.members {

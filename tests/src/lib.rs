@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod loadgen;
 pub mod nspawn;
 

@@ -4,18 +4,14 @@
 //! with one spare host; `dead` power-cuts a follower first (agent and etcd
 //! SIGKILLed), `alive` replaces a healthy follower. Run with `--help`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport};
-use etcdops_tests::{Bins, Cluster};
+use etcdops_tests::Cluster;
+use etcdops_tests::bench::{Common, positive};
 
-const HELP: &str = "\
-bench-replace: time to replace a member, and failed writes under load meanwhile.
-
-USAGE:
-  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
-  target/release/bench-replace --bin-dir target/release --mb 250 --runs 2
+const ABOUT: &str = "\
+Time to replace a member, and failed writes under load meanwhile.
 
 Each run: a fresh 3-member cluster (process-backend agents) with a spare host;
 --mb MB of 100 kB values written, 1 in 2 kept (so the new member must receive
@@ -23,49 +19,26 @@ about --mb/2 MB); a load of --rate writes/s (256 B values, at most 256 in
 flight, each write retried on the next member until its 2 s deadline; failed =
 not written by then); 5 s warm-up; for `dead` a follower is power-cut (its
 agent and etcd SIGKILLed) and `etcdops member replace <it> --with etcd4 --yes`
-runs; for `alive` the same without the cut; 5 s more; the load stops.
+runs; for `alive` the same without the cut; 5 s more; the load stops.";
 
-OPTIONS:
-  --bin-dir DIR   where etcdops and etcdops-agent are [target/release]
-  --mb N          database size written, MB [250]
-  --runs N        runs of each mode [1]
-  --rate N        writes per second [200]
-  --modes LIST    dead,alive [dead,alive]
-";
+const USAGE: &str = "\
+Example:
+  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
+  target/release/bench-replace --bin-dir target/release --mb 250 --runs 2";
 
+/// bench-replace: time to replace a member, and failed writes under load meanwhile.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench-replace", long_about = ABOUT, after_help = USAGE)]
 struct Opts {
-    bin_dir: PathBuf,
-    mb: usize,
-    runs: usize,
+    #[command(flatten)]
+    common: Common,
+    /// Writes per second.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = positive::<u32>)]
     rate: u32,
+    /// The modes to run, in order.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values = ["dead", "alive"],
+          value_parser = clap::builder::PossibleValuesParser::new(["dead", "alive"]))]
     modes: Vec<String>,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts { bin_dir: PathBuf::from("target/release"), mb: 250, runs: 1, rate: 200, modes: vec!["dead".into(), "alive".into()] };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
-            "--mb" => o.mb = value()?.parse().map_err(|_| "--mb: not a number")?,
-            "--runs" => o.runs = value()?.parse().map_err(|_| "--runs: not a number")?,
-            "--rate" => o.rate = value()?.parse().map_err(|_| "--rate: not a number")?,
-            "--modes" => o.modes = value()?.split(',').map(str::to_string).collect(),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if o.modes.iter().any(|m| m != "dead" && m != "alive") {
-        return Err("--modes: dead and/or alive".into());
-    }
-    if o.mb == 0 || o.runs == 0 || o.rate == 0 {
-        return Err("--mb, --runs and --rate must be above 0".into());
-    }
-    Ok(o)
 }
 
 struct Row {
@@ -77,26 +50,16 @@ struct Row {
 }
 
 fn main() {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench-replace: {e}\n\n{HELP}");
-            std::process::exit(2);
-        }
-    };
-    let bins = || Bins { agent: opts.bin_dir.join("etcdops-agent"), cli: opts.bin_dir.join("etcdops") };
-    if !(bins().agent.is_file() && bins().cli.is_file()) {
-        eprintln!("bench-replace: etcdops or etcdops-agent missing in {}", opts.bin_dir.display());
-        std::process::exit(2);
-    }
+    let opts = <Opts as clap::Parser>::parse();
+    let bins = opts.common.bins("bench-replace");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut rows = Vec::new();
-    for run in 0..opts.runs {
+    for run in 0..opts.common.runs {
         for mode in &opts.modes {
-            eprintln!("run {} / {}: {mode} ...", run + 1, opts.runs);
-            let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins());
+            eprintln!("run {} / {}: {mode} ...", run + 1, opts.common.runs);
+            let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins.clone());
             let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
-            let sizes = rt.block_on(loadgen::fragment_keeping(&endpoints, opts.mb, 100_000, 2)).expect("fragment");
+            let sizes = rt.block_on(loadgen::fragment_keeping(&endpoints, opts.common.mb, 100_000, 2)).expect("fragment");
             eprintln!("  db: {}", sizes.iter().map(|s| format!("{} MB ({} in use)", s.db_size / 1_000_000, s.db_size_in_use / 1_000_000)).collect::<Vec<_>>().join(", "));
             let spare = cluster.spare(0).clone();
             let victim = (0..3).find(|&i| i != cluster.leader()).expect("follower");

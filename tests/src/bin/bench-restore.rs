@@ -9,14 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::{Fence, UnitRequest};
-use etcdops_tests::{Bins, Caller, Cluster, loadgen};
+use etcdops_tests::bench::Common;
+use etcdops_tests::{Caller, Cluster, loadgen};
 
-const HELP: &str = "\
-bench-restore: time to restore a 3-member cluster from a snapshot file.
-
-USAGE:
-  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
-  target/release/bench-restore --bin-dir target/release --mb 250 --runs 1
+const ABOUT: &str = "\
+Time to restore a 3-member cluster from a snapshot file.
 
 Each run: a fresh 3-member cluster (process-backend agents); --mb MB of
 100 kB values written, all kept; `etcdops snapshot save`; then, on the same
@@ -32,40 +29,19 @@ cluster:
   (c) single:   one `etcdctl snapshot restore FILE --data-dir <tmp>`.
 During (a) and (b) a probe reads one key every 50 ms (linearizable,
 500 ms per attempt): the longest stretch without a successful read is how
-long clients could not use the cluster.
+long clients could not use the cluster.";
 
-OPTIONS:
-  --bin-dir DIR   where etcdops and etcdops-agent are [target/release]
-  --mb N          database size written, MB [250]
-  --runs N        runs [1]
-";
+const USAGE: &str = "\
+Example:
+  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
+  target/release/bench-restore --bin-dir target/release --mb 250 --runs 1";
 
+/// bench-restore: time to restore a 3-member cluster from a snapshot file.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench-restore", long_about = ABOUT, after_help = USAGE)]
 struct Opts {
-    bin_dir: PathBuf,
-    mb: usize,
-    runs: usize,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts { bin_dir: PathBuf::from("target/release"), mb: 250, runs: 1 };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
-            "--mb" => o.mb = value()?.parse().map_err(|_| "--mb: not a number")?,
-            "--runs" => o.runs = value()?.parse().map_err(|_| "--runs: not a number")?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if o.mb == 0 || o.runs == 0 {
-        return Err("--mb and --runs must be above 0".into());
-    }
-    Ok(o)
+    #[command(flatten)]
+    common: Common,
 }
 
 /// One measured figure, or why it is missing.
@@ -236,23 +212,13 @@ fn single_restore(snapshot: &Path, scratch: &Path, run: usize) -> Figure {
 }
 
 fn main() {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench-restore: {e}\n\n{HELP}");
-            std::process::exit(2);
-        }
-    };
-    let bins = || Bins { agent: opts.bin_dir.join("etcdops-agent"), cli: opts.bin_dir.join("etcdops") };
-    if !(bins().agent.is_file() && bins().cli.is_file()) {
-        eprintln!("bench-restore: etcdops or etcdops-agent missing in {}", opts.bin_dir.display());
-        std::process::exit(2);
-    }
+    let opts = <Opts as clap::Parser>::parse().common;
+    let bins = opts.bins("bench-restore");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut rows = Vec::new();
     for run in 0..opts.runs {
         eprintln!("run {} / {} ...", run + 1, opts.runs);
-        let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins());
+        let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins.clone());
         let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
         let t = Instant::now();
         let sizes = rt.block_on(loadgen::fragment_keeping(&endpoints, opts.mb, 100_000, 1)).expect("writing the data");

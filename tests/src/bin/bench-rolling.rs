@@ -2,23 +2,19 @@
 //! cluster with a fragmented database, during rolling defrag and rolling
 //! restart through etcdops beside the naive way, same run. Run with `--help`.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::agent_client::AgentClient;
 use etcdops_proto::v1::{AcquireFenceRequest, Fence, ReleaseFenceRequest, UnitRequest};
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport, MemberDb};
-use etcdops_tests::{Bins, Caller, Cluster};
+use etcdops_tests::bench::{Common, positive};
+use etcdops_tests::{Caller, Cluster};
 use tonic::transport::Channel;
 
-const HELP: &str = "\
-bench-rolling: failed writes, write latency and leader changes under a steady
-write load during rolling maintenance, etcdops beside the naive way.
-
-USAGE:
-  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
-  target/release/bench-rolling --bin-dir target/release [OPTIONS]
+const ABOUT: &str = "\
+Failed writes, write latency and leader changes under a steady write load during
+rolling maintenance, etcdops beside the naive way.
 
 What it does: starts a 3-member cluster with the test harness (real etcd from
 ETCD_BIN or /usr/bin/etcd, each supervised by a real etcdops-agent, process
@@ -62,38 +58,20 @@ when that deadline passes or on any other error. Latency is from the first
 attempt to success. Leader changes: Maintenance.Status polled on every member
 every 100 ms, a change of leader ID at a higher raft term counted.
 
-OPTIONS:
-  --bin-dir DIR            where etcdops-agent and etcdops are [target/release]
-  --mb N                   fragmented database size, MB [250]
-  --runs N                 runs of every scenario [1]
-  --rate N                 writes per second [200]
-  --concurrency N          writes in flight at most [256]: a small bound fills
-                           with writes stuck on a stopped member and then
-                           turns would-be failures into \"not sent\"
-  --keep-every N           keep 1 in N of the values written [2]
-  --value-size N           bytes per written value [256]
-  --write-deadline-ms N    a write fails after this long [2000]
-  --attempt-timeout-ms N   one attempt is abandoned after this long [1000]
-  --eject-ms N             after a failed or timed-out attempt on a member, new
-                           attempts avoid it for N ms, as gRPC balancers do with
-                           a failing connection [0: plain round-robin]
-  --warmup S               seconds of load before the operation [5]
-  --after S                seconds of load after the operation [5]
-  --scenarios LIST         defrag-etcdops,defrag-naive,restart-etcdops,restart-naive
-  --etcdops-arg ARG        append ARG to both etcdops commands (repeatable), e.g.
-                           --etcdops-arg --ignore-slow-disk on a noisy shared disk
-  -h, --help               this text
-
 Output: Markdown tables, one per operation (defrag, restart), one row per
 run and tool: op duration (the command or loop alone), healthy after (from
 the operation's start until every member passes the harness's health check:
 agent GetStatus + linearizable read, one leader; polled every 50 ms), result, writes ok, failed, retried attempts,
 writes not sent because of the bound, p50/p99/max latency, leader changes,
 raft term advance; then the databases before/after, the first errors, the
-exact command line and machine facts.
-";
+exact command line and machine facts.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+const USAGE: &str = "\
+Example:
+  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
+  target/release/bench-rolling --bin-dir target/release --mb 250 --runs 1 --eject-ms 1000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
     DefragEtcdops,
     DefragNaive,
@@ -135,87 +113,67 @@ impl Scenario {
     }
 }
 
-#[derive(Debug)]
+/// bench-rolling: writes under load during rolling maintenance, etcdops beside the naive way.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench-rolling", long_about = ABOUT, after_help = USAGE)]
 struct Opts {
-    bin_dir: PathBuf,
-    mb: usize,
-    runs: usize,
+    #[command(flatten)]
+    common: Common,
+    /// Writes per second.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = positive::<u32>)]
     rate: u32,
+    /// Writes in flight at most: a small bound fills with writes stuck on a stopped member
+    /// and then turns would-be failures into "not sent".
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = positive::<usize>)]
     concurrency: usize,
+    /// Keep 1 in N of the values written.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive::<usize>)]
     keep_every: usize,
+    /// Bytes per written value.
+    #[arg(long, value_name = "N", default_value_t = 256)]
     value_size: usize,
-    write_deadline: Duration,
-    attempt_timeout: Duration,
-    warmup: Duration,
-    after: Duration,
-    eject: Duration,
+    /// A write fails after this long, ms.
+    #[arg(long = "write-deadline-ms", value_name = "MS", default_value_t = 2000)]
+    write_deadline_ms: u64,
+    /// One attempt is abandoned after this long, ms.
+    #[arg(long = "attempt-timeout-ms", value_name = "MS", default_value_t = 1000)]
+    attempt_timeout_ms: u64,
+    /// After a failed or timed-out attempt on a member, new attempts avoid it for this long,
+    /// ms, as gRPC balancers do with a failing connection (0: plain round-robin).
+    #[arg(long = "eject-ms", value_name = "MS", default_value_t = 0)]
+    eject_ms: u64,
+    /// Seconds of load before the operation.
+    #[arg(long = "warmup", value_name = "S", default_value_t = 5)]
+    warmup_secs: u64,
+    /// Seconds of load after the operation.
+    #[arg(long = "after", value_name = "S", default_value_t = 5)]
+    after_secs: u64,
+    /// The scenarios to run, in order.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum,
+          default_values_t = Scenario::ALL.to_vec())]
     scenarios: Vec<Scenario>,
-    /// Appended to both etcdops commands.
+    /// Appended to both etcdops commands (repeatable), e.g. --etcdops-arg=--ignore-slow-disk
+    /// on a noisy shared disk.
+    #[arg(long = "etcdops-arg", value_name = "ARG", allow_hyphen_values = true)]
     etcdops_args: Vec<String>,
 }
 
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        bin_dir: PathBuf::from("target/release"),
-        mb: 250,
-        runs: 1,
-        rate: 200,
-        concurrency: 256,
-        keep_every: 2,
-        value_size: 256,
-        write_deadline: Duration::from_millis(2000),
-        attempt_timeout: Duration::from_millis(1000),
-        warmup: Duration::from_secs(5),
-        after: Duration::from_secs(5),
-        eject: Duration::ZERO,
-        scenarios: Scenario::ALL.to_vec(),
-        etcdops_args: Vec::new(),
-    };
-    let mut args = std::env::args().skip(1);
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-        v.parse().map_err(|_| format!("{flag}: not a number: {v}"))
+impl Opts {
+    fn write_deadline(&self) -> Duration {
+        Duration::from_millis(self.write_deadline_ms)
     }
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            "--etcdops-arg" => o
-                .etcdops_args
-                .push(args.next().ok_or("--etcdops-arg needs a value")?),
-            "--bin-dir" => o.bin_dir = PathBuf::from(args.next().ok_or("--bin-dir needs a value")?),
-            "--mb" => o.mb = num(&a, args.next())?,
-            "--runs" => o.runs = num(&a, args.next())?,
-            "--rate" => o.rate = num(&a, args.next())?,
-            "--concurrency" => o.concurrency = num(&a, args.next())?,
-            "--keep-every" => o.keep_every = num(&a, args.next())?,
-            "--value-size" => o.value_size = num(&a, args.next())?,
-            "--write-deadline-ms" => o.write_deadline = Duration::from_millis(num(&a, args.next())?),
-            "--attempt-timeout-ms" => o.attempt_timeout = Duration::from_millis(num(&a, args.next())?),
-            "--eject-ms" => o.eject = Duration::from_millis(num(&a, args.next())?),
-            "--warmup" => o.warmup = Duration::from_secs(num(&a, args.next())?),
-            "--after" => o.after = Duration::from_secs(num(&a, args.next())?),
-            "--scenarios" => {
-                let list = args.next().ok_or("--scenarios needs a value")?;
-                o.scenarios = list
-                    .split(',')
-                    .map(|s| {
-                        Scenario::ALL
-                            .into_iter()
-                            .find(|x| x.name() == s.trim())
-                            .ok_or_else(|| format!("unknown scenario {s}"))
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+    fn attempt_timeout(&self) -> Duration {
+        Duration::from_millis(self.attempt_timeout_ms)
     }
-    if o.runs == 0 || o.rate == 0 || o.concurrency == 0 || o.mb == 0 || o.keep_every == 0 {
-        return Err("--runs, --rate, --concurrency, --keep-every and --mb must be above 0".into());
+    fn eject(&self) -> Duration {
+        Duration::from_millis(self.eject_ms)
     }
-    Ok(o)
+    fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup_secs)
+    }
+    fn after(&self) -> Duration {
+        Duration::from_secs(self.after_secs)
+    }
 }
 
 /// What the operation did.
@@ -239,25 +197,8 @@ struct Outcome {
 }
 
 fn main() {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench-rolling: {e}\n\n{HELP}");
-            std::process::exit(2);
-        }
-    };
-    let bins = Bins {
-        agent: opts.bin_dir.join("etcdops-agent"),
-        cli: opts.bin_dir.join("etcdops"),
-    };
-    if !(bins.agent.is_file() && bins.cli.is_file()) {
-        eprintln!(
-            "bench-rolling: {} or {} missing: cargo build --release -p etcdops-agent -p etcdops-coordinator --bins",
-            bins.agent.display(),
-            bins.cli.display()
-        );
-        std::process::exit(2);
-    }
+    let opts = <Opts as clap::Parser>::parse();
+    let bins = opts.common.bins("bench-rolling");
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started_at = run_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
@@ -281,7 +222,7 @@ fn main() {
         .unwrap_or_else(|| "e2e".to_string());
 
     let mut order = Vec::new();
-    for run in 0..opts.runs {
+    for run in 0..opts.common.runs {
         for op in ["defrag", "restart"] {
             let mut pair: Vec<Scenario> = opts
                 .scenarios
@@ -298,7 +239,7 @@ fn main() {
 
     let mut outcomes = Vec::new();
     for (seq, (run, scenario)) in order.into_iter().enumerate() {
-        eprintln!("run {} / {}: {} ...", run + 1, opts.runs, scenario.name());
+        eprintln!("run {} / {}: {} ...", run + 1, opts.common.runs, scenario.name());
         let outcome = run_scenario(
             &cluster,
             &rt,
@@ -345,9 +286,9 @@ fn run_scenario(
         return outcome;
     }
     wait_healthy(cluster, "before fragmenting");
-    eprintln!("  fragmenting {} MB ...", opts.mb);
+    eprintln!("  fragmenting {} MB ...", opts.common.mb);
     let t = Instant::now();
-    match rt.block_on(loadgen::fragment_keeping(endpoints, opts.mb, 100_000, opts.keep_every)) {
+    match rt.block_on(loadgen::fragment_keeping(endpoints, opts.common.mb, 100_000, opts.keep_every)) {
         Ok(sizes) => outcome.db_before = sizes,
         Err(e) => {
             outcome.op = Op::Skipped(format!("fragmenting failed: {e:#}"));
@@ -365,9 +306,9 @@ fn run_scenario(
         rate: opts.rate,
         concurrency: opts.concurrency,
         value_size: opts.value_size,
-        write_deadline: opts.write_deadline,
-        attempt_timeout: opts.attempt_timeout,
-        eject: opts.eject,
+        write_deadline: opts.write_deadline(),
+        attempt_timeout: opts.attempt_timeout(),
+        eject: opts.eject(),
         ..LoadConfig::new(endpoints.to_vec())
     };
     let load = match rt.block_on(LoadGen::start(cfg)) {
@@ -377,7 +318,7 @@ fn run_scenario(
             return outcome;
         }
     };
-    std::thread::sleep(opts.warmup);
+    std::thread::sleep(opts.warmup());
     let op_start = Instant::now();
     outcome.op = match scenario {
         Scenario::DefragEtcdops => etcdops_op(cluster, &["defrag", "--rolling", "--yes"], &opts.etcdops_args),
@@ -397,7 +338,7 @@ fn run_scenario(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(opts.after);
+    std::thread::sleep(opts.after());
     outcome.load = Some(rt.block_on(load.stop()));
     wait_healthy(cluster, "after the operation");
     outcome.db_after = rt.block_on(loadgen::db_sizes(endpoints)).unwrap_or_default();
@@ -653,13 +594,13 @@ fn print_report(opts: &Opts, outcomes: &[Outcome], command_line: &str, started_a
         opts.rate,
         opts.value_size,
         opts.concurrency,
-        opts.write_deadline.as_millis(),
-        opts.attempt_timeout.as_millis(),
-        opts.eject.as_millis(),
-        opts.warmup.as_secs(),
-        opts.after.as_secs(),
-        opts.mb,
-        opts.runs
+        opts.write_deadline().as_millis(),
+        opts.attempt_timeout().as_millis(),
+        opts.eject().as_millis(),
+        opts.warmup().as_secs(),
+        opts.after().as_secs(),
+        opts.common.mb,
+        opts.common.runs
     );
     for op in ["defrag", "restart"] {
         let rows: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario.operation() == op).collect();

@@ -323,16 +323,18 @@ impl LocalMember {
         self.bounded(timeout, async {
             let client = self.client().await?;
             let (mut m1, mut m2, mut c) = (client.maintenance_client(), client.maintenance_client(), client.cluster_client());
+            // Status first (local): a member that knows no leader cannot list
+            // alarms (raft-bound) and would only wait out the budget.
+            let status = m1.status().await.map_err(|e| self.call_error(e))?;
+            let leaderless = status.leader() == 0;
             let alarms = async {
-                if with_alarms {
+                if with_alarms && !leaderless {
                     Some(tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)).await)
                 } else {
                     None
                 }
             };
-            let (status, alarms, members) =
-                tokio::join!(m1.status(), alarms, tokio::time::timeout(extras, c.member_list()));
-            let status = status.map_err(|e| self.call_error(e))?;
+            let (alarms, members) = tokio::join!(alarms, tokio::time::timeout(extras, c.member_list()));
             let too_slow = |what: &str| {
                 format!("reading {what}: no answer within {extras:?} (does the cluster have a leader?)")
             };
@@ -353,6 +355,9 @@ impl LocalMember {
                 errors: status.errors().to_vec(),
                 ..Default::default()
             };
+            if with_alarms && leaderless {
+                out.errors.push("no leader: alarms cannot be read (they go through raft)".to_string());
+            }
             match alarms {
                 None => {}
                 Some(Err(_)) => out.errors.push(too_slow("alarms")),

@@ -209,16 +209,39 @@ fn new_record(plan: &Plan, cluster: &str, global: &GlobalArgs, options: serde_js
     }
 }
 
+/// Operations that replace every member's data ask for the cluster's name, not a `y`.
+fn typed_confirmation(kind: OpKind) -> bool {
+    matches!(kind, OpKind::Restore | OpKind::RecoverQuorum)
+}
+
+/// Whether `answer` (a line typed on the terminal) confirms `plan`.
+fn confirmed(plan: &Plan, answer: &str) -> bool {
+    if typed_confirmation(plan.kind) {
+        answer.trim() == plan.cluster
+    } else {
+        matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+    }
+}
+
 /// Asks on the terminal; refuses without one.
 fn confirm(plan: &Plan) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!(ConfirmationRequired { kind: plan.kind });
     }
-    eprint!("Run these {} step(s) on cluster {}? [y/N] ", plan.steps.len(), plan.cluster);
+    if typed_confirmation(plan.kind) {
+        eprint!(
+            "{} replaces the data of every member of cluster {} ({} step(s)). Type the cluster's name to go ahead: ",
+            plan.kind,
+            plan.cluster,
+            plan.steps.len()
+        );
+    } else {
+        eprint!("Run these {} step(s) on cluster {}? [y/N] ", plan.steps.len(), plan.cluster);
+    }
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    Ok(confirmed(plan, &answer))
 }
 
 /// Running a plan without a terminal and without `--yes`.
@@ -253,5 +276,28 @@ pub(crate) fn run_args_from_record(record: &OperationRecord, journal: Option<Pat
         step_timeout: record.args["step_timeout_secs"].as_f64().filter(|s| *s > 0.0).map(Duration::from_secs_f64),
         ignore_slow_disk: record.args["ignore_slow_disk"].as_bool().unwrap_or(false),
         pause_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(kind: OpKind) -> Plan {
+        Plan { kind, cluster: "prod-a".into(), steps: Vec::new(), notes: Vec::new() }
+    }
+
+    #[test]
+    fn data_replacing_operations_want_the_cluster_name() {
+        for kind in [OpKind::Restore, OpKind::RecoverQuorum] {
+            assert!(confirmed(&plan(kind), "prod-a\n"));
+            assert!(!confirmed(&plan(kind), "y\n"), "{kind}: a y is not enough");
+            assert!(!confirmed(&plan(kind), "prod-b\n"));
+        }
+        for kind in [OpKind::Defrag, OpKind::Restart, OpKind::RestoreRollback] {
+            assert!(confirmed(&plan(kind), "y\n"));
+            assert!(!confirmed(&plan(kind), "\n"), "{kind}: the default is no");
+            assert!(!confirmed(&plan(kind), "prod-a\n"));
+        }
     }
 }

@@ -36,7 +36,8 @@ leader, the same hashkv everywhere).
 Members whose agent does not answer are left out, and the plan says so: make sure their etcd
 is not running (power the hosts off) before going ahead, since a majority still running
 elsewhere would serve as a second cluster; rejoin them later with `etcdops member replace`.
-Writes the survivor never received are lost: that is what a lost majority costs.";
+Writes the survivor never received are lost: that is what a lost majority costs. On a
+terminal, going ahead takes typing the cluster's name (or --yes).";
 
 pub(crate) const AFTER_HELP: &str = "\
 Examples:

@@ -34,6 +34,8 @@ revision at least the snapshot's).
 backup target (or --backup-target), downloading it from S3 first; its sha256 must match the
 backup's sidecar.
 
+On a terminal, going ahead takes typing the cluster's name (or --yes).
+
 `--rollback OP` puts back the data dirs a restore kept and starts the old cluster.
 
 Kubernetes-safe by default: where every member runs etcd 3.5 or later, the restored revision is

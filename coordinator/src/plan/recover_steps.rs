@@ -157,12 +157,24 @@ impl Executor {
                         let at = view.members.iter().map(|m| m.revision).min().unwrap_or(0);
                         match self.hashes_agree(at, deadline).await {
                             Ok(hash) => {
+                                // The rebuilt quorum commits a write.
+                                let request = pb::WriteProbeRequest {
+                                    fence: Some(sub_fence(fence, "write-probe")),
+                                    timeout_ms: ms_until(deadline).min(60_000),
+                                };
+                                let wrote = self
+                                    .call(&leader.name, deadline, move |mut c: Client| {
+                                        let request = request.clone();
+                                        async move { c.write_probe(request).await }
+                                    })
+                                    .await?;
                                 return Ok(format!(
                                     "{} voters healthy, leader {}, cluster ID {:016x}, the same hashkv {hash:08x} at revision {at} \
-                                     on every member, after {}",
+                                     on every member, a write committed at revision {}, after {}",
                                     view.members.len(),
                                     leader.name,
                                     leader.cluster_id,
+                                    wrote.revision,
                                     format_took(started.elapsed())
                                 ));
                             }

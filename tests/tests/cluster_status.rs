@@ -117,3 +117,29 @@ fn a_hung_agent_times_out_instead_of_hanging_the_cli() {
     assert!(etcd1["error"].as_str().is_some_and(|e| e.contains("etcd1")), "the error names the member: {etcd1:#}");
     assert!(took < std::time::Duration::from_secs(15), "bounded by the timeout, took {took:?}");
 }
+
+#[test]
+fn check_hashkv_compares_every_member_at_one_revision() {
+    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    cluster.put_bulk("hk/", 40, 200);
+    let out = cluster.etcdops(&["check", "hashkv", "-w", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    assert_eq!(report["consistent"], true, "{report}");
+    assert!(report["revision"].as_i64().is_some_and(|r| r > 40), "{report}");
+    let hashes: Vec<&str> = members(&report).iter().map(|m| m["hash"].as_str().expect("hash")).collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| *h == hashes[0] && h.len() == 8), "{hashes:?}");
+
+    // The table says it in words; an agent that cannot be asked makes it exit 1.
+    let text = cluster.etcdops(&["check", "hashkv", "--revision", "10"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("the same key-value store up to revision 10"), "{}", text.stdout);
+    let fleet = std::fs::read_to_string(cluster.fleet_path()).expect("fleet");
+    std::fs::write(cluster.fleet_path(), fleet.replace(&cluster.member(2).agent_url, "https://127.0.0.1:9")).expect("fleet");
+    let out = cluster.etcdops(&["check", "hashkv", "--timeout", "3s"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("not every member could be hashed") && out.stdout.contains("127.0.0.1:9"), "{}", out.stdout);
+    let bad = cluster.etcdops(&["check", "hashkv", "--revision", "0"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}

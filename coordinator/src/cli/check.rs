@@ -14,7 +14,7 @@ use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
 use crate::duration;
 use crate::exit::ExitStatus;
-use crate::output::disk;
+use crate::output::{disk, hashkv};
 
 /// `etcdops check ...`
 #[derive(Debug, Subcommand)]
@@ -22,6 +22,35 @@ pub enum CheckCommand {
     /// Measure fdatasync latency on every member's disk, as etcd's fio guidance does.
     #[command(long_about = DISK_LONG_ABOUT, after_help = DISK_AFTER_HELP)]
     Disk(CheckDiskArgs),
+    /// Compare every member's key-value store: etcd's HashKV at one revision.
+    #[command(long_about = HASHKV_LONG_ABOUT, after_help = HASHKV_AFTER_HELP)]
+    Hashkv(CheckHashArgs),
+}
+
+const HASHKV_LONG_ABOUT: &str = "\
+Compare every member's key-value store: each agent asks its member for etcd's HashKV (a hash
+of every key and value up to a revision, the check behind `etcdctl endpoint hashkv`), all at
+the same revision, and etcdops says whether they agree. Members that applied the same history
+have the same hash; a different one means corrupt data or a member that took another history
+(replace it). By default the revision is the lowest current revision among the members, so
+none is asked about a revision it has not applied; a member behind is waited for within
+--timeout. Read-only: nothing is written, no fence is taken. HashKV reads the member's whole
+database: seconds on a large one.";
+
+const HASHKV_AFTER_HELP: &str = "\
+Examples:
+  etcdops check hashkv
+  etcdops check hashkv --revision 123456 -w json
+
+Exit codes: 0 every member answered with the same hash; 1 a hash differs or a member could
+not be hashed; 2 usage or configuration error.";
+
+/// `etcdops check hashkv` options.
+#[derive(Debug, Clone, Args)]
+pub struct CheckHashArgs {
+    /// Hash up to this revision (default: the lowest current revision among the members).
+    #[arg(long, value_name = "REV", value_parser = clap::value_parser!(i64).range(1..))]
+    pub revision: Option<i64>,
 }
 
 const DISK_LONG_ABOUT: &str = "\
@@ -82,7 +111,43 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitStatus> {
     match command {
         CheckCommand::Disk(args) => disk(global, args, out).await,
+        CheckCommand::Hashkv(args) => hashkv(global, args, out).await,
     }
+}
+
+async fn hashkv(global: &GlobalArgs, args: &CheckHashArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    let target = target(global)?;
+    let revision = match args.revision {
+        Some(r) => r,
+        None => {
+            let status = target.agents.get_status(&target.cluster.members).await;
+            status
+                .iter()
+                .filter_map(|r| r.result.as_ref().ok().and_then(|s| s.member.as_ref()).map(|m| m.revision))
+                .filter(|r| *r > 0)
+                .min()
+                .unwrap_or(0)
+        }
+    };
+    let timeout_ms = crate::agents::agent_budget_ms(global.timeout);
+    let deadline = tokio::time::Instant::now() + global.timeout;
+    let replies = loop {
+        let replies = target
+            .agents
+            .fan_out(&target.cluster.members, move |mut client: Client| async move {
+                client.hash_kv(etcdops_proto::v1::HashKvRequest { revision, timeout_ms }).await
+            })
+            .await;
+        // A member that has not applied the revision yet catches up in a moment.
+        let behind = replies.iter().any(|r| r.result.as_ref().is_err_and(|e| e.to_string().contains("above the cluster's current revision")));
+        if !behind || tokio::time::Instant::now() >= deadline {
+            break replies;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let report = hashkv::evaluate(&target.cluster.name, revision, replies.into_iter().map(hashkv::member_hash).collect());
+    emit(out, global.write_out, &report, hashkv::render_table)?;
+    Ok(ExitStatus::from_ok(report.consistent))
 }
 
 async fn disk(global: &GlobalArgs, args: &CheckDiskArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {

@@ -161,7 +161,7 @@ pub enum Command {
     #[command(subcommand)]
     Member(MemberCommand),
 
-    /// Checks of the hosts under etcd: `disk` measures every member's fdatasync latency.
+    /// Checks of the cluster and the hosts under it: `disk` (every member's fdatasync latency), `hashkv` (every member's data alike).
     #[command(subcommand)]
     Check(CheckCommand),
 

@@ -103,7 +103,7 @@ mod tests {
         let missing = evaluate("prod", 90, vec![m("a", Some("0a0b0c0d")), m("b", None)]);
         assert!(!missing.consistent);
         let text = render_table(&missing);
-        assert!(text.contains("could not be hashed") && text.contains("agent b unreachable"), "{text}");
+        assert!(text.contains("not every member could be hashed") && text.contains("agent b unreachable"), "{text}");
         assert!(!evaluate("prod", 0, Vec::new()).consistent);
     }
 }

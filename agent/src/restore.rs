@@ -109,7 +109,8 @@ pub struct RestoreSpec {
     pub operation_id: String,
     /// Bytes of the snapshot file, trailer included.
     pub size: u64,
-    /// Hex sha256 of the whole file (lower case once validated).
+    /// Hex sha256 of the database bytes (the file less its 32-byte trailer):
+    /// what the trailer must hold (lower case once validated).
     pub sha256: String,
     pub name: String,
     pub initial_cluster: String,

@@ -15,10 +15,19 @@ use crate::config::AgentConfig;
 /// etcd's environment file and the data dir. Only clients presenting a
 /// certificate of the fleet CA with the coordinator role may call it.
 #[derive(Debug, Parser)]
-#[command(name = "etcdops-agent", version, after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd")]
+#[command(
+    name = "etcdops-agent",
+    version,
+    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
+)]
 struct Args {
     /// The agent configuration file (TOML).
-    #[arg(short, long, env = "ETCDOPS_AGENT_CONFIG", default_value = "/etc/etcdops/agent.toml")]
+    #[arg(
+        short,
+        long,
+        env = "ETCDOPS_AGENT_CONFIG",
+        default_value = "/etc/etcdops/agent.toml"
+    )]
     config: PathBuf,
     /// Check the configuration and TLS files, then exit.
     #[arg(long)]
@@ -74,7 +83,8 @@ pub fn main() -> ExitCode {
         // etcd-client's futures nest deeply; debug builds overflowed 2 MiB on Compact.
         .thread_stack_size(8 * 1024 * 1024)
         .enable_all()
-        .build() {
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

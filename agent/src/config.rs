@@ -90,7 +90,11 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     pub fn files(&self) -> etcdops_certs::TlsFiles {
-        etcdops_certs::TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+        etcdops_certs::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
     }
 }
 
@@ -270,7 +274,11 @@ fn default_restore_timeout_secs() -> u64 {
 
 impl Default for RestoreConfig {
     fn default() -> Self {
-        RestoreConfig { etcdctl: None, etcdutl: None, timeout_secs: DEFAULT_RESTORE_TIMEOUT_SECS }
+        RestoreConfig {
+            etcdctl: None,
+            etcdutl: None,
+            timeout_secs: DEFAULT_RESTORE_TIMEOUT_SECS,
+        }
     }
 }
 
@@ -294,11 +302,15 @@ pub enum ConfigError {
     },
     #[error("invalid agent config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid agent config {path}: etcd.endpoint {endpoint:?} must be an http:// or https:// URL with a host and port")]
+    #[error(
+        "invalid agent config {path}: etcd.endpoint {endpoint:?} must be an http:// or https:// URL with a host and port"
+    )]
     Endpoint { path: PathBuf, endpoint: String },
     #[error("invalid agent config {path}: disk.fsync_p99_threshold_ms must be at least 1")]
     Threshold { path: PathBuf },
-    #[error("invalid agent config {path}: disk.metrics_url {url:?} must be an http:// or https:// URL with a host and port")]
+    #[error(
+        "invalid agent config {path}: disk.metrics_url {url:?} must be an http:// or https:// URL with a host and port"
+    )]
     MetricsUrl { path: PathBuf, url: String },
     #[error("invalid agent config {path}: restore.timeout_secs must be at least 1")]
     RestoreTimeout { path: PathBuf },
@@ -307,28 +319,42 @@ pub enum ConfigError {
 impl AgentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         AgentConfig::parse(path, &text)
     }
 
     /// Parses and validates config text; `path` is for messages only.
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
-        let config: AgentConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if !valid_endpoint(&config.etcd.endpoint) {
-            return Err(ConfigError::Endpoint { path: path.to_path_buf(), endpoint: config.etcd.endpoint });
+            return Err(ConfigError::Endpoint {
+                path: path.to_path_buf(),
+                endpoint: config.etcd.endpoint,
+            });
         }
         if config.disk.fsync_p99_threshold_ms == 0 {
-            return Err(ConfigError::Threshold { path: path.to_path_buf() });
+            return Err(ConfigError::Threshold {
+                path: path.to_path_buf(),
+            });
         }
         if let Some(url) = &config.disk.metrics_url
             && !valid_metrics_url(url)
         {
-            return Err(ConfigError::MetricsUrl { path: path.to_path_buf(), url: url.clone() });
+            return Err(ConfigError::MetricsUrl {
+                path: path.to_path_buf(),
+                url: url.clone(),
+            });
         }
         if config.restore.timeout_secs == 0 {
-            return Err(ConfigError::RestoreTimeout { path: path.to_path_buf() });
+            return Err(ConfigError::RestoreTimeout {
+                path: path.to_path_buf(),
+            });
         }
         Ok(config)
     }
@@ -340,7 +366,10 @@ impl AgentConfig {
 }
 
 fn valid_endpoint(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return false;
     };
     let authority = rest.trim_end_matches('/');
@@ -352,7 +381,10 @@ fn valid_endpoint(url: &str) -> bool {
 
 /// An http(s) URL with a host and port, and any path.
 fn valid_metrics_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return false;
     };
     let origin_len = url.len() - rest.len() + rest.find('/').unwrap_or(rest.len());
@@ -380,7 +412,10 @@ endpoint = "http://127.0.0.1:2379"
         assert_eq!(c.unit.backend, Backend::Process);
         assert_eq!(c.unit.name, "etcd.service");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/etcdops-agent"));
-        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
     }
 
     #[test]
@@ -390,47 +425,101 @@ endpoint = "http://127.0.0.1:2379"
         // toml reports where: the key sits after the [etcd] table here.
         assert!(err.to_string().contains("listen_port"), "{err}");
         let text = MINIMAL.replace("[etcd]", "[etcd]\nendpont = \"x\"");
-        assert!(AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo").to_string().contains("endpont"));
+        assert!(
+            AgentConfig::parse(Path::new("a.toml"), &text)
+                .expect_err("typo")
+                .to_string()
+                .contains("endpont")
+        );
     }
 
     #[test]
     fn bad_values_are_rejected() {
-        for bad in ["127.0.0.1:2379", "http://127.0.0.1", "http://:2379", "ftp://h:1", "http://h:0"] {
+        for bad in [
+            "127.0.0.1:2379",
+            "http://127.0.0.1",
+            "http://:2379",
+            "ftp://h:1",
+            "http://h:0",
+        ] {
             let text = MINIMAL.replace("http://127.0.0.1:2379", bad);
             assert!(
-                matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Endpoint { .. })),
+                matches!(
+                    AgentConfig::parse(Path::new("a.toml"), &text),
+                    Err(ConfigError::Endpoint { .. })
+                ),
                 "{bad}"
             );
         }
         let text = MINIMAL.replace("127.0.0.1:7443", "nope");
-        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            AgentConfig::parse(Path::new("a.toml"), &text),
+            Err(ConfigError::Parse { .. })
+        ));
         let text = format!("{MINIMAL}\n[unit]\nbackend = \"docker\"\n");
-        assert!(AgentConfig::parse(Path::new("a.toml"), &text).expect_err("backend").to_string().contains("docker"));
+        assert!(
+            AgentConfig::parse(Path::new("a.toml"), &text)
+                .expect_err("backend")
+                .to_string()
+                .contains("docker")
+        );
     }
 
     #[test]
     fn disk_table_is_optional_checked_and_strict() {
         let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
-        assert_eq!(c.disk, DiskConfig { fsync_p99_threshold_ms: 10, metrics_url: None, probe_interval_secs: 60 });
+        assert_eq!(
+            c.disk,
+            DiskConfig {
+                fsync_p99_threshold_ms: 10,
+                metrics_url: None,
+                probe_interval_secs: 60
+            }
+        );
         assert_eq!(c.metrics_listen, None);
 
-        let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 25\nmetrics_url = \"http://127.0.0.1:2381/metrics\"\n");
+        let text = format!(
+            "{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 25\nmetrics_url = \"http://127.0.0.1:2381/metrics\"\n"
+        );
         let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
         assert_eq!(c.disk.fsync_p99_threshold_ms, 25);
-        assert_eq!(c.disk.metrics_url.as_deref(), Some("http://127.0.0.1:2381/metrics"));
-        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+        assert_eq!(
+            c.disk.metrics_url.as_deref(),
+            Some("http://127.0.0.1:2381/metrics")
+        );
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
 
-        let text = format!("metrics_listen = \"127.0.0.1:9443\"\n{MINIMAL}\n[disk]\nprobe_interval_secs = 0\n");
+        let text =
+            format!("metrics_listen = \"127.0.0.1:9443\"\n{MINIMAL}\n[disk]\nprobe_interval_secs = 0\n");
         let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
-        assert_eq!((c.disk.probe_interval_secs, c.metrics_listen), (0, Some(([127, 0, 0, 1], 9443).into())));
-        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+        assert_eq!(
+            (c.disk.probe_interval_secs, c.metrics_listen),
+            (0, Some(([127, 0, 0, 1], 9443).into()))
+        );
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
 
         let text = format!("{MINIMAL}\n[disk]\nfsync_p99_threshold_ms = 0\n");
-        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::Threshold { .. })));
-        for bad in ["127.0.0.1:2381/metrics", "http://127.0.0.1/metrics", "http:///metrics"] {
+        assert!(matches!(
+            AgentConfig::parse(Path::new("a.toml"), &text),
+            Err(ConfigError::Threshold { .. })
+        ));
+        for bad in [
+            "127.0.0.1:2381/metrics",
+            "http://127.0.0.1/metrics",
+            "http:///metrics",
+        ] {
             let text = format!("{MINIMAL}\n[disk]\nmetrics_url = \"{bad}\"\n");
             assert!(
-                matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::MetricsUrl { .. })),
+                matches!(
+                    AgentConfig::parse(Path::new("a.toml"), &text),
+                    Err(ConfigError::MetricsUrl { .. })
+                ),
                 "{bad}"
             );
         }
@@ -442,7 +531,14 @@ endpoint = "http://127.0.0.1:2379"
     #[test]
     fn restore_table_is_optional_checked_and_strict() {
         let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
-        assert_eq!(c.restore, RestoreConfig { etcdctl: None, etcdutl: None, timeout_secs: 600 });
+        assert_eq!(
+            c.restore,
+            RestoreConfig {
+                etcdctl: None,
+                etcdutl: None,
+                timeout_secs: 600
+            }
+        );
         let text = format!(
             "{MINIMAL}\n[restore]\netcdctl = \"/opt/etcd/etcdctl\"\netcdutl = \"/opt/etcd/etcdutl\"\ntimeout_secs = 30\n"
         );
@@ -450,9 +546,15 @@ endpoint = "http://127.0.0.1:2379"
         assert_eq!(c.restore.etcdctl.as_deref(), Some(Path::new("/opt/etcd/etcdctl")));
         assert_eq!(c.restore.etcdutl.as_deref(), Some(Path::new("/opt/etcd/etcdutl")));
         assert_eq!(c.restore.timeout_secs, 30);
-        assert_eq!(AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"), c);
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
         let text = format!("{MINIMAL}\n[restore]\ntimeout_secs = 0\n");
-        assert!(matches!(AgentConfig::parse(Path::new("a.toml"), &text), Err(ConfigError::RestoreTimeout { .. })));
+        assert!(matches!(
+            AgentConfig::parse(Path::new("a.toml"), &text),
+            Err(ConfigError::RestoreTimeout { .. })
+        ));
         let text = format!("{MINIMAL}\n[restore]\netcdctl_path = \"x\"\n");
         let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo");
         assert!(err.to_string().contains("etcdctl_path"), "{err}");

@@ -35,7 +35,11 @@ impl DataDirInfo {
     /// Reads the figures (blocking: walks the tree). A missing dir is not an
     /// error: the filesystem figures then come from its nearest parent.
     pub fn read(path: &Path) -> DataDirInfo {
-        let mut info = DataDirInfo { path: path.to_path_buf(), exists: path.is_dir(), ..Default::default() };
+        let mut info = DataDirInfo {
+            path: path.to_path_buf(),
+            exists: path.is_dir(),
+            ..Default::default()
+        };
         if info.exists {
             match dir_size(path) {
                 Ok(size) => info.size_bytes = size,
@@ -132,26 +136,36 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Dat
 /// `[a-z0-9-]`, and when `dir` is not a real directory. Returns the new path.
 pub fn move_aside(dir: &Path, reason: &str, now: SystemTime) -> Result<PathBuf, DataDirError> {
     if !valid_reason(reason) {
-        return Err(DataDirError::InvalidReason { reason: reason.to_string() });
+        return Err(DataDirError::InvalidReason {
+            reason: reason.to_string(),
+        });
     }
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DataDirError::Missing { path: dir.to_path_buf() });
+            return Err(DataDirError::Missing {
+                path: dir.to_path_buf(),
+            });
         }
         Err(e) => return Err(io_error("reading", dir)(e)),
     };
     if !meta.is_dir() {
-        return Err(DataDirError::NotADirectory { path: dir.to_path_buf() });
+        return Err(DataDirError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
     }
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| DataDirError::NoName { path: dir.to_path_buf() })?;
+        .ok_or_else(|| DataDirError::NoName {
+            path: dir.to_path_buf(),
+        })?;
     let target = dir.with_file_name(format!("{name}.{reason}-{}", utc_stamp(now)?));
     rename_noreplace(dir, &target)?;
     let parent = parent_of(dir);
-    std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io_error("fsyncing", &parent))?;
+    std::fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsyncing", &parent))?;
     tracing::info!(from = %dir.display(), to = %target.display(), "data dir moved aside");
     Ok(target)
 }
@@ -162,16 +176,24 @@ pub fn kept_copies(dir: &Path) -> Result<Vec<KeptCopy>, DataDirError> {
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| DataDirError::NoName { path: dir.to_path_buf() })?;
+        .ok_or_else(|| DataDirError::NoName {
+            path: dir.to_path_buf(),
+        })?;
     let parent = parent_of(dir);
     let mut copies = Vec::new();
     for entry in std::fs::read_dir(&parent).map_err(io_error("listing", &parent))? {
         let entry = entry.map_err(io_error("listing", &parent))?;
         let file_name = entry.file_name();
-        let Some((reason, stamp)) = file_name.to_str().and_then(|n| parse_kept_name(name, n)) else { continue };
+        let Some((reason, stamp)) = file_name.to_str().and_then(|n| parse_kept_name(name, n)) else {
+            continue;
+        };
         // file_type does not follow symlinks: a symlink is never a kept copy.
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            copies.push(KeptCopy { path: entry.path(), reason: reason.to_string(), stamp: stamp.to_string() });
+            copies.push(KeptCopy {
+                path: entry.path(),
+                reason: reason.to_string(),
+                stamp: stamp.to_string(),
+            });
         }
     }
     copies.sort_by(|a, b| b.stamp.cmp(&a.stamp).then_with(|| b.path.cmp(&a.path)));
@@ -195,7 +217,9 @@ pub fn prune_kept(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, DataDirError>
     }
     if !removed.is_empty() {
         let parent = parent_of(dir);
-        std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io_error("fsyncing", &parent))?;
+        std::fs::File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("fsyncing", &parent))?;
     }
     Ok(removed)
 }
@@ -211,8 +235,10 @@ pub fn fs_free_bytes(path: &Path) -> Result<u64, DataDirError> {
 /// Whether `candidate` is named like a kept copy of `dir`
 /// (`<dir>.<reason>-<YYYYMMDDTHHMMSSZ>` in the same parent), by name only.
 pub fn is_kept_copy_name(dir: &Path, candidate: &Path) -> bool {
-    let (Some(name), Some(other)) = (dir.file_name().and_then(|n| n.to_str()), candidate.file_name().and_then(|n| n.to_str()))
-    else {
+    let (Some(name), Some(other)) = (
+        dir.file_name().and_then(|n| n.to_str()),
+        candidate.file_name().and_then(|n| n.to_str()),
+    ) else {
         return false;
     };
     parent_of(dir) == parent_of(candidate) && parse_kept_name(name, other).is_some()
@@ -223,7 +249,9 @@ pub fn is_kept_copy_name(dir: &Path, candidate: &Path) -> bool {
 pub fn rename_no_replace(from: &Path, to: &Path) -> Result<(), DataDirError> {
     rename_noreplace(from, to)?;
     let parent = parent_of(to);
-    std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io_error("fsyncing", &parent))?;
+    std::fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsyncing", &parent))?;
     tracing::info!(from = %from.display(), to = %to.display(), "renamed");
     Ok(())
 }
@@ -242,15 +270,26 @@ fn parent_of(dir: &Path) -> PathBuf {
 
 fn valid_reason(reason: &str) -> bool {
     reason.len() <= 32
-        && reason.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && reason.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && reason
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// `now` as `YYYYMMDDTHHMMSSZ`, UTC.
 fn utc_stamp(now: SystemTime) -> Result<String, DataDirError> {
     let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = time::OffsetDateTime::from(now).format(&format).map_err(|_| DataDirError::Time(now))?;
-    if valid_stamp(&stamp) { Ok(stamp) } else { Err(DataDirError::Time(now)) }
+    let stamp = time::OffsetDateTime::from(now)
+        .format(&format)
+        .map_err(|_| DataDirError::Time(now))?;
+    if valid_stamp(&stamp) {
+        Ok(stamp)
+    } else {
+        Err(DataDirError::Time(now))
+    }
 }
 
 fn valid_stamp(stamp: &str) -> bool {
@@ -272,7 +311,10 @@ fn parse_kept_name<'a>(name: &str, candidate: &'a str) -> Option<(&'a str, &'a s
 /// rename(2) that never replaces: renameat2(RENAME_NOREPLACE) where the
 /// kernel and filesystem have it, else a check then a rename.
 fn rename_noreplace(from: &Path, to: &Path) -> Result<(), DataDirError> {
-    let exists = || DataDirError::TargetExists { from: from.to_path_buf(), to: to.to_path_buf() };
+    let exists = || DataDirError::TargetExists {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+    };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use nix::errno::Errno;
@@ -319,7 +361,10 @@ mod tests {
         assert!(!info.has_wal && !info.has_snap);
         assert!(info.fs_files >= info.fs_files_free, "{info:?}");
         let meta = std::fs::metadata(dir.path()).expect("meta");
-        assert_eq!((info.owner_uid, info.owner_gid), (Some(meta.uid()), Some(meta.gid())));
+        assert_eq!(
+            (info.owner_uid, info.owner_gid),
+            (Some(meta.uid()), Some(meta.gid()))
+        );
         std::fs::create_dir_all(dir.path().join("member/wal")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("member/snap")).expect("mkdir");
         let info = DataDirInfo::read(dir.path());
@@ -333,8 +378,10 @@ mod tests {
     }
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut n: Vec<String> =
-            std::fs::read_dir(dir).expect("ls").map(|e| e.expect("e").file_name().to_string_lossy().into()).collect();
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("e").file_name().to_string_lossy().into())
+            .collect();
         n.sort();
         n
     }
@@ -349,7 +396,10 @@ mod tests {
         let kept = move_aside(&data, "restore", at(1_700_000_000)).expect("move aside");
         assert_eq!(kept, root.path().join("default.restore-20231114T221320Z"));
         assert!(!data.exists());
-        assert_eq!(std::fs::read(kept.join("member/wal/0.wal")).expect("kept intact"), b"wal");
+        assert_eq!(
+            std::fs::read(kept.join("member/wal/0.wal")).expect("kept intact"),
+            b"wal"
+        );
 
         // Same name again in the same second: refused, nothing moved.
         std::fs::create_dir(&data).expect("mkdir");
@@ -361,9 +411,20 @@ mod tests {
         let err = move_aside(&data, "replace", at(1_700_000_000)).expect_err("taken by an empty dir");
         assert!(matches!(err, DataDirError::TargetExists { .. }), "{err}");
 
-        for bad in ["", "Restore", "re store", "../x", "-x", "a_b", "x".repeat(33).as_str()] {
+        for bad in [
+            "",
+            "Restore",
+            "re store",
+            "../x",
+            "-x",
+            "a_b",
+            "x".repeat(33).as_str(),
+        ] {
             let err = move_aside(&data, bad, at(0)).expect_err(bad);
-            assert!(matches!(err, DataDirError::InvalidReason { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, DataDirError::InvalidReason { .. }),
+                "{bad:?}: {err}"
+            );
         }
         assert!(matches!(
             move_aside(&root.path().join("nope"), "x", at(0)),
@@ -382,10 +443,16 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("default");
         let mut kept = Vec::new();
-        for (i, secs) in [1_600_000_000u64, 1_700_000_000, 1_650_000_000].into_iter().enumerate() {
+        for (i, secs) in [1_600_000_000u64, 1_700_000_000, 1_650_000_000]
+            .into_iter()
+            .enumerate()
+        {
             std::fs::create_dir(&data).expect("mkdir");
             std::fs::write(data.join("db"), format!("{i}")).expect("write");
-            kept.push(move_aside(&data, if i == 1 { "member-replace" } else { "restore" }, at(secs)).expect("aside"));
+            kept.push(
+                move_aside(&data, if i == 1 { "member-replace" } else { "restore" }, at(secs))
+                    .expect("aside"),
+            );
         }
         std::fs::create_dir(&data).expect("current data dir");
         // Look-alikes that are not kept copies: never listed, never pruned.
@@ -399,7 +466,8 @@ mod tests {
             std::fs::create_dir(root.path().join(other)).expect("mkdir");
         }
         std::fs::write(root.path().join("default.restore-20000101T000000Z"), b"a file").expect("file");
-        std::os::unix::fs::symlink(&data, root.path().join("default.restore-19990101T000000Z")).expect("symlink");
+        std::os::unix::fs::symlink(&data, root.path().join("default.restore-19990101T000000Z"))
+            .expect("symlink");
 
         let copies = kept_copies(&data).expect("list");
         let listed: Vec<&Path> = copies.iter().map(|c| c.path.as_path()).collect();
@@ -407,15 +475,27 @@ mod tests {
         assert_eq!(copies[0].reason, "member-replace");
         assert_eq!(copies[0].stamp, "20231114T221320Z");
 
-        assert_eq!(prune_kept(&data, 5).expect("nothing to prune"), Vec::<PathBuf>::new());
+        assert_eq!(
+            prune_kept(&data, 5).expect("nothing to prune"),
+            Vec::<PathBuf>::new()
+        );
         let before = names(root.path());
-        assert_eq!(prune_kept(&data, 1).expect("prune"), [kept[2].clone(), kept[0].clone()]);
+        assert_eq!(
+            prune_kept(&data, 1).expect("prune"),
+            [kept[2].clone(), kept[0].clone()]
+        );
         let after = names(root.path());
         assert_eq!(before.len() - 2, after.len());
         assert!(kept[1].exists() && data.exists());
         assert!(after.contains(&"default.restore-2023".to_string()));
-        assert!(after.contains(&"default.restore-19990101T000000Z".to_string()), "symlink kept");
-        assert!(after.contains(&"default.restore-20000101T000000Z".to_string()), "file kept");
+        assert!(
+            after.contains(&"default.restore-19990101T000000Z".to_string()),
+            "symlink kept"
+        );
+        assert!(
+            after.contains(&"default.restore-20000101T000000Z".to_string()),
+            "file kept"
+        );
         assert_eq!(prune_kept(&data, 0).expect("prune all copies"), [kept[1].clone()]);
         assert!(data.exists(), "the data dir itself is never pruned");
     }
@@ -423,17 +503,32 @@ mod tests {
     #[test]
     fn kept_copy_names_free_space_and_renames_that_never_replace() {
         let data = Path::new("/var/lib/etcd/default");
-        assert!(is_kept_copy_name(data, Path::new("/var/lib/etcd/default.pre-restore-20231114T221320Z")));
-        assert!(!is_kept_copy_name(data, Path::new("/tmp/default.pre-restore-20231114T221320Z")));
-        assert!(!is_kept_copy_name(data, Path::new("/var/lib/etcd/default.restore-op-1")));
+        assert!(is_kept_copy_name(
+            data,
+            Path::new("/var/lib/etcd/default.pre-restore-20231114T221320Z")
+        ));
+        assert!(!is_kept_copy_name(
+            data,
+            Path::new("/tmp/default.pre-restore-20231114T221320Z")
+        ));
+        assert!(!is_kept_copy_name(
+            data,
+            Path::new("/var/lib/etcd/default.restore-op-1")
+        ));
         assert!(!is_kept_copy_name(data, data));
 
         let root = tempfile::tempdir().expect("tempdir");
-        assert!(fs_free_bytes(&root.path().join("not/yet")).expect("free") > 0, "nearest parent");
+        assert!(
+            fs_free_bytes(&root.path().join("not/yet")).expect("free") > 0,
+            "nearest parent"
+        );
         let (a, b) = (root.path().join("a"), root.path().join("b"));
         std::fs::create_dir(&a).expect("mkdir");
         std::fs::create_dir(&b).expect("mkdir");
-        assert!(matches!(rename_no_replace(&a, &b), Err(DataDirError::TargetExists { .. })));
+        assert!(matches!(
+            rename_no_replace(&a, &b),
+            Err(DataDirError::TargetExists { .. })
+        ));
         std::fs::remove_dir(&b).expect("rmdir");
         rename_no_replace(&a, &b).expect("rename");
         assert!(b.is_dir() && !a.exists());

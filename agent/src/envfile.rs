@@ -41,10 +41,18 @@ pub enum EnvFileError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {reason}")]
-    Syntax { path: PathBuf, line: usize, reason: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// A value etcd would refuse (or misread), named with its variable.
     #[error("{key}: invalid value {value:?}: {reason}")]
-    InvalidValue { key: String, value: String, reason: String },
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("invalid variable name {key:?}: letters, digits and _, not starting with a digit")]
     InvalidKey { key: String },
     #[error("cannot write etcd environment file {path}: {op}: {source}")]
@@ -59,8 +67,10 @@ pub enum EnvFileError {
 impl EnvFile {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<EnvFile, EnvFileError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| EnvFileError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| EnvFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         EnvFile::parse(path, &text)
     }
 
@@ -73,7 +83,11 @@ impl EnvFile {
                 lines.push(Line::Other(raw.to_string()));
                 continue;
             }
-            let syntax = |reason: String| EnvFileError::Syntax { path: path.to_path_buf(), line: n + 1, reason };
+            let syntax = |reason: String| EnvFileError::Syntax {
+                path: path.to_path_buf(),
+                line: n + 1,
+                reason,
+            };
             let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
             let Some((key, value)) = body.split_once('=') else {
                 return Err(syntax(format!("expected KEY=VALUE, found {trimmed:?}")));
@@ -83,7 +97,11 @@ impl EnvFile {
                 return Err(syntax(format!("invalid variable name {key:?}")));
             }
             let value = unquote(value.trim()).map_err(syntax)?;
-            lines.push(Line::Var { key: key.to_string(), value, raw: raw.to_string() });
+            lines.push(Line::Var {
+                key: key.to_string(),
+                value,
+                raw: raw.to_string(),
+            });
         }
         Ok(EnvFile { lines })
     }
@@ -118,10 +136,16 @@ impl EnvFile {
         validate_var(key, value)?;
         let positions: Vec<usize> = self.positions(key);
         let Some((&last, earlier)) = positions.split_last() else {
-            self.lines.push(Line::Var { key: key.to_string(), value: value.to_string(), raw: render(key, value, false) });
+            self.lines.push(Line::Var {
+                key: key.to_string(),
+                value: value.to_string(),
+                raw: render(key, value, false),
+            });
             return Ok(());
         };
-        if let Line::Var { value: current, raw, .. } = &mut self.lines[last]
+        if let Line::Var {
+            value: current, raw, ..
+        } = &mut self.lines[last]
             && current != value
         {
             let export = raw.trim_start().starts_with("export ");
@@ -137,13 +161,19 @@ impl EnvFile {
     /// Removes every assignment of `key`; true when there was one.
     pub fn remove(&mut self, key: &str) -> bool {
         let before = self.lines.len();
-        self.lines.retain(|l| !matches!(l, Line::Var { key: k, .. } if k == key));
+        self.lines
+            .retain(|l| !matches!(l, Line::Var { key: k, .. } if k == key));
         self.lines.len() != before
     }
 
     fn positions(&self, key: &str) -> Vec<usize> {
         let is_key = |l: &Line| matches!(l, Line::Var { key: k, .. } if k == key);
-        self.lines.iter().enumerate().filter(|(_, l)| is_key(l)).map(|(i, _)| i).collect()
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| is_key(l))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// The file's text: every line as kept, each ending in a newline.
@@ -179,21 +209,28 @@ impl EnvFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let previous = match std::fs::metadata(&target) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(err("reading its metadata")(source)),
         };
-        let mode = previous.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        let mode = previous
+            .as_ref()
+            .map_or(0o644, |m| m.permissions().mode() & 0o7777);
         let owner = previous.as_ref().map(|m| (m.uid(), m.gid()));
         if previous.is_some() {
             let prev_tmp = TempPath(dir.join(format!(".{name}.prev.tmp-{}", std::process::id())));
             std::fs::copy(&target, &prev_tmp.0).map_err(err("copying it to .prev"))?;
             let copy = File::open(&prev_tmp.0).map_err(err("opening the .prev copy"))?;
-            copy.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(err("setting the .prev mode"))?;
+            copy.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(err("setting the .prev mode"))?;
             copy.sync_all().map_err(err("fsyncing the .prev copy"))?;
-            std::fs::rename(&prev_tmp.0, dir.join(format!("{name}.prev"))).map_err(err("renaming the .prev copy"))?;
+            std::fs::rename(&prev_tmp.0, dir.join(format!("{name}.prev")))
+                .map_err(err("renaming the .prev copy"))?;
             prev_tmp.disarm();
         }
         let tmp = TempPath(dir.join(format!(".{name}.tmp-{}", std::process::id())));
@@ -205,24 +242,32 @@ impl EnvFile {
             .open(&tmp.0)
             .map_err(err("creating a temporary file"))?;
         // The umask may have narrowed the mode: set it exactly.
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(err("setting the mode"))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(err("setting the mode"))?;
         if let Some((uid, gid)) = owner
             && let Err(e) = std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
         {
             tracing::debug!(error = %e, uid, gid, "cannot keep the env file's owner");
         }
-        file.write_all(self.to_text().as_bytes()).map_err(err("writing"))?;
+        file.write_all(self.to_text().as_bytes())
+            .map_err(err("writing"))?;
         file.sync_all().map_err(err("fsyncing"))?;
         drop(file);
         std::fs::rename(&tmp.0, &target).map_err(err("renaming the new file into place"))?;
         tmp.disarm();
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(err("fsyncing the directory"))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("fsyncing the directory"))?;
         Ok(())
     }
 }
 
 fn write_error(path: &Path, op: &'static str, source: std::io::Error) -> EnvFileError {
-    EnvFileError::Write { path: path.to_path_buf(), op, source }
+    EnvFileError::Write {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 /// A temporary file removed on drop unless disarmed (it was renamed).
@@ -244,11 +289,16 @@ impl Drop for TempPath {
 fn render(key: &str, value: &str, export: bool) -> String {
     let prefix = if export { "export " } else { "" };
     let bare = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.,:/=@%+[]".contains(&b));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.,:/=@%+[]".contains(&b));
     if bare {
         format!("{prefix}{key}={value}")
     } else {
-        format!("{prefix}{key}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+        format!(
+            "{prefix}{key}=\"{}\"",
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        )
     }
 }
 
@@ -307,7 +357,10 @@ fn valid_urls(list: &str) -> Result<(), String> {
 
 /// An etcd URL: `http(s)://host:port`, nothing else.
 fn valid_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return Err(format!("{url:?} is not an http:// or https:// URL"));
     };
     if rest.contains('/') {
@@ -317,7 +370,9 @@ fn valid_url(url: &str) -> Result<(), String> {
         .rsplit_once(':')
         .is_some_and(|(host, port)| valid_host(host) && port.parse::<u16>().is_ok_and(|p| p != 0));
     if !port_ok {
-        return Err(format!("{url:?} must have a host and a port (e.g. http://10.0.0.1:2380)"));
+        return Err(format!(
+            "{url:?} must have a host and a port (e.g. http://10.0.0.1:2380)"
+        ));
     }
     Ok(())
 }
@@ -327,7 +382,9 @@ fn valid_host(host: &str) -> bool {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => {
             !host.is_empty()
-                && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         }
     }
 }
@@ -362,7 +419,11 @@ fn unquote(value: &str) -> Result<String, String> {
             let Some(inner) = rest.strip_suffix(q) else {
                 return Err(format!("unterminated {q} quote in {value:?}"));
             };
-            return Ok(if q == '"' { inner.replace("\\\"", "\"").replace("\\\\", "\\") } else { inner.to_string() });
+            return Ok(if q == '"' {
+                inner.replace("\\\"", "\"").replace("\\\\", "\\")
+            } else {
+                inner.to_string()
+            });
         }
     }
     Ok(value.to_string())
@@ -415,8 +476,13 @@ ETCD_NAME=etcd1b
         let f = EnvFile::parse(Path::new("e"), DEBIAN).expect("parse");
         assert_eq!(f.to_text(), DEBIAN);
         let mut same = f.clone();
-        same.set("ETCD_DATA_DIR", "/var/lib/etcd/default").expect("same value");
-        assert_eq!(same.to_text(), DEBIAN, "setting the value in effect changes nothing");
+        same.set("ETCD_DATA_DIR", "/var/lib/etcd/default")
+            .expect("same value");
+        assert_eq!(
+            same.to_text(),
+            DEBIAN,
+            "setting the value in effect changes nothing"
+        );
     }
 
     #[test]
@@ -424,7 +490,11 @@ ETCD_NAME=etcd1b
         let mut f = EnvFile::parse(Path::new("e"), DEBIAN).expect("parse");
         f.set("ETCD_NAME", "etcd2").expect("set");
         f.set("ETCD_INITIAL_CLUSTER_STATE", "existing").expect("new var");
-        f.set("ETCD_INITIAL_CLUSTER", "etcd1=http://198.18.0.11:2380,etcd2=https://[fd00::2]:2380").expect("set");
+        f.set(
+            "ETCD_INITIAL_CLUSTER",
+            "etcd1=http://198.18.0.11:2380,etcd2=https://[fd00::2]:2380",
+        )
+        .expect("set");
         assert!(f.remove("ETCD_DATA_DIR"));
         assert!(!f.remove("ETCD_DATA_DIR"));
         let expected = DEBIAN
@@ -445,7 +515,15 @@ ETCD_NAME=etcd1b
 
     #[test]
     fn values_needing_quotes_read_back_the_same() {
-        for value in ["", "a b", "with \"quotes\"", "back\\slash\\", "#not a comment", "$HOME", "x'y"] {
+        for value in [
+            "",
+            "a b",
+            "with \"quotes\"",
+            "back\\slash\\",
+            "#not a comment",
+            "$HOME",
+            "x'y",
+        ] {
             let mut f = EnvFile::default();
             f.set("ETCD_EXTRA", value).expect("set");
             let reread = EnvFile::parse(Path::new("e"), &f.to_text()).expect("reparse");
@@ -465,7 +543,10 @@ ETCD_NAME=etcd1b
             ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.1"),
             ("ETCD_ADVERTISE_CLIENT_URLS", "http://:2379"),
             ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.1:2379/"),
-            ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.1:2379, http://10.0.0.2:2379"),
+            (
+                "ETCD_ADVERTISE_CLIENT_URLS",
+                "http://10.0.0.1:2379, http://10.0.0.2:2379",
+            ),
             ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://[zz::1]:2380"),
             ("ETCD_INITIAL_CLUSTER", ""),
             ("ETCD_INITIAL_CLUSTER", "etcd1"),
@@ -482,7 +563,11 @@ ETCD_NAME=etcd1b
                 matches!(&err, EnvFileError::InvalidValue { key: k, value: v, .. } if k == key && v == value),
                 "{key}={value:?}: {err:?}"
             );
-            assert!(err.to_string().starts_with(&format!("{key}: invalid value {value:?}: ")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{key}: invalid value {value:?}: ")),
+                "{err}"
+            );
             assert_eq!(f.to_text(), DEBIAN, "{key}: nothing changed");
         }
         let mut f = EnvFile::default();
@@ -490,7 +575,10 @@ ETCD_NAME=etcd1b
         for (key, value) in [
             ("ETCD_NAME", "etcd-1.example"),
             ("ETCD_LISTEN_METRICS_URLS", "http://127.0.0.1:2381"),
-            ("ETCD_LISTEN_CLIENT_URLS", "https://0.0.0.0:2379,http://[::1]:2379"),
+            (
+                "ETCD_LISTEN_CLIENT_URLS",
+                "https://0.0.0.0:2379,http://[::1]:2379",
+            ),
             ("ETCD_INITIAL_CLUSTER_STATE", "new"),
             ("ETCD_UNMANAGED", "anything goes"),
         ] {
@@ -510,8 +598,14 @@ ETCD_NAME=etcd1b
         f.set("ETCD_NAME", "etcd3").expect("set");
         f.save(&path).expect("save");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), f.to_text());
-        assert_eq!(EnvFile::load(&path).expect("reload").get("ETCD_NAME"), Some("etcd3"));
-        assert_eq!(std::fs::read_to_string(dir.path().join("etcd.prev")).expect("prev"), DEBIAN);
+        assert_eq!(
+            EnvFile::load(&path).expect("reload").get("ETCD_NAME"),
+            Some("etcd3")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etcd.prev")).expect("prev"),
+            DEBIAN
+        );
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777;
         assert_eq!(mode(&path), 0o640);
         assert_eq!(mode(&dir.path().join("etcd.prev")), 0o640);
@@ -520,9 +614,14 @@ ETCD_NAME=etcd1b
         let saved = f.to_text();
         f.set("ETCD_NAME", "etcd4").expect("set");
         f.save(&path).expect("save again");
-        assert_eq!(std::fs::read_to_string(dir.path().join("etcd.prev")).expect("prev"), saved);
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("e").file_name().to_string_lossy().into()).collect();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etcd.prev")).expect("prev"),
+            saved
+        );
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("e").file_name().to_string_lossy().into())
+            .collect();
         names.sort();
         assert_eq!(names, ["etcd", "etcd.prev"], "no temporary files left");
 
@@ -542,7 +641,11 @@ ETCD_NAME=etcd1b
         let mut f = EnvFile::load(&path).expect("load: parsing does not judge values");
         f.set("ETCD_NAME", "etcd2").expect("a good value");
         let err = f.save(&path).expect_err("the file still has a bad value");
-        assert!(err.to_string().starts_with("ETCD_INITIAL_CLUSTER_STATE: invalid value \"maybe\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("ETCD_INITIAL_CLUSTER_STATE: invalid value \"maybe\""),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&path).expect("read"), bad);
         assert!(!dir.path().join("etcd.prev").exists());
     }
@@ -557,8 +660,16 @@ ETCD_NAME=etcd1b
         let mut f = EnvFile::load(&link).expect("load");
         f.set("ETCD_NAME", "b").expect("set");
         f.save(&link).expect("save");
-        assert!(std::fs::symlink_metadata(&link).expect("meta").file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read_to_string(&real).expect("read"), "ETCD_NAME=b\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("real.env.prev")).expect("prev"), "ETCD_NAME=a\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("real.env.prev")).expect("prev"),
+            "ETCD_NAME=a\n"
+        );
     }
 }

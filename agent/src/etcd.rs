@@ -17,7 +17,11 @@ pub enum EtcdError {
     Call { endpoint: String, message: String },
     /// etcd answered the call with an error (its gRPC code kept).
     #[error("local etcd member at {endpoint}: {message}")]
-    Rejected { endpoint: String, code: tonic::Code, message: String },
+    Rejected {
+        endpoint: String,
+        code: tonic::Code,
+        message: String,
+    },
     /// A write refused because the cluster's backend quota is exhausted.
     #[error(
         "local etcd member at {endpoint}: the cluster has a NOSPACE alarm (etcd: \"database space exceeded\"); \
@@ -34,7 +38,11 @@ pub enum EtcdError {
     FutureRevision { revision: i64, current: i64 },
     /// etcd refused a membership change (add, remove, promote).
     #[error("local etcd member at {endpoint}: {message}{}", .refusal.hint())]
-    MemberRefused { endpoint: String, refusal: MemberRefusal, message: String },
+    MemberRefused {
+        endpoint: String,
+        refusal: MemberRefusal,
+        message: String,
+    },
     /// MemberAdd refused: etcd allows one learner at a time.
     #[error("etcd allows one learner at a time: promote or remove learner {learner} first")]
     TooManyLearners { learner: String },
@@ -90,7 +98,10 @@ impl MemberRefusal {
             .iter()
             .find(|(text, _)| m.contains(text))
             .map(|(_, r)| *r)
-            .or_else(|| m.contains("member urls are invalid").then_some(MemberRefusal::BadUrls))
+            .or_else(|| {
+                m.contains("member urls are invalid")
+                    .then_some(MemberRefusal::BadUrls)
+            })
     }
 
     /// Whether asking again later can succeed.
@@ -224,7 +235,9 @@ pub struct LocalMember {
 
 impl std::fmt::Debug for LocalMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalMember").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("LocalMember")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,7 +248,10 @@ impl LocalMember {
         let mut tls_options = None;
         if let Some(tls) = &config.tls {
             let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| EtcdError::TlsFile { path: path.to_path_buf(), source })
+                std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+                    path: path.to_path_buf(),
+                    source,
+                })
             };
             let tls = TlsOptions::new()
                 .ca_certificate(Certificate::from_pem(read(&tls.ca)?))
@@ -243,7 +259,12 @@ impl LocalMember {
             options = options.with_tls(tls.clone());
             tls_options = Some(tls);
         }
-        Ok(LocalMember { endpoint: config.endpoint.clone(), options, tls: tls_options, client: Mutex::new(None) })
+        Ok(LocalMember {
+            endpoint: config.endpoint.clone(),
+            options,
+            tls: tls_options,
+            client: Mutex::new(None),
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -267,15 +288,24 @@ impl LocalMember {
     fn maintenance_error(&self, e: etcd_client::Error) -> EtcdError {
         match e {
             etcd_client::Error::GRpcStatus(s) if s.message().contains("database space exceeded") => {
-                EtcdError::NoSpace { endpoint: self.endpoint.clone() }
+                EtcdError::NoSpace {
+                    endpoint: self.endpoint.clone(),
+                }
             }
             etcd_client::Error::GRpcStatus(s)
                 if !matches!(
                     s.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
                 ) =>
             {
-                EtcdError::Rejected { endpoint: self.endpoint.clone(), code: s.code(), message: s.message().to_string() }
+                EtcdError::Rejected {
+                    endpoint: self.endpoint.clone(),
+                    code: s.code(),
+                    message: s.message().to_string(),
+                }
             }
             other => self.call_error(other),
         }
@@ -286,7 +316,10 @@ impl LocalMember {
             etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
             other => other.to_string(),
         };
-        EtcdError::Call { endpoint: self.endpoint.clone(), message }
+        EtcdError::Call {
+            endpoint: self.endpoint.clone(),
+            message,
+        }
     }
 
     async fn bounded<T>(
@@ -299,7 +332,10 @@ impl LocalMember {
         // unboxed they overflowed a worker thread's 2 MiB stack.
         tokio::time::timeout(timeout, Box::pin(fut))
             .await
-            .map_err(|_| EtcdError::Timeout { endpoint: self.endpoint.clone(), timeout })?
+            .map_err(|_| EtcdError::Timeout {
+                endpoint: self.endpoint.clone(),
+                timeout,
+            })?
     }
 
     /// Status, alarms and membership, read concurrently within `timeout`.
@@ -322,14 +358,20 @@ impl LocalMember {
         let extras = timeout.mul_f32(0.75);
         self.bounded(timeout, async {
             let client = self.client().await?;
-            let (mut m1, mut m2, mut c) = (client.maintenance_client(), client.maintenance_client(), client.cluster_client());
+            let (mut m1, mut m2, mut c) = (
+                client.maintenance_client(),
+                client.maintenance_client(),
+                client.cluster_client(),
+            );
             // Status first (local): a member that knows no leader cannot list
             // alarms (raft-bound) and would only wait out the budget.
             let status = m1.status().await.map_err(|e| self.call_error(e))?;
             let leaderless = status.leader() == 0;
             let alarms = async {
                 if with_alarms && !leaderless {
-                    Some(tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)).await)
+                    Some(
+                        tokio::time::timeout(extras, m2.alarm(AlarmAction::Get, AlarmType::None, None)).await,
+                    )
                 } else {
                     None
                 }
@@ -356,7 +398,8 @@ impl LocalMember {
                 ..Default::default()
             };
             if with_alarms && leaderless {
-                out.errors.push("no leader: alarms cannot be read (they go through raft)".to_string());
+                out.errors
+                    .push("no leader: alarms cannot be read (they go through raft)".to_string());
             }
             match alarms {
                 None => {}
@@ -365,7 +408,10 @@ impl LocalMember {
                     out.alarms = a
                         .alarms()
                         .iter()
-                        .map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) })
+                        .map(|m| AlarmInfo {
+                            member_id: m.member_id(),
+                            kind: alarm_name(m.alarm()),
+                        })
                         .collect()
                 }
                 Some(Ok(Err(e))) => out.errors.push(format!("reading alarms: {}", self.call_error(e))),
@@ -384,10 +430,16 @@ impl LocalMember {
                             is_learner: m.is_learner(),
                         })
                         .collect();
-                    out.member_name =
-                        out.members.iter().find(|m| m.id == member_id).map(|m| m.name.clone()).unwrap_or_default();
+                    out.member_name = out
+                        .members
+                        .iter()
+                        .find(|m| m.id == member_id)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_default();
                 }
-                Ok(Err(e)) => out.errors.push(format!("reading members: {}", self.call_error(e))),
+                Ok(Err(e)) => out
+                    .errors
+                    .push(format!("reading members: {}", self.call_error(e))),
             }
             Ok(out)
         })
@@ -403,12 +455,19 @@ impl LocalMember {
             let result = kv.get("health", None).await;
             let latency = started.elapsed();
             let (member_id, revision) = match result {
-                Ok(resp) => resp.header().map(|h| (h.member_id(), h.revision())).unwrap_or_default(),
+                Ok(resp) => resp
+                    .header()
+                    .map(|h| (h.member_id(), h.revision()))
+                    .unwrap_or_default(),
                 // Like etcdctl: a permission error still proves the member serves.
                 Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("permission denied") => (0, 0),
                 Err(e) => return Err(self.call_error(e)),
             };
-            Ok(HealthCheck { latency, member_id, revision })
+            Ok(HealthCheck {
+                latency,
+                member_id,
+                revision,
+            })
         })
         .await
     }
@@ -418,7 +477,13 @@ impl LocalMember {
     /// Maintenance.Status only, within `timeout`.
     pub async fn brief_status(&self, timeout: Duration) -> Result<BriefStatus, EtcdError> {
         self.bounded(timeout, async {
-            let status = self.client().await?.maintenance_client().status().await.map_err(|e| self.call_error(e))?;
+            let status = self
+                .client()
+                .await?
+                .maintenance_client()
+                .status()
+                .await
+                .map_err(|e| self.call_error(e))?;
             let header = status.header();
             Ok(BriefStatus {
                 member_id: header.map(|h| h.member_id()).unwrap_or_default(),
@@ -436,7 +501,12 @@ impl LocalMember {
     pub async fn defragment(&self, timeout: Duration) -> Result<Defragmented, EtcdError> {
         self.bounded(timeout, async {
             let before = self.brief_status(timeout).await?;
-            self.client().await?.maintenance_client().defragment().await.map_err(|e| self.maintenance_error(e))?;
+            self.client()
+                .await?
+                .maintenance_client()
+                .defragment()
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
             let after = self.brief_status(timeout).await?;
             Ok(Defragmented {
                 member_id: before.member_id,
@@ -459,7 +529,11 @@ impl LocalMember {
                     revision: r.header().map(|h| h.revision()).unwrap_or_default(),
                 }),
                 Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future revision") => {
-                    let current = self.brief_status(timeout).await.map(|b| b.revision).unwrap_or_default();
+                    let current = self
+                        .brief_status(timeout)
+                        .await
+                        .map(|b| b.revision)
+                        .unwrap_or_default();
                     Err(EtcdError::FutureRevision { revision, current })
                 }
                 Err(e) => Err(self.maintenance_error(e)),
@@ -475,11 +549,17 @@ impl LocalMember {
             let options = physical.then(|| etcd_client::CompactionOptions::new().with_physical());
             match self.client().await?.kv_client().compact(revision, options).await {
                 Ok(_) => Ok(false),
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("required revision has been compacted") => {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message().contains("required revision has been compacted") =>
+                {
                     Ok(true)
                 }
                 Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future revision") => {
-                    let current = self.brief_status(timeout).await.map(|b| b.revision).unwrap_or_default();
+                    let current = self
+                        .brief_status(timeout)
+                        .await
+                        .map(|b| b.revision)
+                        .unwrap_or_default();
                     Err(EtcdError::FutureRevision { revision, current })
                 }
                 Err(e) => Err(self.maintenance_error(e)),
@@ -494,7 +574,10 @@ impl LocalMember {
         self.bounded(timeout, async {
             let before = self.brief_status(timeout).await?;
             if before.leader_id == target {
-                return Ok(LeaderMoved { previous_leader_id: before.leader_id, leader_id: target });
+                return Ok(LeaderMoved {
+                    previous_leader_id: before.leader_id,
+                    leader_id: target,
+                });
             }
             if before.leader_id != before.member_id {
                 let leader = match before.leader_id {
@@ -504,22 +587,42 @@ impl LocalMember {
                         _ => format!("{id:x}"),
                     },
                 };
-                return Err(EtcdError::NotLeader { member_id: before.member_id, leader });
+                return Err(EtcdError::NotLeader {
+                    member_id: before.member_id,
+                    leader,
+                });
             }
-            self.client().await?.maintenance_client().move_leader(target).await.map_err(|e| self.maintenance_error(e))?;
+            self.client()
+                .await?
+                .maintenance_client()
+                .move_leader(target)
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
             let after = self.brief_status(timeout).await?;
-            Ok(LeaderMoved { previous_leader_id: before.leader_id, leader_id: after.leader_id })
+            Ok(LeaderMoved {
+                previous_leader_id: before.leader_id,
+                leader_id: after.leader_id,
+            })
         })
         .await
     }
 
     async fn member_name(&self, id: u64) -> Option<String> {
         let list = tokio::time::timeout(Duration::from_secs(1), async {
-            self.client().await.ok()?.cluster_client().member_list().await.ok()
+            self.client()
+                .await
+                .ok()?
+                .cluster_client()
+                .member_list()
+                .await
+                .ok()
         })
         .await
         .ok()??;
-        list.members().iter().find(|m| m.id() == id).map(|m| m.name().to_string())
+        list.members()
+            .iter()
+            .find(|m| m.id() == id)
+            .map(|m| m.name().to_string())
     }
 
     /// The active alarms.
@@ -532,7 +635,14 @@ impl LocalMember {
                 .alarm(AlarmAction::Get, AlarmType::None, None)
                 .await
                 .map_err(|e| self.maintenance_error(e))?;
-            Ok(resp.alarms().iter().map(|m| AlarmInfo { member_id: m.member_id(), kind: alarm_name(m.alarm()) }).collect())
+            Ok(resp
+                .alarms()
+                .iter()
+                .map(|m| AlarmInfo {
+                    member_id: m.member_id(),
+                    kind: alarm_name(m.alarm()),
+                })
+                .collect())
         })
         .await
     }
@@ -565,13 +675,23 @@ impl LocalMember {
     }
 
     /// Puts `value` at `key`, reads it back (linearizable) and deletes it.
-    pub async fn write_probe(&self, key: &str, value: &str, timeout: Duration) -> Result<WriteProbed, EtcdError> {
+    pub async fn write_probe(
+        &self,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<WriteProbed, EtcdError> {
         self.bounded(timeout, async {
             let mut kv = self.client().await?.kv_client();
             let started = Instant::now();
-            let put = kv.put(key, value, None).await.map_err(|e| self.maintenance_error(e))?;
+            let put = kv
+                .put(key, value, None)
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
             let got = kv.get(key, None).await.map_err(|e| self.maintenance_error(e))?;
-            kv.delete(key, None).await.map_err(|e| self.maintenance_error(e))?;
+            kv.delete(key, None)
+                .await
+                .map_err(|e| self.maintenance_error(e))?;
             let latency = started.elapsed();
             if got.kvs().first().map(etcd_client::KeyValue::value) != Some(value.as_bytes()) {
                 return Err(EtcdError::Call {
@@ -579,7 +699,10 @@ impl LocalMember {
                     message: format!("write probe: {key} did not read back the value just written"),
                 });
             }
-            Ok(WriteProbed { revision: put.header().map(|h| h.revision()).unwrap_or_default(), latency })
+            Ok(WriteProbed {
+                revision: put.header().map(|h| h.revision()).unwrap_or_default(),
+                latency,
+            })
         })
         .await
     }
@@ -589,7 +712,13 @@ impl LocalMember {
     /// The cluster's members as the local member sees them.
     pub async fn member_list(&self, timeout: Duration) -> Result<Vec<MemberInfo>, EtcdError> {
         self.bounded(timeout, async {
-            let list = self.client().await?.cluster_client().member_list().await.map_err(|e| self.call_error(e))?;
+            let list = self
+                .client()
+                .await?
+                .cluster_client()
+                .member_list()
+                .await
+                .map_err(|e| self.call_error(e))?;
             Ok(members_of(list.members()))
         })
         .await
@@ -609,14 +738,22 @@ impl LocalMember {
             if learner {
                 options = options.with_is_learner();
             }
-            let added = self.client().await?.cluster_client().member_add(peer_urls.to_vec(), Some(options)).await;
+            let added = self
+                .client()
+                .await?
+                .cluster_client()
+                .member_add(peer_urls.to_vec(), Some(options))
+                .await;
             match added {
                 Ok(resp) => Ok(MembershipChange {
                     member: resp.member().map(member_of),
                     members: members_of(resp.member_list()),
                 }),
                 Err(e) => match self.membership_error(e) {
-                    EtcdError::MemberRefused { refusal: MemberRefusal::TooManyLearners, .. } => {
+                    EtcdError::MemberRefused {
+                        refusal: MemberRefusal::TooManyLearners,
+                        ..
+                    } => {
                         let learners = Box::pin(self.member_list(timeout))
                             .await
                             .map(|list| {
@@ -630,7 +767,11 @@ impl LocalMember {
                                     .join(", ")
                             })
                             .unwrap_or_default();
-                        let learner = if learners.is_empty() { "(unknown)".to_string() } else { learners };
+                        let learner = if learners.is_empty() {
+                            "(unknown)".to_string()
+                        } else {
+                            learners
+                        };
                         Err(EtcdError::TooManyLearners { learner })
                     }
                     other => Err(other),
@@ -643,9 +784,17 @@ impl LocalMember {
     /// Removes member `id`: one attempt (see [`LocalMember::member_add`]).
     pub async fn member_remove(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
         self.bounded(timeout, async {
-            let resp =
-                self.client().await?.cluster_client().member_remove(id).await.map_err(|e| self.membership_error(e))?;
-            Ok(MembershipChange { member: None, members: members_of(resp.members()) })
+            let resp = self
+                .client()
+                .await?
+                .cluster_client()
+                .member_remove(id)
+                .await
+                .map_err(|e| self.membership_error(e))?;
+            Ok(MembershipChange {
+                member: None,
+                members: members_of(resp.members()),
+            })
         })
         .await
     }
@@ -653,9 +802,17 @@ impl LocalMember {
     /// Promotes learner `id` to a voter: one attempt (see [`LocalMember::member_add`]).
     pub async fn member_promote(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
         self.bounded(timeout, async {
-            let resp =
-                self.client().await?.cluster_client().member_promote(id).await.map_err(|e| self.membership_error(e))?;
-            Ok(MembershipChange { member: None, members: members_of(resp.members()) })
+            let resp = self
+                .client()
+                .await?
+                .cluster_client()
+                .member_promote(id)
+                .await
+                .map_err(|e| self.membership_error(e))?;
+            Ok(MembershipChange {
+                member: None,
+                members: members_of(resp.members()),
+            })
         })
         .await
     }
@@ -706,7 +863,9 @@ pub struct SnapshotReader {
 
 impl std::fmt::Debug for SnapshotReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotReader").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("SnapshotReader")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -716,7 +875,10 @@ impl SnapshotReader {
         match self.stream.message().await {
             Ok(Some(msg)) => Ok(Some(msg.blob().to_vec())),
             Ok(None) => Ok(None),
-            Err(e) => Err(EtcdError::Call { endpoint: self.endpoint.clone(), message: e.to_string() }),
+            Err(e) => Err(EtcdError::Call {
+                endpoint: self.endpoint.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }
@@ -729,19 +891,36 @@ impl LocalMember {
     /// bounds the transfer.
     pub async fn snapshot(&self, timeout: Duration) -> Result<SnapshotReader, EtcdError> {
         self.bounded(timeout, async {
-            let call = |message: String| EtcdError::Call { endpoint: self.endpoint.clone(), message };
+            let call = |message: String| EtcdError::Call {
+                endpoint: self.endpoint.clone(),
+                message,
+            };
             let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
                 .map_err(|e| call(e.to_string()))?
                 .connect_timeout(Duration::from_secs(2))
                 .initial_stream_window_size(Some(SNAPSHOT_WINDOW))
                 .initial_connection_window_size(Some(SNAPSHOT_WINDOW * 2));
             if let Some(tls) = &self.tls {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| call(e.to_string()))?;
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| call(e.to_string()))?;
             }
-            let channel = endpoint.connect().await.map_err(|e| call(format!("connecting for a snapshot: {e}")))?;
-            let client = Client::from_channel(etcd_client::Channel::Tonic(channel), None).await.map_err(|e| self.call_error(e))?;
-            let stream = client.maintenance_client().snapshot().await.map_err(|e| self.call_error(e))?;
-            Ok(SnapshotReader { endpoint: self.endpoint.clone(), stream })
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| call(format!("connecting for a snapshot: {e}")))?;
+            let client = Client::from_channel(etcd_client::Channel::Tonic(channel), None)
+                .await
+                .map_err(|e| self.call_error(e))?;
+            let stream = client
+                .maintenance_client()
+                .snapshot()
+                .await
+                .map_err(|e| self.call_error(e))?;
+            Ok(SnapshotReader {
+                endpoint: self.endpoint.clone(),
+                stream,
+            })
         })
         .await
     }
@@ -759,25 +938,47 @@ mod tests {
                 "etcdserver: can only promote a learner member which is in sync with leader",
                 Some(MemberRefusal::LearnerNotInSync),
             ),
-            ("etcdserver: can only promote a learner member", Some(MemberRefusal::NotALearner)),
+            (
+                "etcdserver: can only promote a learner member",
+                Some(MemberRefusal::NotALearner),
+            ),
             (
                 "etcdserver: re-configuration failed due to not enough started members",
                 Some(MemberRefusal::NotEnoughStarted),
             ),
-            ("etcdserver: Peer URLs already exists", Some(MemberRefusal::PeerUrlExists)),
+            (
+                "etcdserver: Peer URLs already exists",
+                Some(MemberRefusal::PeerUrlExists),
+            ),
             ("membership: peerURL exists", Some(MemberRefusal::PeerUrlExists)),
-            ("etcdserver: member not found", Some(MemberRefusal::MemberNotFound)),
+            (
+                "etcdserver: member not found",
+                Some(MemberRefusal::MemberNotFound),
+            ),
             ("membership: ID removed", Some(MemberRefusal::MemberNotFound)),
-            ("etcdserver: too many learner members in cluster", Some(MemberRefusal::TooManyLearners)),
-            ("etcdserver: given member URLs are invalid", Some(MemberRefusal::BadUrls)),
+            (
+                "etcdserver: too many learner members in cluster",
+                Some(MemberRefusal::TooManyLearners),
+            ),
+            (
+                "etcdserver: given member URLs are invalid",
+                Some(MemberRefusal::BadUrls),
+            ),
             ("etcdserver: request timed out", None),
             ("etcdserver: no leader", None),
         ];
         for (message, want) in cases {
             assert_eq!(MemberRefusal::classify(message), want, "{message}");
         }
-        let transient: Vec<_> = cases.iter().filter_map(|(_, r)| *r).filter(|r| r.transient()).collect();
-        assert_eq!(transient, [MemberRefusal::Unhealthy, MemberRefusal::LearnerNotInSync]);
+        let transient: Vec<_> = cases
+            .iter()
+            .filter_map(|(_, r)| *r)
+            .filter(|r| r.transient())
+            .collect();
+        assert_eq!(
+            transient,
+            [MemberRefusal::Unhealthy, MemberRefusal::LearnerNotInSync]
+        );
     }
 
     #[test]
@@ -788,7 +989,9 @@ mod tests {
             message: "etcdserver: unhealthy cluster".into(),
         };
         assert!(e.to_string().contains("strict reconfiguration check"), "{e}");
-        let e = EtcdError::TooManyLearners { learner: "etcd4 (8e9e05c52164694d)".into() };
+        let e = EtcdError::TooManyLearners {
+            learner: "etcd4 (8e9e05c52164694d)".into(),
+        };
         assert_eq!(
             e.to_string(),
             "etcd allows one learner at a time: promote or remove learner etcd4 (8e9e05c52164694d) first"

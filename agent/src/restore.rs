@@ -15,7 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-
 use crate::datadir::{self, DataDirError};
 use crate::envfile::{EnvFileError, validate_var};
 use crate::snapfile::{TRAILER, TrailerCheck};

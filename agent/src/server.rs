@@ -34,7 +34,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     let state = Arc::new(AgentState::new(&config, identity).context("preparing the agent")?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (see `listen` in the agent config)", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (see `listen` in the agent config)",
+                config.listen
+            )
+        })?;
     let local = listener.local_addr().context("reading the listen address")?;
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(metrics::bind(address).await.with_context(|| {
@@ -47,14 +52,21 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     // removed, rejoined) outlives the config's `autostart`.
     let autostart = crate::unit::process::recorded_boot(&config.state_dir).unwrap_or(config.unit.autostart);
     if config.unit.backend == Backend::Process && autostart {
-        state.unit.start().await.context("starting etcd (process backend)")?;
+        state
+            .unit
+            .start()
+            .await
+            .context("starting etcd (process backend)")?;
     }
 
     // Background workers stop when this turns true (or its sender is dropped).
     let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     if config.disk.probe_interval_secs > 0 {
-        let target = Arc::new(PeriodicTarget { prober: state.disk.clone(), data_dir: state.data_dir.clone() });
+        let target = Arc::new(PeriodicTarget {
+            prober: state.disk.clone(),
+            data_dir: state.data_dir.clone(),
+        });
         workers.push(tokio::spawn(periodic::run(
             target,
             Duration::from_secs(config.disk.probe_interval_secs),
@@ -62,9 +74,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
             workers_stopping.clone(),
         )));
     }
-    workers.push(tokio::spawn(crate::revisions::run(state.clone(), workers_stopping.clone())));
+    workers.push(tokio::spawn(crate::revisions::run(
+        state.clone(),
+        workers_stopping.clone(),
+    )));
     if let Some(listener) = metrics_listener {
-        workers.push(tokio::spawn(metrics::serve(listener, state.clone(), workers_stopping.clone())));
+        workers.push(tokio::spawn(metrics::serve(
+            listener,
+            state.clone(),
+            workers_stopping.clone(),
+        )));
     }
 
     tracing::info!(address = %local, name = %state.identity.name, "etcdops-agent serving (mutual TLS)");

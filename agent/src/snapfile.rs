@@ -30,7 +30,10 @@ impl TrailerCheck {
     /// `Ok(hex digest)` when the trailer matches the bytes before it.
     pub fn finish(self) -> Result<(u64, String), String> {
         if self.tail.len() < TRAILER {
-            return Err(format!("snapshot too short ({} bytes): no sha256 trailer", self.total));
+            return Err(format!(
+                "snapshot too short ({} bytes): no sha256 trailer",
+                self.total
+            ));
         }
         let digest = self.hasher.finalize();
         if digest.as_slice() != self.tail.as_slice() {
@@ -76,7 +79,12 @@ mod tests {
         file[3] ^= 1;
         let mut check = TrailerCheck::default();
         check.update(&file);
-        assert!(check.finish().expect_err("flipped").contains("integrity check failed"));
+        assert!(
+            check
+                .finish()
+                .expect_err("flipped")
+                .contains("integrity check failed")
+        );
         let mut check = TrailerCheck::default();
         check.update(b"short");
         assert!(check.finish().expect_err("short").contains("no sha256 trailer"));

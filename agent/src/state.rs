@@ -89,8 +89,10 @@ impl AgentState {
             }
             Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
         };
-        crate::statefile::ensure_dir(&config.state_dir)
-            .map_err(|source| StateError::StateDir { path: config.state_dir.clone(), source })?;
+        crate::statefile::ensure_dir(&config.state_dir).map_err(|source| StateError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
         let fences = crate::fence::FenceStore::load(&config.state_dir)?;
         Ok(AgentState {
             state_dir: config.state_dir.clone(),

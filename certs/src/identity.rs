@@ -29,7 +29,8 @@ pub enum IdentityError {
 impl Identity {
     /// Parses a DER certificate, as presented by a TLS peer.
     pub fn from_der(der: &[u8]) -> Result<Identity, IdentityError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Der(e.to_string()))?;
         let subject = cert.subject();
         let name = subject
             .iter_common_name()
@@ -41,13 +42,19 @@ impl Identity {
             .iter_organizational_unit()
             .filter_map(|ou| ou.as_str().ok())
             .find_map(Role::from_organizational_unit);
-        Ok(Identity { role, name, not_after_unix: cert.validity().not_after.timestamp() })
+        Ok(Identity {
+            role,
+            name,
+            not_after_unix: cert.validity().not_after.timestamp(),
+        })
     }
 
     /// Reads the first certificate of a PEM file.
     pub fn from_pem_file(path: &Path) -> Result<Identity, IdentityError> {
-        let der = CertificateDer::from_pem_file(path)
-            .map_err(|e| IdentityError::Pem { path: path.to_path_buf(), reason: e.to_string() })?;
+        let der = CertificateDer::from_pem_file(path).map_err(|e| IdentityError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Identity::from_der(&der)
     }
 

@@ -12,8 +12,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -111,11 +111,18 @@ pub struct Pki {
 impl Pki {
     /// Creates a new CA in `dir` (created if missing). Refuses to replace an
     /// existing CA unless `overwrite` is set.
-    pub fn init(dir: &Path, ca_name: &str, validity_days: u32, overwrite: bool) -> Result<(Pki, Issued), PkiError> {
+    pub fn init(
+        dir: &Path,
+        ca_name: &str,
+        validity_days: u32,
+        overwrite: bool,
+    ) -> Result<(Pki, Issued), PkiError> {
         check_validity(validity_days)?;
         check_name(ca_name)?;
         fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
-        let pki = Pki { dir: dir.to_path_buf() };
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
         let (cert_path, key_path) = (pki.ca_cert_path(), pki.ca_key_path());
         let replaced = refuse_existing(&[&cert_path, &key_path], overwrite)?;
 
@@ -123,9 +130,15 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, ca_name);
-        params.distinguished_name.push(DnType::OrganizationName, "etcdops");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "etcdops");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let (not_before, not_after) = validity(validity_days);
         params.not_before = not_before;
         params.not_after = not_after;
@@ -135,15 +148,26 @@ impl Pki {
         write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
         Ok((
             pki,
-            Issued { role: None, name: ca_name.to_string(), cert_path, key_path, not_after, replaced },
+            Issued {
+                role: None,
+                name: ca_name.to_string(),
+                cert_path,
+                key_path,
+                not_after,
+                replaced,
+            },
         ))
     }
 
     /// Opens an existing PKI directory.
     pub fn open(dir: &Path) -> Result<Pki, PkiError> {
-        let pki = Pki { dir: dir.to_path_buf() };
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
         if !pki.ca_cert_path().exists() || !pki.ca_key_path().exists() {
-            return Err(PkiError::NoCa { dir: dir.to_path_buf() });
+            return Err(PkiError::NoCa {
+                dir: dir.to_path_buf(),
+            });
         }
         Ok(pki)
     }
@@ -163,14 +187,21 @@ impl Pki {
     /// Where the certificate of `role` and `name` lives: (cert, key).
     pub fn paths(&self, role: Role, name: &str) -> (PathBuf, PathBuf) {
         let stem = format!("{}-{}", role.as_str(), name);
-        (self.dir.join(format!("{stem}.crt")), self.dir.join(format!("{stem}.key")))
+        (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        )
     }
 
     /// Issues a certificate signed by this CA and writes it and its key.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued, PkiError> {
         check_name(&req.name)?;
         check_validity(req.validity_days)?;
-        let sans = req.hosts.iter().map(|h| parse_host(h)).collect::<Result<Vec<_>, _>>()?;
+        let sans = req
+            .hosts
+            .iter()
+            .map(|h| parse_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
         if req.role.is_server() && sans.is_empty() {
             return Err(PkiError::MissingHost { role: req.role });
         }
@@ -180,25 +211,44 @@ impl Pki {
         let ca_key_path = self.ca_key_path();
         check_key_permissions(&ca_key_path)?;
         let ca_key_pem = read_to_string(&ca_key_path)?;
-        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|source| PkiError::Parse { path: ca_key_path.clone(), source })?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|source| PkiError::Parse {
+            path: ca_key_path.clone(),
+            source,
+        })?;
         let ca_cert_path = self.ca_cert_path();
         let ca_pem = read_to_string(&ca_cert_path)?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).map_err(|source| PkiError::Parse { path: ca_cert_path, source })?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).map_err(|source| PkiError::Parse {
+            path: ca_cert_path,
+            source,
+        })?;
 
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, req.name.as_str());
-        params.distinguished_name.push(DnType::OrganizationName, "etcdops");
-        params.distinguished_name.push(DnType::OrganizationalUnitName, req.role.organizational_unit());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, req.name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "etcdops");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, req.role.organizational_unit());
         params.subject_alt_names = sans;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = Vec::new();
         if req.role.is_server() {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if req.role.is_client() {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
         let (not_before, not_after) = validity(req.validity_days);
@@ -208,7 +258,14 @@ impl Pki {
 
         write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
         write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-        Ok(Issued { role: Some(req.role), name: req.name.clone(), cert_path, key_path, not_after, replaced })
+        Ok(Issued {
+            role: Some(req.role),
+            name: req.name.clone(),
+            cert_path,
+            key_path,
+            not_after,
+            replaced,
+        })
     }
 
     /// Every certificate in the directory with its identity, CA first.
@@ -235,15 +292,27 @@ fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
 }
 
 fn check_validity(days: u32) -> Result<(), PkiError> {
-    if (1..=36500).contains(&days) { Ok(()) } else { Err(PkiError::InvalidValidity { days }) }
+    if (1..=36500).contains(&days) {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidValidity { days })
+    }
 }
 
 fn check_name(name: &str) -> Result<(), PkiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && !name.starts_with('.');
-    if ok { Ok(()) } else { Err(PkiError::InvalidName { name: name.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidName {
+            name: name.to_string(),
+        })
+    }
 }
 
 fn parse_host(host: &str) -> Result<SanType, PkiError> {
@@ -257,12 +326,18 @@ fn parse_host(host: &str) -> Result<SanType, PkiError> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
         });
     if !valid_dns {
-        return Err(PkiError::InvalidHost { host: host.to_string() });
+        return Err(PkiError::InvalidHost {
+            host: host.to_string(),
+        });
     }
-    let name = host.to_string().try_into().map_err(|_| PkiError::InvalidHost { host: host.to_string() })?;
+    let name = host.to_string().try_into().map_err(|_| PkiError::InvalidHost {
+        host: host.to_string(),
+    })?;
     Ok(SanType::DnsName(name))
 }
 
@@ -271,7 +346,9 @@ fn parse_host(host: &str) -> Result<SanType, PkiError> {
 fn refuse_existing(paths: &[&Path], overwrite: bool) -> Result<bool, PkiError> {
     let existing = paths.iter().find(|p| p.exists());
     match existing {
-        Some(path) if !overwrite => Err(PkiError::AlreadyExists { path: path.to_path_buf() }),
+        Some(path) if !overwrite => Err(PkiError::AlreadyExists {
+            path: path.to_path_buf(),
+        }),
         Some(_) => Ok(true),
         None => Ok(false),
     }
@@ -282,7 +359,10 @@ pub fn check_key_permissions(path: &Path) -> Result<(), PkiError> {
     let meta = fs::metadata(path).map_err(|source| io(path, source))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(PkiError::UnsafeKeyPermissions { path: path.to_path_buf(), mode });
+        return Err(PkiError::UnsafeKeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -296,7 +376,11 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -312,7 +396,10 @@ fn read_to_string(path: &Path) -> Result<String, PkiError> {
 }
 
 fn io(path: &Path, source: std::io::Error) -> PkiError {
-    PkiError::Io { path: path.to_path_buf(), source }
+    PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -329,7 +416,11 @@ mod tests {
     fn issues_certificates_whose_identity_reads_back() {
         let (_d, pki) = pki();
         let issued = pki
-            .issue(&IssueRequest::new(Role::Agent, "etcd1").host("198.18.0.11").host("etcd1.example"))
+            .issue(
+                &IssueRequest::new(Role::Agent, "etcd1")
+                    .host("198.18.0.11")
+                    .host("etcd1.example"),
+            )
             .expect("issue");
         let id = Identity::from_pem_file(&issued.cert_path).expect("identity");
         assert_eq!(id.role, Some(Role::Agent));
@@ -337,7 +428,11 @@ mod tests {
         assert_eq!(id.not_after_unix, issued.not_after.unix_timestamp());
         let mode = fs::metadata(&issued.key_path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let ca_mode = fs::metadata(pki.ca_key_path()).expect("meta").permissions().mode() & 0o777;
+        let ca_mode = fs::metadata(pki.ca_key_path())
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(ca_mode, 0o600);
     }
 
@@ -353,21 +448,33 @@ mod tests {
         let mut forced = req.clone();
         forced.overwrite = true;
         assert!(pki.issue(&forced).expect("forced").replaced);
-        assert!(matches!(Pki::init(pki.dir(), "x", 30, false), Err(PkiError::AlreadyExists { .. })));
+        assert!(matches!(
+            Pki::init(pki.dir(), "x", 30, false),
+            Err(PkiError::AlreadyExists { .. })
+        ));
     }
 
     #[test]
     fn rejects_bad_input() {
         let (_d, pki) = pki();
-        assert!(matches!(pki.issue(&IssueRequest::new(Role::Agent, "etcd1")), Err(PkiError::MissingHost { .. })));
-        assert!(matches!(pki.issue(&IssueRequest::new(Role::Coordinator, "../x")), Err(PkiError::InvalidName { .. })));
+        assert!(matches!(
+            pki.issue(&IssueRequest::new(Role::Agent, "etcd1")),
+            Err(PkiError::MissingHost { .. })
+        ));
+        assert!(matches!(
+            pki.issue(&IssueRequest::new(Role::Coordinator, "../x")),
+            Err(PkiError::InvalidName { .. })
+        ));
         assert!(matches!(
             pki.issue(&IssueRequest::new(Role::EtcdServer, "e1").host("bad host!")),
             Err(PkiError::InvalidHost { .. })
         ));
         let mut req = IssueRequest::new(Role::Coordinator, "ops");
         req.validity_days = 0;
-        assert!(matches!(pki.issue(&req), Err(PkiError::InvalidValidity { days: 0 })));
+        assert!(matches!(
+            pki.issue(&req),
+            Err(PkiError::InvalidValidity { days: 0 })
+        ));
         let missing = tempfile::tempdir().expect("tempdir");
         assert!(matches!(Pki::open(missing.path()), Err(PkiError::NoCa { .. })));
     }
@@ -376,15 +483,19 @@ mod tests {
     fn refuses_a_world_readable_ca_key() {
         let (_d, pki) = pki();
         fs::set_permissions(pki.ca_key_path(), fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = pki.issue(&IssueRequest::new(Role::Coordinator, "ops")).expect_err("refused");
+        let err = pki
+            .issue(&IssueRequest::new(Role::Coordinator, "ops"))
+            .expect_err("refused");
         assert!(matches!(err, PkiError::UnsafeKeyPermissions { .. }), "{err}");
     }
 
     #[test]
     fn lists_ca_first() {
         let (_d, pki) = pki();
-        pki.issue(&IssueRequest::new(Role::Coordinator, "ops")).expect("issue");
-        pki.issue(&IssueRequest::new(Role::EtcdPeer, "e1").host("127.0.0.1")).expect("issue");
+        pki.issue(&IssueRequest::new(Role::Coordinator, "ops"))
+            .expect("issue");
+        pki.issue(&IssueRequest::new(Role::EtcdPeer, "e1").host("127.0.0.1"))
+            .expect("issue");
         let list = pki.list().expect("list");
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].1.role, None);

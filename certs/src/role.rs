@@ -72,7 +72,9 @@ impl fmt::Display for Role {
 
 /// An unknown role name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown certificate role {0:?}: expected one of agent, coordinator, etcd-server, etcd-peer, etcd-client")]
+#[error(
+    "unknown certificate role {0:?}: expected one of agent, coordinator, etcd-server, etcd-peer, etcd-client"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -94,7 +96,10 @@ mod tests {
     fn roles_round_trip_through_names_and_ou() {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-            assert_eq!(Role::from_organizational_unit(&role.organizational_unit()), Some(role));
+            assert_eq!(
+                Role::from_organizational_unit(&role.organizational_unit()),
+                Some(role)
+            );
         }
         assert!("admin".parse::<Role>().is_err());
         assert_eq!(Role::from_organizational_unit("agent"), None);

@@ -56,14 +56,21 @@ struct Loaded {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn first_cert(what: &'static str, path: &Path, pem: &[u8]) -> Result<CertificateDer<'static>, TlsError> {
     CertificateDer::pem_slice_iter(pem)
         .next()
         .and_then(Result::ok)
-        .ok_or_else(|| TlsError::NoCertificate { what, path: path.to_path_buf() })
+        .ok_or_else(|| TlsError::NoCertificate {
+            what,
+            path: path.to_path_buf(),
+        })
 }
 
 impl TlsFiles {
@@ -75,7 +82,12 @@ impl TlsFiles {
         check_key_permissions(&self.key)?;
         let key = read("private key", &self.key)?;
         let identity = Identity::from_der(&der)?;
-        Ok(Loaded { ca, cert, key, identity })
+        Ok(Loaded {
+            ca,
+            cert,
+            key,
+            identity,
+        })
     }
 
     /// The identity of this side's own certificate.
@@ -99,7 +111,11 @@ impl TlsFiles {
     /// The coordinator's client identity, loaded once for all agents.
     pub fn client(&self) -> Result<ClientTls, TlsError> {
         let l = self.load()?;
-        Ok(ClientTls { ca: Certificate::from_pem(l.ca), identity: TonicIdentity::from_pem(l.cert, l.key), own: l.identity })
+        Ok(ClientTls {
+            ca: Certificate::from_pem(l.ca),
+            identity: TonicIdentity::from_pem(l.cert, l.key),
+            own: l.identity,
+        })
     }
 }
 

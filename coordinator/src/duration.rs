@@ -20,7 +20,11 @@ pub enum DurationError {
     #[error("{input:?} has no unit: use e.g. {input}s or {input}ms (units: ms, s, m, h)")]
     MissingUnit { input: String },
     #[error("{input:?}: unknown unit {unit:?} (units: {units})")]
-    UnknownUnit { input: String, unit: String, units: &'static str },
+    UnknownUnit {
+        input: String,
+        unit: String,
+        units: &'static str,
+    },
     #[error("{input:?} is not a duration: use e.g. 5s, 500ms or 1m30s")]
     Malformed { input: String },
     #[error("{input:?} is zero: use a positive duration such as 5s")]
@@ -42,7 +46,11 @@ pub fn parse_span(input: &str) -> Result<Duration, DurationError> {
 }
 
 fn parse_with(input: &str, long: bool) -> Result<Duration, DurationError> {
-    let (max, max_text, units) = if long { (SPAN_MAX, "ten years", SPAN_UNITS) } else { (MAX, "a day", UNITS) };
+    let (max, max_text, units) = if long {
+        (SPAN_MAX, "ten years", SPAN_UNITS)
+    } else {
+        (MAX, "a day", UNITS)
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);

@@ -23,7 +23,10 @@ pub struct Common {
 impl Common {
     /// The binaries in --bin-dir; exits 2 naming what is missing.
     pub fn bins(&self, bench: &str) -> Bins {
-        let bins = Bins { agent: self.bin_dir.join("etcdops-agent"), cli: self.bin_dir.join("etcdops") };
+        let bins = Bins {
+            agent: self.bin_dir.join("etcdops-agent"),
+            cli: self.bin_dir.join("etcdops"),
+        };
         for path in [&bins.agent, &bins.cli] {
             if !path.is_file() {
                 eprintln!(
@@ -54,7 +57,11 @@ mod tests {
     fn counts_must_be_positive_numbers() {
         assert_eq!(positive::<usize>("3"), Ok(3));
         assert!(positive::<usize>("0").expect_err("zero").contains("above 0"));
-        assert!(positive::<u32>("x").expect_err("text").contains("not a whole number"));
+        assert!(
+            positive::<u32>("x")
+                .expect_err("text")
+                .contains("not a whole number")
+        );
         assert!(positive::<usize>("-1").is_err());
     }
 }

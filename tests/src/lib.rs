@@ -29,8 +29,8 @@ use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
 use etcdops_coordinator::sandbox::procs;
 use etcdops_proto::v1::agent_client::AgentClient;
 use etcdops_proto::v1::{
-    AcquireFenceRequest, Fence, FenceState, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse,
-    ReleaseFenceRequest,
+    AcquireFenceRequest, Fence, FenceState, GetStatusRequest, GetStatusResponse, HealthRequest,
+    HealthResponse, ReleaseFenceRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -94,7 +94,10 @@ impl ClusterBuilder {
     pub fn start(self, bins: Bins) -> Cluster {
         etcdops_certs::install_crypto_provider();
         let etcd = etcd_binary();
-        let dir = tempfile::Builder::new().prefix("etcdops-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("etcdops-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let prefix = free_prefix();
         let spec = LayoutSpec {
             dir: dir.path().to_path_buf(),
@@ -112,8 +115,11 @@ impl ClusterBuilder {
             spares: self.spares,
         };
         let layout = spec.write().expect("writing the cluster layout");
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let mut cluster = Cluster {
             layout,
             bins,
@@ -132,10 +138,14 @@ impl ClusterBuilder {
             let child = procs::spawn_agent(&cluster.bins.agent, &s).expect("spawning a spare host's agent");
             cluster.spare_children.push(Some(child));
         }
-        cluster.wait_until("every member healthy with one leader", START_TIMEOUT, |c| c.is_healthy());
-        cluster.wait_until("every spare host's agent answering GetStatus", START_TIMEOUT, |c| {
-            (0..c.layout.spares.len()).all(|i| c.spare_status(i).is_ok())
+        cluster.wait_until("every member healthy with one leader", START_TIMEOUT, |c| {
+            c.is_healthy()
         });
+        cluster.wait_until(
+            "every spare host's agent answering GetStatus",
+            START_TIMEOUT,
+            |c| (0..c.layout.spares.len()).all(|i| c.spare_status(i).is_ok()),
+        );
         cluster
     }
 }
@@ -166,7 +176,8 @@ impl Coordinator<'_> {
     /// Runs `etcdops ARGS` and collects its output.
     pub fn run(&self, args: &[&str]) -> CliOutput {
         let journal = self.journal.to_str().expect("utf-8 journal path");
-        self.cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
+        self.cluster
+            .etcdops_with_env(args, &[("ETCDOPS_JOURNAL", journal)])
     }
 
     /// Runs `etcdops ARGS` in the background, stdin closed.
@@ -203,8 +214,12 @@ pub struct CliOutput {
 impl CliOutput {
     /// stdout parsed as JSON (panics with the output if it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// The operation record an operation printed with `-w json`, asserting
@@ -214,14 +229,22 @@ impl CliOutput {
         let record = self.json();
         assert_eq!(record["state"], "succeeded", "{record}");
         let steps = record["steps"].as_array().expect("steps");
-        assert!(!steps.is_empty() && steps.iter().all(|s| s["state"] == "done"), "{record}");
+        assert!(
+            !steps.is_empty() && steps.iter().all(|s| s["state"] == "done"),
+            "{record}"
+        );
         record
     }
 }
 
 /// The step IDs of an operation record (`-w json`), in order.
 pub fn step_ids(record: &serde_json::Value) -> Vec<String> {
-    record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_string()).collect()
+    record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 /// Who calls the agent API in a direct call.
@@ -307,9 +330,14 @@ impl Cluster {
         let pki = Pki::open(&self.layout.pki_dir).expect("pki");
         let ca = Certificate::from_pem(std::fs::read(pki.ca_cert_path()).expect("ca"));
         let identity = |cert: &Path, key: &Path| {
-            Identity::from_pem(std::fs::read(cert).expect("cert"), std::fs::read(key).expect("key"))
+            Identity::from_pem(
+                std::fs::read(cert).expect("cert"),
+                std::fs::read(key).expect("key"),
+            )
         };
-        let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name(m.ip.to_string());
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name(m.ip.to_string());
         match caller {
             Caller::Coordinator => {
                 let (cert, key) = pki.paths(Role::Coordinator, "sandbox-operator");
@@ -318,10 +346,12 @@ impl Cluster {
             Caller::NoCertificate => {}
             Caller::OtherCa => {
                 let other = self.layout.dir.join("other-pki");
-                let pki = Pki::open(&other).unwrap_or_else(|_| Pki::init(&other, "intruder-ca", 1, false).expect("ca").0);
+                let pki = Pki::open(&other)
+                    .unwrap_or_else(|_| Pki::init(&other, "intruder-ca", 1, false).expect("ca").0);
                 let (cert, key) = pki.paths(Role::Coordinator, "intruder");
                 if !cert.exists() {
-                    pki.issue(&IssueRequest::new(Role::Coordinator, "intruder")).expect("issue");
+                    pki.issue(&IssueRequest::new(Role::Coordinator, "intruder"))
+                        .expect("issue");
                 }
                 tls = tls.identity(identity(&cert, &key));
             }
@@ -341,7 +371,12 @@ impl Cluster {
     }
 
     /// GetStatus on member i's agent, as `caller`.
-    pub fn get_status(&self, i: usize, caller: &Caller, timeout_ms: u32) -> Result<GetStatusResponse, tonic::Status> {
+    pub fn get_status(
+        &self,
+        i: usize,
+        caller: &Caller,
+        timeout_ms: u32,
+    ) -> Result<GetStatusResponse, tonic::Status> {
         let mut client = self.client(i, caller);
         self.runtime
             .block_on(client.get_status(GetStatusRequest { timeout_ms }))
@@ -349,9 +384,16 @@ impl Cluster {
     }
 
     /// Health on member i's agent, as `caller`.
-    pub fn health(&self, i: usize, caller: &Caller, timeout_ms: u32) -> Result<HealthResponse, tonic::Status> {
+    pub fn health(
+        &self,
+        i: usize,
+        caller: &Caller,
+        timeout_ms: u32,
+    ) -> Result<HealthResponse, tonic::Status> {
         let mut client = self.client(i, caller);
-        self.runtime.block_on(client.health(HealthRequest { timeout_ms })).map(tonic::Response::into_inner)
+        self.runtime
+            .block_on(client.health(HealthRequest { timeout_ms }))
+            .map(tonic::Response::into_inner)
     }
 
     /// True when every agent answers, every member is healthy, and there is
@@ -360,9 +402,15 @@ impl Cluster {
         let mut leaders = 0;
         let mut cluster_ids = std::collections::BTreeSet::new();
         for i in 0..self.layout.members.len() {
-            let Ok(status) = self.get_status(i, &Caller::Coordinator, 1000) else { return false };
+            let Ok(status) = self.get_status(i, &Caller::Coordinator, 1000) else {
+                return false;
+            };
             let Some(member) = status.member else { return false };
-            if !member.reachable || !self.health(i, &Caller::Coordinator, 1000).is_ok_and(|h| h.healthy) {
+            if !member.reachable
+                || !self
+                    .health(i, &Caller::Coordinator, 1000)
+                    .is_ok_and(|h| h.healthy)
+            {
                 return false;
             }
             leaders += usize::from(member.is_leader);
@@ -376,8 +424,13 @@ impl Cluster {
     pub fn local_count(&self, client_url: &str, prefix: &str) -> i64 {
         let (url, prefix) = (client_url.to_string(), prefix.to_string());
         self.block_on(async move {
-            let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
-            let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
+            let mut client = etcd_client::Client::connect([url.as_str()], None)
+                .await
+                .expect("client");
+            let opts = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only()
+                .with_serializable();
             client.get(prefix, Some(opts)).await.expect("count").count()
         })
     }
@@ -387,10 +440,15 @@ impl Cluster {
     pub fn local_dump(&self, client_url: &str, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let (url, prefix) = (client_url.to_string(), prefix.to_string());
         self.block_on(async move {
-            let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+            let mut client = etcd_client::Client::connect([url.as_str()], None)
+                .await
+                .expect("client");
             let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
             let got = client.get(prefix, Some(opts)).await.expect("dump");
-            got.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect()
+            got.kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+                .collect()
         })
     }
 
@@ -399,14 +457,21 @@ impl Cluster {
     pub fn put_bulk(&self, prefix: &str, count: usize, value_size: usize) {
         let endpoints: Vec<String> = self.layout.members.iter().map(|m| m.client_url.clone()).collect();
         self.runtime.block_on(async {
-            let client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+            let client = etcd_client::Client::connect(&endpoints, None)
+                .await
+                .expect("etcd client");
             let value = vec![b'x'; value_size];
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..count {
                 let (mut kv, value, key) = (client.kv_client(), value.clone(), format!("{prefix}{i}"));
                 tasks.spawn(async move { kv.put(key, value, None).await.map(|_| ()) });
                 if tasks.len() >= 16 {
-                    tasks.join_next().await.expect("task").expect("join").expect("put");
+                    tasks
+                        .join_next()
+                        .await
+                        .expect("task")
+                        .expect("join")
+                        .expect("put");
                 }
             }
             while let Some(r) = tasks.join_next().await {
@@ -418,8 +483,15 @@ impl Cluster {
     /// A coordinator with an operation journal of its own: several may act
     /// on the cluster, as several operators would.
     pub fn coordinator(&self) -> Coordinator<'_> {
-        let dir = tempfile::Builder::new().prefix("etcdops-journal-").tempdir().expect("journal dir");
-        Coordinator { cluster: self, journal: dir.path().join("journal.redb"), _dir: dir }
+        let dir = tempfile::Builder::new()
+            .prefix("etcdops-journal-")
+            .tempdir()
+            .expect("journal dir");
+        Coordinator {
+            cluster: self,
+            journal: dir.path().join("journal.redb"),
+            _dir: dir,
+        }
     }
 
     /// Runs the CLI in the background (for faults injected while it runs).
@@ -438,7 +510,11 @@ impl Cluster {
     /// Member i's etcd: SIGSTOP (`freeze = true`) or SIGCONT.
     pub fn freeze_etcd(&self, i: usize, freeze: bool) {
         let pid = self.etcd_pid(i);
-        let sig = if freeze { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
+        let sig = if freeze {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal etcd");
     }
 
@@ -461,7 +537,12 @@ impl Cluster {
 
     /// A fence for operation `op` at `epoch` (no step).
     pub fn fence(&self, op: &str, epoch: u64) -> Fence {
-        Fence { cluster: self.cluster_name.clone(), epoch, operation_id: op.to_string(), step: String::new() }
+        Fence {
+            cluster: self.cluster_name.clone(),
+            epoch,
+            operation_id: op.to_string(),
+            step: String::new(),
+        }
     }
 
     /// An epoch above every epoch this harness handed out so far and every
@@ -476,12 +557,18 @@ impl Cluster {
             .unwrap_or(0);
         let next = self.next_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let epoch = next.max(recorded + 1);
-        self.next_epoch.fetch_max(epoch + 1, std::sync::atomic::Ordering::Relaxed);
+        self.next_epoch
+            .fetch_max(epoch + 1, std::sync::atomic::Ordering::Relaxed);
         epoch
     }
 
     /// AcquireFence on member i's agent, as the coordinator.
-    pub fn try_acquire_fence(&self, i: usize, fence: &Fence, takeover: bool) -> Result<FenceState, tonic::Status> {
+    pub fn try_acquire_fence(
+        &self,
+        i: usize,
+        fence: &Fence,
+        takeover: bool,
+    ) -> Result<FenceState, tonic::Status> {
         let mut client = self.client(i, &Caller::Coordinator);
         let request = AcquireFenceRequest {
             fence: Some(fence.clone()),
@@ -489,7 +576,8 @@ impl Cluster {
             operation_kind: "e2e".to_string(),
             takeover,
         };
-        self.block_on(client.acquire_fence(request)).map(tonic::Response::into_inner)
+        self.block_on(client.acquire_fence(request))
+            .map(tonic::Response::into_inner)
     }
 
     /// Acquires the cluster's fence for operation `op` on every agent
@@ -518,12 +606,26 @@ impl Cluster {
     pub fn release_fence(&self, fence: &Fence) {
         for i in 0..self.layout.members.len() {
             let mut client = self.client(i, &Caller::Coordinator);
-            self.block_on(client.release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }))
-                .unwrap_or_else(|e| panic!("releasing the fence of {} on member {i}: {e:?}", fence.operation_id));
+            self.block_on(client.release_fence(ReleaseFenceRequest {
+                fence: Some(fence.clone()),
+            }))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "releasing the fence of {} on member {i}: {e:?}",
+                    fence.operation_id
+                )
+            });
         }
         for i in 0..self.layout.spares.len() {
-            self.block_on(self.spare_client(i).release_fence(ReleaseFenceRequest { fence: Some(fence.clone()) }))
-                .unwrap_or_else(|e| panic!("releasing the fence of {} on spare host {i}: {e:?}", fence.operation_id));
+            self.block_on(self.spare_client(i).release_fence(ReleaseFenceRequest {
+                fence: Some(fence.clone()),
+            }))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "releasing the fence of {} on spare host {i}: {e:?}",
+                    fence.operation_id
+                )
+            });
         }
     }
 
@@ -539,20 +641,30 @@ impl Cluster {
             let _ = child.wait();
             procs::forget(&self.layout.members[i]);
         }
-        let child = procs::spawn_agent(&self.bins.agent, &self.layout.members[i]).expect("respawning the agent");
+        let child =
+            procs::spawn_agent(&self.bins.agent, &self.layout.members[i]).expect("respawning the agent");
         self.children[i] = Some(child);
-        self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| c.is_healthy());
+        self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| {
+            c.is_healthy()
+        });
     }
 
     /// A power cut on member i's host: its agent and etcd SIGKILLed
     /// together (the whole process group, nothing stopped gracefully); the
     /// files stay. Waits until both are gone (the agent is reaped at drop).
     pub fn power_cut(&self, i: usize) {
-        let Some(pid) = self.children[i].as_ref().map(Child::id) else { return };
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        self.wait_until("the power-cut host's agent and etcd gone", Duration::from_secs(10), |_| {
-            !procs::group_alive(pid)
-        });
+        let Some(pid) = self.children[i].as_ref().map(Child::id) else {
+            return;
+        };
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.wait_until(
+            "the power-cut host's agent and etcd gone",
+            Duration::from_secs(10),
+            |_| !procs::group_alive(pid),
+        );
     }
 
     /// The pid of member i's agent process.
@@ -571,9 +683,14 @@ impl Cluster {
     /// SIGKILLs member i's etcd (the agent keeps running).
     pub fn kill_etcd(&self, i: usize) {
         let pid = self.etcd_pid(i);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-            .expect("kill etcd");
-        self.wait_until("the killed etcd to be gone", Duration::from_secs(10), |_| !procs::alive(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill etcd");
+        self.wait_until("the killed etcd to be gone", Duration::from_secs(10), |_| {
+            !procs::alive(pid)
+        });
     }
 
     /// Polls `cond` every 100 ms until it holds, or panics after `timeout`
@@ -614,7 +731,12 @@ impl Drop for Cluster {
             procs::terminate(child.id());
         }
         let hosts = self.layout.members.iter().chain(&self.layout.spares);
-        for (slot, host) in self.children.iter_mut().chain(self.spare_children.iter_mut()).zip(hosts) {
+        for (slot, host) in self
+            .children
+            .iter_mut()
+            .chain(self.spare_children.iter_mut())
+            .zip(hosts)
+        {
             if let Some(mut child) = slot.take() {
                 procs::wait_group(child.id(), Duration::from_secs(20), || {
                     let _ = child.try_wait();
@@ -640,7 +762,9 @@ pub fn etcd_metrics(client_url: &str) -> String {
 
 /// The etcd binary: `ETCD_BIN` or the installed one.
 fn etcd_binary() -> PathBuf {
-    let path = std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    let path = std::env::var_os("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
     assert!(
         path.is_file(),
         "etcd not found at {}: install it (`apt-get install etcd-server etcd-client`) or set ETCD_BIN",

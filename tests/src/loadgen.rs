@@ -657,7 +657,8 @@ pub async fn fragment_keeping(
         kv.put("/bench/frag/tick", "x", None).await.context("put")?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sizes = db_sizes(endpoints).await?;
-        let freed = |m: &MemberDb| (m.db_size_in_use as f64) < m.db_size as f64 * (1.0 / keep_every as f64 + 0.25);
+        let freed =
+            |m: &MemberDb| (m.db_size_in_use as f64) < m.db_size as f64 * (1.0 / keep_every as f64 + 0.25);
         if sizes.iter().all(freed) || Instant::now() > deadline {
             return Ok(sizes);
         }
@@ -782,8 +783,12 @@ mod tests {
         assert!(retryable(&status(tonic::Code::DeadlineExceeded)));
         assert!(!retryable(&status(tonic::Code::InvalidArgument)));
         assert!(!retryable(&status(tonic::Code::Unknown)));
-        assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("raft proposal dropped"))));
-        assert!(retryable(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("raft: stopped"))));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::unknown("raft proposal dropped")
+        )));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::unknown("raft: stopped")
+        )));
         assert!(retryable(&etcd_client::Error::GRpcStatus(
             tonic::Status::unknown("transport error")
         )));

@@ -46,7 +46,9 @@ use etcdops_agent::envfile::EnvFile;
 use etcdops_certs::{Pki, Role};
 use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
 use etcdops_proto::v1::agent_client::AgentClient;
-use etcdops_proto::v1::{AcquireFenceRequest, Fence, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse};
+use etcdops_proto::v1::{
+    AcquireFenceRequest, Fence, GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse,
+};
 use nix::fcntl::{Flock, FlockArg};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -506,7 +508,12 @@ impl NspawnCluster {
     /// every agent at a fresh epoch, and returns it (panics if one refuses).
     pub fn acquire_fence(&self, op: &str) -> Fence {
         let epoch = self.next_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fence = Fence { cluster: "nspawn".to_string(), epoch, operation_id: op.to_string(), step: String::new() };
+        let fence = Fence {
+            cluster: "nspawn".to_string(),
+            epoch,
+            operation_id: op.to_string(),
+            step: String::new(),
+        };
         for i in 0..self.layout.members.len() {
             let mut client = self.client(i);
             let request = AcquireFenceRequest {

@@ -8,18 +8,30 @@ use tonic::Code;
 fn only_coordinator_certificates_of_the_fleet_ca_are_served() {
     let cluster = Cluster::builder().members(1).start(bins!());
 
-    let ok = cluster.get_status(0, &Caller::Coordinator, 0).expect("the coordinator is served");
+    let ok = cluster
+        .get_status(0, &Caller::Coordinator, 0)
+        .expect("the coordinator is served");
     assert_eq!(ok.agent.expect("agent info").name, "etcd1");
 
-    let err = cluster.get_status(0, &Caller::NoCertificate, 0).expect_err("no certificate must be refused");
+    let err = cluster
+        .get_status(0, &Caller::NoCertificate, 0)
+        .expect_err("no certificate must be refused");
     assert_ne!(err.code(), Code::Ok);
 
-    let err = cluster.get_status(0, &Caller::OtherCa, 0).expect_err("another CA must be refused");
+    let err = cluster
+        .get_status(0, &Caller::OtherCa, 0)
+        .expect_err("another CA must be refused");
     assert_ne!(err.code(), Code::Ok);
 
-    let err = cluster.health(0, &Caller::Agent(0), 0).expect_err("an agent certificate must be refused");
+    let err = cluster
+        .health(0, &Caller::Agent(0), 0)
+        .expect_err("an agent certificate must be refused");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("coordinator role"), "the refusal says why: {}", err.message());
+    assert!(
+        err.message().contains("coordinator role"),
+        "the refusal says why: {}",
+        err.message()
+    );
 }
 
 #[test]
@@ -34,27 +46,55 @@ fn malformed_requests_get_invalid_argument_naming_the_field() {
         assert!(err.message().starts_with("timeout_ms:"), "{}", err.message());
     }
     // The agent still serves after bad requests.
-    assert!(cluster.health(0, &Caller::Coordinator, 0).expect("health").healthy);
+    assert!(
+        cluster
+            .health(0, &Caller::Coordinator, 0)
+            .expect("health")
+            .healthy
+    );
 }
 
 #[test]
 fn stop_and_start_etcd_through_the_agent() {
     use etcdops_proto::v1::{UnitRequest, UnitState, UnitStatusRequest};
     let cluster = Cluster::builder().members(3).start(bins!());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut client = cluster.client(2, &Caller::Coordinator);
     let fence = cluster.acquire_fence("e2e-stop");
-    let request = UnitRequest { boot: false, fence: Some(fence.clone()), operation_id: "e2e-stop".into(), timeout_ms: 0 };
+    let request = UnitRequest {
+        boot: false,
+        fence: Some(fence.clone()),
+        operation_id: "e2e-stop".into(),
+        timeout_ms: 0,
+    };
 
-    let stopped = rt.block_on(client.stop_etcd(request.clone())).expect("stop").into_inner();
+    let stopped = rt
+        .block_on(client.stop_etcd(request.clone()))
+        .expect("stop")
+        .into_inner();
     assert_eq!(stopped.state(), UnitState::Inactive, "{stopped:?}");
-    let health = cluster.health(2, &Caller::Coordinator, 1000).expect("health answers");
+    let health = cluster
+        .health(2, &Caller::Coordinator, 1000)
+        .expect("health answers");
     assert!(!health.healthy, "a stopped member is not healthy");
 
-    let started = rt.block_on(client.start_etcd(request.clone())).expect("start").into_inner();
+    let started = rt
+        .block_on(client.start_etcd(request.clone()))
+        .expect("start")
+        .into_inner();
     assert_eq!(started.state(), UnitState::Active, "{started:?}");
-    cluster.wait_until("the restarted member to be healthy", std::time::Duration::from_secs(30), |c| c.is_healthy());
-    let unit = rt.block_on(client.get_unit_status(UnitStatusRequest {})).expect("unit").into_inner();
+    cluster.wait_until(
+        "the restarted member to be healthy",
+        std::time::Duration::from_secs(30),
+        |c| c.is_healthy(),
+    );
+    let unit = rt
+        .block_on(client.get_unit_status(UnitStatusRequest {}))
+        .expect("unit")
+        .into_inner();
     assert_eq!(unit.state(), UnitState::Active);
 
     // Bad input: named field, nothing done.
@@ -79,11 +119,19 @@ fn stop_and_start_etcd_through_the_agent() {
 fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
     use etcdops_proto::v1::{EnvVar, MoveDataDirAsideRequest, SetEtcdEnvRequest, UnitRequest};
     let cluster = Cluster::builder().members(3).start(bins!());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut client = cluster.client(2, &Caller::Coordinator);
     let m = cluster.member(2).clone();
     let fence = Some(cluster.acquire_fence("e2e-env"));
-    let unit = |op: &str| UnitRequest { boot: false, fence: fence.clone(), operation_id: op.into(), timeout_ms: 0 };
+    let unit = |op: &str| UnitRequest {
+        boot: false,
+        fence: fence.clone(),
+        operation_id: op.into(),
+        timeout_ms: 0,
+    };
 
     // Bad input is refused with the field named, and the file is untouched.
     let original = std::fs::read_to_string(&m.env_file).expect("env file");
@@ -92,7 +140,10 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
             .block_on(client.set_etcd_env(SetEtcdEnvRequest {
                 fence: fence.clone(),
                 operation_id: "e2e-bad".into(),
-                set: vec![EnvVar { key: key.into(), value: value.into() }],
+                set: vec![EnvVar {
+                    key: key.into(),
+                    value: value.into(),
+                }],
                 unset: vec![],
             }))
             .expect_err("refused");
@@ -104,46 +155,75 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
     // A change plus a restart takes effect: etcd reports the new quota.
     let set = rt
         .block_on(client.set_etcd_env(SetEtcdEnvRequest {
-                fence: fence.clone(),
+            fence: fence.clone(),
             operation_id: "e2e-quota".into(),
-            set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
+            set: vec![EnvVar {
+                key: "ETCD_QUOTA_BACKEND_BYTES".into(),
+                value: "1073741824".into(),
+            }],
             unset: vec![],
         }))
         .expect("set")
         .into_inner();
     assert!(set.changed);
-    assert_eq!(std::fs::read_to_string(&set.previous_path).expect("previous kept"), original);
+    assert_eq!(
+        std::fs::read_to_string(&set.previous_path).expect("previous kept"),
+        original
+    );
     let text = std::fs::read_to_string(&m.env_file).expect("env file");
-    assert!(text.starts_with(original.lines().next().expect("first line")), "comments kept");
-    rt.block_on(client.restart_etcd(unit("e2e-restart"))).expect("restart");
-    cluster.wait_until("the restarted member to be healthy", std::time::Duration::from_secs(30), |c| c.is_healthy());
+    assert!(
+        text.starts_with(original.lines().next().expect("first line")),
+        "comments kept"
+    );
+    rt.block_on(client.restart_etcd(unit("e2e-restart")))
+        .expect("restart");
+    cluster.wait_until(
+        "the restarted member to be healthy",
+        std::time::Duration::from_secs(30),
+        |c| c.is_healthy(),
+    );
     let metrics = etcd_metrics(&m.client_url);
     assert!(
-        metrics.lines().any(|l| l.starts_with("etcd_server_quota_backend_bytes ") && l.contains("1.073741824e+09")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("etcd_server_quota_backend_bytes ") && l.contains("1.073741824e+09")),
         "the new quota is in force"
     );
 
     // The data dir moves aside only while etcd is stopped, and is never deleted.
     let err = rt
         .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
-            fence: fence.clone(), operation_id: "e2e".into(), reason: "test".into() }))
+            fence: fence.clone(),
+            operation_id: "e2e".into(),
+            reason: "test".into(),
+        }))
         .expect_err("refused while running");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(m.data_dir.join("member/wal").is_dir(), "nothing moved");
     rt.block_on(client.stop_etcd(unit("e2e-stop"))).expect("stop");
     let err = rt
         .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
-            fence: fence.clone(), operation_id: "e2e".into(), reason: "Bad Reason".into() }))
+            fence: fence.clone(),
+            operation_id: "e2e".into(),
+            reason: "Bad Reason".into(),
+        }))
         .expect_err("bad reason");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("reason:"), "{}", err.message());
     let moved = rt
         .block_on(client.move_data_dir_aside(MoveDataDirAsideRequest {
-            fence: fence.clone(), operation_id: "e2e".into(), reason: "test".into() }))
+            fence: fence.clone(),
+            operation_id: "e2e".into(),
+            reason: "test".into(),
+        }))
         .expect("moved")
         .into_inner();
     let kept = std::path::Path::new(&moved.moved_to);
-    assert!(kept.join("member/wal").is_dir(), "the old data is kept at {}", kept.display());
+    assert!(
+        kept.join("member/wal").is_dir(),
+        "the old data is kept at {}",
+        kept.display()
+    );
     assert!(!m.data_dir.exists(), "the data dir itself was renamed");
     assert_eq!(moved.kept_copies, vec![moved.moved_to.clone()]);
 }
@@ -151,24 +231,41 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
 #[test]
 fn hash_kv_agrees_across_members_and_refuses_bad_revisions() {
     use etcdops_proto::v1::HashKvRequest;
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     cluster.put_bulk("h/", 50, 100);
     let hash = |i: usize, revision: i64| {
-        cluster.block_on(cluster.client(i, &Caller::Coordinator).hash_kv(HashKvRequest { revision, timeout_ms: 0 }))
+        cluster.block_on(cluster.client(i, &Caller::Coordinator).hash_kv(HashKvRequest {
+            revision,
+            timeout_ms: 0,
+        }))
     };
     let newest = hash(0, 0).expect("hashkv").into_inner();
     assert!(newest.revision > 50 && newest.member_id != 0, "{newest:?}");
     let at = newest.revision;
-    cluster.wait_until("every member applied the revision", std::time::Duration::from_secs(10), |_| {
-        (0..3).all(|i| hash(i, at).is_ok())
-    });
-    let hashes: Vec<u32> = (0..3).map(|i| hash(i, at).expect("hashkv").into_inner().hash).collect();
-    assert!(hashes.iter().all(|h| *h == hashes[0]), "the same history hashes the same: {hashes:?}");
+    cluster.wait_until(
+        "every member applied the revision",
+        std::time::Duration::from_secs(10),
+        |_| (0..3).all(|i| hash(i, at).is_ok()),
+    );
+    let hashes: Vec<u32> = (0..3)
+        .map(|i| hash(i, at).expect("hashkv").into_inner().hash)
+        .collect();
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0]),
+        "the same history hashes the same: {hashes:?}"
+    );
 
     let err = hash(0, -1).expect_err("negative revision");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().starts_with("revision:"), "{}", err.message());
     let err = hash(0, at + 1_000_000).expect_err("future revision");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("above the cluster's current revision"), "{}", err.message());
+    assert!(
+        err.message().contains("above the cluster's current revision"),
+        "{}",
+        err.message()
+    );
 }

@@ -351,10 +351,23 @@ fn s3_backups_run_list_and_prune_against_a_real_s3_server() {
     // checks it against its sidecar (a dry run: the plan, nothing stopped).
     let journal = tempfile::tempdir().expect("journal dir");
     let journal_path = journal.path().join("journal.redb");
-    let env_restore = [CREDS[0], CREDS[1], ("ETCDOPS_JOURNAL", journal_path.to_str().expect("utf-8"))];
-    let plan = cluster.etcdops_with_env(&["restore", "--snapshot", "latest", "--dry-run", "-w", "json"], &env_restore);
+    let env_restore = [
+        CREDS[0],
+        CREDS[1],
+        ("ETCDOPS_JOURNAL", journal_path.to_str().expect("utf-8")),
+    ];
+    let plan = cluster.etcdops_with_env(
+        &["restore", "--snapshot", "latest", "--dry-run", "-w", "json"],
+        &env_restore,
+    );
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    assert!(plan.stderr.contains(&format!("latest verified backup in s3://etcd-backups/prod/e2e: {third_name}")), "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains(&format!(
+            "latest verified backup in s3://etcd-backups/prod/e2e: {third_name}"
+        )),
+        "{}",
+        plan.stderr
+    );
     let downloaded = journal.path().join("downloads").join(&third_name);
     assert_eq!(
         std::fs::metadata(&downloaded).map(|m| m.len()).ok(),

@@ -15,7 +15,12 @@ fn member_names(ops: &Coordinator) -> Vec<(String, bool)> {
         .as_array()
         .expect("members")
         .iter()
-        .map(|m| (m["name"].as_str().unwrap_or_default().to_string(), m["is_learner"].as_bool().unwrap_or(false)))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["is_learner"].as_bool().unwrap_or(false),
+            )
+        })
         .collect();
     names.sort();
     names
@@ -27,24 +32,56 @@ fn fleet_text(cluster: &Cluster) -> String {
 
 #[test]
 fn add_then_remove_a_member_three_to_four_to_three() {
-    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .spares(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     cluster.put_bulk("data/", 300, 200);
     let spare = cluster.spare(0).clone();
 
-    let dry = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--dry-run", "-w", "json"]);
+    let dry = ops.run(&[
+        "member",
+        "add",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--dry-run",
+        "-w",
+        "json",
+    ]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
-    let steps: Vec<String> =
-        dry.json()["plan"]["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_string()).collect();
+    let steps: Vec<String> = dry.json()["plan"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(steps[0], format!("add-learner:{}", spare.name), "{steps:?}");
 
-    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json"]);
+    let out = ops.run(&[
+        "member",
+        "add",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--yes",
+        "-w",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(out.json()["state"], "succeeded");
     let names = member_names(&ops);
     assert_eq!(names.len(), 4, "{names:?}");
-    assert!(names.iter().all(|(_, learner)| !learner), "every member a voter: {names:?}");
-    assert!(fleet_text(&cluster).contains(&spare.agent_url), "the fleet file lists the new member");
+    assert!(
+        names.iter().all(|(_, learner)| !learner),
+        "every member a voter: {names:?}"
+    );
+    assert!(
+        fleet_text(&cluster).contains(&spare.agent_url),
+        "the fleet file lists the new member"
+    );
     cluster.wait_until("the new member has every key", Duration::from_secs(30), |c| {
         c.local_count(&spare.client_url, "data/") == 300
     });
@@ -59,14 +96,21 @@ fn add_then_remove_a_member_three_to_four_to_three() {
     let out = ops.run(&["member", "remove", &spare.name, "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(member_names(&ops).len(), 3);
-    assert!(!fleet_text(&cluster).contains(&spare.agent_url), "the fleet file no longer lists it");
+    assert!(
+        !fleet_text(&cluster).contains(&spare.agent_url),
+        "the fleet file no longer lists it"
+    );
     let parent = spare.data_dir.parent().expect("parent");
     let kept: Vec<String> = std::fs::read_dir(parent)
         .expect("read dir")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| n.contains(".removed-"))
         .collect();
-    assert_eq!(kept.len(), 1, "the removed member's data dir is kept aside: {kept:?}");
+    assert_eq!(
+        kept.len(),
+        1,
+        "the removed member's data dir is kept aside: {kept:?}"
+    );
     for m in &cluster.layout.members {
         assert_eq!(cluster.local_count(&m.client_url, "data/"), 300, "{}", m.name);
     }
@@ -75,7 +119,11 @@ fn add_then_remove_a_member_three_to_four_to_three() {
 
 #[test]
 fn a_dead_member_is_replaced_by_a_spare() {
-    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .spares(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     cluster.put_bulk("data/", 200, 200);
     let leader = cluster.leader();
@@ -84,17 +132,40 @@ fn a_dead_member_is_replaced_by_a_spare() {
     let spare = cluster.spare(0).clone();
     cluster.power_cut(victim);
 
-    let out = ops.run(&["member", "replace", &old, "--with", &spare.name, "--agent", &spare.agent_url, "--yes", "-w", "json"]);
+    let out = ops.run(&[
+        "member",
+        "replace",
+        &old,
+        "--with",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--yes",
+        "-w",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
     assert_eq!(record["state"], "succeeded");
-    let ids: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
-    assert_eq!(ids[0], format!("remove:{old}"), "a dead member goes first: {ids:?}");
+    let ids: Vec<&str> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        ids[0],
+        format!("remove:{old}"),
+        "a dead member goes first: {ids:?}"
+    );
     let names: Vec<String> = member_names(&ops).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.contains(&spare.name) && !names.contains(&old), "{names:?}");
     let fleet = fleet_text(&cluster);
-    assert!(fleet.contains(&spare.agent_url) && !fleet.contains(&format!("name = \"{old}\"")), "{fleet}");
+    assert!(
+        fleet.contains(&spare.agent_url) && !fleet.contains(&format!("name = \"{old}\"")),
+        "{fleet}"
+    );
     for url in cluster
         .layout
         .members
@@ -104,7 +175,9 @@ fn a_dead_member_is_replaced_by_a_spare() {
         .map(|(_, m)| m.client_url.clone())
         .chain([spare.client_url.clone()])
     {
-        cluster.wait_until("every voter holds the data", Duration::from_secs(30), |c| c.local_count(&url, "data/") == 200);
+        cluster.wait_until("every voter holds the data", Duration::from_secs(30), |c| {
+            c.local_count(&url, "data/") == 200
+        });
     }
     let health = ops.run(&["health"]);
     assert_eq!(health.code, 0, "{}", health.stdout);
@@ -112,16 +185,56 @@ fn a_dead_member_is_replaced_by_a_spare() {
 
 #[test]
 fn bad_input_and_quorum_breaking_removals_change_nothing() {
-    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .spares(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let spare = cluster.spare(0).clone();
     for (args, code, expected) in [
-        (vec!["member", "remove", "etcd9", "--yes"], 2, "no member \"etcd9\""),
+        (
+            vec!["member", "remove", "etcd9", "--yes"],
+            2,
+            "no member \"etcd9\"",
+        ),
         (vec!["member", "remove", "ffffffffffff", "--yes"], 2, "no member"),
-        (vec!["member", "add", "etcd2", "--agent", spare.agent_url.as_str(), "--yes"], 2, "already a member"),
-        (vec!["member", "add", "x", "--agent", "not a url", "--yes"], 2, "--agent"),
-        (vec!["member", "add", "x", "--agent", "https://127.0.0.1:1", "--yes"], 1, "cannot be asked"),
-        (vec!["member", "add", "x", "--agent", spare.agent_url.as_str(), "--peer-url", "ftp://x", "--yes"], 2, "--peer-url"),
+        (
+            vec![
+                "member",
+                "add",
+                "etcd2",
+                "--agent",
+                spare.agent_url.as_str(),
+                "--yes",
+            ],
+            2,
+            "already a member",
+        ),
+        (
+            vec!["member", "add", "x", "--agent", "not a url", "--yes"],
+            2,
+            "--agent",
+        ),
+        (
+            vec!["member", "add", "x", "--agent", "https://127.0.0.1:1", "--yes"],
+            1,
+            "cannot be asked",
+        ),
+        (
+            vec![
+                "member",
+                "add",
+                "x",
+                "--agent",
+                spare.agent_url.as_str(),
+                "--peer-url",
+                "ftp://x",
+                "--yes",
+            ],
+            2,
+            "--peer-url",
+        ),
         (vec!["member", "promote", "etcd2", "--yes"], 2, "already a voter"),
     ] {
         let out = ops.run(&args);
@@ -131,28 +244,51 @@ fn bad_input_and_quorum_breaking_removals_change_nothing() {
     // One member down: removing a healthy one would leave 1 healthy voter of 2.
     let leader = cluster.leader();
     let down = (0..3).find(|&i| i != leader).expect("follower");
-    let other = (0..3).find(|&i| i != leader && i != down).expect("other follower");
+    let other = (0..3)
+        .find(|&i| i != leader && i != down)
+        .expect("other follower");
     cluster.kill_etcd(down);
     let name = cluster.layout.members[other].name.clone();
     let out = ops.run(&["member", "remove", &name, "--yes"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("quorum needs 2") && out.stderr.contains("--force"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("quorum needs 2") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(member_names(&ops).len(), 3, "nothing changed");
     assert!(fleet_text(&cluster).contains(&format!("name = \"{name}\"")));
 }
 
 #[test]
 fn a_join_that_fails_before_promotion_is_rolled_back() {
-    let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .spares(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let spare = cluster.spare(0).clone();
     // The spare's etcd will not start: a setting etcd cannot parse.
     let env = std::fs::read_to_string(&spare.env_file).expect("env");
     std::fs::write(&spare.env_file, format!("{env}ETCD_QUOTA_BACKEND_BYTES=lots\n")).expect("break env");
 
-    let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes", "--step-timeout", "20s"]);
+    let out = ops.run(&[
+        "member",
+        "add",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--yes",
+        "--step-timeout",
+        "20s",
+    ]);
     assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("rolled back") && out.stderr.contains("learner"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rolled back") && out.stderr.contains("learner"),
+        "{}",
+        out.stderr
+    );
     let names = member_names(&ops);
     assert_eq!(names.len(), 3, "no learner left behind: {names:?}");
     assert!(!fleet_text(&cluster).contains(&spare.agent_url));

@@ -14,12 +14,24 @@ use etcdops_tests::{Caller, Cluster, Coordinator, bins};
 
 fn leader_id(cluster: &Cluster) -> u64 {
     let i = cluster.leader();
-    cluster.get_status(i, &Caller::Coordinator, 2000).expect("status").member.expect("member").member_id
+    cluster
+        .get_status(i, &Caller::Coordinator, 2000)
+        .expect("status")
+        .member
+        .expect("member")
+        .member_id
 }
 
 fn db_sizes(cluster: &Cluster) -> Vec<i64> {
     (0..3)
-        .map(|i| cluster.get_status(i, &Caller::Coordinator, 2000).expect("status").member.expect("member").db_size)
+        .map(|i| {
+            cluster
+                .get_status(i, &Caller::Coordinator, 2000)
+                .expect("status")
+                .member
+                .expect("member")
+                .db_size
+        })
         .collect()
 }
 
@@ -27,24 +39,47 @@ fn db_sizes(cluster: &Cluster) -> Vec<i64> {
 /// database keeps its size with most of it free.
 fn fragment(cluster: &Cluster, mb: usize) {
     cluster.put_bulk("frag/", mb * 10, 100_000);
-    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    let endpoints: Vec<String> = cluster
+        .layout
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
     cluster.block_on(async {
-        let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+        let mut client = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .expect("etcd client");
         let deleted = client
             .delete("frag/", Some(etcd_client::DeleteOptions::new().with_prefix()))
             .await
             .expect("delete");
         let revision = deleted.header().expect("header").revision();
-        client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compact");
+        client
+            .compact(
+                revision,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
+            .expect("compact");
     });
 }
 
 fn key_count(cluster: &Cluster, prefix: &str) -> i64 {
-    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    let endpoints: Vec<String> = cluster
+        .layout
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
     cluster.block_on(async {
-        let mut client = etcd_client::Client::connect(&endpoints, None).await.expect("etcd client");
+        let mut client = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .expect("etcd client");
         let resp = client
-            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix().with_count_only()))
+            .get(
+                prefix,
+                Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+            )
             .await
             .expect("count");
         resp.count()
@@ -56,7 +91,9 @@ fn wait_for_step_done(ops: &Coordinator, op_kind: &str, steps: usize, timeout: D
     while Instant::now() < deadline {
         for op in ops.operations() {
             if op["kind"] == op_kind {
-                let done = op["steps"].as_array().map_or(0, |s| s.iter().filter(|s| s["state"] == "done").count());
+                let done = op["steps"]
+                    .as_array()
+                    .map_or(0, |s| s.iter().filter(|s| s["state"] == "done").count());
                 if done >= steps {
                     return op["id"].as_str().expect("id").to_string();
                 }
@@ -69,7 +106,10 @@ fn wait_for_step_done(ops: &Coordinator, op_kind: &str, steps: usize, timeout: D
 
 #[test]
 fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     fragment(&cluster, 30);
     cluster.put_bulk("keep/", 100, 100);
@@ -80,9 +120,17 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
     let dry = ops.run(&["defrag", "--rolling", "--dry-run", "-w", "json"]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     let plan = dry.json();
-    let steps: Vec<&str> = plan["plan"]["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    let steps: Vec<&str> = plan["plan"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(steps.len(), 4, "{steps:?}");
-    assert!(steps[2].starts_with("transfer-leadership:") && steps[3].starts_with("defrag:"), "{steps:?}");
+    assert!(
+        steps[2].starts_with("transfer-leadership:") && steps[3].starts_with("defrag:"),
+        "{steps:?}"
+    );
     assert!(ops.operations().is_empty(), "a dry run journals nothing");
     assert_eq!(leader_id(&cluster), old_leader, "a dry run changes nothing");
 
@@ -90,25 +138,46 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
     assert_eq!(record["state"], "succeeded");
-    assert!(record["steps"].as_array().expect("steps").iter().all(|s| s["state"] == "done"), "{record}");
+    assert!(
+        record["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .all(|s| s["state"] == "done"),
+        "{record}"
+    );
     let after = db_sizes(&cluster);
     for (b, a) in before.iter().zip(&after) {
-        assert!(a * 2 < *b, "every member shrank: before {before:?}, after {after:?}");
+        assert!(
+            a * 2 < *b,
+            "every member shrank: before {before:?}, after {after:?}"
+        );
     }
-    assert_ne!(leader_id(&cluster), old_leader, "leadership moved off the old leader before its defrag");
+    assert_ne!(
+        leader_id(&cluster),
+        old_leader,
+        "leadership moved off the old leader before its defrag"
+    );
     assert_eq!(key_count(&cluster, "keep/"), 100);
     assert!(cluster.is_healthy());
 
     // A rule that selects nobody: nothing to do, exit 0, no operation.
     let out = ops.run(&["defrag", "--rule", "dbSize - dbSizeInUse > 1GB", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("nothing to do") && out.stderr.contains("dbSize - dbSizeInUse"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("nothing to do") && out.stderr.contains("dbSize - dbSizeInUse"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(ops.operations().len(), 1);
 }
 
 #[test]
 fn rolling_restart_restarts_each_member_once_leader_last() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     cluster.put_bulk("keep/", 200, 100);
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
@@ -117,9 +186,18 @@ fn rolling_restart_restarts_each_member_once_leader_last() {
     let out = ops.run(&["restart", "--rolling", "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
-    let steps: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    let steps: Vec<&str> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
     let leader_name = &cluster.layout.members[leader].name;
-    assert_eq!(steps.last().copied(), Some(format!("restart:{leader_name}").as_str()), "{steps:?}");
+    assert_eq!(
+        steps.last().copied(),
+        Some(format!("restart:{leader_name}").as_str()),
+        "{steps:?}"
+    );
     for (i, pid) in pids.iter().enumerate() {
         assert_ne!(cluster.etcd_pid(i), *pid, "member {i} restarted");
     }
@@ -131,7 +209,10 @@ fn rolling_restart_restarts_each_member_once_leader_last() {
 
 #[test]
 fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_meanwhile() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
     let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
@@ -153,17 +234,30 @@ fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_mean
     let other = cluster.coordinator();
     let refused = other.run(&["defrag", "--yes"]);
     assert_eq!(refused.code, 3, "busy exit code: {}", refused.stderr);
-    assert!(refused.stderr.contains(&id) && refused.stderr.contains("op abort"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&id) && refused.stderr.contains("op abort"),
+        "{}",
+        refused.stderr
+    );
     assert!(other.operations().is_empty());
 
     // Members already restarted keep their etcd process through the resume.
     let restarted: Vec<usize> = done
         .iter()
         .filter_map(|s| s.strip_prefix("restart:"))
-        .map(|name| cluster.layout.members.iter().position(|m| m.name == name).expect("member"))
+        .map(|name| {
+            cluster
+                .layout
+                .members
+                .iter()
+                .position(|m| m.name == name)
+                .expect("member")
+        })
         .collect();
     let kept: Vec<u32> = restarted.iter().map(|&i| cluster.etcd_pid(i)).collect();
-    cluster.wait_until("healthy before resuming", Duration::from_secs(30), |c| c.is_healthy());
+    cluster.wait_until("healthy before resuming", Duration::from_secs(30), |c| {
+        c.is_healthy()
+    });
     let out = ops.run(&["op", "resume", &id[..20], "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
@@ -184,7 +278,10 @@ fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_mean
 
 #[test]
 fn abort_frees_the_fence_of_a_dead_coordinator() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
     let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
@@ -205,15 +302,24 @@ fn abort_frees_the_fence_of_a_dead_coordinator() {
 
 #[test]
 fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let follower = (0..3).find(|&i| i != cluster.leader()).expect("follower");
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
 
     for (args, expected) in [
         (&["defrag", "--rule", "dbSize >", "--yes"][..], "rule"),
-        (&["defrag", "--rule", "dbsize > 1MB", "--yes"][..], "did you mean dbSize"),
-        (&["defrag", "--member", "etcd9", "--yes"][..], "unknown member \"etcd9\""),
+        (
+            &["defrag", "--rule", "dbsize > 1MB", "--yes"][..],
+            "did you mean dbSize",
+        ),
+        (
+            &["defrag", "--member", "etcd9", "--yes"][..],
+            "unknown member \"etcd9\"",
+        ),
         (&["restart", "--member", "nope", "--yes"][..], "unknown member"),
         (&["compact", "--yes"][..], "--keep-revisions"),
         (&["op", "show", "no-such-op"][..], "no-such-op"),
@@ -231,7 +337,11 @@ fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
     let out = ops.run(&["restart", "--rolling", "--yes"]);
     cluster.freeze_etcd(follower, false);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("not safe") && out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not safe") && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.stderr
+    );
     assert!(ops.operations().is_empty(), "nothing journaled");
     for (i, pid) in pids.iter().enumerate() {
         assert_eq!(cluster.etcd_pid(i), *pid, "member {i} untouched");
@@ -242,7 +352,10 @@ fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
 
 #[test]
 fn a_member_failing_mid_operation_stops_it_cleanly() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     let leader = cluster.leader();
     let victim = (0..3).rev().find(|&i| i != leader).expect("a follower");
@@ -254,19 +367,46 @@ fn a_member_failing_mid_operation_stops_it_cleanly() {
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
     let name = cluster.layout.members[victim].name.clone();
 
-    let out = ops.run(&["restart", "--rolling", "--yes", "--step-timeout", "20s", "-w", "json"]);
+    let out = ops.run(&[
+        "restart",
+        "--rolling",
+        "--yes",
+        "--step-timeout",
+        "20s",
+        "-w",
+        "json",
+    ]);
     assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("stopped at step") && out.stderr.contains(&format!("restart etcd on {name}")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stopped at step") && out.stderr.contains(&format!("restart etcd on {name}")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("op resume"), "{}", out.stderr);
     let record = ops.operations().into_iter().next().expect("journaled");
     assert_eq!(record["state"], "failed", "{record}");
-    let failed: Vec<&serde_json::Value> = record["steps"].as_array().expect("steps").iter().filter(|s| s["state"] == "failed").collect();
+    let failed: Vec<&serde_json::Value> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["state"] == "failed")
+        .collect();
     assert_eq!(failed.len(), 1, "{record}");
     assert_eq!(failed[0]["id"], format!("restart:{name}"));
     // Nothing after the failed step ran: the leader was not touched, and quorum held.
-    assert_eq!(cluster.etcd_pid(leader), pids[leader], "the leader was not restarted");
+    assert_eq!(
+        cluster.etcd_pid(leader),
+        pids[leader],
+        "the leader was not restarted"
+    );
     for &i in &others {
-        assert!(cluster.health(i, &Caller::Coordinator, 2000).expect("health").healthy, "member {i} serves");
+        assert!(
+            cluster
+                .health(i, &Caller::Coordinator, 2000)
+                .expect("health")
+                .healthy,
+            "member {i} serves"
+        );
     }
 
     // Fixed, the operation resumes at the failed step and completes.
@@ -282,7 +422,10 @@ fn a_member_failing_mid_operation_stops_it_cleanly() {
 
 #[test]
 fn compact_alarms_and_nospace_recovery() {
-    let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins!());
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
     let ops = cluster.coordinator();
     cluster.put_bulk("k/", 50, 100);
     let out = ops.run(&["compact", "--keep-revisions", "10", "--yes", "-w", "json"]);
@@ -303,7 +446,10 @@ fn compact_alarms_and_nospace_recovery() {
     cluster
         .block_on(client.set_etcd_env(etcdops_proto::v1::SetEtcdEnvRequest {
             operation_id: "e2e-quota".into(),
-            set: vec![etcdops_proto::v1::EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "16777216".into() }],
+            set: vec![etcdops_proto::v1::EnvVar {
+                key: "ETCD_QUOTA_BACKEND_BYTES".into(),
+                value: "16777216".into(),
+            }],
             unset: Vec::new(),
             fence: Some(fence.clone()),
         }))
@@ -317,13 +463,25 @@ fn compact_alarms_and_nospace_recovery() {
         }))
         .expect("restart");
     cluster.release_fence(&fence);
-    cluster.wait_until("healthy after the quota change", Duration::from_secs(30), |c| c.is_healthy());
-    let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+    cluster.wait_until("healthy after the quota change", Duration::from_secs(30), |c| {
+        c.is_healthy()
+    });
+    let endpoints: Vec<String> = cluster
+        .layout
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
     cluster.block_on(async {
-        let mut c = etcd_client::Client::connect(&endpoints, None).await.expect("client");
+        let mut c = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .expect("client");
         let value = vec![b'x'; 500_000];
         for i in 0..100 {
-            if c.put(format!("big/{}", i % 20), value.clone(), None).await.is_err() {
+            if c.put(format!("big/{}", i % 20), value.clone(), None)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -344,14 +502,23 @@ fn compact_alarms_and_nospace_recovery() {
 
     // Free the space the keys hold, then recover.
     cluster.block_on(async {
-        let mut c = etcd_client::Client::connect(&endpoints, None).await.expect("client");
-        c.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("deletes work under NOSPACE");
+        let mut c = etcd_client::Client::connect(&endpoints, None)
+            .await
+            .expect("client");
+        c.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .expect("deletes work under NOSPACE");
     });
     let out = ops.run(&["recover", "nospace", "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
     assert_eq!(record["state"], "succeeded");
-    let ids: Vec<&str> = record["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id")).collect();
+    let ids: Vec<&str> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
     assert_eq!(ids.last().copied(), Some("verify-writes"), "{ids:?}");
     let out = ops.run(&["alarm", "list"]);
     assert_eq!(out.code, 0, "{}", out.stdout);

@@ -36,7 +36,10 @@ fn header(fence: Option<&Fence>, file: &[u8], name: &str, peer_url: &str) -> Res
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 /// Hex sha256 by coreutils' `sha256sum` (this crate has no hash of its own).

@@ -7,12 +7,18 @@ use std::process::Command;
 use etcdops_tests::{bins, free_prefix};
 
 fn etcdops(args: &[&str]) -> std::process::Output {
-    Command::new(bins!().cli).args(args).env_remove("ETCDOPS_FLEET").output().expect("etcdops")
+    Command::new(bins!().cli)
+        .args(args)
+        .env_remove("ETCDOPS_FLEET")
+        .output()
+        .expect("etcdops")
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with(['Z', 'X'])))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 #[test]
@@ -38,25 +44,51 @@ fn sandbox_up_status_down() {
     let stdout = String::from_utf8_lossy(&up.stdout);
     // Whatever happens next, stop what was started.
     let guard = scopeguard(d);
-    assert!(up.status.success(), "sandbox up: {}\n{stdout}", String::from_utf8_lossy(&up.stderr));
-    assert!(stdout.contains("etcdops status") && stdout.contains("sandbox down"), "next steps printed: {stdout}");
+    assert!(
+        up.status.success(),
+        "sandbox up: {}\n{stdout}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        stdout.contains("etcdops status") && stdout.contains("sandbox down"),
+        "next steps printed: {stdout}"
+    );
     let spare_agent = format!("https://{prefix}.14:7443");
     assert!(
-        stdout.contains("spare hosts (agents without a member; add one with `etcdops member add etcd4 --agent")
+        stdout
+            .contains("spare hosts (agents without a member; add one with `etcdops member add etcd4 --agent")
             && stdout.contains(&spare_agent),
         "spare host printed: {stdout}"
     );
     let spare_env = std::fs::read_to_string(dir.path().join("etcd4/etcd.env")).expect("spare env file");
-    assert!(spare_env.contains("ETCD_NAME=\"etcd4\"") && !spare_env.contains("ETCD_INITIAL_CLUSTER"), "{spare_env}");
+    assert!(
+        spare_env.contains("ETCD_NAME=\"etcd4\"") && !spare_env.contains("ETCD_INITIAL_CLUSTER"),
+        "{spare_env}"
+    );
 
     let fleet = dir.path().join("fleet.toml");
     let status = etcdops(&["--fleet", fleet.to_str().expect("utf-8"), "status", "-w", "json"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert_eq!(report["members"].as_array().map(Vec::len), Some(3), "the spare is not a member");
+    assert_eq!(
+        report["members"].as_array().map(Vec::len),
+        Some(3),
+        "the spare is not a member"
+    );
 
     // A second `up` on a running sandbox is refused.
-    let again = etcdops(&["sandbox", "up", "--dir", d, "--agent-bin", agent.to_str().expect("utf-8")]);
+    let again = etcdops(&[
+        "sandbox",
+        "up",
+        "--dir",
+        d,
+        "--agent-bin",
+        agent.to_str().expect("utf-8"),
+    ]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
 
@@ -96,6 +128,10 @@ fn scopeguard(dir: &str) -> Down {
 impl Drop for Down {
     fn drop(&mut self) {
         let out = etcdops(&["sandbox", "down", "--dir", &self.0]);
-        assert!(out.status.success() || std::thread::panicking(), "sandbox down: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "sandbox down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -14,7 +14,11 @@ fn etcdctl_status(file: &Path) -> serde_json::Value {
         .arg(file)
         .output()
         .expect("etcdctl");
-    assert!(out.status.success(), "etcdctl snapshot status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("etcdctl json")
 }
 
@@ -33,12 +37,22 @@ fn saves_a_verified_snapshot_from_a_follower_with_its_metadata() {
     cluster.put_bulk("k", 200, 1000);
     let out_dir = tempfile::tempdir().expect("tempdir");
 
-    let out = cluster.etcdops(&["snapshot", "save", "--out", out_dir.path().to_str().expect("utf-8"), "-w", "json"]);
+    let out = cluster.etcdops(&[
+        "snapshot",
+        "save",
+        "--out",
+        out_dir.path().to_str().expect("utf-8"),
+        "-w",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report = out.json();
     let path = Path::new(report["path"].as_str().expect("path"));
     assert!(path.starts_with(out_dir.path()));
-    assert!(report["why"].as_str().is_some_and(|w| w.contains("follower")), "{report:#}");
+    assert!(
+        report["why"].as_str().is_some_and(|w| w.contains("follower")),
+        "{report:#}"
+    );
 
     // etcdctl accepts the file, and our metadata agrees with it.
     let status = etcdctl_status(path);
@@ -47,11 +61,19 @@ fn saves_a_verified_snapshot_from_a_follower_with_its_metadata() {
     assert_eq!(report["size"].as_u64(), Some(data.len() as u64));
     assert_eq!(data.len() % 512, 32, "etcd's sha256 trailer is there");
     let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).expect("sidecar")).expect("json");
+        serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).expect("sidecar"))
+            .expect("json");
     assert_eq!(sidecar["sha256"], report["sha256"]);
     assert_eq!(sidecar["cluster"], "e2e");
-    assert!(sidecar["revision"].as_i64().is_some_and(|r| r >= 201), "{sidecar:#}");
-    assert_eq!(files_in(out_dir.path()).len(), 2, "the snapshot and its sidecar, nothing else");
+    assert!(
+        sidecar["revision"].as_i64().is_some_and(|r| r >= 201),
+        "{sidecar:#}"
+    );
+    assert_eq!(
+        files_in(out_dir.path()).len(),
+        2,
+        "the snapshot and its sidecar, nothing else"
+    );
 
     // Never overwritten.
     let again = cluster.etcdops(&["snapshot", "save", "--out", path.to_str().expect("utf-8")]);
@@ -60,7 +82,14 @@ fn saves_a_verified_snapshot_from_a_follower_with_its_metadata() {
     assert_eq!(std::fs::read(path).expect("unchanged"), data);
 
     // An unknown member is refused before anything is written.
-    let bad = cluster.etcdops(&["snapshot", "save", "--member", "etcd9", "--out", out_dir.path().to_str().expect("utf-8")]);
+    let bad = cluster.etcdops(&[
+        "snapshot",
+        "save",
+        "--member",
+        "etcd9",
+        "--out",
+        out_dir.path().to_str().expect("utf-8"),
+    ]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("etcd9"), "{}", bad.stderr);
     assert_eq!(files_in(out_dir.path()).len(), 2);
@@ -75,7 +104,14 @@ fn a_member_stalling_mid_stream_leaves_no_file() {
     let out = out_dir.path().join("snap.db");
 
     let child = cluster.etcdops_spawn(&[
-        "snapshot", "save", "--member", "etcd2", "--timeout", "1s", "--out", out.to_str().expect("utf-8"),
+        "snapshot",
+        "save",
+        "--member",
+        "etcd2",
+        "--timeout",
+        "1s",
+        "--out",
+        out.to_str().expect("utf-8"),
     ]);
     // Freeze etcd2 as soon as the partial file exists: the stream stops mid-way.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -88,7 +124,16 @@ fn a_member_stalling_mid_stream_leaves_no_file() {
     cluster.freeze_etcd(1, false);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the save must fail");
-    assert!(stderr.contains("etcd2") && stderr.contains("mid-stream"), "{stderr}");
-    assert!(files_in(out_dir.path()).is_empty(), "no partial or final file left: {:?}", files_in(out_dir.path()));
-    cluster.wait_until("the cluster to recover", Duration::from_secs(30), |c| c.is_healthy());
+    assert!(
+        stderr.contains("etcd2") && stderr.contains("mid-stream"),
+        "{stderr}"
+    );
+    assert!(
+        files_in(out_dir.path()).is_empty(),
+        "no partial or final file left: {:?}",
+        files_in(out_dir.path())
+    );
+    cluster.wait_until("the cluster to recover", Duration::from_secs(30), |c| {
+        c.is_healthy()
+    });
 }

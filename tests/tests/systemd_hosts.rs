@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use etcdops_agent::unit::systemd::SystemdUnit;
 use etcdops_proto::v1::{Fence, UnitRequest, UnitState, UnitStatusRequest};
-use etcdops_tests::{bins, etcd_metrics};
 use etcdops_tests::nspawn::NspawnCluster;
+use etcdops_tests::{bins, etcd_metrics};
 use tonic::Code;
 
 fn request(fence: &Fence, op: &str) -> UnitRequest {
@@ -42,7 +42,10 @@ fn agents_stop_start_and_restart_etcd_service() {
 
     // The fence is kept in the agent's default state dir inside the host.
     let fences = cluster.read_in_host(2, "/var/lib/etcdops-agent/fences.json");
-    assert!(fences.contains("\"e2e-systemd\"") && fences.contains("\"held\": true"), "{fences}");
+    assert!(
+        fences.contains("\"e2e-systemd\"") && fences.contains("\"held\": true"),
+        "{fences}"
+    );
     let mut client = cluster.client(2);
     let stopped = cluster
         .block_on(client.stop_etcd(request(&fence, "e2e-stop")))
@@ -197,11 +200,17 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
 
     // The disk probe inside a real host reports sane numbers.
     let probe = cluster
-        .block_on(client.probe_disk(ProbeDiskRequest { total_bytes: 2300 * 500, block_size: 0 }))
+        .block_on(client.probe_disk(ProbeDiskRequest {
+            total_bytes: 2300 * 500,
+            block_size: 0,
+        }))
         .expect("probe")
         .into_inner();
     assert_eq!(probe.writes, 500);
-    assert!(probe.p50_us <= probe.p99_us && probe.p99_us <= probe.max_us, "{probe:?}");
+    assert!(
+        probe.p50_us <= probe.p99_us && probe.p99_us <= probe.max_us,
+        "{probe:?}"
+    );
     assert!(probe.throughput_bytes_per_sec > 0.0);
 
     // An env file change plus a restart through systemd takes effect.
@@ -210,15 +219,28 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
         .block_on(client.set_etcd_env(SetEtcdEnvRequest {
             fence: Some(fence.clone()),
             operation_id: "e2e-quota".into(),
-            set: vec![EnvVar { key: "ETCD_QUOTA_BACKEND_BYTES".into(), value: "1073741824".into() }],
+            set: vec![EnvVar {
+                key: "ETCD_QUOTA_BACKEND_BYTES".into(),
+                value: "1073741824".into(),
+            }],
             unset: vec![],
         }))
         .expect("set")
         .into_inner();
     assert!(set.changed);
-    assert_eq!(cluster.read_in_host(1, "/etc/default/etcd.prev"), before, "previous version kept");
-    cluster.block_on(client.restart_etcd(request(&fence, "e2e-restart"))).expect("restart");
-    cluster.wait_until("the restarted member to be healthy", Duration::from_secs(60), |c| c.is_healthy());
+    assert_eq!(
+        cluster.read_in_host(1, "/etc/default/etcd.prev"),
+        before,
+        "previous version kept"
+    );
+    cluster
+        .block_on(client.restart_etcd(request(&fence, "e2e-restart")))
+        .expect("restart");
+    cluster.wait_until(
+        "the restarted member to be healthy",
+        Duration::from_secs(60),
+        |c| c.is_healthy(),
+    );
     assert!(
         etcd_metrics(&url)
             .lines()
@@ -228,12 +250,25 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
 
     // Move-aside: refused while running, then keeps the old dir.
     let aside = |reason: &str| MoveDataDirAsideRequest {
-        fence: Some(fence.clone()), operation_id: "e2e".into(), reason: reason.into() };
-    let err = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect_err("running");
+        fence: Some(fence.clone()),
+        operation_id: "e2e".into(),
+        reason: reason.into(),
+    };
+    let err = cluster
+        .block_on(client.move_data_dir_aside(aside("test")))
+        .expect_err("running");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    cluster.block_on(client.stop_etcd(request(&fence, "e2e-stop"))).expect("stop");
+    cluster
+        .block_on(client.stop_etcd(request(&fence, "e2e-stop")))
+        .expect("stop");
     assert_eq!(is_active(&cluster, 1), "inactive");
-    let moved = cluster.block_on(client.move_data_dir_aside(aside("test"))).expect("moved").into_inner();
+    let moved = cluster
+        .block_on(client.move_data_dir_aside(aside("test")))
+        .expect("moved")
+        .into_inner();
     let listing = cluster.exec_stdout(1, &["ls", &format!("{}/member", moved.moved_to)]);
-    assert!(listing.contains("wal") && listing.contains("snap"), "old data kept: {listing}");
+    assert!(
+        listing.contains("wal") && listing.contains("snap"),
+        "old data kept: {listing}"
+    );
 }

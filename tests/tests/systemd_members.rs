@@ -244,7 +244,11 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
             || env.contains("ETCD_INITIAL_CLUSTER_STATE=existing"),
         "the joining host's env file:\n{env}"
     );
-    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "enabled", "the new member's etcd starts at boot");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-enabled"),
+        "enabled",
+        "the new member's etcd starts at boot"
+    );
     let four: Vec<String> = members
         .iter()
         .cloned()
@@ -294,7 +298,11 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
         cluster.logs()
     );
     assert_fleet_healthy(&cluster, &bins.cli);
-    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "disabled", "a removed member's etcd does not start at boot");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-enabled"),
+        "disabled",
+        "a removed member's etcd does not start at boot"
+    );
     eprintln!(
         "summary: add {add_took:.1?} (4 members at revision {rev4}, hash {hash4:08x}); \
          remove {remove_took:.1?} (3 members at revision {rev3}, hash {hash3:08x}); \
@@ -418,7 +426,11 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
         report.failed, 0,
         "writes failed while a power-cut member was replaced: {report}"
     );
-    assert_eq!(etcd_unit(&cluster, host, "is-enabled"), "enabled", "the new member's etcd starts at boot");
+    assert_eq!(
+        etcd_unit(&cluster, host, "is-enabled"),
+        "enabled",
+        "the new member's etcd starts at boot"
+    );
     eprintln!(
         "summary: replace {took:.1?} after the cut; load: ok {} failed {} retried {} p50 {} p99 {} max {} \
          leader changes {} term +{}; voters at revision {rev}, hash {hash:08x}, {:?} load keys each; \

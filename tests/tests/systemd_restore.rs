@@ -15,9 +15,14 @@ const AFTER: &str = "/e2e/after/";
 fn put(cluster: &NspawnCluster, prefix: &str, n: usize) {
     let endpoints = cluster.client_urls();
     cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect(endpoints, None).await.expect("etcd client");
+        let mut client = etcd_client::Client::connect(endpoints, None)
+            .await
+            .expect("etcd client");
         for i in 0..n {
-            client.put(format!("{prefix}{i}"), format!("value-{i}"), None).await.expect("put");
+            client
+                .put(format!("{prefix}{i}"), format!("value-{i}"), None)
+                .await
+                .expect("put");
         }
     });
 }
@@ -29,8 +34,13 @@ fn counts(cluster: &NspawnCluster, prefix: &str) -> Vec<i64> {
         .into_iter()
         .map(|url| {
             cluster.block_on(async move {
-                let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
-                let opts = etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable();
+                let mut client = etcd_client::Client::connect([url.as_str()], None)
+                    .await
+                    .expect("client");
+                let opts = etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only()
+                    .with_serializable();
                 client.get(prefix, Some(opts)).await.expect("count").count()
             })
         })
@@ -45,11 +55,21 @@ fn dumps(cluster: &NspawnCluster, prefix: &str) -> Vec<Vec<(String, String)>> {
         .map(|url| {
             let prefix = prefix.to_string();
             cluster.block_on(async move {
-                let mut client = etcd_client::Client::connect([url.as_str()], None).await.expect("client");
+                let mut client = etcd_client::Client::connect([url.as_str()], None)
+                    .await
+                    .expect("client");
                 let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
                 let got = client.get(prefix, Some(opts)).await.expect("dump");
-                let mut kvs: Vec<(String, String)> =
-                    got.kvs().iter().map(|kv| (kv.key_str().unwrap_or("?").to_string(), kv.value_str().unwrap_or("?").to_string())).collect();
+                let mut kvs: Vec<(String, String)> = got
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.key_str().unwrap_or("?").to_string(),
+                            kv.value_str().unwrap_or("?").to_string(),
+                        )
+                    })
+                    .collect();
                 kvs.sort();
                 kvs
             })
@@ -58,12 +78,22 @@ fn dumps(cluster: &NspawnCluster, prefix: &str) -> Vec<Vec<(String, String)>> {
 }
 
 fn cluster_id(cluster: &NspawnCluster) -> u64 {
-    cluster.get_status(0).expect("status").member.expect("member").cluster_id
+    cluster
+        .get_status(0)
+        .expect("status")
+        .member
+        .expect("member")
+        .cluster_id
 }
 
 fn all_active(cluster: &NspawnCluster) {
     for i in 0..cluster.layout.members.len() {
-        assert_eq!(cluster.exec_stdout(i, &["systemctl", "is-active", "etcd"]), "active", "host {i}\n{}", cluster.logs());
+        assert_eq!(
+            cluster.exec_stdout(i, &["systemctl", "is-active", "etcd"]),
+            "active",
+            "host {i}\n{}",
+            cluster.logs()
+        );
     }
 }
 
@@ -76,38 +106,114 @@ fn restore_and_rollback_on_systemd_hosts() {
     let t0 = std::time::Instant::now();
     put(&cluster, BEFORE, 100);
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = cluster.etcdops(&bins.cli, &["snapshot", "save", "--out", dir.path().to_str().expect("utf-8"), "-w", "json"]);
+    let out = cluster.etcdops(
+        &bins.cli,
+        &[
+            "snapshot",
+            "save",
+            "--out",
+            dir.path().to_str().expect("utf-8"),
+            "-w",
+            "json",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let snapshot = PathBuf::from(out.json()["path"].as_str().expect("path"));
     put(&cluster, AFTER, 40);
     let old_id = cluster_id(&cluster);
 
-    let out = cluster.etcdops(&bins.cli, &["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "-w", "json"]);
-    eprintln!("restore: exit {} after {:.1?}\n--- stderr\n{}", out.code, t0.elapsed(), out.stderr);
+    let out = cluster.etcdops(
+        &bins.cli,
+        &[
+            "restore",
+            "--snapshot",
+            snapshot.to_str().expect("utf-8"),
+            "--yes",
+            "-w",
+            "json",
+        ],
+    );
+    eprintln!(
+        "restore: exit {} after {:.1?}\n--- stderr\n{}",
+        out.code,
+        t0.elapsed(),
+        out.stderr
+    );
     if out.code != 0 {
-        panic!("restore failed: {}\n{}\n{}", out.stdout, out.stderr, cluster.logs());
+        panic!(
+            "restore failed: {}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            cluster.logs()
+        );
     }
     let record = out.succeeded();
-    assert_eq!(step_ids(&record), ["stage-all", "stop-all", "swap-all", "configure-all", "start-all", "verify-restore"]);
-    cluster.wait_until("healthy after the restore", Duration::from_secs(30), NspawnCluster::is_healthy);
+    assert_eq!(
+        step_ids(&record),
+        [
+            "stage-all",
+            "stop-all",
+            "swap-all",
+            "configure-all",
+            "start-all",
+            "verify-restore"
+        ]
+    );
+    cluster.wait_until(
+        "healthy after the restore",
+        Duration::from_secs(30),
+        NspawnCluster::is_healthy,
+    );
     all_active(&cluster);
-    assert_eq!(counts(&cluster, BEFORE), vec![100; 3], "the snapshot's data on every member");
-    let mut expected: Vec<(String, String)> = (0..100).map(|i| (format!("{BEFORE}{i}"), format!("value-{i}"))).collect();
+    assert_eq!(
+        counts(&cluster, BEFORE),
+        vec![100; 3],
+        "the snapshot's data on every member"
+    );
+    let mut expected: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("{BEFORE}{i}"), format!("value-{i}")))
+        .collect();
     expected.sort();
-    assert_eq!(dumps(&cluster, BEFORE), vec![expected; 3], "every key and value as written before the snapshot");
-    assert_eq!(counts(&cluster, AFTER), vec![0; 3], "nothing written after the snapshot");
+    assert_eq!(
+        dumps(&cluster, BEFORE),
+        vec![expected; 3],
+        "every key and value as written before the snapshot"
+    );
+    assert_eq!(
+        counts(&cluster, AFTER),
+        vec![0; 3],
+        "nothing written after the snapshot"
+    );
     assert_ne!(cluster_id(&cluster), old_id, "a new cluster (fresh token)");
 
     let id = record["id"].as_str().expect("id").to_string();
     let out = cluster.etcdops(&bins.cli, &["restore", "--rollback", &id, "--yes", "-w", "json"]);
-    eprintln!("rollback: exit {} after {:.1?}\n--- stderr\n{}", out.code, t0.elapsed(), out.stderr);
+    eprintln!(
+        "rollback: exit {} after {:.1?}\n--- stderr\n{}",
+        out.code,
+        t0.elapsed(),
+        out.stderr
+    );
     if out.code != 0 {
-        panic!("rollback failed: {}\n{}\n{}", out.stdout, out.stderr, cluster.logs());
+        panic!(
+            "rollback failed: {}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            cluster.logs()
+        );
     }
     out.succeeded();
-    cluster.wait_until("healthy after the rollback", Duration::from_secs(30), NspawnCluster::is_healthy);
+    cluster.wait_until(
+        "healthy after the rollback",
+        Duration::from_secs(30),
+        NspawnCluster::is_healthy,
+    );
     all_active(&cluster);
-    assert_eq!(counts(&cluster, AFTER), vec![40; 3], "the pre-restore data is back");
+    assert_eq!(
+        counts(&cluster, AFTER),
+        vec![40; 3],
+        "the pre-restore data is back"
+    );
     assert_eq!(cluster_id(&cluster), old_id);
     eprintln!("restore + rollback on systemd hosts in {:.1?}", t0.elapsed());
 }

@@ -94,7 +94,10 @@ pub async fn scrape(url: &str, timeout: Duration) -> Result<EtcdDiskMetrics, Met
 pub async fn scrape_gauge(url: &str, name: &str, timeout: Duration) -> Result<Option<f64>, MetricsError> {
     let text = tokio::time::timeout(timeout, http_get(url))
         .await
-        .map_err(|_| MetricsError::Timeout { url: url.to_string(), timeout })??;
+        .map_err(|_| MetricsError::Timeout {
+            url: url.to_string(),
+            timeout,
+        })??;
     Ok(gauge(&text, name))
 }
 

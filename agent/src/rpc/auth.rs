@@ -12,7 +12,9 @@ pub struct Caller(pub Identity);
 #[allow(clippy::result_large_err)]
 pub fn authorize(mut request: Request<()>) -> Result<Request<()>, Status> {
     let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("no client certificate: call the agent with a coordinator certificate of the fleet CA")
+        Status::unauthenticated(
+            "no client certificate: call the agent with a coordinator certificate of the fleet CA",
+        )
     })?;
     let leaf = certs
         .first()

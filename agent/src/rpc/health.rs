@@ -15,6 +15,10 @@ pub async fn health(state: &AgentState, timeout: Duration) -> HealthResponse {
             member_id: h.member_id,
             revision: h.revision,
         },
-        Err(e) => HealthResponse { healthy: false, error: e.to_string(), ..Default::default() },
+        Err(e) => HealthResponse {
+            healthy: false,
+            error: e.to_string(),
+            ..Default::default()
+        },
     }
 }

@@ -14,17 +14,29 @@ use crate::unit::UnitState;
 
 fn env_status(e: EnvFileError) -> Status {
     match e {
-        EnvFileError::InvalidValue { .. } | EnvFileError::InvalidKey { .. } => Status::invalid_argument(e.to_string()),
+        EnvFileError::InvalidValue { .. } | EnvFileError::InvalidKey { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
         EnvFileError::Syntax { .. } => Status::failed_precondition(e.to_string()),
         EnvFileError::Read { .. } | EnvFileError::Write { .. } => Status::internal(e.to_string()),
     }
 }
 
-pub async fn set_env(state: &AgentState, request: pb::SetEtcdEnvRequest) -> Result<pb::SetEtcdEnvResponse, Status> {
+pub async fn set_env(
+    state: &AgentState,
+    request: pb::SetEtcdEnvRequest,
+) -> Result<pb::SetEtcdEnvResponse, Status> {
     if request.set.is_empty() && request.unset.is_empty() {
-        return Err(Status::invalid_argument("set, unset: nothing to change; name at least one variable"));
+        return Err(Status::invalid_argument(
+            "set, unset: nothing to change; name at least one variable",
+        ));
     }
-    for key in request.set.iter().map(|v| v.key.as_str()).chain(request.unset.iter().map(String::as_str)) {
+    for key in request
+        .set
+        .iter()
+        .map(|v| v.key.as_str())
+        .chain(request.unset.iter().map(String::as_str))
+    {
         if !key.starts_with("ETCD_") {
             return Err(Status::invalid_argument(format!(
                 "set/unset: {key:?} is not an etcd variable; only ETCD_* variables are managed"
@@ -34,7 +46,9 @@ pub async fn set_env(state: &AgentState, request: pb::SetEtcdEnvRequest) -> Resu
     let path = state.env_file.clone();
     let mut file = match EnvFile::load(&path) {
         Ok(f) => f,
-        Err(EnvFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => EnvFile::default(),
+        Err(EnvFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            EnvFile::default()
+        }
         Err(e) => return Err(env_status(e)),
     };
     let before = file.to_text();
@@ -68,7 +82,10 @@ pub async fn move_data_dir_aside(
     request: pb::MoveDataDirAsideRequest,
 ) -> Result<pb::MoveDataDirAsideResponse, Status> {
     let unit = state.unit.info().await;
-    if matches!(unit.state, UnitState::Active | UnitState::Activating | UnitState::Deactivating) {
+    if matches!(
+        unit.state,
+        UnitState::Active | UnitState::Activating | UnitState::Deactivating
+    ) {
         return Err(Status::failed_precondition(format!(
             "the data dir can only be moved aside while etcd is stopped; {} is {}: call StopEtcd first",
             state.unit.unit(),
@@ -86,9 +103,9 @@ pub async fn move_data_dir_aside(
     .map_err(|e| Status::internal(format!("moving the data dir aside: {e}")))?;
     let (moved, kept) = result.map_err(|e| match e {
         DataDirError::InvalidReason { .. } => Status::invalid_argument(format!("reason: {e}")),
-        DataDirError::Missing { .. } | DataDirError::NotADirectory { .. } | DataDirError::TargetExists { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
+        DataDirError::Missing { .. }
+        | DataDirError::NotADirectory { .. }
+        | DataDirError::TargetExists { .. } => Status::failed_precondition(e.to_string()),
         _ => Status::internal(e.to_string()),
     })?;
     tracing::warn!(operation = %request.operation_id, moved_to = %moved.display(), "data dir moved aside");

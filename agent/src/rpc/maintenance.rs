@@ -99,14 +99,25 @@ pub async fn defragment(state: &AgentState, timeout: Duration) -> Result<pb::Def
     })
 }
 
-
 pub async fn hash_kv(state: &AgentState, request: &pb::HashKvRequest) -> Result<pb::HashKvResponse, Status> {
     if request.revision < 0 {
-        return Err(Status::invalid_argument(format!("revision: {} must be 0 (the newest) or above", request.revision)));
+        return Err(Status::invalid_argument(format!(
+            "revision: {} must be 0 (the newest) or above",
+            request.revision
+        )));
     }
     let timeout = budget("timeout_ms", request.timeout_ms, HASH_KV)?;
-    let h = state.etcd.hash_kv(request.revision, timeout).await.map_err(etcd_status)?;
-    Ok(pb::HashKvResponse { member_id: h.member_id, hash: h.hash, compact_revision: h.compact_revision, revision: h.revision })
+    let h = state
+        .etcd
+        .hash_kv(request.revision, timeout)
+        .await
+        .map_err(etcd_status)?;
+    Ok(pb::HashKvResponse {
+        member_id: h.member_id,
+        hash: h.hash,
+        compact_revision: h.compact_revision,
+        revision: h.revision,
+    })
 }
 
 /// `revision` of a CompactRequest: above 0.
@@ -357,19 +368,38 @@ mod tests {
         let unhealthy = refused(MemberRefusal::Unhealthy, "etcdserver: unhealthy cluster");
         assert_eq!(unhealthy.code(), tonic::Code::Unavailable);
         assert_eq!(
-            refused(MemberRefusal::LearnerNotInSync, "etcdserver: can only promote a learner member which is in sync with leader").code(),
+            refused(
+                MemberRefusal::LearnerNotInSync,
+                "etcdserver: can only promote a learner member which is in sync with leader"
+            )
+            .code(),
             tonic::Code::Unavailable
         );
         assert_eq!(
-            refused(MemberRefusal::NotEnoughStarted, "etcdserver: re-configuration failed due to not enough started members").code(),
+            refused(
+                MemberRefusal::NotEnoughStarted,
+                "etcdserver: re-configuration failed due to not enough started members"
+            )
+            .code(),
             tonic::Code::FailedPrecondition
         );
-        let bad = refused(MemberRefusal::BadUrls, "etcdserver: given member URLs are invalid");
+        let bad = refused(
+            MemberRefusal::BadUrls,
+            "etcdserver: given member URLs are invalid",
+        );
         assert_eq!(bad.code(), tonic::Code::InvalidArgument);
         assert!(bad.message().starts_with("peer_urls: "), "{}", bad.message());
-        assert_eq!(refused(MemberRefusal::MemberNotFound, "etcdserver: member not found").code(), tonic::Code::NotFound);
-        let learners = etcd_status(EtcdError::TooManyLearners { learner: "etcd4 (a1)".into() });
+        assert_eq!(
+            refused(MemberRefusal::MemberNotFound, "etcdserver: member not found").code(),
+            tonic::Code::NotFound
+        );
+        let learners = etcd_status(EtcdError::TooManyLearners {
+            learner: "etcd4 (a1)".into(),
+        });
         assert_eq!(learners.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(learners.message(), "etcd allows one learner at a time: promote or remove learner etcd4 (a1) first");
+        assert_eq!(
+            learners.message(),
+            "etcd allows one learner at a time: promote or remove learner etcd4 (a1) first"
+        );
     }
 }

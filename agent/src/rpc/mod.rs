@@ -18,13 +18,13 @@ mod unit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etcdops_proto::v1 as pb;
 use etcdops_proto::v1::agent_server::{Agent, AgentServer};
 use etcdops_proto::v1::{
-    GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse, ProbeDiskRequest, ProbeDiskResponse,
-    MoveDataDirAsideRequest, MoveDataDirAsideResponse, SaveSnapshotRequest, SetEtcdEnvRequest, SetEtcdEnvResponse,
-    UnitRequest, UnitStatus, UnitStatusRequest,
+    GetStatusRequest, GetStatusResponse, HealthRequest, HealthResponse, MoveDataDirAsideRequest,
+    MoveDataDirAsideResponse, ProbeDiskRequest, ProbeDiskResponse, SaveSnapshotRequest, SetEtcdEnvRequest,
+    SetEtcdEnvResponse, UnitRequest, UnitStatus, UnitStatusRequest,
 };
-use etcdops_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -81,7 +81,10 @@ impl AgentService {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
         self.counted("GetStatus", async {
             let timeout = timeout_field(request.get_ref().timeout_ms)?;
             Ok(Response::new(status::get_status(&self.state, timeout).await))
@@ -121,32 +124,59 @@ impl Agent for AgentService {
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
         let r = request.get_ref();
         let act = unit::act(self.state.clone(), unit::Action::Start, r.clone());
-        self.counted("StartEtcd", fence::fenced(&self.state, "StartEtcd", r.fence.as_ref(), act)).await.map(Response::new)
+        self.counted(
+            "StartEtcd",
+            fence::fenced(&self.state, "StartEtcd", r.fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
         let r = request.get_ref();
         let act = unit::act(self.state.clone(), unit::Action::Stop, r.clone());
-        self.counted("StopEtcd", fence::fenced(&self.state, "StopEtcd", r.fence.as_ref(), act)).await.map(Response::new)
+        self.counted(
+            "StopEtcd",
+            fence::fenced(&self.state, "StopEtcd", r.fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
         let r = request.get_ref();
         let act = unit::act(self.state.clone(), unit::Action::Restart, r.clone());
-        self.counted("RestartEtcd", fence::fenced(&self.state, "RestartEtcd", r.fence.as_ref(), act))
-            .await
-            .map(Response::new)
+        self.counted(
+            "RestartEtcd",
+            fence::fenced(&self.state, "RestartEtcd", r.fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
-    async fn get_unit_status(&self, _request: Request<UnitStatusRequest>) -> Result<Response<UnitStatus>, Status> {
-        self.counted("GetUnitStatus", async { Ok(Response::new(unit::get(&self.state).await)) }).await
+    async fn get_unit_status(
+        &self,
+        _request: Request<UnitStatusRequest>,
+    ) -> Result<Response<UnitStatus>, Status> {
+        self.counted("GetUnitStatus", async {
+            Ok(Response::new(unit::get(&self.state).await))
+        })
+        .await
     }
 
-    async fn set_etcd_env(&self, request: Request<SetEtcdEnvRequest>) -> Result<Response<SetEtcdEnvResponse>, Status> {
+    async fn set_etcd_env(
+        &self,
+        request: Request<SetEtcdEnvRequest>,
+    ) -> Result<Response<SetEtcdEnvResponse>, Status> {
         let r = request.into_inner();
         let fence = r.fence.clone();
         let act = host_files::set_env(&self.state, r);
-        self.counted("SetEtcdEnv", fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act)).await.map(Response::new)
+        self.counted(
+            "SetEtcdEnv",
+            fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn move_data_dir_aside(
@@ -156,24 +186,45 @@ impl Agent for AgentService {
         let r = request.into_inner();
         let fence = r.fence.clone();
         let act = host_files::move_data_dir_aside(&self.state, r);
-        self.counted("MoveDataDirAside", fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act))
+        self.counted(
+            "MoveDataDirAside",
+            fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn probe_disk(
+        &self,
+        request: Request<ProbeDiskRequest>,
+    ) -> Result<Response<ProbeDiskResponse>, Status> {
+        self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner()))
             .await
             .map(Response::new)
     }
 
-    async fn probe_disk(&self, request: Request<ProbeDiskRequest>) -> Result<Response<ProbeDiskResponse>, Status> {
-        self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner())).await.map(Response::new)
+    async fn acquire_fence(
+        &self,
+        r: Request<pb::AcquireFenceRequest>,
+    ) -> Result<Response<pb::FenceState>, Status> {
+        self.counted("AcquireFence", fence::acquire(&self.state, r.into_inner()))
+            .await
+            .map(Response::new)
     }
 
-    async fn acquire_fence(&self, r: Request<pb::AcquireFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
-        self.counted("AcquireFence", fence::acquire(&self.state, r.into_inner())).await.map(Response::new)
+    async fn release_fence(
+        &self,
+        r: Request<pb::ReleaseFenceRequest>,
+    ) -> Result<Response<pb::FenceState>, Status> {
+        self.counted("ReleaseFence", fence::release(&self.state, r.into_inner()))
+            .await
+            .map(Response::new)
     }
 
-    async fn release_fence(&self, r: Request<pb::ReleaseFenceRequest>) -> Result<Response<pb::FenceState>, Status> {
-        self.counted("ReleaseFence", fence::release(&self.state, r.into_inner())).await.map(Response::new)
-    }
-
-    async fn defragment(&self, r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        r: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
         let r = r.into_inner();
         self.counted("Defragment", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
@@ -196,7 +247,10 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
-    async fn move_leader(&self, r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        r: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         let r = r.into_inner();
         self.counted("MoveLeader", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
@@ -222,11 +276,18 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
-    async fn write_probe(&self, r: Request<pb::WriteProbeRequest>) -> Result<Response<pb::WriteProbeResponse>, Status> {
+    async fn write_probe(
+        &self,
+        r: Request<pb::WriteProbeRequest>,
+    ) -> Result<Response<pb::WriteProbeResponse>, Status> {
         let r = r.into_inner();
         self.counted("WriteProbe", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
-            let operation_id = r.fence.as_ref().map(|f| f.operation_id.clone()).unwrap_or_default();
+            let operation_id = r
+                .fence
+                .as_ref()
+                .map(|f| f.operation_id.clone())
+                .unwrap_or_default();
             let act = maintenance::write_probe(&self.state, &operation_id, timeout);
             fence::fenced(&self.state, "WriteProbe", r.fence.as_ref(), act).await
         })
@@ -234,7 +295,10 @@ impl Agent for AgentService {
         .map(Response::new)
     }
 
-    async fn add_member(&self, r: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_member(
+        &self,
+        r: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let r = r.into_inner();
         self.counted("AddMember", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
@@ -299,9 +363,12 @@ impl Agent for AgentService {
         let r = r.into_inner();
         let fence = r.fence.clone();
         let act = restore::swap_in(&self.state, r);
-        self.counted("SwapInRestore", fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act))
-            .await
-            .map(Response::new)
+        self.counted(
+            "SwapInRestore",
+            fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn roll_back_restore(
@@ -311,18 +378,34 @@ impl Agent for AgentService {
         let r = r.into_inner();
         let fence = r.fence.clone();
         let act = restore::roll_back(&self.state, r);
-        self.counted("RollBackRestore", fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act))
-            .await
-            .map(Response::new)
+        self.counted(
+            "RollBackRestore",
+            fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn hash_kv(&self, r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.counted("HashKv", async { maintenance::hash_kv(&self.state, r.get_ref()).await.map(Response::new) }).await
+        self.counted("HashKv", async {
+            maintenance::hash_kv(&self.state, r.get_ref())
+                .await
+                .map(Response::new)
+        })
+        .await
     }
 
-    async fn revision_at(&self, r: Request<pb::RevisionAtRequest>) -> Result<Response<pb::RevisionAtResponse>, Status> {
-        self.counted("RevisionAt", async { Ok(Response::new(maintenance::revision_at(&self.state, r.get_ref().unix_time))) })
-            .await
+    async fn revision_at(
+        &self,
+        r: Request<pb::RevisionAtRequest>,
+    ) -> Result<Response<pb::RevisionAtResponse>, Status> {
+        self.counted("RevisionAt", async {
+            Ok(Response::new(maintenance::revision_at(
+                &self.state,
+                r.get_ref().unix_time,
+            )))
+        })
+        .await
     }
 }
 

@@ -43,7 +43,11 @@ pub async fn save_snapshot(state: &AgentState, start_timeout: Duration) -> Resul
         etcd_version: member.version,
         db_size: member.db_size,
     };
-    tracing::info!(revision = header.revision, db_size = header.db_size, "streaming a snapshot");
+    tracing::info!(
+        revision = header.revision,
+        db_size = header.db_size,
+        "streaming a snapshot"
+    );
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     tokio::spawn(pump(reader, header, tx));
     Ok(Box::pin(ReceiverStream::new(rx)))
@@ -63,7 +67,11 @@ fn spawn_hasher() -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<TrailerCheck>
     (tx, handle)
 }
 
-async fn pump(mut reader: SnapshotReader, header: SnapshotHeader, tx: mpsc::Sender<Result<SnapshotChunk, Status>>) {
+async fn pump(
+    mut reader: SnapshotReader,
+    header: SnapshotHeader,
+    tx: mpsc::Sender<Result<SnapshotChunk, Status>>,
+) {
     let chunk = |kind| Ok(SnapshotChunk { kind: Some(kind) });
     if tx.send(chunk(Kind::Header(header))).await.is_err() {
         return;
@@ -86,7 +94,11 @@ async fn pump(mut reader: SnapshotReader, header: SnapshotHeader, tx: mpsc::Send
             Ok(None) => break,
             Err(e) => {
                 tracing::error!(error = %e, "snapshot stream from etcd failed");
-                let _ = tx.send(Err(Status::unavailable(format!("the snapshot stream from etcd broke: {e}")))).await;
+                let _ = tx
+                    .send(Err(Status::unavailable(format!(
+                        "the snapshot stream from etcd broke: {e}"
+                    ))))
+                    .await;
                 return;
             }
         }
@@ -106,7 +118,9 @@ async fn pump(mut reader: SnapshotReader, header: SnapshotHeader, tx: mpsc::Send
     match verdict {
         Ok((total_bytes, sha256)) => {
             tracing::info!(total_bytes, %sha256, "snapshot streamed and verified");
-            let _ = tx.send(chunk(Kind::Summary(SnapshotSummary { total_bytes, sha256 }))).await;
+            let _ = tx
+                .send(chunk(Kind::Summary(SnapshotSummary { total_bytes, sha256 })))
+                .await;
         }
         Err(message) => {
             tracing::error!(%message, "snapshot failed its integrity check");

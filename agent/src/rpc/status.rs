@@ -33,7 +33,10 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
                     0
                 }
             };
-            pb::MemberStatus { db_quota: quota, ..member_to_pb(state.etcd.endpoint(), m) }
+            pb::MemberStatus {
+                db_quota: quota,
+                ..member_to_pb(state.etcd.endpoint(), m)
+            }
         }
         Err(e) => pb::MemberStatus {
             reachable: false,
@@ -118,7 +121,14 @@ fn member_to_pb(endpoint: &str, m: MemberStatus) -> pb::MemberStatus {
         db_size: m.db_size,
         db_size_in_use: m.db_size_in_use,
         etcd_version: m.version,
-        alarms: m.alarms.into_iter().map(|a| pb::Alarm { member_id: a.member_id, kind: a.kind }).collect(),
+        alarms: m
+            .alarms
+            .into_iter()
+            .map(|a| pb::Alarm {
+                member_id: a.member_id,
+                kind: a.kind,
+            })
+            .collect(),
         member_errors: m.errors,
         members: m
             .members
@@ -182,16 +192,33 @@ mod tests {
         let ok = DiskHealth {
             probed_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             threshold: Duration::from_millis(10),
-            outcome: Ok(LightResult { writes: 100, p99: Duration::from_micros(2500), max: Duration::from_micros(4100) }),
+            outcome: Ok(LightResult {
+                writes: 100,
+                p99: Duration::from_micros(2500),
+                max: Duration::from_micros(4100),
+            }),
         };
         let pb = disk_health_to_pb(&ok);
         assert_eq!(
-            (pb.probed_at_unix, pb.writes, pb.p99_us, pb.max_us, pb.threshold_p99_us),
+            (
+                pb.probed_at_unix,
+                pb.writes,
+                pb.p99_us,
+                pb.max_us,
+                pb.threshold_p99_us
+            ),
             (1_800_000_000, 100, 2500, 4100, 10_000)
         );
         assert!(pb.within_threshold && pb.error.is_empty());
-        let failed = DiskHealth { outcome: Err("No space left on device".into()), probed_at: SystemTime::UNIX_EPOCH, ..ok };
+        let failed = DiskHealth {
+            outcome: Err("No space left on device".into()),
+            probed_at: SystemTime::UNIX_EPOCH,
+            ..ok
+        };
         let pb = disk_health_to_pb(&failed);
-        assert!(!pb.within_threshold && pb.writes == 0 && pb.error.contains("No space"), "{pb:?}");
+        assert!(
+            !pb.within_threshold && pb.writes == 0 && pb.error.contains("No space"),
+            "{pb:?}"
+        );
     }
 }

@@ -38,7 +38,9 @@ fn to_status(e: UnitError) -> Status {
     match e {
         UnitError::BinaryMissing { .. } | UnitError::EnvFile(_) => Status::failed_precondition(e.to_string()),
         UnitError::StopTimeout { .. } => Status::deadline_exceeded(e.to_string()),
-        UnitError::Start { .. } | UnitError::Signal { .. } | UnitError::BootFile { .. } => Status::internal(e.to_string()),
+        UnitError::Start { .. } | UnitError::Signal { .. } | UnitError::BootFile { .. } => {
+            Status::internal(e.to_string())
+        }
         UnitError::Systemd(ref s) if s.is_transient() => Status::unavailable(e.to_string()),
         UnitError::Systemd(_) => Status::failed_precondition(e.to_string()),
     }

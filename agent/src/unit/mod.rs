@@ -63,7 +63,9 @@ impl UnitInfo {
 /// Errors of a unit backend. Each names the unit and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
-    #[error("etcd binary {path} not found: install etcd (`apt-get install etcd-server`) or set unit.etcd_binary")]
+    #[error(
+        "etcd binary {path} not found: install etcd (`apt-get install etcd-server`) or set unit.etcd_binary"
+    )]
     BinaryMissing { path: std::path::PathBuf },
     #[error("cannot start {unit}: {reason}")]
     Start { unit: String, reason: String },
@@ -74,7 +76,10 @@ pub enum UnitError {
     #[error(transparent)]
     EnvFile(#[from] crate::envfile::EnvFileError),
     #[error("cannot record whether etcd starts with the agent in {path}: {source}")]
-    BootFile { path: std::path::PathBuf, source: std::io::Error },
+    BootFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Boxed: zbus errors are large.
     #[error(transparent)]
     Systemd(Box<systemd::SystemdError>),

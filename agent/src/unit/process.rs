@@ -26,10 +26,18 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     NotStarted,
-    Running { pid: u32 },
-    Stopping { pid: u32 },
+    Running {
+        pid: u32,
+    },
+    Stopping {
+        pid: u32,
+    },
     /// Exited; `requested` when we stopped it.
-    Exited { detail: String, requested: bool, success: bool },
+    Exited {
+        detail: String,
+        requested: bool,
+        success: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -65,14 +73,22 @@ pub fn recorded_boot(state_dir: &std::path::Path) -> Option<bool> {
 }
 
 impl ProcessUnit {
-    pub fn new(binary: PathBuf, env_file: PathBuf, log_file: Option<PathBuf>, restart: RestartPolicy) -> Self {
+    pub fn new(
+        binary: PathBuf,
+        env_file: PathBuf,
+        log_file: Option<PathBuf>,
+        restart: RestartPolicy,
+    ) -> Self {
         let (phase, _) = watch::channel(Phase::NotStarted);
         ProcessUnit {
             binary,
             env_file,
             log_file,
             restart,
-            shared: Arc::new(Shared { phase, op: Mutex::new(()) }),
+            shared: Arc::new(Shared {
+                phase,
+                op: Mutex::new(()),
+            }),
             boot_file: None,
         }
     }
@@ -85,12 +101,17 @@ impl ProcessUnit {
 
     fn spawn(&self) -> Result<u32, UnitError> {
         if !self.binary.is_file() {
-            return Err(UnitError::BinaryMissing { path: self.binary.clone() });
+            return Err(UnitError::BinaryMissing {
+                path: self.binary.clone(),
+            });
         }
         let env = EnvFile::load(&self.env_file)?;
         let mut cmd = Command::new(&self.binary);
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .envs(env.vars().filter(|(k, _)| k.starts_with("ETCD_")))
             .stdin(Stdio::null())
             .kill_on_drop(false);
@@ -100,10 +121,13 @@ impl ProcessUnit {
                 unit: self.unit(),
                 reason: format!("cannot open log file {}: {e}", log.display()),
             };
-            cmd.stdout(open().map_err(start_err)?).stderr(open().map_err(start_err)?);
+            cmd.stdout(open().map_err(start_err)?)
+                .stderr(open().map_err(start_err)?);
         }
-        let mut child =
-            cmd.spawn().map_err(|e| UnitError::Start { unit: self.unit(), reason: e.to_string() })?;
+        let mut child = cmd.spawn().map_err(|e| UnitError::Start {
+            unit: self.unit(),
+            reason: e.to_string(),
+        })?;
         let pid = child.id().unwrap_or_default();
         self.shared.phase.send_replace(Phase::Running { pid });
         let this = self.clone();
@@ -126,13 +150,19 @@ impl ProcessUnit {
         } else {
             tracing::warn!(%detail, "etcd exited on its own");
         }
-        self.shared.phase.send_replace(Phase::Exited { detail, requested, success });
+        self.shared.phase.send_replace(Phase::Exited {
+            detail,
+            requested,
+            success,
+        });
         if let (false, RestartPolicy::OnFailure(delay)) = (requested || success, self.restart) {
             tokio::time::sleep(delay).await;
             let _guard = self.shared.op.lock().await;
             // Only if nobody started or stopped it meanwhile.
-            if matches!(*self.shared.phase.borrow(), Phase::Exited { requested: false, .. })
-                && let Err(e) = self.spawn()
+            if matches!(
+                *self.shared.phase.borrow(),
+                Phase::Exited { requested: false, .. }
+            ) && let Err(e) = self.spawn()
             {
                 tracing::error!(error = %e, "restarting etcd failed");
             }
@@ -145,7 +175,9 @@ fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => {
-            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown signal");
             format!("killed by signal {sig} ({name})")
         }
         _ => "exited".to_string(),
@@ -159,9 +191,14 @@ impl UnitBackend for ProcessUnit {
     }
 
     async fn set_boot(&self, enabled: bool) -> Result<(), UnitError> {
-        let Some(path) = &self.boot_file else { return Ok(()) };
+        let Some(path) = &self.boot_file else {
+            return Ok(());
+        };
         let text = if enabled { "yes\n" } else { "no\n" };
-        crate::statefile::write_atomic(path, text.as_bytes()).map_err(|source| UnitError::BootFile { path: path.clone(), source })
+        crate::statefile::write_atomic(path, text.as_bytes()).map_err(|source| UnitError::BootFile {
+            path: path.clone(),
+            source,
+        })
     }
 
     fn unit(&self) -> String {
@@ -170,23 +207,50 @@ impl UnitBackend for ProcessUnit {
 
     async fn info(&self) -> UnitInfo {
         match self.shared.phase.borrow().clone() {
-            Phase::NotStarted => {
-                UnitInfo { state: UnitState::Inactive, main_pid: None, detail: "not started".to_string(), ..UnitInfo::EMPTY }
-            }
-            Phase::Running { pid } => UnitInfo { state: UnitState::Active, main_pid: Some(pid), detail: String::new(), ..UnitInfo::EMPTY },
-            Phase::Stopping { pid } => {
-                UnitInfo { state: UnitState::Deactivating, main_pid: Some(pid), detail: "stopping".to_string(), ..UnitInfo::EMPTY }
-            }
-            Phase::Exited { detail, requested, success } => {
-                let state = if requested || success { UnitState::Inactive } else { UnitState::Failed };
-                UnitInfo { state, main_pid: None, detail, ..UnitInfo::EMPTY }
+            Phase::NotStarted => UnitInfo {
+                state: UnitState::Inactive,
+                main_pid: None,
+                detail: "not started".to_string(),
+                ..UnitInfo::EMPTY
+            },
+            Phase::Running { pid } => UnitInfo {
+                state: UnitState::Active,
+                main_pid: Some(pid),
+                detail: String::new(),
+                ..UnitInfo::EMPTY
+            },
+            Phase::Stopping { pid } => UnitInfo {
+                state: UnitState::Deactivating,
+                main_pid: Some(pid),
+                detail: "stopping".to_string(),
+                ..UnitInfo::EMPTY
+            },
+            Phase::Exited {
+                detail,
+                requested,
+                success,
+            } => {
+                let state = if requested || success {
+                    UnitState::Inactive
+                } else {
+                    UnitState::Failed
+                };
+                UnitInfo {
+                    state,
+                    main_pid: None,
+                    detail,
+                    ..UnitInfo::EMPTY
+                }
             }
         }
     }
 
     async fn start(&self) -> Result<UnitInfo, UnitError> {
         let _guard = self.shared.op.lock().await;
-        let running = matches!(*self.shared.phase.borrow(), Phase::Running { .. } | Phase::Stopping { .. });
+        let running = matches!(
+            *self.shared.phase.borrow(),
+            Phase::Running { .. } | Phase::Stopping { .. }
+        );
         if !running {
             self.spawn()?;
         }
@@ -197,12 +261,14 @@ impl UnitBackend for ProcessUnit {
         let _guard = self.shared.op.lock().await;
         let pid = match *self.shared.phase.borrow() {
             Phase::Running { pid } | Phase::Stopping { pid } => pid,
-            Phase::NotStarted | Phase::Exited { .. } => return Ok(UnitInfo {
-                state: UnitState::Inactive,
-                main_pid: None,
-                detail: "not running".to_string(),
-                ..UnitInfo::EMPTY
-            }),
+            Phase::NotStarted | Phase::Exited { .. } => {
+                return Ok(UnitInfo {
+                    state: UnitState::Inactive,
+                    main_pid: None,
+                    detail: "not running".to_string(),
+                    ..UnitInfo::EMPTY
+                });
+            }
         };
         let mut rx = self.shared.phase.subscribe();
         self.shared.phase.send_replace(Phase::Stopping { pid });
@@ -219,7 +285,10 @@ impl UnitBackend for ProcessUnit {
         if tokio::time::timeout(timeout, rx.wait_for(exited)).await.is_err() {
             signal(Signal::SIGKILL)?;
             let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(exited)).await;
-            return Err(UnitError::StopTimeout { unit: self.unit(), timeout });
+            return Err(UnitError::StopTimeout {
+                unit: self.unit(),
+                timeout,
+            });
         }
         Ok(self.info().await)
     }
@@ -233,14 +302,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let env_file = dir.path().join("etcd.env");
         std::fs::write(&env_file, env).expect("write env");
-        (dir, ProcessUnit::new(PathBuf::from(binary), env_file, None, restart))
+        (
+            dir,
+            ProcessUnit::new(PathBuf::from(binary), env_file, None, restart),
+        )
     }
 
     #[tokio::test]
     async fn enabling_and_disabling_is_remembered_for_the_next_agent_start() {
         let (dir, u) = unit("/bin/true", "", RestartPolicy::Never);
-        assert_eq!(recorded_boot(dir.path()), None, "nothing recorded: the config decides");
-        u.set_boot(true).await.expect("no record kept without a state dir");
+        assert_eq!(
+            recorded_boot(dir.path()),
+            None,
+            "nothing recorded: the config decides"
+        );
+        u.set_boot(true)
+            .await
+            .expect("no record kept without a state dir");
         assert_eq!(recorded_boot(dir.path()), None);
         let u = u.with_boot_record(dir.path());
         u.set_boot(true).await.expect("enable");
@@ -248,7 +326,11 @@ mod tests {
         u.set_boot(false).await.expect("disable");
         assert_eq!(recorded_boot(dir.path()), Some(false));
         std::fs::write(dir.path().join(BOOT_FILE), "garbage").expect("write");
-        assert_eq!(recorded_boot(dir.path()), None, "an unreadable record falls back to the config");
+        assert_eq!(
+            recorded_boot(dir.path()),
+            None,
+            "an unreadable record falls back to the config"
+        );
     }
 
     #[tokio::test]
@@ -258,7 +340,9 @@ mod tests {
         // `sleep` without arguments fails at once: the state says failed.
         u.start().await.expect("start");
         let mut rx = u.shared.phase.subscribe();
-        rx.wait_for(|p| matches!(p, Phase::Exited { .. })).await.expect("exit");
+        rx.wait_for(|p| matches!(p, Phase::Exited { .. }))
+            .await
+            .expect("exit");
         let info = u.info().await;
         assert_eq!(info.state, UnitState::Failed);
         assert_eq!(info.detail, "exited with status 1");
@@ -269,7 +353,8 @@ mod tests {
         let (dir, _) = unit("/bin/true", "", RestartPolicy::Never);
         let script = dir.path().join("fake-etcd");
         std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
         let env_file = dir.path().join("etcd.env");
         std::fs::write(&env_file, "ETCD_NAME=x\n").expect("env");
         let u = ProcessUnit::new(script, env_file, None, RestartPolicy::Never);
@@ -279,7 +364,10 @@ mod tests {
         let info = u.stop(Duration::from_secs(5)).await.expect("stop");
         assert_eq!(info.state, UnitState::Inactive);
         assert!(info.detail.contains("SIGTERM"), "{}", info.detail);
-        assert_eq!(u.stop(Duration::from_secs(1)).await.expect("again").state, UnitState::Inactive);
+        assert_eq!(
+            u.stop(Duration::from_secs(1)).await.expect("again").state,
+            UnitState::Inactive
+        );
     }
 
     #[tokio::test]

@@ -73,7 +73,11 @@ impl Agents {
     /// The same agents with a longer budget for the call (defragment,
     /// restart); connecting is still bounded by the usual timeout.
     pub fn with_call_timeout(&self, call: Duration) -> Agents {
-        Agents { tls: self.tls.clone(), timeout: self.timeout, call_timeout: Some(call.max(self.timeout)) }
+        Agents {
+            tls: self.tls.clone(),
+            timeout: self.timeout,
+            call_timeout: Some(call.max(self.timeout)),
+        }
     }
 
     fn call_budget(&self) -> Duration {
@@ -202,7 +206,9 @@ impl Agents {
             match tokio::time::timeout_at(deadline, call(client)).await {
                 Err(_) => Err(AgentError::new(
                     member,
-                    AgentErrorKind::CallTimeout { after: self.call_budget() },
+                    AgentErrorKind::CallTimeout {
+                        after: self.call_budget(),
+                    },
                 )),
                 Ok(Err(status)) => Err(AgentError::new(
                     member,

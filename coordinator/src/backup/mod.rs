@@ -327,10 +327,13 @@ pub async fn list(target: &Target, cluster: &str) -> Result<Vec<BackupEntry>, Ba
 /// The newest verified backup of `cluster` in the target.
 pub async fn latest(target: &Target, cluster: &str) -> Result<BackupEntry, BackupError> {
     let entries = catalog::catalog(target, cluster).await?;
-    entries.into_iter().find(BackupEntry::is_complete).ok_or_else(|| BackupError::NoVerified {
-        cluster: cluster.to_string(),
-        url: target.url().to_string(),
-    })
+    entries
+        .into_iter()
+        .find(BackupEntry::is_complete)
+        .ok_or_else(|| BackupError::NoVerified {
+            cluster: cluster.to_string(),
+            url: target.url().to_string(),
+        })
 }
 
 /// `etcdops backup prune`: applies `retention` at `now` (Unix seconds);

@@ -322,20 +322,32 @@ impl S3Target {
             move |source| TargetError::Io { target, what, source }
         };
         if dest.exists() {
-            return Err(io(format!("{} already exists", dest.display()))(std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
+            return Err(io(format!("{} already exists", dest.display()))(
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
         }
         let part = dest.with_extension("db.part");
-        let got = self.store.get(&self.path(name)).await.map_err(|e| self.error(&what, &e))?;
-        let mut file = tokio::fs::File::create(&part).await.map_err(io(format!("cannot create {}", part.display())))?;
+        let got = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| self.error(&what, &e))?;
+        let mut file = tokio::fs::File::create(&part)
+            .await
+            .map_err(io(format!("cannot create {}", part.display())))?;
         let mut stream = got.into_stream();
         let mut written = 0u64;
         let result: Result<(), TargetError> = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.error(&what, &e))?;
-                file.write_all(&chunk).await.map_err(io(format!("writing {}", part.display())))?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(io(format!("writing {}", part.display())))?;
                 written += chunk.len() as u64;
             }
-            file.sync_all().await.map_err(io(format!("syncing {}", part.display())))?;
+            file.sync_all()
+                .await
+                .map_err(io(format!("syncing {}", part.display())))?;
             Ok(())
         }
         .await;
@@ -344,7 +356,11 @@ impl S3Target {
             let _ = std::fs::remove_file(&part);
             return Err(e);
         }
-        std::fs::rename(&part, dest).map_err(io(format!("renaming {} to {}", part.display(), dest.display())))?;
+        std::fs::rename(&part, dest).map_err(io(format!(
+            "renaming {} to {}",
+            part.display(),
+            dest.display()
+        )))?;
         Ok(written)
     }
 

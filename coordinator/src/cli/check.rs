@@ -115,7 +115,11 @@ pub(crate) async fn run(
     }
 }
 
-async fn hashkv(global: &GlobalArgs, args: &CheckHashArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+async fn hashkv(
+    global: &GlobalArgs,
+    args: &CheckHashArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let revision = match args.revision {
         Some(r) => r,
@@ -123,7 +127,13 @@ async fn hashkv(global: &GlobalArgs, args: &CheckHashArgs, out: &mut dyn Write) 
             let status = target.agents.get_status(&target.cluster.members).await;
             status
                 .iter()
-                .filter_map(|r| r.result.as_ref().ok().and_then(|s| s.member.as_ref()).map(|m| m.revision))
+                .filter_map(|r| {
+                    r.result
+                        .as_ref()
+                        .ok()
+                        .and_then(|s| s.member.as_ref())
+                        .map(|m| m.revision)
+                })
                 .filter(|r| *r > 0)
                 .min()
                 .unwrap_or(0)
@@ -135,17 +145,27 @@ async fn hashkv(global: &GlobalArgs, args: &CheckHashArgs, out: &mut dyn Write) 
         let replies = target
             .agents
             .fan_out(&target.cluster.members, move |mut client: Client| async move {
-                client.hash_kv(etcdops_proto::v1::HashKvRequest { revision, timeout_ms }).await
+                client
+                    .hash_kv(etcdops_proto::v1::HashKvRequest { revision, timeout_ms })
+                    .await
             })
             .await;
         // A member that has not applied the revision yet catches up in a moment.
-        let behind = replies.iter().any(|r| r.result.as_ref().is_err_and(|e| e.to_string().contains("above the cluster's current revision")));
+        let behind = replies.iter().any(|r| {
+            r.result
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("above the cluster's current revision"))
+        });
         if !behind || tokio::time::Instant::now() >= deadline {
             break replies;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let report = hashkv::evaluate(&target.cluster.name, revision, replies.into_iter().map(hashkv::member_hash).collect());
+    let report = hashkv::evaluate(
+        &target.cluster.name,
+        revision,
+        replies.into_iter().map(hashkv::member_hash).collect(),
+    );
     emit(out, global.write_out, &report, hashkv::render_table)?;
     Ok(ExitStatus::from_ok(report.consistent))
 }

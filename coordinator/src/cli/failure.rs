@@ -6,12 +6,12 @@ use crate::backup::BackupError;
 use crate::backup::target::TargetError;
 use crate::cli::operate::ConfirmationRequired;
 use crate::exit::ExitStatus;
+use crate::fleet::FleetError;
 use crate::journal::JournalError;
 use crate::plan::executor::ExecError;
 use crate::plan::fence::FenceError;
 use crate::plan::planner::PlanError;
 use crate::plan::rule::RuleError;
-use crate::fleet::FleetError;
 use crate::sandbox::SandboxError;
 use crate::snapshot::save::SaveError;
 use crate::snapshot::status::SnapshotFileError;
@@ -48,12 +48,20 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             return ExitStatus::Usage;
         }
         if let Some(e) = cause.downcast_ref::<JournalError>()
-            && matches!(e, JournalError::NotFound { .. } | JournalError::Ambiguous { .. } | JournalError::NotAJournal { .. })
+            && matches!(
+                e,
+                JournalError::NotFound { .. }
+                    | JournalError::Ambiguous { .. }
+                    | JournalError::NotAJournal { .. }
+            )
         {
             return ExitStatus::Usage;
         }
         if let Some(e) = cause.downcast_ref::<PlanError>()
-            && matches!(e, PlanError::UnknownMember { .. } | PlanError::Rule { .. } | PlanError::Usage(_))
+            && matches!(
+                e,
+                PlanError::UnknownMember { .. } | PlanError::Rule { .. } | PlanError::Usage(_)
+            )
         {
             return ExitStatus::Usage;
         }
@@ -90,10 +98,19 @@ pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
         if cause.is::<SnapshotFileError>() {
             return Some("give the path of a snapshot file (`etcdops snapshot save`, `etcdops backup list`); `etcdops snapshot status FILE` checks one".into());
         }
-        if cause.is::<ExecError>() || cause.is::<FenceError>() || cause.is::<JournalError>() || cause.is::<PlanError>() || cause.is::<RuleError>() {
+        if cause.is::<ExecError>()
+            || cause.is::<FenceError>()
+            || cause.is::<JournalError>()
+            || cause.is::<PlanError>()
+            || cause.is::<RuleError>()
+        {
             return None;
         }
-        if cause.is::<SaveError>() || cause.is::<BackupError>() || cause.is::<TargetError>() || cause.is::<SandboxError>() {
+        if cause.is::<SaveError>()
+            || cause.is::<BackupError>()
+            || cause.is::<TargetError>()
+            || cause.is::<SandboxError>()
+        {
             return None;
         }
         if let Some(fleet) = cause.downcast_ref::<FleetError>() {
@@ -114,9 +131,11 @@ pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
             });
         }
         if cause.is::<TlsError>() {
-            return Some("the fleet file's [tls] must name the fleet CA and a coordinator certificate and key; \
+            return Some(
+                "the fleet file's [tls] must name the fleet CA and a coordinator certificate and key; \
                     issue one with `etcdops certs issue coordinator --name NAME --dir DIR`"
-                .to_string());
+                    .to_string(),
+            );
         }
         if cause.is::<PkiError>() {
             return Some("`etcdops certs --help` describes the PKI directory and each command".to_string());
@@ -174,7 +193,9 @@ mod tests {
         let no_target = anyhow::Error::new(BackupError::NoTarget { cluster: "a".into() });
         assert_eq!(exit_status(&no_target), ExitStatus::Usage);
         assert_eq!(hint(&no_target), None);
-        let exists = anyhow::Error::new(SaveError::Exists { path: PathBuf::from("/x.db") });
+        let exists = anyhow::Error::new(SaveError::Exists {
+            path: PathBuf::from("/x.db"),
+        });
         assert_eq!(exit_status(&exists), ExitStatus::Usage);
         assert_eq!(hint(&exists), None);
     }

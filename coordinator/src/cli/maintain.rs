@@ -64,21 +64,46 @@ Examples:
 Exit codes: 0 done and healthy, 1 refused or stopped (the message says why and what to do),
 2 usage error, 3 another operation holds the cluster.";
 
-pub(crate) async fn defrag(global: &GlobalArgs, args: &DefragArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn defrag(
+    global: &GlobalArgs,
+    args: &DefragArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let rule = args.rule.as_deref().map(Rule::parse).transpose()?;
     let target = target(global)?;
     let view = observe(&target).await;
     let compact_to = if args.compact {
-        Some(view.leader().map(|l| l.revision).ok_or_else(|| plan_error(planner::PlanError::NoLeader(
-            "--compact needs the current revision, and no member leads".into(),
-        )))?)
+        Some(view.leader().map(|l| l.revision).ok_or_else(|| {
+            plan_error(planner::PlanError::NoLeader(
+                "--compact needs the current revision, and no member leads".into(),
+            ))
+        })?)
     } else {
         None
     };
-    let options = DefragOptions { rule, compact_to, members: args.members.clone(), step_timeout: args.run.step_timeout };
+    let options = DefragOptions {
+        rule,
+        compact_to,
+        members: args.members.clone(),
+        step_timeout: args.run.step_timeout,
+    };
     let plan = planner::plan_defrag(&view, &options).map_err(plan_error)?;
     let saved = json!({ "rule": args.rule, "compact": args.compact, "members": args.members });
-    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
+    run_plan(
+        global,
+        target,
+        &view,
+        Planned {
+            plan,
+            force: false,
+            options: saved,
+            membership: Default::default(),
+            restore: false,
+        },
+        &args.run,
+        out,
+    )
+    .await
 }
 
 pub(crate) const RESTART_ABOUT: &str = "\
@@ -117,13 +142,35 @@ Examples:
 Exit codes: 0 done and healthy, 1 refused or stopped, 2 usage error, 3 another operation
 holds the cluster.";
 
-pub(crate) async fn restart(global: &GlobalArgs, args: &RestartArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn restart(
+    global: &GlobalArgs,
+    args: &RestartArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
-    let options = RestartOptions { members: args.members.clone(), force: args.force, step_timeout: args.run.step_timeout };
+    let options = RestartOptions {
+        members: args.members.clone(),
+        force: args.force,
+        step_timeout: args.run.step_timeout,
+    };
     let plan = planner::plan_restart(&view, &options).map_err(plan_error)?;
     let saved = json!({ "members": args.members, "force": args.force });
-    run_plan(global, target, &view, Planned { plan, force: args.force, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
+    run_plan(
+        global,
+        target,
+        &view,
+        Planned {
+            plan,
+            force: args.force,
+            options: saved,
+            membership: Default::default(),
+            restore: false,
+        },
+        &args.run,
+        out,
+    )
+    .await
 }
 
 pub(crate) const COMPACT_ABOUT: &str = "\
@@ -156,7 +203,11 @@ Examples:
 
 Exit codes: 0 done, 1 refused or failed, 2 usage error, 3 another operation holds the cluster.";
 
-pub(crate) async fn compact(global: &GlobalArgs, args: &CompactArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn compact(
+    global: &GlobalArgs,
+    args: &CompactArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     let revision = match (args.keep_revisions, args.keep_duration) {
@@ -166,7 +217,21 @@ pub(crate) async fn compact(global: &GlobalArgs, args: &CompactArgs, out: &mut d
     };
     let plan = planner::plan_compact(&view, revision);
     let saved = json!({ "revision": revision });
-    run_plan(global, target, &view, Planned { plan, force: false, options: saved, membership: Default::default(), restore: false }, &args.run, out).await
+    run_plan(
+        global,
+        target,
+        &view,
+        Planned {
+            plan,
+            force: false,
+            options: saved,
+            membership: Default::default(),
+            restore: false,
+        },
+        &args.run,
+        out,
+    )
+    .await
 }
 
 /// The revision the leader's agent sampled `keep` ago.
@@ -175,19 +240,34 @@ async fn revision_at(
     view: &crate::plan::view::ClusterView,
     keep: Duration,
 ) -> anyhow::Result<i64> {
-    let leader = view.leader().ok_or_else(|| plan_error(planner::PlanError::NoLeader("no member leads".into())))?;
-    let member: Vec<_> = target.cluster.members.iter().filter(|m| m.name == leader.name).cloned().collect();
-    let at = time::OffsetDateTime::now_utc().unix_timestamp() - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2);
+    let leader = view
+        .leader()
+        .ok_or_else(|| plan_error(planner::PlanError::NoLeader("no member leads".into())))?;
+    let member: Vec<_> = target
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.name == leader.name)
+        .cloned()
+        .collect();
+    let at = time::OffsetDateTime::now_utc().unix_timestamp()
+        - i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2);
     let reply = target
         .agents
-        .fan_out(&member, move |mut c| async move { c.revision_at(etcdops_proto::v1::RevisionAtRequest { unix_time: at }).await })
+        .fan_out(&member, move |mut c| async move {
+            c.revision_at(etcdops_proto::v1::RevisionAtRequest { unix_time: at })
+                .await
+        })
         .await
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no reply from {}", leader.name))?;
     let answer = reply.result?;
     if !answer.found {
         let since = if answer.oldest_sample_unix > 0 {
-            format!("its oldest sample is from {}", table::format_date(answer.oldest_sample_unix))
+            format!(
+                "its oldest sample is from {}",
+                table::format_date(answer.oldest_sample_unix)
+            )
         } else {
             "it has no samples yet".to_string()
         };
@@ -198,7 +278,11 @@ async fn revision_at(
         );
     }
     if answer.revision <= 1 {
-        anyhow::bail!("nothing to compact: the revision {} ago was {}", duration::format(keep), answer.revision);
+        anyhow::bail!(
+            "nothing to compact: the revision {} ago was {}",
+            duration::format(keep),
+            answer.revision
+        );
     }
     Ok(answer.revision)
 }
@@ -209,8 +293,10 @@ pub enum AlarmCommand {
     /// List the active alarms (NOSPACE, CORRUPT) as the members report them.
     List,
     /// Disarm every active alarm, then verify the cluster accepts writes (journaled, fenced).
-    #[command(after_help = "Example:\n  etcdops alarm disarm --yes\n\nA NOSPACE alarm comes back while the database is over its quota: \
-    use `etcdops recover nospace`, which compacts and defragments first.")]
+    #[command(
+        after_help = "Example:\n  etcdops alarm disarm --yes\n\nA NOSPACE alarm comes back while the database is over its quota: \
+    use `etcdops recover nospace`, which compacts and defragments first."
+    )]
     Disarm(RunArgs),
 }
 
@@ -245,12 +331,20 @@ fn render_alarms(report: &AlarmReport) -> String {
     text
 }
 
-pub(crate) async fn alarm(global: &GlobalArgs, command: &AlarmCommand, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn alarm(
+    global: &GlobalArgs,
+    command: &AlarmCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     match command {
         AlarmCommand::List => {
-            let mut alarms: Vec<(u64, String)> = view.members.iter().flat_map(|m| m.alarms.iter().cloned()).collect();
+            let mut alarms: Vec<(u64, String)> = view
+                .members
+                .iter()
+                .flat_map(|m| m.alarms.iter().cloned())
+                .collect();
             alarms.sort();
             alarms.dedup();
             let report = AlarmReport {
@@ -263,14 +357,34 @@ pub(crate) async fn alarm(global: &GlobalArgs, command: &AlarmCommand, out: &mut
                         alarm: kind,
                     })
                     .collect(),
-                errors: view.members.iter().filter_map(|m| m.unreachable.as_ref().map(|e| format!("{}: {e}", m.name))).collect(),
+                errors: view
+                    .members
+                    .iter()
+                    .filter_map(|m| m.unreachable.as_ref().map(|e| format!("{}: {e}", m.name)))
+                    .collect(),
             };
             emit(out, global.write_out, &report, render_alarms)?;
-            Ok(ExitStatus::from_ok(report.alarms.is_empty() && report.errors.is_empty()))
+            Ok(ExitStatus::from_ok(
+                report.alarms.is_empty() && report.errors.is_empty(),
+            ))
         }
         AlarmCommand::Disarm(run) => {
             let plan = planner::plan_alarm_disarm(&view);
-            run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
+            run_plan(
+                global,
+                target,
+                &view,
+                Planned {
+                    plan,
+                    force: false,
+                    options: json!({}),
+                    membership: Default::default(),
+                    restore: false,
+                },
+                run,
+                out,
+            )
+            .await
         }
     }
 }
@@ -285,9 +399,27 @@ If the data in use alone fills the quota, defragmenting cannot help: the plan sa
 the quota (ETCD_QUOTA_BACKEND_BYTES) or delete keys.";
 
 /// `etcdops recover nospace`
-pub(crate) async fn recover_nospace(global: &GlobalArgs, run: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn recover_nospace(
+    global: &GlobalArgs,
+    run: &RunArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     let plan = planner::plan_recover_nospace(&view).map_err(plan_error)?;
-    run_plan(global, target, &view, Planned { plan, force: false, options: json!({}), membership: Default::default(), restore: false }, run, out).await
+    run_plan(
+        global,
+        target,
+        &view,
+        Planned {
+            plan,
+            force: false,
+            options: json!({}),
+            membership: Default::default(),
+            restore: false,
+        },
+        run,
+        out,
+    )
+    .await
 }

@@ -30,7 +30,9 @@ pub enum MemberCommand {
     #[command(long_about = REPLACE_ABOUT, after_help = REPLACE_AFTER_HELP)]
     Replace(ReplaceArgs),
     /// Promote a learner to voter (etcd waits until it is in sync; so does this).
-    #[command(after_help = "Example:\n  etcdops member promote etcd4 --yes\n\nExit codes: 0 promoted, 1 refused or failed, 2 usage, 3 busy.")]
+    #[command(
+        after_help = "Example:\n  etcdops member promote etcd4 --yes\n\nExit codes: 0 promoted, 1 refused or failed, 2 usage, 3 busy."
+    )]
     Promote(PromoteArgs),
 }
 
@@ -175,9 +177,19 @@ fn joining(view: &ClusterView, name: &str, join: &JoinArgs) -> anyhow::Result<Jo
             .unwrap_or_else(|| "http".to_string())
     };
     let host = agent.host().to_string();
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let peer_url = join.peer_url.clone().unwrap_or_else(|| format!("{}://{host}:2380", scheme(|m| &m.peer_urls)));
-    let client_url = join.client_url.clone().unwrap_or_else(|| format!("{}://{host}:2379", scheme(|m| &m.client_urls)));
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let peer_url = join
+        .peer_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{host}:2380", scheme(|m| &m.peer_urls)));
+    let client_url = join
+        .client_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{host}:2379", scheme(|m| &m.client_urls)));
     for (flag, url) in [("--peer-url", &peer_url), ("--client-url", &client_url)] {
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(',') {
             anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
@@ -186,13 +198,22 @@ fn joining(view: &ClusterView, name: &str, join: &JoinArgs) -> anyhow::Result<Jo
         }
     }
     Member::new(name, &join.agent)?;
-    Ok(Joining { name: name.to_string(), agent: join.agent.clone(), peer_url, client_url })
+    Ok(Joining {
+        name: name.to_string(),
+        agent: join.agent.clone(),
+        peer_url,
+        client_url,
+    })
 }
 
 /// What the joining host's agent says.
 async fn host_view(target: &Target, joining: &Joining) -> anyhow::Result<HostView> {
     let member = Member::new(&joining.name, &joining.agent)?;
-    let reply = target.agents.get_status(std::slice::from_ref(&member)).await.pop();
+    let reply = target
+        .agents
+        .get_status(std::slice::from_ref(&member))
+        .await
+        .pop();
     let mut host = HostView::default();
     match reply.map(|r| r.result) {
         Some(Ok(status)) => {
@@ -201,7 +222,11 @@ async fn host_view(target: &Target, joining: &Joining) -> anyhow::Result<HostVie
                 host.data_dir_has_wal = d.has_wal;
                 host.data_dir = d.path.clone();
             }
-            if let Some(disk) = status.disk.as_ref().filter(|d| d.error.is_empty() && d.writes > 0) {
+            if let Some(disk) = status
+                .disk
+                .as_ref()
+                .filter(|d| d.error.is_empty() && d.writes > 0)
+            {
                 host.disk_within_threshold = Some(disk.within_threshold);
                 host.disk_detail = format!("fsync p99 {:.1} ms", disk.p99_us as f64 / 1000.0);
             }
@@ -212,7 +237,11 @@ async fn host_view(target: &Target, joining: &Joining) -> anyhow::Result<HostVie
     Ok(host)
 }
 
-pub(crate) async fn change(global: &GlobalArgs, command: &MemberCommand, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn change(
+    global: &GlobalArgs,
+    command: &MemberCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     let (plan, run, force, args) = match command {
@@ -220,28 +249,62 @@ pub(crate) async fn change(global: &GlobalArgs, command: &MemberCommand, out: &m
         MemberCommand::Add(a) => {
             let joining = joining(&view, &a.name, &a.join)?;
             let host = host_view(&target, &joining).await?;
-            let plan = membership::plan_add(&view, &joining, &host, a.run.ignore_slow_disk).map_err(plan_error)?;
-            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: None, rejoining: Vec::new() })
+            let plan =
+                membership::plan_add(&view, &joining, &host, a.run.ignore_slow_disk).map_err(plan_error)?;
+            (
+                plan,
+                &a.run,
+                false,
+                MembershipArgs {
+                    joining: Some(joining),
+                    leaving: None,
+                    rejoining: Vec::new(),
+                },
+            )
         }
         MemberCommand::Remove(a) => {
             let leaving = membership::resolve_leaving(&view, &a.member).map_err(plan_error)?;
             let plan = membership::plan_remove(&view, &leaving, a.force).map_err(plan_error)?;
-            (plan, &a.run, a.force, MembershipArgs { joining: None, leaving: Some(leaving), rejoining: Vec::new() })
+            (
+                plan,
+                &a.run,
+                a.force,
+                MembershipArgs {
+                    joining: None,
+                    leaving: Some(leaving),
+                    rejoining: Vec::new(),
+                },
+            )
         }
         MemberCommand::Replace(a) => {
             let leaving = membership::resolve_leaving(&view, &a.old).map_err(plan_error)?;
             let joining = joining(&view, &a.new, &a.join)?;
             let host = host_view(&target, &joining).await?;
-            let plan =
-                membership::plan_replace(&view, &leaving, &joining, &host, a.run.ignore_slow_disk).map_err(plan_error)?;
-            (plan, &a.run, false, MembershipArgs { joining: Some(joining), leaving: Some(leaving), rejoining: Vec::new() })
+            let plan = membership::plan_replace(&view, &leaving, &joining, &host, a.run.ignore_slow_disk)
+                .map_err(plan_error)?;
+            (
+                plan,
+                &a.run,
+                false,
+                MembershipArgs {
+                    joining: Some(joining),
+                    leaving: Some(leaving),
+                    rejoining: Vec::new(),
+                },
+            )
         }
         MemberCommand::Promote(a) => {
             let plan = membership::plan_promote(&view, &a.name).map_err(plan_error)?;
             (plan, &a.run, false, MembershipArgs::default())
         }
     };
-    let planned = Planned { plan, force, options: json!({ "force": force }), membership: args, restore: false };
+    let planned = Planned {
+        plan,
+        force,
+        options: json!({ "force": force }),
+        membership: args,
+        restore: false,
+    };
     run_plan(global, target, &view, planned, run, out).await
 }
 

@@ -221,7 +221,9 @@ and `up` on the same directory starts the same cluster again.";
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Start the sandbox cluster (or restart a stopped one in the same directory).
-    #[command(after_help = "Examples:\n  etcdops sandbox up\n  etcdops sandbox up --members 5 --dir /tmp/sb\n  ETCDOPS_FLEET=/tmp/sb/fleet.toml etcdops status")]
+    #[command(
+        after_help = "Examples:\n  etcdops sandbox up\n  etcdops sandbox up --members 5 --dir /tmp/sb\n  ETCDOPS_FLEET=/tmp/sb/fleet.toml etcdops status"
+    )]
     Up(crate::sandbox::UpArgs),
     /// Stop everything the sandbox started; keep its files.
     #[command(after_help = "Example:\n  etcdops sandbox down --dir /tmp/sb")]

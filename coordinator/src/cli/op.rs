@@ -80,7 +80,13 @@ pub struct OpPruneArgs {
 /// What `op prune` deletes (pure): ended operations of `cluster` (when
 /// given) last updated before `now_unix - older_than_secs`; failed ones
 /// only with `include_failed`; never running or paused ones.
-pub fn prunable(ops: &[OperationRecord], cluster: Option<&str>, older_than_secs: i64, include_failed: bool, now_unix: i64) -> Vec<String> {
+pub fn prunable(
+    ops: &[OperationRecord],
+    cluster: Option<&str>,
+    older_than_secs: i64,
+    include_failed: bool,
+    now_unix: i64,
+) -> Vec<String> {
     ops.iter()
         .filter(|op| cluster.is_none_or(|c| op.cluster == c))
         .filter(|op| op.state.is_final() && (include_failed || op.state != journal::OpState::Failed))
@@ -101,14 +107,26 @@ pub struct OpPruneReport {
 fn render_prune(report: &OpPruneReport) -> String {
     let verb = if report.dry_run { "would delete" } else { "deleted" };
     let mut text: String = report.deleted.iter().map(|id| format!("{verb} {id}\n")).collect();
-    text.push_str(&format!("{} operation(s) {verb} from {}\n", report.deleted.len(), report.journal.display()));
+    text.push_str(&format!(
+        "{} operation(s) {verb} from {}\n",
+        report.deleted.len(),
+        report.journal.display()
+    ));
     text
 }
 
 /// `etcdops op prune`.
-pub(crate) async fn prune(global: &GlobalArgs, args: &OpPruneArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn prune(
+    global: &GlobalArgs,
+    args: &OpPruneArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let path = args.journal.path();
-    let mut report = OpPruneReport { journal: path.clone(), dry_run: args.dry_run, deleted: Vec::new() };
+    let mut report = OpPruneReport {
+        journal: path.clone(),
+        dry_run: args.dry_run,
+        deleted: Vec::new(),
+    };
     if path.exists() {
         let (journal_args, prune) = (args.journal.clone(), args.clone());
         let cluster = global.cluster.clone();
@@ -116,7 +134,13 @@ pub(crate) async fn prune(global: &GlobalArgs, args: &OpPruneArgs, out: &mut dyn
             let journal = journal_args.open()?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let secs = i64::try_from(prune.older_than.as_secs()).unwrap_or(i64::MAX);
-            let ids = prunable(&journal.list()?, cluster.as_deref(), secs, prune.include_failed, now);
+            let ids = prunable(
+                &journal.list()?,
+                cluster.as_deref(),
+                secs,
+                prune.include_failed,
+                now,
+            );
             if !prune.dry_run {
                 journal.delete(&ids)?;
             }
@@ -334,7 +358,10 @@ mod tests {
         ];
         let month = 30 * 86_400;
         assert_eq!(prunable(&ops, None, month, false, now), ["done", "aborted"]);
-        assert_eq!(prunable(&ops, None, month, true, now), ["done", "aborted", "failed"]);
+        assert_eq!(
+            prunable(&ops, None, month, true, now),
+            ["done", "aborted", "failed"]
+        );
         assert_eq!(prunable(&ops, Some("prod-a"), month, false, now), ["done"]);
         assert_eq!(prunable(&ops, None, 0, false, now), ["done", "aborted", "recent"]);
     }

@@ -82,7 +82,12 @@ fn holder_alive(holder: &str) -> Option<u32> {
     if host(holder) != host(&me) {
         return None;
     }
-    let pid: u32 = holder.rsplit_once("(pid ")?.1.trim_end_matches(')').parse().ok()?;
+    let pid: u32 = holder
+        .rsplit_once("(pid ")?
+        .1
+        .trim_end_matches(')')
+        .parse()
+        .ok()?;
     if pid == std::process::id() {
         return None;
     }
@@ -90,7 +95,11 @@ fn holder_alive(holder: &str) -> Option<u32> {
     comm.contains("etcdops").then_some(pid)
 }
 
-pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn resume(
+    global: &GlobalArgs,
+    args: &OpResumeArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let journal = args.journal.open()?;
     let record = journal.find(&args.id)?;
     if record.state == OpState::Running
@@ -102,13 +111,15 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
             record.holder
         );
     }
-    let kind = OpKind::parse(&record.kind).with_context(|| format!("operation {}: unknown kind {:?}", record.id, record.kind))?;
+    let kind = OpKind::parse(&record.kind)
+        .with_context(|| format!("operation {}: unknown kind {:?}", record.id, record.kind))?;
     let mut global = global.clone();
     global.fleet = fleet_for(&global, &record.fleet);
     global.cluster = Some(record.cluster.clone());
     let mut target = target(&global)?;
-    let recovery: Option<crate::plan::recover::RecoverArgs> =
-        (kind == OpKind::RecoverQuorum).then(|| serde_json::from_value(record.args["recover"].clone()).ok()).flatten();
+    let recovery: Option<crate::plan::recover::RecoverArgs> = (kind == OpKind::RecoverQuorum)
+        .then(|| serde_json::from_value(record.args["recover"].clone()).ok())
+        .flatten();
     if let Some(r) = &recovery {
         target = super::recover::restrict(target, r);
     }
@@ -116,10 +127,19 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
     let force = record.args["force"].as_bool().unwrap_or(false);
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
-    let mut executor =
-        operate::executor(&global.fleet, target, &run, force, kind.tolerate(run.ignore_slow_disk), interrupted)?;
+    let mut executor = operate::executor(
+        &global.fleet,
+        target,
+        &run,
+        force,
+        kind.tolerate(run.ignore_slow_disk),
+        interrupted,
+    )?;
     executor.membership = serde_json::from_value(record.args["membership"].clone()).unwrap_or_default();
-    executor.restore = matches!(kind, OpKind::Restore | OpKind::RestoreRollback | OpKind::RecoverQuorum);
+    executor.restore = matches!(
+        kind,
+        OpKind::Restore | OpKind::RestoreRollback | OpKind::RecoverQuorum
+    );
     let mut record = record;
     record.holder = journal::holder();
     let record = executor.resume(record, args.takeover).await?;
@@ -129,7 +149,8 @@ pub(crate) async fn resume(global: &GlobalArgs, args: &OpResumeArgs, out: &mut d
 
 /// What an aborted restore leaves on the hosts, for the person aborting it.
 fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
-    let args: crate::plan::restore::RestoreArgs = serde_json::from_value(record.args["restore"].clone()).ok()?;
+    let args: crate::plan::restore::RestoreArgs =
+        serde_json::from_value(record.args["restore"].clone()).ok()?;
     let mut lines = Vec::new();
     if !args.kept.is_empty() {
         let swapped: Vec<&str> = args.kept.keys().map(String::as_str).collect();
@@ -139,8 +160,12 @@ fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
             record.id
         ));
     }
-    let unswapped: Vec<String> =
-        args.staged.iter().filter(|(name, _)| !args.kept.contains_key(*name)).map(|(name, dir)| format!("{name}: {dir}")).collect();
+    let unswapped: Vec<String> = args
+        .staged
+        .iter()
+        .filter(|(name, _)| !args.kept.contains_key(*name))
+        .map(|(name, dir)| format!("{name}: {dir}"))
+        .collect();
     if !unswapped.is_empty() {
         lines.push(format!(
             "note: the staged restores stay on their hosts (etcdops never deletes them): {}; remove them when no longer wanted",
@@ -150,9 +175,17 @@ fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
-pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn abort(
+    global: &GlobalArgs,
+    args: &OpAbortArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let path = args.journal.path();
-    let record = if path.exists() { args.journal.open()?.find(&args.id).ok() } else { None };
+    let record = if path.exists() {
+        args.journal.open()?.find(&args.id).ok()
+    } else {
+        None
+    };
     let mut global = global.clone();
     let id = record.as_ref().map_or_else(|| args.id.clone(), |r| r.id.clone());
     if let Some(r) = &record {
@@ -169,7 +202,12 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
     if held_by_op {
         let abort_id = journal::new_operation_id("abort", time::OffsetDateTime::now_utc());
         let request = pb::AcquireFenceRequest {
-            fence: Some(fence::fence(&target.cluster.name, view.highest_epoch() + 1, &abort_id, "")),
+            fence: Some(fence::fence(
+                &target.cluster.name,
+                view.highest_epoch() + 1,
+                &abort_id,
+                "",
+            )),
             holder: journal::holder(),
             operation_kind: "abort".into(),
             takeover: true,
@@ -179,7 +217,11 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
         freed = if warnings.is_empty() {
             format!("the cluster's fence is free (epoch {})", taken.epoch)
         } else {
-            format!("fence taken over at epoch {} but not released everywhere: {}", taken.epoch, warnings.join("; "))
+            format!(
+                "fence taken over at epoch {} but not released everywhere: {}",
+                taken.epoch,
+                warnings.join("; ")
+            )
         };
     } else if record.is_none() {
         anyhow::bail!(
@@ -195,7 +237,10 @@ pub(crate) async fn abort(global: &GlobalArgs, args: &OpAbortArgs, out: &mut dyn
     }
     if let Some(r) = record {
         let reason = format!("aborted by {}; {freed}", journal::holder());
-        let updated = args.journal.open()?.finish(&r.id, OpState::Aborted, Some(reason))?;
+        let updated = args
+            .journal
+            .open()?
+            .finish(&r.id, OpState::Aborted, Some(reason))?;
         emit(out, global.write_out, &updated, ops::render_show)?;
     } else {
         writeln!(out, "operation {id}: {freed}")?;
@@ -231,15 +276,38 @@ mod tests {
                 "snapshot": "/b/s.db", "file_size": 1, "db_sha256": "ab", "revision": 1, "bump_revision": 0,
                 "initial_cluster": "a=http://a:2380", "token": "t", "peer_urls": {}, "staged": staged, "kept": kept } })
         };
-        assert_eq!(restore_leftovers(&record(serde_json::json!({}))), None, "not a restore");
-        assert_eq!(restore_leftovers(&record(restore(serde_json::json!({}), serde_json::json!({})))), None, "nothing staged");
+        assert_eq!(
+            restore_leftovers(&record(serde_json::json!({}))),
+            None,
+            "not a restore"
+        );
+        assert_eq!(
+            restore_leftovers(&record(restore(serde_json::json!({}), serde_json::json!({})))),
+            None,
+            "nothing staged"
+        );
         let staged = serde_json::json!({ "a": "/var/lib/etcd/default.restore-restore-1", "b": "/var/lib/etcd/default.restore-restore-1" });
-        let text = restore_leftovers(&record(restore(staged.clone(), serde_json::json!({})))).expect("staged");
-        assert!(text.contains("staged restores stay") && text.contains("a: /var/lib/etcd/default.restore-restore-1"), "{text}");
+        let text =
+            restore_leftovers(&record(restore(staged.clone(), serde_json::json!({})))).expect("staged");
+        assert!(
+            text.contains("staged restores stay")
+                && text.contains("a: /var/lib/etcd/default.restore-restore-1"),
+            "{text}"
+        );
         assert!(!text.contains("--rollback"), "{text}");
-        let text = restore_leftovers(&record(restore(staged, serde_json::json!({ "a": "/var/lib/etcd/default.pre-restore-x" }))))
-            .expect("half swapped");
-        assert!(text.contains("a already run(s) the restored data") && text.contains("etcdops restore --rollback restore-1"), "{text}");
-        assert!(text.contains("b: /var/lib/etcd") && !text.contains("a: /var/lib/etcd"), "{text}");
+        let text = restore_leftovers(&record(restore(
+            staged,
+            serde_json::json!({ "a": "/var/lib/etcd/default.pre-restore-x" }),
+        )))
+        .expect("half swapped");
+        assert!(
+            text.contains("a already run(s) the restored data")
+                && text.contains("etcdops restore --rollback restore-1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("b: /var/lib/etcd") && !text.contains("a: /var/lib/etcd"),
+            "{text}"
+        );
     }
 }

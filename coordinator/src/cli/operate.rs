@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::cli::target::Target;
 use crate::cli::{GlobalArgs, emit};
+use crate::duration;
 use crate::exit::ExitStatus;
 use crate::journal::{self, Journal, OpState, OperationRecord};
 use crate::output::plan::PlanReport;
@@ -23,7 +24,6 @@ use crate::plan::executor::{ExecError, Executor, Stderr};
 use crate::plan::planner::{OpKind, Plan, PlanError};
 use crate::plan::safety;
 use crate::plan::view::{self, ClusterView};
-use crate::duration;
 
 /// Options of every command that runs a plan.
 #[derive(Debug, Clone, Args)]
@@ -105,7 +105,13 @@ pub(crate) async fn run_plan(
     run: &RunArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let Planned { plan, force, mut options, membership, restore } = planned;
+    let Planned {
+        plan,
+        force,
+        mut options,
+        membership,
+        restore,
+    } = planned;
     if let serde_json::Value::Object(map) = &mut options {
         map.insert("membership".into(), serde_json::to_value(&membership)?);
     }
@@ -115,11 +121,19 @@ pub(crate) async fn run_plan(
     if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
         check_tolerate.down = Some(l.name.as_str());
     }
-    let mut findings = if restore { crate::plan::executor::agents_answer(view) } else { safety::check(view, check_tolerate) };
+    let mut findings = if restore {
+        crate::plan::executor::agents_answer(view)
+    } else {
+        safety::check(view, check_tolerate)
+    };
     match busy {
         Err(e) if run.dry_run => findings.insert(
             0,
-            safety::Finding { member: None, seen: e.to_string(), action: "only one operation runs on a cluster at a time".into() },
+            safety::Finding {
+                member: None,
+                seen: e.to_string(),
+                action: "only one operation runs on a cluster at a time".into(),
+            },
         ),
         Err(e) => return Err(e.into()),
         Ok(()) => {}
@@ -130,10 +144,18 @@ pub(crate) async fn run_plan(
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
             "--pause-after {step:?}: this plan has no such step; its steps are: {}",
-            if ids.is_empty() { "(none)".to_string() } else { ids.join(", ") }
+            if ids.is_empty() {
+                "(none)".to_string()
+            } else {
+                ids.join(", ")
+            }
         )));
     }
-    let report = PlanReport { plan, safe: findings.is_empty(), findings };
+    let report = PlanReport {
+        plan,
+        safe: findings.is_empty(),
+        findings,
+    };
     if run.dry_run {
         emit(out, global.write_out, &report, plan_output::render)?;
         return Ok(ExitStatus::from_ok(report.safe));
@@ -141,11 +163,18 @@ pub(crate) async fn run_plan(
     if report.plan.steps.is_empty() {
         eprint!("{}", plan_output::render(&report));
         eprintln!("nothing to do");
-        return Ok(if report.safe { ExitStatus::Ok } else { ExitStatus::Failed });
+        return Ok(if report.safe {
+            ExitStatus::Ok
+        } else {
+            ExitStatus::Failed
+        });
     }
     eprint!("{}", plan_output::render(&report));
     if !report.safe {
-        return Err(anyhow::Error::new(ExecError::Unsafe { cluster: report.plan.cluster, findings: report.findings }));
+        return Err(anyhow::Error::new(ExecError::Unsafe {
+            cluster: report.plan.cluster,
+            findings: report.findings,
+        }));
     }
     if !run.yes && !confirm(&report.plan)? {
         eprintln!("not confirmed: nothing was changed");
@@ -187,7 +216,13 @@ pub(crate) fn executor(
     })
 }
 
-fn new_record(plan: &Plan, cluster: &str, global: &GlobalArgs, options: serde_json::Value, run: &RunArgs) -> OperationRecord {
+fn new_record(
+    plan: &Plan,
+    cluster: &str,
+    global: &GlobalArgs,
+    options: serde_json::Value,
+    run: &RunArgs,
+) -> OperationRecord {
     let now = OffsetDateTime::now_utc();
     let mut args = run.to_json();
     if let (Some(args), serde_json::Value::Object(options)) = (args.as_object_mut(), options) {
@@ -236,17 +271,25 @@ fn confirm(plan: &Plan) -> anyhow::Result<bool> {
             plan.steps.len()
         );
     } else {
-        eprint!("Run these {} step(s) on cluster {}? [y/N] ", plan.steps.len(), plan.cluster);
+        eprint!(
+            "Run these {} step(s) on cluster {}? [y/N] ",
+            plan.steps.len(),
+            plan.cluster
+        );
     }
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).context("cannot read the confirmation")?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
     Ok(confirmed(plan, &answer))
 }
 
 /// Running a plan without a terminal and without `--yes`.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind} changes the cluster and needs a confirmation, but stdin is not a terminal: pass --yes (see the plan with --dry-run)")]
+#[error(
+    "{kind} changes the cluster and needs a confirmation, but stdin is not a terminal: pass --yes (see the plan with --dry-run)"
+)]
 pub struct ConfirmationRequired {
     pub kind: OpKind,
 }
@@ -259,7 +302,9 @@ pub(crate) fn watch_ctrl_c(flag: Arc<AtomicBool>) {
             return;
         }
         flag.store(true, Ordering::SeqCst);
-        eprintln!("\nCtrl-C: stopping after the current step (Ctrl-C again quits at once; `etcdops op resume` continues later)");
+        eprintln!(
+            "\nCtrl-C: stopping after the current step (Ctrl-C again quits at once; `etcdops op resume` continues later)"
+        );
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("Ctrl-C again: quitting now; the operation stays `running` in the journal");
             std::process::exit(130);
@@ -273,7 +318,10 @@ pub(crate) fn run_args_from_record(record: &OperationRecord, journal: Option<Pat
         dry_run: false,
         yes: true,
         journal,
-        step_timeout: record.args["step_timeout_secs"].as_f64().filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        step_timeout: record.args["step_timeout_secs"]
+            .as_f64()
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64),
         ignore_slow_disk: record.args["ignore_slow_disk"].as_bool().unwrap_or(false),
         pause_after: None,
     }
@@ -284,7 +332,12 @@ mod tests {
     use super::*;
 
     fn plan(kind: OpKind) -> Plan {
-        Plan { kind, cluster: "prod-a".into(), steps: Vec::new(), notes: Vec::new() }
+        Plan {
+            kind,
+            cluster: "prod-a".into(),
+            steps: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     #[test]

@@ -83,10 +83,16 @@ pub struct QuorumArgs {
 
 /// Asked for neither procedure.
 #[derive(Debug, thiserror::Error)]
-#[error("say what to recover: `etcdops recover nospace` or `etcdops recover --force-new-cluster` (see --help)")]
+#[error(
+    "say what to recover: `etcdops recover nospace` or `etcdops recover --force-new-cluster` (see --help)"
+)]
 pub struct NoProcedure;
 
-pub(crate) async fn run(global: &GlobalArgs, cmd: &RecoverCmd, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    cmd: &RecoverCmd,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     match &cmd.procedure {
         Some(Procedure::Nospace(run)) => maintain::recover_nospace(global, run, out).await,
         None if cmd.quorum.force_new_cluster => force_new_cluster(global, &cmd.quorum, out).await,
@@ -97,7 +103,10 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: &RecoverCmd, out: &mut dyn Wri
 /// A recovery's executor sees the survivor and the members it rejoins only:
 /// hosts left out (agent down) must not block its checks.
 pub(crate) fn restrict(mut target: Target, args: &RecoverArgs) -> Target {
-    target.cluster.members.retain(|m| m.name == args.survivor || args.rejoin.iter().any(|r| r.name == m.name));
+    target
+        .cluster
+        .members
+        .retain(|m| m.name == args.survivor || args.rejoin.iter().any(|r| r.name == m.name));
     target
 }
 
@@ -108,21 +117,40 @@ pub(crate) fn membership(target: &Target, args: &RecoverArgs) -> MembershipArgs 
         .iter()
         .filter_map(|r| {
             let agent = target.cluster.member(&r.name)?.agent.to_string();
-            Some(Joining { name: r.name.clone(), agent, peer_url: r.peer_url.clone(), client_url: r.client_url.clone() })
+            Some(Joining {
+                name: r.name.clone(),
+                agent,
+                peer_url: r.peer_url.clone(),
+                client_url: r.client_url.clone(),
+            })
         })
         .collect();
-    MembershipArgs { joining: None, leaving: None, rejoining }
+    MembershipArgs {
+        joining: None,
+        leaving: None,
+        rejoining,
+    }
 }
 
-async fn force_new_cluster(global: &GlobalArgs, args: &QuorumArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+async fn force_new_cluster(
+    global: &GlobalArgs,
+    args: &QuorumArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     let recovery = recover::plan_recovery(&view, args.from.as_deref())?;
     let snapshot_dir = match &args.snapshot_dir {
         Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
         None => {
-            let journal = args.run.journal.clone().unwrap_or_else(crate::journal::default_path);
-            journal.parent().map_or_else(|| PathBuf::from("recover"), |p| p.join("recover"))
+            let journal = args
+                .run
+                .journal
+                .clone()
+                .unwrap_or_else(crate::journal::default_path);
+            journal
+                .parent()
+                .map_or_else(|| PathBuf::from("recover"), |p| p.join("recover"))
         }
     };
     let recover_args = RecoverArgs {
@@ -138,6 +166,12 @@ async fn force_new_cluster(global: &GlobalArgs, args: &QuorumArgs, out: &mut dyn
     // Checked like a restore: the agents of the survivor and of the members rejoined answer.
     let mut view = view;
     view.members.retain(|m| target.cluster.member(&m.name).is_some());
-    let planned = Planned { plan, force: false, options: json!({ "recover": recover_args }), membership, restore: true };
+    let planned = Planned {
+        plan,
+        force: false,
+        options: json!({ "recover": recover_args }),
+        membership,
+        restore: true,
+    };
     run_plan(global, target, &view, planned, &args.run, out).await
 }

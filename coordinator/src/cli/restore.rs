@@ -90,7 +90,6 @@ fn trailer_hex(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex::encode(trailer))
 }
 
-
 /// `--snapshot latest`: the newest verified backup as a local file, and the
 /// sha256 its sidecar recorded.
 async fn latest(
@@ -103,28 +102,42 @@ async fn latest(
     let store = BackupTarget::open(&setup.url, &setup.s3, &BackupEnv::from_process(), global.timeout)?;
     let entry = crate::backup::latest(&store, &target.cluster.name).await?;
     let downloads = {
-        let journal = args.run.journal.clone().unwrap_or_else(crate::journal::default_path);
-        journal.parent().map_or_else(|| PathBuf::from("downloads"), |p| p.join("downloads"))
+        let journal = args
+            .run
+            .journal
+            .clone()
+            .unwrap_or_else(crate::journal::default_path);
+        journal
+            .parent()
+            .map_or_else(|| PathBuf::from("downloads"), |p| p.join("downloads"))
     };
     eprintln!(
         "latest verified backup in {}: {} ({} bytes, taken {})",
         store.url(),
         entry.name,
         entry.size,
-        time::OffsetDateTime::from_unix_timestamp(entry.time).map_or_else(|_| entry.time.to_string(), |t| t.to_string())
+        time::OffsetDateTime::from_unix_timestamp(entry.time)
+            .map_or_else(|_| entry.time.to_string(), |t| t.to_string())
     );
     let path = store.fetch(&entry.name, &downloads).await?;
     Ok((path, entry.meta.map(|m| m.sha256)))
 }
 
-pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    args: &RestoreCmdArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
     if let Some(op) = &args.rollback {
         let journal = args.run.journal()?;
         let record = journal.find(op)?;
         if record.kind != OpKind::Restore.as_str() {
-            anyhow::bail!(crate::plan::planner::PlanError::Usage(format!("operation {} is a {}, not a restore", record.id, record.kind)));
+            anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
+                "operation {} is a {}, not a restore",
+                record.id, record.kind
+            )));
         }
         let kept: RestoreArgs = serde_json::from_value(record.args["restore"].clone()).unwrap_or_default();
         if kept.kept.is_empty() {
@@ -143,12 +156,17 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         };
         return run_plan(global, target, &view, planned, &args.run, out).await;
     }
-    let path = args.snapshot.clone().context("--snapshot or --rollback is required")?;
+    let path = args
+        .snapshot
+        .clone()
+        .context("--snapshot or --rollback is required")?;
     let (path, sidecar_sha256) = if path.as_os_str() == "latest" {
         latest(global, &target, args).await?
     } else {
         if args.backup_target.is_some() {
-            anyhow::bail!(crate::plan::planner::PlanError::Usage("--backup-target goes with --snapshot latest".into()));
+            anyhow::bail!(crate::plan::planner::PlanError::Usage(
+                "--backup-target goes with --snapshot latest".into()
+            ));
         }
         (path, None)
     };
@@ -197,9 +215,16 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         .collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let versions: Vec<Option<String>> = hosts.iter().map(|h| h.etcd_version.clone()).collect();
-    let bump_revision = args.bump_revision.unwrap_or_else(|| restore::default_bump(&versions));
-    let spec = restore::preflight(&target.cluster.name, &facts, &hosts, bump_revision, now)
-        .map_err(|findings| ExecError::Unsafe { cluster: target.cluster.name.clone(), findings })?;
+    let bump_revision = args
+        .bump_revision
+        .unwrap_or_else(|| restore::default_bump(&versions));
+    let spec =
+        restore::preflight(&target.cluster.name, &facts, &hosts, bump_revision, now).map_err(|findings| {
+            ExecError::Unsafe {
+                cluster: target.cluster.name.clone(),
+                findings,
+            }
+        })?;
     let restore_args = RestoreArgs {
         snapshot: std::path::absolute(&path).unwrap_or(path),
         file_size: facts.file_size,
@@ -208,7 +233,10 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RestoreCmdArgs, out: &mut dy
         bump_revision,
         initial_cluster: spec.initial_cluster.clone(),
         token: spec.token.clone(),
-        peer_urls: hosts.iter().map(|h| (h.name.clone(), h.peer_url.clone())).collect(),
+        peer_urls: hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.peer_url.clone()))
+            .collect(),
         staged: Default::default(),
         kept: Default::default(),
     };

@@ -18,7 +18,11 @@ pub enum SnapshotCommand {
     Status(crate::snapshot::status::StatusArgs),
 }
 
-pub(crate) async fn run(global: &GlobalArgs, command: &SnapshotCommand, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    command: &SnapshotCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     match command {
         SnapshotCommand::Save(args) => crate::snapshot::save::run(global, args, out).await,
         SnapshotCommand::Status(args) => crate::snapshot::status::run(global, args, out),

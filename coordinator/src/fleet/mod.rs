@@ -547,10 +547,16 @@ agent = "https://[2001:db8::1]:7443"
         assert_eq!(backup.target.to_string(), "s3://etcd-backups/prod-a");
         assert_eq!(backup.retention().describe(), "keep_daily 7, keep_within 2d");
         assert!(fleet.clusters[1].backup.is_none());
-        assert_eq!(parse(&fleet.to_toml().expect("serialize")).expect("reparse"), fleet);
+        assert_eq!(
+            parse(&fleet.to_toml().expect("serialize")).expect("reparse"),
+            fleet
+        );
         let bad = text.replace("keep_daily = 7", "keep_daily = 7\ns3_secret = \"x\"");
         let msg = parse_error(&bad);
-        assert!(msg.contains("s3_secret") && msg.contains("/etc/etcdops/fleet.toml"), "{msg}");
+        assert!(
+            msg.contains("s3_secret") && msg.contains("/etc/etcdops/fleet.toml"),
+            "{msg}"
+        );
         let bad = text.replace("s3://etcd-backups/prod-a", "/var/backups");
         assert!(parse_error(&bad).contains("file:///absolute/dir"));
     }

@@ -92,10 +92,16 @@ impl Journal {
     /// transaction; returns how many were deleted.
     pub fn delete(&self, ids: &[String]) -> Result<usize, JournalError> {
         self.write("delete operations", |txn| {
-            let mut table = txn.open_table(OPERATIONS).map_err(|e| self.db_err("delete operations", e))?;
+            let mut table = txn
+                .open_table(OPERATIONS)
+                .map_err(|e| self.db_err("delete operations", e))?;
             let mut deleted = 0;
             for id in ids {
-                if table.remove(id.as_str()).map_err(|e| self.db_err("delete operations", e))?.is_some() {
+                if table
+                    .remove(id.as_str())
+                    .map_err(|e| self.db_err("delete operations", e))?
+                    .is_some()
+                {
                     deleted += 1;
                 }
             }

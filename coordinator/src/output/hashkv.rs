@@ -41,7 +41,12 @@ pub fn member_hash(reply: Reply<pb::HashKvResponse>) -> MemberHash {
             compact_revision: Some(h.compact_revision),
             error: None,
         },
-        Err(e) => MemberHash { name: reply.member, hash: None, compact_revision: None, error: Some(e.to_string()) },
+        Err(e) => MemberHash {
+            name: reply.member,
+            hash: None,
+            compact_revision: None,
+            error: Some(e.to_string()),
+        },
     }
 }
 
@@ -49,7 +54,12 @@ pub fn member_hash(reply: Reply<pb::HashKvResponse>) -> MemberHash {
 pub fn evaluate(cluster: &str, revision: i64, members: Vec<MemberHash>) -> HashReport {
     let first = members.first().and_then(|m| m.hash.clone());
     let consistent = first.is_some() && members.iter().all(|m| m.hash == first);
-    HashReport { cluster: cluster.to_string(), revision, consistent, members }
+    HashReport {
+        cluster: cluster.to_string(),
+        revision,
+        consistent,
+        members,
+    }
 }
 
 pub fn render_table(report: &HashReport) -> String {
@@ -65,9 +75,15 @@ pub fn render_table(report: &HashReport) -> String {
         })
         .collect();
     let summary = if report.consistent {
-        format!("cluster {}: every member has the same key-value store up to revision {}", report.cluster, report.revision)
+        format!(
+            "cluster {}: every member has the same key-value store up to revision {}",
+            report.cluster, report.revision
+        )
     } else if report.members.iter().any(|m| m.error.is_some()) {
-        format!("cluster {}: not every member could be hashed at revision {}", report.cluster, report.revision)
+        format!(
+            "cluster {}: not every member could be hashed at revision {}",
+            report.cluster, report.revision
+        )
     } else {
         format!(
             "cluster {}: the members DIFFER at revision {}: a member's data is corrupt or it applied another history; \
@@ -75,7 +91,11 @@ pub fn render_table(report: &HashReport) -> String {
             report.cluster, report.revision
         )
     };
-    let errors = report.members.iter().filter_map(|m| m.error.as_deref()).map(|e| ("problem", e));
+    let errors = report
+        .members
+        .iter()
+        .filter_map(|m| m.error.as_deref())
+        .map(|e| ("problem", e));
     table::report(&["MEMBER", "HASHKV", "COMPACTED AT"], rows, &summary, errors)
 }
 
@@ -94,16 +114,31 @@ mod tests {
 
     #[test]
     fn consistent_only_when_every_member_answers_the_same() {
-        let same = evaluate("prod", 90, vec![m("a", Some("0a0b0c0d")), m("b", Some("0a0b0c0d"))]);
+        let same = evaluate(
+            "prod",
+            90,
+            vec![m("a", Some("0a0b0c0d")), m("b", Some("0a0b0c0d"))],
+        );
         assert!(same.consistent);
         assert!(render_table(&same).contains("the same key-value store up to revision 90"));
-        let differ = evaluate("prod", 90, vec![m("a", Some("0a0b0c0d")), m("b", Some("ffffffff"))]);
+        let differ = evaluate(
+            "prod",
+            90,
+            vec![m("a", Some("0a0b0c0d")), m("b", Some("ffffffff"))],
+        );
         assert!(!differ.consistent);
-        assert!(render_table(&differ).contains("DIFFER"), "{}", render_table(&differ));
+        assert!(
+            render_table(&differ).contains("DIFFER"),
+            "{}",
+            render_table(&differ)
+        );
         let missing = evaluate("prod", 90, vec![m("a", Some("0a0b0c0d")), m("b", None)]);
         assert!(!missing.consistent);
         let text = render_table(&missing);
-        assert!(text.contains("not every member could be hashed") && text.contains("agent b unreachable"), "{text}");
+        assert!(
+            text.contains("not every member could be hashed") && text.contains("agent b unreachable"),
+            "{text}"
+        );
         assert!(!evaluate("prod", 0, Vec::new()).consistent);
     }
 }

@@ -130,7 +130,11 @@ pub fn summary(report: &HealthReport) -> String {
 
 /// The whole text report: table, the summary, then each error in full (with what to check).
 pub fn render_table(report: &HealthReport) -> String {
-    let errors = report.members.iter().filter_map(|m| m.error.as_deref()).map(|e| ("problem", e));
+    let errors = report
+        .members
+        .iter()
+        .filter_map(|m| m.error.as_deref())
+        .map(|e| ("problem", e));
     table::report(&HEADER, rows(report), &summary(report), errors)
 }
 

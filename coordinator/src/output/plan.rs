@@ -19,7 +19,12 @@ pub struct PlanReport {
 /// The plan as a table with notes and the pre-check verdict.
 pub fn render(report: &PlanReport) -> String {
     let plan = &report.plan;
-    let mut text = format!("Plan: {} on cluster {} ({} step(s))\n", plan.kind, plan.cluster, plan.steps.len());
+    let mut text = format!(
+        "Plan: {} on cluster {} ({} step(s))\n",
+        plan.kind,
+        plan.cluster,
+        plan.steps.len()
+    );
     if !plan.steps.is_empty() {
         let mut t = table::new_table(&["#", "STEP", "WAITS FOR", "TIMEOUT"]);
         for (i, step) in plan.steps.iter().enumerate() {
@@ -60,7 +65,12 @@ mod tests {
             kind: OpKind::Defrag,
             cluster: "prod".into(),
             steps: vec![
-                Step::new(StepKind::Defrag { member: "etcd2".into() }, None),
+                Step::new(
+                    StepKind::Defrag {
+                        member: "etcd2".into(),
+                    },
+                    None,
+                ),
                 Step::new(StepKind::TransferLeadership { from: "etcd1".into() }, None),
             ],
             notes: vec!["etcd3: dbSize > 1GB: false".into()],
@@ -68,7 +78,11 @@ mod tests {
         let report = PlanReport {
             plan,
             safe: false,
-            findings: vec![Finding { member: Some("etcd3".into()), seen: "not reachable".into(), action: "fix it".into() }],
+            findings: vec![Finding {
+                member: Some("etcd3".into()),
+                seen: "not reachable".into(),
+                action: "fix it".into(),
+            }],
         };
         let text = render(&report);
         for expected in [
@@ -83,6 +97,9 @@ mod tests {
             assert!(text.contains(expected), "{expected}\n{text}");
         }
         let json = crate::output::to_json(&report).expect("json");
-        assert!(json.contains("\"action\": \"defrag\"") && json.contains("\"timeout_secs\": 600.0"), "{json}");
+        assert!(
+            json.contains("\"action\": \"defrag\"") && json.contains("\"timeout_secs\": 600.0"),
+            "{json}"
+        );
     }
 }

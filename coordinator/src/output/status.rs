@@ -601,7 +601,15 @@ mod tests {
         let host = m.host.as_ref().expect("host");
         assert_eq!((host.hostname.as_str(), host.cpus, host.load1), ("db1", 4, 0.5));
         let disk = m.disk_health.as_ref().expect("disk health");
-        assert_eq!((disk.writes, disk.p99_us, disk.within_threshold, disk.error.as_deref()), (100, 2500, true, None));
+        assert_eq!(
+            (
+                disk.writes,
+                disk.p99_us,
+                disk.within_threshold,
+                disk.error.as_deref()
+            ),
+            (100, 2500, true, None)
+        );
         let etcd = m.etcd.as_ref().expect("etcd answered");
         assert_eq!(etcd.member_id, "8e9e05c52164694d");
         assert_eq!(etcd.alarms[0].member_id, "8e9e05c52164694d");

@@ -36,7 +36,10 @@ const CALL_ATTEMPTS: u32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The cluster was unsafe before anything was done.
-    #[error("cluster {cluster} is not safe to operate on; nothing was changed:\n{}", list(findings))]
+    #[error(
+        "cluster {cluster} is not safe to operate on; nothing was changed:\n{}",
+        list(findings)
+    )]
     Unsafe { cluster: String, findings: Vec<Finding> },
     #[error(transparent)]
     Fence(#[from] FenceError),
@@ -48,16 +51,32 @@ pub enum ExecError {
          Steps before it are done; nothing after it was started. Fix the cause, then \
          `etcdops op resume {op}` (or `etcdops op abort {op}`)."
     )]
-    Stopped { op: String, index: usize, total: usize, step: String, reason: String },
+    Stopped {
+        op: String,
+        index: usize,
+        total: usize,
+        step: String,
+        reason: String,
+    },
     /// A join failed before promotion and was undone.
     #[error(
         "operation {op} stopped at step {index}/{total} ({step}): {reason}\n\
          The join was rolled back ({rolled_back}): no learner or half-configured member is left. \
          Fix the cause and run the command again."
     )]
-    RolledBack { op: String, index: usize, total: usize, step: String, reason: String, rolled_back: String },
+    RolledBack {
+        op: String,
+        index: usize,
+        total: usize,
+        step: String,
+        reason: String,
+        rolled_back: String,
+    },
     /// Every step ran but the cluster is not healthy afterwards.
-    #[error("operation {op} ran every step, but the cluster is not healthy afterwards:\n{}", list(findings))]
+    #[error(
+        "operation {op} ran every step, but the cluster is not healthy afterwards:\n{}",
+        list(findings)
+    )]
     UnhealthyAfter { op: String, findings: Vec<Finding> },
     /// The journal says the operation cannot be run (finished, unknown step).
     #[error("operation {op}: {reason}")]
@@ -65,7 +84,11 @@ pub enum ExecError {
 }
 
 fn list(findings: &[Finding]) -> String {
-    findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n")
+    findings
+        .iter()
+        .map(|f| format!("  - {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Progress lines for people (stderr).
@@ -111,7 +134,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("cluster", &self.cluster.name).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("cluster", &self.cluster.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +160,11 @@ impl Executor {
     /// The members the safety checks look at: the fleet's, less a member
     /// once removed, plus a joining member once started.
     pub(super) fn members_now(&self) -> Vec<Member> {
-        self.current.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| self.cluster.members.clone())
+        self.current
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| self.cluster.members.clone())
     }
 
     /// Recomputes [`Executor::members_now`] from the journal record.
@@ -143,12 +172,22 @@ impl Executor {
         let done = |id: String| record.step(&id).is_some_and(|s| s.state.is_complete());
         let mut members = self.cluster.members.clone();
         if let Some(l) = &self.membership.leaving
-            && done(StepKind::RemoveMember { member: l.name.clone() }.id())
+            && done(
+                StepKind::RemoveMember {
+                    member: l.name.clone(),
+                }
+                .id(),
+            )
         {
             members.retain(|m| m.name != l.name);
         }
         if let Some(j) = &self.membership.joining
-            && done(StepKind::StartMember { member: j.name.clone() }.id())
+            && done(
+                StepKind::StartMember {
+                    member: j.name.clone(),
+                }
+                .id(),
+            )
             && !members.iter().any(|m| m.name == j.name)
             && let Ok(m) = Member::new(&j.name, &j.agent)
         {
@@ -168,13 +207,25 @@ impl Executor {
         {
             members.push(m);
         }
-        Cluster { members, ..self.cluster.clone() }
+        Cluster {
+            members,
+            ..self.cluster.clone()
+        }
     }
 
     /// The agent of `name`: a member, the joining or the leaving host.
     pub(super) fn agent_of(&self, name: &str) -> Option<Member> {
-        let joining = self.membership.joining.iter().filter(|j| j.name == name).filter_map(|j| Member::new(&j.name, &j.agent).ok());
-        self.members_now().into_iter().chain(self.cluster.members.iter().cloned()).chain(joining).find(|m| m.name == name)
+        let joining = self
+            .membership
+            .joining
+            .iter()
+            .filter(|j| j.name == name)
+            .filter_map(|j| Member::new(&j.name, &j.agent).ok());
+        self.members_now()
+            .into_iter()
+            .chain(self.cluster.members.iter().cloned())
+            .chain(joining)
+            .find(|m| m.name == name)
     }
 
     /// Starts a new operation: checks the cluster, takes the fence, journals
@@ -194,14 +245,25 @@ impl Executor {
         if let Some(l) = self.membership.leaving.as_ref().filter(|l| !l.alive) {
             tolerate.down = Some(l.name.as_str());
         }
-        let findings = if self.restore { agents_answer(&view) } else { safety::check(&view, tolerate) };
+        let findings = if self.restore {
+            agents_answer(&view)
+        } else {
+            safety::check(&view, tolerate)
+        };
         if !findings.is_empty() {
-            return Err(ExecError::Unsafe { cluster: self.cluster.name.clone(), findings });
+            return Err(ExecError::Unsafe {
+                cluster: self.cluster.name.clone(),
+                findings,
+            });
         }
         let fence = self.acquire(&view, &record, takeover).await?;
         let mut record = record;
         record.epoch = fence.epoch;
-        record.steps = plan.steps.iter().map(|s| StepRecord::pending(s.id.clone(), s.description.clone())).collect();
+        record.steps = plan
+            .steps
+            .iter()
+            .map(|s| StepRecord::pending(s.id.clone(), s.description.clone()))
+            .collect();
         if let Err(e) = self.journal.create(&record) {
             fence::release(&self.agents, &self.fence_holders(), &fence).await;
             return Err(e.into());
@@ -218,11 +280,18 @@ impl Executor {
     }
 
     /// Resumes a journaled operation from its first unfinished step.
-    pub async fn resume(&self, record: OperationRecord, takeover: bool) -> Result<OperationRecord, ExecError> {
+    pub async fn resume(
+        &self,
+        record: OperationRecord,
+        takeover: bool,
+    ) -> Result<OperationRecord, ExecError> {
         if record.state.is_final() && record.state != OpState::Failed {
             return Err(ExecError::NotResumable {
                 op: record.id.clone(),
-                reason: format!("it is {}; only running, paused or failed operations can be resumed", record.state.as_str()),
+                reason: format!(
+                    "it is {}; only running, paused or failed operations can be resumed",
+                    record.state.as_str()
+                ),
             });
         }
         for step in &record.steps {
@@ -252,15 +321,30 @@ impl Executor {
         self.run(record, fence).await
     }
 
-    async fn acquire(&self, view: &ClusterView, record: &OperationRecord, takeover: bool) -> Result<pb::Fence, ExecError> {
+    async fn acquire(
+        &self,
+        view: &ClusterView,
+        record: &OperationRecord,
+        takeover: bool,
+    ) -> Result<pb::Fence, ExecError> {
         let request = pb::AcquireFenceRequest {
-            fence: Some(fence::fence(&self.cluster.name, view.highest_epoch() + 1, &record.id, "")),
+            fence: Some(fence::fence(
+                &self.cluster.name,
+                view.highest_epoch() + 1,
+                &record.id,
+                "",
+            )),
             holder: record.holder.clone(),
             operation_kind: record.kind.clone(),
             takeover,
         };
-        let optional: Vec<String> =
-            self.membership.leaving.iter().filter(|l| !l.alive).map(|l| l.name.clone()).collect();
+        let optional: Vec<String> = self
+            .membership
+            .leaving
+            .iter()
+            .filter(|l| !l.alive)
+            .map(|l| l.name.clone())
+            .collect();
         Ok(fence::acquire(&self.agents, &self.fence_holders(), request, &optional).await?)
     }
 
@@ -289,7 +373,10 @@ impl Executor {
                 let err = stop(format!("unknown step {:?}", step.id));
                 return Err(self.stop(&record.id, &fence, err).await);
             };
-            let timeout = self.step_timeout.unwrap_or_else(|| kind.default_timeout()).max(Duration::from_secs(1));
+            let timeout = self
+                .step_timeout
+                .unwrap_or_else(|| kind.default_timeout())
+                .max(Duration::from_secs(1));
             let deadline = Instant::now() + timeout;
             let view = match self.pre_check(&kind).await {
                 Ok(view) => view,
@@ -298,21 +385,37 @@ impl Executor {
                     return Err(self.fail(&record, &fence, stop(reason)).await);
                 }
             };
-            self.progress.line(&format!("[{number}/{total}] {} ...", step.description));
+            self.progress
+                .line(&format!("[{number}/{total}] {} ...", step.description));
             // The agents answer a call repeated under the same key from their
             // record. A step whose coordinator died mid-way (still `running`)
             // keeps its key, so an action that completed is not done twice; a
             // step that failed gets a new key, so its action runs again.
-            let attempt = if step.state == StepState::Running { step.attempts.max(1) } else { step.attempts + 1 };
+            let attempt = if step.state == StepState::Running {
+                step.attempts.max(1)
+            } else {
+                step.attempts + 1
+            };
             record = self.journal.step_started(&record.id, &step.id)?;
             let processed = processed(&record);
             let started = Instant::now();
-            let step_fence = pb::Fence { step: format!("{}#{attempt}", step.id), ..fence.clone() };
-            match self.execute(&kind, &view, &step_fence, deadline, &processed).await {
+            let step_fence = pb::Fence {
+                step: format!("{}#{attempt}", step.id),
+                ..fence.clone()
+            };
+            match self
+                .execute(&kind, &view, &step_fence, deadline, &processed)
+                .await
+            {
                 Ok(detail) => {
                     let detail = format!("{detail}; step took {}", format_took(started.elapsed()));
-                    self.progress.line(&format!("[{number}/{total}] {}: done: {detail}", step.description));
-                    record = self.journal.step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
+                    self.progress.line(&format!(
+                        "[{number}/{total}] {}: done: {detail}",
+                        step.description
+                    ));
+                    record =
+                        self.journal
+                            .step_finished(&record.id, &step.id, StepState::Done, Some(detail))?;
                     self.refresh_members(&record);
                     if self.pause_after.as_deref() == Some(step.id.as_str()) && number < total {
                         let record = self.journal.update(&record.id, |r| r.state = OpState::Paused)?;
@@ -326,8 +429,16 @@ impl Executor {
                     }
                 }
                 Err(reason) => {
-                    self.progress.line(&format!("[{number}/{total}] {}: FAILED: {reason}", step.description));
-                    let record = self.journal.step_finished(&record.id, &step.id, StepState::Failed, Some(reason.clone()))?;
+                    self.progress.line(&format!(
+                        "[{number}/{total}] {}: FAILED: {reason}",
+                        step.description
+                    ));
+                    let record = self.journal.step_finished(
+                        &record.id,
+                        &step.id,
+                        StepState::Failed,
+                        Some(reason.clone()),
+                    )?;
                     return Err(self.fail(&record, &fence, stop(reason)).await);
                 }
             }
@@ -337,7 +448,13 @@ impl Executor {
         let (state, error) = if findings.is_empty() {
             (OpState::Succeeded, None)
         } else {
-            (OpState::Failed, Some(format!("the cluster is not healthy after the last step:\n{}", list(&findings))))
+            (
+                OpState::Failed,
+                Some(format!(
+                    "the cluster is not healthy after the last step:\n{}",
+                    list(&findings)
+                )),
+            )
         };
         let record = self.journal.finish(&record.id, state, error)?;
         fence::release(&self.agents, &self.fence_holders(), &fence).await;
@@ -345,7 +462,10 @@ impl Executor {
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
         } else {
-            Err(ExecError::UnhealthyAfter { op: record.id, findings })
+            Err(ExecError::UnhealthyAfter {
+                op: record.id,
+                findings,
+            })
         }
     }
 
@@ -353,14 +473,43 @@ impl Executor {
     /// back (the operation ends aborted); otherwise the operation stops,
     /// resumable. Either way the fence is given back.
     async fn fail(&self, record: &OperationRecord, fence: &pb::Fence, stopped: ExecError) -> ExecError {
-        let ExecError::Stopped { op, index, total, step, reason } = stopped else {
+        let ExecError::Stopped {
+            op,
+            index,
+            total,
+            step,
+            reason,
+        } = stopped
+        else {
             return self.stop(&record.id, fence, stopped).await;
         };
         let Some(rolled_back) = self.roll_back_join(record, fence).await else {
-            return self.stop(&record.id, fence, ExecError::Stopped { op, index, total, step, reason }).await;
+            return self
+                .stop(
+                    &record.id,
+                    fence,
+                    ExecError::Stopped {
+                        op,
+                        index,
+                        total,
+                        step,
+                        reason,
+                    },
+                )
+                .await;
         };
-        let err = ExecError::RolledBack { op, index, total, step, reason, rolled_back };
-        if let Err(e) = self.journal.finish(&record.id, OpState::Aborted, Some(err.to_string())) {
+        let err = ExecError::RolledBack {
+            op,
+            index,
+            total,
+            step,
+            reason,
+            rolled_back,
+        };
+        if let Err(e) = self
+            .journal
+            .finish(&record.id, OpState::Aborted, Some(err.to_string()))
+        {
             tracing::error!(error = %e, "could not journal the rollback");
         }
         fence::release(&self.agents, &self.fence_holders(), fence).await;
@@ -383,7 +532,11 @@ impl Executor {
         if self.restore {
             let view = self.observe_for_checks().await;
             let findings = agents_answer(&view);
-            return if findings.is_empty() { Ok(view) } else { Err(findings) };
+            return if findings.is_empty() {
+                Ok(view)
+            } else {
+                Err(findings)
+            };
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
@@ -407,7 +560,14 @@ impl Executor {
             return Err(findings);
         }
         let Some(target) = view.leader().map(|l| l.raft_index) else {
-            return Err(safety::check(&view, Tolerate { nospace_alarm: true, slow_disk: true, down: None }));
+            return Err(safety::check(
+                &view,
+                Tolerate {
+                    nospace_alarm: true,
+                    slow_disk: true,
+                    down: None,
+                },
+            ));
         };
         let deadline = Instant::now() + CONVERGE_TIMEOUT;
         let mut view = view;
@@ -462,16 +622,25 @@ impl Executor {
             | StepKind::FleetAdd { .. }
             | StepKind::FleetRemove { .. } => {
                 if let StepKind::RemoveMember { member } = kind {
-                    let moved = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
+                    let moved = self
+                        .transfer_if_leader(view, member, fence, deadline, processed)
+                        .await?;
                     let done = self.execute_membership(kind, view, fence, deadline).await?;
                     return Ok(format!("{moved}{done}"));
                 }
                 self.execute_membership(kind, view, fence, deadline).await
             }
-            StepKind::TransferLeadership { from } => self.transfer(view, from, fence, deadline, processed).await,
+            StepKind::TransferLeadership { from } => {
+                self.transfer(view, from, fence, deadline, processed).await
+            }
             StepKind::Defrag { member } => {
-                let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
-                let request = pb::DefragmentRequest { fence: Some(fence.clone()), timeout_ms: ms_until(deadline) };
+                let mut detail = self
+                    .transfer_if_leader(view, member, fence, deadline, processed)
+                    .await?;
+                let request = pb::DefragmentRequest {
+                    fence: Some(fence.clone()),
+                    timeout_ms: ms_until(deadline),
+                };
                 let answer = self
                     .call(member, deadline, move |mut c: Client| {
                         let request = request.clone();
@@ -490,7 +659,9 @@ impl Executor {
                 Ok(detail)
             }
             StepKind::Restart { member } => {
-                let mut detail = self.transfer_if_leader(view, member, fence, deadline, processed).await?;
+                let mut detail = self
+                    .transfer_if_leader(view, member, fence, deadline, processed)
+                    .await?;
                 let request = pb::UnitRequest {
                     operation_id: fence.operation_id.clone(),
                     timeout_ms: ms_until(deadline),
@@ -504,8 +675,15 @@ impl Executor {
                     })
                     .await?;
                 let waited = self.wait_ready(member, deadline).await?;
-                let pid = if unit.main_pid > 0 { format!(" (pid {})", unit.main_pid) } else { String::new() };
-                detail.push_str(&format!("restarted{pid}; healthy and caught up after {}", format_took(waited)));
+                let pid = if unit.main_pid > 0 {
+                    format!(" (pid {})", unit.main_pid)
+                } else {
+                    String::new()
+                };
+                detail.push_str(&format!(
+                    "restarted{pid}; healthy and caught up after {}",
+                    format_took(waited)
+                ));
                 Ok(detail)
             }
             StepKind::Compact { revision } => {
@@ -530,7 +708,10 @@ impl Executor {
             }
             StepKind::DisarmAlarms => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
-                let request = pb::DisarmAlarmsRequest { fence: Some(fence.clone()), alarms: Vec::new() };
+                let request = pb::DisarmAlarmsRequest {
+                    fence: Some(fence.clone()),
+                    alarms: Vec::new(),
+                };
                 let answer = self
                     .call(&member, deadline, move |mut c: Client| {
                         let request = request.clone();
@@ -545,18 +726,28 @@ impl Executor {
                     ));
                 }
                 let kinds: Vec<String> = answer.disarmed.iter().map(|a| a.kind.clone()).collect();
-                Ok(if kinds.is_empty() { "no alarm was active".into() } else { format!("disarmed {}", kinds.join(", ")) })
+                Ok(if kinds.is_empty() {
+                    "no alarm was active".into()
+                } else {
+                    format!("disarmed {}", kinds.join(", "))
+                })
             }
             StepKind::VerifyWrites => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
-                let request = pb::WriteProbeRequest { fence: Some(fence.clone()), timeout_ms: ms_until(deadline).min(60_000) };
+                let request = pb::WriteProbeRequest {
+                    fence: Some(fence.clone()),
+                    timeout_ms: ms_until(deadline).min(60_000),
+                };
                 let answer = self
                     .call(&member, deadline, move |mut c: Client| {
                         let request = request.clone();
                         async move { c.write_probe(request).await }
                     })
                     .await?;
-                Ok(format!("wrote and deleted {} at revision {}", answer.key, answer.revision))
+                Ok(format!(
+                    "wrote and deleted {} at revision {}",
+                    answer.key, answer.revision
+                ))
             }
         }
     }
@@ -574,8 +765,13 @@ impl Executor {
     ) -> Result<String, String> {
         let voters = view.members.iter().filter(|m| m.is_voter()).count();
         if view.leader().is_some_and(|l| l.name == member) && voters > 1 {
-            let transfer_fence = pb::Fence { step: format!("{}+transfer", fence.step), ..fence.clone() };
-            let moved = self.transfer(view, member, &transfer_fence, deadline, processed).await?;
+            let transfer_fence = pb::Fence {
+                step: format!("{}+transfer", fence.step),
+                ..fence.clone()
+            };
+            let moved = self
+                .transfer(view, member, &transfer_fence, deadline, processed)
+                .await?;
             return Ok(format!("{moved}; "));
         }
         Ok(String::new())
@@ -593,7 +789,10 @@ impl Executor {
             return Err("no agreed leader".into());
         };
         if leader.name != from {
-            return Ok(format!("{from} is not the leader ({} is): nothing to move", leader.name));
+            return Ok(format!(
+                "{from} is not the leader ({} is): nothing to move",
+                leader.name
+            ));
         }
         let target = transfer_target(view, from, processed)
             .ok_or_else(|| format!("no healthy voter to take over leadership from {from}"))?;
@@ -614,10 +813,16 @@ impl Executor {
             if let Some(l) = now.leader()
                 && l.name != from
             {
-                return Ok(format!("leadership moved from {from} to {} in {}", l.name, format_took(started.elapsed())));
+                return Ok(format!(
+                    "leadership moved from {from} to {} in {}",
+                    l.name,
+                    format_took(started.elapsed())
+                ));
             }
             if Instant::now() >= deadline {
-                return Err(format!("asked {from} to hand leadership to {target_name}, but no new leader was agreed in time"));
+                return Err(format!(
+                    "asked {from} to hand leadership to {target_name}, but no new leader was agreed in time"
+                ));
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -638,11 +843,17 @@ impl Executor {
                     }
                     match target {
                         Some(t) if m.applied_index >= t => return Ok(started.elapsed()),
-                        Some(t) => last = format!("applied index {} behind the leader's {t}", m.applied_index),
+                        Some(t) => {
+                            last = format!("applied index {} behind the leader's {t}", m.applied_index)
+                        }
                         None => last = "no agreed leader".into(),
                     }
                 } else {
-                    last = m.unreachable.clone().or_else(|| m.unhealthy.clone()).unwrap_or_default();
+                    last = m
+                        .unreachable
+                        .clone()
+                        .or_else(|| m.unhealthy.clone())
+                        .unwrap_or_default();
                 }
             }
             if Instant::now() >= deadline {
@@ -667,9 +878,15 @@ impl Executor {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
             let agents = self.agents.with_call_timeout(left);
-            let reply = agents.fan_out(&target, call.clone()).await.pop().ok_or("no reply")?;
+            let reply = agents
+                .fan_out(&target, call.clone())
+                .await
+                .pop()
+                .ok_or("no reply")?;
             match reply.result {
                 Ok(answer) => return Ok(answer),
                 Err(e) if attempt < CALL_ATTEMPTS && transient(&e.kind) && Instant::now() < deadline => {
@@ -698,7 +915,11 @@ pub fn agents_answer(view: &ClusterView) -> Vec<Finding> {
 /// Another operation holds the cluster's fence: refuse before anything
 /// else, naming it (its own work is the likely cause of anything unsafe).
 pub fn busy(view: &ClusterView, own_operation: &str) -> Result<(), FenceError> {
-    let Some(holder) = view.holders().into_iter().find(|h| h.operation_id != own_operation) else {
+    let Some(holder) = view
+        .holders()
+        .into_iter()
+        .find(|h| h.operation_id != own_operation)
+    else {
         return Ok(());
     };
     let since = time::OffsetDateTime::from_unix_timestamp(holder.acquired_at_unix)
@@ -710,7 +931,12 @@ pub fn busy(view: &ClusterView, own_operation: &str) -> Result<(), FenceError> {
         message: format!(
             "operation {} ({}) of {} holds its fence since {since} (epoch {}): wait for it to finish, \
              or if its coordinator is gone: `etcdops op resume {}` where it was journaled, or `etcdops op abort {}`",
-            holder.operation_id, holder.operation_kind, holder.holder, holder.epoch, holder.operation_id, holder.operation_id
+            holder.operation_id,
+            holder.operation_kind,
+            holder.holder,
+            holder.epoch,
+            holder.operation_id,
+            holder.operation_id
         ),
     })
 }
@@ -740,12 +966,18 @@ fn processed(record: &OperationRecord) -> Vec<String> {
 
 /// A step's duration for people: `85 ms`, `3.2 s`.
 pub(super) fn format_took(d: Duration) -> String {
-    if d < Duration::from_secs(1) { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// Milliseconds left until `deadline`, at least 1 s, as an agent `timeout_ms`.
 pub(super) fn ms_until(deadline: Instant) -> u32 {
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
     u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(3_600_000)
 }
 
@@ -781,9 +1013,17 @@ mod tests {
 
     #[test]
     fn transient_errors_are_transport_ones() {
-        assert!(transient(&AgentErrorKind::Unreachable { reason: "refused".into() }));
-        assert!(transient(&AgentErrorKind::Rpc { code: tonic::Code::Unavailable, message: String::new() }));
-        assert!(!transient(&AgentErrorKind::Rpc { code: tonic::Code::FailedPrecondition, message: String::new() }));
+        assert!(transient(&AgentErrorKind::Unreachable {
+            reason: "refused".into()
+        }));
+        assert!(transient(&AgentErrorKind::Rpc {
+            code: tonic::Code::Unavailable,
+            message: String::new()
+        }));
+        assert!(!transient(&AgentErrorKind::Rpc {
+            code: tonic::Code::FailedPrecondition,
+            message: String::new()
+        }));
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub enum FenceError {
 
 /// The fence of an operation on a cluster.
 pub fn fence(cluster: &str, epoch: u64, operation_id: &str, step: &str) -> pb::Fence {
-    pb::Fence { cluster: cluster.into(), epoch, operation_id: operation_id.into(), step: step.into() }
+    pb::Fence {
+        cluster: cluster.into(),
+        epoch,
+        operation_id: operation_id.into(),
+        step: step.into(),
+    }
 }
 
 /// Takes the fence on every member's agent with `epoch` (which must be above
@@ -64,17 +69,30 @@ pub async fn acquire(
         (None, Some(f)) => Ok(f),
         (refusal, fence_out) => {
             if let Some(f) = fence_out {
-                let subset = Cluster { members: granted, ..cluster.clone() };
+                let subset = Cluster {
+                    members: granted,
+                    ..cluster.clone()
+                };
                 release(agents, &subset, &f).await;
             }
             let Some(e) = refusal else {
-                return Err(FenceError::Held { cluster: cluster.name.clone(), message: "the cluster has no members".into() });
+                return Err(FenceError::Held {
+                    cluster: cluster.name.clone(),
+                    message: "the cluster has no members".into(),
+                });
             };
             Err(match &e.kind {
-                AgentErrorKind::Rpc { code: tonic::Code::FailedPrecondition | tonic::Code::Aborted, message } => {
-                    FenceError::Held { cluster: cluster.name.clone(), message: format!("agent {}: {message}", e.member) }
-                }
-                _ => FenceError::Agent { cluster: cluster.name.clone(), source: Box::new(e) },
+                AgentErrorKind::Rpc {
+                    code: tonic::Code::FailedPrecondition | tonic::Code::Aborted,
+                    message,
+                } => FenceError::Held {
+                    cluster: cluster.name.clone(),
+                    message: format!("agent {}: {message}", e.member),
+                },
+                _ => FenceError::Agent {
+                    cluster: cluster.name.clone(),
+                    source: Box::new(e),
+                },
             })
         }
     }
@@ -83,7 +101,9 @@ pub async fn acquire(
 /// Gives the fence back on every member's agent; failures are logged and
 /// returned as warnings (the next operation's acquire reports what is left).
 pub async fn release(agents: &Agents, cluster: &Cluster, fence: &pb::Fence) -> Vec<String> {
-    let request = pb::ReleaseFenceRequest { fence: Some(fence.clone()) };
+    let request = pb::ReleaseFenceRequest {
+        fence: Some(fence.clone()),
+    };
     let replies = agents
         .fan_out(&cluster.members, move |mut client| {
             let request = request.clone();

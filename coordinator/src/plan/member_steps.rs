@@ -26,17 +26,25 @@ impl Executor {
     }
 
     fn leaving(&self, name: &str) -> Result<&Leaving, String> {
-        self.membership.leaving.as_ref().filter(|l| l.name == name).ok_or_else(|| format!("{name} is not leaving in this operation"))
+        self.membership
+            .leaving
+            .as_ref()
+            .filter(|l| l.name == name)
+            .ok_or_else(|| format!("{name} is not leaving in this operation"))
     }
 
     /// The leader's name, to send membership changes to.
     fn leader_name(view: &ClusterView) -> Result<String, String> {
-        view.leader().map(|l| l.name.clone()).ok_or_else(|| "no agreed leader to send the change to".to_string())
+        view.leader()
+            .map(|l| l.name.clone())
+            .ok_or_else(|| "no agreed leader to send the change to".to_string())
     }
 
     /// The joining member as etcd lists it (by its peer URL).
     fn listed<'a>(view: &'a ClusterView, peer_url: &str) -> Option<&'a EtcdMember> {
-        view.membership().iter().find(|m| m.peer_urls.iter().any(|u| u == peer_url))
+        view.membership()
+            .iter()
+            .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
     }
 
     /// Observes the cluster with the joining member included.
@@ -96,19 +104,29 @@ impl Executor {
                 let joining = self.joining(member)?.clone();
                 let membership = view.membership();
                 if Self::listed(view, &joining.peer_url).is_none() {
-                    return Err(format!("{member} ({}) is not in the membership: was the learner removed?", joining.peer_url));
+                    return Err(format!(
+                        "{member} ({}) is not in the membership: was the learner removed?",
+                        joining.peer_url
+                    ));
                 }
                 let initial: Vec<String> = membership
                     .iter()
                     .flat_map(|m| {
-                        let name = if m.peer_urls.contains(&joining.peer_url) { joining.name.clone() } else { m.name.clone() };
+                        let name = if m.peer_urls.contains(&joining.peer_url) {
+                            joining.name.clone()
+                        } else {
+                            m.name.clone()
+                        };
                         m.peer_urls.iter().map(move |u| format!("{name}={u}"))
                     })
                     .collect();
                 if initial.iter().any(|e| e.starts_with('=')) {
                     return Err("another member has not started yet (no name): etcd could not form its initial cluster".into());
                 }
-                let var = |key: &str, value: &str| pb::EnvVar { key: key.into(), value: value.into() };
+                let var = |key: &str, value: &str| pb::EnvVar {
+                    key: key.into(),
+                    value: value.into(),
+                };
                 let request = pb::SetEtcdEnvRequest {
                     operation_id: fence.operation_id.clone(),
                     set: vec![
@@ -129,7 +147,11 @@ impl Executor {
                         async move { c.set_etcd_env(request).await }
                     })
                     .await?;
-                Ok(format!("{} written (initial cluster {})", answer.path, initial.join(",")))
+                Ok(format!(
+                    "{} written (initial cluster {})",
+                    answer.path,
+                    initial.join(",")
+                ))
             }
             StepKind::StartMember { member } => {
                 let joining = self.joining(member)?.clone();
@@ -163,7 +185,10 @@ impl Executor {
                                         format_took(started.elapsed())
                                     ));
                                 }
-                                Some(t) => last = format!("applied index {} behind the leader's {t}", m.applied_index),
+                                Some(t) => {
+                                    last =
+                                        format!("applied index {} behind the leader's {t}", m.applied_index)
+                                }
                                 None => last = "no agreed leader".into(),
                             }
                         } else {
@@ -204,7 +229,11 @@ impl Executor {
                     if voter && healthy {
                         return Ok(format!(
                             "{member} ({id:016x}) {} ({} attempt(s))",
-                            if answer.changed { "promoted to voter" } else { "was already a voter" },
+                            if answer.changed {
+                                "promoted to voter"
+                            } else {
+                                "was already a voter"
+                            },
                             answer.attempts
                         ));
                     }
@@ -220,7 +249,11 @@ impl Executor {
                 let via = now
                     .leader()
                     .filter(|l| l.name != leaving.name)
-                    .or_else(|| now.members.iter().find(|m| m.name != leaving.name && m.is_healthy()))
+                    .or_else(|| {
+                        now.members
+                            .iter()
+                            .find(|m| m.name != leaving.name && m.is_healthy())
+                    })
                     .map(|m| m.name.clone())
                     .ok_or("no healthy member other than the one leaving to send the removal to")?;
                 let request = pb::RemoveMemberRequest {
@@ -235,11 +268,18 @@ impl Executor {
                     })
                     .await?;
                 if answer.members.iter().any(|m| m.id == leaving.id) {
-                    return Err(format!("{member} ({:016x}) is still listed after the removal", leaving.id));
+                    return Err(format!(
+                        "{member} ({:016x}) is still listed after the removal",
+                        leaving.id
+                    ));
                 }
                 Ok(format!(
                     "{} {member} ({:016x}) through {via} ({} attempt(s))",
-                    if answer.changed { "removed" } else { "already gone:" },
+                    if answer.changed {
+                        "removed"
+                    } else {
+                        "already gone:"
+                    },
                     leaving.id,
                     answer.attempts
                 ))
@@ -253,7 +293,11 @@ impl Executor {
                     }
                     Ok(())
                 })?;
-                Ok(format!("{member} ({}) added to {}", joining.agent, self.fleet_path.display()))
+                Ok(format!(
+                    "{member} ({}) added to {}",
+                    joining.agent,
+                    self.fleet_path.display()
+                ))
             }
             StepKind::FleetRemove { member } => {
                 self.edit_fleet(|members| {
@@ -270,7 +314,12 @@ impl Executor {
     /// does not answer is left alone (its etcd cannot rejoin a cluster that
     /// removed it).
     async fn retire(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
-        if self.membership.leaving.as_ref().is_some_and(|l| l.name == member && !l.alive) {
+        if self
+            .membership
+            .leaving
+            .as_ref()
+            .is_some_and(|l| l.name == member && !l.alive)
+        {
             return Ok(format!(
                 "skipped: {member} did not answer when the operation was planned; when its host comes back, \
                  its etcd cannot rejoin (it was removed): stop and disable etcd there, and move its data dir aside"
@@ -290,7 +339,9 @@ impl Executor {
             })
             .await;
         if let Err(e) = stop {
-            return Ok(format!("skipped: {member}'s agent could not stop etcd ({e}); its data dir is left as it is"));
+            return Ok(format!(
+                "skipped: {member}'s agent could not stop etcd ({e}); its data dir is left as it is"
+            ));
         }
         let aside = pb::MoveDataDirAsideRequest {
             operation_id: fence.operation_id.clone(),
@@ -316,7 +367,13 @@ impl Executor {
             .clusters
             .iter_mut()
             .find(|c| c.name == self.cluster.name)
-            .ok_or_else(|| format!("cluster {} is no longer in {}", self.cluster.name, self.fleet_path.display()))?;
+            .ok_or_else(|| {
+                format!(
+                    "cluster {} is no longer in {}",
+                    self.cluster.name,
+                    self.fleet_path.display()
+                )
+            })?;
         change(&mut cluster.members)?;
         fleet.save(&self.fleet_path).map_err(|e| e.to_string())
     }
@@ -327,19 +384,31 @@ impl Executor {
     pub(super) async fn roll_back_join(&self, record: &OperationRecord, fence: &pb::Fence) -> Option<String> {
         let joining = self.membership.joining.clone()?;
         let state = |kind: StepKind| record.step(&kind.id()).map(|s| s.state);
-        let promoted = state(StepKind::Promote { member: joining.name.clone() }) == Some(StepState::Done);
-        let attempted = state(StepKind::AddLearner { member: joining.name.clone() }).is_some_and(|s| s != StepState::Pending);
+        let promoted = state(StepKind::Promote {
+            member: joining.name.clone(),
+        }) == Some(StepState::Done);
+        let attempted = state(StepKind::AddLearner {
+            member: joining.name.clone(),
+        })
+        .is_some_and(|s| s != StepState::Pending);
         if promoted || !attempted {
             return None;
         }
         let deadline = Instant::now() + Duration::from_secs(120);
-        let rollback = pb::Fence { step: "rollback".into(), ..fence.clone() };
+        let rollback = pb::Fence {
+            step: "rollback".into(),
+            ..fence.clone()
+        };
         let mut done = Vec::new();
         let view = self.observe().await;
         if let Some(listed) = Self::listed(&view, &joining.peer_url) {
             let id = listed.id;
             let via = Self::leader_name(&view).unwrap_or_default();
-            let request = pb::RemoveMemberRequest { fence: Some(rollback.clone()), member_id: id, timeout_ms: 60_000 };
+            let request = pb::RemoveMemberRequest {
+                fence: Some(rollback.clone()),
+                member_id: id,
+                timeout_ms: 60_000,
+            };
             match self
                 .call(&via, deadline, move |mut c: Client| {
                     let request = request.clone();
@@ -351,8 +420,16 @@ impl Executor {
                 Err(e) => done.push(format!("could not remove learner {id:016x} ({e}): remove it with `etcdops member remove {id:016x}`")),
             }
         }
-        done.push(self.retire(&joining.name, &rollback, deadline).await.unwrap_or_else(|e| e));
-        self.progress.line(&format!("rolled back the join of {}: {}", joining.name, done.join("; ")));
+        done.push(
+            self.retire(&joining.name, &rollback, deadline)
+                .await
+                .unwrap_or_else(|e| e),
+        );
+        self.progress.line(&format!(
+            "rolled back the join of {}: {}",
+            joining.name,
+            done.join("; ")
+        ));
         Some(done.join("; "))
     }
 }

@@ -65,11 +65,17 @@ fn bad(reason: String) -> PlanError {
 
 /// A learner or a member that never started blocks adding another.
 fn pending_member(view: &ClusterView) -> Option<&EtcdMember> {
-    view.membership().iter().find(|m| m.is_learner || m.name.is_empty())
+    view.membership()
+        .iter()
+        .find(|m| m.is_learner || m.name.is_empty())
 }
 
 fn describe(m: &EtcdMember) -> String {
-    let name = if m.name.is_empty() { "(not started)".to_string() } else { m.name.clone() };
+    let name = if m.name.is_empty() {
+        "(not started)".to_string()
+    } else {
+        m.name.clone()
+    };
     format!("{name} ({:016x}, {})", m.id, m.peer_urls.join(","))
 }
 
@@ -81,23 +87,43 @@ fn add_steps(
     ignore_slow_disk: bool,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Step>, PlanError> {
-    if view.members.iter().any(|m| m.name == joining.name) || view.membership().iter().any(|m| m.name == joining.name) {
-        return Err(bad(format!("{} is already a member of cluster {}: pick another name", joining.name, view.cluster)));
+    if view.members.iter().any(|m| m.name == joining.name)
+        || view.membership().iter().any(|m| m.name == joining.name)
+    {
+        return Err(bad(format!(
+            "{} is already a member of cluster {}: pick another name",
+            joining.name, view.cluster
+        )));
     }
-    if let Some(m) = view.membership().iter().find(|m| m.peer_urls.contains(&joining.peer_url)) {
-        return Err(bad(format!("peer URL {} already belongs to member {}", joining.peer_url, describe(m))));
+    if let Some(m) = view
+        .membership()
+        .iter()
+        .find(|m| m.peer_urls.contains(&joining.peer_url))
+    {
+        return Err(bad(format!(
+            "peer URL {} already belongs to member {}",
+            joining.peer_url,
+            describe(m)
+        )));
     }
     if let Some(m) = pending_member(view) {
         return Err(refused(format!(
             "member {} is {}: etcd allows one learner at a time and a member that never started blocks quorum changes; \
              promote it (`etcdops member promote`) or remove it (`etcdops member remove {:016x}`) first",
             describe(m),
-            if m.is_learner { "a learner" } else { "added but not started" },
+            if m.is_learner {
+                "a learner"
+            } else {
+                "added but not started"
+            },
             m.id
         )));
     }
     if let Some(why) = &host.unreachable {
-        return Err(refused(format!("the new host's agent {} cannot be asked: {why}", joining.agent)));
+        return Err(refused(format!(
+            "the new host's agent {} cannot be asked: {why}",
+            joining.agent
+        )));
     }
     if host.etcd_running {
         return Err(refused(format!(
@@ -115,8 +141,14 @@ fn add_steps(
     let name = joining.name.clone();
     let mut steps = Vec::new();
     if host.data_dir_has_wal {
-        notes.push(format!("{name}'s data dir {} holds old member data: it is renamed aside first (never deleted)", host.data_dir));
-        steps.push(Step::new(StepKind::MoveAsideBeforeJoin { member: name.clone() }, None));
+        notes.push(format!(
+            "{name}'s data dir {} holds old member data: it is renamed aside first (never deleted)",
+            host.data_dir
+        ));
+        steps.push(Step::new(
+            StepKind::MoveAsideBeforeJoin { member: name.clone() },
+            None,
+        ));
     }
     for kind in [
         StepKind::AddLearner { member: name.clone() },
@@ -135,10 +167,20 @@ fn add_steps(
 }
 
 /// `etcdops member add`.
-pub fn plan_add(view: &ClusterView, joining: &Joining, host: &HostView, ignore_slow_disk: bool) -> Result<Plan, PlanError> {
+pub fn plan_add(
+    view: &ClusterView,
+    joining: &Joining,
+    host: &HostView,
+    ignore_slow_disk: bool,
+) -> Result<Plan, PlanError> {
     let mut notes = Vec::new();
     let steps = add_steps(view, joining, host, ignore_slow_disk, &mut notes)?;
-    Ok(Plan { kind: OpKind::MemberAdd, cluster: view.cluster.clone(), steps, notes })
+    Ok(Plan {
+        kind: OpKind::MemberAdd,
+        cluster: view.cluster.clone(),
+        steps,
+        notes,
+    })
 }
 
 /// Finds the member to remove and checks that the fleet and the cluster
@@ -208,22 +250,37 @@ fn host_of(url: &str) -> String {
     let authority = rest.split('/').next().unwrap_or(rest);
     match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_string(),
     }
 }
 
 /// The quorum margin of removing `leaving`: the healthy voters left must be a
 /// quorum of the smaller cluster.
-fn removal_margin(view: &ClusterView, leaving: &Leaving, force: bool, notes: &mut Vec<String>) -> Result<(), PlanError> {
+fn removal_margin(
+    view: &ClusterView,
+    leaving: &Leaving,
+    force: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), PlanError> {
     if leaving.is_learner {
         return Ok(());
     }
     let voters = view.membership().iter().filter(|m| !m.is_learner).count();
     if voters <= 1 {
-        return Err(refused(format!("{} is the cluster's only voter: removing it would end the cluster", leaving.name)));
+        return Err(refused(format!(
+            "{} is the cluster's only voter: removing it would end the cluster",
+            leaving.name
+        )));
     }
     let after = voters - 1;
-    let healthy_left = view.members.iter().filter(|m| m.name != leaving.name && m.is_voter() && m.is_healthy()).count();
+    let healthy_left = view
+        .members
+        .iter()
+        .filter(|m| m.name != leaving.name && m.is_voter() && m.is_healthy())
+        .count();
     if healthy_left >= quorum(after) {
         return Ok(());
     }
@@ -233,10 +290,14 @@ fn removal_margin(view: &ClusterView, leaving: &Leaving, force: bool, notes: &mu
         quorum(after)
     );
     if force {
-        notes.push(format!("--force: {what}: the cluster stops serving writes until enough members are back"));
+        notes.push(format!(
+            "--force: {what}: the cluster stops serving writes until enough members are back"
+        ));
         Ok(())
     } else {
-        Err(refused(format!("{what}: bring members back first, or pass --force to accept an outage")))
+        Err(refused(format!(
+            "{what}: bring members back first, or pass --force to accept an outage"
+        )))
     }
 }
 
@@ -244,7 +305,10 @@ fn remove_steps(leaving: &Leaving) -> Vec<Step> {
     let name = leaving.name.clone();
     let mut steps = Vec::new();
     if leaving.alive && !leaving.is_learner {
-        steps.push(Step::new(StepKind::TransferLeadership { from: name.clone() }, None));
+        steps.push(Step::new(
+            StepKind::TransferLeadership { from: name.clone() },
+            None,
+        ));
     }
     steps.push(Step::new(StepKind::RemoveMember { member: name.clone() }, None));
     steps.push(Step::new(StepKind::Retire { member: name.clone() }, None));
@@ -263,7 +327,12 @@ pub fn plan_remove(view: &ClusterView, leaving: &Leaving, force: bool) -> Result
             leaving.name
         ));
     }
-    Ok(Plan { kind: OpKind::MemberRemove, cluster: view.cluster.clone(), steps: remove_steps(leaving), notes })
+    Ok(Plan {
+        kind: OpKind::MemberRemove,
+        cluster: view.cluster.clone(),
+        steps: remove_steps(leaving),
+        notes,
+    })
 }
 
 /// `etcdops member replace OLD --with NEW`: a dead OLD is removed first (it
@@ -300,7 +369,12 @@ pub fn plan_replace(
             leaving.name, joining.name
         ));
     }
-    Ok(Plan { kind: OpKind::MemberReplace, cluster: view.cluster.clone(), steps, notes })
+    Ok(Plan {
+        kind: OpKind::MemberReplace,
+        cluster: view.cluster.clone(),
+        steps,
+        notes,
+    })
 }
 
 /// `etcdops member promote`.
@@ -316,8 +390,15 @@ pub fn plan_promote(view: &ClusterView, name: &str) -> Result<Plan, PlanError> {
     Ok(Plan {
         kind: OpKind::MemberPromote,
         cluster: view.cluster.clone(),
-        steps: vec![Step::new(StepKind::Promote { member: name.to_string() }, None)],
-        notes: vec!["etcd refuses until the learner is in sync with the leader; the agent retries meanwhile".into()],
+        steps: vec![Step::new(
+            StepKind::Promote {
+                member: name.to_string(),
+            },
+            None,
+        )],
+        notes: vec![
+            "etcd refuses until the learner is in sync with the leader; the agent retries meanwhile".into(),
+        ],
     })
 }
 
@@ -342,23 +423,76 @@ mod tests {
     #[test]
     fn add_is_learner_first_then_promote_then_fleet() {
         let plan = plan_add(&healthy(3, 1), &joining(), &HostView::default(), false).expect("plan");
-        assert_eq!(ids(&plan), ["add-learner:etcd4", "configure:etcd4", "start:etcd4", "promote:etcd4", "fleet-add:etcd4"]);
-        let host = HostView { data_dir_has_wal: true, data_dir: "/var/lib/etcd".into(), ..Default::default() };
+        assert_eq!(
+            ids(&plan),
+            [
+                "add-learner:etcd4",
+                "configure:etcd4",
+                "start:etcd4",
+                "promote:etcd4",
+                "fleet-add:etcd4"
+            ]
+        );
+        let host = HostView {
+            data_dir_has_wal: true,
+            data_dir: "/var/lib/etcd".into(),
+            ..Default::default()
+        };
         let plan = plan_add(&healthy(3, 1), &joining(), &host, false).expect("plan");
         assert_eq!(ids(&plan)[0], "move-aside:etcd4");
     }
 
     #[test]
     fn add_preflight_refusals() {
-        type Case = (&'static str, fn(&mut ClusterView, &mut Joining, &mut HostView), &'static str);
+        type Case = (
+            &'static str,
+            fn(&mut ClusterView, &mut Joining, &mut HostView),
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
-            ("name taken", |_, j, _| j.name = "etcd2".into(), "already a member"),
-            ("url taken", |_, j, _| j.peer_url = "http://127.0.0.2:2380".into(), "already belongs to member etcd2"),
-            ("learner pending", |v, _, _| v.members[0].members.push(EtcdMember { id: 9, name: "x".into(), is_learner: true, ..Default::default() }), "one learner at a time"),
-            ("unstarted pending", |v, _, _| v.members[0].members.push(EtcdMember { id: 9, ..Default::default() }), "added but not started"),
-            ("agent down", |_, _, h| h.unreachable = Some("refused".into()), "cannot be asked"),
+            (
+                "name taken",
+                |_, j, _| j.name = "etcd2".into(),
+                "already a member",
+            ),
+            (
+                "url taken",
+                |_, j, _| j.peer_url = "http://127.0.0.2:2380".into(),
+                "already belongs to member etcd2",
+            ),
+            (
+                "learner pending",
+                |v, _, _| {
+                    v.members[0].members.push(EtcdMember {
+                        id: 9,
+                        name: "x".into(),
+                        is_learner: true,
+                        ..Default::default()
+                    })
+                },
+                "one learner at a time",
+            ),
+            (
+                "unstarted pending",
+                |v, _, _| {
+                    v.members[0].members.push(EtcdMember {
+                        id: 9,
+                        ..Default::default()
+                    })
+                },
+                "added but not started",
+            ),
+            (
+                "agent down",
+                |_, _, h| h.unreachable = Some("refused".into()),
+                "cannot be asked",
+            ),
             ("etcd running", |_, _, h| h.etcd_running = true, "already running"),
-            ("slow disk", |_, _, h| h.disk_within_threshold = Some(false), "--ignore-slow-disk"),
+            (
+                "slow disk",
+                |_, _, h| h.disk_within_threshold = Some(false),
+                "--ignore-slow-disk",
+            ),
         ];
         for (what, change, expected) in cases {
             let (mut v, mut j, mut h) = (healthy(3, 1), joining(), HostView::default());
@@ -366,7 +500,10 @@ mod tests {
             let err = plan_add(&v, &j, &h, false).expect_err(what);
             assert!(err.to_string().contains(expected), "{what}: {err}");
         }
-        let h = HostView { disk_within_threshold: Some(false), ..Default::default() };
+        let h = HostView {
+            disk_within_threshold: Some(false),
+            ..Default::default()
+        };
         assert!(plan_add(&healthy(3, 1), &joining(), &h, true).is_ok());
     }
 
@@ -398,7 +535,15 @@ mod tests {
     fn removal_keeps_quorum_unless_forced() {
         let v = healthy(3, 1);
         let plan = plan_remove(&v, &resolve_leaving(&v, "etcd1").expect("leaving"), false).expect("plan");
-        assert_eq!(ids(&plan), ["transfer-leadership:etcd1", "remove:etcd1", "retire:etcd1", "fleet-remove:etcd1"]);
+        assert_eq!(
+            ids(&plan),
+            [
+                "transfer-leadership:etcd1",
+                "remove:etcd1",
+                "retire:etcd1",
+                "fleet-remove:etcd1"
+            ]
+        );
         // 3 voters, one already dead: removing a healthy one leaves 1 healthy of 2.
         let mut v = healthy(3, 1);
         v.members[2].unreachable = Some("down".into());
@@ -408,8 +553,18 @@ mod tests {
         assert!(plan_remove(&v, &leaving, true).expect("forced").notes[0].starts_with("--force"));
         // Removing the dead one is fine and has no transfer.
         let dead = resolve_leaving(&v, "etcd3").expect("dead");
-        assert_eq!(ids(&plan_remove(&v, &dead, false).expect("plan")), ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]);
-        assert!(plan_remove(&healthy(1, 1), &resolve_leaving(&healthy(1, 1), "etcd1").expect("l"), true).is_err());
+        assert_eq!(
+            ids(&plan_remove(&v, &dead, false).expect("plan")),
+            ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]
+        );
+        assert!(
+            plan_remove(
+                &healthy(1, 1),
+                &resolve_leaving(&healthy(1, 1), "etcd1").expect("l"),
+                true
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -419,20 +574,31 @@ mod tests {
         let plan = plan_replace(&v, &alive, &joining(), &HostView::default(), false).expect("plan");
         let steps = ids(&plan);
         assert_eq!(steps[0], "add-learner:etcd4");
-        assert!(steps.iter().position(|s| s == "promote:etcd4") < steps.iter().position(|s| s == "remove:etcd3"), "{steps:?}");
+        assert!(
+            steps.iter().position(|s| s == "promote:etcd4") < steps.iter().position(|s| s == "remove:etcd3"),
+            "{steps:?}"
+        );
         let mut v = healthy(3, 1);
         v.members[2].unreachable = Some("down".into());
         let dead = resolve_leaving(&v, "etcd3").expect("dead");
         let plan = plan_replace(&v, &dead, &joining(), &HostView::default(), false).expect("plan");
         let steps = ids(&plan);
-        assert_eq!(&steps[..3], ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]);
+        assert_eq!(
+            &steps[..3],
+            ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]
+        );
         assert_eq!(steps[3], "add-learner:etcd4");
     }
 
     #[test]
     fn promote_needs_a_started_learner() {
         let mut v = healthy(3, 1);
-        v.members[0].members.push(EtcdMember { id: 9, name: "etcd4".into(), is_learner: true, ..Default::default() });
+        v.members[0].members.push(EtcdMember {
+            id: 9,
+            name: "etcd4".into(),
+            is_learner: true,
+            ..Default::default()
+        });
         assert_eq!(ids(&plan_promote(&v, "etcd4").expect("plan")), ["promote:etcd4"]);
         assert!(plan_promote(&v, "etcd2").is_err());
         assert!(plan_promote(&v, "nope").is_err());

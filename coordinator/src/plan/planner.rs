@@ -67,7 +67,7 @@ impl OpKind {
             OpKind::RecoverQuorum,
         ]
         .into_iter()
-            .find(|k| k.as_str() == s)
+        .find(|k| k.as_str() == s)
     }
 
     /// What the operation tolerates in its safety checks.
@@ -190,7 +190,9 @@ impl StepKind {
         let (action, arg) = id.split_once(':').unwrap_or((id, ""));
         let member = || (!arg.is_empty()).then(|| arg.to_string());
         Some(match action {
-            "compact" => StepKind::Compact { revision: arg.parse().ok().filter(|r| *r > 0)? },
+            "compact" => StepKind::Compact {
+                revision: arg.parse().ok().filter(|r| *r > 0)?,
+            },
             "defrag" => StepKind::Defrag { member: member()? },
             "restart" => StepKind::Restart { member: member()? },
             "transfer-leadership" => StepKind::TransferLeadership { from: member()? },
@@ -261,14 +263,18 @@ impl StepKind {
             StepKind::Retire { member } => format!("stop etcd on {member} and move its data dir aside"),
             StepKind::FleetAdd { member } => format!("add {member} to the fleet file"),
             StepKind::FleetRemove { member } => format!("remove {member} from the fleet file"),
-            StepKind::StageAll => "stream the snapshot to every member and restore it beside the data dir".into(),
+            StepKind::StageAll => {
+                "stream the snapshot to every member and restore it beside the data dir".into()
+            }
             StepKind::StopAll => "stop etcd on every member (the leader last)".into(),
             StepKind::SwapAll => "swap the restored data dirs in (old ones kept)".into(),
             StepKind::ConfigureAll => "write every member's environment for the new cluster".into(),
             StepKind::StartAll => "start etcd on every member".into(),
             StepKind::VerifyRestore => "verify the restored cluster".into(),
             StepKind::RollBackAll => "put every member's pre-restore data dir back".into(),
-            StepKind::SnapshotFirst { member } => format!("save a snapshot of {member} first (kept on this host)"),
+            StepKind::SnapshotFirst { member } => {
+                format!("save a snapshot of {member} first (kept on this host)")
+            }
             StepKind::StopOthers => "stop etcd on every other member".into(),
             StepKind::ForceNewCluster { member } => format!("restart {member} once with force-new-cluster"),
             StepKind::Rejoin { member } => format!("rejoin {member} as a fresh learner and promote it"),
@@ -327,7 +333,9 @@ impl StepKind {
             StepKind::Retire { .. } => Duration::from_secs(90),
             StepKind::StageAll | StepKind::SnapshotFirst { .. } => Duration::from_secs(1800),
             StepKind::Rejoin { .. } => Duration::from_secs(300),
-            StepKind::StopOthers | StepKind::ForceNewCluster { .. } | StepKind::VerifyRecovery => Duration::from_secs(180),
+            StepKind::StopOthers | StepKind::ForceNewCluster { .. } | StepKind::VerifyRecovery => {
+                Duration::from_secs(180)
+            }
             StepKind::StopAll | StepKind::StartAll | StepKind::VerifyRestore => Duration::from_secs(180),
             StepKind::SwapAll | StepKind::ConfigureAll | StepKind::RollBackAll => Duration::from_secs(60),
             StepKind::TransferLeadership { .. }
@@ -383,7 +391,11 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("unknown member {name:?}: the fleet's members of cluster {cluster} are {known}")]
-    UnknownMember { name: String, cluster: String, known: String },
+    UnknownMember {
+        name: String,
+        cluster: String,
+        known: String,
+    },
     #[error("member {member}: {reason}")]
     Rule { member: String, reason: String },
     #[error("{0}")]
@@ -429,7 +441,12 @@ fn check_members(view: &ClusterView, names: &[String]) -> Result<(), PlanError> 
             return Err(PlanError::UnknownMember {
                 name: name.clone(),
                 cluster: view.cluster.clone(),
-                known: view.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: view
+                    .members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -440,8 +457,18 @@ fn check_members(view: &ClusterView, names: &[String]) -> Result<(), PlanError> 
 fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<&'a MemberView> {
     let leader = view.leader().map(|l| l.name.clone());
     let mut ordered: Vec<&MemberView> = selected.iter().copied().filter(|m| m.is_learner).collect();
-    ordered.extend(selected.iter().copied().filter(|m| !m.is_learner && Some(&m.name) != leader.as_ref()));
-    ordered.extend(selected.iter().copied().filter(|m| Some(&m.name) == leader.as_ref()));
+    ordered.extend(
+        selected
+            .iter()
+            .copied()
+            .filter(|m| !m.is_learner && Some(&m.name) != leader.as_ref()),
+    );
+    ordered.extend(
+        selected
+            .iter()
+            .copied()
+            .filter(|m| Some(&m.name) == leader.as_ref()),
+    );
     ordered
 }
 
@@ -457,9 +484,15 @@ fn rolling_steps(
     let mut steps = Vec::new();
     for m in rolling_order(view, members) {
         if m.is_leader && voters > 1 {
-            steps.push(Step::new(StepKind::TransferLeadership { from: m.name.clone() }, None));
+            steps.push(Step::new(
+                StepKind::TransferLeadership { from: m.name.clone() },
+                None,
+            ));
         } else if m.is_leader {
-            notes.push(format!("{} is the only voter: the cluster stalls while it is handled", m.name));
+            notes.push(format!(
+                "{} is the only voter: the cluster stalls while it is handled",
+                m.name
+            ));
         }
         steps.push(Step::new(action(m.name.clone()), step_timeout));
     }
@@ -477,7 +510,10 @@ pub fn plan_defrag(view: &ClusterView, opts: &DefragOptions) -> Result<Plan, Pla
         }
         if let Some(rule) = &opts.rule {
             let figures = m.db_figures();
-            let chosen = rule.eval(&figures).map_err(|e| PlanError::Rule { member: m.name.clone(), reason: e.to_string() })?;
+            let chosen = rule.eval(&figures).map_err(|e| PlanError::Rule {
+                member: m.name.clone(),
+                reason: e.to_string(),
+            })?;
             notes.push(format!("{}: {}", m.name, rule.explain(&figures)));
             if !chosen {
                 continue;
@@ -489,11 +525,22 @@ pub fn plan_defrag(view: &ClusterView, opts: &DefragOptions) -> Result<Plan, Pla
     if let Some(revision) = opts.compact_to {
         steps.push(Step::new(StepKind::Compact { revision }, None));
     }
-    steps.extend(rolling_steps(view, &selected, opts.step_timeout, |member| StepKind::Defrag { member }, &mut notes));
+    steps.extend(rolling_steps(
+        view,
+        &selected,
+        opts.step_timeout,
+        |member| StepKind::Defrag { member },
+        &mut notes,
+    ));
     if selected.is_empty() {
         notes.push("no member needs defragmenting".into());
     }
-    Ok(Plan { kind: OpKind::Defrag, cluster: view.cluster.clone(), steps, notes })
+    Ok(Plan {
+        kind: OpKind::Defrag,
+        cluster: view.cluster.clone(),
+        steps,
+        notes,
+    })
 }
 
 /// `etcdops restart --rolling`: every (or the named) member, in rolling
@@ -501,8 +548,11 @@ pub fn plan_defrag(view: &ClusterView, opts: &DefragOptions) -> Result<Plan, Pla
 /// quorum, unless forced.
 pub fn plan_restart(view: &ClusterView, opts: &RestartOptions) -> Result<Plan, PlanError> {
     check_members(view, &opts.members)?;
-    let selected: Vec<&MemberView> =
-        view.members.iter().filter(|m| opts.members.is_empty() || opts.members.contains(&m.name)).collect();
+    let selected: Vec<&MemberView> = view
+        .members
+        .iter()
+        .filter(|m| opts.members.is_empty() || opts.members.contains(&m.name))
+        .collect();
     let mut notes = Vec::new();
     for m in &selected {
         if let Err(finding) = safety::tolerates_one_down(view, &m.name) {
@@ -512,8 +562,19 @@ pub fn plan_restart(view: &ClusterView, opts: &RestartOptions) -> Result<Plan, P
             notes.push(format!("--force: {finding}"));
         }
     }
-    let steps = rolling_steps(view, &selected, opts.step_timeout, |member| StepKind::Restart { member }, &mut notes);
-    Ok(Plan { kind: OpKind::Restart, cluster: view.cluster.clone(), steps, notes })
+    let steps = rolling_steps(
+        view,
+        &selected,
+        opts.step_timeout,
+        |member| StepKind::Restart { member },
+        &mut notes,
+    );
+    Ok(Plan {
+        kind: OpKind::Restart,
+        cluster: view.cluster.clone(),
+        steps,
+        notes,
+    })
 }
 
 /// The revision to compact to when keeping the last `keep` revisions.
@@ -538,7 +599,9 @@ pub fn plan_compact(view: &ClusterView, revision: i64) -> Plan {
         kind: OpKind::Compact,
         cluster: view.cluster.clone(),
         steps: vec![Step::new(StepKind::Compact { revision }, None)],
-        notes: vec![format!("history before revision {revision} becomes unreadable (watchers from older revisions get ErrCompacted)")],
+        notes: vec![format!(
+            "history before revision {revision} becomes unreadable (watchers from older revisions get ErrCompacted)"
+        )],
     }
 }
 
@@ -549,10 +612,18 @@ pub fn plan_recover_nospace(view: &ClusterView) -> Result<Plan, PlanError> {
         .leader()
         .map(|l| l.revision)
         .ok_or_else(|| PlanError::NoLeader("no leader to read the current revision from".into()))?;
-    let mut notes = vec![format!("compacts all history up to the current revision {current}, as etcd's NOSPACE runbook does")];
+    let mut notes = vec![format!(
+        "compacts all history up to the current revision {current}, as etcd's NOSPACE runbook does"
+    )];
     let mut steps = vec![Step::new(StepKind::Compact { revision: current }, None)];
     let all: Vec<&MemberView> = view.members.iter().collect();
-    steps.extend(rolling_steps(view, &all, None, |member| StepKind::Defrag { member }, &mut notes));
+    steps.extend(rolling_steps(
+        view,
+        &all,
+        None,
+        |member| StepKind::Defrag { member },
+        &mut notes,
+    ));
     steps.push(Step::new(StepKind::DisarmAlarms, None));
     steps.push(Step::new(StepKind::VerifyWrites, None));
     let over_quota: Vec<String> = view
@@ -567,7 +638,12 @@ pub fn plan_recover_nospace(view: &ClusterView) -> Result<Plan, PlanError> {
             over_quota.join(", ")
         ));
     }
-    Ok(Plan { kind: OpKind::RecoverNospace, cluster: view.cluster.clone(), steps, notes })
+    Ok(Plan {
+        kind: OpKind::RecoverNospace,
+        cluster: view.cluster.clone(),
+        steps,
+        notes,
+    })
 }
 
 /// `etcdops alarm disarm`.
@@ -575,18 +651,31 @@ pub fn plan_alarm_disarm(view: &ClusterView) -> Plan {
     Plan {
         kind: OpKind::AlarmDisarm,
         cluster: view.cluster.clone(),
-        steps: vec![Step::new(StepKind::DisarmAlarms, None), Step::new(StepKind::VerifyWrites, None)],
+        steps: vec![
+            Step::new(StepKind::DisarmAlarms, None),
+            Step::new(StepKind::VerifyWrites, None),
+        ],
         notes: Vec::new(),
     }
 }
 
 /// Who should take over leadership from `from`: a healthy voter, preferring
 /// one already processed by this operation, then the most caught-up.
-pub fn transfer_target<'a>(view: &'a ClusterView, from: &str, processed: &[String]) -> Option<&'a MemberView> {
+pub fn transfer_target<'a>(
+    view: &'a ClusterView,
+    from: &str,
+    processed: &[String],
+) -> Option<&'a MemberView> {
     view.members
         .iter()
         .filter(|m| m.name != from && m.is_voter() && m.is_healthy())
-        .max_by_key(|m| (processed.contains(&m.name), m.applied_index, std::cmp::Reverse(m.name.clone())))
+        .max_by_key(|m| {
+            (
+                processed.contains(&m.name),
+                m.applied_index,
+                std::cmp::Reverse(m.name.clone()),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -602,7 +691,9 @@ mod tests {
     fn step_ids_round_trip() {
         for kind in [
             StepKind::Compact { revision: 42 },
-            StepKind::Defrag { member: "etcd-2".into() },
+            StepKind::Defrag {
+                member: "etcd-2".into(),
+            },
             StepKind::Restart { member: "a".into() },
             StepKind::TransferLeadership { from: "b".into() },
             StepKind::DisarmAlarms,
@@ -626,7 +717,15 @@ mod tests {
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind.clone()), "{kind:?}");
         }
-        for bad in ["", "defrag", "defrag:", "compact:x", "compact:-1", "disarm-alarms:x", "frob:a"] {
+        for bad in [
+            "",
+            "defrag",
+            "defrag:",
+            "compact:x",
+            "compact:-1",
+            "disarm-alarms:x",
+            "frob:a",
+        ] {
             assert_eq!(StepKind::from_id(bad), None, "{bad}");
         }
     }
@@ -640,7 +739,12 @@ mod tests {
             assert_eq!(steps.len(), 4, "{steps:?}");
             assert_eq!(steps[2], format!("transfer-leadership:{lead}"));
             assert_eq!(steps[3], format!("defrag:{lead}"));
-            assert!(steps[..2].iter().all(|s| s.starts_with("defrag:") && !s.ends_with(&lead)), "{steps:?}");
+            assert!(
+                steps[..2]
+                    .iter()
+                    .all(|s| s.starts_with("defrag:") && !s.ends_with(&lead)),
+                "{steps:?}"
+            );
         }
     }
 
@@ -649,12 +753,24 @@ mod tests {
         let mut v = healthy(4, 1);
         v.members[3].is_learner = true;
         let plan = plan_defrag(&v, &DefragOptions::default()).expect("plan");
-        assert_eq!(ids(&plan), ["defrag:etcd4", "defrag:etcd2", "defrag:etcd3", "transfer-leadership:etcd1", "defrag:etcd1"]);
+        assert_eq!(
+            ids(&plan),
+            [
+                "defrag:etcd4",
+                "defrag:etcd2",
+                "defrag:etcd3",
+                "transfer-leadership:etcd1",
+                "defrag:etcd1"
+            ]
+        );
     }
 
     #[test]
     fn compact_comes_first_when_asked() {
-        let opts = DefragOptions { compact_to: Some(450), ..Default::default() };
+        let opts = DefragOptions {
+            compact_to: Some(450),
+            ..Default::default()
+        };
         let plan = plan_defrag(&healthy(3, 3), &opts).expect("plan");
         assert_eq!(ids(&plan)[0], "compact:450");
     }
@@ -663,41 +779,81 @@ mod tests {
     fn rules_choose_members_and_say_why() {
         let mut v = healthy(3, 2);
         v.members[0].db_size_in_use = v.members[0].db_size; // nothing to free on etcd1
-        let opts = DefragOptions { rule: Some(Rule::parse("dbSize - dbSizeInUse > 100MB").expect("rule")), ..Default::default() };
+        let opts = DefragOptions {
+            rule: Some(Rule::parse("dbSize - dbSizeInUse > 100MB").expect("rule")),
+            ..Default::default()
+        };
         let plan = plan_defrag(&v, &opts).expect("plan");
-        assert_eq!(ids(&plan), ["defrag:etcd3", "transfer-leadership:etcd2", "defrag:etcd2"]);
+        assert_eq!(
+            ids(&plan),
+            ["defrag:etcd3", "transfer-leadership:etcd2", "defrag:etcd2"]
+        );
         assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
         // No member selected: an empty plan that says so.
-        let opts = DefragOptions { rule: Some(Rule::parse("dbSize > 10GB").expect("rule")), ..Default::default() };
+        let opts = DefragOptions {
+            rule: Some(Rule::parse("dbSize > 10GB").expect("rule")),
+            ..Default::default()
+        };
         let plan = plan_defrag(&v, &opts).expect("plan");
         assert!(plan.steps.is_empty());
-        assert!(plan.notes.iter().any(|n| n.contains("no member needs")), "{:?}", plan.notes);
+        assert!(
+            plan.notes.iter().any(|n| n.contains("no member needs")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]
     fn a_quota_rule_without_a_known_quota_is_an_error_naming_the_member() {
         let mut v = healthy(3, 1);
         v.members[1].db_quota = 0;
-        let opts = DefragOptions { rule: Some(Rule::parse("dbQuotaUsage > 0.5").expect("rule")), ..Default::default() };
+        let opts = DefragOptions {
+            rule: Some(Rule::parse("dbQuotaUsage > 0.5").expect("rule")),
+            ..Default::default()
+        };
         let err = plan_defrag(&v, &opts).expect_err("unknown quota");
-        assert!(matches!(&err, PlanError::Rule { member, .. } if member == "etcd2"), "{err}");
+        assert!(
+            matches!(&err, PlanError::Rule { member, .. } if member == "etcd2"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_members_are_refused() {
-        let opts = DefragOptions { members: vec!["etcd9".into()], ..Default::default() };
+        let opts = DefragOptions {
+            members: vec!["etcd9".into()],
+            ..Default::default()
+        };
         let err = plan_defrag(&healthy(3, 1), &opts).expect_err("unknown");
-        assert_eq!(err.to_string(), "unknown member \"etcd9\": the fleet's members of cluster test are etcd1, etcd2, etcd3");
-        let opts = RestartOptions { members: vec!["x".into()], ..Default::default() };
+        assert_eq!(
+            err.to_string(),
+            "unknown member \"etcd9\": the fleet's members of cluster test are etcd1, etcd2, etcd3"
+        );
+        let opts = RestartOptions {
+            members: vec!["x".into()],
+            ..Default::default()
+        };
         assert!(plan_restart(&healthy(3, 1), &opts).is_err());
     }
 
     #[test]
     fn one_named_follower_needs_no_transfer() {
-        let opts = RestartOptions { members: vec!["etcd3".into()], ..Default::default() };
-        assert_eq!(ids(&plan_restart(&healthy(3, 1), &opts).expect("plan")), ["restart:etcd3"]);
-        let opts = RestartOptions { members: vec!["etcd1".into()], ..Default::default() };
-        assert_eq!(ids(&plan_restart(&healthy(3, 1), &opts).expect("plan")), ["transfer-leadership:etcd1", "restart:etcd1"]);
+        let opts = RestartOptions {
+            members: vec!["etcd3".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&plan_restart(&healthy(3, 1), &opts).expect("plan")),
+            ["restart:etcd3"]
+        );
+        let opts = RestartOptions {
+            members: vec!["etcd1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&plan_restart(&healthy(3, 1), &opts).expect("plan")),
+            ["transfer-leadership:etcd1", "restart:etcd1"]
+        );
     }
 
     #[test]
@@ -705,9 +861,27 @@ mod tests {
         for n in [1, 2] {
             let err = plan_restart(&healthy(n, 1), &RestartOptions::default()).expect_err("quorum");
             assert!(matches!(err, PlanError::Unsafe(_)), "{n}: {err}");
-            let forced = plan_restart(&healthy(n, 1), &RestartOptions { force: true, ..Default::default() }).expect("forced");
-            assert_eq!(forced.steps.iter().filter(|s| matches!(s.kind, StepKind::Restart { .. })).count(), n);
-            assert!(forced.notes.iter().any(|note| note.starts_with("--force:")), "{:?}", forced.notes);
+            let forced = plan_restart(
+                &healthy(n, 1),
+                &RestartOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            )
+            .expect("forced");
+            assert_eq!(
+                forced
+                    .steps
+                    .iter()
+                    .filter(|s| matches!(s.kind, StepKind::Restart { .. }))
+                    .count(),
+                n
+            );
+            assert!(
+                forced.notes.iter().any(|note| note.starts_with("--force:")),
+                "{:?}",
+                forced.notes
+            );
         }
         let plan = plan_restart(&healthy(5, 4), &RestartOptions::default()).expect("plan");
         assert_eq!(plan.steps.len(), 6);
@@ -718,7 +892,11 @@ mod tests {
     fn single_member_defrag_has_no_transfer_but_says_it_stalls() {
         let plan = plan_defrag(&healthy(1, 1), &DefragOptions::default()).expect("plan");
         assert_eq!(ids(&plan), ["defrag:etcd1"]);
-        assert!(plan.notes.iter().any(|n| n.contains("only voter")), "{:?}", plan.notes);
+        assert!(
+            plan.notes.iter().any(|n| n.contains("only voter")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]
@@ -726,7 +904,15 @@ mod tests {
         let plan = plan_recover_nospace(&healthy(3, 1)).expect("plan");
         assert_eq!(
             ids(&plan),
-            ["compact:500", "defrag:etcd2", "defrag:etcd3", "transfer-leadership:etcd1", "defrag:etcd1", "disarm-alarms", "verify-writes"]
+            [
+                "compact:500",
+                "defrag:etcd2",
+                "defrag:etcd3",
+                "transfer-leadership:etcd1",
+                "defrag:etcd1",
+                "disarm-alarms",
+                "verify-writes"
+            ]
         );
         let mut v = healthy(3, 1);
         v.members.iter_mut().for_each(|m| m.leader_id = 0);
@@ -736,18 +922,33 @@ mod tests {
     #[test]
     fn keep_revisions_math() {
         assert_eq!(keep_revisions(&healthy(3, 1), 100), Ok(400));
-        assert!(matches!(keep_revisions(&healthy(3, 1), 499), Err(PlanError::NothingToCompact(_))));
-        assert!(matches!(keep_revisions(&healthy(3, 1), u64::MAX), Err(PlanError::NothingToCompact(_))));
+        assert!(matches!(
+            keep_revisions(&healthy(3, 1), 499),
+            Err(PlanError::NothingToCompact(_))
+        ));
+        assert!(matches!(
+            keep_revisions(&healthy(3, 1), u64::MAX),
+            Err(PlanError::NothingToCompact(_))
+        ));
     }
 
     #[test]
     fn transfer_prefers_processed_then_caught_up_followers() {
         let mut v = healthy(3, 1);
         v.members[1].applied_index = 990;
-        assert_eq!(transfer_target(&v, "etcd1", &[]).map(|m| m.name.as_str()), Some("etcd3"));
-        assert_eq!(transfer_target(&v, "etcd1", &["etcd2".into()]).map(|m| m.name.as_str()), Some("etcd2"));
+        assert_eq!(
+            transfer_target(&v, "etcd1", &[]).map(|m| m.name.as_str()),
+            Some("etcd3")
+        );
+        assert_eq!(
+            transfer_target(&v, "etcd1", &["etcd2".into()]).map(|m| m.name.as_str()),
+            Some("etcd2")
+        );
         v.members[1].unhealthy = Some("x".into());
-        assert_eq!(transfer_target(&v, "etcd1", &["etcd2".into()]).map(|m| m.name.as_str()), Some("etcd3"));
+        assert_eq!(
+            transfer_target(&v, "etcd1", &["etcd2".into()]).map(|m| m.name.as_str()),
+            Some("etcd3")
+        );
         v.members[2].is_learner = true;
         assert!(transfer_target(&v, "etcd1", &[]).is_none());
     }

@@ -43,7 +43,11 @@ pub struct Recovery {
 }
 
 fn finding(member: Option<&str>, seen: String, action: &str) -> Finding {
-    Finding { member: member.map(str::to_string), seen, action: action.to_string() }
+    Finding {
+        member: member.map(str::to_string),
+        seen,
+        action: action.to_string(),
+    }
 }
 
 /// The member's etcd answered (its local status; no quorum needed).
@@ -61,19 +65,30 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
         && view.member(name).is_none()
     {
         let known: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
-        return Err(PlanError::UnknownMember { name: name.to_string(), cluster: view.cluster.clone(), known: known.join(", ") });
+        return Err(PlanError::UnknownMember {
+            name: name.to_string(),
+            cluster: view.cluster.clone(),
+            known: known.join(", "),
+        });
     }
     let voters: Vec<&MemberView> = view.members.iter().filter(|m| !m.is_learner).collect();
     let healthy = voters.iter().filter(|m| m.is_healthy()).count();
     if !voters.is_empty() && healthy > voters.len() / 2 {
         return Err(PlanError::Unsafe(finding(
             None,
-            format!("{healthy} of {} voters are healthy: cluster {} has its majority", voters.len(), view.cluster),
+            format!(
+                "{healthy} of {} voters are healthy: cluster {} has its majority",
+                voters.len(),
+                view.cluster
+            ),
             "force-new-cluster is only for a lost majority; replace dead members with `etcdops member replace`",
         )));
     }
     let candidates: Vec<&MemberView> = view.members.iter().filter(|m| etcd_answers(m)).collect();
-    let best = candidates.iter().copied().max_by(|a, b| a.raft_index.cmp(&b.raft_index).then(b.name.cmp(&a.name)));
+    let best = candidates
+        .iter()
+        .copied()
+        .max_by(|a, b| a.raft_index.cmp(&b.raft_index).then(b.name.cmp(&a.name)));
     let Some(best) = best else {
         return Err(PlanError::Refused(format!(
             "no member's etcd answers in cluster {}: there is no survivor to recover from; start etcd on the host with the \
@@ -89,7 +104,10 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
                 return Err(PlanError::Refused(format!(
                     "--from {name}: its etcd does not answer ({}); start it first (it runs without quorum), or pick {} \
                      (raft index {})",
-                    chosen.unreachable.clone().unwrap_or_else(|| "no raft index".into()),
+                    chosen
+                        .unreachable
+                        .clone()
+                        .unwrap_or_else(|| "no raft index".into()),
                     best.name,
                     best.raft_index
                 )));
@@ -106,8 +124,15 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
     };
     // The old membership as the survivor knows it gives every member's URLs.
     let urls = |m: &MemberView| -> Option<(String, String)> {
-        let listed = survivor.members.iter().chain(m.members.iter()).find(|e| e.name == m.name || (m.id != 0 && e.id == m.id))?;
-        Some((listed.peer_urls.first()?.clone(), listed.client_urls.first()?.clone()))
+        let listed = survivor
+            .members
+            .iter()
+            .chain(m.members.iter())
+            .find(|e| e.name == m.name || (m.id != 0 && e.id == m.id))?;
+        Some((
+            listed.peer_urls.first()?.clone(),
+            listed.client_urls.first()?.clone(),
+        ))
     };
     let mut rejoin = Vec::new();
     let mut left_out = Vec::new();
@@ -128,7 +153,11 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
             continue;
         }
         match urls(m) {
-            Some((peer_url, client_url)) => rejoin.push(RejoinMember { name: m.name.clone(), peer_url, client_url }),
+            Some((peer_url, client_url)) => rejoin.push(RejoinMember {
+                name: m.name.clone(),
+                peer_url,
+                client_url,
+            }),
             None => {
                 return Err(PlanError::Refused(format!(
                     "{}: its peer and client URLs are not in {}'s membership: cannot rejoin it; remove it from the fleet \
@@ -138,10 +167,21 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
             }
         }
     }
-    if let Some(m) = candidates.iter().find(|m| m.name != survivor.name && m.raft_index > survivor.raft_index) {
-        notes.push(format!("{} is ahead (raft index {}) and will be replaced anyway", m.name, m.raft_index));
+    if let Some(m) = candidates
+        .iter()
+        .find(|m| m.name != survivor.name && m.raft_index > survivor.raft_index)
+    {
+        notes.push(format!(
+            "{} is ahead (raft index {}) and will be replaced anyway",
+            m.name, m.raft_index
+        ));
     }
-    Ok(Recovery { survivor: survivor.name.clone(), rejoin, left_out, notes })
+    Ok(Recovery {
+        survivor: survivor.name.clone(),
+        rejoin,
+        left_out,
+        notes,
+    })
 }
 
 /// snapshot the survivor, stop the others, force-new-cluster, rejoin each, verify.
@@ -152,7 +192,14 @@ pub fn plan(cluster: &str, recovery: &Recovery) -> Plan {
         Step::new(StepKind::StopOthers, None),
         Step::new(StepKind::ForceNewCluster { member: s }, None),
     ];
-    steps.extend(recovery.rejoin.iter().map(|r| Step::new(StepKind::Rejoin { member: r.name.clone() }, None)));
+    steps.extend(recovery.rejoin.iter().map(|r| {
+        Step::new(
+            StepKind::Rejoin {
+                member: r.name.clone(),
+            },
+            None,
+        )
+    }));
     steps.push(Step::new(StepKind::VerifyRecovery, None));
     let mut notes = recovery.notes.clone();
     notes.push(
@@ -160,7 +207,12 @@ pub fn plan(cluster: &str, recovery: &Recovery) -> Plan {
          snapshot is written before anything changes"
             .into(),
     );
-    Plan { kind: OpKind::RecoverQuorum, cluster: cluster.to_string(), steps, notes }
+    Plan {
+        kind: OpKind::RecoverQuorum,
+        cluster: cluster.to_string(),
+        steps,
+        notes,
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +234,9 @@ mod tests {
     /// `None`: agent down too. Nobody is healthy (no quorum) unless `healthy`.
     fn view(states: &[Option<u64>], healthy: usize) -> ClusterView {
         let names = ["a", "b", "c", "d", "e"];
-        let membership: Vec<EtcdMember> = (0..states.len()).map(|i| listed(names[i], i as u64 + 1)).collect();
+        let membership: Vec<EtcdMember> = (0..states.len())
+            .map(|i| listed(names[i], i as u64 + 1))
+            .collect();
         let members = states
             .iter()
             .enumerate()
@@ -198,23 +252,46 @@ mod tests {
                 unhealthy: (i >= healthy).then(|| "no leader".into()),
                 id: i as u64 + 1,
                 raft_index: s.unwrap_or(0),
-                members: if s.is_some_and(|r| r > 0) { membership.clone() } else { Vec::new() },
+                members: if s.is_some_and(|r| r > 0) {
+                    membership.clone()
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             })
             .collect();
-        ClusterView { cluster: "prod".into(), members }
+        ClusterView {
+            cluster: "prod".into(),
+            members,
+        }
     }
 
     #[test]
     fn the_survivor_is_the_member_with_the_most_log() {
         let r = plan_recovery(&view(&[Some(100), Some(0), Some(120)], 0), None).expect("recovery");
         assert_eq!(r.survivor, "c");
-        assert_eq!(r.rejoin.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(r.rejoin[1].peer_url, "http://b:2380", "URLs from the survivor's membership");
+        assert_eq!(
+            r.rejoin.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            r.rejoin[1].peer_url, "http://b:2380",
+            "URLs from the survivor's membership"
+        );
         assert!(r.left_out.is_empty());
         let p = plan("prod", &r);
         let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["snapshot:c", "stop-others", "force-new-cluster:c", "rejoin:a", "rejoin:b", "verify-recovery"]);
+        assert_eq!(
+            ids,
+            [
+                "snapshot:c",
+                "stop-others",
+                "force-new-cluster:c",
+                "rejoin:a",
+                "rejoin:b",
+                "verify-recovery"
+            ]
+        );
     }
 
     #[test]
@@ -222,16 +299,28 @@ mod tests {
         let v = view(&[Some(100), Some(0), Some(120)], 0);
         assert_eq!(plan_recovery(&v, Some("c")).expect("ok").survivor, "c");
         let behind = plan_recovery(&v, Some("a")).expect_err("behind");
-        assert!(behind.to_string().contains("behind c's 120") && behind.to_string().contains("--from c"), "{behind}");
+        assert!(
+            behind.to_string().contains("behind c's 120") && behind.to_string().contains("--from c"),
+            "{behind}"
+        );
         let down = plan_recovery(&v, Some("b")).expect_err("down");
-        assert!(down.to_string().contains("does not answer") && down.to_string().contains("pick c"), "{down}");
-        assert!(matches!(plan_recovery(&v, Some("z")), Err(PlanError::UnknownMember { .. })));
+        assert!(
+            down.to_string().contains("does not answer") && down.to_string().contains("pick c"),
+            "{down}"
+        );
+        assert!(matches!(
+            plan_recovery(&v, Some("z")),
+            Err(PlanError::UnknownMember { .. })
+        ));
     }
 
     #[test]
     fn a_cluster_with_its_majority_is_refused() {
         let e = plan_recovery(&view(&[Some(100), Some(100), Some(0)], 2), None).expect_err("majority");
-        assert!(e.to_string().contains("2 of 3 voters are healthy") && e.to_string().contains("member replace"), "{e}");
+        assert!(
+            e.to_string().contains("2 of 3 voters are healthy") && e.to_string().contains("member replace"),
+            "{e}"
+        );
         // One healthy of three is a lost majority.
         assert!(plan_recovery(&view(&[Some(100), Some(0), Some(0)], 1), None).is_ok());
     }
@@ -239,7 +328,10 @@ mod tests {
     #[test]
     fn nobody_answering_is_refused_with_what_to_do() {
         let e = plan_recovery(&view(&[Some(0), None, Some(0)], 0), None).expect_err("no survivor");
-        assert!(e.to_string().contains("no member's etcd answers") && e.to_string().contains("restore"), "{e}");
+        assert!(
+            e.to_string().contains("no member's etcd answers") && e.to_string().contains("restore"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -248,9 +340,23 @@ mod tests {
         assert_eq!(r.survivor, "a");
         assert!(r.rejoin.is_empty());
         assert_eq!(r.left_out, ["b", "c"]);
-        assert!(r.notes.iter().any(|n| n.contains("b: its agent does not answer") && n.contains("power the host off")), "{:?}", r.notes);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("b: its agent does not answer") && n.contains("power the host off")),
+            "{:?}",
+            r.notes
+        );
         let ids: Vec<String> = plan("prod", &r).steps.iter().map(|s| s.id.clone()).collect();
-        assert_eq!(ids, ["snapshot:a", "stop-others", "force-new-cluster:a", "verify-recovery"]);
+        assert_eq!(
+            ids,
+            [
+                "snapshot:a",
+                "stop-others",
+                "force-new-cluster:a",
+                "verify-recovery"
+            ]
+        );
     }
 
     #[test]

@@ -24,21 +24,42 @@ const FORCE_NEW_CLUSTER: &str = "ETCD_FORCE_NEW_CLUSTER";
 /// The fence of one agent call within a step: its own key, so two calls of
 /// one kind in a step (set then unset) are not answered from one record.
 fn sub_fence(fence: &pb::Fence, call: &str) -> pb::Fence {
-    pb::Fence { step: format!("{}/{call}", fence.step), ..fence.clone() }
+    pb::Fence {
+        step: format!("{}/{call}", fence.step),
+        ..fence.clone()
+    }
 }
 
 impl Executor {
     fn recover_args(&self, op: &str) -> Result<RecoverArgs, String> {
-        let record = self.journal.get(op).map_err(|e| e.to_string())?.ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["recover"].clone()).map_err(|e| format!("operation {op}'s recovery arguments: {e}"))
+        let record = self
+            .journal
+            .get(op)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
+        serde_json::from_value(record.args["recover"].clone())
+            .map_err(|e| format!("operation {op}'s recovery arguments: {e}"))
     }
 
-    async fn set_flag(&self, member: &str, fence: &pb::Fence, on: bool, deadline: Instant) -> Result<String, String> {
-        let var = pb::EnvVar { key: FORCE_NEW_CLUSTER.into(), value: "true".into() };
+    async fn set_flag(
+        &self,
+        member: &str,
+        fence: &pb::Fence,
+        on: bool,
+        deadline: Instant,
+    ) -> Result<String, String> {
+        let var = pb::EnvVar {
+            key: FORCE_NEW_CLUSTER.into(),
+            value: "true".into(),
+        };
         let request = pb::SetEtcdEnvRequest {
             operation_id: fence.operation_id.clone(),
             set: if on { vec![var] } else { Vec::new() },
-            unset: if on { Vec::new() } else { vec![FORCE_NEW_CLUSTER.into()] },
+            unset: if on {
+                Vec::new()
+            } else {
+                vec![FORCE_NEW_CLUSTER.into()]
+            },
             fence: Some(sub_fence(fence, if on { "set-flag" } else { "unset-flag" })),
         };
         let answer = self
@@ -52,24 +73,44 @@ impl Executor {
 
     /// The survivor leads a one-member cluster and serves linearizable reads.
     fn leads_alone(view: &ClusterView, member: &str) -> bool {
-        view.member(member).is_some_and(|m| m.is_healthy() && m.is_leader && m.members.len() == 1)
+        view.member(member)
+            .is_some_and(|m| m.is_healthy() && m.is_leader && m.members.len() == 1)
     }
 
-    pub(super) async fn execute_recover(&self, kind: &StepKind, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+    pub(super) async fn execute_recover(
+        &self,
+        kind: &StepKind,
+        fence: &pb::Fence,
+        deadline: Instant,
+    ) -> Result<String, String> {
         let op = fence.operation_id.clone();
         let args = self.recover_args(&op)?;
         match kind {
             StepKind::SnapshotFirst { member } => {
                 std::fs::create_dir_all(&args.snapshot_dir)
                     .map_err(|e| format!("cannot create {}: {e}", args.snapshot_dir.display()))?;
-                let survivor = self.agent_of(member).ok_or_else(|| format!("{member} is not in the fleet file"))?;
-                let cluster = Cluster { members: vec![survivor], ..self.cluster.clone() };
-                let opts = SaveOptions { member: Some(member.clone()), out: args.snapshot_dir.clone(), progress: true, without_quorum: true };
-                let saved = save::save(&self.agents, &cluster, &opts).await.map_err(|e| e.to_string())?;
+                let survivor = self
+                    .agent_of(member)
+                    .ok_or_else(|| format!("{member} is not in the fleet file"))?;
+                let cluster = Cluster {
+                    members: vec![survivor],
+                    ..self.cluster.clone()
+                };
+                let opts = SaveOptions {
+                    member: Some(member.clone()),
+                    out: args.snapshot_dir.clone(),
+                    progress: true,
+                    without_quorum: true,
+                };
+                let saved = save::save(&self.agents, &cluster, &opts)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut args = args;
                 args.snapshot = Some(saved.path.clone());
                 let value = serde_json::to_value(&args).map_err(|e| e.to_string())?;
-                self.journal.update(&op, |r| r.args["recover"] = value).map_err(|e| e.to_string())?;
+                self.journal
+                    .update(&op, |r| r.args["recover"] = value)
+                    .map_err(|e| e.to_string())?;
                 Ok(format!(
                     "{} ({} bytes, revision {}): `etcdops restore --snapshot` brings this state back if the recovery goes wrong",
                     saved.path.display(),
@@ -78,8 +119,11 @@ impl Executor {
                 ))
             }
             StepKind::StopOthers => {
-                let others: Vec<_> =
-                    self.members_now().into_iter().filter(|m| args.rejoin.iter().any(|r| r.name == m.name)).collect();
+                let others: Vec<_> = self
+                    .members_now()
+                    .into_iter()
+                    .filter(|m| args.rejoin.iter().any(|r| r.name == m.name))
+                    .collect();
                 if others.is_empty() {
                     return Ok("no other member's agent answers: nothing to stop".into());
                 }
@@ -88,11 +132,23 @@ impl Executor {
                 let answers = self
                     .on_members(others, deadline, move |_, mut c: Client| {
                         // Disabled too: a reboot must not start the old member again.
-                        let request = pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: true };
+                        let request = pb::UnitRequest {
+                            operation_id: fence.operation_id.clone(),
+                            timeout_ms,
+                            fence: Some(fence.clone()),
+                            boot: true,
+                        };
                         async move { c.stop_etcd(request).await }
                     })
                     .await?;
-                Ok(format!("stopped on {}", answers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")))
+                Ok(format!(
+                    "stopped on {}",
+                    answers
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
             }
             StepKind::ForceNewCluster { member } => {
                 let started = Instant::now();
@@ -125,7 +181,10 @@ impl Executor {
                                         "leader {}, {} member(s) listed, {}",
                                         m.is_leader,
                                         m.members.len(),
-                                        m.unreachable.clone().or(m.unhealthy.clone()).unwrap_or_else(|| "answering".into())
+                                        m.unreachable
+                                            .clone()
+                                            .or(m.unhealthy.clone())
+                                            .unwrap_or_else(|| "answering".into())
                                     )
                                 },
                             );
@@ -136,11 +195,16 @@ impl Executor {
                         }
                         tokio::time::sleep(POLL_INTERVAL).await;
                     }
-                    detail.push_str(&format!("{member} restarted with force-new-cluster and leads alone after {}; ", format_took(started.elapsed())));
+                    detail.push_str(&format!(
+                        "{member} restarted with force-new-cluster and leads alone after {}; ",
+                        format_took(started.elapsed())
+                    ));
                 }
                 // Never left behind: a later restart with it would drop the rejoined members again.
                 let path = self.set_flag(member, fence, false, deadline).await?;
-                detail.push_str(&format!("{FORCE_NEW_CLUSTER} removed from {path} (the running etcd keeps going)"));
+                detail.push_str(&format!(
+                    "{FORCE_NEW_CLUSTER} removed from {path} (the running etcd keeps going)"
+                ));
                 Ok(detail)
             }
             StepKind::Rejoin { member } => self.rejoin(member, fence, deadline).await,
@@ -149,9 +213,15 @@ impl Executor {
                 loop {
                     let view = self.observe().await;
                     let findings = super::safety::check(&view, self.tolerate);
-                    let learners: Vec<&str> = view.membership().iter().filter(|m| m.is_learner).map(|m| m.name.as_str()).collect();
+                    let learners: Vec<&str> = view
+                        .membership()
+                        .iter()
+                        .filter(|m| m.is_learner)
+                        .map(|m| m.name.as_str())
+                        .collect();
                     let mut problem = None;
-                    if findings.is_empty() && learners.is_empty()
+                    if findings.is_empty()
+                        && learners.is_empty()
                         && let Some(leader) = view.leader()
                     {
                         let at = view.members.iter().map(|m| m.revision).min().unwrap_or(0);
@@ -200,7 +270,11 @@ impl Executor {
     async fn rejoin(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
         let joining = self.joining(member)?.clone();
         let view = self.observe().await;
-        let listed = view.membership().iter().find(|m| m.peer_urls.contains(&joining.peer_url)).cloned();
+        let listed = view
+            .membership()
+            .iter()
+            .find(|m| m.peer_urls.contains(&joining.peer_url))
+            .cloned();
         if let Some(m) = &listed
             && !m.is_learner
             && view.member(member).is_some_and(|v| v.is_healthy())
@@ -225,17 +299,66 @@ impl Executor {
                 })
                 .await?;
             if status.data_dir.as_ref().is_some_and(|d| d.exists) {
-                let moved = self.execute_membership(&StepKind::MoveAsideBeforeJoin { member: member.to_string() }, &view, &sub_fence(fence, "move-aside"), deadline).await?;
+                let moved = self
+                    .execute_membership(
+                        &StepKind::MoveAsideBeforeJoin {
+                            member: member.to_string(),
+                        },
+                        &view,
+                        &sub_fence(fence, "move-aside"),
+                        deadline,
+                    )
+                    .await?;
                 done.push(moved);
             }
             let view = self.observe().await;
-            done.push(self.execute_membership(&StepKind::AddLearner { member: member.to_string() }, &view, &sub_fence(fence, "add"), deadline).await?);
+            done.push(
+                self.execute_membership(
+                    &StepKind::AddLearner {
+                        member: member.to_string(),
+                    },
+                    &view,
+                    &sub_fence(fence, "add"),
+                    deadline,
+                )
+                .await?,
+            );
         }
         let view = self.observe().await;
-        done.push(self.execute_membership(&StepKind::Configure { member: member.to_string() }, &view, &sub_fence(fence, "configure"), deadline).await?);
-        done.push(self.execute_membership(&StepKind::StartMember { member: member.to_string() }, &view, &sub_fence(fence, "start"), deadline).await?);
+        done.push(
+            self.execute_membership(
+                &StepKind::Configure {
+                    member: member.to_string(),
+                },
+                &view,
+                &sub_fence(fence, "configure"),
+                deadline,
+            )
+            .await?,
+        );
+        done.push(
+            self.execute_membership(
+                &StepKind::StartMember {
+                    member: member.to_string(),
+                },
+                &view,
+                &sub_fence(fence, "start"),
+                deadline,
+            )
+            .await?,
+        );
         let view = self.observe().await;
-        done.push(self.execute_membership(&StepKind::Promote { member: member.to_string() }, &view, &sub_fence(fence, "promote"), deadline).await?);
+        done.push(
+            self.execute_membership(
+                &StepKind::Promote {
+                    member: member.to_string(),
+                },
+                &view,
+                &sub_fence(fence, "promote"),
+                deadline,
+            )
+            .await?,
+        );
         Ok(done.join("; "))
     }
 }

@@ -78,27 +78,51 @@ pub struct RestoreArgs {
 /// `etcdops restore --snapshot`: stage everywhere while the cluster still
 /// serves, then stop, swap, configure, start, verify.
 pub fn plan_restore(cluster: &str, spec: &RestoreSpec) -> Plan {
-    let steps = [StepKind::StageAll, StepKind::StopAll, StepKind::SwapAll, StepKind::ConfigureAll, StepKind::StartAll, StepKind::VerifyRestore]
-        .into_iter()
-        .map(|k| Step::new(k, None))
-        .collect();
+    let steps = [
+        StepKind::StageAll,
+        StepKind::StopAll,
+        StepKind::SwapAll,
+        StepKind::ConfigureAll,
+        StepKind::StartAll,
+        StepKind::VerifyRestore,
+    ]
+    .into_iter()
+    .map(|k| Step::new(k, None))
+    .collect();
     let mut notes = spec.notes.clone();
-    notes.push(format!("every member restores with --initial-cluster {} and token {}", spec.initial_cluster, spec.token));
-    notes.push("every member is stopped between the swap and the start: the cluster does not serve meanwhile".into());
-    Plan { kind: OpKind::Restore, cluster: cluster.to_string(), steps, notes }
+    notes.push(format!(
+        "every member restores with --initial-cluster {} and token {}",
+        spec.initial_cluster, spec.token
+    ));
+    notes.push(
+        "every member is stopped between the swap and the start: the cluster does not serve meanwhile".into(),
+    );
+    Plan {
+        kind: OpKind::Restore,
+        cluster: cluster.to_string(),
+        steps,
+        notes,
+    }
 }
 
 /// `etcdops restore --rollback OP`: the pre-restore data dirs back.
 pub fn plan_rollback(cluster: &str, op: &str) -> Plan {
-    let steps = [StepKind::StopAll, StepKind::RollBackAll, StepKind::StartAll, StepKind::VerifyRestore]
-        .into_iter()
-        .map(|k| Step::new(k, None))
-        .collect();
+    let steps = [
+        StepKind::StopAll,
+        StepKind::RollBackAll,
+        StepKind::StartAll,
+        StepKind::VerifyRestore,
+    ]
+    .into_iter()
+    .map(|k| Step::new(k, None))
+    .collect();
     Plan {
         kind: OpKind::RestoreRollback,
         cluster: cluster.to_string(),
         steps,
-        notes: vec![format!("puts back the data dirs operation {op} kept; the restored ones are kept aside as `rolled-back`")],
+        notes: vec![format!(
+            "puts back the data dirs operation {op} kept; the restored ones are kept aside as `rolled-back`"
+        )],
     }
 }
 
@@ -112,19 +136,33 @@ pub const DEFAULT_BUMP: u64 = 1_000_000_000;
 
 pub fn default_bump(versions: &[Option<String>]) -> u64 {
     let modern = |v: &Option<String>| {
-        v.as_deref().and_then(|v| {
-            let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
-            Some((parts.next()??, parts.next()??))
-        })
-        .is_some_and(|(major, minor)| (major, minor) >= (3, 5))
+        v.as_deref()
+            .and_then(|v| {
+                let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+                Some((parts.next()??, parts.next()??))
+            })
+            .is_some_and(|(major, minor)| (major, minor) >= (3, 5))
     };
-    if !versions.is_empty() && versions.iter().all(modern) { DEFAULT_BUMP } else { 0 }
+    if !versions.is_empty() && versions.iter().all(modern) {
+        DEFAULT_BUMP
+    } else {
+        0
+    }
 }
 
 /// A token for the restored cluster: the cluster's name and the time, so two
 /// restores never share one (etcd derives member IDs from peer URLs + token).
 pub fn new_token(cluster: &str, now_unix: i64) -> String {
-    let safe: String = cluster.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    let safe: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("{safe}-restore-{now_unix}")
 }
 
@@ -159,7 +197,11 @@ pub fn preflight(
         )),
     }
     if hosts.is_empty() {
-        findings.push(finding(None, format!("cluster {cluster} has no members in the fleet file"), "list its members in the fleet file"));
+        findings.push(finding(
+            None,
+            format!("cluster {cluster} has no members in the fleet file"),
+            "list its members in the fleet file",
+        ));
     }
     let needed = snapshot.file_size.saturating_mul(2);
     for h in hosts {
@@ -181,8 +223,13 @@ pub fn preflight(
                 "free space there (old kept copies `<data dir>.<reason>-<time>` are candidates) and retry",
             ));
         }
-        if h.peer_url.is_empty() || !(h.peer_url.starts_with("http://") || h.peer_url.starts_with("https://")) {
-            findings.push(finding(Some(&h.name), format!("no usable peer URL ({:?})", h.peer_url), "check the fleet file's agent URL"));
+        if h.peer_url.is_empty() || !(h.peer_url.starts_with("http://") || h.peer_url.starts_with("https://"))
+        {
+            findings.push(finding(
+                Some(&h.name),
+                format!("no usable peer URL ({:?})", h.peer_url),
+                "check the fleet file's agent URL",
+            ));
         }
     }
     let mut versions: Vec<&str> = hosts.iter().filter_map(|h| h.etcd_version.as_deref()).collect();
@@ -198,7 +245,11 @@ pub fn preflight(
     let mut seen = std::collections::HashSet::new();
     for h in hosts {
         if !seen.insert(h.peer_url.as_str()) {
-            findings.push(finding(Some(&h.name), format!("peer URL {} is used by two members", h.peer_url), "fix the fleet file"));
+            findings.push(finding(
+                Some(&h.name),
+                format!("peer URL {} is used by two members", h.peer_url),
+                "fix the fleet file",
+            ));
         }
     }
     let on_34 = versions.iter().find(|v| v.starts_with("3.4."));
@@ -233,7 +284,11 @@ pub fn preflight(
         ));
     }
     Ok(RestoreSpec {
-        initial_cluster: hosts.iter().map(|h| format!("{}={}", h.name, h.peer_url)).collect::<Vec<_>>().join(","),
+        initial_cluster: hosts
+            .iter()
+            .map(|h| format!("{}={}", h.name, h.peer_url))
+            .collect::<Vec<_>>()
+            .join(","),
         token: new_token(cluster, now_unix),
         notes,
     })
@@ -246,9 +301,19 @@ mod tests {
     #[test]
     fn the_bump_is_on_by_default_only_where_every_member_can_do_it() {
         let v = |s: &[Option<&str>]| s.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
-        assert_eq!(default_bump(&v(&[Some("3.5.17"), Some("3.5.17"), Some("3.6.0")])), DEFAULT_BUMP);
-        assert_eq!(default_bump(&v(&[Some("3.4.23"), Some("3.4.23"), Some("3.4.23")])), 0);
-        assert_eq!(default_bump(&v(&[Some("3.5.17"), None, Some("3.5.17")])), 0, "unknown version: no guess");
+        assert_eq!(
+            default_bump(&v(&[Some("3.5.17"), Some("3.5.17"), Some("3.6.0")])),
+            DEFAULT_BUMP
+        );
+        assert_eq!(
+            default_bump(&v(&[Some("3.4.23"), Some("3.4.23"), Some("3.4.23")])),
+            0
+        );
+        assert_eq!(
+            default_bump(&v(&[Some("3.5.17"), None, Some("3.5.17")])),
+            0,
+            "unknown version: no guess"
+        );
         assert_eq!(default_bump(&v(&[Some("3.5.17"), Some("3.4.23")])), 0);
         assert_eq!(default_bump(&v(&[Some("garbage"), Some("")])), 0);
         assert_eq!(default_bump(&[]), 0);
@@ -256,7 +321,13 @@ mod tests {
     }
 
     fn snapshot() -> SnapshotFacts {
-        SnapshotFacts { path: "/b/s.db".into(), file_size: 1_000, revision: 42, total_key: 7, integrity: "ok".into() }
+        SnapshotFacts {
+            path: "/b/s.db".into(),
+            file_size: 1_000,
+            revision: 42,
+            total_key: 7,
+            integrity: "ok".into(),
+        }
     }
 
     fn hosts() -> Vec<RestoreHost> {
@@ -274,36 +345,84 @@ mod tests {
     #[test]
     fn one_initial_cluster_and_a_fresh_token_for_every_member() {
         let spec = preflight("prod a", &snapshot(), &hosts(), 0, 1_700_000_000).expect("spec");
-        assert_eq!(spec.initial_cluster, "etcd1=http://10.0.0.1:2380,etcd2=http://10.0.0.2:2380,etcd3=http://10.0.0.3:2380");
+        assert_eq!(
+            spec.initial_cluster,
+            "etcd1=http://10.0.0.1:2380,etcd2=http://10.0.0.2:2380,etcd3=http://10.0.0.3:2380"
+        );
         assert_eq!(spec.token, "prod-a-restore-1700000000");
         assert_ne!(new_token("prod", 1), new_token("prod", 2));
-        assert!(spec.notes[0].contains("revision 42") && spec.notes[0].contains("cannot bump"), "{:?}", spec.notes);
+        assert!(
+            spec.notes[0].contains("revision 42") && spec.notes[0].contains("cannot bump"),
+            "{:?}",
+            spec.notes
+        );
         let refused = preflight("p", &snapshot(), &hosts(), 1_000_000, 1).expect_err("3.4 cannot bump");
-        assert!(refused[0].seen.contains("cannot bump") && refused[0].action.contains("without --bump-revision"), "{refused:?}");
+        assert!(
+            refused[0].seen.contains("cannot bump") && refused[0].action.contains("without --bump-revision"),
+            "{refused:?}"
+        );
         let mut modern = hosts();
-        modern.iter_mut().for_each(|h| h.etcd_version = Some("3.5.17".into()));
+        modern
+            .iter_mut()
+            .for_each(|h| h.etcd_version = Some("3.5.17".into()));
         let spec = preflight("p", &snapshot(), &modern, DEFAULT_BUMP, 1).expect("spec");
-        assert!(spec.notes[0].contains("raised by 1000000000") && spec.notes[0].contains("compacted"), "{:?}", spec.notes);
+        assert!(
+            spec.notes[0].contains("raised by 1000000000") && spec.notes[0].contains("compacted"),
+            "{:?}",
+            spec.notes
+        );
     }
 
     #[test]
     fn every_refusal_names_what_and_what_to_do() {
-        type Case = (&'static str, fn(&mut SnapshotFacts, &mut Vec<RestoreHost>), &'static str);
+        type Case = (
+            &'static str,
+            fn(&mut SnapshotFacts, &mut Vec<RestoreHost>),
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
             ("damaged", |s, _| s.integrity = "mismatch".into(), "damaged"),
-            ("no trailer", |s, _| s.integrity = "missing".into(), "no sha256 integrity trailer"),
-            ("agent down", |_, h| h[1].unreachable = Some("refused".into()), "etcd2: its agent cannot be asked"),
-            ("no room", |_, h| h[2].fs_free_bytes = 1_999, "etcd3: 1999 bytes free"),
-            ("versions", |_, h| h[0].etcd_version = Some("3.5.9".into()), "different etcd versions"),
-            ("bad url", |_, h| h[0].peer_url = String::new(), "no usable peer URL"),
-            ("same url", |_, h| h[1].peer_url = h[0].peer_url.clone(), "used by two members"),
+            (
+                "no trailer",
+                |s, _| s.integrity = "missing".into(),
+                "no sha256 integrity trailer",
+            ),
+            (
+                "agent down",
+                |_, h| h[1].unreachable = Some("refused".into()),
+                "etcd2: its agent cannot be asked",
+            ),
+            (
+                "no room",
+                |_, h| h[2].fs_free_bytes = 1_999,
+                "etcd3: 1999 bytes free",
+            ),
+            (
+                "versions",
+                |_, h| h[0].etcd_version = Some("3.5.9".into()),
+                "different etcd versions",
+            ),
+            (
+                "bad url",
+                |_, h| h[0].peer_url = String::new(),
+                "no usable peer URL",
+            ),
+            (
+                "same url",
+                |_, h| h[1].peer_url = h[0].peer_url.clone(),
+                "used by two members",
+            ),
             ("no members", |_, h| h.clear(), "no members"),
         ];
         for (what, change, expected) in cases {
             let (mut s, mut h) = (snapshot(), hosts());
             change(&mut s, &mut h);
             let findings = preflight("p", &s, &h, 0, 1).expect_err(what);
-            let text = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            let text = findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
             assert!(text.contains(expected), "{what}: {text}");
             assert!(findings.iter().all(|f| !f.action.is_empty()), "{what}");
         }

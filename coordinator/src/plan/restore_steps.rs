@@ -22,13 +22,21 @@ const CHUNK: usize = 1 << 20;
 
 impl Executor {
     fn restore_args(&self, op: &str) -> Result<RestoreArgs, String> {
-        let record = self.journal.get(op).map_err(|e| e.to_string())?.ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["restore"].clone()).map_err(|e| format!("operation {op}'s restore arguments: {e}"))
+        let record = self
+            .journal
+            .get(op)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
+        serde_json::from_value(record.args["restore"].clone())
+            .map_err(|e| format!("operation {op}'s restore arguments: {e}"))
     }
 
     fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), String> {
         let value = serde_json::to_value(args).map_err(|e| e.to_string())?;
-        self.journal.update(op, |r| r.args["restore"] = value).map(|_| ()).map_err(|e| e.to_string())
+        self.journal
+            .update(op, |r| r.args["restore"] = value)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Runs `call` on every member's agent at once; the answers by member, or every failure.
@@ -42,7 +50,12 @@ impl Executor {
     }
 
     /// Runs `call` on these members' agents at once.
-    pub(super) async fn on_members<T, F, Fut>(&self, members: Vec<Member>, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    pub(super) async fn on_members<T, F, Fut>(
+        &self,
+        members: Vec<Member>,
+        deadline: Instant,
+        call: F,
+    ) -> Result<Vec<(String, T)>, String>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -52,16 +65,24 @@ impl Executor {
             let (name, call) = (m.name.clone(), call.clone());
             async move {
                 let n = name.clone();
-                let result = self.call(&name, deadline, move |c: Client| call(n.clone(), c)).await;
+                let result = self
+                    .call(&name, deadline, move |c: Client| call(n.clone(), c))
+                    .await;
                 (name, result)
             }
         });
         let results = futures::future::join_all(calls).await;
-        let failures: Vec<String> = results.iter().filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}"))).collect();
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+            .collect();
         if !failures.is_empty() {
             return Err(failures.join("; "));
         }
-        Ok(results.into_iter().filter_map(|(n, r)| r.ok().map(|t| (n, t))).collect())
+        Ok(results
+            .into_iter()
+            .filter_map(|(n, r)| r.ok().map(|t| (n, t)))
+            .collect())
     }
 
     /// etcd's HashKV up to `revision` on every member: the hash when all
@@ -73,7 +94,10 @@ impl Executor {
                 c.hash_kv(pb::HashKvRequest { revision, timeout_ms }).await
             })
             .await?;
-        let mut seen: Vec<(u32, i64)> = answers.iter().map(|(_, h)| (h.hash, h.compact_revision)).collect();
+        let mut seen: Vec<(u32, i64)> = answers
+            .iter()
+            .map(|(_, h)| (h.hash, h.compact_revision))
+            .collect();
         seen.sort_unstable();
         seen.dedup();
         match seen.as_slice() {
@@ -89,7 +113,12 @@ impl Executor {
         }
     }
 
-    pub(super) async fn execute_restore(&self, kind: &StepKind, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+    pub(super) async fn execute_restore(
+        &self,
+        kind: &StepKind,
+        fence: &pb::Fence,
+        deadline: Instant,
+    ) -> Result<String, String> {
         let op = fence.operation_id.clone();
         match kind {
             StepKind::StageAll => {
@@ -110,14 +139,22 @@ impl Executor {
                                 name: name.clone(),
                                 initial_cluster: args.initial_cluster.clone(),
                                 initial_cluster_token: args.token.clone(),
-                                initial_advertise_peer_urls: args.peer_urls.get(&name).cloned().unwrap_or_default(),
+                                initial_advertise_peer_urls: args
+                                    .peer_urls
+                                    .get(&name)
+                                    .cloned()
+                                    .unwrap_or_default(),
                                 bump_revision: args.bump_revision,
                             };
                             let stream = snapshot_stream(args.snapshot.clone(), header, bar.clone())
                                 .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
                             let answer = c.stage_restore(stream).await;
                             if let Some(bar) = bar {
-                                let end = if answer.is_ok() { "verified and restored" } else { "FAILED" };
+                                let end = if answer.is_ok() {
+                                    "verified and restored"
+                                } else {
+                                    "FAILED"
+                                };
                                 bar.finish_with_message(format!("{name}: {end}"));
                             }
                             answer
@@ -137,7 +174,11 @@ impl Executor {
                     args.staged.insert(name, a.staged_dir);
                 }
                 self.save_restore_args(&op, &args)?;
-                Ok(format!("{} (all in {})", lines.join("; "), format_took(started.elapsed())))
+                Ok(format!(
+                    "{} (all in {})",
+                    lines.join("; "),
+                    format_took(started.elapsed())
+                ))
             }
             StepKind::StopAll => {
                 // Followers first, the leader last: a leader stopped while its
@@ -145,7 +186,9 @@ impl Executor {
                 // and waits out the transfer; alone, it stops at once.
                 let members = self.members_now();
                 let leader = self.observe().await.leader().map(|l| l.name.clone());
-                let (last, first): (Vec<Member>, Vec<Member>) = members.into_iter().partition(|m| Some(&m.name) == leader.as_ref());
+                let (last, first): (Vec<Member>, Vec<Member>) = members
+                    .into_iter()
+                    .partition(|m| Some(&m.name) == leader.as_ref());
                 let mut stopped = Vec::new();
                 for group in [first, last] {
                     if group.is_empty() {
@@ -155,14 +198,20 @@ impl Executor {
                     let timeout_ms = ms_until(deadline).min(600_000);
                     let answers = self
                         .on_members(group, deadline, move |_, mut c: Client| {
-                            let request =
-                                pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
+                            let request = pb::UnitRequest {
+                                operation_id: fence.operation_id.clone(),
+                                timeout_ms,
+                                fence: Some(fence.clone()),
+                                boot: false,
+                            };
                             async move { c.stop_etcd(request).await }
                         })
                         .await?;
                     stopped.extend(answers.into_iter().map(|(n, _)| n));
                 }
-                let leader = leader.map(|l| format!(" (the leader, {l}, last)")).unwrap_or_default();
+                let leader = leader
+                    .map(|l| format!(" (the leader, {l}, last)"))
+                    .unwrap_or_default();
                 Ok(format!("stopped on {}{leader}", stopped.join(", ")))
             }
             StepKind::SwapAll => {
@@ -190,7 +239,10 @@ impl Executor {
                 let args = std::sync::Arc::new(self.restore_args(&op)?);
                 let fence = fence.clone();
                 self.on_every_member(deadline, move |name, mut c: Client| {
-                    let var = |key: &str, value: &str| pb::EnvVar { key: key.into(), value: value.into() };
+                    let var = |key: &str, value: &str| pb::EnvVar {
+                        key: key.into(),
+                        value: value.into(),
+                    };
                     let request = pb::SetEtcdEnvRequest {
                         operation_id: fence.operation_id.clone(),
                         set: vec![
@@ -211,7 +263,12 @@ impl Executor {
                 let fence = fence.clone();
                 let timeout_ms = ms_until(deadline).min(600_000);
                 self.on_every_member(deadline, move |_, mut c: Client| {
-                    let request = pb::UnitRequest { operation_id: fence.operation_id.clone(), timeout_ms, fence: Some(fence.clone()), boot: false };
+                    let request = pb::UnitRequest {
+                        operation_id: fence.operation_id.clone(),
+                        timeout_ms,
+                        fence: Some(fence.clone()),
+                        boot: false,
+                    };
                     async move { c.start_etcd(request).await }
                 })
                 .await?;
@@ -230,7 +287,8 @@ impl Executor {
                         .map(|m| format!("{} at revision {}", m.name, m.revision))
                         .collect();
                     let mut differ = None;
-                    if findings.is_empty() && low.is_empty()
+                    if findings.is_empty()
+                        && low.is_empty()
                         && let Some(leader) = view.leader()
                     {
                         let at = view.members.iter().map(|m| m.revision).min().unwrap_or(0);
@@ -249,21 +307,41 @@ impl Executor {
                             Err(e) => differ = Some(e),
                         }
                     }
-                    let last = findings.iter().map(ToString::to_string).chain(low).chain(differ).collect::<Vec<_>>().join("; ");
+                    let last = findings
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(low)
+                        .chain(differ)
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     if Instant::now() >= deadline {
-                        return Err(format!("the restored cluster did not become healthy in time: {last}"));
+                        return Err(format!(
+                            "the restored cluster did not become healthy in time: {last}"
+                        ));
                     }
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
             StepKind::RollBackAll => {
-                let of = self.journal.get(&op).map_err(|e| e.to_string())?.and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
+                let of = self
+                    .journal
+                    .get(&op)
+                    .map_err(|e| e.to_string())?
+                    .and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
                 let of = of.ok_or("this operation does not name the restore it rolls back")?;
                 let kept = std::sync::Arc::new(self.restore_args(&of)?.kept);
                 // A member whose swap never happened still has its own data dir.
-                let swapped: Vec<Member> = self.members_now().into_iter().filter(|m| kept.contains_key(&m.name)).collect();
-                let untouched: Vec<String> =
-                    self.members_now().into_iter().filter(|m| !kept.contains_key(&m.name)).map(|m| m.name).collect();
+                let swapped: Vec<Member> = self
+                    .members_now()
+                    .into_iter()
+                    .filter(|m| kept.contains_key(&m.name))
+                    .collect();
+                let untouched: Vec<String> = self
+                    .members_now()
+                    .into_iter()
+                    .filter(|m| !kept.contains_key(&m.name))
+                    .map(|m| m.name)
+                    .collect();
                 let fence = fence.clone();
                 let answers = self
                     .on_members(swapped, deadline, move |name, mut c: Client| {
@@ -274,9 +352,15 @@ impl Executor {
                         async move { c.roll_back_restore(request).await }
                     })
                     .await?;
-                let mut lines: Vec<String> =
-                    answers.iter().map(|(n, a)| format!("{n}: restored data kept as {}", a.replaced_kept_as)).collect();
-                lines.extend(untouched.iter().map(|n| format!("{n}: never swapped, its data dir is its own")));
+                let mut lines: Vec<String> = answers
+                    .iter()
+                    .map(|(n, a)| format!("{n}: restored data kept as {}", a.replaced_kept_as))
+                    .collect();
+                lines.extend(
+                    untouched
+                        .iter()
+                        .map(|n| format!("{n}: never swapped, its data dir is its own")),
+                );
                 Ok(lines.join("; "))
             }
             other => Err(format!("not a restore step: {other:?}")),
@@ -292,9 +376,11 @@ fn upload_bars(members: &[Member], size: u64) -> std::collections::HashMap<Strin
         return Default::default();
     }
     let multi = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template("  {msg:20} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "  {msg:20} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     members
         .iter()
         .map(|m| {
@@ -317,7 +403,9 @@ fn snapshot_stream(
     let mut file = std::fs::File::open(&path)?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     std::thread::spawn(move || {
-        let header = pb::RestoreChunk { kind: Some(pb::restore_chunk::Kind::Header(header)) };
+        let header = pb::RestoreChunk {
+            kind: Some(pb::restore_chunk::Kind::Header(header)),
+        };
         if tx.blocking_send(header).is_err() {
             return;
         }
@@ -326,7 +414,9 @@ fn snapshot_stream(
             match file.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    let chunk = pb::RestoreChunk { kind: Some(pb::restore_chunk::Kind::Data(buf[..n].to_vec())) };
+                    let chunk = pb::RestoreChunk {
+                        kind: Some(pb::restore_chunk::Kind::Data(buf[..n].to_vec())),
+                    };
                     if tx.blocking_send(chunk).is_err() {
                         return;
                     }

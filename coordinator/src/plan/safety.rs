@@ -41,7 +41,11 @@ impl fmt::Display for Finding {
 }
 
 fn finding(member: Option<&MemberView>, seen: String, action: &str) -> Finding {
-    Finding { member: member.map(|m| m.name.clone()), seen, action: action.to_string() }
+    Finding {
+        member: member.map(|m| m.name.clone()),
+        seen,
+        action: action.to_string(),
+    }
 }
 
 /// Quorum of `voters` voters.
@@ -87,7 +91,11 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
             None,
             format!(
                 "members report different cluster IDs ({})",
-                cluster_ids.iter().map(|id| format!("{id:016x}")).collect::<Vec<_>>().join(", ")
+                cluster_ids
+                    .iter()
+                    .map(|id| format!("{id:016x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "the fleet file mixes clusters or a member was restored on its own; fix the inventory first",
         ));
@@ -96,13 +104,21 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
     leaders.sort_unstable();
     leaders.dedup();
     if leaders == [0] {
-        findings.push(finding(None, "no member has a leader".into(), "the cluster has lost quorum or is electing; wait and retry, or see `etcdops status`"));
+        findings.push(finding(
+            None,
+            "no member has a leader".into(),
+            "the cluster has lost quorum or is electing; wait and retry, or see `etcdops status`",
+        ));
     } else if leaders.len() > 1 {
         findings.push(finding(
             None,
             format!(
                 "members disagree on the leader ({})",
-                leaders.iter().map(|id| format!("{id:016x}")).collect::<Vec<_>>().join(", ")
+                leaders
+                    .iter()
+                    .map(|id| format!("{id:016x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "an election is in progress or a member is partitioned; retry in a few seconds",
         ));
@@ -121,9 +137,16 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
                 continue;
             }
             // A fleet member that did not answer is reported above, by name.
-            let unreachable_by_name = view.members.iter().any(|m| m.unreachable.is_some() && m.name == *name);
+            let unreachable_by_name = view
+                .members
+                .iter()
+                .any(|m| m.unreachable.is_some() && m.name == *name);
             if !view.members.iter().any(|m| m.id == *id) && !unreachable_by_name {
-                let shown = if name.is_empty() { "(not started)".to_string() } else { name.clone() };
+                let shown = if name.is_empty() {
+                    "(not started)".to_string()
+                } else {
+                    name.clone()
+                };
                 findings.push(finding(
                     None,
                     format!("voter {id:016x} {shown} is in the cluster but not in the fleet file (or its agent is down)"),
@@ -144,8 +167,14 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
         } else {
             "investigate (a CORRUPT alarm means a member's data differs: do not proceed); disarm with `etcdops alarm disarm` once resolved"
         };
-        let owner = view.member_by_id(member_id).map_or_else(|| format!("{member_id:016x}"), |m| m.name.clone());
-        findings.push(finding(None, format!("alarm {kind} is active on {owner}"), action));
+        let owner = view
+            .member_by_id(member_id)
+            .map_or_else(|| format!("{member_id:016x}"), |m| m.name.clone());
+        findings.push(finding(
+            None,
+            format!("alarm {kind} is active on {owner}"),
+            action,
+        ));
     }
     if !tolerate.slow_disk {
         for m in &answered {
@@ -184,7 +213,11 @@ pub fn tolerates_one_down(view: &ClusterView, member: &str) -> Result<(), Findin
     }
     Err(finding(
         Some(target),
-        format!("with {total} voter(s), taking one down leaves {} of the {} quorum needs", total - 1, quorum(total)),
+        format!(
+            "with {total} voter(s), taking one down leaves {} of the {} quorum needs",
+            total - 1,
+            quorum(total)
+        ),
         "the cluster would stop serving meanwhile: add members first, or pass --force to accept the outage",
     ))
 }
@@ -192,7 +225,11 @@ pub fn tolerates_one_down(view: &ClusterView, member: &str) -> Result<(), Findin
 /// Whether taking `member` out of service for a while (restart) keeps
 /// quorum: the voters still healthy without it must be a quorum.
 pub fn keeps_quorum_without(view: &ClusterView, member: &str) -> Result<(), Finding> {
-    let voters: Vec<&MemberView> = view.members.iter().filter(|m| m.unreachable.is_none() && m.is_voter()).collect();
+    let voters: Vec<&MemberView> = view
+        .members
+        .iter()
+        .filter(|m| m.unreachable.is_none() && m.is_voter())
+        .collect();
     let Some(target) = view.member(member) else {
         return Ok(());
     };
@@ -200,7 +237,10 @@ pub fn keeps_quorum_without(view: &ClusterView, member: &str) -> Result<(), Find
         return Ok(());
     }
     let total = view.members.iter().filter(|m| !m.is_learner).count();
-    let healthy_others = voters.iter().filter(|m| m.name != member && m.is_healthy()).count();
+    let healthy_others = voters
+        .iter()
+        .filter(|m| m.name != member && m.is_healthy())
+        .count();
     if healthy_others >= quorum(total) {
         Ok(())
     } else {
@@ -232,17 +272,55 @@ mod tests {
     fn each_unsafe_state_is_reported_with_an_action() {
         type Break = fn(&mut ClusterView);
         let cases: Vec<(&str, Break, &str)> = vec![
-            ("unreachable", |v| v.members[1].unreachable = Some("refused".into()), "etcd2: not reachable"),
-            ("unhealthy", |v| v.members[2].unhealthy = Some("timeout".into()), "etcd3: failed a linearizable read"),
-            ("no leader", |v| v.members.iter_mut().for_each(|m| m.leader_id = 0), "no member has a leader"),
-            ("split leader", |v| v.members[0].leader_id = 3, "disagree on the leader"),
-            ("cluster ids", |v| v.members[0].cluster_id = 1, "different cluster IDs"),
-            ("nospace", |v| v.members[0].alarms = vec![(2, "NOSPACE".into())], "alarm NOSPACE is active on etcd2"),
-            ("corrupt", |v| v.members[1].alarms = vec![(1, "CORRUPT".into())], "alarm CORRUPT"),
-            ("slow disk", |v| v.members[0].disk_within_threshold = Some(false), "etcd1: its disk is over"),
+            (
+                "unreachable",
+                |v| v.members[1].unreachable = Some("refused".into()),
+                "etcd2: not reachable",
+            ),
+            (
+                "unhealthy",
+                |v| v.members[2].unhealthy = Some("timeout".into()),
+                "etcd3: failed a linearizable read",
+            ),
+            (
+                "no leader",
+                |v| v.members.iter_mut().for_each(|m| m.leader_id = 0),
+                "no member has a leader",
+            ),
+            (
+                "split leader",
+                |v| v.members[0].leader_id = 3,
+                "disagree on the leader",
+            ),
+            (
+                "cluster ids",
+                |v| v.members[0].cluster_id = 1,
+                "different cluster IDs",
+            ),
+            (
+                "nospace",
+                |v| v.members[0].alarms = vec![(2, "NOSPACE".into())],
+                "alarm NOSPACE is active on etcd2",
+            ),
+            (
+                "corrupt",
+                |v| v.members[1].alarms = vec![(1, "CORRUPT".into())],
+                "alarm CORRUPT",
+            ),
+            (
+                "slow disk",
+                |v| v.members[0].disk_within_threshold = Some(false),
+                "etcd1: its disk is over",
+            ),
             (
                 "unknown voter",
-                |v| v.members[0].members.push(EtcdMember { id: 99, name: "etcd9".into(), ..Default::default() }),
+                |v| {
+                    v.members[0].members.push(EtcdMember {
+                        id: 99,
+                        name: "etcd9".into(),
+                        ..Default::default()
+                    })
+                },
                 "voter 0000000000000063 etcd9 is in the cluster but not in the fleet",
             ),
         ];
@@ -250,7 +328,11 @@ mod tests {
             let mut v = healthy(3, 1);
             break_it(&mut v);
             let findings = check(&v, Tolerate::default());
-            let text = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            let text = findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
             assert!(text.contains(expected), "{what}: {text}");
             assert!(findings.iter().all(|f| !f.action.is_empty()), "{what}");
         }
@@ -261,7 +343,11 @@ mod tests {
         let mut v = healthy(3, 1);
         v.members[0].alarms = vec![(2, "NOSPACE".into())];
         v.members[1].disk_within_threshold = Some(false);
-        let tolerate = Tolerate { nospace_alarm: true, slow_disk: true, down: None };
+        let tolerate = Tolerate {
+            nospace_alarm: true,
+            slow_disk: true,
+            down: None,
+        };
         assert!(check(&v, tolerate).is_empty());
         v.members[0].alarms = vec![(2, "CORRUPT".into())];
         assert_eq!(check(&v, tolerate).len(), 1);
@@ -269,14 +355,37 @@ mod tests {
         let mut v = healthy(3, 1);
         v.members[2].unreachable = Some("refused".into());
         assert_eq!(check(&v, Tolerate::default()).len(), 1, "reported once, by name");
-        assert!(check(&v, Tolerate { down: Some("etcd3"), ..Tolerate::default() }).is_empty());
-        assert_eq!(check(&v, Tolerate { down: Some("etcd2"), ..Tolerate::default() }).len(), 1);
+        assert!(
+            check(
+                &v,
+                Tolerate {
+                    down: Some("etcd3"),
+                    ..Tolerate::default()
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check(
+                &v,
+                Tolerate {
+                    down: Some("etcd2"),
+                    ..Tolerate::default()
+                }
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn learners_are_not_required_in_quorum_or_fleet() {
         let mut v = healthy(3, 1);
-        v.members[0].members.push(EtcdMember { id: 42, is_learner: true, ..Default::default() });
+        v.members[0].members.push(EtcdMember {
+            id: 42,
+            is_learner: true,
+            ..Default::default()
+        });
         assert!(check(&v, Tolerate::default()).is_empty());
     }
 
@@ -299,7 +408,11 @@ mod tests {
         let mut v = healthy(3, 1);
         v.members[1].unhealthy = Some("slow".into());
         let err = keeps_quorum_without(&v, "etcd3").expect_err("1 of 3 left");
-        assert!(err.seen.contains("leaves 1 healthy voter(s) of 3; quorum needs 2"), "{err}");
+        assert!(
+            err.seen
+                .contains("leaves 1 healthy voter(s) of 3; quorum needs 2"),
+            "{err}"
+        );
         assert!(keeps_quorum_without(&healthy(5, 1), "etcd2").is_ok());
     }
 }

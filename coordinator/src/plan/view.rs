@@ -104,7 +104,11 @@ impl MemberView {
 
     /// dbSize, dbSizeInUse and dbQuota for defrag rules.
     pub fn db_figures(&self) -> super::rule::DbFigures {
-        super::rule::DbFigures { db_size: self.db_size, db_size_in_use: self.db_size_in_use, db_quota: self.db_quota }
+        super::rule::DbFigures {
+            db_size: self.db_size,
+            db_size_in_use: self.db_size_in_use,
+            db_quota: self.db_quota,
+        }
     }
 }
 
@@ -123,12 +127,18 @@ impl ClusterView {
     }
 
     pub fn member_by_id(&self, id: u64) -> Option<&MemberView> {
-        self.members.iter().find(|m| m.id == id && m.unreachable.is_none())
+        self.members
+            .iter()
+            .find(|m| m.id == id && m.unreachable.is_none())
     }
 
     /// The member every reachable member agrees leads, if they agree and it is in the fleet.
     pub fn leader(&self) -> Option<&MemberView> {
-        let mut ids = self.members.iter().filter(|m| m.unreachable.is_none()).map(|m| m.leader_id);
+        let mut ids = self
+            .members
+            .iter()
+            .filter(|m| m.unreachable.is_none())
+            .map(|m| m.leader_id);
         let first = ids.next()?;
         if first == 0 || ids.any(|id| id != first) {
             return None;
@@ -160,7 +170,10 @@ impl ClusterView {
     }
 
     fn fences(&self) -> impl Iterator<Item = &FenceView> {
-        self.members.iter().flat_map(|m| m.fences.iter()).filter(|f| f.cluster == self.cluster)
+        self.members
+            .iter()
+            .flat_map(|m| m.fences.iter())
+            .filter(|f| f.cluster == self.cluster)
     }
 }
 
@@ -170,7 +183,11 @@ pub fn member_view(
     status: &Result<pb::GetStatusResponse, crate::agents::AgentError>,
     health: &Result<pb::HealthResponse, crate::agents::AgentError>,
 ) -> MemberView {
-    let mut view = MemberView { name: member.name.clone(), agent: member.agent.to_string(), ..Default::default() };
+    let mut view = MemberView {
+        name: member.name.clone(),
+        agent: member.agent.to_string(),
+        ..Default::default()
+    };
     let status = match status {
         Ok(s) => s,
         Err(e) => {
@@ -230,7 +247,11 @@ pub fn member_view(
         Ok(h) if h.healthy => None,
         // A learner serves no linearizable read; that it answered its status is its health.
         Ok(h) if m.is_learner && h.error.contains("not supported for learner") => None,
-        Ok(h) => Some(if h.error.is_empty() { "linearizable read failed".to_string() } else { h.error.clone() }),
+        Ok(h) => Some(if h.error.is_empty() {
+            "linearizable read failed".to_string()
+        } else {
+            h.error.clone()
+        }),
         Err(e) => Some(e.to_string()),
     };
     view
@@ -242,11 +263,17 @@ pub async fn observe(agents: &Agents, cluster: &str, members: &[Member]) -> Clus
     let members = members
         .iter()
         .zip(status.iter().zip(health.iter()))
-        .map(|(member, (s, h)): (&Member, (&Reply<pb::GetStatusResponse>, &Reply<pb::HealthResponse>))| {
-            member_view(member, &s.result, &h.result)
-        })
+        .map(
+            |(member, (s, h)): (
+                &Member,
+                (&Reply<pb::GetStatusResponse>, &Reply<pb::HealthResponse>),
+            )| { member_view(member, &s.result, &h.result) },
+        )
         .collect();
-    ClusterView { cluster: cluster.to_string(), members }
+    ClusterView {
+        cluster: cluster.to_string(),
+        members,
+    }
 }
 
 /// Reads every member's agent status only: no linearizable read (which waits
@@ -254,9 +281,19 @@ pub async fn observe(agents: &Agents, cluster: &str, members: &[Member]) -> Clus
 /// unhealthy ("not checked"); for checks that only need the agents.
 pub async fn observe_agents(agents: &Agents, cluster: &str, members: &[Member]) -> ClusterView {
     let status = agents.get_status(members).await;
-    let not_checked = Ok(pb::HealthResponse { error: "health not checked (only the agents are)".into(), ..Default::default() });
-    let members = members.iter().zip(status.iter()).map(|(member, s)| member_view(member, &s.result, &not_checked)).collect();
-    ClusterView { cluster: cluster.to_string(), members }
+    let not_checked = Ok(pb::HealthResponse {
+        error: "health not checked (only the agents are)".into(),
+        ..Default::default()
+    });
+    let members = members
+        .iter()
+        .zip(status.iter())
+        .map(|(member, s)| member_view(member, &s.result, &not_checked))
+        .collect();
+    ClusterView {
+        cluster: cluster.to_string(),
+        members,
+    }
 }
 
 /// Observations are repeated at this interval while waiting for a condition.
@@ -298,7 +335,10 @@ pub mod fixtures {
                 ..Default::default()
             })
             .collect();
-        ClusterView { cluster: "test".into(), members }
+        ClusterView {
+            cluster: "test".into(),
+            members,
+        }
     }
 }
 

@@ -163,7 +163,11 @@ impl LayoutSpec {
             self.write_host(&pki, m, &env_file(m, None), false)?;
         }
         let fleet = Fleet::new(
-            FleetTls { ca: pki.ca_cert_path(), cert: coordinator.cert_path, key: coordinator.key_path },
+            FleetTls {
+                ca: pki.ca_cert_path(),
+                cert: coordinator.cert_path,
+                key: coordinator.key_path,
+            },
             vec![Cluster {
                 name: self.cluster.clone(),
                 members: layout
@@ -187,7 +191,11 @@ impl LayoutSpec {
         let config = AgentConfig {
             listen: (m.ip, self.agent_port).into(),
             state_dir: m.state_dir.clone(),
-            tls: TlsConfig { ca: pki.ca_cert_path(), cert: cert.cert_path, key: cert.key_path },
+            tls: TlsConfig {
+                ca: pki.ca_cert_path(),
+                cert: cert.cert_path,
+                key: cert.key_path,
+            },
             etcd: EtcdConfig {
                 endpoint: m.client_url.clone(),
                 env_file: m.env_file.clone(),
@@ -246,11 +254,17 @@ fn env_file(m: &MemberLayout, initial: Option<(&str, &str)>) -> String {
 }
 
 fn create_dir(path: &Path) -> Result<(), LayoutError> {
-    std::fs::create_dir_all(path).map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })
+    std::fs::create_dir_all(path).map_err(|source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), LayoutError> {
-    std::fs::write(path, text).map_err(|source| LayoutError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| LayoutError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -286,13 +300,19 @@ mod tests {
         assert_eq!(fleet.clusters[0].members.len(), 3);
         for m in &layout.members {
             let config = AgentConfig::load(&m.agent_config).expect("agent config parses");
-            assert_eq!(config.state_dir, m.dir.join("agent-state"), "each agent has its own state dir");
+            assert_eq!(
+                config.state_dir,
+                m.dir.join("agent-state"),
+                "each agent has its own state dir"
+            );
             config.tls.files().server_config().expect("agent TLS loads");
             let env = etcdops_agent::envfile::EnvFile::load(&m.env_file).expect("env parses");
             assert_eq!(env.get("ETCD_NAME"), Some(m.name.as_str()));
             assert_eq!(
                 env.get("ETCD_INITIAL_CLUSTER"),
-                Some("etcd1=http://127.0.0.11:2380,etcd2=http://127.0.0.12:2380,etcd3=http://127.0.0.13:2380")
+                Some(
+                    "etcd1=http://127.0.0.11:2380,etcd2=http://127.0.0.12:2380,etcd3=http://127.0.0.13:2380"
+                )
             );
         }
         fleet.tls.files().client().expect("coordinator TLS loads");
@@ -304,7 +324,12 @@ mod tests {
     fn spares_are_hosts_without_a_member() {
         etcdops_certs::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = LayoutSpec { spares: 2, ..spec(dir.path()) }.write().expect("write");
+        let layout = LayoutSpec {
+            spares: 2,
+            ..spec(dir.path())
+        }
+        .write()
+        .expect("write");
         assert_eq!(layout.members.len(), 3);
         let names: Vec<&str> = layout.spares.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["etcd4", "etcd5"]);
@@ -321,11 +346,25 @@ mod tests {
             config.tls.files().server_config().expect("spare agent TLS loads");
             let env = etcdops_agent::envfile::EnvFile::load(&s.env_file).expect("env parses");
             assert_eq!(env.get("ETCD_NAME"), Some(s.name.as_str()));
-            assert_eq!(env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS"), Some(s.peer_url.as_str()));
+            assert_eq!(
+                env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS"),
+                Some(s.peer_url.as_str())
+            );
             assert_eq!(env.get("ETCD_LISTEN_CLIENT_URLS"), Some(s.client_url.as_str()));
-            assert_eq!(env.get("ETCD_DATA_DIR"), Some(s.data_dir.to_str().expect("utf-8")));
-            for unset in ["ETCD_INITIAL_CLUSTER", "ETCD_INITIAL_CLUSTER_STATE", "ETCD_INITIAL_CLUSTER_TOKEN"] {
-                assert_eq!(env.get(unset), None, "{unset} is written when the member is added");
+            assert_eq!(
+                env.get("ETCD_DATA_DIR"),
+                Some(s.data_dir.to_str().expect("utf-8"))
+            );
+            for unset in [
+                "ETCD_INITIAL_CLUSTER",
+                "ETCD_INITIAL_CLUSTER_STATE",
+                "ETCD_INITIAL_CLUSTER_TOKEN",
+            ] {
+                assert_eq!(
+                    env.get(unset),
+                    None,
+                    "{unset} is written when the member is added"
+                );
             }
         }
         let mut s = spec(Path::new("/x"));

@@ -50,11 +50,16 @@ pub struct UpArgs {
 fn parse_prefix(text: &str) -> Result<[u8; 3], String> {
     let octets: Vec<u8> = text
         .split('.')
-        .map(|o| o.parse::<u8>().map_err(|_| format!("{o:?} is not an octet (0-255)")))
+        .map(|o| {
+            o.parse::<u8>()
+                .map_err(|_| format!("{o:?} is not an octet (0-255)"))
+        })
         .collect::<Result<_, _>>()?;
     match octets.as_slice() {
         [127, b, c] => Ok([127, *b, *c]),
-        [_, _, _] => Err("the sandbox only uses loopback addresses: the prefix must start with 127".to_string()),
+        [_, _, _] => {
+            Err("the sandbox only uses loopback addresses: the prefix must start with 127".to_string())
+        }
         _ => Err(format!("expected three octets like 127.0.0, got {text:?}")),
     }
 }
@@ -80,7 +85,9 @@ pub enum SandboxError {
         "etcdops-agent not found next to {exe} or on PATH: build it (`cargo build --bins`) or pass --agent-bin PATH"
     )]
     AgentMissing { exe: String },
-    #[error("a sandbox is already running in {dir} (agent of {member}, pid {pid}): run `etcdops sandbox down --dir {dir}` first")]
+    #[error(
+        "a sandbox is already running in {dir} (agent of {member}, pid {pid}): run `etcdops sandbox down --dir {dir}` first"
+    )]
     AlreadyRunning { dir: PathBuf, member: String, pid: u32 },
     #[error(
         "{addr} is already in use, so member {member} cannot listen there: stop what uses it (another sandbox: \
@@ -102,7 +109,11 @@ pub enum SandboxError {
     #[error(
         "the sandbox did not become healthy within {waited:?}: {reason}\nits agents were stopped; logs are in {dir}"
     )]
-    NotHealthy { waited: Duration, reason: String, dir: PathBuf },
+    NotHealthy {
+        waited: Duration,
+        reason: String,
+        dir: PathBuf,
+    },
 }
 
 /// The default sandbox directory.
@@ -121,17 +132,24 @@ fn spec_path(dir: &Path) -> PathBuf {
 fn load_spec(dir: &Path) -> Result<Option<LayoutSpec>, SandboxError> {
     let path = spec_path(dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| SandboxError::State { path, message: e.to_string() }),
+        Ok(text) => toml::from_str(&text).map(Some).map_err(|e| SandboxError::State {
+            path,
+            message: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SandboxError::State { path, message: e.to_string() }),
+        Err(e) => Err(SandboxError::State {
+            path,
+            message: e.to_string(),
+        }),
     }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 fn etcd_binary(arg: Option<&Path>) -> Result<PathBuf, SandboxError> {
@@ -147,10 +165,17 @@ fn etcd_binary(arg: Option<&Path>) -> Result<PathBuf, SandboxError> {
 fn agent_binary(arg: Option<&Path>) -> Result<PathBuf, SandboxError> {
     let exe = std::env::current_exe().ok();
     let missing = || SandboxError::AgentMissing {
-        exe: exe.as_ref().map(|e| e.display().to_string()).unwrap_or_else(|| "etcdops".to_string()),
+        exe: exe
+            .as_ref()
+            .map(|e| e.display().to_string())
+            .unwrap_or_else(|| "etcdops".to_string()),
     };
     if let Some(p) = arg {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(missing()) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(missing())
+        };
     }
     exe.as_ref()
         .and_then(|e| e.parent())
@@ -167,7 +192,9 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     let (layout, fresh) = match load_spec(&dir)? {
         Some(spec) => {
             let layout = spec.plan()?;
-            if let Some((member, pid)) = hosts(&layout).find_map(|m| Some((m.name.clone(), procs::running_agent(m)?))) {
+            if let Some((member, pid)) =
+                hosts(&layout).find_map(|m| Some((m.name.clone(), procs::running_agent(m)?)))
+            {
                 return Err(SandboxError::AlreadyRunning { dir, member, pid });
             }
             eprintln!(
@@ -197,8 +224,14 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
             check_addresses(&spec.plan()?)?;
             let layout = spec.write()?;
             let path = spec_path(&dir);
-            let text = toml::to_string_pretty(&spec).map_err(|e| SandboxError::State { path: path.clone(), message: e.to_string() })?;
-            std::fs::write(&path, text).map_err(|e| SandboxError::State { path, message: e.to_string() })?;
+            let text = toml::to_string_pretty(&spec).map_err(|e| SandboxError::State {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            std::fs::write(&path, text).map_err(|e| SandboxError::State {
+                path,
+                message: e.to_string(),
+            })?;
             (layout, true)
         }
     };
@@ -208,14 +241,21 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     for m in hosts(&layout) {
         procs::spawn_agent(&agent_bin, m)?;
     }
-    eprintln!("started {} agents; waiting for the etcd members to become healthy...", layout.members.len() + layout.spares.len());
+    eprintln!(
+        "started {} agents; waiting for the etcd members to become healthy...",
+        layout.members.len() + layout.spares.len()
+    );
     let waited = async {
         wait_healthy(&layout, args.wait).await?;
         wait_spares(&layout, args.wait).await
     };
     if let Err(reason) = waited.await {
         stop_all(&layout, out);
-        return Err(SandboxError::NotHealthy { waited: args.wait, reason, dir });
+        return Err(SandboxError::NotHealthy {
+            waited: args.wait,
+            reason,
+            dir,
+        });
     }
     print_next_steps(&layout, out);
     Ok(ExitStatus::Ok)
@@ -230,10 +270,15 @@ fn hosts(layout: &Layout) -> impl Iterator<Item = &layout::MemberLayout> {
 fn check_addresses(layout: &Layout) -> Result<(), SandboxError> {
     for m in hosts(layout) {
         for url in [&m.client_url, &m.peer_url, &m.agent_url] {
-            let Some(port) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
+            let Some(port) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
             let addr = SocketAddr::from((m.ip, port));
             if TcpListener::bind(addr).is_err() {
-                return Err(SandboxError::AddressInUse { addr, member: m.name.clone() });
+                return Err(SandboxError::AddressInUse {
+                    addr,
+                    member: m.name.clone(),
+                });
             }
         }
     }
@@ -297,7 +342,12 @@ async fn wait_spares(layout: &Layout, wait: Duration) -> Result<(), String> {
         let replies = agents.get_status(&spares).await;
         let problems: Vec<String> = replies
             .iter()
-            .filter_map(|r| r.result.as_ref().err().map(|e| format!("spare host {}: {e}", r.member)))
+            .filter_map(|r| {
+                r.result
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("spare host {}: {e}", r.member))
+            })
             .collect();
         if problems.is_empty() {
             return Ok(());
@@ -311,11 +361,24 @@ async fn wait_spares(layout: &Layout, wait: Duration) -> Result<(), String> {
 
 fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
     let fleet = layout.fleet_path.display();
-    let endpoints = layout.members.iter().map(|m| m.client_url.as_str()).collect::<Vec<_>>().join(",");
-    let _ = writeln!(out, "sandbox cluster \"sandbox\" is up: {} etcd members, each with its agent (mutual TLS).", layout.members.len());
+    let endpoints = layout
+        .members
+        .iter()
+        .map(|m| m.client_url.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let _ = writeln!(
+        out,
+        "sandbox cluster \"sandbox\" is up: {} etcd members, each with its agent (mutual TLS).",
+        layout.members.len()
+    );
     let _ = writeln!(out);
     for m in &layout.members {
-        let _ = writeln!(out, "  {:<6} etcd {}  agent {}", m.name, m.client_url, m.agent_url);
+        let _ = writeln!(
+            out,
+            "  {:<6} etcd {}  agent {}",
+            m.name, m.client_url, m.agent_url
+        );
     }
     let _ = writeln!(out);
     if let Some(first) = layout.spares.first() {
@@ -331,7 +394,10 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
         let _ = writeln!(out);
     }
     // Name the binary the way the user ran it (target/debug/etcdops, or etcdops on PATH).
-    let exe = std::env::args().next().filter(|a| a.contains('/')).unwrap_or_else(|| "etcdops".to_string());
+    let exe = std::env::args()
+        .next()
+        .filter(|a| a.contains('/'))
+        .unwrap_or_else(|| "etcdops".to_string());
     let _ = writeln!(out, "Try next:");
     let _ = writeln!(out, "  export ETCDOPS_FLEET={fleet}");
     let _ = writeln!(out, "  {exe} status");
@@ -340,7 +406,11 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
     let _ = writeln!(out, "  etcdctl --endpoints {endpoints} put greeting hello");
     let _ = writeln!(out, "  {exe} sandbox down --dir {}", layout.dir.display());
     let _ = writeln!(out);
-    let _ = writeln!(out, "Files (PKI, configs, data, logs) are in {}.", layout.dir.display());
+    let _ = writeln!(
+        out,
+        "Files (PKI, configs, data, logs) are in {}.",
+        layout.dir.display()
+    );
 }
 
 /// Stops every agent (and its etcd) of the sandbox in `dir`.
@@ -352,7 +422,12 @@ pub fn down(args: &DownArgs, out: &mut dyn Write) -> Result<ExitStatus, SandboxE
     if stopped == 0 {
         let _ = writeln!(out, "nothing was running in {}", dir.display());
     }
-    let _ = writeln!(out, "sandbox stopped; nothing left running. Files are kept in {} (remove them with `rm -rf {}`).", dir.display(), dir.display());
+    let _ = writeln!(
+        out,
+        "sandbox stopped; nothing left running. Files are kept in {} (remove them with `rm -rf {}`).",
+        dir.display(),
+        dir.display()
+    );
     Ok(ExitStatus::Ok)
 }
 
@@ -363,10 +438,15 @@ fn stop_all(layout: &Layout, out: &mut dyn Write) -> usize {
         let data_dir = format!("ETCD_DATA_DIR={}", m.data_dir.display());
         if let Some(pid) = procs::running_agent(m) {
             let how = procs::stop_group(pid, Duration::from_secs(25), || {});
-            let _ = writeln!(out, "stopped {} (agent pid {pid}, {})", m.name, match how {
-                procs::Stopped::Gracefully => "gracefully",
-                procs::Stopped::Killed => "killed after the grace period",
-            });
+            let _ = writeln!(
+                out,
+                "stopped {} (agent pid {pid}, {})",
+                m.name,
+                match how {
+                    procs::Stopped::Gracefully => "gracefully",
+                    procs::Stopped::Killed => "killed after the grace period",
+                }
+            );
             stopped += 1;
         } else if let Some(pgid) = procs::recorded_pid(m) {
             // The agent died without stopping its etcd: stop the orphan.

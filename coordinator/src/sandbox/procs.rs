@@ -41,18 +41,28 @@ pub fn spawn_agent(agent_bin: &Path, m: &MemberLayout) -> Result<Child, ProcErro
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| ProcError::Io { path: path.to_path_buf(), source })
+            .map_err(|source| ProcError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
     };
     let child = Command::new(agent_bin)
         .arg("--config")
         .arg(&m.agent_config)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        )
         .stdin(Stdio::null())
         .stdout(log(&m.agent_log)?)
         .stderr(log(&m.agent_log)?)
         .process_group(0)
         .spawn()
-        .map_err(|source| ProcError::Spawn { member: m.name.clone(), binary: agent_bin.to_path_buf(), source })?;
+        .map_err(|source| ProcError::Spawn {
+            member: m.name.clone(),
+            binary: agent_bin.to_path_buf(),
+            source,
+        })?;
     let path = pid_file(m);
     std::fs::write(&path, format!("{}\n", child.id())).map_err(|source| ProcError::Io { path, source })?;
     Ok(child)
@@ -72,21 +82,32 @@ pub fn running_agent(m: &MemberLayout) -> Option<u32> {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }
 
 /// Whether any process of the group led by `pgid` is still alive.
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).any(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-            // fields[0] = state, fields[2] = pgrp
-            fields.len() > 2 && !matches!(fields[0], "Z" | "X") && fields[2] == pgid.to_string()
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().collect())
+                        .unwrap_or_default();
+                    // fields[0] = state, fields[2] = pgrp
+                    fields.len() > 2 && !matches!(fields[0], "Z" | "X") && fields[2] == pgid.to_string()
+                })
         })
-    })
 }
 
 fn raw(pid: u32) -> Pid {
@@ -149,18 +170,26 @@ pub fn forget(m: &MemberLayout) {
 /// (etcd started by the agent carries ETCD_DATA_DIR=<member dir>/data):
 /// finds a member's etcd after its agent died without stopping it.
 pub fn orphans_in_group(pgid: u32, needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-                let fields: Vec<&str> =
-                    stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-                fields.len() > 2 && fields[2] == pgid.to_string()
-            });
+            let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().collect())
+                        .unwrap_or_default();
+                    fields.len() > 2 && fields[2] == pgid.to_string()
+                });
             in_group
-                && std::fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| String::from_utf8_lossy(kv).contains(needle)))
+                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|kv| String::from_utf8_lossy(kv).contains(needle))
+                })
         })
         .collect()
 }

@@ -90,10 +90,16 @@ pub struct Saved {
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     #[error("no member {name:?} in cluster {cluster}; members: {known}")]
-    UnknownMember { name: String, cluster: String, known: String },
+    UnknownMember {
+        name: String,
+        cluster: String,
+        known: String,
+    },
     #[error("member {member} cannot be snapshotted: {reason}")]
     Unsuitable { member: String, reason: String },
-    #[error("no healthy, caught-up member to snapshot in cluster {cluster}: {problems}. Check `etcdops status`")]
+    #[error(
+        "no healthy, caught-up member to snapshot in cluster {cluster}: {problems}. Check `etcdops status`"
+    )]
     NoCandidate { cluster: String, problems: String },
     #[error("{path} already exists; refusing to overwrite it: choose another --out or move it away")]
     Exists { path: PathBuf },
@@ -105,8 +111,14 @@ pub enum SaveError {
     },
     #[error(transparent)]
     Agent(#[from] crate::agents::AgentError),
-    #[error("snapshot from {member} failed mid-stream after {bytes} bytes: {message}; no snapshot file was left")]
-    Stream { member: String, bytes: u64, message: String },
+    #[error(
+        "snapshot from {member} failed mid-stream after {bytes} bytes: {message}; no snapshot file was left"
+    )]
+    Stream {
+        member: String,
+        bytes: u64,
+        message: String,
+    },
     #[error("snapshot from {member} failed verification: {message}; no snapshot file was left")]
     Verify { member: String, message: String },
     #[error("interrupted; the partial file was removed and no snapshot was saved")]
@@ -138,38 +150,76 @@ pub const CAUGHT_UP_ENTRIES: u64 = 1000;
 /// Picks the member to snapshot (pure): the named one if given and usable;
 /// else a healthy, caught-up follower (the most advanced one), so the
 /// leader is spared the extra load; else the leader.
-pub fn choose_member(cluster: &str, wanted: Option<&str>, candidates: &[Candidate]) -> Result<Choice, SaveError> {
-    let best = candidates.iter().filter(|c| c.problem.is_none()).map(|c| c.raft_applied_index).max().unwrap_or(0);
+pub fn choose_member(
+    cluster: &str,
+    wanted: Option<&str>,
+    candidates: &[Candidate],
+) -> Result<Choice, SaveError> {
+    let best = candidates
+        .iter()
+        .filter(|c| c.problem.is_none())
+        .map(|c| c.raft_applied_index)
+        .max()
+        .unwrap_or(0);
     let lag = |c: &Candidate| best.saturating_sub(c.raft_applied_index);
     if let Some(name) = wanted {
-        let c = candidates.iter().find(|c| c.name == name).ok_or_else(|| SaveError::UnknownMember {
-            name: name.to_string(),
-            cluster: cluster.to_string(),
-            known: candidates.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
+        let c = candidates
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| SaveError::UnknownMember {
+                name: name.to_string(),
+                cluster: cluster.to_string(),
+                known: candidates
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         if let Some(problem) = &c.problem {
-            return Err(SaveError::Unsuitable { member: c.name.clone(), reason: problem.clone() });
+            return Err(SaveError::Unsuitable {
+                member: c.name.clone(),
+                reason: problem.clone(),
+            });
         }
         if lag(c) > CAUGHT_UP_ENTRIES {
             return Err(SaveError::Unsuitable {
                 member: c.name.clone(),
-                reason: format!("it trails the cluster by {} raft entries; pick another --member or wait", lag(c)),
+                reason: format!(
+                    "it trails the cluster by {} raft entries; pick another --member or wait",
+                    lag(c)
+                ),
             });
         }
-        return Ok(Choice { member: c.name.clone(), why: "asked for with --member".to_string() });
+        return Ok(Choice {
+            member: c.name.clone(),
+            why: "asked for with --member".to_string(),
+        });
     }
     let usable = |c: &&Candidate| c.problem.is_none() && !c.is_learner && lag(c) <= CAUGHT_UP_ENTRIES;
-    let follower = candidates.iter().filter(usable).filter(|c| !c.is_leader).max_by_key(|c| c.raft_applied_index);
+    let follower = candidates
+        .iter()
+        .filter(usable)
+        .filter(|c| !c.is_leader)
+        .max_by_key(|c| c.raft_applied_index);
     if let Some(c) = follower {
         let why = if lag(c) == 0 {
             "a healthy follower, fully caught up (the leader is spared the load)".to_string()
         } else {
-            format!("a healthy follower, {} raft entries behind (the leader is spared the load)", lag(c))
+            format!(
+                "a healthy follower, {} raft entries behind (the leader is spared the load)",
+                lag(c)
+            )
         };
-        return Ok(Choice { member: c.name.clone(), why });
+        return Ok(Choice {
+            member: c.name.clone(),
+            why,
+        });
     }
     if let Some(c) = candidates.iter().filter(usable).find(|c| c.is_leader) {
-        return Ok(Choice { member: c.name.clone(), why: "the leader: no healthy, caught-up follower".to_string() });
+        return Ok(Choice {
+            member: c.name.clone(),
+            why: "the leader: no healthy, caught-up follower".to_string(),
+        });
     }
     let problems = candidates
         .iter()
@@ -180,14 +230,21 @@ pub fn choose_member(cluster: &str, wanted: Option<&str>, candidates: &[Candidat
         })
         .collect::<Vec<_>>()
         .join("; ");
-    Err(SaveError::NoCandidate { cluster: cluster.to_string(), problems })
+    Err(SaveError::NoCandidate {
+        cluster: cluster.to_string(),
+        problems,
+    })
 }
 
 /// Saves a verified snapshot of `cluster` (see the module docs).
 pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Result<Saved, SaveError> {
     // Without quorum the linearizable read would only wait out its budget.
     let health = async {
-        if opts.without_quorum { Vec::new() } else { agents.health(&cluster.members).await }
+        if opts.without_quorum {
+            Vec::new()
+        } else {
+            agents.health(&cluster.members).await
+        }
     };
     let (statuses, health) = tokio::join!(agents.get_status(&cluster.members), health);
     let candidates: Vec<Candidate> = statuses
@@ -213,8 +270,15 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
                             c.is_learner = m.is_learner;
                             c.raft_applied_index = m.raft_applied_index;
                         }
-                        Some(m) if !m.reachable => c.problem = Some(format!("etcd not answering: {}", m.error)),
-                        _ => c.problem = Some(format!("unhealthy: {}", health.map(|h| h.error.as_str()).unwrap_or_default())),
+                        Some(m) if !m.reachable => {
+                            c.problem = Some(format!("etcd not answering: {}", m.error))
+                        }
+                        _ => {
+                            c.problem = Some(format!(
+                                "unhealthy: {}",
+                                health.map(|h| h.error.as_str()).unwrap_or_default()
+                            ))
+                        }
                     }
                 }
             }
@@ -247,7 +311,10 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
     };
     let meta = SnapshotMeta {
         version: 1,
-        file: dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        file: dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         cluster: cluster.name.clone(),
         cluster_id: format!("{:016x}", header.cluster_id),
         member_name: member.name.clone(),
@@ -262,7 +329,10 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
     let sidecar = sidecar_path(&dest);
     let finish = || -> std::io::Result<()> {
         if dest.exists() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "appeared while saving"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "appeared while saving",
+            ));
         }
         std::fs::rename(&part, &dest)?;
         let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
@@ -273,7 +343,12 @@ pub async fn save(agents: &Agents, cluster: &Cluster, opts: &SaveOptions) -> Res
         let _ = std::fs::remove_file(&part);
         return Err(SaveError::Write { path: dest, source });
     }
-    Ok(Saved { path: dest, sidecar, meta, why: choice.why })
+    Ok(Saved {
+        path: dest,
+        sidecar,
+        meta,
+        why: choice.why,
+    })
 }
 
 /// Streams member's snapshot into `part`, verifying it; returns the header,
@@ -285,13 +360,22 @@ async fn stream_to(
     progress: bool,
 ) -> Result<(SnapshotHeader, u64, String), SaveError> {
     let mut client = agents.connect(member).await?;
-    let stream_err = |bytes: u64, message: String| SaveError::Stream { member: member.name.clone(), bytes, message };
+    let stream_err = |bytes: u64, message: String| SaveError::Stream {
+        member: member.name.clone(),
+        bytes,
+        message,
+    };
     let mut stream = client
-        .save_snapshot(SaveSnapshotRequest { start_timeout_ms: agents.agent_budget_ms() })
+        .save_snapshot(SaveSnapshotRequest {
+            start_timeout_ms: agents.agent_budget_ms(),
+        })
         .await
         .map_err(|s| stream_err(0, s.message().to_string()))?
         .into_inner();
-    let write_err = |source| SaveError::Write { path: part.to_path_buf(), source };
+    let write_err = |source| SaveError::Write {
+        path: part.to_path_buf(),
+        source,
+    };
     let (tx, writer) = spawn_writer(part.to_path_buf());
     let mut header = None;
     let mut summary = None;
@@ -334,12 +418,19 @@ async fn stream_to(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let written = writer.await.map_err(|e| write_err(std::io::Error::other(e)))?.map_err(write_err);
+    let written = writer
+        .await
+        .map_err(|e| write_err(std::io::Error::other(e)))?
+        .map_err(write_err);
     received?;
     let check = written?;
-    let verify = |message: String| SaveError::Verify { member: member.name.clone(), message };
+    let verify = |message: String| SaveError::Verify {
+        member: member.name.clone(),
+        message,
+    };
     let header = header.ok_or_else(|| verify("the agent sent no header".to_string()))?;
-    let summary = summary.ok_or_else(|| stream_err(bytes, "the stream ended before the agent's summary".to_string()))?;
+    let summary = summary
+        .ok_or_else(|| stream_err(bytes, "the stream ended before the agent's summary".to_string()))?;
     let (total, sha256) = check.finish().map_err(verify)?;
     if summary.total_bytes != total || summary.sha256 != sha256 {
         return Err(verify(format!(
@@ -355,10 +446,17 @@ async fn stream_to(
 /// (never replaced) and fsynced before the thread returns the hash state.
 fn spawn_writer(
     path: PathBuf,
-) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, tokio::task::JoinHandle<std::io::Result<TrailerCheck>>) {
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<std::io::Result<TrailerCheck>>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     let handle = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
         let mut check = TrailerCheck::default();
         while let Some(chunk) = rx.blocking_recv() {
             check.update(&chunk);
@@ -387,15 +485,25 @@ fn progress_bar(wanted: bool) -> Option<ProgressBar> {
 /// The file to write: `out` itself, or `<out>/<cluster>-<UTC time>.db` when
 /// `out` is a directory. Refuses an existing file.
 fn destination(out: &Path, cluster: &str) -> Result<PathBuf, SaveError> {
-    let dest = if out.is_dir() { out.join(format!("{cluster}-{}.db", now_compact())) } else { out.to_path_buf() };
+    let dest = if out.is_dir() {
+        out.join(format!("{cluster}-{}.db", now_compact()))
+    } else {
+        out.to_path_buf()
+    };
     if dest.exists() {
         return Err(SaveError::Exists { path: dest });
     }
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(SaveError::Write {
             path: dest.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("directory {} does not exist", parent.display())),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("directory {} does not exist", parent.display()),
+            ),
         });
     }
     Ok(dest)
@@ -410,7 +518,11 @@ fn part_path(dest: &Path) -> PathBuf {
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = part_path(path);
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -422,7 +534,10 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 fn sync_dir(file: &Path) -> std::io::Result<()> {
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -433,7 +548,9 @@ pub fn now_compact() -> String {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The sidecar path of a snapshot file.
@@ -443,9 +560,18 @@ pub fn sidecar_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(crate) async fn run(global: &GlobalArgs, args: &SaveArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    args: &SaveArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let target = crate::cli::target::target(global)?;
-    let opts = SaveOptions { member: args.member.clone(), out: args.out.clone(), progress: true, without_quorum: false };
+    let opts = SaveOptions {
+        member: args.member.clone(),
+        out: args.out.clone(),
+        progress: true,
+        without_quorum: false,
+    };
     let saved = save(&target.agents, &target.cluster, &opts).await?;
     let report = SaveReport {
         path: saved.path.display().to_string(),
@@ -486,7 +612,13 @@ mod tests {
     use super::*;
 
     fn c(name: &str, leader: bool, applied: u64) -> Candidate {
-        Candidate { name: name.to_string(), problem: None, is_leader: leader, is_learner: false, raft_applied_index: applied }
+        Candidate {
+            name: name.to_string(),
+            problem: None,
+            is_leader: leader,
+            is_learner: false,
+            raft_applied_index: applied,
+        }
     }
 
     #[test]
@@ -507,9 +639,18 @@ mod tests {
         assert_eq!(pick(None, &behind).expect("leader"), "e1");
         // Asked for by name.
         assert_eq!(pick(Some("e3"), &healthy).expect("named"), "e3");
-        assert!(matches!(pick(Some("nope"), &healthy), Err(SaveError::UnknownMember { .. })));
-        assert!(matches!(pick(Some("e2"), &only_leader), Err(SaveError::Unsuitable { .. })));
-        assert!(matches!(pick(Some("e2"), &behind), Err(SaveError::Unsuitable { .. })));
+        assert!(matches!(
+            pick(Some("nope"), &healthy),
+            Err(SaveError::UnknownMember { .. })
+        ));
+        assert!(matches!(
+            pick(Some("e2"), &only_leader),
+            Err(SaveError::Unsuitable { .. })
+        ));
+        assert!(matches!(
+            pick(Some("e2"), &behind),
+            Err(SaveError::Unsuitable { .. })
+        ));
         // Nobody usable.
         let mut none = healthy.clone();
         for m in &mut none {
@@ -523,10 +664,20 @@ mod tests {
     fn destination_refuses_existing_files_and_missing_dirs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let picked = destination(dir.path(), "prod").expect("dir");
-        assert!(picked.file_name().is_some_and(|n| n.to_string_lossy().starts_with("prod-")));
+        assert!(
+            picked
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("prod-"))
+        );
         let file = dir.path().join("x.db");
         std::fs::write(&file, b"x").expect("write");
-        assert!(matches!(destination(&file, "prod"), Err(SaveError::Exists { .. })));
-        assert!(matches!(destination(&dir.path().join("no/such.db"), "prod"), Err(SaveError::Write { .. })));
+        assert!(matches!(
+            destination(&file, "prod"),
+            Err(SaveError::Exists { .. })
+        ));
+        assert!(matches!(
+            destination(&dir.path().join("no/such.db"), "prod"),
+            Err(SaveError::Write { .. })
+        ));
     }
 }

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport};
 use etcdops_tests::Cluster;
 use etcdops_tests::bench::{Common, positive};
+use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport};
 
 const ABOUT: &str = "\
 Time to replace a member, and failed writes under load meanwhile.
@@ -52,19 +52,49 @@ struct Row {
 fn main() {
     let opts = <Opts as clap::Parser>::parse();
     let bins = opts.common.bins("bench-replace");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut rows = Vec::new();
     for run in 0..opts.common.runs {
         for mode in &opts.modes {
             eprintln!("run {} / {}: {mode} ...", run + 1, opts.common.runs);
-            let cluster = Cluster::builder().members(3).spares(1).disk_probe_interval_secs(0).start(bins.clone());
-            let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
-            let sizes = rt.block_on(loadgen::fragment_keeping(&endpoints, opts.common.mb, 100_000, 2)).expect("fragment");
-            eprintln!("  db: {}", sizes.iter().map(|s| format!("{} MB ({} in use)", s.db_size / 1_000_000, s.db_size_in_use / 1_000_000)).collect::<Vec<_>>().join(", "));
+            let cluster = Cluster::builder()
+                .members(3)
+                .spares(1)
+                .disk_probe_interval_secs(0)
+                .start(bins.clone());
+            let endpoints: Vec<String> = cluster
+                .layout
+                .members
+                .iter()
+                .map(|m| m.client_url.clone())
+                .collect();
+            let sizes = rt
+                .block_on(loadgen::fragment_keeping(&endpoints, opts.common.mb, 100_000, 2))
+                .expect("fragment");
+            eprintln!(
+                "  db: {}",
+                sizes
+                    .iter()
+                    .map(|s| format!(
+                        "{} MB ({} in use)",
+                        s.db_size / 1_000_000,
+                        s.db_size_in_use / 1_000_000
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let spare = cluster.spare(0).clone();
             let victim = (0..3).find(|&i| i != cluster.leader()).expect("follower");
             let old = cluster.layout.members[victim].name.clone();
-            let cfg = LoadConfig { rate: opts.rate, concurrency: 256, ..LoadConfig::new(endpoints.clone()) };
+            let cfg = LoadConfig {
+                rate: opts.rate,
+                concurrency: 256,
+                ..LoadConfig::new(endpoints.clone())
+            };
             let load = rt.block_on(LoadGen::start(cfg)).expect("load");
             std::thread::sleep(Duration::from_secs(5));
             if mode == "dead" {
@@ -72,7 +102,16 @@ fn main() {
             }
             let ops = cluster.coordinator();
             let t = Instant::now();
-            let out = ops.run(&["member", "replace", &old, "--with", &spare.name, "--agent", &spare.agent_url, "--yes"]);
+            let out = ops.run(&[
+                "member",
+                "replace",
+                &old,
+                "--with",
+                &spare.name,
+                "--agent",
+                &spare.agent_url,
+                "--yes",
+            ]);
             let took = t.elapsed();
             std::thread::sleep(Duration::from_secs(5));
             let load = rt.block_on(load.stop());
@@ -84,13 +123,32 @@ fn main() {
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            eprintln!("  took {:.1} s, exit {}, load: {load}", took.as_secs_f64(), out.code);
-            rows.push(Row { mode: mode.clone(), took, ok: out.code == 0, note, load });
+            eprintln!(
+                "  took {:.1} s, exit {}, load: {load}",
+                took.as_secs_f64(),
+                out.code
+            );
+            rows.push(Row {
+                mode: mode.clone(),
+                took,
+                ok: out.code == 0,
+                note,
+                load,
+            });
         }
     }
-    println!("bench-replace: {}", std::env::args().collect::<Vec<_>>().join(" "));
-    println!("machine: nproc {}, etcd {}", std::thread::available_parallelism().map_or(0, |n| n.get()), etcd_version());
-    println!("| mode | replace took | result | writes ok | failed | retried | p50 | p99 | max | leader changes |");
+    println!(
+        "bench-replace: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "machine: nproc {}, etcd {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        etcd_version()
+    );
+    println!(
+        "| mode | replace took | result | writes ok | failed | retried | p50 | p99 | max | leader changes |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let l = &r.load;
@@ -98,7 +156,11 @@ fn main() {
             "| {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.mode,
             r.took.as_secs_f64(),
-            if r.ok { "succeeded".to_string() } else { format!("FAILED: {}", r.note) },
+            if r.ok {
+                "succeeded".to_string()
+            } else {
+                format!("FAILED: {}", r.note)
+            },
             l.ok,
             l.failed,
             l.retried,
@@ -119,6 +181,10 @@ fn etcd_version() -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(|l| l.trim_start_matches("etcd Version: ").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("etcd Version: ").to_string())
+        })
         .unwrap_or_else(|| "?".into())
 }

@@ -61,17 +61,26 @@ struct Row {
 /// Reads one key every 50 ms (500 ms per attempt) until `stop`; answers the
 /// longest stretch between two successful reads: how long clients could not
 /// read the cluster.
-async fn longest_outage(endpoints: Vec<String>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Duration {
-    let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_millis(500));
+async fn longest_outage(
+    endpoints: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Duration {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_millis(500));
     let mut client = None;
     let mut last_ok = Instant::now();
     let mut longest = Duration::ZERO;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if client.is_none() {
-            client = etcd_client::Client::connect(endpoints.clone(), Some(opts.clone())).await.ok();
+            client = etcd_client::Client::connect(endpoints.clone(), Some(opts.clone()))
+                .await
+                .ok();
         }
         let ok = match client.as_mut() {
-            Some(c) => tokio::time::timeout(Duration::from_millis(500), c.get("bench-restore-probe", None)).await.is_ok_and(|r| r.is_ok()),
+            Some(c) => tokio::time::timeout(Duration::from_millis(500), c.get("bench-restore-probe", None))
+                .await
+                .is_ok_and(|r| r.is_ok()),
             None => false,
         };
         if ok {
@@ -108,19 +117,47 @@ fn wait_healthy(cluster: &Cluster, timeout: Duration) -> Result<(), String> {
 /// (a) `etcdops restore --snapshot FILE --yes` until healthy.
 fn etcdops_restore(cluster: &Cluster, snapshot: &Path) -> Figure {
     let t = Instant::now();
-    let out = cluster.coordinator().run(&["restore", "--snapshot", snapshot.to_str().expect("utf-8"), "--yes", "-w", "json"]);
+    let out = cluster.coordinator().run(&[
+        "restore",
+        "--snapshot",
+        snapshot.to_str().expect("utf-8"),
+        "--yes",
+        "-w",
+        "json",
+    ]);
     if out.code != 0 {
-        return Err(format!("exit {}: {}", out.code, out.stderr.lines().find(|l| l.contains("error")).unwrap_or_default().trim()));
+        return Err(format!(
+            "exit {}: {}",
+            out.code,
+            out.stderr
+                .lines()
+                .find(|l| l.contains("error"))
+                .unwrap_or_default()
+                .trim()
+        ));
     }
     let steps: Vec<String> = serde_json::from_str::<serde_json::Value>(&out.stdout)
         .ok()
         .and_then(|r| r["steps"].as_array().cloned())
         .unwrap_or_default()
         .iter()
-        .map(|s| format!("{} {}s", s["id"].as_str().unwrap_or("?"), s["finished_at_unix"].as_i64().unwrap_or(0) - s["started_at_unix"].as_i64().unwrap_or(0)))
+        .map(|s| {
+            format!(
+                "{} {}s",
+                s["id"].as_str().unwrap_or("?"),
+                s["finished_at_unix"].as_i64().unwrap_or(0) - s["started_at_unix"].as_i64().unwrap_or(0)
+            )
+        })
         .collect();
-    eprintln!("  etcdops restore exited after {:.1} s; steps (whole seconds): {}", t.elapsed().as_secs_f64(), steps.join(", "));
-    if let Some(stage) = serde_json::from_str::<serde_json::Value>(&out.stdout).ok().and_then(|r| r["steps"][0]["detail"].as_str().map(str::to_string)) {
+    eprintln!(
+        "  etcdops restore exited after {:.1} s; steps (whole seconds): {}",
+        t.elapsed().as_secs_f64(),
+        steps.join(", ")
+    );
+    if let Some(stage) = serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|r| r["steps"][0]["detail"].as_str().map(str::to_string))
+    {
         eprintln!("  stage-all: {stage}");
     }
     wait_healthy(cluster, HEALTHY_TIMEOUT)?;
@@ -128,7 +165,15 @@ fn etcdops_restore(cluster: &Cluster, snapshot: &Path) -> Figure {
 }
 
 fn unit_request(op: &str, fence: &Fence, step: String) -> UnitRequest {
-    UnitRequest { operation_id: op.to_string(), timeout_ms: 120_000, boot: false, fence: Some(Fence { step, ..fence.clone() }) }
+    UnitRequest {
+        operation_id: op.to_string(),
+        timeout_ms: 120_000,
+        boot: false,
+        fence: Some(Fence {
+            step,
+            ..fence.clone()
+        }),
+    }
 }
 
 fn etcdctl_restore(snapshot: &Path, extra: &[&str], data_dir: &Path) -> Result<(), String> {
@@ -143,7 +188,11 @@ fn etcdctl_restore(snapshot: &Path, extra: &[&str], data_dir: &Path) -> Result<(
         .output()
         .map_err(|e| format!("etcdctl: {e}"))?;
     if !out.status.success() {
-        return Err(format!("etcdctl snapshot restore: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim().replace('\n', " / ")));
+        return Err(format!(
+            "etcdctl snapshot restore: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim().replace('\n', " / ")
+        ));
     }
     Ok(())
 }
@@ -151,7 +200,11 @@ fn etcdctl_restore(snapshot: &Path, extra: &[&str], data_dir: &Path) -> Result<(
 /// (b) the runbook: stop all, restore each member in turn, swap, start all, until healthy.
 fn runbook_restore(cluster: &Cluster, snapshot: &Path, run: usize) -> Figure {
     let members = &cluster.layout.members;
-    let initial: String = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+    let initial: String = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",");
     let token = format!("bench-restore-{}-{run}", std::process::id());
     let op = format!("bench-restore-runbook-{}-{run}", std::process::id());
     let fence = cluster.acquire_fence(&op);
@@ -159,21 +212,35 @@ fn runbook_restore(cluster: &Cluster, snapshot: &Path, run: usize) -> Figure {
     let result = (|| {
         for (i, m) in members.iter().enumerate() {
             cluster
-                .block_on(cluster.client(i, &Caller::Coordinator).stop_etcd(unit_request(&op, &fence, format!("stop-{}", m.name))))
+                .block_on(cluster.client(i, &Caller::Coordinator).stop_etcd(unit_request(
+                    &op,
+                    &fence,
+                    format!("stop-{}", m.name),
+                )))
                 .map_err(|s| format!("StopEtcd {}: {} {}", m.name, s.code(), s.message()))?;
         }
         for m in members {
             let new = PathBuf::from(format!("{}.bench-{run}", m.data_dir.display()));
             etcdctl_restore(
                 snapshot,
-                &["--name", &m.name, "--initial-cluster", &initial, "--initial-cluster-token", &token, "--initial-advertise-peer-urls", &m.peer_url],
+                &[
+                    "--name",
+                    &m.name,
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-token",
+                    &token,
+                    "--initial-advertise-peer-urls",
+                    &m.peer_url,
+                ],
                 &new,
             )?;
         }
         for m in members {
             let new = PathBuf::from(format!("{}.bench-{run}", m.data_dir.display()));
             let old = PathBuf::from(format!("{}.bench-old-{run}", m.data_dir.display()));
-            std::fs::rename(&m.data_dir, &old).map_err(|e| format!("moving {} aside: {e}", m.data_dir.display()))?;
+            std::fs::rename(&m.data_dir, &old)
+                .map_err(|e| format!("moving {} aside: {e}", m.data_dir.display()))?;
             std::fs::rename(&new, &m.data_dir).map_err(|e| format!("swapping in {}: {e}", new.display()))?;
         }
         // Started all at once: each member waits for a quorum of its peers.
@@ -184,7 +251,12 @@ fn runbook_restore(cluster: &Cluster, snapshot: &Path, run: usize) -> Figure {
                 let mut client = cluster.client(i, &Caller::Coordinator);
                 let req = unit_request(&op, &fence, format!("start-{}", m.name));
                 let name = m.name.clone();
-                async move { client.start_etcd(req).await.map_err(|s| format!("StartEtcd {name}: {} {}", s.code(), s.message())) }
+                async move {
+                    client
+                        .start_etcd(req)
+                        .await
+                        .map_err(|s| format!("StartEtcd {name}: {} {}", s.code(), s.message()))
+                }
             })
             .collect();
         cluster.block_on(async move {
@@ -214,21 +286,50 @@ fn single_restore(snapshot: &Path, scratch: &Path, run: usize) -> Figure {
 fn main() {
     let opts = <Opts as clap::Parser>::parse().common;
     let bins = opts.bins("bench-restore");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut rows = Vec::new();
     for run in 0..opts.runs {
         eprintln!("run {} / {} ...", run + 1, opts.runs);
-        let cluster = Cluster::builder().members(3).disk_probe_interval_secs(0).start(bins.clone());
-        let endpoints: Vec<String> = cluster.layout.members.iter().map(|m| m.client_url.clone()).collect();
+        let cluster = Cluster::builder()
+            .members(3)
+            .disk_probe_interval_secs(0)
+            .start(bins.clone());
+        let endpoints: Vec<String> = cluster
+            .layout
+            .members
+            .iter()
+            .map(|m| m.client_url.clone())
+            .collect();
         let t = Instant::now();
-        let sizes = rt.block_on(loadgen::fragment_keeping(&endpoints, opts.mb, 100_000, 1)).expect("writing the data");
+        let sizes = rt
+            .block_on(loadgen::fragment_keeping(&endpoints, opts.mb, 100_000, 1))
+            .expect("writing the data");
         eprintln!(
             "  wrote in {:.1} s; db: {}",
             t.elapsed().as_secs_f64(),
-            sizes.iter().map(|s| format!("{} MB ({} in use)", s.db_size / 1_000_000, s.db_size_in_use / 1_000_000)).collect::<Vec<_>>().join(", ")
+            sizes
+                .iter()
+                .map(|s| format!(
+                    "{} MB ({} in use)",
+                    s.db_size / 1_000_000,
+                    s.db_size_in_use / 1_000_000
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let scratch = tempfile::tempdir().expect("tempdir");
-        let out = cluster.etcdops(&["snapshot", "save", "--out", scratch.path().to_str().expect("utf-8"), "-w", "json"]);
+        let out = cluster.etcdops(&[
+            "snapshot",
+            "save",
+            "--out",
+            scratch.path().to_str().expect("utf-8"),
+            "-w",
+            "json",
+        ]);
         assert_eq!(out.code, 0, "snapshot save: {}", out.stderr);
         let snapshot = PathBuf::from(out.json()["path"].as_str().expect("path"));
         let snapshot_mb = std::fs::metadata(&snapshot).map_or(0.0, |m| m.len() as f64 / 1e6);
@@ -237,13 +338,36 @@ fn main() {
         let single = single_restore(&snapshot, scratch.path(), run);
         eprintln!("  (c) single etcdctl restore: {}", show(&single));
         let (etcdops, etcdops_down) = watching(&rt, &endpoints, || etcdops_restore(&cluster, &snapshot));
-        eprintln!("  (a) etcdops restore: {}, reads failed for {:.1} s", show(&etcdops), etcdops_down.as_secs_f64());
+        eprintln!(
+            "  (a) etcdops restore: {}, reads failed for {:.1} s",
+            show(&etcdops),
+            etcdops_down.as_secs_f64()
+        );
         let (runbook, runbook_down) = watching(&rt, &endpoints, || runbook_restore(&cluster, &snapshot, run));
-        eprintln!("  (b) runbook restore: {}, reads failed for {:.1} s", show(&runbook), runbook_down.as_secs_f64());
-        rows.push(Row { run: run + 1, snapshot_mb, etcdops, runbook, single, etcdops_down, runbook_down });
+        eprintln!(
+            "  (b) runbook restore: {}, reads failed for {:.1} s",
+            show(&runbook),
+            runbook_down.as_secs_f64()
+        );
+        rows.push(Row {
+            run: run + 1,
+            snapshot_mb,
+            etcdops,
+            runbook,
+            single,
+            etcdops_down,
+            runbook_down,
+        });
     }
-    println!("bench-restore: {}", std::env::args().collect::<Vec<_>>().join(" "));
-    println!("machine: nproc {}, etcd {}", std::thread::available_parallelism().map_or(0, |n| n.get()), etcd_version());
+    println!(
+        "bench-restore: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "machine: nproc {}, etcd {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        etcd_version()
+    );
     println!(
         "| run | snapshot | (a) etcdops restore to healthy | reads failing during (a) | (b) runbook etcdctl x3 to healthy | reads failing during (b) | (c) single etcdctl restore | a / c | b / c |"
     );
@@ -284,6 +408,10 @@ fn etcd_version() -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(|l| l.trim_start_matches("etcd Version: ").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("etcd Version: ").to_string())
+        })
         .unwrap_or_else(|| "?".into())
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::agent_client::AgentClient;
 use etcdops_proto::v1::{AcquireFenceRequest, Fence, ReleaseFenceRequest, UnitRequest};
-use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport, MemberDb};
 use etcdops_tests::bench::{Common, positive};
+use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport, MemberDb};
 use etcdops_tests::{Caller, Cluster};
 use tonic::transport::Channel;
 
@@ -288,7 +288,12 @@ fn run_scenario(
     wait_healthy(cluster, "before fragmenting");
     eprintln!("  fragmenting {} MB ...", opts.common.mb);
     let t = Instant::now();
-    match rt.block_on(loadgen::fragment_keeping(endpoints, opts.common.mb, 100_000, opts.keep_every)) {
+    match rt.block_on(loadgen::fragment_keeping(
+        endpoints,
+        opts.common.mb,
+        100_000,
+        opts.keep_every,
+    )) {
         Ok(sizes) => outcome.db_before = sizes,
         Err(e) => {
             outcome.op = Op::Skipped(format!("fragmenting failed: {e:#}"));

@@ -12,7 +12,11 @@ use etcdops_tests::{Bins, Caller, Cluster};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn vm_hwm_kb(pid: u32) -> u64 {
@@ -38,8 +42,14 @@ fn main() {
     let bin_dir = PathBuf::from(arg("--bin-dir", "target/release"));
     let mb: usize = arg("--mb", "250").parse().expect("--mb N");
     let runs: usize = arg("--runs", "3").parse().expect("--runs N");
-    let bins = Bins { agent: bin_dir.join("etcdops-agent"), cli: bin_dir.join("etcdops") };
-    assert!(bins.agent.is_file() && bins.cli.is_file(), "build first: cargo build --release --bins");
+    let bins = Bins {
+        agent: bin_dir.join("etcdops-agent"),
+        cli: bin_dir.join("etcdops"),
+    };
+    assert!(
+        bins.agent.is_file() && bins.cli.is_file(),
+        "build first: cargo build --release --bins"
+    );
 
     let cluster = Cluster::builder().members(3).start(bins);
     eprintln!("filling about {mb} MB ...");
@@ -60,7 +70,14 @@ fn main() {
     for run in 0..runs {
         let file = out.path().join(format!("ours-{run}.db"));
         let t = Instant::now();
-        let o = cluster.etcdops(&["snapshot", "save", "--member", &member.name, "--out", file.to_str().expect("utf-8")]);
+        let o = cluster.etcdops(&[
+            "snapshot",
+            "save",
+            "--member",
+            &member.name,
+            "--out",
+            file.to_str().expect("utf-8"),
+        ]);
         ours.push(t.elapsed());
         assert_eq!(o.code, 0, "{}", o.stderr);
         size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -85,10 +102,29 @@ fn main() {
     let all_rss = children_max_rss_kb();
     let (o, t) = (median(ours), median(theirs));
     let mbps = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
-    println!("snapshot save of a {:.0} MB database (file {:.0} MB), from follower {}, median of {runs}", db_size as f64 / 1e6, size as f64 / 1e6, member.name);
+    println!(
+        "snapshot save of a {:.0} MB database (file {:.0} MB), from follower {}, median of {runs}",
+        db_size as f64 / 1e6,
+        size as f64 / 1e6,
+        member.name
+    );
     println!("| tool | wall time | throughput | peak RSS |");
     println!("|---|---|---|---|");
-    println!("| etcdops snapshot save (agent + CLI, verified, fsynced) | {:.2} s | {:.0} MB/s | agent {} MB, CLI {} MB |", o.as_secs_f64(), mbps(o), agent_rss / 1024, cli_rss / 1024);
-    println!("| etcdctl snapshot save | {:.2} s | {:.0} MB/s | {} MB (max of all children) |", t.as_secs_f64(), mbps(t), all_rss / 1024);
-    println!("throughput ratio etcdops/etcdctl: {:.2}", t.as_secs_f64() / o.as_secs_f64());
+    println!(
+        "| etcdops snapshot save (agent + CLI, verified, fsynced) | {:.2} s | {:.0} MB/s | agent {} MB, CLI {} MB |",
+        o.as_secs_f64(),
+        mbps(o),
+        agent_rss / 1024,
+        cli_rss / 1024
+    );
+    println!(
+        "| etcdctl snapshot save | {:.2} s | {:.0} MB/s | {} MB (max of all children) |",
+        t.as_secs_f64(),
+        mbps(t),
+        all_rss / 1024
+    );
+    println!(
+        "throughput ratio etcdops/etcdctl: {:.2}",
+        t.as_secs_f64() / o.as_secs_f64()
+    );
 }

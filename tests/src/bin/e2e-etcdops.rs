@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { etcdops_coordinator::cli::main() }
+fn main() -> std::process::ExitCode {
+    etcdops_coordinator::cli::main()
+}

@@ -187,7 +187,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(super) fn mismatch(&self, operator: &'static str, expected: &'static str, operand: &Expr) -> RuleError {
+    pub(super) fn mismatch(
+        &self,
+        operator: &'static str,
+        expected: &'static str,
+        operand: &Expr,
+    ) -> RuleError {
         RuleError::TypeMismatch {
             rule: self.rule(),
             operator,

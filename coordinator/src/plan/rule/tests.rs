@@ -159,10 +159,7 @@ fn division_by_zero_is_an_error() {
     let rule = "dbSizeFree / dbSize > 50%";
     assert_eq!(
         eval(rule, &f).map_err(|e| e.to_string()),
-        Err(
-            "rule `dbSizeFree / dbSize > 50%`: division by zero in `dbSizeFree / dbSize` at column 1"
-                .into()
-        )
+        Err("rule `dbSizeFree / dbSize > 50%`: division by zero in `dbSizeFree / dbSize` at column 1".into())
     );
     assert_eq!(eval("1 / (2 - 2) > 0 || true", &f), Ok(true));
     assert!(eval("1 / (2 - 2) > 0 && true", &f).is_err());

@@ -1,8 +1,12 @@
-//! `etcdops`, the coordinator: reads every agent of a cluster and (later) sequences cluster-wide etcd work.
+//! `etcdops`, the coordinator: reads every agent of a cluster and sequences cluster-wide etcd work.
 //!
 //! - [`cli`]: the command line (`etcdops ...`), the binary's only entry point.
 //! - [`fleet`]: the fleet inventory (`fleet.toml`): clusters, members, agents, TLS.
 //! - [`agents`]: the one place that connects to agents, and the concurrent fan-out.
+//! - [`observe`]: reading every agent of a cluster into one [`plan::view::ClusterView`].
+//! - [`plan`]: pure planners and the safety checks run before every step.
+//! - [`exec`]: the one executor that runs plans (fence, checks, steps, journal).
+//! - [`journal`]: the operation journal (redb).
 //! - [`output`]: what commands print (tables and the stable JSON schema), as pure functions.
 //! - [`snapshot`]: saving verified snapshots through agents; reading snapshot files.
 //! - [`backup`]: backup sets in a directory or S3 bucket, listing and retention.
@@ -16,9 +20,11 @@ pub mod agents;
 pub mod backup;
 pub mod cli;
 pub mod duration;
+pub mod exec;
 pub mod exit;
 pub mod fleet;
 pub mod journal;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod sandbox;

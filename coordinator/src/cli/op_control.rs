@@ -14,11 +14,11 @@ use super::op::JournalArgs;
 use super::operate::{self, run_args_from_record, watch_ctrl_c};
 use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
+use crate::exec::fence;
 use crate::exit::ExitStatus;
 use crate::fleet;
 use crate::journal::{self, OpState};
 use crate::output::ops;
-use crate::plan::fence;
 use crate::plan::planner::OpKind;
 
 pub(crate) const RESUME_ABOUT: &str = "\

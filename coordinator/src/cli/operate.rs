@@ -16,14 +16,14 @@ use time::OffsetDateTime;
 use crate::cli::target::Target;
 use crate::cli::{GlobalArgs, emit};
 use crate::duration;
+use crate::exec::{ExecError, Executor, Stderr};
 use crate::exit::ExitStatus;
 use crate::journal::{self, Journal, OpState, OperationRecord};
 use crate::output::plan::PlanReport;
 use crate::output::{ops, plan as plan_output};
-use crate::plan::executor::{ExecError, Executor, Stderr};
 use crate::plan::planner::{OpKind, Plan, PlanError};
 use crate::plan::safety;
-use crate::plan::view::{self, ClusterView};
+use crate::plan::view::ClusterView;
 
 /// Options of every command that runs a plan.
 #[derive(Debug, Clone, Args)]
@@ -74,7 +74,7 @@ impl RunArgs {
 
 /// Observes the cluster (once, for planning).
 pub(crate) async fn observe(target: &Target) -> ClusterView {
-    view::observe(&target.agents, &target.cluster.name, &target.cluster.members).await
+    crate::observe::observe(&target.agents, &target.cluster.name, &target.cluster.members).await
 }
 
 /// A plan error is the user's (exit 2) when it names bad input.
@@ -116,13 +116,13 @@ pub(crate) async fn run_plan(
         map.insert("membership".into(), serde_json::to_value(&membership)?);
     }
     let tolerate = plan.kind.tolerate(run.ignore_slow_disk);
-    let busy = crate::plan::executor::busy(view, "");
+    let busy = crate::exec::busy(view, "");
     let mut check_tolerate = tolerate;
     if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
         check_tolerate.down = Some(l.name.as_str());
     }
     let mut findings = if restore {
-        crate::plan::executor::agents_answer(view)
+        crate::exec::agents_answer(view)
     } else {
         safety::check(view, check_tolerate)
     };

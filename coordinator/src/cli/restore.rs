@@ -11,8 +11,8 @@ use serde_json::json;
 use super::operate::{Planned, RunArgs, observe, run_plan};
 use crate::cli::GlobalArgs;
 use crate::cli::target::target;
+use crate::exec::ExecError;
 use crate::exit::ExitStatus;
-use crate::plan::executor::ExecError;
 use crate::plan::planner::OpKind;
 use crate::plan::restore::{self, RestoreArgs, RestoreHost, SnapshotFacts};
 

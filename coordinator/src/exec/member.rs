@@ -7,13 +7,13 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::executor::{Executor, format_took, ms_until};
-use super::membership::{Joining, Leaving};
-use super::planner::StepKind;
-use super::view::{ClusterView, EtcdMember, POLL_INTERVAL};
+use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::{Fleet, Member};
 use crate::journal::{OperationRecord, StepState};
+use crate::plan::membership::{Joining, Leaving};
+use crate::plan::planner::StepKind;
+use crate::plan::view::{ClusterView, EtcdMember};
 
 impl Executor {
     pub(super) fn joining(&self, name: &str) -> Result<&Joining, String> {
@@ -53,7 +53,7 @@ impl Executor {
         if !members.iter().any(|m| m.name == joining.name) {
             members.push(Member::new(&joining.name, &joining.agent).map_err(|e| e.to_string())?);
         }
-        Ok(super::view::observe(&self.agents, &self.cluster.name, &members).await)
+        Ok(crate::observe::observe(&self.agents, &self.cluster.name, &members).await)
     }
 
     pub(super) async fn execute_membership(

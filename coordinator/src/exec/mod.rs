@@ -5,6 +5,16 @@
 //! starts, so a killed coordinator resumes where it stopped. The first
 //! unsafe state stops the operation cleanly (journaled, fence released) with
 //! what was seen and what to do.
+//!
+//! Step families, one module each: [`member`] (join, leave, promote),
+//! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
+//! [`recover`] (force-new-cluster and rejoin); the rolling and maintenance
+//! steps are here. [`fence`] takes and releases the cluster's fence.
+
+pub mod fence;
+mod member;
+mod recover;
+mod restore;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,18 +24,22 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::fence::{self, FenceError};
-use super::planner::{Plan, StepKind, transfer_target};
-use super::safety::{self, Finding, Tolerate};
-use super::view::{self, ClusterView, POLL_INTERVAL};
+use self::fence::FenceError;
 use crate::agents::{AgentErrorKind, Agents, Client};
+use crate::observe;
+use crate::plan::planner::{Plan, StepKind, transfer_target};
+use crate::plan::safety::{self, Finding, Tolerate};
+use crate::plan::view::ClusterView;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::membership::MembershipArgs;
 use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
 use crate::output::table::human_bytes_i64;
+use crate::plan::membership::MembershipArgs;
+
+/// Observations are repeated at this interval while waiting for a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long the voters get to converge before a step.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,7 +157,7 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Reads the cluster now.
     pub async fn observe(&self) -> ClusterView {
-        view::observe(&self.agents, &self.cluster.name, &self.members_now()).await
+        observe::observe(&self.agents, &self.cluster.name, &self.members_now()).await
     }
 
     /// What the checks before the fence and before each step read: a plain
@@ -151,7 +165,7 @@ impl Executor {
     /// design (restore, recovery: their health reads would wait out their budget).
     async fn observe_for_checks(&self) -> ClusterView {
         if self.restore {
-            view::observe_agents(&self.agents, &self.cluster.name, &self.members_now()).await
+            observe::observe_agents(&self.agents, &self.cluster.name, &self.members_now()).await
         } else {
             self.observe().await
         }

@@ -10,12 +10,11 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::executor::{Executor, format_took, ms_until};
-use super::planner::StepKind;
-use super::restore::RestoreArgs;
-use super::view::POLL_INTERVAL;
+use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
+use crate::plan::planner::StepKind;
+use crate::plan::restore::RestoreArgs;
 
 /// Bytes per streamed chunk (well under tonic's 4 MiB message limit).
 const CHUNK: usize = 1 << 20;
@@ -279,7 +278,7 @@ impl Executor {
                 let started = Instant::now();
                 loop {
                     let view = self.observe().await;
-                    let findings = super::safety::check(&view, self.tolerate);
+                    let findings = crate::plan::safety::check(&view, self.tolerate);
                     let low: Vec<String> = view
                         .members
                         .iter()

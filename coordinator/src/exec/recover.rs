@@ -10,12 +10,12 @@
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::executor::{Executor, format_took, ms_until};
-use super::planner::StepKind;
-use super::recover::RecoverArgs;
-use super::view::{ClusterView, POLL_INTERVAL};
+use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Cluster;
+use crate::plan::planner::StepKind;
+use crate::plan::recover::RecoverArgs;
+use crate::plan::view::ClusterView;
 use crate::snapshot::save::{self, SaveOptions};
 
 /// The env var etcd reads for --force-new-cluster.
@@ -212,7 +212,7 @@ impl Executor {
                 let started = Instant::now();
                 loop {
                     let view = self.observe().await;
-                    let findings = super::safety::check(&view, self.tolerate);
+                    let findings = crate::plan::safety::check(&view, self.tolerate);
                     let learners: Vec<&str> = view
                         .membership()
                         .iter()

@@ -418,7 +418,7 @@ fn a_coordinator_lost_after_one_host_swapped_resumes_the_restore() {
     let id = record["id"].as_str().expect("id").to_string();
     // What a coordinator that died during swap-all leaves: its SwapInRestore
     // reached host 0 only (same fence, the step's first attempt).
-    let staged = record["args"]["restore"]["staged"][&cluster.layout.members[0].name]
+    let staged = record["operation"]["restore"]["staged"][&cluster.layout.members[0].name]
         .as_str()
         .expect("staged dir")
         .to_string();

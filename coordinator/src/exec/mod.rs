@@ -37,6 +37,7 @@ use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
 use crate::output::table::human_bytes_i64;
 use crate::plan::membership::MembershipArgs;
+use crate::plan::operation::Operation;
 
 /// Observations are repeated at this interval while waiting for a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -120,11 +121,14 @@ impl Progress for Stderr {
     }
 }
 
-/// What the executor works with.
+/// What the executor works with. Built from an operation's journal record by
+/// [`Executor::for_record`], on start and on resume alike.
 pub struct Executor {
     pub agents: Agents,
     pub cluster: Cluster,
     pub journal: Journal,
+    /// What the operation is and carries.
+    pub operation: Operation,
     pub tolerate: Tolerate<'static>,
     /// Accept steps that take the cluster below quorum (`--force`).
     pub force: bool,
@@ -155,6 +159,37 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
+    /// The executor for `record`'s operation on `cluster` (the fleet's; a
+    /// recovery sees only its survivor and the members it rejoins): how it
+    /// checks, what it tolerates, who joins or leaves, all from the record.
+    pub fn for_record(
+        record: &OperationRecord,
+        agents: Agents,
+        mut cluster: Cluster,
+        journal: Journal,
+        fleet_path: PathBuf,
+        interrupted: Arc<AtomicBool>,
+    ) -> Executor {
+        let operation = record.operation.clone();
+        cluster.members.retain(|m| operation.sees_member(&m.name));
+        Executor {
+            agents,
+            cluster,
+            journal,
+            tolerate: record.options.tolerate(record.kind),
+            force: operation.force(),
+            step_timeout: record.options.step_timeout(),
+            interrupted,
+            progress: Box::new(Stderr),
+            membership: operation.membership(),
+            fleet_path,
+            current: Mutex::default(),
+            restore: operation.members_may_be_down(),
+            pause_after: None,
+            operation,
+        }
+    }
+
     /// Reads the cluster now.
     pub async fn observe(&self) -> ClusterView {
         observe::observe(&self.agents, &self.cluster.name, &self.members_now()).await
@@ -349,7 +384,7 @@ impl Executor {
                 "",
             )),
             holder: record.holder.clone(),
-            operation_kind: record.kind.clone(),
+            operation_kind: record.kind.as_str().to_string(),
             takeover,
         };
         let optional: Vec<String> = self
@@ -1003,10 +1038,15 @@ mod tests {
     fn processed_members_come_from_done_steps() {
         let mut record = OperationRecord {
             id: "op".into(),
-            kind: "defrag".into(),
+            kind: crate::plan::planner::OpKind::Defrag,
             cluster: "c".into(),
             fleet: "f".into(),
-            args: serde_json::Value::Null,
+            operation: crate::plan::operation::Operation::Defrag {
+                rule: None,
+                compact: false,
+                members: Vec::new(),
+            },
+            options: Default::default(),
             holder: "h".into(),
             epoch: 1,
             state: OpState::Running,

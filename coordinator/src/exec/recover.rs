@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Cluster;
+use crate::plan::operation::Operation;
 use crate::plan::planner::StepKind;
 use crate::plan::recover::RecoverArgs;
 use crate::plan::view::ClusterView;
@@ -37,8 +38,11 @@ impl Executor {
             .get(op)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["recover"].clone())
-            .map_err(|e| format!("operation {op}'s recovery arguments: {e}"))
+        record
+            .operation
+            .recover()
+            .cloned()
+            .ok_or_else(|| format!("operation {op} is a {}, not a recovery", record.kind))
     }
 
     async fn set_flag(
@@ -107,9 +111,12 @@ impl Executor {
                     .map_err(|e| e.to_string())?;
                 let mut args = args;
                 args.snapshot = Some(saved.path.clone());
-                let value = serde_json::to_value(&args).map_err(|e| e.to_string())?;
                 self.journal
-                    .update(&op, |r| r.args["recover"] = value)
+                    .update(&op, |r| {
+                        if let Operation::RecoverQuorum { recover, .. } = &mut r.operation {
+                            *recover = args.clone();
+                        }
+                    })
                     .map_err(|e| e.to_string())?;
                 Ok(format!(
                     "{} ({} bytes, revision {}): `etcdops restore --snapshot` brings this state back if the recovery goes wrong",

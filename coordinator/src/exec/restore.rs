@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
+use crate::plan::operation::Operation;
 use crate::plan::planner::StepKind;
 use crate::plan::restore::RestoreArgs;
 
@@ -26,14 +27,20 @@ impl Executor {
             .get(op)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["restore"].clone())
-            .map_err(|e| format!("operation {op}'s restore arguments: {e}"))
+        record
+            .operation
+            .restore()
+            .cloned()
+            .ok_or_else(|| format!("operation {op} is a {}, not a restore", record.kind))
     }
 
     fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), String> {
-        let value = serde_json::to_value(args).map_err(|e| e.to_string())?;
         self.journal
-            .update(op, |r| r.args["restore"] = value)
+            .update(op, |r| {
+                if let Operation::Restore { restore } = &mut r.operation {
+                    *restore = args.clone();
+                }
+            })
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -322,13 +329,10 @@ impl Executor {
                 }
             }
             StepKind::RollBackAll => {
-                let of = self
-                    .journal
-                    .get(&op)
-                    .map_err(|e| e.to_string())?
-                    .and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
-                let of = of.ok_or("this operation does not name the restore it rolls back")?;
-                let kept = std::sync::Arc::new(self.restore_args(&of)?.kept);
+                let Operation::RestoreRollback { rollback_of: of } = &self.operation else {
+                    return Err("this operation does not name the restore it rolls back".into());
+                };
+                let kept = std::sync::Arc::new(self.restore_args(of)?.kept);
                 // A member whose swap never happened still has its own data dir.
                 let swapped: Vec<Member> = self
                     .members_now()

@@ -9,14 +9,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rule::Rule;
 use super::safety::{self, Finding, Tolerate};
 use super::view::{ClusterView, MemberView};
 
 /// What kind of operation a plan is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpKind {
     Defrag,

@@ -12,7 +12,7 @@ use crate::agents::Client;
 use crate::fleet::{Fleet, Member};
 use crate::journal::{OperationRecord, StepState};
 use crate::plan::membership::{Joining, Leaving};
-use crate::plan::planner::StepKind;
+use crate::plan::step::{MemberStep, StepKind};
 use crate::plan::view::{ClusterView, EtcdMember};
 
 impl Executor {
@@ -58,13 +58,13 @@ impl Executor {
 
     pub(super) async fn execute_membership(
         &self,
-        kind: &StepKind,
+        kind: &MemberStep,
         view: &ClusterView,
         fence: &pb::Fence,
         deadline: Instant,
     ) -> Result<String, String> {
         match kind {
-            StepKind::MoveAsideBeforeJoin { member } => {
+            MemberStep::MoveAsideBeforeJoin { member } => {
                 let request = pb::MoveDataDirAsideRequest {
                     operation_id: fence.operation_id.clone(),
                     reason: "before-join".into(),
@@ -78,7 +78,7 @@ impl Executor {
                     .await?;
                 Ok(format!("old data dir kept as {}", moved.moved_to))
             }
-            StepKind::AddLearner { member } => {
+            MemberStep::AddLearner { member } => {
                 let joining = self.joining(member)?.clone();
                 let leader = Self::leader_name(view)?;
                 let request = pb::AddMemberRequest {
@@ -100,7 +100,7 @@ impl Executor {
                     answer.attempts
                 ))
             }
-            StepKind::Configure { member } => {
+            MemberStep::Configure { member } => {
                 let joining = self.joining(member)?.clone();
                 let membership = view.membership();
                 if Self::listed(view, &joining.peer_url).is_none() {
@@ -153,7 +153,7 @@ impl Executor {
                     initial.join(",")
                 ))
             }
-            StepKind::StartMember { member } => {
+            MemberStep::StartMember { member } => {
                 let joining = self.joining(member)?.clone();
                 // Enabled too: the new member's etcd starts at boot.
                 let request = pb::UnitRequest {
@@ -201,7 +201,7 @@ impl Executor {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
-            StepKind::Promote { member } => {
+            MemberStep::Promote { member } => {
                 let id = match self.joining(member).ok() {
                     Some(j) => Self::listed(view, &j.peer_url).map(|m| m.id),
                     None => view.membership().iter().find(|m| &m.name == member).map(|m| m.id),
@@ -243,7 +243,7 @@ impl Executor {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
-            StepKind::RemoveMember { member } => {
+            MemberStep::RemoveMember { member } => {
                 let leaving = self.leaving(member)?.clone();
                 let now = self.observe().await;
                 let via = now
@@ -284,8 +284,8 @@ impl Executor {
                     answer.attempts
                 ))
             }
-            StepKind::Retire { member } => self.retire(member, fence, deadline).await,
-            StepKind::FleetAdd { member } => {
+            MemberStep::Retire { member } => self.retire(member, fence, deadline).await,
+            MemberStep::FleetAdd { member } => {
                 let joining = self.joining(member)?.clone();
                 self.edit_fleet(|members| {
                     if !members.iter().any(|m| m.name == joining.name) {
@@ -299,14 +299,13 @@ impl Executor {
                     self.fleet_path.display()
                 ))
             }
-            StepKind::FleetRemove { member } => {
+            MemberStep::FleetRemove { member } => {
                 self.edit_fleet(|members| {
                     members.retain(|m| &m.name != member);
                     Ok(())
                 })?;
                 Ok(format!("{member} removed from {}", self.fleet_path.display()))
             }
-            other => Err(format!("not a membership step: {other:?}")),
         }
     }
 
@@ -384,12 +383,12 @@ impl Executor {
     pub(super) async fn roll_back_join(&self, record: &OperationRecord, fence: &pb::Fence) -> Option<String> {
         let joining = self.membership.joining.clone()?;
         let state = |kind: StepKind| record.step(&kind.id()).map(|s| s.state);
-        let promoted = state(StepKind::Promote {
+        let promoted = state(StepKind::Member(MemberStep::Promote {
             member: joining.name.clone(),
-        }) == Some(StepState::Done);
-        let attempted = state(StepKind::AddLearner {
+        })) == Some(StepState::Done);
+        let attempted = state(StepKind::Member(MemberStep::AddLearner {
             member: joining.name.clone(),
-        })
+        }))
         .is_some_and(|s| s != StepState::Pending);
         if promoted || !attempted {
             return None;

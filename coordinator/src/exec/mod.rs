@@ -27,8 +27,9 @@ use tokio::time::Instant;
 use self::fence::FenceError;
 use crate::agents::{AgentErrorKind, Agents, Client};
 use crate::observe;
-use crate::plan::planner::{Plan, StepKind, transfer_target};
+use crate::plan::planner::{Plan, transfer_target};
 use crate::plan::safety::{self, Finding, Tolerate};
+use crate::plan::step::{MemberStep, RollingStep, StepKind};
 use crate::plan::view::ClusterView;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -222,9 +223,9 @@ impl Executor {
         let mut members = self.cluster.members.clone();
         if let Some(l) = &self.membership.leaving
             && done(
-                StepKind::RemoveMember {
+                StepKind::Member(MemberStep::RemoveMember {
                     member: l.name.clone(),
-                }
+                })
                 .id(),
             )
         {
@@ -232,9 +233,9 @@ impl Executor {
         }
         if let Some(j) = &self.membership.joining
             && done(
-                StepKind::StartMember {
+                StepKind::Member(MemberStep::StartMember {
                     member: j.name.clone(),
-                }
+                })
                 .id(),
             )
             && !members.iter().any(|m| m.name == j.name)
@@ -589,7 +590,7 @@ impl Executor {
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
-        if let StepKind::Restart { member } = kind {
+        if let StepKind::Rolling(RollingStep::Restart { member }) = kind {
             tolerate.down = Some(member.as_str());
         }
         // A dead member being removed is down until it is gone.
@@ -599,7 +600,7 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
-        if let StepKind::Restart { member } = kind
+        if let StepKind::Rolling(RollingStep::Restart { member }) = kind
             && !self.force
             && let Err(f) = safety::keeps_quorum_without(&view, member)
         {
@@ -649,40 +650,37 @@ impl Executor {
         processed: &[String],
     ) -> Result<String, String> {
         match kind {
-            StepKind::StageAll
-            | StepKind::StopAll
-            | StepKind::SwapAll
-            | StepKind::ConfigureAll
-            | StepKind::StartAll
-            | StepKind::VerifyRestore
-            | StepKind::RollBackAll => self.execute_restore(kind, fence, deadline).await,
-            StepKind::SnapshotFirst { .. }
-            | StepKind::StopOthers
-            | StepKind::ForceNewCluster { .. }
-            | StepKind::Rejoin { .. }
-            | StepKind::VerifyRecovery => self.execute_recover(kind, fence, deadline).await,
-            StepKind::MoveAsideBeforeJoin { .. }
-            | StepKind::AddLearner { .. }
-            | StepKind::Configure { .. }
-            | StepKind::StartMember { .. }
-            | StepKind::Promote { .. }
-            | StepKind::RemoveMember { .. }
-            | StepKind::Retire { .. }
-            | StepKind::FleetAdd { .. }
-            | StepKind::FleetRemove { .. } => {
-                if let StepKind::RemoveMember { member } = kind {
+            StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
+            StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
+            StepKind::Member(step) => {
+                if let MemberStep::RemoveMember { member } = step {
                     let moved = self
                         .transfer_if_leader(view, member, fence, deadline, processed)
                         .await?;
-                    let done = self.execute_membership(kind, view, fence, deadline).await?;
+                    let done = self.execute_membership(step, view, fence, deadline).await?;
                     return Ok(format!("{moved}{done}"));
                 }
-                self.execute_membership(kind, view, fence, deadline).await
+                self.execute_membership(step, view, fence, deadline).await
             }
-            StepKind::TransferLeadership { from } => {
+            StepKind::Rolling(step) => self.execute_rolling(step, view, fence, deadline, processed).await,
+        }
+    }
+
+    /// A rolling or maintenance step: one member (defrag, restart, a leadership
+    /// transfer), or the cluster through its leader (compact, alarms, a write).
+    async fn execute_rolling(
+        &self,
+        step: &RollingStep,
+        view: &ClusterView,
+        fence: &pb::Fence,
+        deadline: Instant,
+        processed: &[String],
+    ) -> Result<String, String> {
+        match step {
+            RollingStep::TransferLeadership { from } => {
                 self.transfer(view, from, fence, deadline, processed).await
             }
-            StepKind::Defrag { member } => {
+            RollingStep::Defrag { member } => {
                 let mut detail = self
                     .transfer_if_leader(view, member, fence, deadline, processed)
                     .await?;
@@ -707,7 +705,7 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Restart { member } => {
+            RollingStep::Restart { member } => {
                 let mut detail = self
                     .transfer_if_leader(view, member, fence, deadline, processed)
                     .await?;
@@ -735,7 +733,7 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Compact { revision } => {
+            RollingStep::Compact { revision } => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::CompactRequest {
                     fence: Some(fence.clone()),
@@ -755,7 +753,7 @@ impl Executor {
                     format!("compacted up to revision {} through {member}", answer.revision)
                 })
             }
-            StepKind::DisarmAlarms => {
+            RollingStep::DisarmAlarms => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::DisarmAlarmsRequest {
                     fence: Some(fence.clone()),
@@ -781,7 +779,7 @@ impl Executor {
                     format!("disarmed {}", kinds.join(", "))
                 })
             }
-            StepKind::VerifyWrites => {
+            RollingStep::VerifyWrites => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::WriteProbeRequest {
                     fence: Some(fence.clone()),
@@ -1007,7 +1005,10 @@ fn processed(record: &OperationRecord) -> Vec<String> {
         .iter()
         .filter(|s| s.state == StepState::Done)
         .filter_map(|s| match StepKind::from_id(&s.id) {
-            Some(StepKind::Defrag { member } | StepKind::Restart { member }) => Some(member),
+            Some(
+                StepKind::Rolling(RollingStep::Defrag { member })
+                | StepKind::Rolling(RollingStep::Restart { member }),
+            ) => Some(member),
             _ => None,
         })
         .collect()

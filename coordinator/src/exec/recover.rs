@@ -14,8 +14,8 @@ use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Cluster;
 use crate::plan::operation::Operation;
-use crate::plan::planner::StepKind;
 use crate::plan::recover::RecoverArgs;
+use crate::plan::step::{MemberStep, RecoverStep};
 use crate::plan::view::ClusterView;
 use crate::snapshot::save::{self, SaveOptions};
 
@@ -83,14 +83,14 @@ impl Executor {
 
     pub(super) async fn execute_recover(
         &self,
-        kind: &StepKind,
+        kind: &RecoverStep,
         fence: &pb::Fence,
         deadline: Instant,
     ) -> Result<String, String> {
         let op = fence.operation_id.clone();
         let args = self.recover_args(&op)?;
         match kind {
-            StepKind::SnapshotFirst { member } => {
+            RecoverStep::SnapshotFirst { member } => {
                 std::fs::create_dir_all(&args.snapshot_dir)
                     .map_err(|e| format!("cannot create {}: {e}", args.snapshot_dir.display()))?;
                 let survivor = self
@@ -125,7 +125,7 @@ impl Executor {
                     saved.meta.revision
                 ))
             }
-            StepKind::StopOthers => {
+            RecoverStep::StopOthers => {
                 let others: Vec<_> = self
                     .members_now()
                     .into_iter()
@@ -157,7 +157,7 @@ impl Executor {
                         .join(", ")
                 ))
             }
-            StepKind::ForceNewCluster { member } => {
+            RecoverStep::ForceNewCluster { member } => {
                 let started = Instant::now();
                 let mut detail = String::new();
                 if Self::leads_alone(&self.observe().await, member) {
@@ -214,8 +214,8 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Rejoin { member } => self.rejoin(member, fence, deadline).await,
-            StepKind::VerifyRecovery => {
+            RecoverStep::Rejoin { member } => self.rejoin(member, fence, deadline).await,
+            RecoverStep::VerifyRecovery => {
                 let started = Instant::now();
                 loop {
                     let view = self.observe().await;
@@ -267,7 +267,6 @@ impl Executor {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
-            other => Err(format!("not a recovery step: {other:?}")),
         }
     }
 
@@ -308,7 +307,7 @@ impl Executor {
             if status.data_dir.as_ref().is_some_and(|d| d.exists) {
                 let moved = self
                     .execute_membership(
-                        &StepKind::MoveAsideBeforeJoin {
+                        &MemberStep::MoveAsideBeforeJoin {
                             member: member.to_string(),
                         },
                         &view,
@@ -321,7 +320,7 @@ impl Executor {
             let view = self.observe().await;
             done.push(
                 self.execute_membership(
-                    &StepKind::AddLearner {
+                    &MemberStep::AddLearner {
                         member: member.to_string(),
                     },
                     &view,
@@ -334,7 +333,7 @@ impl Executor {
         let view = self.observe().await;
         done.push(
             self.execute_membership(
-                &StepKind::Configure {
+                &MemberStep::Configure {
                     member: member.to_string(),
                 },
                 &view,
@@ -345,7 +344,7 @@ impl Executor {
         );
         done.push(
             self.execute_membership(
-                &StepKind::StartMember {
+                &MemberStep::StartMember {
                     member: member.to_string(),
                 },
                 &view,
@@ -357,7 +356,7 @@ impl Executor {
         let view = self.observe().await;
         done.push(
             self.execute_membership(
-                &StepKind::Promote {
+                &MemberStep::Promote {
                     member: member.to_string(),
                 },
                 &view,

@@ -14,8 +14,8 @@ use super::{Executor, POLL_INTERVAL, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
 use crate::plan::operation::Operation;
-use crate::plan::planner::StepKind;
 use crate::plan::restore::RestoreArgs;
+use crate::plan::step::RestoreStep;
 
 /// Bytes per streamed chunk (well under tonic's 4 MiB message limit).
 const CHUNK: usize = 1 << 20;
@@ -121,13 +121,13 @@ impl Executor {
 
     pub(super) async fn execute_restore(
         &self,
-        kind: &StepKind,
+        kind: &RestoreStep,
         fence: &pb::Fence,
         deadline: Instant,
     ) -> Result<String, String> {
         let op = fence.operation_id.clone();
         match kind {
-            StepKind::StageAll => {
+            RestoreStep::StageAll => {
                 let mut args = self.restore_args(&op)?;
                 let shared = std::sync::Arc::new(args.clone());
                 let fence = fence.clone();
@@ -186,7 +186,7 @@ impl Executor {
                     format_took(started.elapsed())
                 ))
             }
-            StepKind::StopAll => {
+            RestoreStep::StopAll => {
                 // Followers first, the leader last: a leader stopped while its
                 // followers stop too tries to hand leadership to one of them
                 // and waits out the transfer; alone, it stops at once.
@@ -220,7 +220,7 @@ impl Executor {
                     .unwrap_or_default();
                 Ok(format!("stopped on {}{leader}", stopped.join(", ")))
             }
-            StepKind::SwapAll => {
+            RestoreStep::SwapAll => {
                 let mut args = self.restore_args(&op)?;
                 let staged = std::sync::Arc::new(args.staged.clone());
                 let fence = fence.clone();
@@ -241,7 +241,7 @@ impl Executor {
                 self.save_restore_args(&op, &args)?;
                 Ok(lines.join("; "))
             }
-            StepKind::ConfigureAll => {
+            RestoreStep::ConfigureAll => {
                 let args = std::sync::Arc::new(self.restore_args(&op)?);
                 let fence = fence.clone();
                 self.on_every_member(deadline, move |name, mut c: Client| {
@@ -265,7 +265,7 @@ impl Executor {
                 .await?;
                 Ok("initial cluster, state `new` and the new token written on every member (previous files kept as .prev)".into())
             }
-            StepKind::StartAll => {
+            RestoreStep::StartAll => {
                 let fence = fence.clone();
                 let timeout_ms = ms_until(deadline).min(600_000);
                 self.on_every_member(deadline, move |_, mut c: Client| {
@@ -280,7 +280,7 @@ impl Executor {
                 .await?;
                 Ok("started on every member".into())
             }
-            StepKind::VerifyRestore => {
+            RestoreStep::VerifyRestore => {
                 let revision = self.restore_args(&op).map(|a| a.revision).unwrap_or(0);
                 let started = Instant::now();
                 loop {
@@ -328,7 +328,7 @@ impl Executor {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
-            StepKind::RollBackAll => {
+            RestoreStep::RollBackAll => {
                 let Operation::RestoreRollback { rollback_of: of } = &self.operation else {
                     return Err("this operation does not name the restore it rolls back".into());
                 };
@@ -366,7 +366,6 @@ impl Executor {
                 );
                 Ok(lines.join("; "))
             }
-            other => Err(format!("not a restore step: {other:?}")),
         }
     }
 }

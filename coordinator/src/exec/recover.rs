@@ -10,7 +10,7 @@
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, format_took, ms_until};
+use super::{Executor, StepError, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Cluster;
 use crate::plan::operation::Operation;
@@ -32,17 +32,17 @@ fn sub_fence(fence: &pb::Fence, call: &str) -> pb::Fence {
 }
 
 impl Executor {
-    fn recover_args(&self, op: &str) -> Result<RecoverArgs, String> {
+    fn recover_args(&self, op: &str) -> Result<RecoverArgs, StepError> {
         let record = self
             .journal
             .get(op)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
+            .map_err(|e| StepError::look_first(e.to_string()))?
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
         record
             .operation
             .recover()
             .cloned()
-            .ok_or_else(|| format!("operation {op} is a {}, not a recovery", record.kind))
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is a {}, not a recovery", record.kind)))
     }
 
     async fn set_flag(
@@ -51,7 +51,7 @@ impl Executor {
         fence: &pb::Fence,
         on: bool,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let var = pb::EnvVar {
             key: FORCE_NEW_CLUSTER.into(),
             value: "true".into(),
@@ -86,7 +86,7 @@ impl Executor {
         kind: &RecoverStep,
         fence: &pb::Fence,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let op = fence.operation_id.clone();
         let args = self.recover_args(&op)?;
         match kind {
@@ -95,7 +95,7 @@ impl Executor {
                     .map_err(|e| format!("cannot create {}: {e}", args.snapshot_dir.display()))?;
                 let survivor = self
                     .agent_of(member)
-                    .ok_or_else(|| format!("{member} is not in the fleet file"))?;
+                    .ok_or_else(|| StepError::look_first(format!("{member} is not in the fleet file")))?;
                 let cluster = Cluster {
                     members: vec![survivor],
                     ..self.cluster.clone()
@@ -108,7 +108,7 @@ impl Executor {
                 };
                 let saved = save::save(&self.agents, &cluster, &opts)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| StepError::look_first(e.to_string()))?;
                 let mut args = args;
                 args.snapshot = Some(saved.path.clone());
                 self.journal
@@ -117,7 +117,7 @@ impl Executor {
                             *recover = args.clone();
                         }
                     })
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| StepError::look_first(e.to_string()))?;
                 Ok(format!(
                     "{} ({} bytes, revision {}): `etcdops restore --snapshot` brings this state back if the recovery goes wrong",
                     saved.path.display(),
@@ -195,12 +195,12 @@ impl Executor {
                                     )
                                 },
                             );
-                            return Err(format!(
+                            return Err(StepError::look_first(format!(
                                 "{member} did not come back as the leader of a one-member cluster in time ({seen}); \
                                  {FORCE_NEW_CLUSTER}=true is still in its env file: fix the cause, then `etcdops op resume`"
-                            ));
+                            )));
                         }
-                        tokio::time::sleep(POLL_INTERVAL).await;
+                        self.pause("the step's condition").await?;
                     }
                     detail.push_str(&format!(
                         "{member} restarted with force-new-cluster and leads alone after {}; ",
@@ -261,10 +261,10 @@ impl Executor {
                     if Instant::now() >= deadline {
                         let mut all: Vec<String> = findings.iter().map(ToString::to_string).collect();
                         all.extend(learners.iter().map(|l| format!("{l} is still a learner")));
-                        all.extend(problem);
-                        return Err(format!("the recovered cluster is not whole: {}", all.join("; ")));
+                        all.extend(problem.map(|e| e.to_string()));
+                        return Err(StepError::look_first(format!("the recovered cluster is not whole: {}", all.join("; "))));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause("the step's condition").await?;
                 }
             }
         }
@@ -273,7 +273,7 @@ impl Executor {
     /// Stop (and disable) its etcd, move its old data dir aside, add it as
     /// a learner, configure, start and catch up, promote — skipping what a
     /// run before did already.
-    async fn rejoin(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+    async fn rejoin(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, StepError> {
         let joining = self.joining(member)?.clone();
         let view = self.observe().await;
         let listed = view

@@ -10,7 +10,7 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, format_took, ms_until};
+use super::{Executor, Retry, StepError, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
 use crate::plan::operation::Operation;
@@ -21,20 +21,20 @@ use crate::plan::step::RestoreStep;
 const CHUNK: usize = 1 << 20;
 
 impl Executor {
-    fn restore_args(&self, op: &str) -> Result<RestoreArgs, String> {
+    fn restore_args(&self, op: &str) -> Result<RestoreArgs, StepError> {
         let record = self
             .journal
             .get(op)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
+            .map_err(|e| StepError::look_first(e.to_string()))?
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
         record
             .operation
             .restore()
             .cloned()
-            .ok_or_else(|| format!("operation {op} is a {}, not a restore", record.kind))
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is a {}, not a restore", record.kind)))
     }
 
-    fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), String> {
+    fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), StepError> {
         self.journal
             .update(op, |r| {
                 if let Operation::Restore { restore } = &mut r.operation {
@@ -42,11 +42,11 @@ impl Executor {
                 }
             })
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| StepError::look_first(e.to_string()))
     }
 
     /// Runs `call` on every member's agent at once; the answers by member, or every failure.
-    async fn on_every_member<T, F, Fut>(&self, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    async fn on_every_member<T, F, Fut>(&self, deadline: Instant, call: F) -> Result<Vec<(String, T)>, StepError>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -61,7 +61,7 @@ impl Executor {
         members: Vec<Member>,
         deadline: Instant,
         call: F,
-    ) -> Result<Vec<(String, T)>, String>
+    ) -> Result<Vec<(String, T)>, StepError>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -78,12 +78,19 @@ impl Executor {
             }
         });
         let results = futures::future::join_all(calls).await;
-        let failures: Vec<String> = results
+        let failures: Vec<(String, &StepError)> = results
             .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+            .filter_map(|(n, r)| r.as_ref().err().map(|e| (format!("{n}: {e}"), e)))
             .collect();
         if !failures.is_empty() {
-            return Err(failures.join("; "));
+            // Safe to run again only when every failure was.
+            let retry = failures.iter().all(|(_, e)| e.retry == Retry::Safe);
+            let seen = failures.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join("; ");
+            return Err(if retry {
+                StepError::retry(seen)
+            } else {
+                StepError::look_first(seen)
+            });
         }
         Ok(results
             .into_iter()
@@ -93,7 +100,7 @@ impl Executor {
 
     /// etcd's HashKV up to `revision` on every member: the hash when all
     /// agree, else what each answered.
-    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, String> {
+    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, StepError> {
         let timeout_ms = ms_until(deadline).min(30_000);
         let answers = self
             .on_every_member(deadline, move |_, mut c: Client| async move {
@@ -108,14 +115,14 @@ impl Executor {
         seen.dedup();
         match seen.as_slice() {
             [(hash, _)] => Ok(*hash),
-            _ => Err(format!(
+            _ => Err(StepError::look_first(format!(
                 "hashkv at revision {revision} differs: {}",
                 answers
                     .iter()
                     .map(|(n, h)| format!("{n} {:08x} (compacted at {})", h.hash, h.compact_revision))
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
+            ))),
         }
     }
 
@@ -124,7 +131,7 @@ impl Executor {
         kind: &RestoreStep,
         fence: &pb::Fence,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let op = fence.operation_id.clone();
         match kind {
             RestoreStep::StageAll => {
@@ -317,15 +324,15 @@ impl Executor {
                         .iter()
                         .map(ToString::to_string)
                         .chain(low)
-                        .chain(differ)
+                        .chain(differ.map(|e| e.to_string()))
                         .collect::<Vec<_>>()
                         .join("; ");
                     if Instant::now() >= deadline {
-                        return Err(format!(
+                        return Err(StepError::look_first(format!(
                             "the restored cluster did not become healthy in time: {last}"
-                        ));
+                        )));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause("the step's condition").await?;
                 }
             }
             RestoreStep::RollBackAll => {

@@ -70,15 +70,12 @@ fn processes_naming(marker: &Path) -> Vec<Found> {
         .collect()
 }
 
-/// The cluster directories the harness left in `tmp`.
-fn cluster_dirs(tmp: &Path) -> Vec<PathBuf> {
+/// What is left in `tmp` (the bench's TMPDIR: its clusters' and scratch
+/// directories go there).
+fn left_in(tmp: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(tmp)
         .expect("read TMPDIR")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("etcdops-e2e-"))
-        })
         .collect()
 }
 
@@ -158,8 +155,8 @@ fn assert_nothing_left(tmp: &Path, when: &str) {
         .map(|f| format!("{} {}", f.pid, f.cmdline))
         .collect();
     assert!(left.is_empty(), "{when}: processes left running: {left:#?}");
-    let dirs = cluster_dirs(tmp);
-    assert!(dirs.is_empty(), "{when}: cluster directories left: {dirs:?}");
+    let files = left_in(tmp);
+    assert!(files.is_empty(), "{when}: left in its TMPDIR: {files:?}");
 }
 
 #[test]
@@ -188,11 +185,6 @@ fn every_bench_answers_help_without_starting_anything() {
         for option in ["--bin-dir", "--mb", "--runs", "Example:"] {
             assert!(stdout.contains(option), "{name} --help names {option}: {stdout}");
         }
-        let created: Vec<_> = std::fs::read_dir(tmp.path())
-            .expect("read TMPDIR")
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
-        assert!(created.is_empty(), "{name} --help created {created:?}");
         assert_nothing_left(tmp.path(), &format!("{name} --help"));
     }
 }
@@ -220,16 +212,60 @@ fn a_finished_bench_leaves_no_agent_etcd_or_directory() {
 
 #[test]
 fn an_interrupted_bench_stops_its_cluster_and_exits_with_the_signal() {
+    use std::io::BufRead;
     let bins = bin_dir();
     let tmp = tempfile::tempdir().expect("tempdir");
     // A long warm-up: the signal arrives while the load runs.
     let mut child = spawn_tiny_rolling(bins.path(), tmp.path(), "120");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !seen.iter().any(|l: &String| l.contains("fragmented in")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("bench-rolling did not reach its load phase ({e}): {seen:#?}"),
+        }
+    }
     wait_for_cluster(tmp.path(), &mut child);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let out = wait_or_kill(child, "bench-rolling after SIGINT", Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    seen.extend(rx.try_iter());
+    let stderr = seen.join("\n");
     assert_eq!(out.status.code(), Some(130), "128 + SIGINT: {stderr}");
     assert!(stderr.contains("SIGINT: stopping every agent"), "{stderr}");
     assert_nothing_left(tmp.path(), "after bench-rolling got SIGINT");
+}
+
+#[test]
+fn a_bench_that_panics_mid_run_still_stops_its_cluster() {
+    let bins = bin_dir();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // No etcdctl on PATH (etcd and the agents are found by absolute path):
+    // bench-snapshot starts its cluster, runs etcdops, then panics at etcdctl.
+    let child = Command::new(env!("CARGO_BIN_EXE_bench-snapshot"))
+        .args(["--bin-dir", bins.path().to_str().expect("utf-8")])
+        .args(["--mb", "1", "--runs", "1"])
+        .env("TMPDIR", tmp.path())
+        .env("PATH", tmp.path().join("no-tools-here"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning bench-snapshot");
+    let out = wait_or_kill(child, "bench-snapshot without etcdctl", Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "a panic: {stderr}");
+    assert!(
+        stderr.contains("filling about 1 MB") && stderr.contains("etcdctl"),
+        "the cluster ran, then etcdctl was missing: {stderr}"
+    );
+    assert_nothing_left(tmp.path(), "after bench-snapshot panicked");
 }

@@ -51,7 +51,10 @@ impl Executor {
     async fn observe_joining(&self, joining: &Joining) -> Result<ClusterView, StepError> {
         let mut members = self.members_now();
         if !members.iter().any(|m| m.name == joining.name) {
-            members.push(Member::new(&joining.name, &joining.agent).map_err(|e| StepError::look_first(e.to_string()))?);
+            members.push(
+                Member::new(&joining.name, &joining.agent)
+                    .map_err(|e| StepError::look_first(e.to_string()))?,
+            );
         }
         Ok(crate::observe::observe(&self.agents, &self.cluster.name, &members).await)
     }
@@ -246,7 +249,9 @@ impl Executor {
                         ));
                     }
                     if Instant::now() >= deadline {
-                        return Err(StepError::retry(format!("{member} was not a healthy voter in time")));
+                        return Err(StepError::retry(format!(
+                            "{member} was not a healthy voter in time"
+                        )));
                     }
                     self.pause(&format!("{member} to be a healthy voter")).await?;
                 }
@@ -297,7 +302,10 @@ impl Executor {
                 let joining = self.joining(member)?.clone();
                 self.edit_fleet(|members| {
                     if !members.iter().any(|m| m.name == joining.name) {
-                        members.push(Member::new(&joining.name, &joining.agent).map_err(|e| StepError::look_first(e.to_string()))?);
+                        members.push(
+                            Member::new(&joining.name, &joining.agent)
+                                .map_err(|e| StepError::look_first(e.to_string()))?,
+                        );
                     }
                     Ok(())
                 })?;
@@ -368,7 +376,10 @@ impl Executor {
     }
 
     /// Loads the fleet file, changes this cluster's members, saves it atomically.
-    fn edit_fleet(&self, change: impl FnOnce(&mut Vec<Member>) -> Result<(), StepError>) -> Result<(), StepError> {
+    fn edit_fleet(
+        &self,
+        change: impl FnOnce(&mut Vec<Member>) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
         let mut fleet = Fleet::load(&self.fleet_path).map_err(|e| StepError::look_first(e.to_string()))?;
         let cluster = fleet
             .clusters
@@ -382,7 +393,9 @@ impl Executor {
                 )
             })?;
         change(&mut cluster.members)?;
-        fleet.save(&self.fleet_path).map_err(|e| StepError::look_first(e.to_string()))
+        fleet
+            .save(&self.fleet_path)
+            .map_err(|e| StepError::look_first(e.to_string()))
     }
 
     /// After a failed step of a join that was not promoted: removes the

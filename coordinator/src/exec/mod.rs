@@ -848,8 +848,9 @@ impl Executor {
                 leader.name
             ));
         }
-        let target = transfer_target(view, from, processed)
-            .ok_or_else(|| StepError::look_first(format!("no healthy voter to take over leadership from {from}")))?;
+        let target = transfer_target(view, from, processed).ok_or_else(|| {
+            StepError::look_first(format!("no healthy voter to take over leadership from {from}"))
+        })?;
         let (target_name, target_id) = (target.name.clone(), target.id);
         let request = pb::MoveLeaderRequest {
             fence: Some(fence.clone()),
@@ -926,7 +927,8 @@ impl Executor {
                      waits for it again"
                 )));
             }
-            self.pause(&format!("{member} to be healthy and caught up")).await?;
+            self.pause(&format!("{member} to be healthy and caught up"))
+                .await?;
         }
     }
 
@@ -935,15 +937,22 @@ impl Executor {
     pub(super) async fn pause(&self, waiting_for: &str) -> Result<(), StepError> {
         tokio::time::sleep(POLL_INTERVAL).await;
         if self.interrupted.load(Ordering::SeqCst) {
-            return Err(StepError::retry(format!("interrupted (Ctrl-C) while waiting for {waiting_for}"))
-                .next("`etcdops op resume` continues with this step (its action is not repeated)"));
+            return Err(
+                StepError::retry(format!("interrupted (Ctrl-C) while waiting for {waiting_for}"))
+                    .next("`etcdops op resume` continues with this step (its action is not repeated)"),
+            );
         }
         Ok(())
     }
 
     /// One call to `member`'s agent within `deadline`, retried on transport
     /// errors (same fence step, so the agent answers a retry from its record).
-    pub(super) async fn call<T, F, Fut>(&self, member: &str, deadline: Instant, call: F) -> Result<T, StepError>
+    pub(super) async fn call<T, F, Fut>(
+        &self,
+        member: &str,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, StepError>
     where
         T: Send + 'static,
         F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
@@ -951,7 +960,9 @@ impl Executor {
     {
         let target: Vec<Member> = self.agent_of(member).into_iter().collect();
         if target.is_empty() {
-            return Err(StepError::look_first(format!("{member} is not in the fleet file")));
+            return Err(StepError::look_first(format!(
+                "{member} is not in the fleet file"
+            )));
         }
         let mut attempt = 0;
         loop {
@@ -1184,11 +1195,19 @@ mod tests {
         m.unreachable = Some("connection refused".into());
         assert!(silence.check(&m, Duration::from_secs(5)).is_ok(), "not yet");
         silence.since = Some(Instant::now() - Duration::from_secs(6));
-        let err = silence.check(&m, Duration::from_secs(5)).expect_err("silent too long");
+        let err = silence
+            .check(&m, Duration::from_secs(5))
+            .expect_err("silent too long");
         assert_eq!(err.retry, Retry::Safe);
-        assert!(err.seen.contains("etcd1's agent") && err.seen.contains("connection refused"), "{err}");
+        assert!(
+            err.seen.contains("etcd1's agent") && err.seen.contains("connection refused"),
+            "{err}"
+        );
         m.agent_answered = true;
-        assert!(silence.check(&m, Duration::from_secs(5)).is_ok(), "answering again resets it");
+        assert!(
+            silence.check(&m, Duration::from_secs(5)).is_ok(),
+            "answering again resets it"
+        );
     }
 
     #[test]

@@ -38,11 +38,9 @@ impl Executor {
             .get(op)
             .map_err(|e| StepError::look_first(e.to_string()))?
             .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
-        record
-            .operation
-            .recover()
-            .cloned()
-            .ok_or_else(|| StepError::look_first(format!("operation {op} is a {}, not a recovery", record.kind)))
+        record.operation.recover().cloned().ok_or_else(|| {
+            StepError::look_first(format!("operation {op} is a {}, not a recovery", record.kind))
+        })
     }
 
     async fn set_flag(
@@ -262,7 +260,10 @@ impl Executor {
                         let mut all: Vec<String> = findings.iter().map(ToString::to_string).collect();
                         all.extend(learners.iter().map(|l| format!("{l} is still a learner")));
                         all.extend(problem.map(|e| e.to_string()));
-                        return Err(StepError::look_first(format!("the recovered cluster is not whole: {}", all.join("; "))));
+                        return Err(StepError::look_first(format!(
+                            "the recovered cluster is not whole: {}",
+                            all.join("; ")
+                        )));
                     }
                     self.pause("the step's condition").await?;
                 }

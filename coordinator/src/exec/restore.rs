@@ -27,11 +27,9 @@ impl Executor {
             .get(op)
             .map_err(|e| StepError::look_first(e.to_string()))?
             .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
-        record
-            .operation
-            .restore()
-            .cloned()
-            .ok_or_else(|| StepError::look_first(format!("operation {op} is a {}, not a restore", record.kind)))
+        record.operation.restore().cloned().ok_or_else(|| {
+            StepError::look_first(format!("operation {op} is a {}, not a restore", record.kind))
+        })
     }
 
     fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), StepError> {
@@ -46,7 +44,11 @@ impl Executor {
     }
 
     /// Runs `call` on every member's agent at once; the answers by member, or every failure.
-    async fn on_every_member<T, F, Fut>(&self, deadline: Instant, call: F) -> Result<Vec<(String, T)>, StepError>
+    async fn on_every_member<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        call: F,
+    ) -> Result<Vec<(String, T)>, StepError>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -85,7 +87,11 @@ impl Executor {
         if !failures.is_empty() {
             // Safe to run again only when every failure was.
             let retry = failures.iter().all(|(_, e)| e.retry == Retry::Safe);
-            let seen = failures.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join("; ");
+            let seen = failures
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
             return Err(if retry {
                 StepError::retry(seen)
             } else {

@@ -281,7 +281,7 @@ impl Checker<'_> {
     /// The operand must be `want` (a condition) or a number.
     fn operand(
         &self,
-        operator: &str,
+        operator: &'static str,
         arg: &IdedExpr,
         found: Ty,
         want_condition: bool,
@@ -297,11 +297,11 @@ impl Checker<'_> {
         };
         Err(RuleError::TypeMismatch {
             rule: self.source.to_string(),
-            operator: operator.to_string(),
+            operator,
             expected,
             operand: self.text(arg),
             found,
-            hint: hint.to_string(),
+            hint,
             at: self.at(arg),
         })
     }
@@ -353,9 +353,13 @@ impl Checker<'_> {
         let args: Vec<(&IdedExpr, Ty)> = call.args.iter().zip(types).collect();
         let Some(op) = symbol(func) else {
             return match (func, args.as_slice()) {
-                ("int" | "double", [(arg, ty)]) => {
-                    self.operand(func, arg, *ty, false, "a number")?;
-                    Ok(if func == "int" { Ty::Int } else { Ty::Double })
+                ("int", [(arg, ty)]) => {
+                    self.operand("int()", arg, *ty, false, "a number")?;
+                    Ok(Ty::Int)
+                }
+                ("double", [(arg, ty)]) => {
+                    self.operand("double()", arg, *ty, false, "a number")?;
+                    Ok(Ty::Double)
                 }
                 _ => Err(self.unsupported(expr, format!("`{}`", self.text(expr)))),
             };
@@ -418,11 +422,11 @@ impl Checker<'_> {
                 if at != bt {
                     return Err(RuleError::TypeMismatch {
                         rule: self.source.to_string(),
-                        operator: "?:".into(),
+                        operator: "?:",
                         expected: "the same type on both branches",
                         operand: self.text(b),
                         found: *bt,
-                        hint: format!("the other branch is {at}"),
+                        hint: "make both branches numbers of one type (`double()`, `int()`) or both conditions",
                         at: self.at(b),
                     });
                 }

@@ -289,11 +289,11 @@ pub enum RuleError {
     )]
     TypeMismatch {
         rule: String,
-        operator: String,
+        operator: &'static str,
         expected: &'static str,
         operand: String,
         found: Ty,
-        hint: String,
+        hint: &'static str,
         at: Place,
     },
     #[error(

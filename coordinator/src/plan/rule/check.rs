@@ -32,42 +32,51 @@ pub(super) fn syntax_error(source: &str, errors: &ParseErrors) -> RuleError {
         .and_then(|(_, rest)| rest.rsplit_once('\'').map(|(q, _)| q))
         .map(|q| q.split_once("' expecting").map_or(q, |(q, _)| q));
     let expecting = msg.split_once(" expecting ").map_or("", |(_, e)| e);
-    let (message, hint, width) = match quoted {
-        Some("<EOF>") => {
-            let expected = if expecting.contains("')'") && !expecting.contains("NUM_INT") {
-                "; a `(` is never closed"
-            } else {
-                "; expected a number, a variable, true, false, `!`, `-` or `(`"
-            };
-            ("unexpected end of the rule".to_string(), expected, 1)
+    let missing = msg
+        .strip_prefix("missing '")
+        .and_then(|rest| rest.split_once('\'').map(|(m, _)| m));
+    let (message, hint, width) = match (missing, quoted) {
+        (Some(m), _) => {
+            let hint = if m == ")" { "; a `(` is never closed" } else { "" };
+            (format!("missing `{m}`"), hint, 1)
         }
-        Some(found) if msg.starts_with("token recognition error") => {
-            let c = found.chars().next().unwrap_or(' ');
-            let hint = match c {
-                '=' => "; write `==` to compare",
-                '&' => "; write `&&` for and",
-                '|' => "; write `||` for or",
-                _ => "",
-            };
-            (format!("unexpected `{c}`"), hint, 1)
-        }
-        Some(found) => {
-            let hint = match found.to_ascii_lowercase().as_str() {
-                "and" => "; write `&&` for and",
-                "or" => "; write `||` for or",
-                "not" => "; write `!` for not",
-                _ if found == ")" => "; this `)` has no matching `(`",
-                _ if expecting.contains("')'") && !expecting.contains("<EOF>") => {
-                    "; expected an operator or `)`"
-                }
-                _ if expecting.contains("'&&'") || expecting.contains("<EOF>") => {
-                    "; join conditions with && or ||"
-                }
-                _ => "",
-            };
-            (format!("unexpected `{found}`"), hint, found.chars().count())
-        }
-        None => (msg.to_string(), "", 1),
+        (None, quoted) => match quoted {
+            Some("<EOF>") => {
+                let expected = if expecting.contains("')'") && !expecting.contains("NUM_INT") {
+                    "; a `(` is never closed"
+                } else {
+                    "; expected a number, a variable, true, false, `!`, `-` or `(`"
+                };
+                ("unexpected end of the rule".to_string(), expected, 1)
+            }
+            Some(found) if msg.starts_with("token recognition error") => {
+                let c = found.chars().next().unwrap_or(' ');
+                let hint = match c {
+                    '=' => "; write `==` to compare",
+                    '&' => "; write `&&` for and",
+                    '|' => "; write `||` for or",
+                    _ => "",
+                };
+                (format!("unexpected `{c}`"), hint, 1)
+            }
+            Some(found) => {
+                let hint = match found.to_ascii_lowercase().as_str() {
+                    "and" => "; write `&&` for and",
+                    "or" => "; write `||` for or",
+                    "not" => "; write `!` for not",
+                    _ if found == ")" => "; this `)` has no matching `(`",
+                    _ if expecting.contains("')'") && !expecting.contains("<EOF>") => {
+                        "; expected an operator or `)`"
+                    }
+                    _ if expecting.contains("'&&'") || expecting.contains("<EOF>") => {
+                        "; join conditions with && or ||"
+                    }
+                    _ => "",
+                };
+                (format!("unexpected `{found}`"), hint, found.chars().count())
+            }
+            None => (msg.to_string(), "", 1),
+        },
     };
     let mut at = Place::of(source, 0, 0);
     at.line = line;
@@ -390,7 +399,7 @@ impl Checker<'_> {
                     };
                     return Err(RuleError::MixedNumbers {
                         rule: self.source.to_string(),
-                        operator: op.to_string(),
+                        expr: self.text(expr),
                         instead: format!("{l} {op} {r}"),
                         at: self.at(expr),
                     });

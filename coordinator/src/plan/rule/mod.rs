@@ -60,7 +60,7 @@ for each member; the members for which it is true are defragmented. Variables, f
 status: dbSize (size of the database file, bytes), dbSizeInUse (bytes in use), dbSizeFree (dbSize - \
 dbSizeInUse), dbQuota (the storage quota, bytes) — integers — and dbQuotaUsage (dbSize / dbQuota, a \
 double; 0.8 = 80%). Size constants (integers): KB, MB, GB, TB (powers of 1000) and KiB, MiB, GiB, TiB \
-(powers of 1024), so 100 * MB. Operators: || && ! , comparisons (< <= > >= == !=), + - * / % (integer \
+(powers of 1024), so 100 * MB. Operators: ||, &&, !, comparisons (< <= > >= == !=), + - * / % (integer \
 division rounds down; integers and doubles do not mix in arithmetic: double(dbQuota) * 0.8), c ? a : b, \
 int() and double(); parentheses group. For a member whose quota is unknown a rule that needs dbQuota or \
 dbQuotaUsage is undecided (an error naming the member) unless the rest of the rule decides it; integer \
@@ -297,13 +297,13 @@ pub enum RuleError {
         at: Place,
     },
     #[error(
-        "rule `{rule}`: `{operator}` at {at} mixes an integer and a double, which CEL does not \
-         do in arithmetic; write `{instead}`{}",
+        "rule `{rule}`: `{expr}` at {at} mixes an integer and a double, which CEL does not do \
+         in arithmetic; write `{instead}`{}",
         caret(.rule, .at)
     )]
     MixedNumbers {
         rule: String,
-        operator: String,
+        expr: String,
         instead: String,
         at: Place,
     },

@@ -378,8 +378,8 @@ fn error_messages() {
         ),
         (
             "dbSize > dbQuota * 0.8",
-            "rule `dbSize > dbQuota * 0.8`: `*` at column 10 mixes an integer and a double, which CEL does \
-             not do in arithmetic; write `double(dbQuota) * 0.8`\n    dbSize > dbQuota * 0.8\n             \
+            "rule `dbSize > dbQuota * 0.8`: `dbQuota * 0.8` at column 10 mixes an integer and a double, \
+             which CEL does not do in arithmetic; write `double(dbQuota) * 0.8`\n    dbSize > dbQuota * 0.8\n             \
              ^^^^^^^^^^^^^",
         ),
         (
@@ -655,4 +655,32 @@ fn generated_rules_parse_and_mutations_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn positions_count_characters_and_lines() {
+    let err = parse_err("dbSize > 1 && é > 1");
+    assert!(
+        err.starts_with("rule `dbSize > 1 && é > 1`: unexpected `é` at column 15"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("\n    dbSize > 1 && é > 1\n                  ^"),
+        "{err}"
+    );
+    let err = parse_err("dbSize > 1 &&\n  dbSize >");
+    assert!(
+        err.contains("unexpected end of the rule at line 2, column 11"),
+        "{err}"
+    );
+    let err = parse_err("(dbSize > 1");
+    assert!(
+        err.contains("missing `)` at column 12; a `(` is never closed"),
+        "{err}"
+    );
+    let err = parse_err("dbSize > 1)");
+    assert!(
+        err.contains("unexpected `)` at column 11; this `)` has no matching `(`"),
+        "{err}"
+    );
 }

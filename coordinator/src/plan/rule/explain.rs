@@ -92,11 +92,13 @@ impl Rule {
         }
     }
 
-    /// `dbSize - dbSizeInUse = 240.0 MB`; a literal or a size constant as written.
+    /// `dbSize - dbSizeInUse = 240.0 MB`.
     fn explain_side(&self, expr: &IdedExpr, partner: Dim, context: &Context) -> String {
         let written = self.text(expr);
+        // A literal, or sizes without variables (`100 * MB`), reads best as written.
+        let names = check::names(expr);
         if matches!(expr.expr, Expr::Literal(_))
-            || matches!(&expr.expr, Expr::Ident(n) if Variable::from_name(n).is_none())
+            || (!names.is_empty() && names.iter().all(|n| Variable::from_name(n).is_none()))
         {
             return written;
         }

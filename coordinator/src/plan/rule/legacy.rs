@@ -1,5 +1,6 @@
 //! The older rule sugar that is not CEL — units after numbers (`100MB`, `1.5 GiB`, `7B`)
-//! and percent signs (`80%`) — found in a rule that did not parse, to say its CEL spelling.
+//! and percent signs (`80%`) — found in a rule that did not parse, to say its CEL spelling
+//! (and the whole rule in CEL, misspelt names corrected, when that is a valid rule).
 
 use super::*;
 
@@ -40,9 +41,39 @@ pub(super) fn old_syntax(source: &str) -> Option<RuleError> {
         rule: source.to_string(),
         found: chars[first.start..first.end].iter().collect(),
         instead: first.instead.clone(),
-        whole: Rule::parse_cel(&whole).is_ok().then_some(whole),
+        whole: valid(whole),
         at: Place::of(source, first.start, first.end),
     })
+}
+
+/// The rewritten rule if it is valid, with misspelt names corrected (`dbsize`).
+fn valid(mut whole: String) -> Option<String> {
+    for _ in 0..4 {
+        match Rule::parse_cel(&whole) {
+            Ok(_) => return Some(whole),
+            Err(RuleError::UnknownVariable {
+                name,
+                suggestion: Some(known),
+                at,
+                ..
+            }) if !known.starts_with('`') && at.line == 1 => {
+                let chars: Vec<char> = whole.chars().collect();
+                let start = at.column - 1;
+                let end = start + name.chars().count();
+                if chars.get(start..end)?.iter().collect::<String>() != name {
+                    return None;
+                }
+                whole = chars[..start]
+                    .iter()
+                    .copied()
+                    .chain(known.chars())
+                    .chain(chars[end..].iter().copied())
+                    .collect();
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 fn scan(chars: &[char]) -> Vec<Found> {

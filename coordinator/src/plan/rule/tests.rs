@@ -289,6 +289,12 @@ fn old_sugar_gets_its_cel_spelling() {
              (the whole rule: `dbSize >= 7 && dbSize > 1 * MB`)\n    dbSize >= 7B && dbSize > 1e3KB\n              ^^",
         ),
         (
+            // A misspelt name is corrected in the whole rule.
+            "dbsize > 100MB",
+            "rule `dbsize > 100MB`: `100MB` at column 10 is not CEL; write `100 * MB` \
+             (the whole rule: `dbSize > 100 * MB`)\n    dbsize > 100MB\n             ^^^^^",
+        ),
+        (
             // CEL for the unit, but the rest is still wrong: no whole rule.
             "dbSize > dbQuota * 80%",
             "rule `dbSize > dbQuota * 80%`: `80%` at column 20 is not CEL; write `0.8`\n    \

@@ -26,6 +26,9 @@
 //! - A rule is at most [`MAX_LEN`] characters, nests at most [`MAX_PARENS`] parentheses
 //!   (checked before the CEL parser runs, on a thread of its own with a large stack) and
 //!   [`MAX_DEPTH`] levels of operators, so no input can overflow the stack.
+//! - Changed from the hand-written language this replaced: numbers are CEL integers or
+//!   doubles (they were all floating point), so `/` between integers rounds down and
+//!   arithmetic mixing the two needs `double()`; parentheses nest 8 deep (were 64).
 
 mod check;
 mod explain;
@@ -43,8 +46,9 @@ use cel::{Context, ExecutionError, IdedExpr, Value};
 /// The deepest a rule may nest (parentheses, unary operators, operator chains).
 pub const MAX_DEPTH: usize = 64;
 
-/// The most parentheses (or brackets) a rule may nest: the CEL parser (ANTLR) needs a
-/// lot of stack for each, more than some threads have beyond about a dozen.
+/// The most parentheses (or brackets) a rule may nest: the ANTLR runtime under the CEL
+/// parser overflowed the stack on about a dozen around `true` (whatever the stack size,
+/// in a debug build); 8 is far more than a defrag rule needs.
 pub const MAX_PARENS: usize = 8;
 
 /// The longest rule, in characters.

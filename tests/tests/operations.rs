@@ -162,7 +162,7 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
     assert!(cluster.is_healthy());
 
     // A rule that selects nobody: nothing to do, exit 0, no operation.
-    let out = ops.run(&["defrag", "--rule", "dbSize - dbSizeInUse > 1GB", "--yes"]);
+    let out = ops.run(&["defrag", "--rule", "dbSize - dbSizeInUse > 1 * GB", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("nothing to do") && out.stderr.contains("dbSize - dbSizeInUse"),
@@ -316,8 +316,12 @@ fn an_unhealthy_cluster_is_refused_and_bad_input_gets_usage_errors() {
     for (args, expected) in [
         (&["defrag", "--rule", "dbSize >", "--yes"][..], "rule"),
         (
-            &["defrag", "--rule", "dbsize > 1MB", "--yes"][..],
+            &["defrag", "--rule", "dbsize > 1 * MB", "--yes"][..],
             "did you mean dbSize",
+        ),
+        (
+            &["defrag", "--rule", "dbSize > 100MB", "--yes"][..],
+            "write `100 * MB`",
         ),
         (
             &["defrag", "--member", "etcd9", "--yes"][..],

@@ -42,7 +42,7 @@ pub struct DefragArgs {
     /// One member at a time, leader last (the only mode; accepted for clarity).
     #[arg(long)]
     pub rolling: bool,
-    /// Only members this rule selects, e.g. 'dbSize - dbSizeInUse > 100MB || dbQuotaUsage > 0.8'.
+    /// Only members this rule (CEL) selects, e.g. 'dbSize - dbSizeInUse > 100 * MB || dbQuotaUsage > 0.8'.
     #[arg(long, value_name = "EXPR", long_help = RULE_HELP)]
     pub rule: Option<String>,
     /// Compact the key history up to the current revision first.
@@ -58,7 +58,7 @@ pub struct DefragArgs {
 pub(crate) const DEFRAG_AFTER_HELP: &str = "\
 Examples:
   etcdops defrag --rolling --dry-run
-  etcdops defrag --rolling --rule 'dbSize - dbSizeInUse > 100MB || dbQuotaUsage > 0.8' --yes
+  etcdops defrag --rolling --rule 'dbSize - dbSizeInUse > 100 * MB || dbQuotaUsage > 0.8' --yes
   etcdops defrag --compact --member etcd2
 
 Exit codes: 0 done and healthy, 1 refused or stopped (the message says why and what to do),

@@ -529,7 +529,7 @@ mod tests {
         let mut v = healthy(3, 2);
         v.members[0].db_size_in_use = v.members[0].db_size; // nothing to free on etcd1
         let opts = DefragOptions {
-            rule: Some(Rule::parse("dbSize - dbSizeInUse > 100MB").expect("rule")),
+            rule: Some(Rule::parse("dbSize - dbSizeInUse > 100 * MB").expect("rule")),
             ..Default::default()
         };
         let plan = plan_defrag(&v, &opts).expect("plan");
@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
         // No member selected: an empty plan that says so.
         let opts = DefragOptions {
-            rule: Some(Rule::parse("dbSize > 10GB").expect("rule")),
+            rule: Some(Rule::parse("dbSize > 10 * GB").expect("rule")),
             ..Default::default()
         };
         let plan = plan_defrag(&v, &opts).expect("plan");

@@ -146,6 +146,16 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
             .all(|s| s["state"] == "done"),
         "{record}"
     );
+    // After every defrag, etcd's HashKV was compared across the members.
+    for step in record["steps"].as_array().expect("steps") {
+        if step["id"].as_str().is_some_and(|id| id.starts_with("defrag:")) {
+            let detail = step["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("hashkv") && detail.contains("equal on 3 members at revision"),
+                "{detail}"
+            );
+        }
+    }
     let after = db_sizes(&cluster);
     for (b, a) in before.iter().zip(&after) {
         assert!(

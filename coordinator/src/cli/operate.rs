@@ -50,6 +50,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub ignore_slow_disk: bool,
 
+    /// Do not compare etcd's HashKV across members after each step that restarts, defragments or
+    /// joins a member (the check stops the operation when members' data differ).
+    #[arg(long)]
+    pub skip_hashkv_check: bool,
+
     /// Stop after step STEP (an ID from --dry-run, e.g. `stage-all` of a restore, or the first
     /// member's `restart:NAME` as a canary); the operation is `paused` and keeps the cluster
     /// (other operations are refused) until `etcdops op resume OP` or `etcdops op abort OP`.
@@ -68,6 +73,7 @@ impl RunArgs {
         RunOptions {
             step_timeout_secs: self.step_timeout.map(|d| d.as_secs_f64()),
             ignore_slow_disk: self.ignore_slow_disk,
+            skip_hashkv_check: self.skip_hashkv_check,
         }
     }
 }

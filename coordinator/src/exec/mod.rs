@@ -12,6 +12,7 @@
 //! steps are here. [`fence`] takes and releases the cluster's fence.
 
 mod error;
+mod fanout;
 pub mod fence;
 mod member;
 mod recover;
@@ -151,6 +152,8 @@ pub struct Executor {
     pub restore: bool,
     /// Pause (journal `paused`, fence kept) once this step is done.
     pub pause_after: Option<String>,
+    /// Compare etcd's HashKV across members after each step that changes a member.
+    pub check_hashkv: bool,
 }
 
 impl std::fmt::Debug for Executor {
@@ -189,6 +192,7 @@ impl Executor {
             current: Mutex::default(),
             restore: operation.members_may_be_down(),
             pause_after: None,
+            check_hashkv: !record.options.skip_hashkv_check,
             operation,
         }
     }
@@ -455,10 +459,17 @@ impl Executor {
                 step: format!("{}#{attempt}", step.id),
                 ..fence.clone()
             };
-            match self
+            let outcome = match self
                 .execute(&kind, &view, &step_fence, deadline, &processed)
                 .await
             {
+                Ok(detail) if self.check_hashkv && kind.changes_a_member() => self
+                    .hashkv_after_step(deadline)
+                    .await
+                    .map(|hashkv| format!("{detail}; {hashkv}")),
+                other => other,
+            };
+            match outcome {
                 Ok(detail) => {
                     let detail = format!("{detail}; step took {}", format_took(started.elapsed()));
                     self.progress.line(&format!(

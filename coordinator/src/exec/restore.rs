@@ -3,14 +3,13 @@
 //! What each agent answers (staged and kept dirs) goes to the journal, so a
 //! resumed restore or a rollback finds it.
 
-use std::future::Future;
 use std::io::Read;
 use std::time::Duration;
 
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, Retry, StepError, format_took, ms_until};
+use super::{Executor, StepError, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
 use crate::plan::operation::Operation;
@@ -41,95 +40,6 @@ impl Executor {
             })
             .map(|_| ())
             .map_err(|e| StepError::look_first(e.to_string()))
-    }
-
-    /// Runs `call` on every member's agent at once; the answers by member, or every failure.
-    async fn on_every_member<T, F, Fut>(
-        &self,
-        deadline: Instant,
-        call: F,
-    ) -> Result<Vec<(String, T)>, StepError>
-    where
-        T: Send + 'static,
-        F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
-    {
-        self.on_members(self.members_now(), deadline, call).await
-    }
-
-    /// Runs `call` on these members' agents at once.
-    pub(super) async fn on_members<T, F, Fut>(
-        &self,
-        members: Vec<Member>,
-        deadline: Instant,
-        call: F,
-    ) -> Result<Vec<(String, T)>, StepError>
-    where
-        T: Send + 'static,
-        F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
-    {
-        let calls = members.iter().map(|m| {
-            let (name, call) = (m.name.clone(), call.clone());
-            async move {
-                let n = name.clone();
-                let result = self
-                    .call(&name, deadline, move |c: Client| call(n.clone(), c))
-                    .await;
-                (name, result)
-            }
-        });
-        let results = futures::future::join_all(calls).await;
-        let failures: Vec<(String, &StepError)> = results
-            .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| (format!("{n}: {e}"), e)))
-            .collect();
-        if !failures.is_empty() {
-            // Safe to run again only when every failure was.
-            let retry = failures.iter().all(|(_, e)| e.retry == Retry::Safe);
-            let seen = failures
-                .iter()
-                .map(|(s, _)| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(if retry {
-                StepError::retry(seen)
-            } else {
-                StepError::look_first(seen)
-            });
-        }
-        Ok(results
-            .into_iter()
-            .filter_map(|(n, r)| r.ok().map(|t| (n, t)))
-            .collect())
-    }
-
-    /// etcd's HashKV up to `revision` on every member: the hash when all
-    /// agree, else what each answered.
-    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, StepError> {
-        let timeout_ms = ms_until(deadline).min(30_000);
-        let answers = self
-            .on_every_member(deadline, move |_, mut c: Client| async move {
-                c.hash_kv(pb::HashKvRequest { revision, timeout_ms }).await
-            })
-            .await?;
-        let mut seen: Vec<(u32, i64)> = answers
-            .iter()
-            .map(|(_, h)| (h.hash, h.compact_revision))
-            .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        match seen.as_slice() {
-            [(hash, _)] => Ok(*hash),
-            _ => Err(StepError::look_first(format!(
-                "hashkv at revision {revision} differs: {}",
-                answers
-                    .iter()
-                    .map(|(n, h)| format!("{n} {:08x} (compacted at {})", h.hash, h.compact_revision))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
     }
 
     pub(super) async fn execute_restore(

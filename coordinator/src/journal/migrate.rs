@@ -143,6 +143,8 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
         options: RunOptions {
             step_timeout_secs: common.step_timeout_secs,
             ignore_slow_disk: common.ignore_slow_disk,
+            // v1 had no such option: it never compared HashKV between steps.
+            skip_hashkv_check: false,
         },
         holder: v1.holder,
         epoch: v1.epoch,

@@ -216,7 +216,7 @@ holder:    alice@ops1 (pid 4242)
 epoch:     7
 fleet:     /etc/etcdops/fleet.toml
 data:      {\"compact\":false,\"members\":[],\"rule\":\"dbSize > 100 * MB\"}
-options:   {\"step_timeout_secs\":null,\"ignore_slow_disk\":false}
+options:   {\"step_timeout_secs\":null,\"ignore_slow_disk\":false,\"skip_hashkv_check\":false}
 started:   2026-11-25 18:30:00 UTC
 updated:   2026-11-25 18:32:10 UTC
 error:     -

@@ -166,6 +166,10 @@ pub struct RunOptions {
     pub step_timeout_secs: Option<f64>,
     /// `--ignore-slow-disk`: go ahead although a member's disk is over its fsync threshold.
     pub ignore_slow_disk: bool,
+    /// `--skip-hashkv-check`: no HashKV comparison across members after the
+    /// steps that change a member.
+    #[serde(default)]
+    pub skip_hashkv_check: bool,
 }
 
 impl RunOptions {
@@ -276,7 +280,7 @@ mod tests {
     fn step_timeout_ignores_nonsense() {
         let o = |s| RunOptions {
             step_timeout_secs: s,
-            ignore_slow_disk: false,
+            ..RunOptions::default()
         };
         assert_eq!(o(Some(2.5)).step_timeout(), Some(Duration::from_millis(2500)));
         assert_eq!(o(Some(0.0)).step_timeout(), None);

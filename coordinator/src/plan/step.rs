@@ -179,6 +179,17 @@ impl StepKind {
         }
     }
 
+    /// The step changes a member's data or process (a restart, a defrag, a
+    /// join): etcd's HashKV is compared across members after it.
+    pub fn changes_a_member(&self) -> bool {
+        matches!(
+            self,
+            StepKind::Rolling(RollingStep::Defrag { .. } | RollingStep::Restart { .. })
+                | StepKind::Member(MemberStep::StartMember { .. } | MemberStep::Promote { .. })
+                | StepKind::Recover(RecoverStep::Rejoin { .. })
+        )
+    }
+
     /// The default time the action and its wait get together.
     pub fn default_timeout(&self) -> Duration {
         match self {

@@ -1,13 +1,29 @@
 //! Observing a cluster: every fleet member's agent read at one moment
 //! (GetStatus and a linearizable-read Health, concurrently) and reduced to
-//! the plain [`ClusterView`] that the planners, the safety checks, `status`
-//! and the executor all work on. The one place wire replies become a view.
+//! the plain [`ClusterView`] that the planners, the safety checks, `status`,
+//! `health` and the executor all work on. The one place wire replies become
+//! a view. Also the I/O half of the disk gate ([`probe_unknown_disks`],
+//! [`disk_gate`]): a short ProbeDisk through the agent of every member
+//! without a recent periodic probe result.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcdops_proto::v1 as pb;
 
-use crate::agents::{AgentError, Agents, Reply};
+use crate::agents::{AgentError, Agents, Client, Reply};
 use crate::fleet::Member;
+use crate::plan::safety::{self, Finding};
 use crate::plan::view::{ClusterView, EtcdMember, FenceView, MemberView};
+
+/// A periodic probe result older than this is no verdict (the agent's
+/// default interval is a minute): the disk gate probes again.
+pub const DISK_RESULT_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// The disk gate's short probe: the agent's light periodic probe, 100
+/// fdatasync'd writes of 2300 bytes (about a WAL entry).
+pub const GATE_PROBE_WRITES: u64 = 100;
+pub const GATE_PROBE_BLOCK_SIZE: u32 = 2300;
+/// How long the gate's probe may take on top of --timeout.
+const GATE_PROBE_BUDGET: Duration = Duration::from_secs(60);
 
 impl From<&pb::FenceState> for FenceView {
     fn from(f: &pb::FenceState) -> FenceView {
@@ -24,10 +40,12 @@ impl From<&pb::FenceState> for FenceView {
 }
 
 /// Builds one member's view from its agent's GetStatus and Health replies.
+/// Without a Health reply (`status` reads no linearizable read) the member
+/// is not marked unhealthy.
 pub fn member_view(
     member: &Member,
     status: &Result<pb::GetStatusResponse, AgentError>,
-    health: &Result<pb::HealthResponse, AgentError>,
+    health: Option<&Result<pb::HealthResponse, AgentError>>,
 ) -> MemberView {
     let mut view = MemberView {
         name: member.name.clone(),
@@ -44,9 +62,13 @@ pub fn member_view(
     view.agent_answered = true;
     view.fs_free_bytes = status.data_dir.as_ref().map_or(0, |d| d.fs_free_bytes);
     view.fences = status.fences.iter().map(FenceView::from).collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     if let Some(disk) = &status.disk
         && disk.error.is_empty()
         && disk.writes > 0
+        && now.saturating_sub(disk.probed_at_unix) <= DISK_RESULT_MAX_AGE.as_secs() as i64
     {
         view.disk_within_threshold = Some(disk.within_threshold);
         view.disk_detail = format!(
@@ -60,7 +82,15 @@ pub fn member_view(
         return view;
     };
     if !m.reachable {
-        view.unreachable = Some(format!("etcd member behind agent {}: {}", member.agent, m.error));
+        let why = if m.error.is_empty() {
+            "no reason given"
+        } else {
+            m.error.as_str()
+        };
+        view.unreachable = Some(format!(
+            "etcd member {} not answering its agent {}: {why}",
+            member.name, member.agent
+        ));
         return view;
     }
     view.id = m.member_id;
@@ -78,6 +108,7 @@ pub fn member_view(
     view.db_size_in_use = m.db_size_in_use;
     view.db_quota = m.db_quota;
     view.alarms = m.alarms.iter().map(|a| (a.member_id, a.kind.clone())).collect();
+    view.errors = m.member_errors.clone();
     view.members = m
         .members
         .iter()
@@ -90,15 +121,16 @@ pub fn member_view(
         })
         .collect();
     view.unhealthy = match health {
-        Ok(h) if h.healthy => None,
+        None => None,
+        Some(Ok(h)) if h.healthy => None,
         // A learner serves no linearizable read; that it answered its status is its health.
-        Ok(h) if m.is_learner && h.error.contains("not supported for learner") => None,
-        Ok(h) => Some(if h.error.is_empty() {
+        Some(Ok(h)) if m.is_learner && h.error.contains("not supported for learner") => None,
+        Some(Ok(h)) => Some(if h.error.is_empty() {
             "linearizable read failed".to_string()
         } else {
             h.error.clone()
         }),
-        Err(e) => Some(e.to_string()),
+        Some(Err(e)) => Some(e.to_string()),
     };
     view
 }
@@ -106,15 +138,25 @@ pub fn member_view(
 /// Reads every fleet member's agent (status and health at once).
 pub async fn observe(agents: &Agents, cluster: &str, members: &[Member]) -> ClusterView {
     let (status, health) = tokio::join!(agents.get_status(members), agents.health(members));
+    view_of(cluster, members, &status, Some(&health))
+}
+
+/// The view of replies already read: GetStatus from every member, and
+/// Health when it was asked for (`status` reads GetStatus only).
+pub fn view_of(
+    cluster: &str,
+    members: &[Member],
+    status: &[Reply<pb::GetStatusResponse>],
+    health: Option<&[Reply<pb::HealthResponse>]>,
+) -> ClusterView {
     let members = members
         .iter()
-        .zip(status.iter().zip(health.iter()))
-        .map(
-            |(member, (s, h)): (
-                &Member,
-                (&Reply<pb::GetStatusResponse>, &Reply<pb::HealthResponse>),
-            )| { member_view(member, &s.result, &h.result) },
-        )
+        .zip(status)
+        .enumerate()
+        .map(|(i, (member, s))| {
+            let h = health.and_then(|h| h.get(i)).map(|h| &h.result);
+            member_view(member, &s.result, h)
+        })
         .collect();
     ClusterView {
         cluster: cluster.to_string(),
@@ -134,10 +176,68 @@ pub async fn observe_agents(agents: &Agents, cluster: &str, members: &[Member]) 
     let members = members
         .iter()
         .zip(status.iter())
-        .map(|(member, s)| member_view(member, &s.result, &not_checked))
+        .map(|(member, s)| member_view(member, &s.result, Some(&not_checked)))
         .collect();
     ClusterView {
         cluster: cluster.to_string(),
         members,
     }
+}
+
+/// The disk gate's I/O: every member whose agent answered but whose disk
+/// has no verdict (no recent periodic probe) gets a short ProbeDisk through
+/// its agent, all at once; its verdict goes into the view, or, when the
+/// probe fails, the reason (`disk_unknown`), on which the safety checks
+/// refuse ([`safety::disk`]).
+pub async fn probe_unknown_disks(agents: &Agents, members: &[Member], view: &mut ClusterView) {
+    let unknown: Vec<Member> = view
+        .members
+        .iter()
+        .filter(|m| m.agent_answered && m.disk_within_threshold.is_none())
+        .filter_map(|m| members.iter().find(|f| f.name == m.name).cloned())
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let budget = agents.with_call_timeout(agents.timeout().saturating_add(GATE_PROBE_BUDGET));
+    let replies = budget
+        .fan_out(&unknown, |mut client: Client| async move {
+            client
+                .probe_disk(pb::ProbeDiskRequest {
+                    total_bytes: GATE_PROBE_WRITES * u64::from(GATE_PROBE_BLOCK_SIZE),
+                    block_size: GATE_PROBE_BLOCK_SIZE,
+                })
+                .await
+        })
+        .await;
+    for reply in replies {
+        let Some(m) = view.members.iter_mut().find(|m| m.name == reply.member) else {
+            continue;
+        };
+        match reply.result {
+            Ok(p) => {
+                m.disk_within_threshold = Some(p.within_threshold);
+                m.disk_detail = format!(
+                    "fsync p99 {:.1} ms (threshold {:.1} ms), by a short probe now: the agent had no recent periodic result",
+                    p.p99_us as f64 / 1000.0,
+                    p.threshold_p99_us as f64 / 1000.0
+                );
+            }
+            Err(e) => {
+                m.disk_unknown = Some(format!(
+                    "no recent periodic probe result, and the short probe through its agent failed: {e}"
+                ));
+            }
+        }
+    }
+}
+
+/// The disk gate on its own (before `op resume`): reads every member's
+/// agent, probes the disks without a verdict, and returns what
+/// [`safety::disk`] finds. Members whose agent does not answer are left to
+/// the executor's checks.
+pub async fn disk_gate(agents: &Agents, cluster: &str, members: &[Member]) -> Vec<Finding> {
+    let mut view = observe_agents(agents, cluster, members).await;
+    probe_unknown_disks(agents, members, &mut view).await;
+    safety::disk(&view)
 }

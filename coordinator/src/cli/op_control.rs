@@ -124,6 +124,22 @@ pub(crate) async fn resume(
         target = super::recover::restrict(target, r);
     }
     let run = run_args_from_record(&record, Some(args.journal.path()));
+    // The disk gate fails closed here too: a member without a recent
+    // periodic probe result gets a short probe before the next step.
+    if !run.ignore_slow_disk {
+        let findings =
+            crate::observe::disk_gate(&target.agents, &target.cluster.name, &target.cluster.members).await;
+        if !findings.is_empty() {
+            return Err(anyhow::Error::new(crate::exec::ExecError::Unsafe {
+                cluster: target.cluster.name.clone(),
+                findings,
+            })
+            .context(format!(
+                "operation {} was not resumed (it stays {})",
+                record.id, record.state
+            )));
+        }
+    }
     let force = record.args["force"].as_bool().unwrap_or(false);
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());

@@ -111,12 +111,18 @@ pub fn check(view: &ClusterView, tolerate: Tolerate<'_>) -> Vec<Finding> {
         ));
     }
     for m in &answered {
-        // etcd lists every active alarm among its status errors; those are reported above.
-        for error in m.errors.iter().filter(|e| !e.contains("alarm:")) {
+        // etcd lists every active alarm among its status errors (reported
+        // above); a learner serves no alarm or member list (not an error).
+        let errors = m
+            .errors
+            .iter()
+            .filter(|e| !e.contains("alarm:"))
+            .filter(|e| !(m.is_learner && e.contains("not supported for learner")));
+        for error in errors {
             findings.push(finding(
                 Some(m),
-                format!("etcd reports an error in its status: {error}"),
-                "read the member's log; retry when `etcdops status` shows no problem",
+                format!("its status has an error: {error}"),
+                "unread alarms or membership could hide a problem: read the member's log, and retry when `etcdops status` shows none",
             ));
         }
     }
@@ -500,7 +506,7 @@ mod tests {
             (
                 "member error",
                 |v| v.members[1].errors = vec!["raft: slow apply".into()],
-                "etcd2: etcd reports an error in its status: raft: slow apply",
+                "etcd2: its status has an error: raft: slow apply",
             ),
             (
                 "no disk verdict",
@@ -579,6 +585,8 @@ mod tests {
     #[test]
     fn alarms_in_the_status_errors_are_reported_once() {
         let mut v = healthy(3, 1);
+        v.members[2].is_learner = true;
+        v.members[2].errors = vec!["reading members: etcdserver: rpc not supported for learner".into()];
         v.members[1].alarms = vec![(2, "NOSPACE".into())];
         v.members[1].errors = vec!["memberID:2 alarm:NOSPACE".into()];
         let findings = check(&v, Tolerate::default());

@@ -674,6 +674,15 @@ impl Cluster {
         });
     }
 
+    /// Sets every member's agent `[disk] fsync_p99_threshold_ms` and restarts
+    /// the agents one by one (each waits until the cluster is healthy).
+    pub fn set_disk_fsync_threshold_ms(&mut self, ms: u64) {
+        for i in 0..self.layout.members.len() {
+            set_fsync_threshold(&self.layout.members[i].agent_config, ms);
+            self.restart_agent(i);
+        }
+    }
+
     /// A power cut on member i's host: its agent and etcd SIGKILLed
     /// together (the whole process group, nothing stopped gracefully); the
     /// files stay. Waits until both are gone (the agent is reaped at drop).

@@ -4,7 +4,7 @@
 //! The disk gate refuses a slow disk (the agents' periodic probe on, with a
 //! threshold the real disk is over), fails closed when no periodic result
 //! exists (its own short probe is over it too), and `--ignore-slow-disk`
-//! goes ahead.
+//! goes ahead; `op resume` runs the same gate before its next step.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -259,4 +259,64 @@ fn without_a_periodic_probe_result_the_gate_probes_and_fails_closed() {
         "no probe when ignored: {}",
         dry.stdout
     );
+}
+
+#[test]
+fn a_resume_runs_the_disk_gate_first() {
+    let mut cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
+    let journal_dir = tempfile::tempdir().expect("tempdir");
+    let journal = journal_dir.path().join("journal.redb");
+    let journal = journal.to_str().expect("utf-8").to_string();
+    let run =
+        |cluster: &Cluster, args: &[&str]| cluster.etcdops_with_env(args, &[("ETCDOPS_JOURNAL", &journal)]);
+    let dry = run(&cluster, &["defrag", "--rolling", "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
+    let first = dry.json()["plan"]["steps"][0]["id"]
+        .as_str()
+        .expect("a first step")
+        .to_string();
+    let out = run(
+        &cluster,
+        &[
+            "defrag",
+            "--rolling",
+            "--pause-after",
+            &first,
+            "--yes",
+            "-w",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "paused", "{record}");
+    let id = record["id"].as_str().expect("id").to_string();
+
+    // The disks turn slow (by the agents' new threshold) while it is paused.
+    cluster.set_disk_fsync_threshold_ms(1);
+    let out = run(&cluster, &["op", "resume", &id]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("operation {id} was not resumed"))
+            && out
+                .stderr
+                .contains(": its disk is over the fsync threshold (fsync p99")
+            && out.stderr.contains("by a short probe now"),
+        "{}",
+        out.stderr
+    );
+    let show = run(&cluster, &["op", "show", &id, "-w", "json"]);
+    assert_eq!(show.json()["state"], "paused", "{}", show.stdout);
+    let done = show.json()["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["state"] == "done")
+        .count();
+    assert_eq!(done, 1, "no step ran: {}", show.stdout);
+    let out = run(&cluster, &["op", "abort", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }

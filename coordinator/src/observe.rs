@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcdops_proto::v1 as pb;
 
-use crate::agents::{AgentError, Agents, Client, Reply};
+use crate::agents::{AgentError, AgentErrorKind, Agents, Client, Reply};
 use crate::fleet::Member;
 use crate::plan::safety::{self, Finding};
 use crate::plan::view::{ClusterView, EtcdMember, FenceView, MemberView};
@@ -24,6 +24,8 @@ pub const GATE_PROBE_WRITES: u64 = 100;
 pub const GATE_PROBE_BLOCK_SIZE: u32 = 2300;
 /// How long the gate's probe may take on top of --timeout.
 const GATE_PROBE_BUDGET: Duration = Duration::from_secs(60);
+/// Tries of the gate's probe on an agent whose probe slot is busy.
+const GATE_PROBE_ATTEMPTS: u32 = 3;
 
 impl From<&pb::FenceState> for FenceView {
     fn from(f: &pb::FenceState) -> FenceView {
@@ -190,26 +192,41 @@ pub async fn observe_agents(agents: &Agents, cluster: &str, members: &[Member]) 
 /// probe fails, the reason (`disk_unknown`), on which the safety checks
 /// refuse ([`safety::disk`]).
 pub async fn probe_unknown_disks(agents: &Agents, members: &[Member], view: &mut ClusterView) {
-    let unknown: Vec<Member> = view
+    let mut unknown: Vec<Member> = view
         .members
         .iter()
         .filter(|m| m.agent_answered && m.disk_within_threshold.is_none())
         .filter_map(|m| members.iter().find(|f| f.name == m.name).cloned())
         .collect();
-    if unknown.is_empty() {
-        return;
-    }
     let budget = agents.with_call_timeout(agents.timeout().saturating_add(GATE_PROBE_BUDGET));
-    let replies = budget
-        .fan_out(&unknown, |mut client: Client| async move {
-            client
-                .probe_disk(pb::ProbeDiskRequest {
-                    total_bytes: GATE_PROBE_WRITES * u64::from(GATE_PROBE_BLOCK_SIZE),
-                    block_size: GATE_PROBE_BLOCK_SIZE,
+    let mut replies = Vec::new();
+    for attempt in 1..=GATE_PROBE_ATTEMPTS {
+        if unknown.is_empty() {
+            break;
+        }
+        let answers = budget
+            .fan_out(&unknown, |mut client: Client| async move {
+                client
+                    .probe_disk(pb::ProbeDiskRequest {
+                        total_bytes: GATE_PROBE_WRITES * u64::from(GATE_PROBE_BLOCK_SIZE),
+                        block_size: GATE_PROBE_BLOCK_SIZE,
+                    })
+                    .await
+            })
+            .await;
+        // An agent runs one probe at a time: its periodic probe may hold the slot for a moment.
+        let (busy, done): (Vec<_>, Vec<_>) = answers.into_iter().partition(|r| {
+            attempt < GATE_PROBE_ATTEMPTS
+                && r.result.as_ref().is_err_and(|e| {
+                    matches!(&e.kind, AgentErrorKind::Rpc { code, .. } if *code == tonic::Code::ResourceExhausted)
                 })
-                .await
-        })
-        .await;
+        });
+        replies.extend(done);
+        unknown.retain(|m| busy.iter().any(|r| r.member == m.name));
+        if !unknown.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     for reply in replies {
         let Some(m) = view.members.iter_mut().find(|m| m.name == reply.member) else {
             continue;
@@ -240,4 +257,68 @@ pub async fn disk_gate(agents: &Agents, cluster: &str, members: &[Member]) -> Ve
     let mut view = observe_agents(agents, cluster, members).await;
     probe_unknown_disks(agents, members, &mut view).await;
     safety::disk(&view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(probed_at_unix: i64) -> pb::GetStatusResponse {
+        pb::GetStatusResponse {
+            member: Some(pb::MemberStatus {
+                reachable: true,
+                member_id: 2,
+                member_name: "etcd2".into(),
+                member_errors: vec!["reading alarms: no answer".into()],
+                ..Default::default()
+            }),
+            disk: Some(pb::DiskHealth {
+                probed_at_unix,
+                writes: 100,
+                p99_us: 25_000,
+                threshold_p99_us: 10_000,
+                within_threshold: false,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_periodic_disk_result_counts_only_while_recent() {
+        let member = Member::new("etcd1", "https://127.0.0.11:7443").expect("member");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let fresh = member_view(&member, &Ok(answered(now - 30)), None);
+        assert_eq!(fresh.disk_within_threshold, Some(false));
+        assert_eq!(fresh.disk_detail, "fsync p99 25.0 ms (threshold 10.0 ms)");
+        let stale = now - DISK_RESULT_MAX_AGE.as_secs() as i64 - 60;
+        let stale = member_view(&member, &Ok(answered(stale)), None);
+        assert_eq!(stale.disk_within_threshold, None, "the gate probes again");
+        // What status needs from the same reply: the name etcd reports, its errors;
+        // without a Health reply the member is not called unhealthy.
+        assert_eq!(
+            (fresh.etcd_name.as_str(), fresh.unhealthy.as_deref()),
+            ("etcd2", None)
+        );
+        assert_eq!(fresh.errors, ["reading alarms: no answer"]);
+    }
+
+    #[test]
+    fn an_etcd_that_does_not_answer_its_agent_is_named() {
+        let member = Member::new("etcd1", "https://127.0.0.11:7443").expect("member");
+        let mut status = answered(0);
+        status.member = Some(pb::MemberStatus {
+            reachable: false,
+            ..Default::default()
+        });
+        let view = member_view(&member, &Ok(status), None);
+        assert!(view.agent_answered);
+        assert_eq!(
+            view.unreachable.as_deref(),
+            Some("etcd member etcd1 not answering its agent https://127.0.0.11:7443: no reason given")
+        );
+    }
 }

@@ -63,7 +63,14 @@ pub struct ClusterBuilder {
     restart: Restart,
     metrics_port: Option<u16>,
     disk_probe_interval_secs: Option<u64>,
+    disk_fsync_threshold_ms: Option<u64>,
 }
+
+/// The agents' fsync threshold when a test turns the periodic probe off and
+/// sets none: tests turn the probe off because a shared test machine's fsync
+/// p99 often passes etcd's 10 ms guidance; the coordinator's disk gate then
+/// runs its own short probe (it fails closed), judged against this.
+pub const LENIENT_FSYNC_THRESHOLD_MS: u64 = 1000;
 
 impl ClusterBuilder {
     pub fn members(mut self, n: usize) -> Self {
@@ -85,8 +92,17 @@ impl ClusterBuilder {
     }
 
     /// The agents' periodic disk probe interval (`[disk] probe_interval_secs`).
+    /// 0 (off) also makes the fsync threshold [`LENIENT_FSYNC_THRESHOLD_MS`]
+    /// unless [`ClusterBuilder::disk_fsync_threshold_ms`] sets one.
     pub fn disk_probe_interval_secs(mut self, secs: u64) -> Self {
         self.disk_probe_interval_secs = Some(secs);
+        self
+    }
+
+    /// The agents' fsync p99 threshold (`[disk] fsync_p99_threshold_ms`,
+    /// at least 1); default: the agent's (10 ms).
+    pub fn disk_fsync_threshold_ms(mut self, ms: u64) -> Self {
+        self.disk_fsync_threshold_ms = Some(ms);
         self
     }
 
@@ -115,6 +131,14 @@ impl ClusterBuilder {
             spares: self.spares,
         };
         let layout = spec.write().expect("writing the cluster layout");
+        let threshold = self
+            .disk_fsync_threshold_ms
+            .or((self.disk_probe_interval_secs == Some(0)).then_some(LENIENT_FSYNC_THRESHOLD_MS));
+        if let Some(ms) = threshold {
+            for m in layout.members.iter().chain(&layout.spares) {
+                set_fsync_threshold(&m.agent_config, ms);
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -268,6 +292,7 @@ impl Cluster {
             restart: Restart::Never,
             metrics_port: None,
             disk_probe_interval_secs: None,
+            disk_fsync_threshold_ms: None,
         }
     }
 
@@ -649,6 +674,15 @@ impl Cluster {
         });
     }
 
+    /// Sets every member's agent `[disk] fsync_p99_threshold_ms` and restarts
+    /// the agents one by one (each waits until the cluster is healthy).
+    pub fn set_disk_fsync_threshold_ms(&mut self, ms: u64) {
+        for i in 0..self.layout.members.len() {
+            set_fsync_threshold(&self.layout.members[i].agent_config, ms);
+            self.restart_agent(i);
+        }
+    }
+
     /// A power cut on member i's host: its agent and etcd SIGKILLed
     /// together (the whole process group, nothing stopped gracefully); the
     /// files stay. Waits until both are gone (the agent is reaped at drop).
@@ -758,6 +792,26 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Sets `[disk] fsync_p99_threshold_ms` in an agent config the layout wrote.
+fn set_fsync_threshold(config: &Path, ms: u64) {
+    let text = std::fs::read_to_string(config).expect("reading the agent config");
+    let key = "fsync_p99_threshold_ms";
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with(key) {
+                found = true;
+                format!("{key} = {ms}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "{} has no {key} line:\n{text}", config.display());
+    std::fs::write(config, lines.join("\n") + "\n").expect("writing the agent config");
 }
 
 /// GET `/metrics` from an etcd member's plain-HTTP client URL.

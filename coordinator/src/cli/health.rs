@@ -5,6 +5,7 @@ use std::io::Write;
 use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
 use crate::exit::ExitStatus;
+use crate::observe;
 use crate::output::health;
 
 pub(crate) const LONG_ABOUT: &str = "\
@@ -13,8 +14,12 @@ through its local member and reports whether it succeeded and how long it
 took (TOOK). A member is healthy only when the read succeeded; a read
 needs a leader and a quorum, so an unhealthy cluster shows on every member.
 
-All agents are asked at once, each bounded by --timeout. The cluster is
-healthy (exit 0) only when every member is.";
+All agents are asked at once, each bounded by --timeout, for the read and
+for their status. The cluster is healthy (exit 0) only when every member is
+and the cluster checks that `status` and every mutating command run find
+no problem (listed below the table in the same words): a fleet member whose
+agent serves an etcd member of another name, differing cluster IDs, no or
+two leaders, an alarm. A disk over its fsync threshold is a warning.";
 
 pub(crate) const AFTER_HELP: &str = "\
 Examples:
@@ -26,9 +31,11 @@ Exit codes: 0 every member healthy, 1 some member unhealthy or unreachable, 2 us
 
 pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
-    let replies = target.agents.health(&target.cluster.members).await;
+    let members = &target.cluster.members;
+    let (status, replies) = tokio::join!(target.agents.get_status(members), target.agents.health(members));
+    let view = observe::view_of(&target.cluster.name, members, &status, Some(&replies));
     let members = replies.into_iter().map(health::member_health).collect();
-    let report = health::evaluate(&target.cluster.name, members);
+    let report = health::evaluate(&view, members);
     emit(out, global.write_out, &report, health::render_table)?;
     Ok(ExitStatus::from_ok(report.ok))
 }

@@ -113,6 +113,28 @@ pub(crate) async fn resume(
     global.fleet = fleet_for(&global, &record.fleet);
     global.cluster = Some(record.cluster.clone());
     let target = target(&global)?;
+    // The disk gate fails closed here too: a member without a recent
+    // periodic probe result gets a short probe before the next step.
+    if !record.options.ignore_slow_disk {
+        let members: Vec<_> = target
+            .cluster
+            .members
+            .iter()
+            .filter(|m| record.operation.sees_member(&m.name))
+            .cloned()
+            .collect();
+        let findings = crate::observe::disk_gate(&target.agents, &target.cluster.name, &members).await;
+        if !findings.is_empty() {
+            return Err(anyhow::Error::new(crate::exec::ExecError::Unsafe {
+                cluster: target.cluster.name.clone(),
+                findings,
+            })
+            .context(format!(
+                "operation {} was not resumed (it stays {})",
+                record.id, record.state
+            )));
+        }
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
     let executor = Executor::for_record(

@@ -110,27 +110,40 @@ pub(crate) async fn run_plan(
     let membership = record.operation.membership();
     let restore = record.operation.members_may_be_down();
     let tolerate = record.options.tolerate(record.kind);
-    let busy = crate::exec::busy(view, "");
+    // Another operation's fence: refused at once, or listed first by a dry run.
+    let busy = match crate::exec::busy(view, "") {
+        Err(e) if !run.dry_run => return Err(e.into()),
+        Err(e) => Some(e.to_string()),
+        Ok(()) => None,
+    };
     let mut check_tolerate = tolerate;
     if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
         check_tolerate.down = Some(l.name.as_str());
     }
+    // The disk gate fails closed: a member without a recent periodic probe
+    // result gets a short probe now, before the plan is judged.
+    let mut view = view.clone();
+    if !tolerate.slow_disk {
+        crate::observe::probe_unknown_disks(&target.agents, &target.cluster.members, &mut view).await;
+    }
     let mut findings = if restore {
-        crate::exec::agents_answer(view)
+        let mut findings = safety::agents_answer(&view);
+        if !tolerate.slow_disk {
+            findings.extend(safety::disk(&view));
+        }
+        findings
     } else {
-        safety::check(view, check_tolerate)
+        safety::check(&view, check_tolerate)
     };
-    match busy {
-        Err(e) if run.dry_run => findings.insert(
+    if let Some(seen) = busy {
+        findings.insert(
             0,
             safety::Finding {
                 member: None,
-                seen: e.to_string(),
+                seen,
                 action: "only one operation runs on a cluster at a time".into(),
             },
-        ),
-        Err(e) => return Err(e.into()),
-        Ok(()) => {}
+        );
     }
     if let Some(step) = &run.pause_after
         && !plan.steps.iter().any(|s| &s.id == step)

@@ -139,6 +139,15 @@ async fn force_new_cluster(
 ) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
+    // A fleet file naming the wrong agents would rebuild the cluster from the wrong member.
+    let misnamed = crate::plan::safety::identity(&view);
+    if !misnamed.is_empty() {
+        return Err(crate::exec::ExecError::Unsafe {
+            cluster: target.cluster.name.clone(),
+            findings: misnamed,
+        }
+        .into());
+    }
     let recovery = recover::plan_recovery(&view, args.from.as_deref())?;
     let snapshot_dir = match &args.snapshot_dir {
         Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),

@@ -1047,17 +1047,10 @@ impl AgentSilence {
     }
 }
 
-/// Every member's agent answered (a restore's only condition between steps).
+/// Every member's agent answered and the fleet names the right agents (a
+/// restore's and a recovery's checks between steps): [`safety::agents_answer`].
 pub fn agents_answer(view: &ClusterView) -> Vec<Finding> {
-    view.members
-        .iter()
-        .filter(|m| !m.agent_answered)
-        .map(|m| Finding {
-            member: Some(m.name.clone()),
-            seen: format!("its agent does not answer: {}", m.unreachable.clone().unwrap_or_default()),
-            action: "every member's agent must answer during a restore: start it (the operation resumes with `etcdops op resume`)".into(),
-        })
-        .collect()
+    safety::agents_answer(view)
 }
 
 /// Another operation holds the cluster's fence: refuse before anything

@@ -1,4 +1,6 @@
-//! `etcdops health`: per-member linearizable-read health, the verdict, and its table and JSON.
+//! `etcdops health`: per-member linearizable-read health, the verdict (with
+//! the findings of [`safety::check`] on the view of the same replies), and
+//! its table and JSON.
 
 use std::time::Duration;
 
@@ -8,18 +10,26 @@ use serde::Serialize;
 use crate::agents::Reply;
 use crate::output::hex_id;
 use crate::output::table::{self, NONE};
+use crate::plan::safety::{self, Tolerate};
+use crate::plan::view::ClusterView;
 
 /// The whole `health` report; also the JSON document (`-w json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReport {
     /// The fleet's name of the cluster.
     pub cluster: String,
-    /// True when every member is healthy.
+    /// True when every member is healthy and the cluster checks found no problem.
     pub ok: bool,
     /// Members that are healthy.
     pub healthy: usize,
     /// Members in the fleet's cluster.
     pub total: usize,
+    /// Why `ok` is false, one finding each, in the words of `status`,
+    /// `--dry-run` and the executor; empty when ok.
+    pub problems: Vec<String>,
+    /// Findings that do not make the cluster unhealthy but make every
+    /// mutating plan refuse (a disk over its fsync threshold).
+    pub warnings: Vec<String>,
     /// One entry per fleet member, in fleet order.
     pub members: Vec<MemberHealth>,
 }
@@ -82,14 +92,25 @@ pub fn member_health(reply: Reply<pb::HealthResponse>) -> MemberHealth {
     }
 }
 
-/// The verdict: healthy only when every member is.
-pub fn evaluate(cluster: &str, members: Vec<MemberHealth>) -> HealthReport {
+/// The verdict: healthy only when every member is and the one set of
+/// cluster checks ([`safety::check`], on the view of the same GetStatus and
+/// Health replies) finds no problem; a slow disk is a warning.
+pub fn evaluate(view: &ClusterView, members: Vec<MemberHealth>) -> HealthReport {
+    let problems = safety::check(
+        view,
+        Tolerate {
+            slow_disk: true,
+            ..Tolerate::default()
+        },
+    );
     let healthy = members.iter().filter(|m| m.healthy).count();
     HealthReport {
-        cluster: cluster.to_string(),
-        ok: healthy == members.len(),
+        cluster: view.cluster.clone(),
+        ok: healthy == members.len() && problems.is_empty(),
         healthy,
         total: members.len(),
+        problems: problems.iter().map(ToString::to_string).collect(),
+        warnings: safety::disk(view).iter().map(ToString::to_string).collect(),
         members,
     }
 }
@@ -128,14 +149,12 @@ pub fn summary(report: &HealthReport) -> String {
     )
 }
 
-/// The whole text report: table, the summary, then each error in full (with what to check).
+/// The whole text report: table, the summary, then each problem and warning
+/// in full (with what to do).
 pub fn render_table(report: &HealthReport) -> String {
-    let errors = report
-        .members
-        .iter()
-        .filter_map(|m| m.error.as_deref())
-        .map(|e| ("problem", e));
-    table::report(&HEADER, rows(report), &summary(report), errors)
+    let problems = report.problems.iter().map(|p| ("problem", p.as_str()));
+    let warnings = report.warnings.iter().map(|w| ("warning", w.as_str()));
+    table::report(&HEADER, rows(report), &summary(report), problems.chain(warnings))
 }
 
 #[cfg(test)]
@@ -214,25 +233,64 @@ mod tests {
         );
     }
 
+    /// The view `etcdops health` builds: each member's GetStatus (answered,
+    /// etcd1 leads) beside its Health reply.
+    fn view(replies: &[Reply<pb::HealthResponse>]) -> ClusterView {
+        let members: Vec<crate::fleet::Member> = replies
+            .iter()
+            .map(|r| crate::fleet::Member::new(&r.member, &r.agent.to_string()).expect("member"))
+            .collect();
+        let status: Vec<Reply<pb::GetStatusResponse>> = replies
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Reply {
+                member: r.member.clone(),
+                agent: r.agent.clone(),
+                took: Duration::from_millis(1),
+                result: Ok(pb::GetStatusResponse {
+                    member: Some(pb::MemberStatus {
+                        reachable: true,
+                        member_id: i as u64 + 1,
+                        member_name: r.member.clone(),
+                        cluster_id: 7,
+                        leader_id: 1,
+                        is_leader: i == 0,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        crate::observe::view_of("a", &members, &status, Some(replies))
+    }
+
+    fn report(replies: Vec<Reply<pb::HealthResponse>>) -> HealthReport {
+        let view = view(&replies);
+        evaluate(&view, replies.into_iter().map(member_health).collect())
+    }
+
     #[test]
     fn verdicts_and_rows() {
-        let up = member_health(reply("etcd1", Ok(ok(2_345))));
-        let down = member_health(reply(
-            "etcd2",
-            Err(AgentErrorKind::CallTimeout {
-                after: Duration::from_secs(5),
-            }),
-        ));
+        let up = |name: &str| reply(name, Ok(ok(2_345)));
+        let down = |name: &str| {
+            reply(
+                name,
+                Err(AgentErrorKind::CallTimeout {
+                    after: Duration::from_secs(5),
+                }),
+            )
+        };
         let cases = [
-            (vec![up.clone(), up.clone()], true, 2),
-            (vec![up.clone(), down.clone()], false, 1),
-            (vec![down.clone()], false, 0),
+            (vec![up("etcd1"), up("etcd2")], true, 2),
+            (vec![up("etcd1"), down("etcd2")], false, 1),
+            (vec![down("etcd1")], false, 0),
         ];
-        for (members, ok, healthy) in cases {
-            let report = evaluate("a", members);
+        for (replies, ok, healthy) in cases {
+            let report = report(replies);
             assert_eq!((report.ok, report.healthy), (ok, healthy));
+            assert_eq!(report.ok, report.problems.is_empty(), "{:?}", report.problems);
         }
-        let report = evaluate("a", vec![up, down]);
+        let report = report(vec![up("etcd1"), down("etcd2")]);
         let rows = rows(&report);
         assert_eq!(
             rows[0],
@@ -242,11 +300,33 @@ mod tests {
         assert_eq!(rows[1][4], "agent did not answer within 5s");
         assert_eq!(summary(&report), "cluster a is unhealthy: 1/2 members healthy");
         assert!(
-            render_table(&report).contains("problem: agent etcd2 at https://127.0.0.12:7443 did not answer")
+            render_table(&report).contains(
+                "problem: etcd2: failed a linearizable read: agent etcd2 at https://127.0.0.12:7443 did not answer"
+            ),
+            "{}",
+            render_table(&report)
         );
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["members"][0]["error"], serde_json::Value::Null);
         assert_eq!(json["members"][0]["took_us"], 2_345);
         assert_eq!(json["members"][1]["took_us"], serde_json::Value::Null);
+        assert!(json["problems"][0].is_string(), "{json}");
+    }
+
+    #[test]
+    fn every_read_passing_is_not_enough_when_the_cluster_checks_find_a_problem() {
+        let replies = vec![reply("etcd1", Ok(ok(1))), reply("etcd2", Ok(ok(1)))];
+        let mut view = view(&replies);
+        // The fleet names etcd2's agent for etcd1: the reads pass, the cluster is not fine.
+        view.members[1].etcd_name = "etcd1".into();
+        let report = evaluate(&view, replies.into_iter().map(member_health).collect());
+        assert_eq!(report.healthy, 2);
+        assert!(!report.ok);
+        assert!(
+            report.problems[0]
+                .starts_with("etcd2: its agent https://127.0.0.12:7443 serves the etcd member named etcd1"),
+            "{:?}",
+            report.problems
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! `etcdops status`: per-member status from `GetStatus`, the cluster verdict, and its table and JSON.
-
-use std::collections::BTreeMap;
+//! `etcdops status`: per-member status from `GetStatus`, the cluster verdict
+//! (the findings of [`safety::check`] on the view of the same replies), and
+//! its table and JSON.
 
 use etcdops_proto::v1 as pb;
 use serde::Serialize;
@@ -8,14 +8,18 @@ use serde::Serialize;
 use crate::agents::Reply;
 use crate::output::hex_id;
 use crate::output::table::{self, NONE};
+use crate::plan::safety::{self, Tolerate};
+use crate::plan::view::ClusterView;
 
 /// The whole `status` report; also the JSON document (`-w json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
     /// The fleet's name of the cluster.
     pub cluster: String,
-    /// True when every agent and member answered, all agree on one cluster
-    /// ID, exactly one member leads, and no alarm or member error is raised.
+    /// True when the cluster checks found no problem: every agent and
+    /// member answered, each fleet member's agent serves the etcd member of
+    /// that name, all agree on one cluster ID and one leader, and no alarm or
+    /// member error is raised.
     pub ok: bool,
     /// The distinct cluster IDs the members report (hex); more than one is a split.
     pub cluster_ids: Vec<String>,
@@ -25,8 +29,12 @@ pub struct StatusReport {
     pub healthy: usize,
     /// Members in the fleet's cluster.
     pub total: usize,
-    /// Why `ok` is false, one sentence each; empty when ok.
+    /// Why `ok` is false, one finding each (`MEMBER: what was seen — what
+    /// to do`), in the words `--dry-run` and the executor use; empty when ok.
     pub problems: Vec<String>,
+    /// Findings that do not make the cluster unhealthy but make every
+    /// mutating plan refuse (a disk over its fsync threshold), in the same form.
+    pub warnings: Vec<String>,
     /// One entry per fleet member, in fleet order.
     pub members: Vec<MemberStatus>,
 }
@@ -293,38 +301,28 @@ pub fn unit_state(state: pb::UnitState) -> &'static str {
     }
 }
 
-/// The verdict over all members: what is wrong, who leads, how many are healthy.
-pub fn evaluate(cluster: &str, members: Vec<MemberStatus>) -> StatusReport {
-    let mut problems = Vec::new();
-    for m in &members {
-        if let Some(error) = &m.error {
-            problems.push(error.clone());
-        }
-    }
+/// The verdict over all members: what is wrong, who leads, how many are
+/// healthy. The problems are the findings of the one set of cluster checks
+/// ([`safety::check`]) on the view of the same replies, in the words
+/// `--dry-run` and the executor print; a slow disk is a warning (it does not
+/// make the cluster unhealthy, but every mutating plan refuses it).
+pub fn evaluate(view: &ClusterView, members: Vec<MemberStatus>) -> StatusReport {
+    let problems = safety::check(
+        view,
+        Tolerate {
+            slow_disk: true,
+            ..Tolerate::default()
+        },
+    );
+    let warnings = safety::disk(view);
 
     let answering: Vec<(&MemberStatus, &EtcdStatus)> = members
         .iter()
         .filter_map(|m| m.etcd.as_ref().map(|e| (m, e)))
         .collect();
-
-    let mut by_cluster_id: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (m, e) in &answering {
-        by_cluster_id
-            .entry(e.cluster_id.as_str())
-            .or_default()
-            .push(m.name.as_str());
-    }
-    if by_cluster_id.len() > 1 {
-        let groups: Vec<String> = by_cluster_id
-            .iter()
-            .map(|(id, names)| format!("{id} ({})", names.join(", ")))
-            .collect();
-        problems.push(format!(
-            "members disagree on the cluster ID: {} — some members belong to another cluster",
-            groups.join(" vs ")
-        ));
-    }
-
+    let mut cluster_ids: Vec<String> = answering.iter().map(|(_, e)| e.cluster_id.clone()).collect();
+    cluster_ids.sort();
+    cluster_ids.dedup();
     let leaders: Vec<(&MemberStatus, &EtcdStatus)> =
         answering.iter().copied().filter(|(_, e)| e.is_leader).collect();
     let leader = match leaders.as_slice() {
@@ -334,51 +332,19 @@ pub fn evaluate(cluster: &str, members: Vec<MemberStatus>) -> StatusReport {
         }),
         _ => None,
     };
-    if !answering.is_empty() {
-        match leaders.len() {
-            0 => problems
-                .push("no member is leader — the cluster cannot serve writes (lost quorum?)".to_string()),
-            1 => {}
-            _ => {
-                let names: Vec<&str> = leaders.iter().map(|(m, _)| m.name.as_str()).collect();
-                problems.push(format!("several members claim leadership: {}", names.join(", ")));
-            }
-        }
-    }
-
-    for (m, e) in &answering {
-        if !e.member_name.is_empty() && e.member_name != m.name {
-            problems.push(format!(
-                "fleet member {} is served by an agent whose etcd member is named {} — fix the fleet file",
-                m.name, e.member_name
-            ));
-        }
-        for error in &e.errors {
-            problems.push(format!("member {} reports: {error}", m.name));
-        }
-    }
-    let mut alarms: Vec<(&str, &str)> = answering
-        .iter()
-        .flat_map(|(_, e)| e.alarms.iter().map(|a| (a.kind.as_str(), a.member_id.as_str())))
-        .collect();
-    alarms.sort_unstable();
-    alarms.dedup();
-    for (kind, member_id) in alarms {
-        problems.push(format!("alarm {kind} raised on member {member_id}"));
-    }
-
     let healthy = members
         .iter()
         .filter(|m| m.error.is_none() && m.etcd.as_ref().is_some_and(|e| e.errors.is_empty()))
         .count();
     StatusReport {
-        cluster: cluster.to_string(),
+        cluster: view.cluster.clone(),
         ok: problems.is_empty(),
-        cluster_ids: by_cluster_id.keys().map(|id| id.to_string()).collect(),
+        cluster_ids,
         leader,
         healthy,
         total: members.len(),
-        problems,
+        problems: problems.iter().map(ToString::to_string).collect(),
+        warnings: warnings.iter().map(ToString::to_string).collect(),
         members,
     }
 }
@@ -460,83 +426,103 @@ pub fn summary(report: &StatusReport) -> String {
     )
 }
 
-/// The whole text report: table, summary, then one line per problem.
+/// The whole text report: table, summary, then one line per problem and per warning.
 pub fn render_table(report: &StatusReport) -> String {
     let problems = report.problems.iter().map(|p| ("problem", p.as_str()));
-    table::report(&HEADER, rows(report), &summary(report), problems)
+    let warnings = report.warnings.iter().map(|w| ("warning", w.as_str()));
+    table::report(&HEADER, rows(report), &summary(report), problems.chain(warnings))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn etcd(id: u64, cluster: u64, leader: bool) -> EtcdStatus {
-        EtcdStatus {
-            endpoint: "https://127.0.0.1:2379".into(),
-            member_id: hex_id(id),
-            member_name: format!("etcd{id}"),
-            cluster_id: hex_id(cluster),
-            leader_id: hex_id(1),
-            is_leader: leader,
-            is_learner: false,
-            raft_term: 2,
-            raft_index: 100,
-            raft_applied_index: 100,
-            revision: 42,
-            db_size: 20_480,
-            db_size_in_use: 16_384,
-            version: "3.5.16".into(),
-            alarms: Vec::new(),
-            errors: Vec::new(),
-        }
+    use crate::agents::AgentErrorKind;
+    use crate::fleet::Member;
+
+    fn agent_url(id: u64) -> String {
+        format!("https://127.0.0.1{id}:7443")
     }
 
-    fn up(id: u64, cluster: u64, leader: bool) -> MemberStatus {
-        MemberStatus {
-            name: format!("etcd{id}"),
-            agent: format!("https://127.0.0.1{id}:7443"),
-            error: None,
-            error_brief: None,
-            agent_info: Some(AgentInfo {
+    /// A member's answered GetStatus: name etcd{id}, leader ID `leader_id`.
+    fn answered(id: u64, cluster: u64, leader: bool, leader_id: u64) -> pb::GetStatusResponse {
+        pb::GetStatusResponse {
+            agent: Some(pb::AgentInfo {
                 name: format!("etcd{id}"),
                 version: "0.1.0".into(),
                 cert_not_after_unix: 0,
             }),
-            etcd: Some(etcd(id, cluster, leader)),
-            unit: Some(UnitStatus {
+            member: Some(pb::MemberStatus {
+                reachable: true,
+                endpoint: "https://127.0.0.1:2379".into(),
+                member_id: id,
+                member_name: format!("etcd{id}"),
+                cluster_id: cluster,
+                leader_id,
+                is_leader: leader,
+                raft_term: 2,
+                raft_index: 100,
+                raft_applied_index: 100,
+                revision: 42,
+                db_size: 20_480,
+                db_size_in_use: 16_384,
+                etcd_version: "3.5.16".into(),
+                ..Default::default()
+            }),
+            unit: Some(pb::UnitStatus {
                 backend: "process".into(),
                 unit: "etcd".into(),
-                state: "active".into(),
+                state: pb::UnitState::Active.into(),
                 main_pid: 7,
-                detail: String::new(),
+                ..Default::default()
             }),
-            data_dir: None,
-            host: None,
-            disk_health: None,
+            ..Default::default()
         }
     }
 
-    fn agent_down(id: u64) -> MemberStatus {
-        MemberStatus {
-            error: Some(format!(
-                "agent etcd{id} at https://127.0.0.1{id}:7443 unreachable: connection refused"
-            )),
-            error_brief: Some("agent unreachable: connection refused".into()),
-            agent_info: None,
-            etcd: None,
-            unit: None,
-            ..up(id, 0, false)
-        }
+    type Answer = (u64, Result<pb::GetStatusResponse, AgentErrorKind>);
+
+    fn up(id: u64, cluster: u64, leader: bool) -> Answer {
+        (id, Ok(answered(id, cluster, leader, 1)))
     }
 
-    fn etcd_down(id: u64) -> MemberStatus {
-        MemberStatus {
-            error: Some(format!(
-                "etcd member etcd{id} not answering its agent: connection refused"
-            )),
-            etcd: None,
-            ..up(id, 0, false)
-        }
+    fn agent_down(id: u64) -> Answer {
+        (
+            id,
+            Err(AgentErrorKind::Unreachable {
+                reason: "connection refused".into(),
+            }),
+        )
+    }
+
+    fn etcd_down(id: u64) -> Answer {
+        let mut status = answered(id, 0, false, 0);
+        status.member = Some(pb::MemberStatus {
+            reachable: false,
+            error: "connection refused".into(),
+            ..Default::default()
+        });
+        (id, Ok(status))
+    }
+
+    /// The report of these answers, through the view as `etcdops status` builds it.
+    fn evaluate_answers(answers: Vec<Answer>) -> StatusReport {
+        let members: Vec<Member> = answers
+            .iter()
+            .map(|(id, _)| Member::new(&format!("etcd{id}"), &agent_url(*id)).expect("member"))
+            .collect();
+        let replies: Vec<Reply<pb::GetStatusResponse>> = answers
+            .into_iter()
+            .zip(&members)
+            .map(|((_, result), member)| Reply {
+                member: member.name.clone(),
+                agent: member.agent.clone(),
+                took: std::time::Duration::from_millis(2),
+                result: result.map_err(|kind| crate::agents::AgentError::new(member, kind)),
+            })
+            .collect();
+        let view = crate::observe::view_of("prod-a", &members, &replies, None);
+        evaluate(&view, replies.into_iter().map(member_status).collect())
     }
 
     fn reply(
@@ -657,28 +643,34 @@ mod tests {
     }
 
     #[test]
-    fn verdicts() {
+    fn verdicts_are_the_findings_of_the_cluster_checks() {
         let with_alarm = {
-            let mut m = up(2, 7, false);
-            if let Some(e) = m.etcd.as_mut() {
-                e.alarms.push(Alarm {
-                    member_id: hex_id(2),
+            let (id, mut status) = up(2, 7, false);
+            if let Ok(pb::GetStatusResponse { member: Some(m), .. }) = status.as_mut() {
+                m.alarms.push(pb::Alarm {
+                    member_id: 2,
                     kind: "NOSPACE".into(),
                 });
+                m.member_errors.push("memberID:2 alarm:NOSPACE".into());
             }
-            m
+            (id, status)
         };
         let misnamed = {
-            let mut m = up(3, 7, false);
-            if let Some(e) = m.etcd.as_mut() {
-                e.member_name = "etcd9".into();
+            let (id, mut status) = up(3, 7, false);
+            if let Ok(pb::GetStatusResponse { member: Some(m), .. }) = status.as_mut() {
+                m.member_name = "etcd9".into();
             }
-            m
+            (id, status)
         };
-        // (case, members, ok, healthy, leader, a problem that must be reported)
+        let no_leader = || {
+            (1..=3)
+                .map(|id| (id, Ok(answered(id, 7, false, 0))))
+                .collect::<Vec<Answer>>()
+        };
+        // (case, answers, ok, healthy, leader, a problem that must be reported)
         type Case = (
             &'static str,
-            Vec<MemberStatus>,
+            Vec<Answer>,
             bool,
             usize,
             Option<&'static str>,
@@ -699,7 +691,7 @@ mod tests {
                 false,
                 2,
                 Some("etcd1"),
-                "unreachable",
+                "etcd2: not reachable: agent etcd2 at https://127.0.0.12:7443 unreachable: connection refused",
             ),
             (
                 "etcd down",
@@ -707,23 +699,16 @@ mod tests {
                 false,
                 2,
                 Some("etcd1"),
-                "not answering",
+                "etcd2: not reachable: etcd member etcd2 not answering its agent",
             ),
-            (
-                "no leader",
-                vec![up(1, 7, false), up(2, 7, false), up(3, 7, false)],
-                false,
-                3,
-                None,
-                "no member is leader",
-            ),
+            ("no leader", no_leader(), false, 3, None, "no member has a leader"),
             (
                 "two leaders",
-                vec![up(1, 7, true), up(2, 8, true), up(3, 7, false)],
+                vec![up(1, 7, true), up(2, 7, true), up(3, 7, false)],
                 false,
                 3,
                 None,
-                "several members",
+                "several members claim leadership: etcd1, etcd2",
             ),
             (
                 "split",
@@ -731,15 +716,15 @@ mod tests {
                 false,
                 3,
                 Some("etcd1"),
-                "cluster ID",
+                "different cluster IDs: 0000000000000007 (etcd1, etcd3) vs 0000000000000008 (etcd2)",
             ),
             (
                 "alarm",
                 vec![up(1, 7, true), with_alarm, up(3, 7, false)],
                 false,
-                3,
+                2,
                 Some("etcd1"),
-                "alarm NOSPACE",
+                "alarm NOSPACE is active on etcd2",
             ),
             (
                 "misnamed",
@@ -747,7 +732,7 @@ mod tests {
                 false,
                 3,
                 Some("etcd1"),
-                "named etcd9",
+                "etcd3: its agent https://127.0.0.13:7443 serves the etcd member named etcd9",
             ),
             (
                 "all down",
@@ -755,11 +740,11 @@ mod tests {
                 false,
                 0,
                 None,
-                "unreachable",
+                "not reachable",
             ),
         ];
-        for (case, members, ok, healthy, leader, problem) in cases {
-            let report = evaluate("prod-a", members);
+        for (case, answers, ok, healthy, leader, problem) in cases {
+            let report = evaluate_answers(answers);
             assert_eq!(report.ok, ok, "{case}: {:?}", report.problems);
             assert_eq!(report.ok, report.problems.is_empty(), "{case}");
             assert_eq!(report.healthy, healthy, "{case}");
@@ -775,15 +760,40 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_disk_is_a_warning_not_a_problem() {
+        let (id, mut status) = up(2, 7, false);
+        if let Ok(s) = status.as_mut() {
+            s.disk = Some(pb::DiskHealth {
+                probed_at_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+                writes: 100,
+                p99_us: 25_000,
+                threshold_p99_us: 10_000,
+                within_threshold: false,
+                ..Default::default()
+            });
+        }
+        let report = evaluate_answers(vec![up(1, 7, true), (id, status), up(3, 7, false)]);
+        assert!(report.ok, "{:?}", report.problems);
+        assert_eq!(
+            report.warnings,
+            [
+                "etcd2: its disk is over the fsync threshold (fsync p99 25.0 ms (threshold 10.0 ms)) — a slow disk makes \
+              leader changes and restarts risky; check `etcdops check disk`, or pass --ignore-slow-disk"
+            ]
+        );
+        assert!(render_table(&report).contains("\nwarning: etcd2: its disk is over"));
+    }
+
+    #[test]
     fn all_down_does_not_also_complain_about_leadership() {
-        let report = evaluate("a", vec![agent_down(1), agent_down(2)]);
+        let report = evaluate_answers(vec![agent_down(1), agent_down(2)]);
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
         assert!(report.cluster_ids.is_empty());
     }
 
     #[test]
     fn rows_show_dashes_for_what_is_unknown() {
-        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2), etcd_down(3)]);
+        let report = evaluate_answers(vec![up(1, 7, true), agent_down(2), etcd_down(3)]);
         let rows = rows(&report);
         assert_eq!(
             rows[0][..8],
@@ -810,7 +820,7 @@ mod tests {
 
     #[test]
     fn summary_names_cluster_leader_and_health() {
-        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2), up(3, 7, false)]);
+        let report = evaluate_answers(vec![up(1, 7, true), agent_down(2), up(3, 7, false)]);
         assert_eq!(
             summary(&report),
             "cluster prod-a: cluster ID 0000000000000007, leader etcd1 (0000000000000001), 2/3 members healthy"
@@ -818,14 +828,15 @@ mod tests {
         let text = render_table(&report);
         assert!(text.contains("| MEMBER"), "{text}");
         assert!(
-            text.lines().any(|l| l.starts_with("problem: agent etcd2")),
+            text.lines()
+                .any(|l| l.starts_with("problem: etcd2: not reachable: agent etcd2")),
             "{text}"
         );
     }
 
     #[test]
     fn json_schema_uses_hex_ids_and_nulls() {
-        let report = evaluate("prod-a", vec![up(1, 7, true), agent_down(2)]);
+        let report = evaluate_answers(vec![up(1, 7, true), agent_down(2)]);
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["cluster"], "prod-a");
         assert_eq!(json["ok"], false);
@@ -836,5 +847,9 @@ mod tests {
         assert_eq!(json["members"][0]["etcd"]["db_size"], 20_480);
         assert!(json["members"][1]["error"].is_string());
         assert_eq!(json["members"][1]["etcd"], serde_json::Value::Null);
+        assert!(
+            json["problems"][0].is_string() && json["warnings"].is_array(),
+            "{json}"
+        );
     }
 }

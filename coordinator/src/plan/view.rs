@@ -38,10 +38,16 @@ pub struct MemberView {
     pub db_quota: i64,
     /// Active alarms (cluster-wide, as this member reports them): (member ID, kind).
     pub alarms: Vec<(u64, String)>,
-    /// The periodic disk probe's verdict: `None` when unknown.
+    /// Errors etcd reports in the member's own status (alarms among them).
+    pub errors: Vec<String>,
+    /// The disk verdict: the agent's recent periodic probe, or the short
+    /// probe of the disk gate; `None` when unknown.
     pub disk_within_threshold: Option<bool>,
-    /// e.g. "p99 14.2 ms > 10 ms".
+    /// e.g. "fsync p99 14.2 ms (threshold 10.0 ms)".
     pub disk_detail: String,
+    /// Why the disk gate could get no verdict (its probe failed); set only
+    /// by the gate, which the safety checks then refuse on.
+    pub disk_unknown: Option<String>,
     /// The cluster's membership as this member reports it.
     pub members: Vec<EtcdMember>,
     /// The fence records the agent holds: (cluster, epoch, held, operation, kind, holder).
@@ -168,6 +174,7 @@ pub mod fixtures {
             .map(|i| MemberView {
                 name: format!("etcd{i}"),
                 agent: format!("https://127.0.0.{i}:7443"),
+                agent_answered: true,
                 id: i as u64,
                 etcd_name: format!("etcd{i}"),
                 cluster_id: 77,

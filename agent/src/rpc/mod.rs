@@ -2,6 +2,8 @@
 //! from domain errors to gRPC status codes. One file per RPC family. Every
 //! mutating RPC (unit, env file, data dir, etcd maintenance) passes
 //! `fence::fenced`: the caller's operation must hold the cluster's fence.
+//! The unit RPCs (stop, start, restart of etcd) pass `fence::detached`: their
+//! work runs to its end whatever happens to the call.
 
 mod auth;
 mod disk;
@@ -122,36 +124,18 @@ impl Agent for AgentService {
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Start, r.clone());
-        self.counted(
-            "StartEtcd",
-            fence::fenced(&self.state, "StartEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Start, request.into_inner());
+        self.counted("StartEtcd", act).await.map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Stop, r.clone());
-        self.counted(
-            "StopEtcd",
-            fence::fenced(&self.state, "StopEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Stop, request.into_inner());
+        self.counted("StopEtcd", act).await.map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Restart, r.clone());
-        self.counted(
-            "RestartEtcd",
-            fence::fenced(&self.state, "RestartEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Restart, request.into_inner());
+        self.counted("RestartEtcd", act).await.map(Response::new)
     }
 
     async fn get_unit_status(

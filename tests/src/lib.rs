@@ -63,6 +63,7 @@ pub struct ClusterBuilder {
     restart: Restart,
     metrics_port: Option<u16>,
     disk_probe_interval_secs: Option<u64>,
+    stop_timeout_secs: Option<u64>,
 }
 
 impl ClusterBuilder {
@@ -87,6 +88,12 @@ impl ClusterBuilder {
     /// The agents' periodic disk probe interval (`[disk] probe_interval_secs`).
     pub fn disk_probe_interval_secs(mut self, secs: u64) -> Self {
         self.disk_probe_interval_secs = Some(secs);
+        self
+    }
+
+    /// The agents' graceful stop of etcd before a kill (`[unit] stop_timeout_secs`).
+    pub fn stop_timeout_secs(mut self, secs: u64) -> Self {
+        self.stop_timeout_secs = Some(secs);
         self
     }
 
@@ -115,6 +122,14 @@ impl ClusterBuilder {
             spares: self.spares,
         };
         let layout = spec.write().expect("writing the cluster layout");
+        if let Some(secs) = self.stop_timeout_secs {
+            for m in layout.members.iter().chain(&layout.spares) {
+                let mut config =
+                    etcdops_agent::config::AgentConfig::load(&m.agent_config).expect("agent config");
+                config.unit.stop_timeout_secs = secs;
+                std::fs::write(&m.agent_config, config.to_toml()).expect("writing the agent config");
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -268,6 +283,7 @@ impl Cluster {
             restart: Restart::Never,
             metrics_port: None,
             disk_probe_interval_secs: None,
+            stop_timeout_secs: None,
         }
     }
 

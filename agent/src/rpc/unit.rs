@@ -108,7 +108,7 @@ fn code(e: &UnitError) -> tonic::Code {
 }
 
 /// The member's name for messages: ETCD_NAME, else the agent's certificate name.
-fn member(state: &AgentState) -> String {
+pub(super) fn member(state: &AgentState) -> String {
     EnvFile::load(&state.env_file)
         .ok()
         .and_then(|f| f.get("ETCD_NAME").map(str::to_string))

@@ -97,7 +97,7 @@ impl UnitInfo {
         if let Some(pid) = self.main_pid {
             notes.push(format!("pid {pid}"));
         }
-        if !self.detail.is_empty() && self.detail != "not running" {
+        if !self.detail.is_empty() && self.detail != "not running" && self.detail != words {
             notes.push(self.detail.clone());
         }
         if notes.is_empty() {
@@ -162,5 +162,41 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
     /// backend records it for the agent's next start, over `autostart`).
     async fn set_boot(&self, _enabled: bool) -> Result<(), UnitError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_in_words_for_messages() {
+        let info = |state, main_pid, detail: &str| UnitInfo {
+            state,
+            main_pid,
+            detail: detail.to_string(),
+            ..UnitInfo::EMPTY
+        };
+        assert_eq!(
+            info(UnitState::Active, Some(42), "").describe(),
+            "running (pid 42)"
+        );
+        assert_eq!(
+            info(UnitState::Deactivating, Some(42), "stopping").describe(),
+            "stopping (pid 42)"
+        );
+        assert_eq!(
+            info(UnitState::Inactive, None, "not running").describe(),
+            "stopped"
+        );
+        assert_eq!(
+            info(UnitState::Inactive, None, &killed_detail(Duration::from_secs(30))).describe(),
+            "stopped (killed after the 30 s graceful stop)"
+        );
+        assert_eq!(
+            info(UnitState::Failed, None, "exited with status 1").describe(),
+            "failed (exited with status 1)"
+        );
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
     }
 }

@@ -25,6 +25,7 @@
 //! # autostart = true                   # start etcd with the agent
 //! # restart = "on-failure"             # or "never"
 //! # restart_delay_secs = 5
+//! # stop_timeout_secs = 30             # graceful stop of etcd, then SIGKILL (both backends)
 //!
 //! [disk]                               # optional: the fsync probe (ProbeDisk)
 //! # fsync_p99_threshold_ms = 10        # etcd's guidance: WAL fsync p99 under 10 ms
@@ -156,6 +157,26 @@ pub struct UnitConfig {
     /// Process backend: seconds to wait before restarting a failed etcd.
     #[serde(default = "default_restart_delay")]
     pub restart_delay_secs: u64,
+    /// Both backends: how long etcd's graceful stop (SIGTERM, systemd's stop
+    /// job) may take before etcd is killed (SIGKILL, systemd's KillUnit); a
+    /// restart then starts it again. A call's own budget (`timeout_ms`) may
+    /// shorten it, never lengthen it. At least 1.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_secs: u64,
+}
+
+/// The default graceful stop: well under a step's timeout.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 30;
+
+fn default_stop_timeout() -> u64 {
+    DEFAULT_STOP_TIMEOUT_SECS
+}
+
+impl UnitConfig {
+    /// `stop_timeout_secs` as a duration.
+    pub fn stop_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.stop_timeout_secs)
+    }
 }
 
 /// Restart policy of the process backend (systemd's `Restart=` in spirit).
@@ -187,6 +208,7 @@ impl Default for UnitConfig {
             autostart: true,
             restart: Restart::default(),
             restart_delay_secs: default_restart_delay(),
+            stop_timeout_secs: default_stop_timeout(),
         }
     }
 }
@@ -314,6 +336,11 @@ pub enum ConfigError {
     MetricsUrl { path: PathBuf, url: String },
     #[error("invalid agent config {path}: restore.timeout_secs must be at least 1")]
     RestoreTimeout { path: PathBuf },
+    #[error(
+        "invalid agent config {path}: unit.stop_timeout_secs must be at least 1 (etcd gets that long to stop \
+         gracefully before it is killed; default {DEFAULT_STOP_TIMEOUT_SECS})"
+    )]
+    StopTimeout { path: PathBuf },
 }
 
 impl AgentConfig {
@@ -353,6 +380,11 @@ impl AgentConfig {
         }
         if config.restore.timeout_secs == 0 {
             return Err(ConfigError::RestoreTimeout {
+                path: path.to_path_buf(),
+            });
+        }
+        if config.unit.stop_timeout_secs == 0 {
+            return Err(ConfigError::StopTimeout {
                 path: path.to_path_buf(),
             });
         }
@@ -558,5 +590,25 @@ endpoint = "http://127.0.0.1:2379"
         let text = format!("{MINIMAL}\n[restore]\netcdctl_path = \"x\"\n");
         let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("typo");
         assert!(err.to_string().contains("etcdctl_path"), "{err}");
+    }
+
+    #[test]
+    fn stop_timeout_defaults_to_30_s_and_must_be_positive() {
+        let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
+        assert_eq!(c.unit.stop_timeout(), std::time::Duration::from_secs(30));
+        let text = format!("{MINIMAL}\n[unit]\nstop_timeout_secs = 5\n");
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
+        assert_eq!(c.unit.stop_timeout_secs, 5);
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
+        let text = format!("{MINIMAL}\n[unit]\nstop_timeout_secs = 0\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("zero");
+        assert!(
+            matches!(err, ConfigError::StopTimeout { .. })
+                && err.to_string().contains("unit.stop_timeout_secs"),
+            "{err}"
+        );
     }
 }

@@ -2,11 +2,13 @@
 //! highest epoch it has seen and which operation holds the fence, persisted
 //! in `<state_dir>/fences.json`. The decisions ([`decide_acquire`],
 //! [`decide_release`], [`decide_check`]) are pure; [`FenceStore`] persists
-//! their outcome and keeps the record of completed calls ([`CallLog`]) that
-//! answers retries without acting twice.
+//! their outcome and keeps the record of completed calls ([`CallLog`]) and of
+//! calls whose work is still running ([`Running`]), which answer retries
+//! without acting twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -259,12 +261,25 @@ fn not_holder(current: Option<&FenceRecord>, token: &FenceToken) -> FenceError {
 /// Identifies a call for deduplication: (operation_id, step, method).
 pub type CallKey = (String, String, &'static str);
 
-/// The answers of the last completed calls, oldest dropped first.
+/// How a call ended, as recorded for its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Its encoded answer: every retry gets it.
+    Answer(Vec<u8>),
+    /// A failure its caller never received (the caller had gone, the work
+    /// went on): the first retry gets it, later ones run for real.
+    Failure { code: tonic::Code, message: String },
+}
+
+/// A call whose work is still running: its outcome, once there is one.
+pub type Running = tokio::sync::watch::Receiver<Option<CallOutcome>>;
+
+/// The outcomes of the last completed calls, oldest dropped first.
 #[derive(Debug)]
 pub struct CallLog {
     capacity: usize,
     order: VecDeque<CallKey>,
-    answers: HashMap<CallKey, Vec<u8>>,
+    answers: HashMap<CallKey, CallOutcome>,
 }
 
 impl CallLog {
@@ -276,14 +291,26 @@ impl CallLog {
         }
     }
 
-    /// The recorded answer of this call, if it completed.
-    pub fn get(&self, key: &CallKey) -> Option<&[u8]> {
-        self.answers.get(key).map(Vec::as_slice)
+    /// The recorded outcome of this call, if it completed.
+    pub fn get(&self, key: &CallKey) -> Option<&CallOutcome> {
+        self.answers.get(key)
     }
 
-    /// Records a completed call's encoded answer.
-    pub fn insert(&mut self, key: CallKey, answer: Vec<u8>) {
-        if self.answers.insert(key.clone(), answer).is_some() {
+    /// The outcome a retry of this call gets: an answer stays recorded, a
+    /// failure is told once and forgotten.
+    pub fn take(&mut self, key: &CallKey) -> Option<CallOutcome> {
+        match self.answers.get(key)? {
+            CallOutcome::Answer(_) => self.answers.get(key).cloned(),
+            CallOutcome::Failure { .. } => {
+                self.order.retain(|k| k != key);
+                self.answers.remove(key)
+            }
+        }
+    }
+
+    /// Records a completed call's outcome.
+    pub fn insert(&mut self, key: CallKey, outcome: CallOutcome) {
+        if self.answers.insert(key.clone(), outcome).is_some() {
             return;
         }
         self.order.push_back(key);
@@ -311,14 +338,21 @@ struct FenceFile {
     fences: Vec<FenceRecord>,
 }
 
-/// The fences, persisted; the record of completed calls; and the one lock
-/// that serialises mutating calls.
+/// The fences, persisted; the record of completed and running calls; and
+/// the one lock that serialises mutating calls.
 #[derive(Debug)]
 pub struct FenceStore {
     path: PathBuf,
     records: tokio::sync::Mutex<BTreeMap<String, FenceRecord>>,
-    calls: std::sync::Mutex<CallLog>,
-    writer: tokio::sync::Mutex<()>,
+    calls: std::sync::Mutex<Calls>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Completed calls and the ones whose work still runs.
+#[derive(Debug)]
+struct Calls {
+    log: CallLog,
+    running: HashMap<CallKey, Running>,
 }
 
 impl FenceStore {
@@ -334,8 +368,11 @@ impl FenceStore {
         Ok(FenceStore {
             path,
             records: tokio::sync::Mutex::new(records),
-            calls: std::sync::Mutex::new(CallLog::new(CALL_LOG_CAPACITY)),
-            writer: tokio::sync::Mutex::new(()),
+            calls: std::sync::Mutex::new(Calls {
+                log: CallLog::new(CALL_LOG_CAPACITY),
+                running: HashMap::new(),
+            }),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -373,20 +410,60 @@ impl FenceStore {
         self.writer.lock().await
     }
 
-    /// A completed call's recorded answer.
-    pub fn recorded(&self, key: &CallKey) -> Option<Vec<u8>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .map(<[u8]>::to_vec)
+    /// The writer lock for work that outlives its call (held by its task).
+    pub async fn writer_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
     }
 
-    pub fn record(&self, key: CallKey, answer: Vec<u8>) {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, answer);
+    }
+
+    /// The outcome a retry of a completed call gets (see [`CallLog::take`]).
+    pub fn recorded(&self, key: &CallKey) -> Option<CallOutcome> {
+        self.calls().log.take(key)
+    }
+
+    pub fn record(&self, key: CallKey, outcome: CallOutcome) {
+        self.calls().log.insert(key, outcome);
+    }
+
+    /// The call's work, when it is still running.
+    pub fn running(&self, key: &CallKey) -> Option<Running> {
+        self.calls().running.get(key).cloned()
+    }
+
+    /// Marks the call's work as running: retries wait for its outcome.
+    pub fn begin(&self, key: CallKey) -> tokio::sync::watch::Sender<Option<CallOutcome>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.calls().running.insert(key, rx);
+        tx
+    }
+
+    /// The call's work ended: records the outcome (an answer always; a
+    /// failure only when nobody waits for it, so the next retry learns it)
+    /// and hands it to whoever waits.
+    pub fn finish(
+        &self,
+        key: CallKey,
+        outcome: CallOutcome,
+        tx: &tokio::sync::watch::Sender<Option<CallOutcome>>,
+    ) {
+        let mut calls = self.calls();
+        calls.running.remove(&key);
+        let waited_for = tx.receiver_count() > 0;
+        if matches!(outcome, CallOutcome::Answer(_)) || !waited_for {
+            calls.log.insert(key, outcome.clone());
+        }
+        tx.send_replace(Some(outcome));
+    }
+
+    /// Forgets a running call whose work ended without an outcome (its task
+    /// panicked): retries then run for real.
+    pub fn abandon(&self, key: &CallKey) {
+        self.calls().running.remove(key);
     }
 
     /// Writes the map with `record` in it, then updates memory.
@@ -637,18 +714,61 @@ mod tests {
     #[test]
     fn call_log_answers_retries_and_forgets_the_oldest() {
         let key = |i: usize| (format!("op{i}"), "step".to_string(), "Defragment");
+        let answer = |b: u8| CallOutcome::Answer(vec![b]);
         let mut log = CallLog::new(3);
         for i in 0..4 {
-            log.insert(key(i), vec![i as u8]);
+            log.insert(key(i), answer(i as u8));
         }
         assert_eq!(log.len(), 3);
         assert_eq!(log.get(&key(0)), None, "the oldest is forgotten");
-        assert_eq!(log.get(&key(3)), Some(&[3u8][..]));
+        assert_eq!(log.get(&key(3)), Some(&answer(3)));
         // Same operation and step, another method: another call.
         assert_eq!(log.get(&("op3".into(), "step".into(), "Compact")), None);
         // Re-recording a key does not grow the log.
-        log.insert(key(3), vec![9]);
-        assert_eq!((log.len(), log.get(&key(3))), (3, Some(&[9u8][..])));
+        log.insert(key(3), answer(9));
+        assert_eq!((log.len(), log.get(&key(3))), (3, Some(&answer(9))));
+        // An answer is told to every retry; an undelivered failure once.
+        assert_eq!(log.take(&key(3)), Some(answer(9)));
+        assert_eq!(log.take(&key(3)), Some(answer(9)));
+        let failure = CallOutcome::Failure {
+            code: tonic::Code::Internal,
+            message: "etcd on etcd1 is stopped".into(),
+        };
+        log.insert(key(5), failure.clone());
+        assert_eq!(log.take(&key(5)), Some(failure));
+        assert_eq!(log.take(&key(5)), None);
+        assert_eq!(log.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn running_calls_hand_their_outcome_to_waiters_and_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FenceStore::load(dir.path()).expect("empty");
+        let key: CallKey = ("op".into(), "step-1".into(), "RestartEtcd");
+        let tx = store.begin(key.clone());
+        let mut waiter = store.running(&key).expect("running");
+        store.finish(key.clone(), CallOutcome::Answer(vec![7]), &tx);
+        assert!(store.running(&key).is_none());
+        let got = waiter.wait_for(Option::is_some).await.expect("outcome").clone();
+        assert_eq!(got, Some(CallOutcome::Answer(vec![7])));
+        assert_eq!(store.recorded(&key), Some(CallOutcome::Answer(vec![7])));
+
+        // A failure somebody waited for is not recorded (a retry runs again)...
+        let key2: CallKey = ("op".into(), "step-2".into(), "RestartEtcd");
+        let failure = CallOutcome::Failure {
+            code: tonic::Code::Internal,
+            message: "no".into(),
+        };
+        let tx = store.begin(key2.clone());
+        let waiter = store.running(&key2).expect("running");
+        store.finish(key2.clone(), failure.clone(), &tx);
+        assert_eq!(store.recorded(&key2), None);
+        drop(waiter);
+        // ...one nobody waited for is told to the next retry, once.
+        let tx = store.begin(key2.clone());
+        store.finish(key2.clone(), failure.clone(), &tx);
+        assert_eq!(store.recorded(&key2), Some(failure));
+        assert_eq!(store.recorded(&key2), None);
     }
 
     #[tokio::test]

@@ -14,9 +14,6 @@ use crate::metrics;
 use crate::rpc;
 use crate::state::AgentState;
 
-/// How long etcd gets to stop when the agent shuts down (a leader may take
-/// several seconds to hand over leadership).
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight RPCs may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The server's bound on any request: Defragment's maximum budget plus a minute.
@@ -130,7 +127,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     let served = served.context("the agent API task failed")?;
 
     if config.unit.backend == Backend::Process
-        && let Err(e) = state.unit.stop(STOP_TIMEOUT).await
+        && let Err(e) = state.unit.stop(state.stop_timeout).await
     {
         tracing::error!(error = %e, "stopping etcd at shutdown");
     }

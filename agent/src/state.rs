@@ -23,6 +23,8 @@ pub struct AgentState {
     pub identity: Identity,
     pub etcd: LocalMember,
     pub unit: Box<dyn UnitBackend>,
+    /// etcd's graceful stop before a kill (`unit.stop_timeout_secs`).
+    pub stop_timeout: Duration,
     pub data_dir: PathBuf,
     /// etcd's environment file (ETCD_* variables).
     pub env_file: PathBuf,
@@ -101,6 +103,7 @@ impl AgentState {
             identity,
             etcd: LocalMember::new(&config.etcd)?,
             unit,
+            stop_timeout: config.unit.stop_timeout(),
             data_dir: data_dir(config),
             env_file: config.etcd.env_file.clone(),
             disk: DiskProber::new(&config.disk, &config.etcd.endpoint),

@@ -15,6 +15,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# tests/tests/hung_stop.rs: gdb makes an etcd ignore SIGTERM (a graceful stop that hangs).
+command -v gdb >/dev/null 2>&1 || need_apt+=(gdb)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -64,6 +64,7 @@ pub struct ClusterBuilder {
     metrics_port: Option<u16>,
     disk_probe_interval_secs: Option<u64>,
     disk_fsync_threshold_ms: Option<u64>,
+    stop_timeout_secs: Option<u64>,
 }
 
 /// The agents' fsync threshold when a test turns the periodic probe off and
@@ -106,6 +107,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// The agents' graceful stop of etcd before a kill (`[unit] stop_timeout_secs`).
+    pub fn stop_timeout_secs(mut self, secs: u64) -> Self {
+        self.stop_timeout_secs = Some(secs);
+        self
+    }
+
     /// Starts etcd members and agents and waits until the cluster is healthy.
     pub fn start(self, bins: Bins) -> Cluster {
         etcdops_certs::install_crypto_provider();
@@ -137,6 +144,14 @@ impl ClusterBuilder {
         if let Some(ms) = threshold {
             for m in layout.members.iter().chain(&layout.spares) {
                 set_fsync_threshold(&m.agent_config, ms);
+            }
+        }
+        if let Some(secs) = self.stop_timeout_secs {
+            for m in layout.members.iter().chain(&layout.spares) {
+                let mut config =
+                    etcdops_agent::config::AgentConfig::load(&m.agent_config).expect("agent config");
+                config.unit.stop_timeout_secs = secs;
+                std::fs::write(&m.agent_config, config.to_toml()).expect("writing the agent config");
             }
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -293,6 +308,7 @@ impl Cluster {
             metrics_port: None,
             disk_probe_interval_secs: None,
             disk_fsync_threshold_ms: None,
+            stop_timeout_secs: None,
         }
     }
 

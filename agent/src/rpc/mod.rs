@@ -2,6 +2,8 @@
 //! from domain errors to gRPC status codes. One file per RPC family. Every
 //! mutating RPC (unit, env file, data dir, etcd maintenance) passes
 //! `fence::fenced`: the caller's operation must hold the cluster's fence.
+//! The unit RPCs (stop, start, restart of etcd), Defragment and Compact pass
+//! `fence::detached`: their work runs to its end whatever happens to the call.
 
 mod auth;
 mod disk;
@@ -60,6 +62,21 @@ fn timeout_field(timeout_ms: u32) -> Result<Duration, Status> {
         ))),
         ms => Ok(Duration::from_millis(u64::from(ms))),
     }
+}
+
+/// When a call with `budget` answers at the latest: a little before it.
+fn answer_by(budget: Duration) -> Duration {
+    budget.saturating_sub((budget / 20).min(Duration::from_secs(1)))
+}
+
+/// The answer of a detached call whose budget ran out with its work still running.
+async fn outlived(state: &AgentState, what: &str, budget: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the {what} of etcd on {} did not finish within this call's {} budget and goes on in the agent; \
+         call again with the same operation step to wait for its outcome",
+        unit::member(state),
+        crate::unit::seconds(budget)
+    ))
 }
 
 impl AgentService {
@@ -122,36 +139,18 @@ impl Agent for AgentService {
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Start, r.clone());
-        self.counted(
-            "StartEtcd",
-            fence::fenced(&self.state, "StartEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Start, request.into_inner());
+        self.counted("StartEtcd", act).await.map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Stop, r.clone());
-        self.counted(
-            "StopEtcd",
-            fence::fenced(&self.state, "StopEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Stop, request.into_inner());
+        self.counted("StopEtcd", act).await.map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let r = request.get_ref();
-        let act = unit::act(self.state.clone(), unit::Action::Restart, r.clone());
-        self.counted(
-            "RestartEtcd",
-            fence::fenced(&self.state, "RestartEtcd", r.fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let act = unit::act(self.state.clone(), unit::Action::Restart, request.into_inner());
+        self.counted("RestartEtcd", act).await.map(Response::new)
     }
 
     async fn get_unit_status(
@@ -228,8 +227,21 @@ impl Agent for AgentService {
         let r = r.into_inner();
         self.counted("Defragment", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
-            let act = maintenance::defragment(&self.state, timeout);
-            fence::fenced(&self.state, "Defragment", r.fence.as_ref(), act).await
+            // etcd defragments to the end once asked: so does the agent's call.
+            let work = {
+                let state = self.state.clone();
+                async move { maintenance::defragment(&state, timeout).await }
+            };
+            let late = || outlived(&self.state, "defragmentation", timeout);
+            fence::detached(
+                &self.state,
+                "Defragment",
+                r.fence.as_ref(),
+                answer_by(timeout),
+                work,
+                late,
+            )
+            .await
         })
         .await
         .map(Response::new)
@@ -240,8 +252,20 @@ impl Agent for AgentService {
         self.counted("Compact", async {
             let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
             let revision = maintenance::compact_revision(r.revision)?;
-            let act = maintenance::compact(&self.state, revision, r.physical, timeout);
-            fence::fenced(&self.state, "Compact", r.fence.as_ref(), act).await
+            let work = {
+                let state = self.state.clone();
+                async move { maintenance::compact(&state, revision, r.physical, timeout).await }
+            };
+            let late = || outlived(&self.state, "compaction", timeout);
+            fence::detached(
+                &self.state,
+                "Compact",
+                r.fence.as_ref(),
+                answer_by(timeout),
+                work,
+                late,
+            )
+            .await
         })
         .await
         .map(Response::new)

@@ -4,6 +4,11 @@
 //!   from the same environment file etcd.service would read (sandbox, hosts
 //!   without systemd).
 //! - [`systemd::SystemdUnit`]: etcd.service over systemd's D-Bus API.
+//!
+//! A stop is graceful (SIGTERM, systemd's stop job) for at most the time it
+//! is given, then the unit is killed (SIGKILL, systemd's KillUnit): a stop
+//! that hangs (etcd blocked on a half-dead peer) still ends, and says it was
+//! killed in [`UnitInfo::detail`].
 
 pub mod process;
 pub mod systemd;
@@ -60,6 +65,49 @@ impl UnitInfo {
     };
 }
 
+/// How long a unit may take to be gone after SIGKILL.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// A duration for messages: `30 s`, `1.5 s`.
+pub fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The `detail` of a unit that was killed after its graceful stop.
+pub fn killed_detail(graceful: Duration) -> String {
+    format!("killed after the {} graceful stop", seconds(graceful))
+}
+
+impl UnitInfo {
+    /// The state in words, for messages: `stopped`, `running (pid 42)`,
+    /// `failed (exited with status 1)`, with the detail when there is one.
+    pub fn describe(&self) -> String {
+        let words = match self.state {
+            UnitState::Active => "running",
+            UnitState::Inactive => "stopped",
+            UnitState::Activating => "starting",
+            UnitState::Deactivating => "stopping",
+            UnitState::Failed => "failed",
+        };
+        let mut notes = Vec::new();
+        if let Some(pid) = self.main_pid {
+            notes.push(format!("pid {pid}"));
+        }
+        if !self.detail.is_empty() && self.detail != "not running" && self.detail != words {
+            notes.push(self.detail.clone());
+        }
+        if notes.is_empty() {
+            words.to_string()
+        } else {
+            format!("{words} ({})", notes.join(", "))
+        }
+    }
+}
+
 /// Errors of a unit backend. Each names the unit and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -69,8 +117,11 @@ pub enum UnitError {
     BinaryMissing { path: std::path::PathBuf },
     #[error("cannot start {unit}: {reason}")]
     Start { unit: String, reason: String },
-    #[error("{unit} did not stop within {timeout:?}; it was killed")]
-    StopTimeout { unit: String, timeout: Duration },
+    #[error(
+        "{unit} did not stop within its {} graceful stop, and was still running {} after SIGKILL",
+        seconds(*graceful), seconds(KILL_WAIT)
+    )]
+    StopTimeout { unit: String, graceful: Duration },
     #[error("cannot signal {unit} (pid {pid}): {reason}")]
     Signal { unit: String, pid: u32, reason: String },
     #[error(transparent)]
@@ -102,11 +153,50 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
     async fn info(&self) -> UnitInfo;
     /// Starts etcd; returns once the process runs (not once it is healthy).
     async fn start(&self) -> Result<UnitInfo, UnitError>;
-    /// Stops etcd gracefully, killing it after `timeout`.
-    async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError>;
+    /// Stops etcd gracefully for at most `graceful`, then kills it (SIGKILL)
+    /// and waits up to [`KILL_WAIT`] for it to be gone. A kill is not an
+    /// error: the unit is stopped, and `detail` says it was killed
+    /// ([`killed_detail`]). Fails when it is still running after the kill.
+    async fn stop(&self, graceful: Duration) -> Result<UnitInfo, UnitError>;
     /// Whether etcd starts at boot (`systemctl enable|disable`; the process
     /// backend records it for the agent's next start, over `autostart`).
     async fn set_boot(&self, _enabled: bool) -> Result<(), UnitError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_in_words_for_messages() {
+        let info = |state, main_pid, detail: &str| UnitInfo {
+            state,
+            main_pid,
+            detail: detail.to_string(),
+            ..UnitInfo::EMPTY
+        };
+        assert_eq!(
+            info(UnitState::Active, Some(42), "").describe(),
+            "running (pid 42)"
+        );
+        assert_eq!(
+            info(UnitState::Deactivating, Some(42), "stopping").describe(),
+            "stopping (pid 42)"
+        );
+        assert_eq!(
+            info(UnitState::Inactive, None, "not running").describe(),
+            "stopped"
+        );
+        assert_eq!(
+            info(UnitState::Inactive, None, &killed_detail(Duration::from_secs(30))).describe(),
+            "stopped (killed after the 30 s graceful stop)"
+        );
+        assert_eq!(
+            info(UnitState::Failed, None, "exited with status 1").describe(),
+            "failed (exited with status 1)"
+        );
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
     }
 }

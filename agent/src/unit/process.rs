@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 
-use super::{UnitBackend, UnitError, UnitInfo, UnitState};
+use super::{KILL_WAIT, UnitBackend, UnitError, UnitInfo, UnitState, killed_detail};
 use crate::envfile::EnvFile;
 
 /// What happens when etcd exits on its own.
@@ -257,7 +257,7 @@ impl UnitBackend for ProcessUnit {
         Ok(self.info().await)
     }
 
-    async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError> {
+    async fn stop(&self, graceful: Duration) -> Result<UnitInfo, UnitError> {
         let _guard = self.shared.op.lock().await;
         let pid = match *self.shared.phase.borrow() {
             Phase::Running { pid } | Phase::Stopping { pid } => pid,
@@ -274,23 +274,39 @@ impl UnitBackend for ProcessUnit {
         self.shared.phase.send_replace(Phase::Stopping { pid });
         let signal = |sig| {
             let raw = i32::try_from(pid).unwrap_or(i32::MAX);
-            kill(Pid::from_raw(raw), sig).map_err(|e| UnitError::Signal {
-                unit: self.unit(),
-                pid,
-                reason: e.to_string(),
-            })
+            match kill(Pid::from_raw(raw), sig) {
+                // Gone already: its exit is on the way.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(e) => Err(UnitError::Signal {
+                    unit: self.unit(),
+                    pid,
+                    reason: e.to_string(),
+                }),
+            }
         };
         signal(Signal::SIGTERM)?;
         let exited = |p: &Phase| matches!(p, Phase::Exited { .. });
-        if tokio::time::timeout(timeout, rx.wait_for(exited)).await.is_err() {
-            signal(Signal::SIGKILL)?;
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(exited)).await;
+        if tokio::time::timeout(graceful, rx.wait_for(exited)).await.is_ok() {
+            return Ok(self.info().await);
+        }
+        tracing::warn!(
+            pid,
+            ?graceful,
+            "etcd did not stop gracefully in time; killing it (SIGKILL)"
+        );
+        signal(Signal::SIGKILL)?;
+        if tokio::time::timeout(KILL_WAIT, rx.wait_for(exited))
+            .await
+            .is_err()
+        {
             return Err(UnitError::StopTimeout {
                 unit: self.unit(),
-                timeout,
+                graceful,
             });
         }
-        Ok(self.info().await)
+        let mut info = self.info().await;
+        info.detail = format!("{} ({})", killed_detail(graceful), info.detail);
+        Ok(info)
     }
 }
 
@@ -367,6 +383,37 @@ mod tests {
         assert_eq!(
             u.stop(Duration::from_secs(1)).await.expect("again").state,
             UnitState::Inactive
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_hangs_is_killed_after_the_graceful_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("fake-etcd");
+        // Ignores SIGTERM, like an etcd whose graceful stop hangs.
+        std::fs::write(&script, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.1; done\n").expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let env_file = dir.path().join("etcd.env");
+        std::fs::write(&env_file, "ETCD_NAME=x\n").expect("env");
+        let u = ProcessUnit::new(script, env_file, None, RestartPolicy::Never);
+        u.start().await.expect("start");
+        // Let the shell install its trap.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let info = u.stop(Duration::from_millis(500)).await.expect("killed");
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert_eq!(info.state, UnitState::Inactive);
+        assert!(
+            info.detail.starts_with("killed after the 0.5 s graceful stop")
+                && info.detail.contains("SIGKILL"),
+            "{}",
+            info.detail
+        );
+        assert_eq!(
+            info.describe(),
+            format!("stopped ({})", info.detail),
+            "the words a failed step prints"
         );
     }
 

@@ -4,8 +4,9 @@
 //! Start and stop are race-free: the connection is subscribed once, the
 //! JobRemoved stream is created before StartUnit/StopUnit ("replace" mode), the
 //! job path returned is matched, and then the unit's ActiveState/SubState is
-//! confirmed within the caller's timeout. Failures name the unit, the job
-//! result and the state reached, with the unit's last journal lines.
+//! confirmed within the caller's timeout. A stop job still running after its
+//! graceful time is ended with KillUnit SIGKILL. Failures name the unit, the
+//! job result and the state reached, with the unit's last journal lines.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio_stream::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
-use super::{UnitBackend, UnitError, UnitInfo, UnitState};
+use super::{KILL_WAIT, UnitBackend, UnitError, UnitInfo, UnitState, killed_detail};
 
 /// How many journal lines a failure carries.
 pub const LOG_LINES: usize = 20;
@@ -298,24 +299,51 @@ impl SystemdUnit {
             }
             None
         };
-        let result = match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Some(result)) => result,
-            Ok(None) => {
-                return Err(self
-                    .bus_error("JobRemoved", zbus::Error::Failure("signal stream ended".into()))
-                    .into());
-            }
-            Err(_) => {
-                let s = self.read().await?;
-                return Err(SystemdError::JobTimeout {
-                    unit: self.name.clone(),
-                    kind,
-                    timeout,
-                    state: s.active_state,
-                    sub_state: s.sub_state,
-                    log_lines: self.journal(LOG_LINES).await,
+        tokio::pin!(wait);
+        let mut killed = false;
+        let mut deadline = deadline;
+        let result = loop {
+            match tokio::time::timeout_at(deadline, &mut wait).await {
+                Ok(Some(result)) => break result,
+                Ok(None) => {
+                    return Err(self
+                        .bus_error("JobRemoved", zbus::Error::Failure("signal stream ended".into()))
+                        .into());
                 }
-                .into());
+                // A stop that hangs: kill the unit's processes; the same stop job then ends.
+                Err(_) if kind == JobKind::Stop && !killed => {
+                    tracing::warn!(unit = %self.name, ?timeout, "the stop job did not finish in time; KillUnit SIGKILL");
+                    self.call(
+                        "KillUnit",
+                        manager.kill_unit(
+                            self.name.clone(),
+                            "all".into(),
+                            nix::sys::signal::Signal::SIGKILL as i32,
+                        ),
+                    )
+                    .await?;
+                    killed = true;
+                    deadline = Instant::now() + KILL_WAIT;
+                }
+                Err(_) => {
+                    let s = self.read().await?;
+                    if killed {
+                        tracing::error!(unit = %self.name, state = %s.active_state, sub_state = %s.sub_state, "still running after KillUnit SIGKILL");
+                        return Err(UnitError::StopTimeout {
+                            unit: self.name.clone(),
+                            graceful: timeout,
+                        });
+                    }
+                    return Err(SystemdError::JobTimeout {
+                        unit: self.name.clone(),
+                        kind,
+                        timeout,
+                        state: s.active_state,
+                        sub_state: s.sub_state,
+                        log_lines: self.journal(LOG_LINES).await,
+                    }
+                    .into());
+                }
             }
         };
         if result != "done" {
@@ -342,7 +370,14 @@ impl SystemdUnit {
         loop {
             let s = self.read().await?;
             if reached(&s) {
-                return Ok(self.to_info(s).await);
+                let mut info = self.to_info(s).await;
+                if killed {
+                    info.detail = match info.detail.as_str() {
+                        "" => killed_detail(timeout),
+                        other => format!("{} ({other})", killed_detail(timeout)),
+                    };
+                }
+                return Ok(info);
             }
             if Instant::now() >= deadline {
                 return Err(SystemdError::WrongState {
@@ -456,10 +491,11 @@ impl UnitBackend for SystemdUnit {
         self.run_job(JobKind::Start, START_TIMEOUT).await
     }
 
-    /// Stops the unit (systemd kills it after the unit's TimeoutStopSec);
-    /// fails if that does not finish within `timeout`.
-    async fn stop(&self, timeout: Duration) -> Result<UnitInfo, UnitError> {
-        self.run_job(JobKind::Stop, timeout).await
+    /// Stops the unit; when the stop job has not finished within
+    /// `graceful` (systemd's own TimeoutStopSec may be longer), KillUnit
+    /// SIGKILL ends it, and the same job is then awaited for [`KILL_WAIT`].
+    async fn stop(&self, graceful: Duration) -> Result<UnitInfo, UnitError> {
+        self.run_job(JobKind::Stop, graceful).await
     }
 
     async fn set_boot(&self, enabled: bool) -> Result<(), UnitError> {

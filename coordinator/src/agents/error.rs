@@ -147,6 +147,12 @@ pub(super) fn classify_status(status: &Status, host: &str, timeout: Duration) ->
         None => {}
     }
     match status.code() {
+        // The agent's own answer at the end of its budget: what it says
+        // (e.g. the state etcd is in) is the news, not our clock.
+        Code::DeadlineExceeded if source.is_none() && !status.message().is_empty() => AgentErrorKind::Rpc {
+            code: Code::DeadlineExceeded,
+            message: status.message().to_string(),
+        },
         Code::DeadlineExceeded => AgentErrorKind::CallTimeout { after: timeout },
         Code::Cancelled | Code::Unavailable | Code::Unknown if source.is_some() => {
             AgentErrorKind::ConnectionClosed {
@@ -407,7 +413,11 @@ mod tests {
                 Status::unauthenticated("no client certificate"),
                 "ClientCertificateRefused",
             ),
-            (Status::deadline_exceeded("slow"), "CallTimeout"),
+            (Status::deadline_exceeded(""), "CallTimeout"),
+            (
+                Status::deadline_exceeded("etcd on etcd1 is stopping: the restart goes on"),
+                "Rpc",
+            ),
             (Status::failed_precondition("etcd is stopped"), "Rpc"),
             (Status::unavailable("busy"), "Rpc"),
         ];

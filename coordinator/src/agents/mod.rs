@@ -33,6 +33,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most an agent accepts as its budget for the local member (`timeout_ms`).
 pub const MAX_AGENT_BUDGET_MS: u32 = 60_000;
 
+/// How much longer than the agent's budget for a long call (`timeout_ms`)
+/// we wait for its answer: the agent answers at the end of its budget with
+/// its real outcome (or the state its work is in), never our timeout.
+pub const CALL_MARGIN: Duration = Duration::from_secs(10);
+
 /// A connected agent client.
 pub type Client = AgentClient<Channel>;
 
@@ -42,9 +47,9 @@ pub struct Agents {
     tls: Arc<ClientTls>,
     /// Connect (and, unless `call_timeout` says otherwise, call) budget.
     timeout: Duration,
-    /// A longer budget for the call itself (defragment, restart), the
-    /// connect still bounded by `timeout`: a dead host costs `timeout`, not
-    /// a whole step.
+    /// A longer budget for the call itself (defragment, restart): the
+    /// agent's budget plus [`CALL_MARGIN`], the connect still bounded by
+    /// `timeout`: a dead host costs `timeout`, not a whole step.
     call_timeout: Option<Duration>,
 }
 
@@ -70,13 +75,15 @@ impl Agents {
         }
     }
 
-    /// The same agents with a longer budget for the call (defragment,
-    /// restart); connecting is still bounded by the usual timeout.
-    pub fn with_call_timeout(&self, call: Duration) -> Agents {
+    /// The same agents for a long call (defragment, restart) whose request
+    /// gives the agent `agent_budget` (`timeout_ms`): we wait for the answer
+    /// [`CALL_MARGIN`] longer than that, so the agent always answers first
+    /// with its real outcome; connecting is still bounded by the usual timeout.
+    pub fn with_call_timeout(&self, agent_budget: Duration) -> Agents {
         Agents {
             tls: self.tls.clone(),
             timeout: self.timeout,
-            call_timeout: Some(call.max(self.timeout)),
+            call_timeout: Some(long_call_timeout(agent_budget, self.timeout)),
         }
     }
 
@@ -246,6 +253,12 @@ impl Agents {
     }
 }
 
+/// How long we wait for a long call that gives the agent `agent_budget`:
+/// [`CALL_MARGIN`] past it (and never less than the usual `timeout`).
+pub fn long_call_timeout(agent_budget: Duration, timeout: Duration) -> Duration {
+    agent_budget.max(timeout) + CALL_MARGIN
+}
+
 /// Four fifths of `timeout`, in whole milliseconds, within 1..=60000.
 pub fn agent_budget_ms(timeout: Duration) -> u32 {
     let ms = timeout.as_millis().saturating_mul(4) / 5;
@@ -257,6 +270,13 @@ pub fn agent_budget_ms(timeout: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_call_outwaits_the_agents_budget() {
+        let s = Duration::from_secs;
+        assert_eq!(long_call_timeout(s(180), s(5)), s(190));
+        assert_eq!(long_call_timeout(s(1), s(5)), s(15));
+    }
 
     #[test]
     fn budget_leaves_room_to_answer() {

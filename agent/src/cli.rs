@@ -1,6 +1,6 @@
 //! The `etcdops-agent` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +18,7 @@ use crate::config::AgentConfig;
 #[command(
     name = "etcdops-agent",
     version,
-    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
+    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) or a config that checks out, 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent --check-config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
 )]
 struct Args {
     /// The agent configuration file (TOML).
@@ -29,9 +29,11 @@ struct Args {
         default_value = "/etc/etcdops/agent.toml"
     )]
     config: PathBuf,
-    /// Check the configuration and TLS files, then exit.
-    #[arg(long)]
-    check_config: bool,
+    /// Check a configuration file (PATH, default: --config) and its TLS
+    /// files, print `ok: PATH` or the error, then exit (0 ok, 2 refused).
+    /// Starts nothing.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
     /// Without a subcommand, the agent serves its API.
     #[command(subcommand)]
     command: Option<Command>,
@@ -59,6 +61,9 @@ pub fn main() -> ExitCode {
     if let Some(Command::ProbeDisk(probe)) = &args.command {
         return crate::disk::cli::run(probe);
     }
+    if let Some(path) = &args.check_config {
+        return check_config(path.as_deref().unwrap_or(&args.config));
+    }
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -66,18 +71,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
-        return match config.tls.files().server_config() {
-            Ok((_, identity)) => {
-                println!("{}: ok (agent {})", args.config.display(), identity.describe());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {}: {e}", args.config.display());
-                ExitCode::from(2)
-            }
-        };
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // etcd-client's futures nest deeply; debug builds overflowed 2 MiB on Compact.
@@ -96,6 +89,31 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config PATH`: the config loaded and validated as at start-up,
+/// and its TLS files read as the server would; `ok: PATH (agent ...)` on
+/// stdout and 0, or the error on stderr and 2.
+fn check_config(path: &Path) -> ExitCode {
+    let checked = AgentConfig::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            config
+                .tls
+                .files()
+                .server_config()
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+    match checked {
+        Ok((_, identity)) => {
+            println!("ok: {} (agent {})", path.display(), identity.describe());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -97,18 +97,9 @@ pub fn main() -> ExitCode {
 /// and its TLS files read as the server would; `ok: PATH (agent ...)` on
 /// stdout and 0, or the error on stderr and 2.
 fn check_config(path: &Path) -> ExitCode {
-    let checked = AgentConfig::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            config
-                .tls
-                .files()
-                .server_config()
-                .map_err(|e| format!("{}: {e}", path.display()))
-        });
-    match checked {
-        Ok((_, identity)) => {
-            println!("ok: {} (agent {})", path.display(), identity.describe());
+    match checked_config(path) {
+        Ok(line) => {
+            println!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -116,6 +107,17 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The `ok: PATH (agent ...)` line, or why the file would stop the agent.
+fn checked_config(path: &Path) -> Result<String, String> {
+    let config = AgentConfig::load(path).map_err(|e| e.to_string())?;
+    let (_, identity) = config
+        .tls
+        .files()
+        .server_config()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("ok: {} (agent {})", path.display(), identity.describe()))
 }
 
 async fn shutdown_signal() {
@@ -132,4 +134,53 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use etcdops_certs::{IssueRequest, Pki, Role};
+
+    use super::*;
+
+    #[test]
+    fn check_config_takes_a_path_or_the_config() {
+        let args = Args::try_parse_from(["etcdops-agent", "--check-config", "/x/agent.toml"]).expect("parse");
+        assert_eq!(args.check_config, Some(Some(PathBuf::from("/x/agent.toml"))));
+        let args =
+            Args::try_parse_from(["etcdops-agent", "--config", "/y.toml", "--check-config"]).expect("parse");
+        assert_eq!(args.check_config, Some(None));
+        assert_eq!(args.config, PathBuf::from("/y.toml"));
+        let args = Args::try_parse_from(["etcdops-agent"]).expect("parse");
+        assert_eq!(args.check_config, None);
+    }
+
+    #[test]
+    fn check_config_says_ok_or_why_not() {
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pki, _) = Pki::init(&dir.path().join("pki"), "test-ca", 1, false).expect("pki");
+        let cert = pki
+            .issue(&IssueRequest::new(Role::Agent, "etcd1").host("127.0.0.1"))
+            .expect("issue");
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:7443\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[etcd]\nendpoint = \"http://127.0.0.1:2379\"\n",
+            pki.ca_cert_path(),
+            cert.cert_path,
+            cert.key_path
+        );
+        std::fs::write(&config, &text).expect("write");
+        let line = checked_config(&config).expect("ok");
+        assert!(
+            line.starts_with(&format!("ok: {} (agent ", config.display())),
+            "{line}"
+        );
+        std::fs::write(&config, text.replace("[etcd]", "bogus = 1\n[etcd]")).expect("write");
+        let err = checked_config(&config).expect_err("unknown key");
+        assert!(err.contains("bogus") && err.contains("agent.toml"), "{err}");
+        let missing = dir.path().join("missing.toml");
+        let err = checked_config(&missing).expect_err("missing");
+        assert!(err.contains("missing.toml"), "{err}");
+    }
 }

@@ -142,3 +142,35 @@ pub fn check(agent: &Path, path: &Path) -> Result<(), CheckError> {
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_is_written_as_the_agent_reads_it() {
+        #[derive(Serialize)]
+        struct Doc {
+            restart: Restart,
+        }
+        let text = toml::to_string(&Doc {
+            restart: Restart::OnFailure,
+        })
+        .expect("serialize");
+        assert_eq!(text.trim(), "restart = \"on-failure\"");
+    }
+
+    #[test]
+    fn check_names_the_file_when_the_agent_refuses_or_is_missing() {
+        let path = Path::new("/sandbox/etcd1/agent.toml");
+        let err = check(Path::new("/bin/false"), path).expect_err("refused");
+        assert!(matches!(err, CheckError::Refused { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("/sandbox/etcd1/agent.toml") && text.contains("--agent-bin"),
+            "{text}"
+        );
+        let err = check(Path::new("/nonexistent/etcdops-agent"), path).expect_err("missing");
+        assert!(matches!(err, CheckError::Run { .. }), "{err}");
+    }
+}

@@ -1,8 +1,9 @@
 //! The `[clusters.backup]` table of the fleet file: where a cluster's backups
 //! go and how long they are kept, with the types its fields are written in
 //! ([`TargetUrl`], [`Span`]). Plain data checked at load; `backup/` turns it
-//! into a target and a retention policy (`backup::config`). S3 credentials never come from here, only
-//! from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+//! into a target and a retention policy (`backup::config`). S3 credentials
+//! never come from here, only from the environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`).
 //!
 //! ```toml
 //! [clusters.backup]

@@ -1,6 +1,8 @@
 //! `etcdops snapshot status FILE`: a snapshot file's hash, revision, key
 //! count and size computed as `etcdctl snapshot status` computes them, from
-//! the file alone, plus the sha256 trailer check `snapshot restore` makes.
+//! the file alone (read with `etcdops_format::bbolt`), plus the sha256
+//! trailer check `snapshot restore` makes. The command-line side is
+//! `cli/snapshot.rs`.
 
 use std::fs::File;
 use std::io;

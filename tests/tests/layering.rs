@@ -25,7 +25,9 @@ const LAYERS: &[&[&str]] = &[
     &["journal", "observe"],
     &["output"],
     &["snapshot"],
-    &["exec", "backup", "sandbox"],
+    &["backup", "sandbox"],
+    // Above backup: a snapshot before a disruptive step goes to the cluster's backup target.
+    &["exec"],
     &["cli"],
 ];
 

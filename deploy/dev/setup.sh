@@ -46,6 +46,13 @@ if ! python3 -c "import moto.server, boto3" >/dev/null 2>&1; then
   echo "setup: installing moto[server] (an S3-compatible server for the backup tests)" >&2
   python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
+# The test command checks style with rustfmt and clippy (rustup components).
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "setup: installing the $component component" >&2
+    rustup component add "$component"
+  fi
+done
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked

@@ -667,6 +667,17 @@ impl Cluster {
         );
     }
 
+    /// SIGKILLs member i's agent process alone: its etcd keeps running (as
+    /// after an agent crash); `restart_agent` brings the agent back.
+    pub fn kill_agent(&self, i: usize) {
+        let pid = self.agent_pid(i);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the agent");
+    }
+
     /// The pid of member i's agent process.
     pub fn agent_pid(&self, i: usize) -> u32 {
         self.children[i].as_ref().expect("agent running").id()

@@ -1,8 +1,83 @@
 //! End-to-end: the agent API accepts only coordinator certificates of the
-//! fleet CA, and answers bad requests with InvalidArgument.
+//! fleet CA, and answers bad requests with InvalidArgument. A refused
+//! certificate is shown to be refused by the TLS handshake itself (the
+//! agent's alert), not by a connection that was never made.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdops_certs::{IssueRequest, Pki, Role};
 use etcdops_tests::{Caller, Cluster, bins, etcd_metrics};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{AlertDescription, ClientConfig, ClientConnection, RootCertStore};
 use tonic::Code;
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: what a gRPC
+/// client sends first once TLS is up.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// A TLS 1.3 session with the agent at `addr` trusting the fleet CA at
+/// `ca`, presenting `identity` (cert, key) or no certificate: the handshake,
+/// the HTTP/2 preface, and the first bytes the agent answers. Under TLS 1.3
+/// the server judges the client's certificate after the client's side of the
+/// handshake is done, so a refusal arrives as an alert on the first read.
+/// `Ok(n)`: the agent answered `n` bytes of HTTP/2; `Err`: what rustls saw.
+fn tls_session(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<usize, rustls::Error> {
+    etcdops_certs::install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("the fleet CA"))
+        .expect("CA accepted");
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).expect("client cert")],
+                PrivateKeyDer::from_pem_file(key).expect("client key"),
+            )
+            .expect("client identity"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::IpAddress(addr.ip().into());
+    let mut conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("the agent at {addr} is not reachable over TCP: {e}"));
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    // rustls reports protocol errors (alerts) inside an io::Error.
+    let io = |e: std::io::Error| -> rustls::Error {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .cloned()
+            .unwrap_or_else(|| rustls::Error::General(format!("i/o: {e}")))
+    };
+    tls.write_all(H2_PREFACE).map_err(io)?;
+    tls.flush().map_err(io)?;
+    let mut buf = [0u8; 64];
+    let n = tls.read(&mut buf).map_err(io)?;
+    Ok(n)
+}
+
+/// The gRPC error and every source under it, one line.
+fn chain(err: &tonic::Status) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!(" / {s}"));
+        source = s.source();
+    }
+    text
+}
 
 #[test]
 fn only_coordinator_certificates_of_the_fleet_ca_are_served() {
@@ -13,15 +88,53 @@ fn only_coordinator_certificates_of_the_fleet_ca_are_served() {
         .expect("the coordinator is served");
     assert_eq!(ok.agent.expect("agent info").name, "etcd1");
 
-    let err = cluster
-        .get_status(0, &Caller::NoCertificate, 0)
-        .expect_err("no certificate must be refused");
-    assert_ne!(err.code(), Code::Ok);
+    // The agent is up and reachable: a session with the coordinator's
+    // certificate gets through TLS and the agent answers HTTP/2.
+    let m = cluster.member(0);
+    let addr: SocketAddr = m
+        .agent_url
+        .trim_start_matches("https://")
+        .parse()
+        .expect("agent address");
+    let pki = Pki::open(&cluster.layout.pki_dir).expect("fleet pki");
+    let ca = pki.ca_cert_path();
+    let (cert, key) = pki.paths(Role::Coordinator, "sandbox-operator");
+    let answered =
+        tls_session(addr, &ca, Some((&cert, &key))).expect("the coordinator's TLS session is accepted");
+    assert!(answered > 0, "the agent answers the HTTP/2 preface");
 
-    let err = cluster
-        .get_status(0, &Caller::OtherCa, 0)
+    // No client certificate: the agent's handshake demands one.
+    let refused = tls_session(addr, &ca, None).expect_err("no certificate must be refused");
+    assert_eq!(
+        refused,
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        "the TLS handshake refuses a client without a certificate"
+    );
+    // A coordinator certificate of another CA: unknown to the agent.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (other_pki, _) = Pki::init(other.path(), "intruder-ca", 1, false).expect("another CA");
+    let intruder = other_pki
+        .issue(&IssueRequest::new(Role::Coordinator, "intruder"))
+        .expect("intruder certificate");
+    let refused = tls_session(addr, &ca, Some((&intruder.cert_path, &intruder.key_path)))
         .expect_err("another CA must be refused");
-    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(
+        refused,
+        rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        "the TLS handshake refuses a certificate of another CA"
+    );
+
+    // Through gRPC the same refusals are transport errors on the first
+    // call, never a connection refused (the agent is listening).
+    for (caller, what) in [
+        (Caller::NoCertificate, "no certificate"),
+        (Caller::OtherCa, "another CA"),
+    ] {
+        let err = cluster.get_status(0, &caller, 0).expect_err("refused");
+        let text = chain(&err);
+        assert!(text.contains("transport error"), "{what}: {text}");
+        assert!(!text.to_lowercase().contains("refused"), "{what}: {text}");
+    }
 
     let err = cluster
         .health(0, &Caller::Agent(0), 0)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use serde_json::json;
 
 use super::operate::{Planned, RunArgs, observe, plan_error, run_plan};
 use crate::cli::target::target;
@@ -14,6 +13,7 @@ use crate::cli::{GlobalArgs, emit};
 use crate::duration;
 use crate::exit::ExitStatus;
 use crate::output::table;
+use crate::plan::operation::Operation;
 use crate::plan::planner::{self, DefragOptions, RestartOptions};
 use crate::plan::rule::{RULE_HELP, Rule};
 
@@ -42,7 +42,7 @@ pub struct DefragArgs {
     /// One member at a time, leader last (the only mode; accepted for clarity).
     #[arg(long)]
     pub rolling: bool,
-    /// Only members this rule selects, e.g. 'dbSize - dbSizeInUse > 100MB || dbQuotaUsage > 0.8'.
+    /// Only members this rule (CEL) selects, e.g. 'dbSize - dbSizeInUse > 100 * MB || dbQuotaUsage > 0.8'.
     #[arg(long, value_name = "EXPR", long_help = RULE_HELP)]
     pub rule: Option<String>,
     /// Compact the key history up to the current revision first.
@@ -58,7 +58,7 @@ pub struct DefragArgs {
 pub(crate) const DEFRAG_AFTER_HELP: &str = "\
 Examples:
   etcdops defrag --rolling --dry-run
-  etcdops defrag --rolling --rule 'dbSize - dbSizeInUse > 100MB || dbQuotaUsage > 0.8' --yes
+  etcdops defrag --rolling --rule 'dbSize - dbSizeInUse > 100 * MB || dbQuotaUsage > 0.8' --yes
   etcdops defrag --compact --member etcd2
 
 Exit codes: 0 done and healthy, 1 refused or stopped (the message says why and what to do),
@@ -88,22 +88,12 @@ pub(crate) async fn defrag(
         step_timeout: args.run.step_timeout,
     };
     let plan = planner::plan_defrag(&view, &options).map_err(plan_error)?;
-    let saved = json!({ "rule": args.rule, "compact": args.compact, "members": args.members });
-    run_plan(
-        global,
-        target,
-        &view,
-        Planned {
-            plan,
-            force: false,
-            options: saved,
-            membership: Default::default(),
-            restore: false,
-        },
-        &args.run,
-        out,
-    )
-    .await
+    let operation = Operation::Defrag {
+        rule: args.rule.clone(),
+        compact: args.compact,
+        members: args.members.clone(),
+    };
+    run_plan(global, target, &view, Planned { plan, operation }, &args.run, out).await
 }
 
 pub(crate) const RESTART_ABOUT: &str = "\
@@ -155,22 +145,11 @@ pub(crate) async fn restart(
         step_timeout: args.run.step_timeout,
     };
     let plan = planner::plan_restart(&view, &options).map_err(plan_error)?;
-    let saved = json!({ "members": args.members, "force": args.force });
-    run_plan(
-        global,
-        target,
-        &view,
-        Planned {
-            plan,
-            force: args.force,
-            options: saved,
-            membership: Default::default(),
-            restore: false,
-        },
-        &args.run,
-        out,
-    )
-    .await
+    let operation = Operation::Restart {
+        members: args.members.clone(),
+        force: args.force,
+    };
+    run_plan(global, target, &view, Planned { plan, operation }, &args.run, out).await
 }
 
 pub(crate) const COMPACT_ABOUT: &str = "\
@@ -216,17 +195,13 @@ pub(crate) async fn compact(
         (None, None) => anyhow::bail!("--keep-revisions or --keep-duration is required"),
     };
     let plan = planner::plan_compact(&view, revision);
-    let saved = json!({ "revision": revision });
     run_plan(
         global,
         target,
         &view,
         Planned {
             plan,
-            force: false,
-            options: saved,
-            membership: Default::default(),
-            restore: false,
+            operation: Operation::Compact { revision },
         },
         &args.run,
         out,
@@ -376,10 +351,7 @@ pub(crate) async fn alarm(
                 &view,
                 Planned {
                     plan,
-                    force: false,
-                    options: json!({}),
-                    membership: Default::default(),
-                    restore: false,
+                    operation: Operation::AlarmDisarm,
                 },
                 run,
                 out,
@@ -413,10 +385,7 @@ pub(crate) async fn recover_nospace(
         &view,
         Planned {
             plan,
-            force: false,
-            options: json!({}),
-            membership: Default::default(),
-            restore: false,
+            operation: Operation::RecoverNospace,
         },
         run,
         out,

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use super::operate::{Planned, RunArgs, observe, plan_error, run_plan};
 use crate::cli::target::{Target, target};
@@ -12,6 +11,7 @@ use crate::exit::ExitStatus;
 use crate::fleet::{AgentUrl, Member};
 use crate::output::members;
 use crate::plan::membership::{self, HostView, Joining, MembershipArgs};
+use crate::plan::operation::Operation;
 use crate::plan::view::ClusterView;
 
 /// `etcdops member` subcommands.
@@ -298,13 +298,9 @@ pub(crate) async fn change(
             (plan, &a.run, false, MembershipArgs::default())
         }
     };
-    let planned = Planned {
-        plan,
-        force,
-        options: json!({ "force": force }),
-        membership: args,
-        restore: false,
-    };
+    let operation = Operation::membership_op(plan.kind, args, force)
+        .ok_or_else(|| anyhow::anyhow!("{} is not a membership operation", plan.kind))?;
+    let planned = Planned { plan, operation };
     run_plan(global, target, &view, planned, run, out).await
 }
 

@@ -330,10 +330,15 @@ mod tests {
     fn op(id: &str, cluster: &str, state: OpState, updated: i64) -> OperationRecord {
         OperationRecord {
             id: id.into(),
-            kind: "defrag".into(),
+            kind: crate::plan::planner::OpKind::Defrag,
             cluster: cluster.into(),
             fleet: PathBuf::from("/etc/etcdops/fleet.toml"),
-            args: serde_json::Value::Null,
+            operation: crate::plan::operation::Operation::Defrag {
+                rule: None,
+                compact: false,
+                members: Vec::new(),
+            },
+            options: Default::default(),
             holder: "alice@ops1 (pid 1)".into(),
             epoch: 1,
             state,

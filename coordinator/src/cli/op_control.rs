@@ -6,20 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::Context;
 use clap::Args;
 use etcdops_proto::v1 as pb;
 
 use super::op::JournalArgs;
-use super::operate::{self, run_args_from_record, watch_ctrl_c};
+use super::operate::{self, watch_ctrl_c};
 use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
-use crate::exec::fence;
+use crate::exec::{Executor, fence};
 use crate::exit::ExitStatus;
 use crate::fleet;
 use crate::journal::{self, OpState};
 use crate::output::ops;
-use crate::plan::planner::OpKind;
 
 pub(crate) const RESUME_ABOUT: &str = "\
 Carry on an operation from the journal: one whose coordinator was killed or lost its
@@ -111,34 +109,19 @@ pub(crate) async fn resume(
             record.holder
         );
     }
-    let kind = OpKind::parse(&record.kind)
-        .with_context(|| format!("operation {}: unknown kind {:?}", record.id, record.kind))?;
     let mut global = global.clone();
     global.fleet = fleet_for(&global, &record.fleet);
     global.cluster = Some(record.cluster.clone());
-    let mut target = target(&global)?;
-    let recovery: Option<crate::plan::recover::RecoverArgs> = (kind == OpKind::RecoverQuorum)
-        .then(|| serde_json::from_value(record.args["recover"].clone()).ok())
-        .flatten();
-    if let Some(r) = &recovery {
-        target = super::recover::restrict(target, r);
-    }
-    let run = run_args_from_record(&record, Some(args.journal.path()));
-    let force = record.args["force"].as_bool().unwrap_or(false);
+    let target = target(&global)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
-    let mut executor = operate::executor(
-        &global.fleet,
-        target,
-        &run,
-        force,
-        kind.tolerate(run.ignore_slow_disk),
+    let executor = Executor::for_record(
+        &record,
+        target.agents,
+        target.cluster,
+        args.journal.open()?,
+        global.fleet.clone(),
         interrupted,
-    )?;
-    executor.membership = serde_json::from_value(record.args["membership"].clone()).unwrap_or_default();
-    executor.restore = matches!(
-        kind,
-        OpKind::Restore | OpKind::RestoreRollback | OpKind::RecoverQuorum
     );
     let mut record = record;
     record.holder = journal::holder();
@@ -149,8 +132,7 @@ pub(crate) async fn resume(
 
 /// What an aborted restore leaves on the hosts, for the person aborting it.
 fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
-    let args: crate::plan::restore::RestoreArgs =
-        serde_json::from_value(record.args["restore"].clone()).ok()?;
+    let args = record.operation.restore()?;
     let mut lines = Vec::new();
     if !args.kept.is_empty() {
         let swapped: Vec<&str> = args.kept.keys().map(String::as_str).collect();
@@ -253,12 +235,19 @@ mod tests {
     use super::*;
 
     fn record(args: serde_json::Value) -> journal::OperationRecord {
+        let operation = match args.get("restore") {
+            Some(restore) => crate::plan::operation::Operation::Restore {
+                restore: serde_json::from_value(restore.clone()).expect("restore args"),
+            },
+            None => crate::plan::operation::Operation::AlarmDisarm,
+        };
         journal::OperationRecord {
             id: "restore-1".into(),
-            kind: "restore".into(),
+            kind: operation.kind(),
             cluster: "prod".into(),
             fleet: "/etc/etcdops/fleet.toml".into(),
-            args,
+            operation,
+            options: Default::default(),
             holder: "ops@host:1".into(),
             epoch: 3,
             state: OpState::Paused,

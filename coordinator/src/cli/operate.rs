@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cli::target::Target;
 use crate::cli::{GlobalArgs, emit};
 use crate::duration;
-use crate::exec::{ExecError, Executor, Stderr};
+use crate::exec::{ExecError, Executor};
 use crate::exit::ExitStatus;
 use crate::journal::{self, Journal, OpState, OperationRecord};
 use crate::output::plan::PlanReport;
 use crate::output::{ops, plan as plan_output};
+use crate::plan::operation::{Operation, RunOptions};
 use crate::plan::planner::{OpKind, Plan, PlanError};
 use crate::plan::safety;
 use crate::plan::view::ClusterView;
@@ -64,11 +64,11 @@ impl RunArgs {
     }
 
     /// Kept in the journal so a resume runs with the same options.
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "step_timeout_secs": self.step_timeout.map(|d| d.as_secs_f64()),
-            "ignore_slow_disk": self.ignore_slow_disk,
-        })
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            step_timeout_secs: self.step_timeout.map(|d| d.as_secs_f64()),
+            ignore_slow_disk: self.ignore_slow_disk,
+        }
     }
 }
 
@@ -82,18 +82,12 @@ pub(crate) fn plan_error(e: PlanError) -> anyhow::Error {
     anyhow::Error::new(e)
 }
 
-/// A plan to run, with what the journal keeps about how it was asked for.
+/// A plan to run, and the operation it belongs to (what the journal keeps).
 pub(crate) struct Planned {
     pub plan: Plan,
-    /// `--force`: steps may take the cluster below quorum.
-    pub force: bool,
-    /// The command's own options (kept in the journal for `op resume`).
-    pub options: serde_json::Value,
-    /// Who joins and who leaves (membership operations).
-    pub membership: crate::plan::membership::MembershipArgs,
-    /// A restore or its rollback: the cluster may be down; only every
-    /// agent must answer (the restore's own preflight ran before).
-    pub restore: bool,
+    /// What the operation is and carries: its kind, `--force`, who joins or
+    /// leaves, a restore's snapshot and spec, a recovery's survivor.
+    pub operation: Operation,
 }
 
 /// Shows the plan (dry run), or confirms and runs it.
@@ -105,17 +99,11 @@ pub(crate) async fn run_plan(
     run: &RunArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let Planned {
-        plan,
-        force,
-        mut options,
-        membership,
-        restore,
-    } = planned;
-    if let serde_json::Value::Object(map) = &mut options {
-        map.insert("membership".into(), serde_json::to_value(&membership)?);
-    }
-    let tolerate = plan.kind.tolerate(run.ignore_slow_disk);
+    let Planned { plan, operation } = planned;
+    let record = new_record(&plan, &target.cluster.name, global, operation, run);
+    let membership = record.operation.membership();
+    let restore = record.operation.members_may_be_down();
+    let tolerate = record.options.tolerate(record.kind);
     let busy = crate::exec::busy(view, "");
     let mut check_tolerate = tolerate;
     if let Some(l) = membership.leaving.as_ref().filter(|l| !l.alive) {
@@ -182,58 +170,36 @@ pub(crate) async fn run_plan(
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
-    let mut executor = executor(&global.fleet, target, run, force, tolerate, interrupted)?;
-    executor.membership = membership;
-    executor.restore = restore;
-    let record = new_record(&report.plan, &executor.cluster.name, global, options, run);
+    let mut executor = Executor::for_record(
+        &record,
+        target.agents,
+        target.cluster,
+        run.journal()?,
+        global.fleet.clone(),
+        interrupted,
+    );
+    executor.pause_after = run.pause_after.clone();
     let record = executor.start(&report.plan, record, false).await?;
     emit(out, global.write_out, &record, ops::render_show)?;
     Ok(ExitStatus::Ok)
-}
-
-pub(crate) fn executor(
-    fleet_path: &std::path::Path,
-    target: Target,
-    run: &RunArgs,
-    force: bool,
-    tolerate: safety::Tolerate<'static>,
-    interrupted: Arc<AtomicBool>,
-) -> anyhow::Result<Executor> {
-    Ok(Executor {
-        agents: target.agents,
-        cluster: target.cluster,
-        journal: run.journal()?,
-        tolerate,
-        force,
-        step_timeout: run.step_timeout,
-        interrupted,
-        progress: Box::new(Stderr),
-        membership: Default::default(),
-        fleet_path: fleet_path.to_path_buf(),
-        current: Default::default(),
-        restore: false,
-        pause_after: run.pause_after.clone(),
-    })
 }
 
 fn new_record(
     plan: &Plan,
     cluster: &str,
     global: &GlobalArgs,
-    options: serde_json::Value,
+    operation: Operation,
     run: &RunArgs,
 ) -> OperationRecord {
     let now = OffsetDateTime::now_utc();
-    let mut args = run.to_json();
-    if let (Some(args), serde_json::Value::Object(options)) = (args.as_object_mut(), options) {
-        args.extend(options);
-    }
+    debug_assert_eq!(plan.kind, operation.kind());
     OperationRecord {
         id: journal::new_operation_id(plan.kind.as_str(), now),
-        kind: plan.kind.as_str().to_string(),
+        kind: operation.kind(),
         cluster: cluster.to_string(),
         fleet: std::path::absolute(&global.fleet).unwrap_or_else(|_| global.fleet.clone()),
-        args,
+        operation,
+        options: run.options(),
         holder: journal::holder(),
         epoch: 0,
         state: OpState::Running,
@@ -310,21 +276,6 @@ pub(crate) fn watch_ctrl_c(flag: Arc<AtomicBool>) {
             std::process::exit(130);
         }
     });
-}
-
-/// The options a resumed operation runs with, from its journal record.
-pub(crate) fn run_args_from_record(record: &OperationRecord, journal: Option<PathBuf>) -> RunArgs {
-    RunArgs {
-        dry_run: false,
-        yes: true,
-        journal,
-        step_timeout: record.args["step_timeout_secs"]
-            .as_f64()
-            .filter(|s| *s > 0.0)
-            .map(Duration::from_secs_f64),
-        ignore_slow_disk: record.args["ignore_slow_disk"].as_bool().unwrap_or(false),
-        pause_after: None,
-    }
 }
 
 #[cfg(test)]

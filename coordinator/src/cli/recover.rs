@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use super::maintain;
 use super::operate::{Planned, RunArgs, observe, run_plan};
@@ -13,6 +12,7 @@ use crate::cli::GlobalArgs;
 use crate::cli::target::{Target, target};
 use crate::exit::ExitStatus;
 use crate::plan::membership::{Joining, MembershipArgs};
+use crate::plan::operation::Operation;
 use crate::plan::planner::PlanError;
 use crate::plan::recover::{self, RecoverArgs};
 
@@ -168,10 +168,10 @@ async fn force_new_cluster(
     view.members.retain(|m| target.cluster.member(&m.name).is_some());
     let planned = Planned {
         plan,
-        force: false,
-        options: json!({ "recover": recover_args }),
-        membership,
-        restore: true,
+        operation: Operation::RecoverQuorum {
+            recover: recover_args,
+            membership,
+        },
     };
     run_plan(global, target, &view, planned, &args.run, out).await
 }

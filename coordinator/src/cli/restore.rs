@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
 
 use super::operate::{Planned, RunArgs, observe, run_plan};
 use crate::cli::GlobalArgs;
 use crate::cli::target::target;
 use crate::exec::ExecError;
 use crate::exit::ExitStatus;
+use crate::plan::operation::Operation;
 use crate::plan::planner::OpKind;
 use crate::plan::restore::{self, RestoreArgs, RestoreHost, SnapshotFacts};
 
@@ -133,13 +133,15 @@ pub(crate) async fn run(
     if let Some(op) = &args.rollback {
         let journal = args.run.journal()?;
         let record = journal.find(op)?;
-        if record.kind != OpKind::Restore.as_str() {
+        if record.kind != OpKind::Restore {
             anyhow::bail!(crate::plan::planner::PlanError::Usage(format!(
                 "operation {} is a {}, not a restore",
                 record.id, record.kind
             )));
         }
-        let kept: RestoreArgs = serde_json::from_value(record.args["restore"].clone()).unwrap_or_default();
+        let Some(kept) = record.operation.restore() else {
+            anyhow::bail!("operation {}: its journal record holds no restore", record.id);
+        };
         if kept.kept.is_empty() {
             anyhow::bail!(crate::plan::planner::PlanError::Refused(format!(
                 "operation {} swapped no data dir in: there is nothing to roll back",
@@ -149,10 +151,9 @@ pub(crate) async fn run(
         let plan = restore::plan_rollback(&target.cluster.name, &record.id);
         let planned = Planned {
             plan,
-            force: false,
-            options: json!({ "rollback_of": record.id }),
-            membership: Default::default(),
-            restore: true,
+            operation: Operation::RestoreRollback {
+                rollback_of: record.id.clone(),
+            },
         };
         return run_plan(global, target, &view, planned, &args.run, out).await;
     }
@@ -243,10 +244,9 @@ pub(crate) async fn run(
     let plan = restore::plan_restore(&target.cluster.name, &spec);
     let planned = Planned {
         plan,
-        force: false,
-        options: json!({ "restore": restore_args }),
-        membership: Default::default(),
-        restore: true,
+        operation: Operation::Restore {
+            restore: restore_args,
+        },
     };
     run_plan(global, target, &view, planned, &args.run, out).await
 }

@@ -7,37 +7,37 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, format_took, ms_until};
+use super::{AgentSilence, Executor, StepError, catch_up_target, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::{Fleet, Member};
 use crate::journal::{OperationRecord, StepState};
 use crate::plan::membership::{Joining, Leaving};
-use crate::plan::planner::StepKind;
+use crate::plan::step::{MemberStep, StepKind};
 use crate::plan::view::{ClusterView, EtcdMember};
 
 impl Executor {
-    pub(super) fn joining(&self, name: &str) -> Result<&Joining, String> {
+    pub(super) fn joining(&self, name: &str) -> Result<&Joining, StepError> {
         self.membership
             .joining
             .iter()
             .chain(&self.membership.rejoining)
             .find(|j| j.name == name)
-            .ok_or_else(|| format!("{name} is not joining in this operation"))
+            .ok_or_else(|| StepError::look_first(format!("{name} is not joining in this operation")))
     }
 
-    fn leaving(&self, name: &str) -> Result<&Leaving, String> {
+    fn leaving(&self, name: &str) -> Result<&Leaving, StepError> {
         self.membership
             .leaving
             .as_ref()
             .filter(|l| l.name == name)
-            .ok_or_else(|| format!("{name} is not leaving in this operation"))
+            .ok_or_else(|| StepError::look_first(format!("{name} is not leaving in this operation")))
     }
 
     /// The leader's name, to send membership changes to.
-    fn leader_name(view: &ClusterView) -> Result<String, String> {
+    fn leader_name(view: &ClusterView) -> Result<String, StepError> {
         view.leader()
             .map(|l| l.name.clone())
-            .ok_or_else(|| "no agreed leader to send the change to".to_string())
+            .ok_or_else(|| StepError::look_first("no agreed leader to send the change to"))
     }
 
     /// The joining member as etcd lists it (by its peer URL).
@@ -48,23 +48,26 @@ impl Executor {
     }
 
     /// Observes the cluster with the joining member included.
-    async fn observe_joining(&self, joining: &Joining) -> Result<ClusterView, String> {
+    async fn observe_joining(&self, joining: &Joining) -> Result<ClusterView, StepError> {
         let mut members = self.members_now();
         if !members.iter().any(|m| m.name == joining.name) {
-            members.push(Member::new(&joining.name, &joining.agent).map_err(|e| e.to_string())?);
+            members.push(
+                Member::new(&joining.name, &joining.agent)
+                    .map_err(|e| StepError::look_first(e.to_string()))?,
+            );
         }
         Ok(crate::observe::observe(&self.agents, &self.cluster.name, &members).await)
     }
 
     pub(super) async fn execute_membership(
         &self,
-        kind: &StepKind,
+        kind: &MemberStep,
         view: &ClusterView,
         fence: &pb::Fence,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         match kind {
-            StepKind::MoveAsideBeforeJoin { member } => {
+            MemberStep::MoveAsideBeforeJoin { member } => {
                 let request = pb::MoveDataDirAsideRequest {
                     operation_id: fence.operation_id.clone(),
                     reason: "before-join".into(),
@@ -78,7 +81,7 @@ impl Executor {
                     .await?;
                 Ok(format!("old data dir kept as {}", moved.moved_to))
             }
-            StepKind::AddLearner { member } => {
+            MemberStep::AddLearner { member } => {
                 let joining = self.joining(member)?.clone();
                 let leader = Self::leader_name(view)?;
                 let request = pb::AddMemberRequest {
@@ -100,14 +103,14 @@ impl Executor {
                     answer.attempts
                 ))
             }
-            StepKind::Configure { member } => {
+            MemberStep::Configure { member } => {
                 let joining = self.joining(member)?.clone();
                 let membership = view.membership();
                 if Self::listed(view, &joining.peer_url).is_none() {
-                    return Err(format!(
+                    return Err(StepError::look_first(format!(
                         "{member} ({}) is not in the membership: was the learner removed?",
                         joining.peer_url
-                    ));
+                    )));
                 }
                 let initial: Vec<String> = membership
                     .iter()
@@ -153,7 +156,7 @@ impl Executor {
                     initial.join(",")
                 ))
             }
-            StepKind::StartMember { member } => {
+            MemberStep::StartMember { member } => {
                 let joining = self.joining(member)?.clone();
                 // Enabled too: the new member's etcd starts at boot.
                 let request = pb::UnitRequest {
@@ -170,12 +173,14 @@ impl Executor {
                 let started = Instant::now();
                 let mut target = None;
                 let mut last = String::from("not observed yet");
+                let mut silent = AgentSilence::default();
                 loop {
                     let now = self.observe_joining(&joining).await?;
                     if let Some(m) = now.member(member) {
+                        silent.check(m, self.agents.timeout())?;
                         if m.unreachable.is_none() {
                             if target.is_none() {
-                                target = now.leader().map(|l| l.raft_index);
+                                target = catch_up_target(&now);
                             }
                             match target {
                                 Some(t) if m.applied_index >= t => {
@@ -196,17 +201,23 @@ impl Executor {
                         }
                     }
                     if Instant::now() >= deadline {
-                        return Err(format!("{member} did not start and catch up in time: {last}"));
+                        return Err(StepError::look_first(format!(
+                            "{member} did not start and catch up in time: {last}"
+                        ))
+                        .next(format!(
+                            "look at {member}'s etcd log on its host; the operation rolls the join back, or \
+                             `etcdops op resume` waits again"
+                        )));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause(&format!("{member} to start and catch up")).await?;
                 }
             }
-            StepKind::Promote { member } => {
+            MemberStep::Promote { member } => {
                 let id = match self.joining(member).ok() {
                     Some(j) => Self::listed(view, &j.peer_url).map(|m| m.id),
                     None => view.membership().iter().find(|m| &m.name == member).map(|m| m.id),
                 }
-                .ok_or_else(|| format!("{member} is not in the membership"))?;
+                .ok_or_else(|| StepError::look_first(format!("{member} is not in the membership")))?;
                 let leader = Self::leader_name(view)?;
                 let request = pb::PromoteMemberRequest {
                     fence: Some(fence.clone()),
@@ -238,12 +249,14 @@ impl Executor {
                         ));
                     }
                     if Instant::now() >= deadline {
-                        return Err(format!("{member} was not a healthy voter in time"));
+                        return Err(StepError::retry(format!(
+                            "{member} was not a healthy voter in time"
+                        )));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause(&format!("{member} to be a healthy voter")).await?;
                 }
             }
-            StepKind::RemoveMember { member } => {
+            MemberStep::RemoveMember { member } => {
                 let leaving = self.leaving(member)?.clone();
                 let now = self.observe().await;
                 let via = now
@@ -268,10 +281,10 @@ impl Executor {
                     })
                     .await?;
                 if answer.members.iter().any(|m| m.id == leaving.id) {
-                    return Err(format!(
+                    return Err(StepError::look_first(format!(
                         "{member} ({:016x}) is still listed after the removal",
                         leaving.id
-                    ));
+                    )));
                 }
                 Ok(format!(
                     "{} {member} ({:016x}) through {via} ({} attempt(s))",
@@ -284,12 +297,15 @@ impl Executor {
                     answer.attempts
                 ))
             }
-            StepKind::Retire { member } => self.retire(member, fence, deadline).await,
-            StepKind::FleetAdd { member } => {
+            MemberStep::Retire { member } => self.retire(member, fence, deadline).await,
+            MemberStep::FleetAdd { member } => {
                 let joining = self.joining(member)?.clone();
                 self.edit_fleet(|members| {
                     if !members.iter().any(|m| m.name == joining.name) {
-                        members.push(Member::new(&joining.name, &joining.agent).map_err(|e| e.to_string())?);
+                        members.push(
+                            Member::new(&joining.name, &joining.agent)
+                                .map_err(|e| StepError::look_first(e.to_string()))?,
+                        );
                     }
                     Ok(())
                 })?;
@@ -299,21 +315,20 @@ impl Executor {
                     self.fleet_path.display()
                 ))
             }
-            StepKind::FleetRemove { member } => {
+            MemberStep::FleetRemove { member } => {
                 self.edit_fleet(|members| {
                     members.retain(|m| &m.name != member);
                     Ok(())
                 })?;
                 Ok(format!("{member} removed from {}", self.fleet_path.display()))
             }
-            other => Err(format!("not a membership step: {other:?}")),
         }
     }
 
     /// Stops a removed member's etcd and renames its data dir; a host that
     /// does not answer is left alone (its etcd cannot rejoin a cluster that
     /// removed it).
-    async fn retire(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+    async fn retire(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, StepError> {
         if self
             .membership
             .leaving
@@ -361,8 +376,11 @@ impl Executor {
     }
 
     /// Loads the fleet file, changes this cluster's members, saves it atomically.
-    fn edit_fleet(&self, change: impl FnOnce(&mut Vec<Member>) -> Result<(), String>) -> Result<(), String> {
-        let mut fleet = Fleet::load(&self.fleet_path).map_err(|e| e.to_string())?;
+    fn edit_fleet(
+        &self,
+        change: impl FnOnce(&mut Vec<Member>) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
+        let mut fleet = Fleet::load(&self.fleet_path).map_err(|e| StepError::look_first(e.to_string()))?;
         let cluster = fleet
             .clusters
             .iter_mut()
@@ -375,7 +393,9 @@ impl Executor {
                 )
             })?;
         change(&mut cluster.members)?;
-        fleet.save(&self.fleet_path).map_err(|e| e.to_string())
+        fleet
+            .save(&self.fleet_path)
+            .map_err(|e| StepError::look_first(e.to_string()))
     }
 
     /// After a failed step of a join that was not promoted: removes the
@@ -384,12 +404,12 @@ impl Executor {
     pub(super) async fn roll_back_join(&self, record: &OperationRecord, fence: &pb::Fence) -> Option<String> {
         let joining = self.membership.joining.clone()?;
         let state = |kind: StepKind| record.step(&kind.id()).map(|s| s.state);
-        let promoted = state(StepKind::Promote {
+        let promoted = state(StepKind::Member(MemberStep::Promote {
             member: joining.name.clone(),
-        }) == Some(StepState::Done);
-        let attempted = state(StepKind::AddLearner {
+        })) == Some(StepState::Done);
+        let attempted = state(StepKind::Member(MemberStep::AddLearner {
             member: joining.name.clone(),
-        })
+        }))
         .is_some_and(|s| s != StepState::Pending);
         if promoted || !attempted {
             return None;
@@ -423,7 +443,7 @@ impl Executor {
         done.push(
             self.retire(&joining.name, &rollback, deadline)
                 .await
-                .unwrap_or_else(|e| e),
+                .unwrap_or_else(|e| e.to_string()),
         );
         self.progress.line(&format!(
             "rolled back the join of {}: {}",

@@ -11,6 +11,7 @@
 //! [`recover`] (force-new-cluster and rejoin); the rolling and maintenance
 //! steps are here. [`fence`] takes and releases the cluster's fence.
 
+mod error;
 pub mod fence;
 mod member;
 mod recover;
@@ -24,18 +25,21 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
+pub use self::error::{Retry, StepError};
 use self::fence::FenceError;
 use crate::agents::{AgentErrorKind, Agents, Client};
 use crate::observe;
-use crate::plan::planner::{Plan, StepKind, transfer_target};
+use crate::plan::planner::{Plan, transfer_target};
 use crate::plan::safety::{self, Finding, Tolerate};
-use crate::plan::view::ClusterView;
+use crate::plan::step::{MemberStep, RollingStep, StepKind};
+use crate::plan::view::{ClusterView, MemberView};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
 use crate::plan::membership::MembershipArgs;
+use crate::plan::operation::Operation;
 use crate::units::human_bytes_i64;
 
 /// Observations are repeated at this interval while waiting for a condition.
@@ -120,11 +124,14 @@ impl Progress for Stderr {
     }
 }
 
-/// What the executor works with.
+/// What the executor works with. Built from an operation's journal record by
+/// [`Executor::for_record`], on start and on resume alike.
 pub struct Executor {
     pub agents: Agents,
     pub cluster: Cluster,
     pub journal: Journal,
+    /// What the operation is and carries.
+    pub operation: Operation,
     pub tolerate: Tolerate<'static>,
     /// Accept steps that take the cluster below quorum (`--force`).
     pub force: bool,
@@ -155,6 +162,37 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
+    /// The executor for `record`'s operation on `cluster` (the fleet's; a
+    /// recovery sees only its survivor and the members it rejoins): how it
+    /// checks, what it tolerates, who joins or leaves, all from the record.
+    pub fn for_record(
+        record: &OperationRecord,
+        agents: Agents,
+        mut cluster: Cluster,
+        journal: Journal,
+        fleet_path: PathBuf,
+        interrupted: Arc<AtomicBool>,
+    ) -> Executor {
+        let operation = record.operation.clone();
+        cluster.members.retain(|m| operation.sees_member(&m.name));
+        Executor {
+            agents,
+            cluster,
+            journal,
+            tolerate: record.options.tolerate(record.kind),
+            force: operation.force(),
+            step_timeout: record.options.step_timeout(),
+            interrupted,
+            progress: Box::new(Stderr),
+            membership: operation.membership(),
+            fleet_path,
+            current: Mutex::default(),
+            restore: operation.members_may_be_down(),
+            pause_after: None,
+            operation,
+        }
+    }
+
     /// Reads the cluster now.
     pub async fn observe(&self) -> ClusterView {
         observe::observe(&self.agents, &self.cluster.name, &self.members_now()).await
@@ -187,9 +225,9 @@ impl Executor {
         let mut members = self.cluster.members.clone();
         if let Some(l) = &self.membership.leaving
             && done(
-                StepKind::RemoveMember {
+                StepKind::Member(MemberStep::RemoveMember {
                     member: l.name.clone(),
-                }
+                })
                 .id(),
             )
         {
@@ -197,9 +235,9 @@ impl Executor {
         }
         if let Some(j) = &self.membership.joining
             && done(
-                StepKind::StartMember {
+                StepKind::Member(MemberStep::StartMember {
                     member: j.name.clone(),
-                }
+                })
                 .id(),
             )
             && !members.iter().any(|m| m.name == j.name)
@@ -349,7 +387,7 @@ impl Executor {
                 "",
             )),
             holder: record.holder.clone(),
-            operation_kind: record.kind.clone(),
+            operation_kind: record.kind.as_str().to_string(),
             takeover,
         };
         let optional: Vec<String> = self
@@ -442,7 +480,12 @@ impl Executor {
                         return Ok(record);
                     }
                 }
-                Err(reason) => {
+                Err(failed) => {
+                    let safety = match failed.retry {
+                        Retry::Safe => "running the step again is safe",
+                        Retry::LookFirst => "look before running the step again",
+                    };
+                    let reason = format!("{failed}\n  {safety}: {}", failed.advice());
                     self.progress.line(&format!(
                         "[{number}/{total}] {}: FAILED: {reason}",
                         step.description
@@ -554,7 +597,7 @@ impl Executor {
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
-        if let StepKind::Restart { member } = kind {
+        if let StepKind::Rolling(RollingStep::Restart { member }) = kind {
             tolerate.down = Some(member.as_str());
         }
         // A dead member being removed is down until it is gone.
@@ -564,7 +607,7 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
-        if let StepKind::Restart { member } = kind
+        if let StepKind::Rolling(RollingStep::Restart { member }) = kind
             && !self.force
             && let Err(f) = safety::keeps_quorum_without(&view, member)
         {
@@ -612,42 +655,39 @@ impl Executor {
         fence: &pb::Fence,
         deadline: Instant,
         processed: &[String],
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         match kind {
-            StepKind::StageAll
-            | StepKind::StopAll
-            | StepKind::SwapAll
-            | StepKind::ConfigureAll
-            | StepKind::StartAll
-            | StepKind::VerifyRestore
-            | StepKind::RollBackAll => self.execute_restore(kind, fence, deadline).await,
-            StepKind::SnapshotFirst { .. }
-            | StepKind::StopOthers
-            | StepKind::ForceNewCluster { .. }
-            | StepKind::Rejoin { .. }
-            | StepKind::VerifyRecovery => self.execute_recover(kind, fence, deadline).await,
-            StepKind::MoveAsideBeforeJoin { .. }
-            | StepKind::AddLearner { .. }
-            | StepKind::Configure { .. }
-            | StepKind::StartMember { .. }
-            | StepKind::Promote { .. }
-            | StepKind::RemoveMember { .. }
-            | StepKind::Retire { .. }
-            | StepKind::FleetAdd { .. }
-            | StepKind::FleetRemove { .. } => {
-                if let StepKind::RemoveMember { member } = kind {
+            StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
+            StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
+            StepKind::Member(step) => {
+                if let MemberStep::RemoveMember { member } = step {
                     let moved = self
                         .transfer_if_leader(view, member, fence, deadline, processed)
                         .await?;
-                    let done = self.execute_membership(kind, view, fence, deadline).await?;
+                    let done = self.execute_membership(step, view, fence, deadline).await?;
                     return Ok(format!("{moved}{done}"));
                 }
-                self.execute_membership(kind, view, fence, deadline).await
+                self.execute_membership(step, view, fence, deadline).await
             }
-            StepKind::TransferLeadership { from } => {
+            StepKind::Rolling(step) => self.execute_rolling(step, view, fence, deadline, processed).await,
+        }
+    }
+
+    /// A rolling or maintenance step: one member (defrag, restart, a leadership
+    /// transfer), or the cluster through its leader (compact, alarms, a write).
+    async fn execute_rolling(
+        &self,
+        step: &RollingStep,
+        view: &ClusterView,
+        fence: &pb::Fence,
+        deadline: Instant,
+        processed: &[String],
+    ) -> Result<String, StepError> {
+        match step {
+            RollingStep::TransferLeadership { from } => {
                 self.transfer(view, from, fence, deadline, processed).await
             }
-            StepKind::Defrag { member } => {
+            RollingStep::Defrag { member } => {
                 let mut detail = self
                     .transfer_if_leader(view, member, fence, deadline, processed)
                     .await?;
@@ -672,7 +712,7 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Restart { member } => {
+            RollingStep::Restart { member } => {
                 let mut detail = self
                     .transfer_if_leader(view, member, fence, deadline, processed)
                     .await?;
@@ -700,7 +740,7 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Compact { revision } => {
+            RollingStep::Compact { revision } => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::CompactRequest {
                     fence: Some(fence.clone()),
@@ -720,7 +760,7 @@ impl Executor {
                     format!("compacted up to revision {} through {member}", answer.revision)
                 })
             }
-            StepKind::DisarmAlarms => {
+            RollingStep::DisarmAlarms => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::DisarmAlarmsRequest {
                     fence: Some(fence.clone()),
@@ -734,10 +774,10 @@ impl Executor {
                     .await?;
                 if !answer.remaining.is_empty() {
                     let left: Vec<String> = answer.remaining.iter().map(|a| a.kind.clone()).collect();
-                    return Err(format!(
+                    return Err(StepError::look_first(format!(
                         "alarms still active after disarming: {} (etcd re-raises NOSPACE while the database is over its quota)",
                         left.join(", ")
-                    ));
+                    )));
                 }
                 let kinds: Vec<String> = answer.disarmed.iter().map(|a| a.kind.clone()).collect();
                 Ok(if kinds.is_empty() {
@@ -746,7 +786,7 @@ impl Executor {
                     format!("disarmed {}", kinds.join(", "))
                 })
             }
-            StepKind::VerifyWrites => {
+            RollingStep::VerifyWrites => {
                 let member = view.leader().map(|l| l.name.clone()).ok_or("no leader")?;
                 let request = pb::WriteProbeRequest {
                     fence: Some(fence.clone()),
@@ -776,7 +816,7 @@ impl Executor {
         fence: &pb::Fence,
         deadline: Instant,
         processed: &[String],
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let voters = view.members.iter().filter(|m| m.is_voter()).count();
         if view.leader().is_some_and(|l| l.name == member) && voters > 1 {
             let transfer_fence = pb::Fence {
@@ -798,7 +838,7 @@ impl Executor {
         fence: &pb::Fence,
         deadline: Instant,
         processed: &[String],
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let Some(leader) = view.leader() else {
             return Err("no agreed leader".into());
         };
@@ -808,8 +848,9 @@ impl Executor {
                 leader.name
             ));
         }
-        let target = transfer_target(view, from, processed)
-            .ok_or_else(|| format!("no healthy voter to take over leadership from {from}"))?;
+        let target = transfer_target(view, from, processed).ok_or_else(|| {
+            StepError::look_first(format!("no healthy voter to take over leadership from {from}"))
+        })?;
         let (target_name, target_id) = (target.name.clone(), target.id);
         let request = pb::MoveLeaderRequest {
             fence: Some(fence.clone()),
@@ -834,26 +875,33 @@ impl Executor {
                 ));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(StepError::retry(format!(
                     "asked {from} to hand leadership to {target_name}, but no new leader was agreed in time"
-                ));
+                )));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            self.pause("a new leader").await?;
         }
     }
 
     /// Waits until `member` passes a linearizable read and its applied index
-    /// reaches the leader's index as first seen once it was healthy.
-    async fn wait_ready(&self, member: &str, deadline: Instant) -> Result<Duration, String> {
+    /// reaches the leader's index as first seen once it was healthy ("caught
+    /// up" judged from the members that answer: see [`catch_up_target`]).
+    /// Bounded twice: by the step's `deadline`, and — when `member`'s agent
+    /// stops answering — by about the agent timeout (`--timeout`), naming the
+    /// agent; a Ctrl-C ends the wait. The step's action is done by then, so
+    /// every way out here is safe to resume.
+    async fn wait_ready(&self, member: &str, deadline: Instant) -> Result<Duration, StepError> {
         let started = Instant::now();
         let mut target = None;
         let mut last = String::from("not observed yet");
+        let mut silent = AgentSilence::default();
         loop {
             let view = self.observe().await;
             if let Some(m) = view.member(member) {
+                silent.check(m, self.agents.timeout())?;
                 if m.is_healthy() {
                     if target.is_none() {
-                        target = view.leader().map(|l| l.raft_index);
+                        target = catch_up_target(&view);
                     }
                     match target {
                         Some(t) if m.applied_index >= t => return Ok(started.elapsed()),
@@ -871,15 +919,40 @@ impl Executor {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("{member} was not healthy and caught up in time: {last}"));
+                return Err(StepError::retry(format!(
+                    "{member} was not healthy and caught up in time: {last}"
+                ))
+                .next(format!(
+                    "the step's action is done; once {member} is healthy (`etcdops status`), `etcdops op resume` \
+                     waits for it again"
+                )));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            self.pause(&format!("{member} to be healthy and caught up"))
+                .await?;
         }
+    }
+
+    /// Waits one poll interval between two looks; a Ctrl-C ends the wait
+    /// (the step's action, if any, is done: a resume waits again).
+    pub(super) async fn pause(&self, waiting_for: &str) -> Result<(), StepError> {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(
+                StepError::retry(format!("interrupted (Ctrl-C) while waiting for {waiting_for}"))
+                    .next("`etcdops op resume` continues with this step (its action is not repeated)"),
+            );
+        }
+        Ok(())
     }
 
     /// One call to `member`'s agent within `deadline`, retried on transport
     /// errors (same fence step, so the agent answers a retry from its record).
-    pub(super) async fn call<T, F, Fut>(&self, member: &str, deadline: Instant, call: F) -> Result<T, String>
+    pub(super) async fn call<T, F, Fut>(
+        &self,
+        member: &str,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, StepError>
     where
         T: Send + 'static,
         F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
@@ -887,7 +960,9 @@ impl Executor {
     {
         let target: Vec<Member> = self.agent_of(member).into_iter().collect();
         if target.is_empty() {
-            return Err(format!("{member} is not in the fleet file"));
+            return Err(StepError::look_first(format!(
+                "{member} is not in the fleet file"
+            )));
         }
         let mut attempt = 0;
         loop {
@@ -907,9 +982,57 @@ impl Executor {
                     tracing::warn!(member, error = %e, attempt, "retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(StepError::from_agent(member, &e)),
             }
         }
+    }
+}
+
+/// The index a member must have applied to count as caught up: the agreed
+/// leader's raft index when its agent answers, else the highest raft index
+/// among the healthy members that agree on a leader (a leader whose agent is
+/// gone still leads; its followers' logs show how far it got).
+pub fn catch_up_target(view: &ClusterView) -> Option<u64> {
+    if let Some(leader) = view.leader() {
+        return Some(leader.raft_index);
+    }
+    let answering: Vec<_> = view.members.iter().filter(|m| m.is_healthy()).collect();
+    let leader_id = answering.first()?.leader_id;
+    if leader_id == 0 || answering.iter().any(|m| m.leader_id != leader_id) {
+        return None;
+    }
+    answering.iter().map(|m| m.raft_index).max()
+}
+
+/// How long the agent of the member a step waits for has not answered.
+#[derive(Debug, Default)]
+struct AgentSilence {
+    since: Option<Instant>,
+}
+
+impl AgentSilence {
+    /// Fails once `m`'s agent has not answered for `limit` (at least 5 s).
+    fn check(&mut self, m: &MemberView, limit: Duration) -> Result<(), StepError> {
+        if m.agent_answered {
+            self.since = None;
+            return Ok(());
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let limit = limit.max(Duration::from_secs(5));
+        if since.elapsed() < limit {
+            return Ok(());
+        }
+        Err(StepError::retry(format!(
+            "{}'s agent {} has not answered for {}: {}",
+            m.name,
+            m.agent,
+            format_took(since.elapsed()),
+            m.unreachable.clone().unwrap_or_default()
+        ))
+        .next(format!(
+            "start etcdops-agent on {}'s host again (the step's action went through), then `etcdops op resume`",
+            m.name
+        )))
     }
 }
 
@@ -972,7 +1095,10 @@ fn processed(record: &OperationRecord) -> Vec<String> {
         .iter()
         .filter(|s| s.state == StepState::Done)
         .filter_map(|s| match StepKind::from_id(&s.id) {
-            Some(StepKind::Defrag { member } | StepKind::Restart { member }) => Some(member),
+            Some(
+                StepKind::Rolling(RollingStep::Defrag { member })
+                | StepKind::Rolling(RollingStep::Restart { member }),
+            ) => Some(member),
             _ => None,
         })
         .collect()
@@ -1003,10 +1129,15 @@ mod tests {
     fn processed_members_come_from_done_steps() {
         let mut record = OperationRecord {
             id: "op".into(),
-            kind: "defrag".into(),
+            kind: crate::plan::planner::OpKind::Defrag,
             cluster: "c".into(),
             fleet: "f".into(),
-            args: serde_json::Value::Null,
+            operation: crate::plan::operation::Operation::Defrag {
+                rule: None,
+                compact: false,
+                members: Vec::new(),
+            },
+            options: Default::default(),
             holder: "h".into(),
             epoch: 1,
             state: OpState::Running,
@@ -1038,6 +1169,45 @@ mod tests {
             code: tonic::Code::FailedPrecondition,
             message: String::new()
         }));
+    }
+
+    #[test]
+    fn caught_up_is_judged_from_the_members_that_answer() {
+        let mut view = crate::plan::view::fixtures::healthy(3, 1);
+        view.members[1].raft_index = 1_010;
+        assert_eq!(catch_up_target(&view), Some(1_000), "the leader's own index");
+        // The leader's agent is gone: its followers' logs show how far it got.
+        view.members[0].unreachable = Some("refused".into());
+        view.members[0].agent_answered = false;
+        assert_eq!(catch_up_target(&view), Some(1_010));
+        // Followers that disagree on the leader give no target.
+        view.members[2].leader_id = 3;
+        assert_eq!(catch_up_target(&view), None);
+    }
+
+    #[test]
+    fn a_silent_agent_ends_the_wait_after_the_limit() {
+        let mut m = crate::plan::view::fixtures::healthy(1, 1).members.remove(0);
+        let mut silence = AgentSilence::default();
+        m.agent_answered = true;
+        assert!(silence.check(&m, Duration::from_secs(5)).is_ok());
+        m.agent_answered = false;
+        m.unreachable = Some("connection refused".into());
+        assert!(silence.check(&m, Duration::from_secs(5)).is_ok(), "not yet");
+        silence.since = Some(Instant::now() - Duration::from_secs(6));
+        let err = silence
+            .check(&m, Duration::from_secs(5))
+            .expect_err("silent too long");
+        assert_eq!(err.retry, Retry::Safe);
+        assert!(
+            err.seen.contains("etcd1's agent") && err.seen.contains("connection refused"),
+            "{err}"
+        );
+        m.agent_answered = true;
+        assert!(
+            silence.check(&m, Duration::from_secs(5)).is_ok(),
+            "answering again resets it"
+        );
     }
 
     #[test]

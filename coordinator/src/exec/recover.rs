@@ -10,11 +10,12 @@
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, format_took, ms_until};
+use super::{Executor, StepError, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Cluster;
-use crate::plan::planner::StepKind;
+use crate::plan::operation::Operation;
 use crate::plan::recover::RecoverArgs;
+use crate::plan::step::{MemberStep, RecoverStep};
 use crate::plan::view::ClusterView;
 use crate::snapshot::save::{self, SaveOptions};
 
@@ -31,14 +32,15 @@ fn sub_fence(fence: &pb::Fence, call: &str) -> pb::Fence {
 }
 
 impl Executor {
-    fn recover_args(&self, op: &str) -> Result<RecoverArgs, String> {
+    fn recover_args(&self, op: &str) -> Result<RecoverArgs, StepError> {
         let record = self
             .journal
             .get(op)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["recover"].clone())
-            .map_err(|e| format!("operation {op}'s recovery arguments: {e}"))
+            .map_err(|e| StepError::look_first(e.to_string()))?
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
+        record.operation.recover().cloned().ok_or_else(|| {
+            StepError::look_first(format!("operation {op} is a {}, not a recovery", record.kind))
+        })
     }
 
     async fn set_flag(
@@ -47,7 +49,7 @@ impl Executor {
         fence: &pb::Fence,
         on: bool,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let var = pb::EnvVar {
             key: FORCE_NEW_CLUSTER.into(),
             value: "true".into(),
@@ -79,19 +81,19 @@ impl Executor {
 
     pub(super) async fn execute_recover(
         &self,
-        kind: &StepKind,
+        kind: &RecoverStep,
         fence: &pb::Fence,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let op = fence.operation_id.clone();
         let args = self.recover_args(&op)?;
         match kind {
-            StepKind::SnapshotFirst { member } => {
+            RecoverStep::SnapshotFirst { member } => {
                 std::fs::create_dir_all(&args.snapshot_dir)
                     .map_err(|e| format!("cannot create {}: {e}", args.snapshot_dir.display()))?;
                 let survivor = self
                     .agent_of(member)
-                    .ok_or_else(|| format!("{member} is not in the fleet file"))?;
+                    .ok_or_else(|| StepError::look_first(format!("{member} is not in the fleet file")))?;
                 let cluster = Cluster {
                     members: vec![survivor],
                     ..self.cluster.clone()
@@ -104,13 +106,16 @@ impl Executor {
                 };
                 let saved = save::save(&self.agents, &cluster, &opts)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| StepError::look_first(e.to_string()))?;
                 let mut args = args;
                 args.snapshot = Some(saved.path.clone());
-                let value = serde_json::to_value(&args).map_err(|e| e.to_string())?;
                 self.journal
-                    .update(&op, |r| r.args["recover"] = value)
-                    .map_err(|e| e.to_string())?;
+                    .update(&op, |r| {
+                        if let Operation::RecoverQuorum { recover, .. } = &mut r.operation {
+                            *recover = args.clone();
+                        }
+                    })
+                    .map_err(|e| StepError::look_first(e.to_string()))?;
                 Ok(format!(
                     "{} ({} bytes, revision {}): `etcdops restore --snapshot` brings this state back if the recovery goes wrong",
                     saved.path.display(),
@@ -118,7 +123,7 @@ impl Executor {
                     saved.meta.revision
                 ))
             }
-            StepKind::StopOthers => {
+            RecoverStep::StopOthers => {
                 let others: Vec<_> = self
                     .members_now()
                     .into_iter()
@@ -150,7 +155,7 @@ impl Executor {
                         .join(", ")
                 ))
             }
-            StepKind::ForceNewCluster { member } => {
+            RecoverStep::ForceNewCluster { member } => {
                 let started = Instant::now();
                 let mut detail = String::new();
                 if Self::leads_alone(&self.observe().await, member) {
@@ -188,12 +193,12 @@ impl Executor {
                                     )
                                 },
                             );
-                            return Err(format!(
+                            return Err(StepError::look_first(format!(
                                 "{member} did not come back as the leader of a one-member cluster in time ({seen}); \
                                  {FORCE_NEW_CLUSTER}=true is still in its env file: fix the cause, then `etcdops op resume`"
-                            ));
+                            )));
                         }
-                        tokio::time::sleep(POLL_INTERVAL).await;
+                        self.pause("the step's condition").await?;
                     }
                     detail.push_str(&format!(
                         "{member} restarted with force-new-cluster and leads alone after {}; ",
@@ -207,8 +212,8 @@ impl Executor {
                 ));
                 Ok(detail)
             }
-            StepKind::Rejoin { member } => self.rejoin(member, fence, deadline).await,
-            StepKind::VerifyRecovery => {
+            RecoverStep::Rejoin { member } => self.rejoin(member, fence, deadline).await,
+            RecoverStep::VerifyRecovery => {
                 let started = Instant::now();
                 loop {
                     let view = self.observe().await;
@@ -254,20 +259,22 @@ impl Executor {
                     if Instant::now() >= deadline {
                         let mut all: Vec<String> = findings.iter().map(ToString::to_string).collect();
                         all.extend(learners.iter().map(|l| format!("{l} is still a learner")));
-                        all.extend(problem);
-                        return Err(format!("the recovered cluster is not whole: {}", all.join("; ")));
+                        all.extend(problem.map(|e| e.to_string()));
+                        return Err(StepError::look_first(format!(
+                            "the recovered cluster is not whole: {}",
+                            all.join("; ")
+                        )));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause("the step's condition").await?;
                 }
             }
-            other => Err(format!("not a recovery step: {other:?}")),
         }
     }
 
     /// Stop (and disable) its etcd, move its old data dir aside, add it as
     /// a learner, configure, start and catch up, promote — skipping what a
     /// run before did already.
-    async fn rejoin(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, String> {
+    async fn rejoin(&self, member: &str, fence: &pb::Fence, deadline: Instant) -> Result<String, StepError> {
         let joining = self.joining(member)?.clone();
         let view = self.observe().await;
         let listed = view
@@ -301,7 +308,7 @@ impl Executor {
             if status.data_dir.as_ref().is_some_and(|d| d.exists) {
                 let moved = self
                     .execute_membership(
-                        &StepKind::MoveAsideBeforeJoin {
+                        &MemberStep::MoveAsideBeforeJoin {
                             member: member.to_string(),
                         },
                         &view,
@@ -314,7 +321,7 @@ impl Executor {
             let view = self.observe().await;
             done.push(
                 self.execute_membership(
-                    &StepKind::AddLearner {
+                    &MemberStep::AddLearner {
                         member: member.to_string(),
                     },
                     &view,
@@ -327,7 +334,7 @@ impl Executor {
         let view = self.observe().await;
         done.push(
             self.execute_membership(
-                &StepKind::Configure {
+                &MemberStep::Configure {
                     member: member.to_string(),
                 },
                 &view,
@@ -338,7 +345,7 @@ impl Executor {
         );
         done.push(
             self.execute_membership(
-                &StepKind::StartMember {
+                &MemberStep::StartMember {
                     member: member.to_string(),
                 },
                 &view,
@@ -350,7 +357,7 @@ impl Executor {
         let view = self.observe().await;
         done.push(
             self.execute_membership(
-                &StepKind::Promote {
+                &MemberStep::Promote {
                     member: member.to_string(),
                 },
                 &view,

@@ -10,36 +10,45 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, format_took, ms_until};
+use super::{Executor, Retry, StepError, format_took, ms_until};
 use crate::agents::Client;
 use crate::fleet::Member;
-use crate::plan::planner::StepKind;
+use crate::plan::operation::Operation;
 use crate::plan::restore::RestoreArgs;
+use crate::plan::step::RestoreStep;
 
 /// Bytes per streamed chunk (well under tonic's 4 MiB message limit).
 const CHUNK: usize = 1 << 20;
 
 impl Executor {
-    fn restore_args(&self, op: &str) -> Result<RestoreArgs, String> {
+    fn restore_args(&self, op: &str) -> Result<RestoreArgs, StepError> {
         let record = self
             .journal
             .get(op)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("operation {op} is not in the journal"))?;
-        serde_json::from_value(record.args["restore"].clone())
-            .map_err(|e| format!("operation {op}'s restore arguments: {e}"))
+            .map_err(|e| StepError::look_first(e.to_string()))?
+            .ok_or_else(|| StepError::look_first(format!("operation {op} is not in the journal")))?;
+        record.operation.restore().cloned().ok_or_else(|| {
+            StepError::look_first(format!("operation {op} is a {}, not a restore", record.kind))
+        })
     }
 
-    fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), String> {
-        let value = serde_json::to_value(args).map_err(|e| e.to_string())?;
+    fn save_restore_args(&self, op: &str, args: &RestoreArgs) -> Result<(), StepError> {
         self.journal
-            .update(op, |r| r.args["restore"] = value)
+            .update(op, |r| {
+                if let Operation::Restore { restore } = &mut r.operation {
+                    *restore = args.clone();
+                }
+            })
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| StepError::look_first(e.to_string()))
     }
 
     /// Runs `call` on every member's agent at once; the answers by member, or every failure.
-    async fn on_every_member<T, F, Fut>(&self, deadline: Instant, call: F) -> Result<Vec<(String, T)>, String>
+    async fn on_every_member<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        call: F,
+    ) -> Result<Vec<(String, T)>, StepError>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -54,7 +63,7 @@ impl Executor {
         members: Vec<Member>,
         deadline: Instant,
         call: F,
-    ) -> Result<Vec<(String, T)>, String>
+    ) -> Result<Vec<(String, T)>, StepError>
     where
         T: Send + 'static,
         F: Fn(String, Client) -> Fut + Clone + Send + Sync + 'static,
@@ -71,12 +80,23 @@ impl Executor {
             }
         });
         let results = futures::future::join_all(calls).await;
-        let failures: Vec<String> = results
+        let failures: Vec<(String, &StepError)> = results
             .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+            .filter_map(|(n, r)| r.as_ref().err().map(|e| (format!("{n}: {e}"), e)))
             .collect();
         if !failures.is_empty() {
-            return Err(failures.join("; "));
+            // Safe to run again only when every failure was.
+            let retry = failures.iter().all(|(_, e)| e.retry == Retry::Safe);
+            let seen = failures
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(if retry {
+                StepError::retry(seen)
+            } else {
+                StepError::look_first(seen)
+            });
         }
         Ok(results
             .into_iter()
@@ -86,7 +106,7 @@ impl Executor {
 
     /// etcd's HashKV up to `revision` on every member: the hash when all
     /// agree, else what each answered.
-    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, String> {
+    pub(super) async fn hashes_agree(&self, revision: i64, deadline: Instant) -> Result<u32, StepError> {
         let timeout_ms = ms_until(deadline).min(30_000);
         let answers = self
             .on_every_member(deadline, move |_, mut c: Client| async move {
@@ -101,26 +121,26 @@ impl Executor {
         seen.dedup();
         match seen.as_slice() {
             [(hash, _)] => Ok(*hash),
-            _ => Err(format!(
+            _ => Err(StepError::look_first(format!(
                 "hashkv at revision {revision} differs: {}",
                 answers
                     .iter()
                     .map(|(n, h)| format!("{n} {:08x} (compacted at {})", h.hash, h.compact_revision))
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
+            ))),
         }
     }
 
     pub(super) async fn execute_restore(
         &self,
-        kind: &StepKind,
+        kind: &RestoreStep,
         fence: &pb::Fence,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let op = fence.operation_id.clone();
         match kind {
-            StepKind::StageAll => {
+            RestoreStep::StageAll => {
                 let mut args = self.restore_args(&op)?;
                 let shared = std::sync::Arc::new(args.clone());
                 let fence = fence.clone();
@@ -179,7 +199,7 @@ impl Executor {
                     format_took(started.elapsed())
                 ))
             }
-            StepKind::StopAll => {
+            RestoreStep::StopAll => {
                 // Followers first, the leader last: a leader stopped while its
                 // followers stop too tries to hand leadership to one of them
                 // and waits out the transfer; alone, it stops at once.
@@ -213,7 +233,7 @@ impl Executor {
                     .unwrap_or_default();
                 Ok(format!("stopped on {}{leader}", stopped.join(", ")))
             }
-            StepKind::SwapAll => {
+            RestoreStep::SwapAll => {
                 let mut args = self.restore_args(&op)?;
                 let staged = std::sync::Arc::new(args.staged.clone());
                 let fence = fence.clone();
@@ -234,7 +254,7 @@ impl Executor {
                 self.save_restore_args(&op, &args)?;
                 Ok(lines.join("; "))
             }
-            StepKind::ConfigureAll => {
+            RestoreStep::ConfigureAll => {
                 let args = std::sync::Arc::new(self.restore_args(&op)?);
                 let fence = fence.clone();
                 self.on_every_member(deadline, move |name, mut c: Client| {
@@ -258,7 +278,7 @@ impl Executor {
                 .await?;
                 Ok("initial cluster, state `new` and the new token written on every member (previous files kept as .prev)".into())
             }
-            StepKind::StartAll => {
+            RestoreStep::StartAll => {
                 let fence = fence.clone();
                 let timeout_ms = ms_until(deadline).min(600_000);
                 self.on_every_member(deadline, move |_, mut c: Client| {
@@ -273,7 +293,7 @@ impl Executor {
                 .await?;
                 Ok("started on every member".into())
             }
-            StepKind::VerifyRestore => {
+            RestoreStep::VerifyRestore => {
                 let revision = self.restore_args(&op).map(|a| a.revision).unwrap_or(0);
                 let started = Instant::now();
                 loop {
@@ -310,25 +330,22 @@ impl Executor {
                         .iter()
                         .map(ToString::to_string)
                         .chain(low)
-                        .chain(differ)
+                        .chain(differ.map(|e| e.to_string()))
                         .collect::<Vec<_>>()
                         .join("; ");
                     if Instant::now() >= deadline {
-                        return Err(format!(
+                        return Err(StepError::look_first(format!(
                             "the restored cluster did not become healthy in time: {last}"
-                        ));
+                        )));
                     }
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    self.pause("the step's condition").await?;
                 }
             }
-            StepKind::RollBackAll => {
-                let of = self
-                    .journal
-                    .get(&op)
-                    .map_err(|e| e.to_string())?
-                    .and_then(|r| r.args["rollback_of"].as_str().map(str::to_string));
-                let of = of.ok_or("this operation does not name the restore it rolls back")?;
-                let kept = std::sync::Arc::new(self.restore_args(&of)?.kept);
+            RestoreStep::RollBackAll => {
+                let Operation::RestoreRollback { rollback_of: of } = &self.operation else {
+                    return Err("this operation does not name the restore it rolls back".into());
+                };
+                let kept = std::sync::Arc::new(self.restore_args(of)?.kept);
                 // A member whose swap never happened still has its own data dir.
                 let swapped: Vec<Member> = self
                     .members_now()
@@ -362,7 +379,6 @@ impl Executor {
                 );
                 Ok(lines.join("; "))
             }
-            other => Err(format!("not a restore step: {other:?}")),
         }
     }
 }

@@ -69,6 +69,19 @@ pub enum JournalError {
         source: serde_json::Error,
     },
 
+    /// A record of an older schema cannot be read into this one.
+    #[error(
+        "the operation journal {path} holds operation {id} of schema version {from} that this etcdops \
+         cannot read: {reason}; finish or abort it with the etcdops that started it, or move the \
+         journal aside"
+    )]
+    Migrate {
+        path: PathBuf,
+        id: String,
+        from: u64,
+        reason: String,
+    },
+
     /// A record could not be serialized (should not happen).
     #[error("cannot encode operation {id} for the operation journal {path}: {source}")]
     Encode {

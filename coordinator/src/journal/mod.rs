@@ -9,9 +9,11 @@
 //! - [`record`] — the records ([`OperationRecord`], [`StepRecord`]), their states, operation IDs, holders.
 //! - [`error`] — [`JournalError`].
 //! - [`path`] — [`default_path`].
+//! - `migrate` — records of schema v1 (an untyped `args` bag) read into the typed v2 record.
 //! - `store` — the redb file: tables, one open and transaction per call, busy retries, encoding.
 
 pub mod error;
+mod migrate;
 pub mod path;
 pub mod record;
 mod store;
@@ -27,8 +29,9 @@ pub use record::{OpState, OperationRecord, StepRecord, StepState, holder, new_op
 use store::OPERATIONS;
 
 /// The schema version this etcdops writes, of the file and of each record. Readers refuse
-/// anything newer (a later version reads, and upgrades, older ones).
-pub const SCHEMA_VERSION: u64 = 1;
+/// anything newer; older records are migrated as they are read (v1: `kind` and an untyped
+/// `args` bag; v2: the typed [`crate::plan::operation::Operation`] and its run options).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// How long a call waits for another process to close the journal.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::plan::operation::{Operation, RunOptions};
+use crate::plan::planner::OpKind;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -16,13 +19,16 @@ pub struct OperationRecord {
     /// Unique in the journal: `<kind>-<YYYYMMDDTHHMMSSZ>-<4 hex>` (see [`new_operation_id`]).
     pub id: String,
     /// What the operation does: `defrag`, `restart`, `compact`, `recover-nospace`, `alarm-disarm`, ...
-    pub kind: String,
+    /// (always `operation`'s kind; kept at the top for readers of `op show -w json`).
+    pub kind: OpKind,
     /// The cluster's name in the fleet file.
     pub cluster: String,
     /// The fleet file the operation was planned with.
     pub fleet: PathBuf,
-    /// The command's options, enough to plan the operation again on resume.
-    pub args: serde_json::Value,
+    /// What the operation is and carries (typed, with its kind as the `kind` tag).
+    pub operation: Operation,
+    /// How it runs: step timeout, slow-disk override.
+    pub options: RunOptions,
     /// Who runs it: `user@host (pid N)` (see [`holder`]).
     pub holder: String,
     /// The cluster fence epoch the operation holds.
@@ -280,10 +286,11 @@ mod tests {
         steps[1].state = StepState::Skipped;
         let op = OperationRecord {
             id: "x".into(),
-            kind: "defrag".into(),
+            kind: OpKind::AlarmDisarm,
             cluster: "c".into(),
             fleet: PathBuf::from("/f.toml"),
-            args: serde_json::Value::Null,
+            operation: Operation::AlarmDisarm,
+            options: RunOptions::default(),
             holder: "h".into(),
             epoch: 1,
             state: OpState::Running,

@@ -76,8 +76,10 @@ impl Journal {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
-                None => {
+                Some(found) if found == SCHEMA_VERSION => {}
+                // An older file: its records are migrated as they are read, and the file is
+                // marked with this schema so an older etcdops refuses it instead of misreading.
+                Some(_) | None => {
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
                         .map_err(|e| self.db_err(ACTION, e))?;
                 }
@@ -240,13 +242,21 @@ impl Journal {
             .as_object_mut()
             .and_then(|o| o.remove("schema"))
             .and_then(|s| s.as_u64())
-            .unwrap_or(SCHEMA_VERSION);
+            .unwrap_or(1);
         if schema > SCHEMA_VERSION {
             return Err(JournalError::NewerSchema {
                 path: self.path.clone(),
                 what: format!("operation {id}"),
                 found: schema,
                 supported: SCHEMA_VERSION,
+            });
+        }
+        if schema < SCHEMA_VERSION {
+            return super::migrate::from_v1(value).map_err(|reason| JournalError::Migrate {
+                path: self.path.clone(),
+                id: id.to_string(),
+                from: schema,
+                reason,
             });
         }
         serde_json::from_value(value).map_err(decode_err)

@@ -12,10 +12,14 @@ use super::*;
 fn op(id: &str, cluster: &str, created: i64) -> OperationRecord {
     OperationRecord {
         id: id.to_string(),
-        kind: id.split('-').next().unwrap_or("defrag").to_string(),
+        kind: crate::plan::planner::OpKind::Restart,
         cluster: cluster.to_string(),
         fleet: PathBuf::from("/etc/etcdops/fleet.toml"),
-        args: serde_json::json!({ "members": ["etcd1", "etcd2"], "pause": "5s" }),
+        operation: crate::plan::operation::Operation::Restart {
+            members: vec!["etcd1".into(), "etcd2".into()],
+            force: false,
+        },
+        options: Default::default(),
         holder: "alice@ops1 (pid 42)".to_string(),
         epoch: 7,
         state: OpState::Running,
@@ -255,14 +259,14 @@ fn newer_schemas_are_refused() {
         {
             let mut table = txn.open_table(OPERATIONS).expect("table");
             let mut record = serde_json::to_value(op("defrag-2", "prod-a", 100)).expect("json");
-            record["schema"] = serde_json::json!(2);
+            record["schema"] = serde_json::json!(3);
             let text = record.to_string();
             table.insert("defrag-2", text.as_str()).expect("insert");
         }
         txn.commit().expect("commit");
     }
     let err = j.get("defrag-2").expect_err("newer record");
-    assert!(matches!(err, JournalError::NewerSchema { found: 2, .. }), "{err}");
+    assert!(matches!(err, JournalError::NewerSchema { found: 3, .. }), "{err}");
     assert!(j.get("defrag-1").expect("older record is fine").is_some());
     {
         let db = Database::open(j.path()).expect("open");

@@ -30,7 +30,7 @@ pub fn render_list(ops: &[OperationRecord]) -> String {
         .map(|op| {
             vec![
                 op.id.clone(),
-                op.kind.clone(),
+                op.kind.to_string(),
                 op.cluster.clone(),
                 op.state.to_string(),
                 format!("{}/{}", op.steps_complete(), op.steps.len()),
@@ -51,19 +51,29 @@ pub fn render_list(ops: &[OperationRecord]) -> String {
 
 /// `op show`: the operation's header lines, its steps as a table, and where a resume would start.
 pub fn render_show(op: &OperationRecord) -> String {
-    let args = match &op.args {
-        serde_json::Value::Null => NONE.to_string(),
-        args => args.to_string(),
+    // The operation's own data without its kind (shown on its own line).
+    let data = match serde_json::to_value(&op.operation) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.remove("kind");
+            if map.is_empty() {
+                NONE.to_string()
+            } else {
+                serde_json::Value::Object(map).to_string()
+            }
+        }
+        _ => NONE.to_string(),
     };
+    let options = serde_json::to_string(&op.options).unwrap_or_else(|_| NONE.to_string());
     let lines = [
         ("operation", op.id.clone()),
-        ("kind", op.kind.clone()),
+        ("kind", op.kind.to_string()),
         ("cluster", op.cluster.clone()),
         ("state", op.state.to_string()),
         ("holder", op.holder.clone()),
         ("epoch", op.epoch.to_string()),
         ("fleet", op.fleet.display().to_string()),
-        ("args", args),
+        ("data", data),
+        ("options", options),
         ("started", format!("{} UTC", format_time(op.created_at_unix))),
         ("updated", format!("{} UTC", format_time(op.updated_at_unix))),
         ("error", op.error.clone().unwrap_or_else(|| NONE.to_string())),
@@ -152,10 +162,15 @@ mod tests {
         steps[1].started_at_unix = Some(1_795_631_530);
         OperationRecord {
             id: "defrag-20261125T183000Z-3f9a".into(),
-            kind: "defrag".into(),
+            kind: crate::plan::planner::OpKind::Defrag,
             cluster: "prod-a".into(),
             fleet: PathBuf::from("/etc/etcdops/fleet.toml"),
-            args: serde_json::json!({"pause": "5s"}),
+            operation: crate::plan::operation::Operation::Defrag {
+                rule: Some("dbSize > 100 * MB".into()),
+                compact: false,
+                members: Vec::new(),
+            },
+            options: Default::default(),
             holder: "alice@ops1 (pid 4242)".into(),
             epoch: 7,
             state: OpState::Running,
@@ -170,7 +185,11 @@ mod tests {
     fn lists_operations_as_a_table() {
         let mut done = op();
         done.id = "restart-20261125T170000Z-0b12".into();
-        done.kind = "restart".into();
+        done.kind = crate::plan::planner::OpKind::Restart;
+        done.operation = crate::plan::operation::Operation::Restart {
+            members: Vec::new(),
+            force: false,
+        };
         done.state = OpState::Succeeded;
         done.steps.truncate(1);
         let expected = "\
@@ -196,7 +215,8 @@ state:     running
 holder:    alice@ops1 (pid 4242)
 epoch:     7
 fleet:     /etc/etcdops/fleet.toml
-args:      {\"pause\":\"5s\"}
+data:      {\"compact\":false,\"members\":[],\"rule\":\"dbSize > 100 * MB\"}
+options:   {\"step_timeout_secs\":null,\"ignore_slow_disk\":false}
 started:   2026-11-25 18:30:00 UTC
 updated:   2026-11-25 18:32:10 UTC
 error:     -

@@ -58,6 +58,7 @@ pub fn render(report: &PlanReport) -> String {
 mod tests {
     use super::*;
     use crate::plan::planner::{OpKind, Step, StepKind};
+    use crate::plan::step::RollingStep;
 
     #[test]
     fn renders_steps_notes_and_verdict() {
@@ -66,12 +67,15 @@ mod tests {
             cluster: "prod".into(),
             steps: vec![
                 Step::new(
-                    StepKind::Defrag {
+                    StepKind::Rolling(RollingStep::Defrag {
                         member: "etcd2".into(),
-                    },
+                    }),
                     None,
                 ),
-                Step::new(StepKind::TransferLeadership { from: "etcd1".into() }, None),
+                Step::new(
+                    StepKind::Rolling(RollingStep::TransferLeadership { from: "etcd1".into() }),
+                    None,
+                ),
             ],
             notes: vec!["etcd3: dbSize > 1GB: false".into()],
         };

@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::planner::{OpKind, Plan, PlanError, Step, StepKind};
+use super::planner::{OpKind, Plan, PlanError, Step};
 use super::safety::quorum;
+use super::step::{MemberStep, RollingStep, StepKind};
 use super::view::{ClusterView, EtcdMember};
 
 /// The host that joins: its member name, its agent, and the URLs etcd will use.
@@ -146,16 +147,16 @@ fn add_steps(
             host.data_dir
         ));
         steps.push(Step::new(
-            StepKind::MoveAsideBeforeJoin { member: name.clone() },
+            StepKind::Member(MemberStep::MoveAsideBeforeJoin { member: name.clone() }),
             None,
         ));
     }
     for kind in [
-        StepKind::AddLearner { member: name.clone() },
-        StepKind::Configure { member: name.clone() },
-        StepKind::StartMember { member: name.clone() },
-        StepKind::Promote { member: name.clone() },
-        StepKind::FleetAdd { member: name.clone() },
+        StepKind::Member(MemberStep::AddLearner { member: name.clone() }),
+        StepKind::Member(MemberStep::Configure { member: name.clone() }),
+        StepKind::Member(MemberStep::StartMember { member: name.clone() }),
+        StepKind::Member(MemberStep::Promote { member: name.clone() }),
+        StepKind::Member(MemberStep::FleetAdd { member: name.clone() }),
     ] {
         steps.push(Step::new(kind, None));
     }
@@ -306,13 +307,22 @@ fn remove_steps(leaving: &Leaving) -> Vec<Step> {
     let mut steps = Vec::new();
     if leaving.alive && !leaving.is_learner {
         steps.push(Step::new(
-            StepKind::TransferLeadership { from: name.clone() },
+            StepKind::Rolling(RollingStep::TransferLeadership { from: name.clone() }),
             None,
         ));
     }
-    steps.push(Step::new(StepKind::RemoveMember { member: name.clone() }, None));
-    steps.push(Step::new(StepKind::Retire { member: name.clone() }, None));
-    steps.push(Step::new(StepKind::FleetRemove { member: name }, None));
+    steps.push(Step::new(
+        StepKind::Member(MemberStep::RemoveMember { member: name.clone() }),
+        None,
+    ));
+    steps.push(Step::new(
+        StepKind::Member(MemberStep::Retire { member: name.clone() }),
+        None,
+    ));
+    steps.push(Step::new(
+        StepKind::Member(MemberStep::FleetRemove { member: name }),
+        None,
+    ));
     steps
 }
 
@@ -391,9 +401,9 @@ pub fn plan_promote(view: &ClusterView, name: &str) -> Result<Plan, PlanError> {
         kind: OpKind::MemberPromote,
         cluster: view.cluster.clone(),
         steps: vec![Step::new(
-            StepKind::Promote {
+            StepKind::Member(MemberStep::Promote {
                 member: name.to_string(),
-            },
+            }),
             None,
         )],
         notes: vec![

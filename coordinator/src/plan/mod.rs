@@ -5,15 +5,19 @@
 //!
 //! - [`view`]: the cluster as observed (agents' status and health), plain data.
 //! - [`rule`]: `--rule` expressions that choose which members to defragment.
+//! - [`operation`]: what an operation is and carries (typed; the journal keeps it).
 //! - [`planner`]: pure functions from a view to an ordered plan of steps.
+//! - [`step`]: the steps, one enum per family (rolling, member, restore, recover).
 //! - [`restore`]: the preflight and the shared initial cluster and token of a full restore (pure).
 //! - [`safety`]: the checks run before every step (pure).
 //! - [`membership`]: member add / remove / replace / promote plans and their preflight (pure).
 
 pub mod membership;
+pub mod operation;
 pub mod planner;
 pub mod recover;
 pub mod restore;
 pub mod rule;
 pub mod safety;
+pub mod step;
 pub mod view;

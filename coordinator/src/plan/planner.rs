@@ -9,14 +9,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rule::Rule;
 use super::safety::{self, Finding, Tolerate};
+use super::step::RollingStep;
+pub use super::step::StepKind;
 use super::view::{ClusterView, MemberView};
 
 /// What kind of operation a plan is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpKind {
     Defrag,
@@ -83,269 +85,6 @@ impl OpKind {
 impl fmt::Display for OpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// One step's action. The step ID (see [`StepKind::id`]) encodes it, so a
-/// journaled plan can be read back without re-planning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
-pub enum StepKind {
-    /// Compact the key history up to `revision` (physically).
-    Compact { revision: i64 },
-    /// Defragment one member.
-    Defrag { member: String },
-    /// Restart one member's etcd unit.
-    Restart { member: String },
-    /// Make sure `from` is not the leader: move leadership to a healthy,
-    /// caught-up follower (preferring one already processed).
-    TransferLeadership { from: String },
-    /// Disarm every active alarm.
-    DisarmAlarms,
-    /// Write, read back and delete a key: the cluster accepts writes.
-    VerifyWrites,
-    /// Move a host's data dir aside before it joins (it holds old data).
-    MoveAsideBeforeJoin { member: String },
-    /// Add the new member to the cluster as a learner.
-    AddLearner { member: String },
-    /// Write the new member's etcd environment (existing cluster, full initial-cluster).
-    Configure { member: String },
-    /// Start the new member's etcd; wait until it has caught up.
-    StartMember { member: String },
-    /// Promote the learner to a voter.
-    Promote { member: String },
-    /// Remove a member from the cluster.
-    RemoveMember { member: String },
-    /// Stop the removed member's etcd and move its data dir aside.
-    Retire { member: String },
-    /// Add the member to the fleet file.
-    FleetAdd { member: String },
-    /// Remove the member from the fleet file.
-    FleetRemove { member: String },
-    /// Stream the snapshot to every member's agent at once; each verifies it
-    /// and restores it beside its data dir (the cluster keeps serving).
-    StageAll,
-    /// Stop etcd on every member.
-    StopAll,
-    /// Swap every staged restore in (the old data dirs kept).
-    SwapAll,
-    /// Write every member's environment for the new cluster (state `new`, the token).
-    ConfigureAll,
-    /// Start etcd on every member at once.
-    StartAll,
-    /// Every member healthy, one cluster ID, one leader, the snapshot's data.
-    VerifyRestore,
-    /// Put every member's kept pre-restore data dir back.
-    RollBackAll,
-    /// Save a snapshot of the survivor before anything changes (recovery).
-    SnapshotFirst { member: String },
-    /// Stop etcd on every member but the survivor whose agent answers.
-    StopOthers,
-    /// Restart the survivor once with force-new-cluster: a one-member cluster
-    /// with its data; the flag is removed again.
-    ForceNewCluster { member: String },
-    /// Rejoin a member as a fresh learner (its old data dir moved aside),
-    /// catch it up, promote it.
-    Rejoin { member: String },
-    /// Every rejoined member a healthy voter, one leader, one hashkv, writes accepted.
-    VerifyRecovery,
-}
-
-impl StepKind {
-    /// The stable ID within an operation, e.g. `defrag:etcd2`.
-    pub fn id(&self) -> String {
-        match self {
-            StepKind::Compact { revision } => format!("compact:{revision}"),
-            StepKind::Defrag { member } => format!("defrag:{member}"),
-            StepKind::Restart { member } => format!("restart:{member}"),
-            StepKind::TransferLeadership { from } => format!("transfer-leadership:{from}"),
-            StepKind::DisarmAlarms => "disarm-alarms".into(),
-            StepKind::VerifyWrites => "verify-writes".into(),
-            StepKind::MoveAsideBeforeJoin { member } => format!("move-aside:{member}"),
-            StepKind::AddLearner { member } => format!("add-learner:{member}"),
-            StepKind::Configure { member } => format!("configure:{member}"),
-            StepKind::StartMember { member } => format!("start:{member}"),
-            StepKind::Promote { member } => format!("promote:{member}"),
-            StepKind::RemoveMember { member } => format!("remove:{member}"),
-            StepKind::Retire { member } => format!("retire:{member}"),
-            StepKind::FleetAdd { member } => format!("fleet-add:{member}"),
-            StepKind::FleetRemove { member } => format!("fleet-remove:{member}"),
-            StepKind::StageAll => "stage-all".into(),
-            StepKind::StopAll => "stop-all".into(),
-            StepKind::SwapAll => "swap-all".into(),
-            StepKind::ConfigureAll => "configure-all".into(),
-            StepKind::StartAll => "start-all".into(),
-            StepKind::VerifyRestore => "verify-restore".into(),
-            StepKind::RollBackAll => "rollback-all".into(),
-            StepKind::SnapshotFirst { member } => format!("snapshot:{member}"),
-            StepKind::StopOthers => "stop-others".into(),
-            StepKind::ForceNewCluster { member } => format!("force-new-cluster:{member}"),
-            StepKind::Rejoin { member } => format!("rejoin:{member}"),
-            StepKind::VerifyRecovery => "verify-recovery".into(),
-        }
-    }
-
-    /// Reads a step ID back (from the journal).
-    pub fn from_id(id: &str) -> Option<StepKind> {
-        let (action, arg) = id.split_once(':').unwrap_or((id, ""));
-        let member = || (!arg.is_empty()).then(|| arg.to_string());
-        Some(match action {
-            "compact" => StepKind::Compact {
-                revision: arg.parse().ok().filter(|r| *r > 0)?,
-            },
-            "defrag" => StepKind::Defrag { member: member()? },
-            "restart" => StepKind::Restart { member: member()? },
-            "transfer-leadership" => StepKind::TransferLeadership { from: member()? },
-            "move-aside" => StepKind::MoveAsideBeforeJoin { member: member()? },
-            "add-learner" => StepKind::AddLearner { member: member()? },
-            "configure" => StepKind::Configure { member: member()? },
-            "start" => StepKind::StartMember { member: member()? },
-            "promote" => StepKind::Promote { member: member()? },
-            "remove" => StepKind::RemoveMember { member: member()? },
-            "retire" => StepKind::Retire { member: member()? },
-            "fleet-add" => StepKind::FleetAdd { member: member()? },
-            "fleet-remove" => StepKind::FleetRemove { member: member()? },
-            "stage-all" if arg.is_empty() => StepKind::StageAll,
-            "stop-all" if arg.is_empty() => StepKind::StopAll,
-            "swap-all" if arg.is_empty() => StepKind::SwapAll,
-            "configure-all" if arg.is_empty() => StepKind::ConfigureAll,
-            "start-all" if arg.is_empty() => StepKind::StartAll,
-            "verify-restore" if arg.is_empty() => StepKind::VerifyRestore,
-            "rollback-all" if arg.is_empty() => StepKind::RollBackAll,
-            "snapshot" => StepKind::SnapshotFirst { member: member()? },
-            "stop-others" if arg.is_empty() => StepKind::StopOthers,
-            "force-new-cluster" => StepKind::ForceNewCluster { member: member()? },
-            "rejoin" => StepKind::Rejoin { member: member()? },
-            "verify-recovery" if arg.is_empty() => StepKind::VerifyRecovery,
-            "disarm-alarms" if arg.is_empty() => StepKind::DisarmAlarms,
-            "verify-writes" if arg.is_empty() => StepKind::VerifyWrites,
-            _ => return None,
-        })
-    }
-
-    /// The member the step acts on, if one.
-    pub fn member(&self) -> Option<&str> {
-        match self {
-            StepKind::Defrag { member }
-            | StepKind::Restart { member }
-            | StepKind::MoveAsideBeforeJoin { member }
-            | StepKind::AddLearner { member }
-            | StepKind::Configure { member }
-            | StepKind::StartMember { member }
-            | StepKind::Promote { member }
-            | StepKind::RemoveMember { member }
-            | StepKind::Retire { member }
-            | StepKind::FleetAdd { member }
-            | StepKind::FleetRemove { member }
-            | StepKind::SnapshotFirst { member }
-            | StepKind::ForceNewCluster { member }
-            | StepKind::Rejoin { member } => Some(member),
-            StepKind::TransferLeadership { from } => Some(from),
-            _ => None,
-        }
-    }
-
-    /// What the step does, for people.
-    pub fn describe(&self) -> String {
-        match self {
-            StepKind::Compact { revision } => format!("compact history up to revision {revision}"),
-            StepKind::Defrag { member } => format!("defragment {member}"),
-            StepKind::Restart { member } => format!("restart etcd on {member}"),
-            StepKind::TransferLeadership { from } => format!("move leadership away from {from}"),
-            StepKind::DisarmAlarms => "disarm alarms".into(),
-            StepKind::VerifyWrites => "verify the cluster accepts writes".into(),
-            StepKind::MoveAsideBeforeJoin { member } => format!("move {member}'s old data dir aside"),
-            StepKind::AddLearner { member } => format!("add {member} as a learner"),
-            StepKind::Configure { member } => format!("write {member}'s etcd environment (existing cluster)"),
-            StepKind::StartMember { member } => format!("start etcd on {member}"),
-            StepKind::Promote { member } => format!("promote {member} to voter"),
-            StepKind::RemoveMember { member } => format!("remove {member} from the cluster"),
-            StepKind::Retire { member } => format!("stop etcd on {member} and move its data dir aside"),
-            StepKind::FleetAdd { member } => format!("add {member} to the fleet file"),
-            StepKind::FleetRemove { member } => format!("remove {member} from the fleet file"),
-            StepKind::StageAll => {
-                "stream the snapshot to every member and restore it beside the data dir".into()
-            }
-            StepKind::StopAll => "stop etcd on every member (the leader last)".into(),
-            StepKind::SwapAll => "swap the restored data dirs in (old ones kept)".into(),
-            StepKind::ConfigureAll => "write every member's environment for the new cluster".into(),
-            StepKind::StartAll => "start etcd on every member".into(),
-            StepKind::VerifyRestore => "verify the restored cluster".into(),
-            StepKind::RollBackAll => "put every member's pre-restore data dir back".into(),
-            StepKind::SnapshotFirst { member } => {
-                format!("save a snapshot of {member} first (kept on this host)")
-            }
-            StepKind::StopOthers => "stop etcd on every other member".into(),
-            StepKind::ForceNewCluster { member } => format!("restart {member} once with force-new-cluster"),
-            StepKind::Rejoin { member } => format!("rejoin {member} as a fresh learner and promote it"),
-            StepKind::VerifyRecovery => "verify the recovered cluster".into(),
-        }
-    }
-
-    /// The condition the executor waits for after the action.
-    pub fn waits_for(&self) -> String {
-        match self {
-            StepKind::Compact { .. } => "compaction applied".into(),
-            StepKind::Defrag { member } | StepKind::Restart { member } => {
-                format!("{member} healthy and caught up with the leader")
-            }
-            StepKind::TransferLeadership { from } => {
-                format!("every member agrees on a new leader other than {from}")
-            }
-            StepKind::DisarmAlarms => "no alarm active".into(),
-            StepKind::VerifyWrites => "write, read back and delete succeed".into(),
-            StepKind::MoveAsideBeforeJoin { .. } => "renamed (never deleted)".into(),
-            StepKind::AddLearner { member } => format!("{member} listed as a learner"),
-            StepKind::Configure { .. } => "env file written".into(),
-            StepKind::StartMember { member } => format!("{member} healthy and caught up with the leader"),
-            StepKind::Promote { member } => format!("{member} a healthy voter"),
-            StepKind::RemoveMember { member } => format!("{member} gone from the membership"),
-            StepKind::Retire { .. } => "etcd stopped, data dir renamed (skipped when the host is down)".into(),
-            StepKind::FleetAdd { .. } | StepKind::FleetRemove { .. } => "fleet file written".into(),
-            StepKind::StageAll => "every agent verified the bytes and restored them".into(),
-            StepKind::StopAll => "every unit inactive".into(),
-            StepKind::SwapAll | StepKind::RollBackAll => "renamed (never deleted)".into(),
-            StepKind::ConfigureAll => "env files written".into(),
-            StepKind::StartAll => "every unit started".into(),
-            StepKind::VerifyRestore => {
-                "healthy, one cluster ID and leader, revision at least the snapshot's, the same hashkv everywhere".into()
-            }
-            StepKind::SnapshotFirst { .. } => "the file written, its trailer verified".into(),
-            StepKind::StopOthers => "every other reachable unit inactive".into(),
-            StepKind::ForceNewCluster { member } => {
-                format!("{member} the healthy leader of a one-member cluster; the flag removed from its env file")
-            }
-            StepKind::Rejoin { member } => format!("{member} a healthy voter caught up with the leader"),
-            StepKind::VerifyRecovery => "every member a healthy voter, one leader, the same hashkv, a write accepted".into(),
-        }
-    }
-
-    /// The default time the action and its wait get together.
-    pub fn default_timeout(&self) -> Duration {
-        match self {
-            StepKind::Defrag { .. } => Duration::from_secs(600),
-            StepKind::Restart { .. } => Duration::from_secs(180),
-            StepKind::Compact { .. } => Duration::from_secs(120),
-            StepKind::StartMember { .. } => Duration::from_secs(300),
-            StepKind::Promote { .. } | StepKind::AddLearner { .. } | StepKind::RemoveMember { .. } => {
-                Duration::from_secs(120)
-            }
-            StepKind::Retire { .. } => Duration::from_secs(90),
-            StepKind::StageAll | StepKind::SnapshotFirst { .. } => Duration::from_secs(1800),
-            StepKind::Rejoin { .. } => Duration::from_secs(300),
-            StepKind::StopOthers | StepKind::ForceNewCluster { .. } | StepKind::VerifyRecovery => {
-                Duration::from_secs(180)
-            }
-            StepKind::StopAll | StepKind::StartAll | StepKind::VerifyRestore => Duration::from_secs(180),
-            StepKind::SwapAll | StepKind::ConfigureAll | StepKind::RollBackAll => Duration::from_secs(60),
-            StepKind::TransferLeadership { .. }
-            | StepKind::DisarmAlarms
-            | StepKind::VerifyWrites
-            | StepKind::MoveAsideBeforeJoin { .. }
-            | StepKind::Configure { .. }
-            | StepKind::FleetAdd { .. }
-            | StepKind::FleetRemove { .. } => Duration::from_secs(30),
-        }
     }
 }
 
@@ -485,7 +224,7 @@ fn rolling_steps(
     for m in rolling_order(view, members) {
         if m.is_leader && voters > 1 {
             steps.push(Step::new(
-                StepKind::TransferLeadership { from: m.name.clone() },
+                StepKind::Rolling(RollingStep::TransferLeadership { from: m.name.clone() }),
                 None,
             ));
         } else if m.is_leader {
@@ -523,13 +262,16 @@ pub fn plan_defrag(view: &ClusterView, opts: &DefragOptions) -> Result<Plan, Pla
     }
     let mut steps = Vec::new();
     if let Some(revision) = opts.compact_to {
-        steps.push(Step::new(StepKind::Compact { revision }, None));
+        steps.push(Step::new(
+            StepKind::Rolling(RollingStep::Compact { revision }),
+            None,
+        ));
     }
     steps.extend(rolling_steps(
         view,
         &selected,
         opts.step_timeout,
-        |member| StepKind::Defrag { member },
+        |member| StepKind::Rolling(RollingStep::Defrag { member }),
         &mut notes,
     ));
     if selected.is_empty() {
@@ -566,7 +308,7 @@ pub fn plan_restart(view: &ClusterView, opts: &RestartOptions) -> Result<Plan, P
         view,
         &selected,
         opts.step_timeout,
-        |member| StepKind::Restart { member },
+        |member| StepKind::Rolling(RollingStep::Restart { member }),
         &mut notes,
     );
     Ok(Plan {
@@ -598,7 +340,10 @@ pub fn plan_compact(view: &ClusterView, revision: i64) -> Plan {
     Plan {
         kind: OpKind::Compact,
         cluster: view.cluster.clone(),
-        steps: vec![Step::new(StepKind::Compact { revision }, None)],
+        steps: vec![Step::new(
+            StepKind::Rolling(RollingStep::Compact { revision }),
+            None,
+        )],
         notes: vec![format!(
             "history before revision {revision} becomes unreadable (watchers from older revisions get ErrCompacted)"
         )],
@@ -615,17 +360,20 @@ pub fn plan_recover_nospace(view: &ClusterView) -> Result<Plan, PlanError> {
     let mut notes = vec![format!(
         "compacts all history up to the current revision {current}, as etcd's NOSPACE runbook does"
     )];
-    let mut steps = vec![Step::new(StepKind::Compact { revision: current }, None)];
+    let mut steps = vec![Step::new(
+        StepKind::Rolling(RollingStep::Compact { revision: current }),
+        None,
+    )];
     let all: Vec<&MemberView> = view.members.iter().collect();
     steps.extend(rolling_steps(
         view,
         &all,
         None,
-        |member| StepKind::Defrag { member },
+        |member| StepKind::Rolling(RollingStep::Defrag { member }),
         &mut notes,
     ));
-    steps.push(Step::new(StepKind::DisarmAlarms, None));
-    steps.push(Step::new(StepKind::VerifyWrites, None));
+    steps.push(Step::new(StepKind::Rolling(RollingStep::DisarmAlarms), None));
+    steps.push(Step::new(StepKind::Rolling(RollingStep::VerifyWrites), None));
     let over_quota: Vec<String> = view
         .members
         .iter()
@@ -652,8 +400,8 @@ pub fn plan_alarm_disarm(view: &ClusterView) -> Plan {
         kind: OpKind::AlarmDisarm,
         cluster: view.cluster.clone(),
         steps: vec![
-            Step::new(StepKind::DisarmAlarms, None),
-            Step::new(StepKind::VerifyWrites, None),
+            Step::new(StepKind::Rolling(RollingStep::DisarmAlarms), None),
+            Step::new(StepKind::Rolling(RollingStep::VerifyWrites), None),
         ],
         notes: Vec::new(),
     }
@@ -680,6 +428,7 @@ pub fn transfer_target<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::step::{MemberStep, RestoreStep};
     use super::super::view::fixtures::healthy;
     use super::*;
 
@@ -690,30 +439,30 @@ mod tests {
     #[test]
     fn step_ids_round_trip() {
         for kind in [
-            StepKind::Compact { revision: 42 },
-            StepKind::Defrag {
+            StepKind::Rolling(RollingStep::Compact { revision: 42 }),
+            StepKind::Rolling(RollingStep::Defrag {
                 member: "etcd-2".into(),
-            },
-            StepKind::Restart { member: "a".into() },
-            StepKind::TransferLeadership { from: "b".into() },
-            StepKind::DisarmAlarms,
-            StepKind::VerifyWrites,
-            StepKind::MoveAsideBeforeJoin { member: "n".into() },
-            StepKind::AddLearner { member: "n".into() },
-            StepKind::Configure { member: "n".into() },
-            StepKind::StartMember { member: "n".into() },
-            StepKind::Promote { member: "n".into() },
-            StepKind::RemoveMember { member: "o".into() },
-            StepKind::Retire { member: "o".into() },
-            StepKind::FleetAdd { member: "n".into() },
-            StepKind::FleetRemove { member: "o".into() },
-            StepKind::StageAll,
-            StepKind::StopAll,
-            StepKind::SwapAll,
-            StepKind::ConfigureAll,
-            StepKind::StartAll,
-            StepKind::VerifyRestore,
-            StepKind::RollBackAll,
+            }),
+            StepKind::Rolling(RollingStep::Restart { member: "a".into() }),
+            StepKind::Rolling(RollingStep::TransferLeadership { from: "b".into() }),
+            StepKind::Rolling(RollingStep::DisarmAlarms),
+            StepKind::Rolling(RollingStep::VerifyWrites),
+            StepKind::Member(MemberStep::MoveAsideBeforeJoin { member: "n".into() }),
+            StepKind::Member(MemberStep::AddLearner { member: "n".into() }),
+            StepKind::Member(MemberStep::Configure { member: "n".into() }),
+            StepKind::Member(MemberStep::StartMember { member: "n".into() }),
+            StepKind::Member(MemberStep::Promote { member: "n".into() }),
+            StepKind::Member(MemberStep::RemoveMember { member: "o".into() }),
+            StepKind::Member(MemberStep::Retire { member: "o".into() }),
+            StepKind::Member(MemberStep::FleetAdd { member: "n".into() }),
+            StepKind::Member(MemberStep::FleetRemove { member: "o".into() }),
+            StepKind::Restore(RestoreStep::StageAll),
+            StepKind::Restore(RestoreStep::StopAll),
+            StepKind::Restore(RestoreStep::SwapAll),
+            StepKind::Restore(RestoreStep::ConfigureAll),
+            StepKind::Restore(RestoreStep::StartAll),
+            StepKind::Restore(RestoreStep::VerifyRestore),
+            StepKind::Restore(RestoreStep::RollBackAll),
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind.clone()), "{kind:?}");
         }
@@ -780,7 +529,7 @@ mod tests {
         let mut v = healthy(3, 2);
         v.members[0].db_size_in_use = v.members[0].db_size; // nothing to free on etcd1
         let opts = DefragOptions {
-            rule: Some(Rule::parse("dbSize - dbSizeInUse > 100MB").expect("rule")),
+            rule: Some(Rule::parse("dbSize - dbSizeInUse > 100 * MB").expect("rule")),
             ..Default::default()
         };
         let plan = plan_defrag(&v, &opts).expect("plan");
@@ -791,7 +540,7 @@ mod tests {
         assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
         // No member selected: an empty plan that says so.
         let opts = DefragOptions {
-            rule: Some(Rule::parse("dbSize > 10GB").expect("rule")),
+            rule: Some(Rule::parse("dbSize > 10 * GB").expect("rule")),
             ..Default::default()
         };
         let plan = plan_defrag(&v, &opts).expect("plan");
@@ -873,7 +622,7 @@ mod tests {
                 forced
                     .steps
                     .iter()
-                    .filter(|s| matches!(s.kind, StepKind::Restart { .. }))
+                    .filter(|s| matches!(s.kind, StepKind::Rolling(RollingStep::Restart { .. })))
                     .count(),
                 n
             );

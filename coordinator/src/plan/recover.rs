@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::planner::{OpKind, Plan, PlanError, Step, StepKind};
+use super::planner::{OpKind, Plan, PlanError, Step};
 use super::safety::Finding;
+use super::step::{RecoverStep, StepKind};
 use super::view::{ClusterView, MemberView};
 
 /// A member to rejoin, with the URLs the old membership gave it.
@@ -188,19 +189,25 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
 pub fn plan(cluster: &str, recovery: &Recovery) -> Plan {
     let s = recovery.survivor.clone();
     let mut steps = vec![
-        Step::new(StepKind::SnapshotFirst { member: s.clone() }, None),
-        Step::new(StepKind::StopOthers, None),
-        Step::new(StepKind::ForceNewCluster { member: s }, None),
+        Step::new(
+            StepKind::Recover(RecoverStep::SnapshotFirst { member: s.clone() }),
+            None,
+        ),
+        Step::new(StepKind::Recover(RecoverStep::StopOthers), None),
+        Step::new(
+            StepKind::Recover(RecoverStep::ForceNewCluster { member: s }),
+            None,
+        ),
     ];
     steps.extend(recovery.rejoin.iter().map(|r| {
         Step::new(
-            StepKind::Rejoin {
+            StepKind::Recover(RecoverStep::Rejoin {
                 member: r.name.clone(),
-            },
+            }),
             None,
         )
     }));
-    steps.push(Step::new(StepKind::VerifyRecovery, None));
+    steps.push(Step::new(StepKind::Recover(RecoverStep::VerifyRecovery), None));
     let mut notes = recovery.notes.clone();
     notes.push(
         "the rejoined members' old data dirs are renamed to <dir>.before-join-<time>, never deleted; the survivor's \
@@ -362,11 +369,11 @@ mod tests {
     #[test]
     fn step_ids_read_back() {
         for kind in [
-            StepKind::SnapshotFirst { member: "a".into() },
-            StepKind::StopOthers,
-            StepKind::ForceNewCluster { member: "a".into() },
-            StepKind::Rejoin { member: "b".into() },
-            StepKind::VerifyRecovery,
+            StepKind::Recover(RecoverStep::SnapshotFirst { member: "a".into() }),
+            StepKind::Recover(RecoverStep::StopOthers),
+            StepKind::Recover(RecoverStep::ForceNewCluster { member: "a".into() }),
+            StepKind::Recover(RecoverStep::Rejoin { member: "b".into() }),
+            StepKind::Recover(RecoverStep::VerifyRecovery),
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind));
         }

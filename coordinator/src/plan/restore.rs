@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::planner::{OpKind, Plan, Step, StepKind};
+use super::planner::{OpKind, Plan, Step};
 use super::safety::Finding;
+use super::step::{RestoreStep, StepKind};
 
 /// What the snapshot file is (from `snapshot::status::read_status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,12 +80,12 @@ pub struct RestoreArgs {
 /// serves, then stop, swap, configure, start, verify.
 pub fn plan_restore(cluster: &str, spec: &RestoreSpec) -> Plan {
     let steps = [
-        StepKind::StageAll,
-        StepKind::StopAll,
-        StepKind::SwapAll,
-        StepKind::ConfigureAll,
-        StepKind::StartAll,
-        StepKind::VerifyRestore,
+        StepKind::Restore(RestoreStep::StageAll),
+        StepKind::Restore(RestoreStep::StopAll),
+        StepKind::Restore(RestoreStep::SwapAll),
+        StepKind::Restore(RestoreStep::ConfigureAll),
+        StepKind::Restore(RestoreStep::StartAll),
+        StepKind::Restore(RestoreStep::VerifyRestore),
     ]
     .into_iter()
     .map(|k| Step::new(k, None))
@@ -108,10 +109,10 @@ pub fn plan_restore(cluster: &str, spec: &RestoreSpec) -> Plan {
 /// `etcdops restore --rollback OP`: the pre-restore data dirs back.
 pub fn plan_rollback(cluster: &str, op: &str) -> Plan {
     let steps = [
-        StepKind::StopAll,
-        StepKind::RollBackAll,
-        StepKind::StartAll,
-        StepKind::VerifyRestore,
+        StepKind::Restore(RestoreStep::StopAll),
+        StepKind::Restore(RestoreStep::RollBackAll),
+        StepKind::Restore(RestoreStep::StartAll),
+        StepKind::Restore(RestoreStep::VerifyRestore),
     ]
     .into_iter()
     .map(|k| Step::new(k, None))

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use etcdops_tests::Cluster;
-use etcdops_tests::bench::{Common, positive};
+use etcdops_tests::bench::{self, Common, positive};
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport};
 
 const ABOUT: &str = "\
@@ -19,7 +19,9 @@ about --mb/2 MB); a load of --rate writes/s (256 B values, at most 256 in
 flight, each write retried on the next member until its 2 s deadline; failed =
 not written by then); 5 s warm-up; for `dead` a follower is power-cut (its
 agent and etcd SIGKILLed) and `etcdops member replace <it> --with etcd4 --yes`
-runs; for `alive` the same without the cut; 5 s more; the load stops.";
+runs; for `alive` the same without the cut; 5 s more; the load stops.
+Every cluster it starts is stopped (agents, etcd members, their directories)
+when it ends, fails, or gets SIGINT (Ctrl-C), SIGTERM or SIGHUP.";
 
 const USAGE: &str = "\
 Example:
@@ -52,6 +54,7 @@ struct Row {
 fn main() {
     let opts = <Opts as clap::Parser>::parse();
     let bins = opts.common.bins("bench-replace");
+    bench::tear_down_on_signal("bench-replace");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::{Fence, UnitRequest};
-use etcdops_tests::bench::Common;
+use etcdops_tests::bench::{self, Common};
 use etcdops_tests::{Caller, Cluster, loadgen};
 
 const ABOUT: &str = "\
@@ -29,7 +29,9 @@ cluster:
   (c) single:   one `etcdctl snapshot restore FILE --data-dir <tmp>`.
 During (a) and (b) a probe reads one key every 50 ms (linearizable,
 500 ms per attempt): the longest stretch without a successful read is how
-long clients could not use the cluster.";
+long clients could not use the cluster.
+Every cluster it starts is stopped (agents, etcd members, their directories)
+when it ends, fails, or gets SIGINT (Ctrl-C), SIGTERM or SIGHUP.";
 
 const USAGE: &str = "\
 Example:
@@ -286,6 +288,7 @@ fn single_restore(snapshot: &Path, scratch: &Path, run: usize) -> Figure {
 fn main() {
     let opts = <Opts as clap::Parser>::parse().common;
     let bins = opts.bins("bench-restore");
+    bench::tear_down_on_signal("bench-restore");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -321,7 +324,7 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let scratch = tempfile::tempdir().expect("tempdir");
+        let scratch = bench::scratch_dir("bench-restore").expect("a scratch directory");
         let out = cluster.etcdops(&[
             "snapshot",
             "save",

@@ -2,12 +2,12 @@
 //! cluster with a fragmented database, during rolling defrag and rolling
 //! restart through etcdops beside the naive way, same run. Run with `--help`.
 
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use etcdops_proto::v1::agent_client::AgentClient;
 use etcdops_proto::v1::{AcquireFenceRequest, Fence, ReleaseFenceRequest, UnitRequest};
-use etcdops_tests::bench::{Common, positive};
+use etcdops_tests::bench::{self, Common, positive};
 use etcdops_tests::loadgen::{self, LoadConfig, LoadGen, LoadReport, MemberDb};
 use etcdops_tests::{Caller, Cluster};
 use tonic::transport::Channel;
@@ -64,7 +64,9 @@ the operation's start until every member passes the harness's health check:
 agent GetStatus + linearizable read, one leader; polled every 50 ms), result, writes ok, failed, retried attempts,
 writes not sent because of the bound, p50/p99/max latency, leader changes,
 raft term advance; then the databases before/after, the first errors, the
-exact command line and machine facts.";
+exact command line and machine facts.
+Every cluster it starts is stopped (agents, etcd members, their directories)
+when it ends, fails, or gets SIGINT (Ctrl-C), SIGTERM or SIGHUP.";
 
 const USAGE: &str = "\
 Example:
@@ -196,9 +198,21 @@ struct Outcome {
     healthy_after: Option<Duration>,
 }
 
-fn main() {
+fn main() -> ExitCode {
     let opts = <Opts as clap::Parser>::parse();
     let bins = opts.common.bins("bench-rolling");
+    bench::tear_down_on_signal("bench-rolling");
+    // The cluster is owned by `run` and dropped (stopped) before main returns.
+    match run(&opts, bins) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-rolling: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(opts: &Opts, bins: etcdops_tests::Bins) -> Result<(), String> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started_at = run_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
@@ -207,7 +221,7 @@ fn main() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
     eprintln!("starting a 3-member cluster ...");
     let cluster = Cluster::builder().members(3).start(bins);
     let endpoints: Vec<String> = cluster
@@ -240,16 +254,7 @@ fn main() {
     let mut outcomes = Vec::new();
     for (seq, (run, scenario)) in order.into_iter().enumerate() {
         eprintln!("run {} / {}: {} ...", run + 1, opts.common.runs, scenario.name());
-        let outcome = run_scenario(
-            &cluster,
-            &rt,
-            &opts,
-            &endpoints,
-            &cluster_name,
-            scenario,
-            run,
-            seq,
-        );
+        let outcome = run_scenario(&cluster, &rt, opts, &endpoints, &cluster_name, scenario, run, seq)?;
         match &outcome.load {
             Some(l) => eprintln!("  {:?}\n  load: {l}", outcome.op),
             None => eprintln!("  {:?}", outcome.op),
@@ -257,8 +262,9 @@ fn main() {
         outcomes.push(outcome);
     }
 
-    print_report(&opts, &outcomes, &command_line, &started_at, &load_before);
+    print_report(opts, &outcomes, &command_line, &started_at, &load_before);
     rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -271,7 +277,7 @@ fn run_scenario(
     scenario: Scenario,
     run: usize,
     seq: usize,
-) -> Outcome {
+) -> Result<Outcome, String> {
     let mut outcome = Outcome {
         scenario,
         run,
@@ -283,9 +289,9 @@ fn run_scenario(
     };
     if let Some(reason) = unavailable(cluster, scenario) {
         outcome.op = Op::Skipped(reason);
-        return outcome;
+        return Ok(outcome);
     }
-    wait_healthy(cluster, "before fragmenting");
+    wait_healthy(cluster, "before fragmenting")?;
     eprintln!("  fragmenting {} MB ...", opts.common.mb);
     let t = Instant::now();
     match rt.block_on(loadgen::fragment_keeping(
@@ -297,7 +303,7 @@ fn run_scenario(
         Ok(sizes) => outcome.db_before = sizes,
         Err(e) => {
             outcome.op = Op::Skipped(format!("fragmenting failed: {e:#}"));
-            return outcome;
+            return Ok(outcome);
         }
     }
     eprintln!(
@@ -305,7 +311,7 @@ fn run_scenario(
         t.elapsed().as_secs_f64(),
         join(&outcome.db_before)
     );
-    wait_healthy(cluster, "after fragmenting");
+    wait_healthy(cluster, "after fragmenting")?;
 
     let cfg = LoadConfig {
         rate: opts.rate,
@@ -320,7 +326,7 @@ fn run_scenario(
         Ok(l) => l,
         Err(e) => {
             outcome.op = Op::Skipped(format!("load generator did not start: {e:#}"));
-            return outcome;
+            return Ok(outcome);
         }
     };
     std::thread::sleep(opts.warmup());
@@ -345,9 +351,9 @@ fn run_scenario(
     }
     std::thread::sleep(opts.after());
     outcome.load = Some(rt.block_on(load.stop()));
-    wait_healthy(cluster, "after the operation");
+    wait_healthy(cluster, "after the operation")?;
     outcome.db_after = rt.block_on(loadgen::db_sizes(endpoints)).unwrap_or_default();
-    outcome
+    Ok(outcome)
 }
 
 /// Why an etcdops scenario cannot run with this CLI (its command unknown).
@@ -555,19 +561,20 @@ fn naive_restart(cluster: &Cluster, rt: &tokio::runtime::Runtime, cluster_name: 
     }
 }
 
-fn wait_healthy(cluster: &Cluster, when: &str) {
+/// Waits until the cluster is healthy; after 120 s an error with the logs
+/// (returned, so the cluster is stopped before the bench exits).
+fn wait_healthy(cluster: &Cluster, when: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if cluster.is_healthy() {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!(
-        "bench-rolling: the cluster is not healthy {when} after 120 s\n{}",
+    Err(format!(
+        "the cluster is not healthy {when} after 120 s\n{}",
         cluster.logs()
-    );
-    std::process::exit(1);
+    ))
 }
 
 fn join(sizes: &[MemberDb]) -> String {

@@ -1,22 +1,39 @@
 //! Benchmark: `etcdops snapshot save` (through the agent) beside
 //! `etcdctl snapshot save` from the same follower, same cluster, same run.
-//!
-//! Usage: bench-snapshot --bin-dir target/release [--mb 250] [--runs 3]
-//! Prints a table of wall times, throughputs and peak RSS.
+//! Run with `--help`.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use etcdops_tests::{Bins, Caller, Cluster};
+use etcdops_tests::bench::{self, Common};
+use etcdops_tests::{Caller, Cluster};
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
+const ABOUT: &str = "\
+Wall time, throughput and peak memory of `etcdops snapshot save` beside
+`etcdctl snapshot save`, from the same follower of the same cluster.
+
+What it does: starts a 3-member cluster with the test harness (real etcd from
+ETCD_BIN or /usr/bin/etcd, each supervised by a real etcdops-agent, process
+backend, on free 127.x.y.11-13 addresses); writes about --mb MB (100 kB
+values); then --runs times `etcdops snapshot save --member <a follower>`
+(through its agent: streamed, verified, fsynced) and --runs times
+`ETCDCTL_API=3 etcdctl --endpoints <that follower> snapshot save`, each file
+deleted after its run. Prints a Markdown table of the median wall time,
+throughput and peak RSS (the follower's agent, the CLI, all children).
+Every cluster it starts is stopped when it ends, fails or gets Ctrl-C.";
+
+const USAGE: &str = "\
+Example:
+  cargo build --release -p etcdops-agent -p etcdops-coordinator -p etcdops-tests --bins
+  target/release/bench-snapshot --bin-dir target/release --mb 250 --runs 3";
+
+/// bench-snapshot: `etcdops snapshot save` beside `etcdctl snapshot save`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench-snapshot", long_about = ABOUT, after_help = USAGE,
+          mut_arg("runs", |a| a.default_value("3")))]
+struct Opts {
+    #[command(flatten)]
+    common: Common,
 }
 
 fn vm_hwm_kb(pid: u32) -> u64 {
@@ -38,18 +55,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn main() {
-    let bin_dir = PathBuf::from(arg("--bin-dir", "target/release"));
-    let mb: usize = arg("--mb", "250").parse().expect("--mb N");
-    let runs: usize = arg("--runs", "3").parse().expect("--runs N");
-    let bins = Bins {
-        agent: bin_dir.join("etcdops-agent"),
-        cli: bin_dir.join("etcdops"),
-    };
-    assert!(
-        bins.agent.is_file() && bins.cli.is_file(),
-        "build first: cargo build --release --bins"
-    );
+fn main() -> ExitCode {
+    let opts = <Opts as clap::Parser>::parse().common;
+    let bins = opts.bins("bench-snapshot");
+    bench::tear_down_on_signal("bench-snapshot");
+    let (mb, runs) = (opts.mb, opts.runs);
 
     let cluster = Cluster::builder().members(3).start(bins);
     eprintln!("filling about {mb} MB ...");
@@ -63,7 +73,16 @@ fn main() {
         .and_then(|s| s.member)
         .map(|m| m.db_size)
         .unwrap_or(0);
-    let out = tempfile::tempdir_in(std::env::temp_dir()).expect("tempdir");
+    let out = match bench::scratch_dir("bench-snapshot") {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!(
+                "bench-snapshot: cannot create a scratch directory in {}: {e}",
+                std::env::temp_dir().display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut size = 0u64;
@@ -127,4 +146,5 @@ fn main() {
         "throughput ratio etcdops/etcdctl: {:.2}",
         t.as_secs_f64() / o.as_secs_f64()
     );
+    ExitCode::SUCCESS
 }

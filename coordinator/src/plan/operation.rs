@@ -1,0 +1,286 @@
+//! What an operation is and what it carries, as one typed value: the journal
+//! keeps it (schema v2), and the executor is built from it, on start and on
+//! resume alike (`exec::Executor::for_record`). Nothing is looked up by a
+//! string key; a record whose operation cannot be read is an error naming the
+//! operation (see `journal::migrate` for records of schema v1).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::membership::MembershipArgs;
+use super::planner::OpKind;
+use super::recover::RecoverArgs;
+use super::restore::RestoreArgs;
+use super::safety::Tolerate;
+
+/// One cluster-wide operation and its data. Serialized with its kind as the
+/// `kind` tag, e.g. `{"kind":"restart","members":[],"force":false}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Operation {
+    /// `etcdops defrag`: defragment members one at a time, the leader last.
+    Defrag {
+        /// `--rule` as the user wrote it (parsed again on resume), if any.
+        rule: Option<String>,
+        /// `--compact`: compact history to the current revision first.
+        compact: bool,
+        /// `--member`: only these members (empty: every member).
+        members: Vec<String>,
+    },
+    /// `etcdops restart`: restart members one at a time, the leader last.
+    Restart {
+        /// `--member`: only these members (empty: every member).
+        members: Vec<String>,
+        /// `--force`: a restart may take the cluster below quorum.
+        force: bool,
+    },
+    /// `etcdops compact`: compact the history up to `revision`.
+    Compact { revision: i64 },
+    /// `etcdops recover nospace`: compact, defragment, disarm, verify a write.
+    RecoverNospace,
+    /// `etcdops alarm disarm`.
+    AlarmDisarm,
+    /// `etcdops member add`.
+    MemberAdd { membership: MembershipArgs, force: bool },
+    /// `etcdops member remove`.
+    MemberRemove { membership: MembershipArgs, force: bool },
+    /// `etcdops member replace`.
+    MemberReplace { membership: MembershipArgs, force: bool },
+    /// `etcdops member promote`.
+    MemberPromote { membership: MembershipArgs, force: bool },
+    /// `etcdops restore --snapshot`: the snapshot, the new cluster's spec, and
+    /// what each agent staged and swapped in so far (the step progress a
+    /// resume or a rollback needs).
+    Restore { restore: RestoreArgs },
+    /// `etcdops restore --rollback OP`: put back the data dirs restore OP kept.
+    RestoreRollback {
+        /// The restore operation whose kept data dirs are put back.
+        rollback_of: String,
+    },
+    /// `etcdops recover --force-new-cluster`: the survivor, who rejoins, and
+    /// (once its first step ran) the survivor's snapshot.
+    RecoverQuorum {
+        recover: RecoverArgs,
+        membership: MembershipArgs,
+    },
+}
+
+impl Operation {
+    /// The operation's kind.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Operation::Defrag { .. } => OpKind::Defrag,
+            Operation::Restart { .. } => OpKind::Restart,
+            Operation::Compact { .. } => OpKind::Compact,
+            Operation::RecoverNospace => OpKind::RecoverNospace,
+            Operation::AlarmDisarm => OpKind::AlarmDisarm,
+            Operation::MemberAdd { .. } => OpKind::MemberAdd,
+            Operation::MemberRemove { .. } => OpKind::MemberRemove,
+            Operation::MemberReplace { .. } => OpKind::MemberReplace,
+            Operation::MemberPromote { .. } => OpKind::MemberPromote,
+            Operation::Restore { .. } => OpKind::Restore,
+            Operation::RestoreRollback { .. } => OpKind::RestoreRollback,
+            Operation::RecoverQuorum { .. } => OpKind::RecoverQuorum,
+        }
+    }
+
+    /// A membership operation of `kind` (add, remove, replace, promote).
+    pub fn membership_op(kind: OpKind, membership: MembershipArgs, force: bool) -> Option<Operation> {
+        Some(match kind {
+            OpKind::MemberAdd => Operation::MemberAdd { membership, force },
+            OpKind::MemberRemove => Operation::MemberRemove { membership, force },
+            OpKind::MemberReplace => Operation::MemberReplace { membership, force },
+            OpKind::MemberPromote => Operation::MemberPromote { membership, force },
+            _ => return None,
+        })
+    }
+
+    /// `--force`: steps may take the cluster below quorum.
+    pub fn force(&self) -> bool {
+        match self {
+            Operation::Restart { force, .. }
+            | Operation::MemberAdd { force, .. }
+            | Operation::MemberRemove { force, .. }
+            | Operation::MemberReplace { force, .. }
+            | Operation::MemberPromote { force, .. } => *force,
+            _ => false,
+        }
+    }
+
+    /// Who joins and who leaves (membership operations and a recovery's rejoins).
+    pub fn membership(&self) -> MembershipArgs {
+        match self {
+            Operation::MemberAdd { membership, .. }
+            | Operation::MemberRemove { membership, .. }
+            | Operation::MemberReplace { membership, .. }
+            | Operation::MemberPromote { membership, .. }
+            | Operation::RecoverQuorum { membership, .. } => membership.clone(),
+            _ => MembershipArgs::default(),
+        }
+    }
+
+    /// Members are down by design between steps (a restore, its rollback, a
+    /// majority-loss recovery): only their agents must answer before a step.
+    pub fn members_may_be_down(&self) -> bool {
+        matches!(
+            self,
+            Operation::Restore { .. } | Operation::RestoreRollback { .. } | Operation::RecoverQuorum { .. }
+        )
+    }
+
+    /// The restore's data, for a restore.
+    pub fn restore(&self) -> Option<&RestoreArgs> {
+        match self {
+            Operation::Restore { restore } => Some(restore),
+            _ => None,
+        }
+    }
+
+    /// The recovery's data, for a majority-loss recovery.
+    pub fn recover(&self) -> Option<&RecoverArgs> {
+        match self {
+            Operation::RecoverQuorum { recover, .. } => Some(recover),
+            _ => None,
+        }
+    }
+
+    /// The members the executor works with, out of the fleet's: a recovery
+    /// sees only the survivor and the members it rejoins; others see all.
+    pub fn sees_member(&self, name: &str) -> bool {
+        match self {
+            Operation::RecoverQuorum { recover, .. } => {
+                recover.survivor == name || recover.rejoin.iter().any(|r| r.name == name)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// How an operation runs, whatever its kind: kept with it, so a resume runs
+/// with the options it was started with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// `--step-timeout` in seconds: each step's limit instead of its kind's default.
+    pub step_timeout_secs: Option<f64>,
+    /// `--ignore-slow-disk`: go ahead although a member's disk is over its fsync threshold.
+    pub ignore_slow_disk: bool,
+}
+
+impl RunOptions {
+    /// `--step-timeout`, when given and positive.
+    pub fn step_timeout(&self) -> Option<Duration> {
+        self.step_timeout_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+    }
+
+    /// What the operation's safety checks tolerate.
+    pub fn tolerate(&self, kind: OpKind) -> Tolerate<'static> {
+        kind.tolerate(self.ignore_slow_disk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::membership::Leaving;
+
+    #[test]
+    fn every_kind_round_trips_through_json_with_its_tag() {
+        let leaving = MembershipArgs {
+            leaving: Some(Leaving {
+                name: "etcd3".into(),
+                id: 3,
+                peer_urls: vec!["http://127.0.0.3:2380".into()],
+                alive: true,
+                is_learner: false,
+            }),
+            ..Default::default()
+        };
+        let ops = [
+            Operation::Defrag {
+                rule: Some("dbSize > 1".into()),
+                compact: true,
+                members: vec!["etcd1".into()],
+            },
+            Operation::Restart {
+                members: Vec::new(),
+                force: true,
+            },
+            Operation::Compact { revision: 42 },
+            Operation::RecoverNospace,
+            Operation::AlarmDisarm,
+            Operation::MemberRemove {
+                membership: leaving,
+                force: false,
+            },
+            Operation::Restore {
+                restore: RestoreArgs::default(),
+            },
+            Operation::RestoreRollback {
+                rollback_of: "restore-1".into(),
+            },
+            Operation::RecoverQuorum {
+                recover: RecoverArgs::default(),
+                membership: MembershipArgs::default(),
+            },
+        ];
+        for op in ops {
+            let json = serde_json::to_value(&op).expect("json");
+            assert_eq!(json["kind"], op.kind().as_str(), "{json}");
+            let back: Operation = serde_json::from_value(json).expect("back");
+            assert_eq!(back, op);
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_not_a_default() {
+        let err = serde_json::from_value::<Operation>(serde_json::json!({"kind": "restart", "members": []}))
+            .expect_err("force missing");
+        assert!(err.to_string().contains("force"), "{err}");
+        let err =
+            serde_json::from_value::<Operation>(serde_json::json!({"kind": "reboot"})).expect_err("kind");
+        assert!(err.to_string().contains("reboot"), "{err}");
+    }
+
+    #[test]
+    fn force_membership_and_phase_follow_the_kind() {
+        assert!(
+            Operation::Restart {
+                members: Vec::new(),
+                force: true
+            }
+            .force()
+        );
+        assert!(!Operation::Compact { revision: 1 }.force());
+        assert!(
+            Operation::RestoreRollback {
+                rollback_of: "x".into()
+            }
+            .members_may_be_down()
+        );
+        assert!(!Operation::AlarmDisarm.members_may_be_down());
+        let recover = Operation::RecoverQuorum {
+            recover: RecoverArgs {
+                survivor: "etcd1".into(),
+                ..Default::default()
+            },
+            membership: MembershipArgs::default(),
+        };
+        assert!(recover.sees_member("etcd1") && !recover.sees_member("etcd2"));
+    }
+
+    #[test]
+    fn step_timeout_ignores_nonsense() {
+        let o = |s| RunOptions {
+            step_timeout_secs: s,
+            ignore_slow_disk: false,
+        };
+        assert_eq!(o(Some(2.5)).step_timeout(), Some(Duration::from_millis(2500)));
+        assert_eq!(o(Some(0.0)).step_timeout(), None);
+        assert_eq!(o(Some(f64::NAN)).step_timeout(), None);
+        assert_eq!(o(None).step_timeout(), None);
+    }
+}

@@ -1,6 +1,6 @@
 //! The `etcdops-agent` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +18,7 @@ use crate::config::AgentConfig;
 #[command(
     name = "etcdops-agent",
     version,
-    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
+    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) or a config that checks out, 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent --check-config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
 )]
 struct Args {
     /// The agent configuration file (TOML).
@@ -29,9 +29,11 @@ struct Args {
         default_value = "/etc/etcdops/agent.toml"
     )]
     config: PathBuf,
-    /// Check the configuration and TLS files, then exit.
-    #[arg(long)]
-    check_config: bool,
+    /// Check a configuration file (PATH, default: --config) and its TLS
+    /// files, print `ok: PATH` or the error, then exit (0 ok, 2 refused).
+    /// Starts nothing.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
     /// Without a subcommand, the agent serves its API.
     #[command(subcommand)]
     command: Option<Command>,
@@ -59,6 +61,9 @@ pub fn main() -> ExitCode {
     if let Some(Command::ProbeDisk(probe)) = &args.command {
         return crate::disk::cli::run(probe);
     }
+    if let Some(path) = &args.check_config {
+        return check_config(path.as_deref().unwrap_or(&args.config));
+    }
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -66,18 +71,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
-        return match config.tls.files().server_config() {
-            Ok((_, identity)) => {
-                println!("{}: ok (agent {})", args.config.display(), identity.describe());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {}: {e}", args.config.display());
-                ExitCode::from(2)
-            }
-        };
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // etcd-client's futures nest deeply; debug builds overflowed 2 MiB on Compact.
@@ -100,6 +93,33 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--check-config PATH`: the config loaded and validated as at start-up,
+/// and its TLS files read as the server would; `ok: PATH (agent ...)` on
+/// stdout and 0, or the error on stderr and 2.
+fn check_config(path: &Path) -> ExitCode {
+    match checked_config(path) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The `ok: PATH (agent ...)` line, or why the file would stop the agent.
+fn checked_config(path: &Path) -> Result<String, String> {
+    let config = AgentConfig::load(path).map_err(|e| e.to_string())?;
+    let (_, identity) = config
+        .tls
+        .files()
+        .server_config()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("ok: {} (agent {})", path.display(), identity.describe()))
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -114,4 +134,53 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use etcdops_certs::{IssueRequest, Pki, Role};
+
+    use super::*;
+
+    #[test]
+    fn check_config_takes_a_path_or_the_config() {
+        let args = Args::try_parse_from(["etcdops-agent", "--check-config", "/x/agent.toml"]).expect("parse");
+        assert_eq!(args.check_config, Some(Some(PathBuf::from("/x/agent.toml"))));
+        let args =
+            Args::try_parse_from(["etcdops-agent", "--config", "/y.toml", "--check-config"]).expect("parse");
+        assert_eq!(args.check_config, Some(None));
+        assert_eq!(args.config, PathBuf::from("/y.toml"));
+        let args = Args::try_parse_from(["etcdops-agent"]).expect("parse");
+        assert_eq!(args.check_config, None);
+    }
+
+    #[test]
+    fn check_config_says_ok_or_why_not() {
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pki, _) = Pki::init(&dir.path().join("pki"), "test-ca", 1, false).expect("pki");
+        let cert = pki
+            .issue(&IssueRequest::new(Role::Agent, "etcd1").host("127.0.0.1"))
+            .expect("issue");
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:7443\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[etcd]\nendpoint = \"http://127.0.0.1:2379\"\n",
+            pki.ca_cert_path(),
+            cert.cert_path,
+            cert.key_path
+        );
+        std::fs::write(&config, &text).expect("write");
+        let line = checked_config(&config).expect("ok");
+        assert!(
+            line.starts_with(&format!("ok: {} (agent ", config.display())),
+            "{line}"
+        );
+        std::fs::write(&config, text.replace("[etcd]", "bogus = 1\n[etcd]")).expect("write");
+        let err = checked_config(&config).expect_err("unknown key");
+        assert!(err.contains("bogus") && err.contains("agent.toml"), "{err}");
+        let missing = dir.path().join("missing.toml");
+        let err = checked_config(&missing).expect_err("missing");
+        assert!(err.contains("missing.toml"), "{err}");
+    }
 }

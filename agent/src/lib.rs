@@ -13,7 +13,6 @@
 //! - [`statefile`]: the agent's state dir and its atomic writes.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
-//! - [`snapfile`]: etcd's snapshot file format (sha256 trailer).
 //! - [`server`]: start-up and shutdown.
 
 #![forbid(unsafe_code)]
@@ -31,7 +30,6 @@ pub mod restore;
 pub mod revisions;
 pub mod rpc;
 pub mod server;
-pub mod snapfile;
 pub mod state;
 pub mod statefile;
 pub mod unit;

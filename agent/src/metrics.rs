@@ -2,6 +2,8 @@
 //! the RPCs run), and the unit, data dir, certificate and periodic disk
 //! probe (read at each scrape), served as OpenMetrics text on `GET /metrics`
 //! over a minimal HTTP/1.0 handler (`metrics_listen`; plain HTTP, metrics only).
+//! What a scrape reads comes through [`MetricsSource`] (implemented by the
+//! agent's state in `state.rs`), so this module does not import the state.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -21,8 +23,7 @@ use tokio::sync::watch;
 
 use crate::datadir::DataDirInfo;
 use crate::disk::periodic::DiskHealth;
-use crate::state::AgentState;
-use crate::unit::UnitState;
+use crate::unit::{UnitBackend, UnitState};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -156,24 +157,42 @@ pub fn render(snapshot: &Snapshot, rpc: &RpcMetrics) -> String {
     text
 }
 
+/// What a scrape reads from the running agent.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// How etcd runs on this host.
+    fn unit(&self) -> &dyn UnitBackend;
+    /// The member's data dir.
+    fn data_dir(&self) -> &std::path::Path;
+    /// When the agent's certificate expires, Unix seconds.
+    fn cert_not_after_unix(&self) -> i64;
+    /// The latest periodic disk probe, if any.
+    fn disk_health(&self) -> Option<DiskHealth>;
+    /// The RPC counts and durations kept as the RPCs run.
+    fn rpc_metrics(&self) -> &RpcMetrics;
+}
+
 /// Reads what a scrape needs from the running agent.
-pub async fn snapshot(state: &AgentState) -> Snapshot {
-    let data_dir_path = state.data_dir.clone();
+pub async fn snapshot(state: &impl MetricsSource) -> Snapshot {
+    let data_dir_path = state.data_dir().to_path_buf();
     let (unit, data_dir) = tokio::join!(
-        state.unit.info(),
+        state.unit().info(),
         tokio::task::spawn_blocking(move || DataDirInfo::read(&data_dir_path))
     );
     Snapshot {
-        backend: state.unit.backend().to_string(),
+        backend: state.unit().backend().to_string(),
         unit_active: unit.state == UnitState::Active,
         data_dir: data_dir.ok(),
-        cert_not_after_unix: state.identity.not_after_unix,
-        disk: state.disk_health.get(),
+        cert_not_after_unix: state.cert_not_after_unix(),
+        disk: state.disk_health(),
     }
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<impl MetricsSource>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%address, "agent metrics served on http://{address}/metrics");
     loop {
@@ -182,7 +201,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AgentState>, mut shutdown: 
                 Ok((stream, peer)) => {
                     let state = state.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &state).await {
+                        if let Err(e) = answer(stream, state.as_ref()).await {
                             tracing::debug!(%peer, error = %e, "metrics request failed");
                         }
                     });
@@ -202,7 +221,7 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-async fn answer(mut stream: TcpStream, state: &AgentState) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, state: &impl MetricsSource) -> std::io::Result<()> {
     let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| {
@@ -212,7 +231,7 @@ async fn answer(mut stream: TcpStream, state: &AgentState) -> std::io::Result<()
         Route::Metrics => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(&snapshot(state).await, &state.rpc_metrics),
+            render(&snapshot(state).await, state.rpc_metrics()),
         ),
         Route::NotFound => (
             "404 Not Found",

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::datadir::{self, DataDirError};
 use crate::envfile::{EnvFileError, validate_var};
-use crate::snapfile::{TRAILER, TrailerCheck};
+use etcdops_format::snapfile::{TRAILER, TrailerCheck, TrailerError};
 
 /// Errors of staging, swapping in and rolling back a restore. The RPC layer
 /// maps each to one gRPC code (`rpc::restore::status`).
@@ -43,8 +43,8 @@ pub enum RestoreError {
     #[error("sha256: expected {expected}, got {got}")]
     ShaMismatch { expected: String, got: String },
     /// etcd's trailer does not match the database bytes (TrailerCheck's words).
-    #[error("{0}")]
-    Integrity(String),
+    #[error(transparent)]
+    Integrity(TrailerError),
     #[error(
         "etcd 3.4's etcdctl cannot bump the revision; install etcdutl (etcd 3.5.10 or later) and set \
          restore.etcdutl in the agent config, or restore with bump_revision = 0 (asked: {bump})"
@@ -309,7 +309,7 @@ impl Drop for RemoveOnDrop {
 #[derive(Debug)]
 pub struct Written {
     pub bytes: u64,
-    pub trailer: Result<String, String>,
+    pub trailer: Result<String, TrailerError>,
 }
 
 /// Writes the snapshot file as chunks arrive, hashing on the way (blocking).

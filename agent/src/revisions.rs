@@ -2,17 +2,20 @@
 //! cluster have at 03:00?", e.g. to compact to a point in time): a worker
 //! samples it at start-up and once a minute, keeps 8 days of samples, and
 //! persists them in `<state_dir>/revisions.json` after each sample (so at
-//! most about once a minute). The ring and its lookup are pure.
+//! most about once a minute). The ring and its lookup are pure. The worker
+//! reads the member through [`RevisionSource`] (implemented by the agent's
+//! state in `state.rs`), so this module does not import the state.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::state::AgentState;
+use crate::etcd::EtcdError;
 
 /// The file in the state dir.
 pub const REVISIONS_FILE: &str = "revisions.json";
@@ -111,16 +114,26 @@ impl RevisionLog {
     }
 }
 
+/// What the sampling worker reads and where it keeps the samples.
+pub trait RevisionSource: Send + Sync + 'static {
+    /// The samples, shared with RevisionAt.
+    fn revision_log(&self) -> RevisionLog;
+    /// The agent's state dir (the samples go to [`REVISIONS_FILE`] there).
+    fn state_dir(&self) -> PathBuf;
+    /// The member's current revision, within `timeout`.
+    fn current_revision(&self, timeout: Duration) -> impl Future<Output = Result<i64, EtcdError>> + Send;
+}
+
 /// Samples the member's revision at start-up (retrying every 2 s until the
 /// member answers) and then once a minute, until `shutdown` turns true.
-pub async fn run(state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
-    let (log, path) = (state.revisions.clone(), state.state_dir.join(REVISIONS_FILE));
+pub async fn run(state: Arc<impl RevisionSource>, mut shutdown: watch::Receiver<bool>) {
+    let (log, path) = (state.revision_log(), state.state_dir().join(REVISIONS_FILE));
     loop {
-        let wait = match state.etcd.brief_status(SAMPLE_TIMEOUT).await {
-            Ok(status) => {
+        let wait = match state.current_revision(SAMPLE_TIMEOUT).await {
+            Ok(revision) => {
                 let ring = log.push(Sample {
                     unix: now_unix(),
-                    revision: status.revision,
+                    revision,
                 });
                 let target = path.clone();
                 let saved = tokio::task::spawn_blocking(move || {

@@ -1,7 +1,9 @@
 //! What the agent holds while it runs: its identity, the local member, the
 //! unit backend and the data dir. Built once at start-up from the config.
+//! It is what the background workers read, through the traits they declare
+//! (`metrics::MetricsSource`, `revisions::RevisionSource`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcdops_certs::Identity;
@@ -112,6 +114,42 @@ impl AgentState {
             rpc_metrics: Default::default(),
             restore: config.restore.clone(),
         })
+    }
+}
+
+impl crate::metrics::MetricsSource for AgentState {
+    fn unit(&self) -> &dyn UnitBackend {
+        self.unit.as_ref()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn cert_not_after_unix(&self) -> i64 {
+        self.identity.not_after_unix
+    }
+
+    fn disk_health(&self) -> Option<crate::disk::periodic::DiskHealth> {
+        self.disk_health.get()
+    }
+
+    fn rpc_metrics(&self) -> &crate::metrics::RpcMetrics {
+        &self.rpc_metrics
+    }
+}
+
+impl crate::revisions::RevisionSource for AgentState {
+    fn revision_log(&self) -> crate::revisions::RevisionLog {
+        self.revisions.clone()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone()
+    }
+
+    async fn current_revision(&self, timeout: Duration) -> Result<i64, crate::etcd::EtcdError> {
+        self.etcd.brief_status(timeout).await.map(|s| s.revision)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
 //! - [`exit`]: the process exit codes.
 //! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
+//! - [`units`]: byte sizes for people (`255 MB`), as etcdctl prints them.
 
 #![forbid(unsafe_code)]
 
@@ -29,5 +30,6 @@ pub mod output;
 pub mod plan;
 pub mod sandbox;
 pub mod snapshot;
+pub mod units;
 
 pub use exit::ExitStatus;

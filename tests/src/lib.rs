@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use etcdops_agent::config::Restart;
 use etcdops_certs::{IssueRequest, Pki, Role};
+use etcdops_coordinator::sandbox::agent_toml::Restart;
 use etcdops_coordinator::sandbox::layout::{Layout, LayoutSpec, MemberLayout};
 use etcdops_coordinator::sandbox::procs;
 use etcdops_proto::v1::agent_client::AgentClient;

@@ -16,116 +16,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bytes written when a request says 0: etcd's fio guidance (`--size=22m`).
-pub const DEFAULT_TOTAL_BYTES: u64 = 22 * 1024 * 1024;
-/// Bytes per write when a request says 0: etcd's fio guidance (`--bs=2300`),
-/// about the size of a WAL entry.
-pub const DEFAULT_BLOCK_SIZE: u32 = 2300;
-/// The most a probe may write (1 GiB).
-pub const MAX_TOTAL_BYTES: u64 = 1 << 30;
-/// The largest block (1 MiB).
-pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
-/// The most writes (and so latencies kept in memory) one probe may do.
-pub const MAX_WRITES: u64 = 1_000_000;
+// The request's limits and defaults live in the shared crate (the CLI
+// validates its flags against them); re-exported so the agent's modules name
+// the probe's whole vocabulary through this one path.
+pub use etcdops_format::probe::{
+    DEFAULT_BLOCK_SIZE, DEFAULT_TOTAL_BYTES, MAX_BLOCK_SIZE, MAX_TOTAL_BYTES, MAX_WRITES, OptionsError,
+    ProbeOptions,
+};
+
 /// Every probe directory's name starts with this.
 pub const PROBE_DIR_PREFIX: &str = ".etcdops-probe-";
 /// The one file a probe writes, inside its directory.
 const PROBE_FILE: &str = "probe.dat";
-
-/// What to write: validated sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeOptions {
-    total_bytes: u64,
-    block_size: u32,
-}
-
-/// A request's sizes refused, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionsError {
-    #[error(
-        "total_bytes: {0} is above the maximum of {MAX_TOTAL_BYTES} (1 GiB); use 0 for the default ({DEFAULT_TOTAL_BYTES}, 22 MiB)"
-    )]
-    TotalBytesTooLarge(u64),
-    #[error(
-        "block_size: {0} is above the maximum of {MAX_BLOCK_SIZE} (1 MiB); use 0 for the default ({DEFAULT_BLOCK_SIZE})"
-    )]
-    BlockSizeTooLarge(u32),
-    #[error(
-        "total_bytes: {total_bytes} bytes in blocks of {block_size} would take {writes} writes, above the maximum \
-         of {MAX_WRITES}; lower total_bytes or raise block_size"
-    )]
-    TooManyWrites {
-        total_bytes: u64,
-        block_size: u32,
-        writes: u64,
-    },
-}
-
-impl OptionsError {
-    /// The request field at fault.
-    pub fn field(&self) -> &'static str {
-        match self {
-            OptionsError::TotalBytesTooLarge(_) | OptionsError::TooManyWrites { .. } => "total_bytes",
-            OptionsError::BlockSizeTooLarge(_) => "block_size",
-        }
-    }
-}
-
-impl Default for ProbeOptions {
-    fn default() -> Self {
-        ProbeOptions {
-            total_bytes: DEFAULT_TOTAL_BYTES,
-            block_size: DEFAULT_BLOCK_SIZE,
-        }
-    }
-}
-
-impl ProbeOptions {
-    /// Sizes as a request gives them: 0 means the default.
-    pub fn new(total_bytes: u64, block_size: u32) -> Result<ProbeOptions, OptionsError> {
-        let total_bytes = if total_bytes == 0 {
-            DEFAULT_TOTAL_BYTES
-        } else {
-            total_bytes
-        };
-        let block_size = if block_size == 0 {
-            DEFAULT_BLOCK_SIZE
-        } else {
-            block_size
-        };
-        if total_bytes > MAX_TOTAL_BYTES {
-            return Err(OptionsError::TotalBytesTooLarge(total_bytes));
-        }
-        if block_size > MAX_BLOCK_SIZE {
-            return Err(OptionsError::BlockSizeTooLarge(block_size));
-        }
-        let options = ProbeOptions {
-            total_bytes,
-            block_size,
-        };
-        if options.writes() > MAX_WRITES {
-            return Err(OptionsError::TooManyWrites {
-                total_bytes,
-                block_size,
-                writes: options.writes(),
-            });
-        }
-        Ok(options)
-    }
-
-    pub fn total_bytes(&self) -> u64 {
-        self.total_bytes
-    }
-
-    pub fn block_size(&self) -> u32 {
-        self.block_size
-    }
-
-    /// Writes (and fdatasyncs) the probe does: the last block may be short.
-    pub fn writes(&self) -> u64 {
-        self.total_bytes.div_ceil(u64::from(self.block_size))
-    }
-}
 
 /// What a finished probe measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +147,7 @@ pub fn run(
     };
     Ok(summarize(
         dir.dir.clone(),
-        options.total_bytes,
+        options.total_bytes(),
         latencies,
         elapsed,
     ))
@@ -271,15 +173,15 @@ fn write_and_sync(
         })?;
     // fio lays its file out with fallocate first, as etcd preallocates WAL
     // segments; filesystems without it just skip this step, as fio does.
-    if let Ok(len) = i64::try_from(options.total_bytes)
+    if let Ok(len) = i64::try_from(options.total_bytes())
         && let Err(e) = nix::fcntl::posix_fallocate(&file, 0, len)
     {
         tracing::debug!(error = %e, "posix_fallocate not available; writing without preallocation");
     }
-    let block = pseudo_random_block(options.block_size as usize);
+    let block = pseudo_random_block(options.block_size() as usize);
     let planned = options.writes();
     let mut latencies = Vec::with_capacity(usize::try_from(planned).unwrap_or(0));
-    let mut remaining = options.total_bytes;
+    let mut remaining = options.total_bytes();
     let start = Instant::now();
     while remaining > 0 {
         let writes = latencies.len() as u64;
@@ -293,7 +195,7 @@ fn write_and_sync(
                 planned,
             });
         }
-        let n = remaining.min(u64::from(options.block_size)) as usize;
+        let n = remaining.min(u64::from(options.block_size())) as usize;
         file.write_all(&block[..n]).map_err(|source| ProbeError::Write {
             path: path.clone(),
             writes,
@@ -465,28 +367,6 @@ mod tests {
 
     fn us(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&x| Duration::from_micros(x)).collect()
-    }
-
-    #[test]
-    fn options_default_and_refuse_naming_the_field() {
-        let o = ProbeOptions::new(0, 0).expect("defaults");
-        assert_eq!((o.total_bytes(), o.block_size()), (22 * 1024 * 1024, 2300));
-        assert_eq!(o.writes(), 10_030, "22 MiB / 2300 rounded up");
-        assert_eq!(ProbeOptions::new(4600, 2300).expect("ok").writes(), 2);
-        assert_eq!(ProbeOptions::new(4601, 2300).expect("ok").writes(), 3);
-        assert_eq!(ProbeOptions::new(1, 2300).expect("ok").writes(), 1);
-        let cases = [
-            ((MAX_TOTAL_BYTES + 1, 0), "total_bytes"),
-            ((0, MAX_BLOCK_SIZE + 1), "block_size"),
-            ((0, 2 << 20), "block_size"),
-            ((MAX_TOTAL_BYTES, 1), "total_bytes"),
-        ];
-        for ((total, block), field) in cases {
-            let err = ProbeOptions::new(total, block).expect_err("refused");
-            assert_eq!(err.field(), field, "{err}");
-            assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
-        }
-        assert!(ProbeOptions::new(MAX_TOTAL_BYTES, MAX_BLOCK_SIZE).is_ok());
     }
 
     #[test]

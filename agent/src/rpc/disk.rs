@@ -20,16 +20,14 @@ const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 /// timeout (server.rs), so the caller gets the probe's own error.
 const PROBE_LIMIT: Duration = Duration::from_secs(100);
 
-impl TryFrom<&ProbeDiskRequest> for ProbeOptions {
-    type Error = OptionsError;
-
-    fn try_from(request: &ProbeDiskRequest) -> Result<ProbeOptions, OptionsError> {
-        ProbeOptions::new(request.total_bytes, request.block_size)
-    }
+/// The request's sizes, validated (0 means the default). A function, not a
+/// `TryFrom`: `ProbeOptions` lives in the shared `etcdops-format` crate.
+fn options_from(request: &ProbeDiskRequest) -> Result<ProbeOptions, OptionsError> {
+    ProbeOptions::new(request.total_bytes, request.block_size)
 }
 
 pub async fn probe_disk(state: &AgentState, request: ProbeDiskRequest) -> Result<ProbeDiskResponse, Status> {
-    let options = ProbeOptions::try_from(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let options = options_from(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let slot = state
         .disk
         .try_start()
@@ -123,13 +121,13 @@ mod tests {
 
     #[test]
     fn requests_are_validated_naming_the_field() {
-        let ok = ProbeOptions::try_from(&ProbeDiskRequest {
+        let ok = options_from(&ProbeDiskRequest {
             total_bytes: 0,
             block_size: 0,
         })
         .expect("defaults");
         assert_eq!(ok.writes(), 10_030);
-        let err = ProbeOptions::try_from(&ProbeDiskRequest {
+        let err = options_from(&ProbeDiskRequest {
             total_bytes: 0,
             block_size: 2 << 20,
         })
@@ -140,7 +138,7 @@ mod tests {
             "{}",
             status.message()
         );
-        let err = ProbeOptions::try_from(&ProbeDiskRequest {
+        let err = options_from(&ProbeDiskRequest {
             total_bytes: 2 << 30,
             block_size: 0,
         })

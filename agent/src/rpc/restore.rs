@@ -342,7 +342,10 @@ mod tests {
                 },
                 tonic::Code::DataLoss,
             ),
-            (RestoreError::Integrity("x".into()), tonic::Code::DataLoss),
+            (
+                RestoreError::Integrity(etcdops_format::snapfile::TrailerError::TooShort { total: 1 }),
+                tonic::Code::DataLoss,
+            ),
             (
                 RestoreError::BumpUnsupported { bump: 1 },
                 tonic::Code::FailedPrecondition,

@@ -12,8 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::etcd::SnapshotReader;
-use crate::snapfile::TrailerCheck;
 use crate::state::AgentState;
+use etcdops_format::snapfile::TrailerCheck;
 
 /// The response stream.
 pub type SnapshotStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
@@ -112,7 +112,7 @@ async fn pump(
     }
     drop(hash_tx);
     let verdict = match hasher.await {
-        Ok(check) => check.finish(),
+        Ok(check) => check.finish().map_err(|e| e.to_string()),
         Err(e) => Err(format!("the snapshot hasher failed: {e}")),
     };
     match verdict {

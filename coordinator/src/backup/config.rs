@@ -1,143 +1,22 @@
-//! The `[clusters.backup]` table of the fleet file: where a cluster's backups
-//! go and how long they are kept. S3 credentials never come from here, only
-//! from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
-//!
-//! ```toml
-//! [clusters.backup]
-//! target = "s3://etcd-backups/prod-a"   # or "file:///var/backups/etcd/prod-a"
-//! s3_endpoint = "https://minio.example.com:9000"   # S3-compatible servers only
-//! keep_last = 3
-//! keep_hourly = 24
-//! keep_daily = 7
-//! keep_within = "2d"
-//! ```
+//! The fleet file's `[clusters.backup]` table ([`BackupConfig`], defined in
+//! `fleet::backup`) as `etcdops backup` uses it: the retention policy and
+//! the S3 settings it makes.
 
-use std::num::NonZeroU32;
+use super::retention::Retention;
+use super::target::S3Settings;
+use crate::fleet::backup::BackupConfig;
 
-use serde::{Deserialize, Serialize};
-
-use super::retention::{Retention, Span};
-use super::target::{S3Settings, TargetUrl};
-
-/// The S3 region unless `s3_region` says otherwise.
-pub const DEFAULT_S3_REGION: &str = "us-east-1";
-
-fn default_region() -> String {
-    DEFAULT_S3_REGION.to_string()
-}
-
-fn is_default_region(region: &str) -> bool {
-    region == DEFAULT_S3_REGION
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
-}
-
-/// A cluster's backups: target and retention (`[clusters.backup]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawBackupConfig")]
-pub struct BackupConfig {
-    /// Where backups are stored: `file:///var/backups/etcd/prod-a` (an
-    /// existing directory) or `s3://bucket/prefix`. `--target` overrides it.
-    pub target: TargetUrl,
-    /// An S3-compatible server (MinIO, Ceph RGW, ...), e.g.
-    /// `https://minio.example.com:9000`. Unset: AWS S3 in `s3_region`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3_endpoint: Option<String>,
-    /// The S3 region (default `us-east-1`).
-    #[serde(default = "default_region", skip_serializing_if = "is_default_region")]
-    pub s3_region: String,
-    /// Allow a plain `http://` `s3_endpoint` (test servers only; default false).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub s3_allow_http: bool,
-    /// Keep the N newest verified backups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<NonZeroU32>,
-    /// Keep the newest backup of each of the N most recent hours that have one (24: a day of hourly backups).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_hourly: Option<NonZeroU32>,
-    /// Keep the newest backup of each of the N most recent UTC days that have one (7: a week of dailies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<NonZeroU32>,
-    /// Keep every backup younger than this span, e.g. `"7d"`, `"36h"`, `"2w"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within: Option<Span>,
-}
-
-/// [`BackupConfig`] as written, before the fields are checked together.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackupConfig {
-    target: TargetUrl,
-    #[serde(default)]
-    s3_endpoint: Option<String>,
-    #[serde(default)]
-    s3_region: Option<String>,
-    #[serde(default)]
-    s3_allow_http: Option<bool>,
-    #[serde(default)]
-    keep_last: Option<NonZeroU32>,
-    #[serde(default)]
-    keep_hourly: Option<NonZeroU32>,
-    #[serde(default)]
-    keep_daily: Option<NonZeroU32>,
-    #[serde(default)]
-    keep_within: Option<Span>,
-}
-
-impl TryFrom<RawBackupConfig> for BackupConfig {
-    type Error = String;
-
-    fn try_from(raw: RawBackupConfig) -> Result<BackupConfig, String> {
-        let is_s3 = matches!(raw.target, TargetUrl::S3 { .. });
-        if !is_s3 {
-            let s3_fields = [
-                ("s3_endpoint", raw.s3_endpoint.is_some()),
-                ("s3_region", raw.s3_region.is_some()),
-                ("s3_allow_http", raw.s3_allow_http.is_some()),
-            ];
-            if let Some((field, _)) = s3_fields.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "backup: {field} is set but target {} is not s3://",
-                    raw.target
-                ));
-            }
-        }
-        let allow_http = raw.s3_allow_http.unwrap_or(false);
-        if let Some(endpoint) = &raw.s3_endpoint {
-            let http = endpoint.starts_with("http://");
-            if !http && !endpoint.starts_with("https://") {
-                return Err(format!(
-                    "backup: s3_endpoint {endpoint:?} must start with https:// (or http://)"
-                ));
-            }
-            if http && !allow_http {
-                return Err(format!(
-                    "backup: s3_endpoint {endpoint:?} is plain http: use https, or set s3_allow_http = true (test servers only)"
-                ));
-            }
-        }
-        let region = raw.s3_region.unwrap_or_else(default_region);
-        if region.trim().is_empty() {
-            return Err("backup: s3_region is empty; leave it out for us-east-1".to_string());
-        }
-        Ok(BackupConfig {
-            target: raw.target,
-            s3_endpoint: raw.s3_endpoint,
-            s3_region: region,
-            s3_allow_http: allow_http,
-            keep_last: raw.keep_last,
-            keep_hourly: raw.keep_hourly,
-            keep_daily: raw.keep_daily,
-            keep_within: raw.keep_within,
-        })
-    }
-}
-
-impl BackupConfig {
+/// What `etcdops backup` reads from a cluster's `[clusters.backup]`.
+pub trait BackupSettings {
     /// The retention policy these fields make.
-    pub fn retention(&self) -> Retention {
+    fn retention(&self) -> Retention;
+    /// How to reach an S3 target.
+    fn s3(&self) -> S3Settings;
+}
+
+impl BackupSettings for BackupConfig {
+    /// The retention policy these fields make.
+    fn retention(&self) -> Retention {
         Retention {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
@@ -147,7 +26,7 @@ impl BackupConfig {
     }
 
     /// How to reach an S3 target.
-    pub fn s3(&self) -> S3Settings {
+    fn s3(&self) -> S3Settings {
         S3Settings {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
@@ -158,94 +37,36 @@ impl BackupConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    /// Parses one `[backup]` table the way the fleet file nests it.
-    fn parse(body: &str) -> Result<BackupConfig, String> {
-        #[derive(Deserialize)]
+    fn config(body: &str) -> BackupConfig {
+        #[derive(serde::Deserialize)]
         struct Doc {
             backup: BackupConfig,
         }
         toml::from_str::<Doc>(&format!("[backup]\n{body}"))
-            .map(|d| d.backup)
-            .map_err(|e| e.to_string())
+            .expect("parses")
+            .backup
     }
 
     #[test]
-    fn parses_a_full_s3_table() {
-        let config = parse(
+    fn the_table_makes_the_policy_and_the_s3_settings() {
+        let c = config(
             "target = \"s3://etcd-backups/prod-a\"\ns3_endpoint = \"http://127.0.0.1:9000\"\ns3_region = \"eu-west-1\"\n\
              s3_allow_http = true\nkeep_last = 3\nkeep_hourly = 24\nkeep_daily = 7\nkeep_within = \"7d\"\n",
-        )
-        .expect("parses");
-        assert_eq!(
-            config.target,
-            TargetUrl::S3 {
-                bucket: "etcd-backups".into(),
-                prefix: "prod-a".into()
-            }
         );
-        let s3 = config.s3();
+        let s3 = c.s3();
         assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(s3.region, "eu-west-1");
         assert!(s3.allow_http);
-        let retention = config.retention();
-        assert_eq!(retention.keep_last.map(|n| n.get()), Some(3));
         assert_eq!(
-            retention.keep_within.as_ref().map(|s| s.duration()),
-            Some(Duration::from_secs(7 * 86_400))
-        );
-        assert_eq!(
-            retention.describe(),
+            c.retention().describe(),
             "keep_last 3, keep_hourly 24, keep_daily 7, keep_within 7d"
         );
-        // Round trip through TOML.
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            backup: &'a BackupConfig,
-        }
-        let text = toml::to_string(&Doc { backup: &config }).expect("serialize");
-        let body = text.trim_start_matches("[backup]\n");
-        assert_eq!(parse(body).expect("reparse"), config);
-    }
-
-    #[test]
-    fn defaults_for_a_local_target() {
-        let config = parse("target = \"file:///var/backups/etcd\"\n").expect("parses");
-        assert_eq!(config.target, TargetUrl::Local("/var/backups/etcd".into()));
-        assert_eq!(config.s3_region, "us-east-1");
-        assert!(!config.s3_allow_http);
-        assert!(config.retention().is_empty());
-    }
-
-    #[test]
-    fn refuses_bad_tables_saying_what_is_wrong() {
-        let cases = [
-            ("", "target"),
-            ("target = \"/var/backups\"", "file:///absolute/dir"),
-            (
-                "target = \"s3://b-1/p\"\ns3_endpoint = \"http://h:9000\"",
-                "s3_allow_http",
-            ),
-            ("target = \"s3://b-1/p\"\ns3_endpoint = \"h:9000\"", "https://"),
-            ("target = \"file:///d\"\ns3_region = \"eu-west-1\"", "not s3://"),
-            ("target = \"s3://b-1/p\"\nkeep_last = 0", "nonzero"),
-            ("target = \"s3://b-1/p\"\nkeep_daily = -1", "keep_daily"),
-            (
-                "target = \"s3://b-1/p\"\nkeep_within = \"7 days\"",
-                "unknown unit",
-            ),
-            ("target = \"s3://b-1/p\"\nkeep_weekly = 4", "keep_weekly"),
-            (
-                "target = \"s3://b-1/p\"\naws_secret_access_key = \"x\"",
-                "aws_secret_access_key",
-            ),
-        ];
-        for (body, expect) in cases {
-            let err = parse(body).expect_err(body);
-            assert!(err.contains(expect), "{body}: {err}");
-        }
+        assert!(
+            config("target = \"file:///var/backups/etcd\"\n")
+                .retention()
+                .is_empty()
+        );
     }
 }

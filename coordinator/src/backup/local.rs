@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use etcdops_agent::snapfile::TrailerCheck;
+use etcdops_format::snapfile::TrailerCheck;
 
 use super::target::{StoredObject, TargetError};
 

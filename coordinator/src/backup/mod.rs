@@ -23,8 +23,9 @@ pub mod target;
 
 use std::future::Future;
 
+pub use crate::fleet::backup::BackupConfig;
 pub use catalog::{BackupEntry, BackupState};
-pub use config::BackupConfig;
+pub use config::BackupSettings;
 pub use retention::{Decision, Retention, plan_retention};
 pub use target::{BackupEnv, S3Settings, Target, TargetError, TargetUrl};
 
@@ -90,8 +91,8 @@ impl Setup {
             })?;
         Ok(Setup {
             url,
-            s3: config.map(BackupConfig::s3).unwrap_or_default(),
-            retention: config.map(BackupConfig::retention).unwrap_or_default(),
+            s3: config.map(BackupSettings::s3).unwrap_or_default(),
+            retention: config.map(BackupSettings::retention).unwrap_or_default(),
         })
     }
 }

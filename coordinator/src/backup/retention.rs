@@ -11,55 +11,15 @@
 //! none does (it may still be uploading). No rule at all keeps everything:
 //! `prune` refuses to run without a policy.
 
+use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::catalog::{BackupEntry, BackupState};
-use crate::duration::{self, DurationError};
 
-/// A span of time as written in the fleet file (`7d`, `36h`), kept with its text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Span {
-    text: String,
-    duration: Duration,
-}
-
-impl Span {
-    /// Parses `7d`, `2w`, `36h` (see [`duration::parse_span`]).
-    pub fn parse(text: &str) -> Result<Span, DurationError> {
-        let duration = duration::parse_span(text)?;
-        Ok(Span {
-            text: text.trim().to_string(),
-            duration,
-        })
-    }
-
-    pub fn duration(&self) -> Duration {
-        self.duration
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl TryFrom<String> for Span {
-    type Error = DurationError;
-
-    fn try_from(text: String) -> Result<Span, DurationError> {
-        Span::parse(&text)
-    }
-}
-
-impl From<Span> for String {
-    fn from(span: Span) -> String {
-        span.text
-    }
-}
+// `keep_within`'s type is part of the fleet file's `[clusters.backup]`
+// table, so it lives with it in `fleet::backup`.
+pub use crate::fleet::backup::Span;
 
 /// A retention policy: the union of its rules. Empty means "no policy".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -234,6 +194,8 @@ fn bucket_label(start: i64, width: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const H: i64 = 3_600;

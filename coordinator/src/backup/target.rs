@@ -4,137 +4,15 @@
 //! A target is a flat set of objects named `<cluster>-<time>.db` and
 //! `<cluster>-<time>.db.json`; [`Target`] knows nothing of snapshots.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::local::LocalTarget;
 use super::s3::{S3Credentials, S3Target};
 
-/// A backup target as written in the fleet file or `--target`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum TargetUrl {
-    /// `file:///var/backups/etcd/prod-a`: an existing local directory.
-    Local(PathBuf),
-    /// `s3://bucket/prefix`: objects `prefix/<name>` in an S3 (or S3-compatible) bucket.
-    S3 { bucket: String, prefix: String },
-}
-
-/// Why a target URL does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TargetUrlError {
-    #[error("backup target {url:?}: use file:///absolute/dir or s3://bucket/prefix")]
-    Scheme { url: String },
-    #[error("backup target {url:?}: the directory must be absolute, as in file:///var/backups/etcd")]
-    NotAbsolute { url: String },
-    #[error("backup target {url:?}: {reason}")]
-    Bucket { url: String, reason: &'static str },
-    #[error(
-        "backup target {url:?}: the prefix {prefix:?} is not a valid object path (no empty, `.` or `..` parts)"
-    )]
-    Prefix { url: String, prefix: String },
-}
-
-impl TargetUrl {
-    /// Parses `file:///dir` or `s3://bucket[/prefix]`.
-    pub fn parse(url: &str) -> Result<TargetUrl, TargetUrlError> {
-        let url = url.trim();
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(TargetUrlError::NotAbsolute { url: url.to_string() });
-            }
-            let trimmed = path.trim_end_matches('/');
-            let dir = if trimmed.is_empty() { "/" } else { trimmed };
-            if Path::new(dir)
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(TargetUrlError::NotAbsolute { url: url.to_string() });
-            }
-            return Ok(TargetUrl::Local(PathBuf::from(dir)));
-        }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            check_bucket(bucket).map_err(|reason| TargetUrlError::Bucket {
-                url: url.to_string(),
-                reason,
-            })?;
-            let prefix = prefix.trim_matches('/');
-            let bad_part = prefix.split('/').any(|p| p.is_empty() || p == "." || p == "..");
-            if !prefix.is_empty() && (bad_part || object_store::path::Path::parse(prefix).is_err()) {
-                return Err(TargetUrlError::Prefix {
-                    url: url.to_string(),
-                    prefix: prefix.to_string(),
-                });
-            }
-            return Ok(TargetUrl::S3 {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
-            });
-        }
-        Err(TargetUrlError::Scheme { url: url.to_string() })
-    }
-
-    /// The URL of one object in this target.
-    pub fn object_url(&self, name: &str) -> String {
-        match self {
-            TargetUrl::Local(dir) => format!("file://{}", dir.join(name).display()),
-            TargetUrl::S3 { .. } => format!("{}/{name}", self.to_string().trim_end_matches('/')),
-        }
-    }
-}
-
-/// S3 bucket naming rules, the part that catches typos.
-fn check_bucket(bucket: &str) -> Result<(), &'static str> {
-    if bucket.is_empty() {
-        return Err("no bucket: use s3://bucket/prefix");
-    }
-    if !(3..=63).contains(&bucket.len()) {
-        return Err("a bucket name has 3 to 63 characters");
-    }
-    if !bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    {
-        return Err("a bucket name has only lower-case letters, digits, `-` and `.`");
-    }
-    Ok(())
-}
-
-impl fmt::Display for TargetUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetUrl::Local(dir) => write!(f, "file://{}", dir.display()),
-            TargetUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            TargetUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
-    }
-}
-
-impl TryFrom<String> for TargetUrl {
-    type Error = TargetUrlError;
-
-    fn try_from(url: String) -> Result<TargetUrl, TargetUrlError> {
-        TargetUrl::parse(&url)
-    }
-}
-
-impl From<TargetUrl> for String {
-    fn from(url: TargetUrl) -> String {
-        url.to_string()
-    }
-}
-
-impl std::str::FromStr for TargetUrl {
-    type Err = TargetUrlError;
-
-    fn from_str(url: &str) -> Result<TargetUrl, TargetUrlError> {
-        TargetUrl::parse(url)
-    }
-}
+// The URL type is part of the fleet file's `[clusters.backup]` table, so it
+// lives with it in `fleet::backup`; re-exported as this module's vocabulary.
+pub use crate::fleet::backup::{TargetUrl, TargetUrlError};
 
 /// How to reach an S3 target: the fleet file's `s3_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +28,7 @@ impl Default for S3Settings {
     fn default() -> S3Settings {
         S3Settings {
             endpoint: None,
-            region: super::config::DEFAULT_S3_REGION.to_string(),
+            region: crate::fleet::backup::DEFAULT_S3_REGION.to_string(),
             allow_http: false,
         }
     }

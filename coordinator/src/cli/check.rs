@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use etcdops_agent::disk::probe::{
+use etcdops_format::probe::{
     DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_TOTAL_BYTES, MAX_WRITES, OptionsError, ProbeOptions,
 };
 use etcdops_proto::v1::ProbeDiskRequest;

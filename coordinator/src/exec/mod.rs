@@ -39,9 +39,9 @@ use std::sync::Mutex;
 
 use crate::fleet::{Cluster, Member};
 use crate::journal::{Journal, JournalError, OpState, OperationRecord, StepRecord, StepState};
-use crate::output::table::human_bytes_i64;
 use crate::plan::membership::MembershipArgs;
 use crate::plan::operation::Operation;
+use crate::units::human_bytes_i64;
 
 /// Observations are repeated at this interval while waiting for a condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);

@@ -11,7 +11,7 @@
 //! [[clusters.members]]
 //! name = "etcd1"                       # the etcd member name
 //! agent = "https://198.18.0.11:7443"   # the agent endpoint
-//! [clusters.backup]                    # optional: `etcdops backup` (see crate::backup::config)
+//! [clusters.backup]                    # optional: `etcdops backup` (see fleet/backup.rs)
 //! target = "file:///var/backups/etcd/prod-a"
 //! keep_last = 7
 //! ```
@@ -19,6 +19,7 @@
 //! Relative paths in `[tls]` resolve against the fleet file's directory.
 
 mod agent_url;
+pub mod backup;
 
 use std::collections::HashSet;
 use std::fs;
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use etcdops_certs::TlsFiles;
 use serde::{Deserialize, Serialize};
 
-use crate::backup::BackupConfig;
+use self::backup::BackupConfig;
 
 pub use agent_url::{AgentUrl, AgentUrlError};
 
@@ -545,7 +546,8 @@ agent = "https://[2001:db8::1]:7443"
         let fleet = parse(&text).expect("fleet with a backup table");
         let backup = fleet.clusters[0].backup.as_ref().expect("prod-a has one");
         assert_eq!(backup.target.to_string(), "s3://etcd-backups/prod-a");
-        assert_eq!(backup.retention().describe(), "keep_daily 7, keep_within 2d");
+        assert_eq!(backup.keep_daily.map(|n| n.get()), Some(7));
+        assert_eq!(backup.keep_within.as_ref().map(|s| s.as_str()), Some("2d"));
         assert!(fleet.clusters[1].backup.is_none());
         assert_eq!(
             parse(&fleet.to_toml().expect("serialize")).expect("reparse"),

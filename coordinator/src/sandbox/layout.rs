@@ -8,9 +8,9 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use etcdops_agent::config::{AgentConfig, Backend, DiskConfig, EtcdConfig, Restart, TlsConfig, UnitConfig};
 use etcdops_certs::{IssueRequest, Pki, Role};
 
+use super::agent_toml::{AgentToml, DiskToml, EtcdToml, Restart, TlsToml, UnitToml};
 use crate::fleet::{Cluster, Fleet, FleetTls, Member};
 
 /// What to lay out. Saved as `sandbox.toml` so `up` and `down` can find
@@ -100,6 +100,14 @@ pub enum LayoutError {
     Fleet(#[from] crate::fleet::FleetError),
     #[error("building the fleet: {0}")]
     InvalidFleet(#[from] crate::fleet::InvalidFleet),
+    #[error("cannot write the agent config {path}: {source}")]
+    AgentToml {
+        path: PathBuf,
+        #[source]
+        source: toml::ser::Error,
+    },
+    #[error(transparent)]
+    AgentConfigRefused(#[from] super::agent_toml::CheckError),
 }
 
 impl LayoutSpec {
@@ -188,38 +196,47 @@ impl LayoutSpec {
         create_dir(&m.dir)?;
         let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
         write(&m.env_file, env)?;
-        let config = AgentConfig {
+        let config = AgentToml {
             listen: (m.ip, self.agent_port).into(),
+            metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
             state_dir: m.state_dir.clone(),
-            tls: TlsConfig {
+            tls: TlsToml {
                 ca: pki.ca_cert_path(),
                 cert: cert.cert_path,
                 key: cert.key_path,
             },
-            etcd: EtcdConfig {
+            etcd: EtcdToml {
                 endpoint: m.client_url.clone(),
                 env_file: m.env_file.clone(),
-                data_dir: None,
-                tls: None,
             },
-            unit: UnitConfig {
-                backend: Backend::Process,
+            unit: UnitToml {
+                backend: "process".to_string(),
                 etcd_binary: self.etcd_binary.clone(),
-                log_file: Some(m.etcd_log.clone()),
-                restart: self.restart,
+                log_file: m.etcd_log.clone(),
                 autostart,
-                ..UnitConfig::default()
+                restart: self.restart,
             },
-            disk: DiskConfig {
-                probe_interval_secs: self
-                    .disk_probe_interval_secs
-                    .unwrap_or(DiskConfig::default().probe_interval_secs),
-                ..DiskConfig::default()
-            },
-            metrics_listen: self.metrics_port.map(|port| (m.ip, port).into()),
-            restore: Default::default(),
+            disk: self
+                .disk_probe_interval_secs
+                .map(|probe_interval_secs| DiskToml { probe_interval_secs }),
         };
-        write(&m.agent_config, &config.to_toml())
+        let text = config.to_toml().map_err(|source| LayoutError::AgentToml {
+            path: m.agent_config.clone(),
+            source,
+        })?;
+        write(&m.agent_config, &text)
+    }
+}
+
+impl Layout {
+    /// Every host's agent config checked by the agent binary itself
+    /// (`etcdops-agent --check-config PATH`): the first refusal, naming the
+    /// file and what the agent said.
+    pub fn check_agent_configs(&self, agent_bin: &Path) -> Result<(), LayoutError> {
+        for m in self.members.iter().chain(&self.spares) {
+            super::agent_toml::check(agent_bin, &m.agent_config)?;
+        }
+        Ok(())
     }
 }
 
@@ -269,7 +286,34 @@ fn write(path: &Path, text: &str) -> Result<(), LayoutError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// An agent config as written (the agent's own parser runs in
+    /// `sandbox up` and in every end-to-end test).
+    fn agent_toml(path: &Path) -> AgentToml {
+        toml::from_str(&std::fs::read_to_string(path).expect("read")).expect("agent config parses")
+    }
+
+    fn agent_tls(config: &AgentToml) -> etcdops_certs::TlsFiles {
+        etcdops_certs::TlsFiles {
+            ca: config.tls.ca.clone(),
+            cert: config.tls.cert.clone(),
+            key: config.tls.key.clone(),
+        }
+    }
+
+    /// `KEY="value"` lines of an env file as written here.
+    fn env_vars(path: &Path) -> HashMap<String, String> {
+        std::fs::read_to_string(path)
+            .expect("read")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect()
+    }
 
     fn spec(dir: &Path) -> LayoutSpec {
         LayoutSpec {
@@ -299,17 +343,19 @@ mod tests {
         let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
         assert_eq!(fleet.clusters[0].members.len(), 3);
         for m in &layout.members {
-            let config = AgentConfig::load(&m.agent_config).expect("agent config parses");
+            let config = agent_toml(&m.agent_config);
             assert_eq!(
                 config.state_dir,
                 m.dir.join("agent-state"),
                 "each agent has its own state dir"
             );
-            config.tls.files().server_config().expect("agent TLS loads");
-            let env = etcdops_agent::envfile::EnvFile::load(&m.env_file).expect("env parses");
-            assert_eq!(env.get("ETCD_NAME"), Some(m.name.as_str()));
+            assert_eq!(config.unit.restart, Restart::Never);
+            assert_eq!(config.disk, None, "the agent's default probe interval");
+            agent_tls(&config).server_config().expect("agent TLS loads");
+            let env = env_vars(&m.env_file);
+            assert_eq!(env.get("ETCD_NAME").map(String::as_str), Some(m.name.as_str()));
             assert_eq!(
-                env.get("ETCD_INITIAL_CLUSTER"),
+                env.get("ETCD_INITIAL_CLUSTER").map(String::as_str),
                 Some(
                     "etcd1=http://127.0.0.11:2380,etcd2=http://127.0.0.12:2380,etcd3=http://127.0.0.13:2380"
                 )
@@ -338,33 +384,24 @@ mod tests {
         let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
         assert_eq!(fleet.clusters[0].members.len(), 3, "spares are not in the fleet");
         for m in &layout.members {
-            assert!(AgentConfig::load(&m.agent_config).expect("config").unit.autostart);
+            assert!(agent_toml(&m.agent_config).unit.autostart);
         }
         for s in &layout.spares {
-            let config = AgentConfig::load(&s.agent_config).expect("spare agent config parses");
+            let config = agent_toml(&s.agent_config);
             assert!(!config.unit.autostart, "a spare's agent does not start etcd");
-            config.tls.files().server_config().expect("spare agent TLS loads");
-            let env = etcdops_agent::envfile::EnvFile::load(&s.env_file).expect("env parses");
-            assert_eq!(env.get("ETCD_NAME"), Some(s.name.as_str()));
-            assert_eq!(
-                env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS"),
-                Some(s.peer_url.as_str())
-            );
-            assert_eq!(env.get("ETCD_LISTEN_CLIENT_URLS"), Some(s.client_url.as_str()));
-            assert_eq!(
-                env.get("ETCD_DATA_DIR"),
-                Some(s.data_dir.to_str().expect("utf-8"))
-            );
+            agent_tls(&config).server_config().expect("spare agent TLS loads");
+            let env = env_vars(&s.env_file);
+            let get = |key: &str| env.get(key).map(String::as_str);
+            assert_eq!(get("ETCD_NAME"), Some(s.name.as_str()));
+            assert_eq!(get("ETCD_INITIAL_ADVERTISE_PEER_URLS"), Some(s.peer_url.as_str()));
+            assert_eq!(get("ETCD_LISTEN_CLIENT_URLS"), Some(s.client_url.as_str()));
+            assert_eq!(get("ETCD_DATA_DIR"), Some(s.data_dir.to_str().expect("utf-8")));
             for unset in [
                 "ETCD_INITIAL_CLUSTER",
                 "ETCD_INITIAL_CLUSTER_STATE",
                 "ETCD_INITIAL_CLUSTER_TOKEN",
             ] {
-                assert_eq!(
-                    env.get(unset),
-                    None,
-                    "{unset} is written when the member is added"
-                );
+                assert_eq!(get(unset), None, "{unset} is written when the member is added");
             }
         }
         let mut s = spec(Path::new("/x"));

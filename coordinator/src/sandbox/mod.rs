@@ -3,6 +3,7 @@
 //! backend) over mutual TLS, with a fleet file to point `etcdops` at; and
 //! optionally spare hosts: agents without a member, for `etcdops member add`.
 
+pub mod agent_toml;
 pub mod layout;
 pub mod procs;
 
@@ -11,11 +12,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use etcdops_agent::config::Restart;
-
 use crate::agents::Agents;
 use crate::exit::ExitStatus;
 use crate::fleet::Fleet;
+use agent_toml::Restart;
 use layout::{Layout, LayoutSpec};
 
 /// `etcdops sandbox up` options.
@@ -238,6 +238,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
     if !fresh {
         check_addresses(&layout)?;
     }
+    layout.check_agent_configs(&agent_bin)?;
     for m in hosts(&layout) {
         procs::spawn_agent(&agent_bin, m)?;
     }

@@ -10,30 +10,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcdops_agent::snapfile::TrailerCheck;
+use etcdops_format::snapfile::TrailerCheck;
 use etcdops_proto::v1::snapshot_chunk::Kind;
 use etcdops_proto::v1::{SaveSnapshotRequest, SnapshotHeader};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::agents::Agents;
-use crate::cli::GlobalArgs;
-use crate::exit::ExitStatus;
 use crate::fleet::{Cluster, Member};
-
-pub(crate) const LONG_ABOUT: &str = "Save a verified snapshot of the cluster through a member's agent.";
-pub(crate) const AFTER_HELP: &str = "Examples:\n  etcdops snapshot save --out /var/backups/etcd/\n  etcdops snapshot save --member etcd2 --out snap.db";
-
-/// `etcdops snapshot save` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SaveArgs {
-    /// Member to snapshot. Default: a healthy, caught-up follower.
-    #[arg(long)]
-    pub member: Option<String>,
-    /// Output file, or an existing directory to save `<cluster>-<UTC time>.db` into.
-    #[arg(long, default_value = ".")]
-    pub out: PathBuf,
-}
 
 /// What a save needs.
 #[derive(Debug, Clone)]
@@ -431,7 +415,7 @@ async fn stream_to(
     let header = header.ok_or_else(|| verify("the agent sent no header".to_string()))?;
     let summary = summary
         .ok_or_else(|| stream_err(bytes, "the stream ended before the agent's summary".to_string()))?;
-    let (total, sha256) = check.finish().map_err(verify)?;
+    let (total, sha256) = check.finish().map_err(|e| verify(e.to_string()))?;
     if summary.total_bytes != total || summary.sha256 != sha256 {
         return Err(verify(format!(
             "the agent streamed {} bytes with sha256 {}, we received {total} bytes with sha256 {sha256}",
@@ -558,53 +542,6 @@ pub fn sidecar_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(".json");
     PathBuf::from(name)
-}
-
-pub(crate) async fn run(
-    global: &GlobalArgs,
-    args: &SaveArgs,
-    out: &mut dyn Write,
-) -> anyhow::Result<ExitStatus> {
-    let target = crate::cli::target::target(global)?;
-    let opts = SaveOptions {
-        member: args.member.clone(),
-        out: args.out.clone(),
-        progress: true,
-        without_quorum: false,
-    };
-    let saved = save(&target.agents, &target.cluster, &opts).await?;
-    let report = SaveReport {
-        path: saved.path.display().to_string(),
-        sidecar: saved.sidecar.display().to_string(),
-        why: saved.why,
-        meta: saved.meta,
-    };
-    crate::cli::emit(out, global.write_out, &report, render_save)?;
-    Ok(ExitStatus::Ok)
-}
-
-/// What `snapshot save` prints: the sidecar's fields plus where and why.
-#[derive(Debug, Serialize)]
-struct SaveReport {
-    path: String,
-    sidecar: String,
-    why: String,
-    #[serde(flatten)]
-    meta: SnapshotMeta,
-}
-
-fn render_save(r: &SaveReport) -> String {
-    format!(
-        "Snapshot saved to {}\n  from member {} ({}), chosen as {}\n  revision {}, {} bytes, sha256 {} (verified)\n  metadata in {}\n",
-        r.path,
-        r.meta.member_name,
-        r.meta.member_id,
-        r.why,
-        r.meta.revision,
-        r.meta.size,
-        r.meta.sha256,
-        r.sidecar
-    )
 }
 
 #[cfg(test)]

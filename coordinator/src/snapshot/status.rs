@@ -1,77 +1,20 @@
 //! `etcdops snapshot status FILE`: a snapshot file's hash, revision, key
 //! count and size computed as `etcdctl snapshot status` computes them, from
-//! the file alone, plus the sha256 trailer check `snapshot restore` makes.
+//! the file alone (read with `etcdops_format::bbolt`), plus the sha256
+//! trailer check `snapshot restore` makes. The command-line side is
+//! `cli/snapshot.rs`.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use etcdops_agent::snapfile::TRAILER;
+use etcdops_format::bbolt::{BoltError, Db, Item};
+use etcdops_format::snapfile::TRAILER;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{GlobalArgs, emit};
-use crate::exit::ExitStatus;
 use crate::output::table;
-use crate::snapshot::bbolt::{BoltError, Db, Item};
-
-pub(crate) const LONG_ABOUT: &str = "\
-Show a snapshot file's hash, revision, key count and size, the figures
-`etcdctl snapshot status` prints, and check its integrity. No etcd member or
-agent is needed: the file is read directly, page by page, so snapshots of
-many gigabytes use little memory.
-
-The figures agree exactly with etcdctl (3.4 and 3.5):
-  HASH        CRC-32C (Castagnoli) over every bucket's name and every key and
-              value in it, buckets in name order, keys in key order; printed
-              in hex in the table, as a decimal number in JSON.
-  REVISION    the main revision of the newest key in the `key` bucket. It can
-              be lower than the revision etcd resumes from after a restore
-              (a compaction past the last write), as with etcdctl.
-  TOTAL KEYS  entries in all buckets: keys, tombstones and etcd's own
-              bookkeeping (meta, members, auth, leases), not just live keys.
-  TOTAL SIZE  the database's size: its pages up to the high-water mark,
-              without the trailer.
-
-The database is checked as etcdctl checks it (bbolt's consistency check:
-every page in bounds, reached once, and of the right type); no figures are
-reported unless the whole check passes.
-
-INTEGRITY checks what `snapshot restore` checks: a snapshot saved from a
-running member (`etcdctl snapshot save`, `etcdops snapshot save`) ends with
-the 32-byte SHA-256 of the database bytes before it (the file is then 32
-bytes more than a multiple of 512).
-  ok        the trailer is there and matches the bytes before it
-  missing   there is no trailer, as in a copy of a member's member/snap/db:
-            restore refuses it unless given --skip-hash-check
-  mismatch  the trailer does not match: the file was changed or damaged
-            after it was saved; do not restore it
-
-The figures are printed whenever the database can be read; an integrity
-other than `ok` then exits 1, with the reason on stderr. A file that is not
-a bbolt database, is truncated, or whose pages are damaged is an error
-saying what is wrong and where.";
-
-pub(crate) const AFTER_HELP: &str = "\
-Examples:
-  etcdops snapshot status backup.db
-  etcdops snapshot status backup.db -w json | jq .revision
-  etcdops snapshot status backup.db >/dev/null && echo restorable
-
-JSON (fields named as etcdctl names them, so scripts can switch):
-  {\"hash\": 4167905259, \"revision\": 751, \"totalKey\": 758,
-   \"totalSize\": 255012864, \"sha256\": \"c7b4...\", \"integrity\": \"ok\"}
-
-Exit codes: 0 readable and intact, 1 unreadable, damaged, or integrity
-missing or mismatched, 2 usage error.";
-
-/// `etcdops snapshot status` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StatusArgs {
-    /// The snapshot file (`etcdctl snapshot save` or `etcdops snapshot save` output).
-    pub file: PathBuf,
-}
 
 /// What `snapshot status` finds in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,17 +358,10 @@ pub fn render_table(report: &StatusReport) -> String {
     table::render(&t)
 }
 
-pub(crate) fn run(global: &GlobalArgs, args: &StatusArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
-    let status = read_status(&args.file)?;
-    emit(out, global.write_out, &StatusReport::from(&status), render_table)?;
-    status.verify()?;
-    Ok(ExitStatus::Ok)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::bbolt::tests::sample_db;
+    use etcdops_format::bbolt::sample::sample_db;
 
     fn crc(bytes: &[u8]) -> u32 {
         let mut c = Crc32c::default();

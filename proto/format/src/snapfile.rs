@@ -1,7 +1,8 @@
 //! etcd's snapshot file format: the bbolt database bytes followed by a
 //! 32-byte sha256 of them (the integrity trailer `etcdctl snapshot save`
 //! writes and `snapshot restore` checks). Shared by the agent (which checks
-//! what it streams) and the coordinator (which checks what it writes).
+//! what it streams and stages) and the coordinator (which checks what it
+//! writes and stores).
 
 use sha2::{Digest, Sha256};
 
@@ -27,25 +28,37 @@ impl TrailerCheck {
         }
     }
 
-    /// `Ok(hex digest)` when the trailer matches the bytes before it.
-    pub fn finish(self) -> Result<(u64, String), String> {
+    /// `Ok((total bytes, hex digest))` when the trailer matches the bytes
+    /// before it.
+    pub fn finish(self) -> Result<(u64, String), TrailerError> {
         if self.tail.len() < TRAILER {
-            return Err(format!(
-                "snapshot too short ({} bytes): no sha256 trailer",
-                self.total
-            ));
+            return Err(TrailerError::TooShort { total: self.total });
         }
         let digest = self.hasher.finalize();
         if digest.as_slice() != self.tail.as_slice() {
-            return Err(format!(
-                "snapshot integrity check failed: sha256 of the {} database bytes is {}, the trailer says {}",
-                self.total - TRAILER as u64,
-                hex::encode(digest),
-                hex::encode(&self.tail)
-            ));
+            return Err(TrailerError::Mismatch {
+                db_bytes: self.total - TRAILER as u64,
+                computed: hex::encode(digest),
+                trailer: hex::encode(&self.tail),
+            });
         }
         Ok((self.total, hex::encode(digest)))
     }
+}
+
+/// A stream that is not a sound snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrailerError {
+    #[error("snapshot too short ({total} bytes): no sha256 trailer")]
+    TooShort { total: u64 },
+    #[error(
+        "snapshot integrity check failed: sha256 of the {db_bytes} database bytes is {computed}, the trailer says {trailer}"
+    )]
+    Mismatch {
+        db_bytes: u64,
+        computed: String,
+        trailer: String,
+    },
 }
 
 #[cfg(test)]
@@ -83,10 +96,17 @@ mod tests {
             check
                 .finish()
                 .expect_err("flipped")
+                .to_string()
                 .contains("integrity check failed")
         );
         let mut check = TrailerCheck::default();
         check.update(b"short");
-        assert!(check.finish().expect_err("short").contains("no sha256 trailer"));
+        assert!(
+            check
+                .finish()
+                .expect_err("short")
+                .to_string()
+                .contains("no sha256 trailer")
+        );
     }
 }

@@ -64,11 +64,10 @@ impl StepError {
             | AgentErrorKind::ConnectionClosed { .. } => StepError::retry(seen).next(format!(
                 "bring {member}'s agent back (is etcdops-agent running, is its host up?), then `etcdops op resume`"
             )),
-            AgentErrorKind::Rpc { code, .. }
-                if matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
-            {
-                StepError::retry(seen)
-            }
+            AgentErrorKind::Rpc {
+                code: tonic::Code::Unavailable | tonic::Code::DeadlineExceeded,
+                ..
+            } => StepError::retry(seen),
             _ => StepError::look_first(seen),
         }
     }

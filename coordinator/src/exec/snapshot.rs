@@ -128,10 +128,13 @@ impl Executor {
     }
 }
 
-/// A failed save: an agent that could not be reached is safe to retry;
-/// anything else (no healthy member, verification, the disk) is looked at first.
+/// A failed save: an agent that could not be reached, or a Ctrl-C, is safe
+/// to retry; anything else (no healthy member, verification, the disk) is
+/// looked at first.
 fn save_failed(e: SaveError) -> StepError {
     match &e {
+        SaveError::Interrupted => StepError::retry(e.to_string())
+            .next("nothing in the cluster was changed: `etcdops op resume` takes the snapshot again"),
         SaveError::Agent(agent) => {
             let failed = StepError::from_agent(&agent.member, agent);
             if failed.next.is_some() {

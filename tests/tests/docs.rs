@@ -39,9 +39,9 @@ const ROOTS: [&str; 6] = ["agent", "certs", "coordinator", "proto", "tests", "de
 const CHECKED: [&str; 6] = [".rs", ".md", ".sh", ".proto", ".py", ".toml"];
 
 /// Directories the programs create at run time (a member's data dir, the
-/// sandbox's PKI, the coordinator's survivor snapshots and downloaded
+/// sandbox's PKI, the coordinator's survivor and pre-operation snapshots and downloaded
 /// backups), named in the document beside source paths.
-const RUNTIME_DIRS: [&str; 4] = ["data/", "pki/", "recover/", "downloads/"];
+const RUNTIME_DIRS: [&str; 5] = ["data/", "pki/", "recover/", "snapshots/", "downloads/"];
 
 /// Files the programs or the user create (configs, state), named in the
 /// document beside source paths.

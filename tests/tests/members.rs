@@ -95,6 +95,20 @@ fn add_then_remove_a_member_three_to_four_to_three() {
 
     let out = ops.run(&["member", "remove", &spare.name, "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    // A verified snapshot first, beside the journal, named in the record.
+    let record = out.json();
+    assert_eq!(record["steps"][0]["id"], "snapshot", "{record}");
+    let saved = &record["operation"]["snapshot"]["saved"];
+    let file = std::path::Path::new(saved["location"].as_str().unwrap_or_else(|| panic!("{record}")));
+    assert!(
+        file.starts_with(ops.journal.parent().expect("dir").join("snapshots")) && file.exists(),
+        "{}",
+        file.display()
+    );
+    assert!(
+        std::path::Path::new(&format!("{}.json", file.display())).exists(),
+        "its sidecar"
+    );
     assert_eq!(member_names(&ops).len(), 3);
     assert!(
         !fleet_text(&cluster).contains(&spare.agent_url),
@@ -153,8 +167,9 @@ fn a_dead_member_is_replaced_by_a_spare() {
         .iter()
         .map(|s| s["id"].as_str().expect("id"))
         .collect();
+    assert_eq!(ids[0], "snapshot", "a verified snapshot first: {ids:?}");
     assert_eq!(
-        ids[0],
+        ids[1],
         format!("remove:{old}"),
         "a dead member goes first: {ids:?}"
     );

@@ -1,6 +1,8 @@
 //! End-to-end: cluster operations as journaled, fenced plans on a real
 //! 3-member cluster: rolling defrag with leadership transfer, rolling
-//! restart, compaction, alarms and NOSPACE recovery; a killed coordinator
+//! restart (a verified snapshot first: beside the journal, or into the
+//! fleet's backup target; none with --no-snapshot), compaction, alarms and
+//! NOSPACE recovery; a killed coordinator
 //! resumed from the journal; a second coordinator fenced off; unsafe
 //! clusters and bad input refused with nothing changed.
 //!
@@ -8,9 +10,10 @@
 //! fsync p99 can pass etcd's 10 ms guidance and (rightly) stop every
 //! operation; that check is unit-tested in `plan::safety`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use etcdops_tests::{Caller, Cluster, Coordinator, bins};
+use etcdops_tests::{Caller, Cluster, Coordinator, bins, step_ids};
 
 fn leader_id(cluster: &Cluster) -> u64 {
     let i = cluster.leader();
@@ -182,6 +185,33 @@ fn rolling_defrag_frees_space_on_every_member_and_moves_leadership_once() {
     assert_eq!(ops.operations().len(), 1);
 }
 
+/// The snapshot file is whole: `snapshot status` finds etcd's sha256
+/// trailer matching its bytes, and it and the sidecar agree with `saved`
+/// (the operation's record of it).
+fn assert_verified_snapshot(cluster: &Cluster, file: &Path, saved: &serde_json::Value) {
+    let status = cluster.etcdops(&["snapshot", "status", file.to_str().expect("utf-8"), "-w", "json"]);
+    assert_eq!(
+        status.code, 0,
+        "{}
+{}",
+        status.stdout, status.stderr
+    );
+    let status = status.json();
+    assert_eq!(status["integrity"], "ok", "{status}");
+    assert_eq!(status["sha256"], saved["sha256"], "{status} vs {saved}");
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.json", file.display())).expect("the sidecar beside it"),
+    )
+    .expect("sidecar json");
+    assert_eq!(sidecar["sha256"], saved["sha256"], "{sidecar}");
+    assert_eq!(sidecar["revision"], saved["revision"], "{sidecar}");
+    assert_eq!(sidecar["member_name"], saved["member"], "{sidecar}");
+    assert_eq!(
+        std::fs::metadata(file).expect("snapshot").len(),
+        saved["size"].as_u64().expect("size")
+    );
+}
+
 #[test]
 fn rolling_restart_restarts_each_member_once_leader_last() {
     let cluster = Cluster::builder()
@@ -192,19 +222,36 @@ fn rolling_restart_restarts_each_member_once_leader_last() {
     cluster.put_bulk("keep/", 200, 100);
     let pids: Vec<u32> = (0..3).map(|i| cluster.etcd_pid(i)).collect();
     let leader = cluster.leader();
+    let snapshots = ops.journal.parent().expect("journal dir").join("snapshots");
+
+    // The plan names where the snapshot goes: no backup target, so beside the journal.
+    let dry = ops.run(&["restart", "--rolling", "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let first = &dry.json()["plan"]["steps"][0];
+    assert_eq!(first["id"], "snapshot", "{first}");
+    assert_eq!(first["snapshot_to"]["kind"], "dir", "{first}");
+    assert_eq!(
+        first["snapshot_to"]["path"],
+        snapshots.to_str().expect("utf-8"),
+        "{first}"
+    );
+    let text = ops.run(&["restart", "--rolling", "--dry-run"]);
+    assert!(
+        text.stdout
+            .contains(&format!("save a verified snapshot into {}", snapshots.display())),
+        "{}",
+        text.stdout
+    );
 
     let out = ops.run(&["restart", "--rolling", "--yes", "-w", "json"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     let record = out.json();
-    let steps: Vec<&str> = record["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id"))
-        .collect();
+    let steps = step_ids(&record);
     let leader_name = &cluster.layout.members[leader].name;
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    assert_eq!(steps[0], "snapshot", "the snapshot comes first: {steps:?}");
     assert_eq!(
-        steps.last().copied(),
+        steps.last().map(String::as_str),
         Some(format!("restart:{leader_name}").as_str()),
         "{steps:?}"
     );
@@ -214,7 +261,97 @@ fn rolling_restart_restarts_each_member_once_leader_last() {
     assert!(cluster.is_healthy());
     assert_eq!(key_count(&cluster, "keep/"), 200);
     // The stderr progress names each step.
-    assert!(out.stderr.contains("[4/4] restart etcd on"), "{}", out.stderr);
+    assert!(out.stderr.contains("[5/5] restart etcd on"), "{}", out.stderr);
+
+    // `op show` names the snapshot: a verified file with its sidecar, taken
+    // from a follower before the first restart (it holds every key).
+    let id = record["id"].as_str().expect("id");
+    let shown = ops.run(&["op", "show", id, "-w", "json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let saved = shown.json()["operation"]["snapshot"]["saved"].clone();
+    let file = Path::new(
+        saved["location"]
+            .as_str()
+            .unwrap_or_else(|| panic!("saved: {saved}")),
+    );
+    assert!(file.starts_with(&snapshots), "{}", file.display());
+    assert_ne!(
+        saved["member"],
+        leader_name.as_str(),
+        "a follower spares the leader: {saved}"
+    );
+    assert!(saved["revision"].as_i64().is_some_and(|r| r > 200), "{saved}");
+    assert_verified_snapshot(&cluster, file, &saved);
+    let shown = ops.run(&["op", "show", id]);
+    assert!(
+        shown.stdout.contains(&format!("snapshot:  {}", file.display())),
+        "{}",
+        shown.stdout
+    );
+
+    // With a backup target in the fleet file, the snapshot is a backup there.
+    let backups = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", backups.path().display());
+    let fleet = std::fs::read_to_string(cluster.fleet_path()).expect("fleet");
+    std::fs::write(
+        cluster.fleet_path(),
+        format!("{fleet}\n[clusters.backup]\ntarget = \"{url}\"\n"),
+    )
+    .expect("add a backup target");
+    let follower = &cluster.layout.members[(0..3).find(|&i| i != cluster.leader()).expect("follower")].name;
+    let dry = ops.run(&["restart", "--member", follower, "--dry-run", "-w", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(
+        dry.json()["plan"]["steps"][0]["snapshot_to"],
+        serde_json::json!({"kind": "backup", "url": url})
+    );
+    let out = ops.run(&["restart", "--member", follower, "--yes", "-w", "json"]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(
+        step_ids(&record),
+        ["snapshot".to_string(), format!("restart:{follower}")]
+    );
+    let saved = record["operation"]["snapshot"]["saved"].clone();
+    let location = saved["location"]
+        .as_str()
+        .unwrap_or_else(|| panic!("saved: {saved}"));
+    let file = Path::new(
+        location
+            .strip_prefix("file://")
+            .unwrap_or_else(|| panic!("{location}")),
+    );
+    assert!(file.starts_with(backups.path()), "{location}");
+    assert_verified_snapshot(&cluster, file, &saved);
+    let list = ops.run(&["backup", "list", "-w", "json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let listed = list.json();
+    assert_eq!(listed["backups"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["backups"][0]["state"], "verified", "{listed}");
+
+    // --no-snapshot: no snapshot step, and the record says none was asked for.
+    let out = ops.run(&[
+        "restart",
+        "--member",
+        follower,
+        "--no-snapshot",
+        "--yes",
+        "-w",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(step_ids(&record), [format!("restart:{follower}")]);
+    assert_eq!(
+        record["operation"]["snapshot"],
+        serde_json::json!({"to": null, "saved": null})
+    );
+    let list = ops.run(&["backup", "list", "-w", "json"]).json();
+    assert_eq!(
+        list["backups"].as_array().map(Vec::len),
+        Some(1),
+        "no new backup: {list}"
+    );
 }
 
 #[test]
@@ -225,7 +362,8 @@ fn a_killed_coordinator_resumes_without_redoing_steps_and_fences_others_off_mean
         .start(bins!());
     let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
-    let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
+    // The snapshot and a first restart done.
+    let id = wait_for_step_done(&ops, "restart", 2, Duration::from_secs(60));
     child.kill().expect("kill the coordinator");
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(300));
@@ -294,7 +432,7 @@ fn abort_frees_the_fence_of_a_dead_coordinator() {
         .start(bins!());
     let ops = cluster.coordinator();
     let mut child = ops.spawn(&["restart", "--rolling", "--yes"]);
-    let id = wait_for_step_done(&ops, "restart", 1, Duration::from_secs(60));
+    let id = wait_for_step_done(&ops, "restart", 2, Duration::from_secs(60));
     child.kill().expect("kill");
     let _ = child.wait();
     // Abort from another machine (no journal entry there): found in the agents' fences.

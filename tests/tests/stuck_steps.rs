@@ -31,6 +31,8 @@ fn a_killed_leader_agent_ends_a_rolling_restart_within_the_agent_timeout_and_it_
         "2s",
         "restart",
         "--rolling",
+        // Step 1 is a member's restart, not the snapshot before it.
+        "--no-snapshot",
         "--yes",
         "-w",
         "json",

@@ -364,8 +364,9 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
 
     let record = out.succeeded();
     let steps = step_ids(&record);
+    assert_eq!(steps[0], "snapshot", "a verified snapshot first: {steps:?}");
     assert_eq!(
-        steps[0],
+        steps[1],
         format!("remove:{old}"),
         "a dead member goes first: {steps:?}"
     );

@@ -225,9 +225,15 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
     );
     let record = out.succeeded();
     let steps = step_ids(&record);
-    assert_eq!(steps.len(), 4, "three restarts and one transfer: {steps:?}");
+    assert_eq!(
+        steps.len(),
+        5,
+        "a snapshot, three restarts and one transfer: {steps:?}"
+    );
     assert!(
-        steps[2].starts_with("transfer-leadership:") && steps[3].starts_with("restart:"),
+        steps[0] == "snapshot"
+            && steps[3].starts_with("transfer-leadership:")
+            && steps[4].starts_with("restart:"),
         "{steps:?}"
     );
     for (i, old) in pids.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! cluster maintenance as journaled, fenced plans (see `crate::plan`).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -12,9 +13,10 @@ use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
 use crate::duration;
 use crate::exit::ExitStatus;
+use crate::fleet::Cluster;
 use crate::output::table;
-use crate::plan::operation::Operation;
-use crate::plan::planner::{self, DefragOptions, RestartOptions};
+use crate::plan::operation::{Operation, PreSnapshot};
+use crate::plan::planner::{self, DefragOptions, RestartOptions, SnapshotTo};
 use crate::plan::rule::{RULE_HELP, Rule};
 
 pub(crate) const DEFRAG_ABOUT: &str = "\
@@ -105,7 +107,36 @@ leadership moves to a healthy, caught-up, already restarted follower — the for
 Before each restart the whole cluster is checked and the restart must leave a quorum of
 healthy voters (a one- or two-member cluster cannot keep one: --force accepts the outage).
 After each restart etcdops waits until the member passes a linearizable read and has caught
-up with the leader before it goes on. Journaled and resumable like every operation.";
+up with the leader before it goes on. Journaled and resumable like every operation.
+
+The first step saves a verified snapshot (etcd's sha256 trailer checked, a `.json` sidecar
+beside it) of a healthy, caught-up follower: into the cluster's backup target when the fleet
+file has a [clusters.backup] table, else into `snapshots/` beside the journal. The plan names
+where; `etcdops op show OP` names the file. --no-snapshot goes without one.";
+
+/// The directory beside the journal that takes the snapshot a disruptive
+/// operation starts with, when the cluster has no backup target.
+pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
+
+/// Where the verified snapshot a disruptive operation starts with goes: the
+/// cluster's backup target (`[clusters.backup]`), else [`SNAPSHOT_DIR`]
+/// beside the journal; `None` with `--no-snapshot`.
+pub(crate) fn snapshot_to(cluster: &Cluster, run: &RunArgs, no_snapshot: bool) -> Option<SnapshotTo> {
+    if no_snapshot {
+        return None;
+    }
+    if let Some(backup) = &cluster.backup {
+        return Some(SnapshotTo::Backup {
+            url: backup.target.to_string(),
+        });
+    }
+    let journal = run.journal.clone().unwrap_or_else(crate::journal::default_path);
+    let journal = std::path::absolute(&journal).unwrap_or(journal);
+    let path = journal
+        .parent()
+        .map_or_else(|| PathBuf::from(SNAPSHOT_DIR), |p| p.join(SNAPSHOT_DIR));
+    Some(SnapshotTo::Dir { path })
+}
 
 /// `etcdops restart`
 #[derive(Debug, Clone, Args)]
@@ -119,6 +150,9 @@ pub struct RestartArgs {
     /// Restart even when a member's restart leaves fewer healthy voters than quorum (an outage).
     #[arg(long)]
     pub force: bool,
+    /// Do not save a verified snapshot first (into the backup target, or snapshots/ beside the journal).
+    #[arg(long)]
+    pub no_snapshot: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -128,6 +162,7 @@ Examples:
   etcdops restart --rolling --dry-run
   etcdops restart --rolling --yes
   etcdops restart --member etcd3 --yes
+  etcdops restart --rolling --no-snapshot --yes
 
 Exit codes: 0 done and healthy, 1 refused or stopped, 2 usage error, 3 another operation
 holds the cluster.";
@@ -139,15 +174,18 @@ pub(crate) async fn restart(
 ) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
+    let snapshot = snapshot_to(&target.cluster, &args.run, args.no_snapshot);
     let options = RestartOptions {
         members: args.members.clone(),
         force: args.force,
         step_timeout: args.run.step_timeout,
+        snapshot: snapshot.clone(),
     };
     let plan = planner::plan_restart(&view, &options).map_err(plan_error)?;
     let operation = Operation::Restart {
         members: args.members.clone(),
         force: args.force,
+        snapshot: PreSnapshot::to(snapshot),
     };
     run_plan(global, target, &view, Planned { plan, operation }, &args.run, out).await
 }

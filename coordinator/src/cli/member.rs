@@ -4,6 +4,7 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 
+use super::maintain::snapshot_to;
 use super::operate::{Planned, RunArgs, observe, plan_error, run_plan};
 use crate::cli::target::{Target, target};
 use crate::cli::{GlobalArgs, emit};
@@ -73,12 +74,17 @@ ID its agent reports, and a peer URL on its agent's host; any disagreement is re
 guard: the voters that stay must include a healthy quorum of the smaller cluster; --force
 removes anyway and says what is lost. A leader hands leadership over first. The removed host's
 agent then stops etcd and renames its data dir aside (never deleted); a host that does not answer
-is left as it is (etcd refuses to rejoin a removed member). The fleet file is updated last.";
+is left as it is (etcd refuses to rejoin a removed member). The fleet file is updated last.
+
+The first step saves a verified snapshot of a healthy, caught-up member: into the cluster's
+backup target when the fleet file has a [clusters.backup] table, else into `snapshots/` beside
+the journal (the plan names where; `etcdops op show OP` names the file). --no-snapshot skips it.";
 
 const REMOVE_AFTER_HELP: &str = "\
 Examples:
   etcdops member remove etcd3 --dry-run
   etcdops member remove 8e9e05c52164694d --yes
+  etcdops member remove etcd3 --no-snapshot --yes
 
 Exit codes: 0 removed, 1 refused or stopped, 2 usage (unknown member, fleet and cluster disagree),
 3 another operation holds the cluster.";
@@ -92,7 +98,9 @@ never lowers fault tolerance below today's:
   OLD dead:  OLD is removed first (it gives no fault tolerance now, and a dead voter plus a
              learner is one failure from losing quorum), then NEW joins learner-first.
 
-The checks of `member add` and `member remove` apply.";
+The checks of `member add` and `member remove` apply, and like `member remove` it starts with a
+verified snapshot (into the backup target, else `snapshots/` beside the journal) unless
+--no-snapshot is given.";
 
 const REPLACE_AFTER_HELP: &str = "\
 Examples:
@@ -136,6 +144,9 @@ pub struct RemoveArgs {
     /// Remove even when the healthy voters left are not a quorum (an outage until they are).
     #[arg(long)]
     pub force: bool,
+    /// Do not save a verified snapshot first (into the backup target, or snapshots/ beside the journal).
+    #[arg(long)]
+    pub no_snapshot: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -151,6 +162,9 @@ pub struct ReplaceArgs {
     pub new: String,
     #[command(flatten)]
     pub join: JoinArgs,
+    /// Do not save a verified snapshot first (into the backup target, or snapshots/ beside the journal).
+    #[arg(long)]
+    pub no_snapshot: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -244,7 +258,7 @@ pub(crate) async fn change(
 ) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
-    let (plan, run, force, args) = match command {
+    let (plan, run, force, args, snapshot) = match command {
         MemberCommand::List => return list(global, out).await,
         MemberCommand::Add(a) => {
             let joining = joining(&view, &a.name, &a.join)?;
@@ -260,11 +274,14 @@ pub(crate) async fn change(
                     leaving: None,
                     rejoining: Vec::new(),
                 },
+                None,
             )
         }
         MemberCommand::Remove(a) => {
             let leaving = membership::resolve_leaving(&view, &a.member).map_err(plan_error)?;
-            let plan = membership::plan_remove(&view, &leaving, a.force).map_err(plan_error)?;
+            let snapshot = snapshot_to(&target.cluster, &a.run, a.no_snapshot);
+            let plan =
+                membership::plan_remove(&view, &leaving, a.force, snapshot.as_ref()).map_err(plan_error)?;
             (
                 plan,
                 &a.run,
@@ -274,14 +291,23 @@ pub(crate) async fn change(
                     leaving: Some(leaving),
                     rejoining: Vec::new(),
                 },
+                snapshot,
             )
         }
         MemberCommand::Replace(a) => {
             let leaving = membership::resolve_leaving(&view, &a.old).map_err(plan_error)?;
             let joining = joining(&view, &a.new, &a.join)?;
             let host = host_view(&target, &joining).await?;
-            let plan = membership::plan_replace(&view, &leaving, &joining, &host, a.run.ignore_slow_disk)
-                .map_err(plan_error)?;
+            let snapshot = snapshot_to(&target.cluster, &a.run, a.no_snapshot);
+            let plan = membership::plan_replace(
+                &view,
+                &leaving,
+                &joining,
+                &host,
+                a.run.ignore_slow_disk,
+                snapshot.as_ref(),
+            )
+            .map_err(plan_error)?;
             (
                 plan,
                 &a.run,
@@ -291,15 +317,17 @@ pub(crate) async fn change(
                     leaving: Some(leaving),
                     rejoining: Vec::new(),
                 },
+                snapshot,
             )
         }
         MemberCommand::Promote(a) => {
             let plan = membership::plan_promote(&view, &a.name).map_err(plan_error)?;
-            (plan, &a.run, false, MembershipArgs::default())
+            (plan, &a.run, false, MembershipArgs::default(), None)
         }
     };
     let operation = Operation::membership_op(plan.kind, args, force)
-        .ok_or_else(|| anyhow::anyhow!("{} is not a membership operation", plan.kind))?;
+        .ok_or_else(|| anyhow::anyhow!("{} is not a membership operation", plan.kind))?
+        .with_snapshot(snapshot);
     let planned = Planned { plan, operation };
     run_plan(global, target, &view, planned, run, out).await
 }

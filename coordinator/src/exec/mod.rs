@@ -8,8 +8,10 @@
 //!
 //! Step families, one module each: [`member`] (join, leave, promote),
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
-//! [`recover`] (force-new-cluster and rejoin); the rolling and maintenance
-//! steps are here. [`fence`] takes and releases the cluster's fence.
+//! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
+//! snapshot a disruptive operation starts with, and a recovery's); the
+//! rolling and maintenance steps are here. [`fence`] takes and releases the
+//! cluster's fence.
 
 mod error;
 mod fanout;
@@ -17,6 +19,7 @@ pub mod fence;
 mod member;
 mod recover;
 mod restore;
+mod snapshot;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -670,6 +673,7 @@ impl Executor {
         match kind {
             StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
             StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
+            StepKind::Safeguard(step) => self.execute_safeguard(step, fence).await,
             StepKind::Member(step) => {
                 if let MemberStep::RemoveMember { member } = step {
                     let moved = self

@@ -1,4 +1,5 @@
-//! The executor's majority-loss recovery steps: snapshot the survivor, stop
+//! The executor's majority-loss recovery steps: snapshot the survivor
+//! (through `snapshot.rs`, into the recovery's directory), stop
 //! the others, restart the survivor once with force-new-cluster (and take
 //! the flag out again), rejoin every other member as a fresh learner through
 //! the membership steps, verify.
@@ -15,9 +16,8 @@ use crate::agents::Client;
 use crate::fleet::Cluster;
 use crate::plan::operation::Operation;
 use crate::plan::recover::RecoverArgs;
-use crate::plan::step::{MemberStep, RecoverStep};
+use crate::plan::step::{MemberStep, RecoverStep, SnapshotTo};
 use crate::plan::view::ClusterView;
-use crate::snapshot::save::{self, SaveOptions};
 
 /// The env var etcd reads for --force-new-cluster.
 const FORCE_NEW_CLUSTER: &str = "ETCD_FORCE_NEW_CLUSTER";
@@ -89,8 +89,6 @@ impl Executor {
         let args = self.recover_args(&op)?;
         match kind {
             RecoverStep::SnapshotFirst { member } => {
-                std::fs::create_dir_all(&args.snapshot_dir)
-                    .map_err(|e| format!("cannot create {}: {e}", args.snapshot_dir.display()))?;
                 let survivor = self
                     .agent_of(member)
                     .ok_or_else(|| StepError::look_first(format!("{member} is not in the fleet file")))?;
@@ -98,17 +96,14 @@ impl Executor {
                     members: vec![survivor],
                     ..self.cluster.clone()
                 };
-                let opts = SaveOptions {
-                    member: Some(member.clone()),
-                    out: args.snapshot_dir.clone(),
-                    progress: true,
-                    without_quorum: true,
+                let to = SnapshotTo::Dir {
+                    path: args.snapshot_dir.clone(),
                 };
-                let saved = save::save(&self.agents, &cluster, &opts)
-                    .await
-                    .map_err(|e| StepError::look_first(e.to_string()))?;
+                let saved = self
+                    .save_snapshot(&cluster, Some(member.clone()), &to, true)
+                    .await?;
                 let mut args = args;
-                args.snapshot = Some(saved.path.clone());
+                args.snapshot = Some(saved.location.clone().into());
                 self.journal
                     .update(&op, |r| {
                         if let Operation::RecoverQuorum { recover, .. } = &mut r.operation {
@@ -118,9 +113,7 @@ impl Executor {
                     .map_err(|e| StepError::look_first(e.to_string()))?;
                 Ok(format!(
                     "{} ({} bytes, revision {}): `etcdops restore --snapshot` brings this state back if the recovery goes wrong",
-                    saved.path.display(),
-                    saved.meta.size,
-                    saved.meta.revision
+                    saved.location, saved.size, saved.revision
                 ))
             }
             RecoverStep::StopOthers => {

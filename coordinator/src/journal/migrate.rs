@@ -103,6 +103,8 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
             Operation::Restart {
                 members: a.members,
                 force: a.force,
+                // v1 had no snapshot step.
+                snapshot: Default::default(),
             }
         }
         OpKind::Compact => {
@@ -199,7 +201,8 @@ mod tests {
             r.operation,
             Operation::Restart {
                 members: vec!["etcd2".into()],
-                force: true
+                force: true,
+                snapshot: Default::default(),
             }
         );
         assert_eq!(r.kind, OpKind::Restart);

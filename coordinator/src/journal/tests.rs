@@ -18,6 +18,7 @@ fn op(id: &str, cluster: &str, created: i64) -> OperationRecord {
         operation: crate::plan::operation::Operation::Restart {
             members: vec!["etcd1".into(), "etcd2".into()],
             force: false,
+            snapshot: Default::default(),
         },
         options: Default::default(),
         holder: "alice@ops1 (pid 42)".to_string(),

@@ -1,4 +1,5 @@
 //! `etcdops op list|show`: the operation journal's records as tables. JSON is the records as they are.
+//! `op show` names the snapshot an operation took first (or will take), so a user can find it.
 
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -64,7 +65,7 @@ pub fn render_show(op: &OperationRecord) -> String {
         _ => NONE.to_string(),
     };
     let options = serde_json::to_string(&op.options).unwrap_or_else(|_| NONE.to_string());
-    let lines = [
+    let mut lines = vec![
         ("operation", op.id.clone()),
         ("kind", op.kind.to_string()),
         ("cluster", op.cluster.clone()),
@@ -73,11 +74,16 @@ pub fn render_show(op: &OperationRecord) -> String {
         ("epoch", op.epoch.to_string()),
         ("fleet", op.fleet.display().to_string()),
         ("data", data),
+    ];
+    if let Some(snapshot) = snapshot_line(op) {
+        lines.push(("snapshot", snapshot));
+    }
+    lines.extend([
         ("options", options),
         ("started", format!("{} UTC", format_time(op.created_at_unix))),
         ("updated", format!("{} UTC", format_time(op.updated_at_unix))),
         ("error", op.error.clone().unwrap_or_else(|| NONE.to_string())),
-    ];
+    ]);
     let mut text = String::new();
     for (label, value) in lines {
         text.push_str(&format!("{:<10} {value}\n", format!("{label}:")));
@@ -108,6 +114,26 @@ pub fn render_show(op: &OperationRecord) -> String {
     text.push_str(&summary);
     text.push('\n');
     text
+}
+
+/// Where the operation's snapshot is: saved (its path or URL), still to be
+/// taken, or none asked for; `None` for kinds that take no snapshot.
+fn snapshot_line(op: &OperationRecord) -> Option<String> {
+    if let Some(recover) = op.operation.recover() {
+        return Some(match &recover.snapshot {
+            Some(path) => path.display().to_string(),
+            None => format!("not taken yet (into {})", recover.snapshot_dir.display()),
+        });
+    }
+    let pre = op.operation.pre_snapshot()?;
+    Some(match (&pre.saved, &pre.to) {
+        (Some(saved), _) => format!(
+            "{} (revision {}, {} bytes, from {}; sidecar {})",
+            saved.location, saved.revision, saved.size, saved.member, saved.sidecar
+        ),
+        (None, Some(to)) => format!("not taken yet (into {to})"),
+        (None, None) => "none (--no-snapshot, or started before etcdops took one)".to_string(),
+    })
 }
 
 /// A Unix time as `2026-11-25 18:30:00` (UTC).
@@ -189,6 +215,7 @@ mod tests {
         done.operation = crate::plan::operation::Operation::Restart {
             members: Vec::new(),
             force: false,
+            snapshot: Default::default(),
         };
         done.state = OpState::Succeeded;
         done.steps.truncate(1);
@@ -240,6 +267,46 @@ steps: 1 of 3 complete; a resume starts at step defragment etcd2 (defrag:etcd2)
             "{text}"
         );
         assert!(text.ends_with("steps: 1 of 3 complete\n"), "{text}");
+    }
+
+    #[test]
+    fn shows_where_the_snapshot_is() {
+        use crate::plan::operation::{Operation, PreSnapshot, SavedSnapshot};
+        use crate::plan::step::SnapshotTo;
+        let mut restart = op();
+        restart.kind = crate::plan::planner::OpKind::Restart;
+        restart.operation = Operation::Restart {
+            members: Vec::new(),
+            force: false,
+            snapshot: PreSnapshot::to(Some(SnapshotTo::Backup {
+                url: "s3://b/prod".into(),
+            })),
+        };
+        let text = render_show(&restart);
+        assert!(
+            text.contains("snapshot:  not taken yet (into the backup target s3://b/prod)\n"),
+            "{text}"
+        );
+        if let Some(pre) = restart.operation.pre_snapshot_mut() {
+            pre.saved = Some(SavedSnapshot {
+                location: "s3://b/prod/prod-20261201T000000Z.db".into(),
+                sidecar: "s3://b/prod/prod-20261201T000000Z.db.json".into(),
+                member: "etcd2".into(),
+                revision: 42,
+                size: 20_480,
+                sha256: "0".repeat(64),
+            });
+        }
+        let text = render_show(&restart);
+        assert!(
+            text.contains(
+                "snapshot:  s3://b/prod/prod-20261201T000000Z.db (revision 42, 20480 bytes, from etcd2;"
+            ),
+            "{text}"
+        );
+        restart.operation = restart.operation.with_snapshot(None);
+        assert!(render_show(&restart).contains("snapshot:  none (--no-snapshot"));
+        assert!(!render_show(&op()).contains("snapshot:"), "a defrag takes none");
     }
 
     #[test]

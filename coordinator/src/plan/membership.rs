@@ -1,11 +1,12 @@
 //! Membership plans (pure): learner-first add, quorum-guarded remove,
 //! replace in the order that never lowers fault tolerance below today's,
 //! promote. The preflight refusals live here too, so they are unit-tested
-//! over cluster views without I/O.
+//! over cluster views without I/O. A remove or a replace starts with a
+//! verified snapshot into where the caller says (`planner::snapshot_first`).
 
 use serde::{Deserialize, Serialize};
 
-use super::planner::{OpKind, Plan, PlanError, Step};
+use super::planner::{OpKind, Plan, PlanError, SnapshotTo, Step, snapshot_first};
 use super::safety::quorum;
 use super::step::{MemberStep, RollingStep, StepKind};
 use super::view::{ClusterView, EtcdMember};
@@ -326,8 +327,14 @@ fn remove_steps(leaving: &Leaving) -> Vec<Step> {
     steps
 }
 
-/// `etcdops member remove`.
-pub fn plan_remove(view: &ClusterView, leaving: &Leaving, force: bool) -> Result<Plan, PlanError> {
+/// `etcdops member remove`: a verified snapshot into `snapshot` first
+/// (none when `None`: `--no-snapshot`).
+pub fn plan_remove(
+    view: &ClusterView,
+    leaving: &Leaving,
+    force: bool,
+    snapshot: Option<&SnapshotTo>,
+) -> Result<Plan, PlanError> {
     let mut notes = Vec::new();
     removal_margin(view, leaving, force, &mut notes)?;
     if !leaving.alive {
@@ -337,22 +344,26 @@ pub fn plan_remove(view: &ClusterView, leaving: &Leaving, force: bool) -> Result
             leaving.name
         ));
     }
+    let steps = snapshot_first(remove_steps(leaving), snapshot, &mut notes);
     Ok(Plan {
         kind: OpKind::MemberRemove,
         cluster: view.cluster.clone(),
-        steps: remove_steps(leaving),
+        steps,
         notes,
     })
 }
 
 /// `etcdops member replace OLD --with NEW`: a dead OLD is removed first (it
 /// gives no fault tolerance now); a live one only after NEW is a voter.
+/// Either way a verified snapshot into `snapshot` comes first (none when
+/// `None`: `--no-snapshot`).
 pub fn plan_replace(
     view: &ClusterView,
     leaving: &Leaving,
     joining: &Joining,
     host: &HostView,
     ignore_slow_disk: bool,
+    snapshot: Option<&SnapshotTo>,
 ) -> Result<Plan, PlanError> {
     let mut notes = Vec::new();
     let mut steps = Vec::new();
@@ -379,6 +390,7 @@ pub fn plan_replace(
             leaving.name, joining.name
         ));
     }
+    let steps = snapshot_first(steps, snapshot, &mut notes);
     Ok(Plan {
         kind: OpKind::MemberReplace,
         cluster: view.cluster.clone(),
@@ -544,7 +556,8 @@ mod tests {
     #[test]
     fn removal_keeps_quorum_unless_forced() {
         let v = healthy(3, 1);
-        let plan = plan_remove(&v, &resolve_leaving(&v, "etcd1").expect("leaving"), false).expect("plan");
+        let plan =
+            plan_remove(&v, &resolve_leaving(&v, "etcd1").expect("leaving"), false, None).expect("plan");
         assert_eq!(
             ids(&plan),
             [
@@ -558,20 +571,21 @@ mod tests {
         let mut v = healthy(3, 1);
         v.members[2].unreachable = Some("down".into());
         let leaving = resolve_leaving(&v, "etcd2").expect("leaving");
-        let err = plan_remove(&v, &leaving, false).expect_err("quorum");
+        let err = plan_remove(&v, &leaving, false, None).expect_err("quorum");
         assert!(err.to_string().contains("1 are healthy; quorum needs 2"), "{err}");
-        assert!(plan_remove(&v, &leaving, true).expect("forced").notes[0].starts_with("--force"));
+        assert!(plan_remove(&v, &leaving, true, None).expect("forced").notes[0].starts_with("--force"));
         // Removing the dead one is fine and has no transfer.
         let dead = resolve_leaving(&v, "etcd3").expect("dead");
         assert_eq!(
-            ids(&plan_remove(&v, &dead, false).expect("plan")),
+            ids(&plan_remove(&v, &dead, false, None).expect("plan")),
             ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]
         );
         assert!(
             plan_remove(
                 &healthy(1, 1),
                 &resolve_leaving(&healthy(1, 1), "etcd1").expect("l"),
-                true
+                true,
+                None
             )
             .is_err()
         );
@@ -581,7 +595,7 @@ mod tests {
     fn replace_order_depends_on_whether_the_old_member_lives() {
         let v = healthy(3, 1);
         let alive = resolve_leaving(&v, "etcd3").expect("alive");
-        let plan = plan_replace(&v, &alive, &joining(), &HostView::default(), false).expect("plan");
+        let plan = plan_replace(&v, &alive, &joining(), &HostView::default(), false, None).expect("plan");
         let steps = ids(&plan);
         assert_eq!(steps[0], "add-learner:etcd4");
         assert!(
@@ -591,13 +605,58 @@ mod tests {
         let mut v = healthy(3, 1);
         v.members[2].unreachable = Some("down".into());
         let dead = resolve_leaving(&v, "etcd3").expect("dead");
-        let plan = plan_replace(&v, &dead, &joining(), &HostView::default(), false).expect("plan");
+        let plan = plan_replace(&v, &dead, &joining(), &HostView::default(), false, None).expect("plan");
         let steps = ids(&plan);
         assert_eq!(
             &steps[..3],
             ["remove:etcd3", "retire:etcd3", "fleet-remove:etcd3"]
         );
         assert_eq!(steps[3], "add-learner:etcd4");
+    }
+
+    #[test]
+    fn remove_and_replace_start_with_the_snapshot() {
+        let to = SnapshotTo::Backup {
+            url: "file:///srv/backups".into(),
+        };
+        let v = healthy(3, 1);
+        let leaving = resolve_leaving(&v, "etcd3").expect("leaving");
+        let plan = plan_remove(&v, &leaving, false, Some(&to)).expect("plan");
+        assert_eq!(
+            ids(&plan),
+            [
+                "snapshot",
+                "transfer-leadership:etcd3",
+                "remove:etcd3",
+                "retire:etcd3",
+                "fleet-remove:etcd3"
+            ]
+        );
+        assert_eq!(plan.steps[0].snapshot_to.as_ref(), Some(&to));
+        assert!(
+            plan.steps[0].description.contains("file:///srv/backups"),
+            "{}",
+            plan.steps[0].description
+        );
+        let plan =
+            plan_replace(&v, &leaving, &joining(), &HostView::default(), false, Some(&to)).expect("plan");
+        let steps = ids(&plan);
+        assert_eq!(&steps[..2], ["snapshot", "add-learner:etcd4"]);
+        assert_eq!(steps.iter().filter(|s| *s == "snapshot").count(), 1);
+        // A dead OLD: still the snapshot first (from a healthy member), then the removal.
+        let mut v = healthy(3, 1);
+        v.members[2].unreachable = Some("down".into());
+        let dead = resolve_leaving(&v, "etcd3").expect("dead");
+        let plan = plan_replace(&v, &dead, &joining(), &HostView::default(), false, Some(&to)).expect("plan");
+        assert_eq!(&ids(&plan)[..2], ["snapshot", "remove:etcd3"]);
+        // --no-snapshot: none, and a note says so.
+        let plan = plan_remove(&v, &dead, false, None).expect("plan");
+        assert_eq!(ids(&plan)[0], "remove:etcd3");
+        assert!(
+            plan.notes.iter().any(|n| n.starts_with("--no-snapshot")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! resume alike (`exec::Executor::for_record`). Nothing is looked up by a
 //! string key; a record whose operation cannot be read is an error naming the
 //! operation (see `journal::migrate` for records of schema v1).
+//!
+//! A disruptive operation (restart, member remove and replace) carries its
+//! [`PreSnapshot`]: where its first step saves a verified snapshot (`None`
+//! with `--no-snapshot`), and, once that step ran, what it saved.
 
 use std::time::Duration;
 
@@ -13,6 +17,43 @@ use super::planner::OpKind;
 use super::recover::RecoverArgs;
 use super::restore::RestoreArgs;
 use super::safety::Tolerate;
+use super::step::SnapshotTo;
+
+/// The verified snapshot a disruptive operation starts with. Records
+/// journaled before this existed lack it: they read as no snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreSnapshot {
+    /// Where the first step saves it; `None`: `--no-snapshot` (no step).
+    pub to: Option<SnapshotTo>,
+    /// What the step saved, once it ran.
+    pub saved: Option<SavedSnapshot>,
+}
+
+/// A snapshot saved and verified by an operation's first step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedSnapshot {
+    /// Where to find it: a file path, or the object's URL in the backup target.
+    pub location: String,
+    /// Its `.json` sidecar (path or URL).
+    pub sidecar: String,
+    /// The member it was taken from.
+    pub member: String,
+    /// The store revision it holds.
+    pub revision: i64,
+    /// Bytes, etcd's sha256 trailer included.
+    pub size: u64,
+    /// Hex sha256 of the database bytes (equal to the file's trailer).
+    pub sha256: String,
+}
+
+impl PreSnapshot {
+    /// A snapshot into `to`, or none.
+    pub fn to(to: Option<SnapshotTo>) -> PreSnapshot {
+        PreSnapshot { to, saved: None }
+    }
+}
 
 /// One cluster-wide operation and its data. Serialized with its kind as the
 /// `kind` tag, e.g. `{"kind":"restart","members":[],"force":false}`.
@@ -34,6 +75,9 @@ pub enum Operation {
         members: Vec<String>,
         /// `--force`: a restart may take the cluster below quorum.
         force: bool,
+        /// The verified snapshot taken first.
+        #[serde(default)]
+        snapshot: PreSnapshot,
     },
     /// `etcdops compact`: compact the history up to `revision`.
     Compact { revision: i64 },
@@ -44,9 +88,21 @@ pub enum Operation {
     /// `etcdops member add`.
     MemberAdd { membership: MembershipArgs, force: bool },
     /// `etcdops member remove`.
-    MemberRemove { membership: MembershipArgs, force: bool },
+    MemberRemove {
+        membership: MembershipArgs,
+        force: bool,
+        /// The verified snapshot taken first.
+        #[serde(default)]
+        snapshot: PreSnapshot,
+    },
     /// `etcdops member replace`.
-    MemberReplace { membership: MembershipArgs, force: bool },
+    MemberReplace {
+        membership: MembershipArgs,
+        force: bool,
+        /// The verified snapshot taken first.
+        #[serde(default)]
+        snapshot: PreSnapshot,
+    },
     /// `etcdops member promote`.
     MemberPromote { membership: MembershipArgs, force: bool },
     /// `etcdops restore --snapshot`: the snapshot, the new cluster's spec, and
@@ -85,15 +141,54 @@ impl Operation {
         }
     }
 
-    /// A membership operation of `kind` (add, remove, replace, promote).
+    /// A membership operation of `kind` (add, remove, replace, promote),
+    /// without a snapshot first (see [`Operation::with_snapshot`]).
     pub fn membership_op(kind: OpKind, membership: MembershipArgs, force: bool) -> Option<Operation> {
+        let snapshot = PreSnapshot::default();
         Some(match kind {
             OpKind::MemberAdd => Operation::MemberAdd { membership, force },
-            OpKind::MemberRemove => Operation::MemberRemove { membership, force },
-            OpKind::MemberReplace => Operation::MemberReplace { membership, force },
+            OpKind::MemberRemove => Operation::MemberRemove {
+                membership,
+                force,
+                snapshot,
+            },
+            OpKind::MemberReplace => Operation::MemberReplace {
+                membership,
+                force,
+                snapshot,
+            },
             OpKind::MemberPromote => Operation::MemberPromote { membership, force },
             _ => return None,
         })
+    }
+
+    /// The same operation with a verified snapshot into `to` first (kinds
+    /// that take one; others are returned unchanged).
+    pub fn with_snapshot(mut self, to: Option<SnapshotTo>) -> Operation {
+        if let Some(snapshot) = self.pre_snapshot_mut() {
+            *snapshot = PreSnapshot::to(to);
+        }
+        self
+    }
+
+    /// The snapshot a disruptive operation starts with.
+    pub fn pre_snapshot(&self) -> Option<&PreSnapshot> {
+        match self {
+            Operation::Restart { snapshot, .. }
+            | Operation::MemberRemove { snapshot, .. }
+            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            _ => None,
+        }
+    }
+
+    /// The snapshot a disruptive operation starts with, to fill in.
+    pub fn pre_snapshot_mut(&mut self) -> Option<&mut PreSnapshot> {
+        match self {
+            Operation::Restart { snapshot, .. }
+            | Operation::MemberRemove { snapshot, .. }
+            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            _ => None,
+        }
     }
 
     /// `--force`: steps may take the cluster below quorum.
@@ -212,6 +307,19 @@ mod tests {
             Operation::Restart {
                 members: Vec::new(),
                 force: true,
+                snapshot: PreSnapshot {
+                    to: Some(SnapshotTo::Dir {
+                        path: "/var/lib/etcdops/snapshots".into(),
+                    }),
+                    saved: Some(SavedSnapshot {
+                        location: "/var/lib/etcdops/snapshots/c-20261201T000000Z.db".into(),
+                        sidecar: "/var/lib/etcdops/snapshots/c-20261201T000000Z.db.json".into(),
+                        member: "etcd2".into(),
+                        revision: 7,
+                        size: 20_480,
+                        sha256: "0".repeat(64),
+                    }),
+                },
             },
             Operation::Compact { revision: 42 },
             Operation::RecoverNospace,
@@ -219,6 +327,9 @@ mod tests {
             Operation::MemberRemove {
                 membership: leaving,
                 force: false,
+                snapshot: PreSnapshot::to(Some(SnapshotTo::Backup {
+                    url: "s3://bucket/prefix".into(),
+                })),
             },
             Operation::Restore {
                 restore: RestoreArgs::default(),
@@ -254,7 +365,8 @@ mod tests {
         assert!(
             Operation::Restart {
                 members: Vec::new(),
-                force: true
+                force: true,
+                snapshot: PreSnapshot::default(),
             }
             .force()
         );
@@ -274,6 +386,32 @@ mod tests {
             membership: MembershipArgs::default(),
         };
         assert!(recover.sees_member("etcd1") && !recover.sees_member("etcd2"));
+    }
+
+    #[test]
+    fn a_record_from_before_the_snapshot_step_reads_as_no_snapshot() {
+        let op: Operation =
+            serde_json::from_value(serde_json::json!({"kind": "restart", "members": [], "force": false}))
+                .expect("a v2 restart without the field");
+        assert_eq!(op.pre_snapshot(), Some(&PreSnapshot::default()));
+        let op = Operation::membership_op(OpKind::MemberReplace, MembershipArgs::default(), false)
+            .expect("membership")
+            .with_snapshot(Some(SnapshotTo::Dir { path: "/s".into() }));
+        assert_eq!(
+            op.pre_snapshot().and_then(|s| s.to.clone()),
+            Some(SnapshotTo::Dir { path: "/s".into() })
+        );
+        let err = serde_json::from_value::<Operation>(serde_json::json!(
+            {"kind": "restart", "members": [], "force": false, "snapshot": {"to": {"kind": "ftp", "path": "/"}}}
+        ))
+        .expect_err("an unknown destination");
+        assert!(err.to_string().contains("ftp"), "{err}");
+        assert!(
+            Operation::AlarmDisarm
+                .with_snapshot(Some(SnapshotTo::Dir { path: "/s".into() }))
+                .pre_snapshot()
+                .is_none()
+        );
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! followers one at a time, then the leader last — after a step that moves
 //! leadership to a healthy, caught-up follower that was already processed,
 //! so the former leader is handled as a follower.
+//!
+//! Disruptive plans (restart here, member remove and replace in
+//! `membership.rs`) start with [`snapshot_first`]: a verified snapshot into
+//! where the CLI decided ([`SnapshotTo`]), or none with `--no-snapshot`.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::rule::Rule;
 use super::safety::{self, Finding, Tolerate};
-use super::step::RollingStep;
-pub use super::step::StepKind;
+use super::step::{RollingStep, SafeguardStep};
+pub use super::step::{SnapshotTo, StepKind};
 use super::view::{ClusterView, MemberView};
 
 /// What kind of operation a plan is.
@@ -98,6 +102,10 @@ pub struct Step {
     pub waits_for: String,
     #[serde(rename = "timeout_secs", serialize_with = "as_secs")]
     pub timeout: Duration,
+    /// Where a snapshot step saves (the plan names it; the executor reads
+    /// it from the operation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_to: Option<SnapshotTo>,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -112,8 +120,35 @@ impl Step {
             waits_for: kind.waits_for(),
             timeout: timeout.unwrap_or_else(|| kind.default_timeout()),
             kind,
+            snapshot_to: None,
         }
     }
+
+    /// The verified snapshot step, naming where it goes.
+    pub fn snapshot(to: &SnapshotTo) -> Step {
+        let mut step = Step::new(StepKind::Safeguard(SafeguardStep::Snapshot), None);
+        step.description = format!("save a verified snapshot into {to}");
+        step.snapshot_to = Some(to.clone());
+        step
+    }
+}
+
+/// A disruptive plan's steps with a verified snapshot into `to` first, or
+/// as they are (with a note saying so) when there is none (`--no-snapshot`).
+pub fn snapshot_first(steps: Vec<Step>, to: Option<&SnapshotTo>, notes: &mut Vec<String>) -> Vec<Step> {
+    if steps.is_empty() {
+        return steps;
+    }
+    let Some(to) = to else {
+        notes.push("--no-snapshot: no snapshot is taken before the first change".into());
+        return steps;
+    };
+    notes.push(format!(
+        "a verified snapshot goes into {to} first; `etcdops op show` names it, `etcdops restore --snapshot` brings it back"
+    ));
+    let mut all = vec![Step::snapshot(to)];
+    all.extend(steps);
+    all
 }
 
 /// An operation's plan.
@@ -172,6 +207,8 @@ pub struct RestartOptions {
     /// Accept restarts that take the cluster below quorum.
     pub force: bool,
     pub step_timeout: Option<Duration>,
+    /// Where the verified snapshot before the first restart goes (`None`: `--no-snapshot`).
+    pub snapshot: Option<SnapshotTo>,
 }
 
 fn check_members(view: &ClusterView, names: &[String]) -> Result<(), PlanError> {
@@ -285,9 +322,9 @@ pub fn plan_defrag(view: &ClusterView, opts: &DefragOptions) -> Result<Plan, Pla
     })
 }
 
-/// `etcdops restart --rolling`: every (or the named) member, in rolling
-/// order; refused when a restart would leave fewer healthy voters than
-/// quorum, unless forced.
+/// `etcdops restart --rolling`: a verified snapshot, then every (or the
+/// named) member, in rolling order; refused when a restart would leave
+/// fewer healthy voters than quorum, unless forced.
 pub fn plan_restart(view: &ClusterView, opts: &RestartOptions) -> Result<Plan, PlanError> {
     check_members(view, &opts.members)?;
     let selected: Vec<&MemberView> = view
@@ -311,6 +348,7 @@ pub fn plan_restart(view: &ClusterView, opts: &RestartOptions) -> Result<Plan, P
         |member| StepKind::Rolling(RollingStep::Restart { member }),
         &mut notes,
     );
+    let steps = snapshot_first(steps, opts.snapshot.as_ref(), &mut notes);
     Ok(Plan {
         kind: OpKind::Restart,
         cluster: view.cluster.clone(),
@@ -463,6 +501,8 @@ mod tests {
             StepKind::Restore(RestoreStep::StartAll),
             StepKind::Restore(RestoreStep::VerifyRestore),
             StepKind::Restore(RestoreStep::RollBackAll),
+            StepKind::Safeguard(SafeguardStep::Snapshot),
+            StepKind::Recover(super::super::step::RecoverStep::SnapshotFirst { member: "s".into() }),
         ] {
             assert_eq!(StepKind::from_id(&kind.id()), Some(kind.clone()), "{kind:?}");
         }
@@ -635,6 +675,77 @@ mod tests {
         let plan = plan_restart(&healthy(5, 4), &RestartOptions::default()).expect("plan");
         assert_eq!(plan.steps.len(), 6);
         assert_eq!(plan.steps.last().map(|s| s.id.as_str()), Some("restart:etcd4"));
+    }
+
+    #[test]
+    fn a_restart_starts_with_a_snapshot_unless_told_not_to() {
+        let to = SnapshotTo::Dir {
+            path: "/var/lib/etcdops/snapshots".into(),
+        };
+        let opts = RestartOptions {
+            snapshot: Some(to.clone()),
+            ..Default::default()
+        };
+        let plan = plan_restart(&healthy(3, 1), &opts).expect("plan");
+        assert_eq!(
+            ids(&plan),
+            [
+                "snapshot",
+                "restart:etcd2",
+                "restart:etcd3",
+                "transfer-leadership:etcd1",
+                "restart:etcd1"
+            ]
+        );
+        let first = &plan.steps[0];
+        assert_eq!(first.kind, StepKind::Safeguard(SafeguardStep::Snapshot));
+        assert_eq!(first.snapshot_to.as_ref(), Some(&to));
+        assert!(
+            first.description.contains("/var/lib/etcdops/snapshots"),
+            "{}",
+            first.description
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("/var/lib/etcdops/snapshots")),
+            "{:?}",
+            plan.notes
+        );
+        let json = serde_json::to_value(&plan).expect("json");
+        assert_eq!(json["steps"][0]["action"], "snapshot");
+        assert_eq!(
+            json["steps"][0]["snapshot_to"]["path"],
+            "/var/lib/etcdops/snapshots"
+        );
+        assert!(json["steps"][1].get("snapshot_to").is_none(), "{json}");
+
+        // Into the backup target, named as such.
+        let opts = RestartOptions {
+            snapshot: Some(SnapshotTo::Backup {
+                url: "s3://backups/prod".into(),
+            }),
+            members: vec!["etcd3".into()],
+            ..Default::default()
+        };
+        let plan = plan_restart(&healthy(3, 1), &opts).expect("plan");
+        assert_eq!(ids(&plan), ["snapshot", "restart:etcd3"]);
+        assert!(
+            plan.steps[0]
+                .description
+                .contains("backup target s3://backups/prod"),
+            "{}",
+            plan.steps[0].description
+        );
+
+        // --no-snapshot: none, and the plan says so.
+        let plan = plan_restart(&healthy(3, 1), &RestartOptions::default()).expect("plan");
+        assert!(!ids(&plan).contains(&"snapshot".to_string()));
+        assert!(
+            plan.notes.iter().any(|n| n.starts_with("--no-snapshot")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

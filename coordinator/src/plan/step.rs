@@ -1,15 +1,19 @@
 //! Steps, one enum per family: [`RollingStep`] (defrag, restart, compact,
 //! alarms, leadership), [`MemberStep`] (join, leave, fleet file),
-//! [`RestoreStep`] (a whole-cluster restore and its rollback) and
-//! [`RecoverStep`] (majority-loss recovery). [`StepKind`] is one of them; the
-//! executor runs each family in a module of its own (`exec/`).
+//! [`RestoreStep`] (a whole-cluster restore and its rollback),
+//! [`RecoverStep`] (majority-loss recovery) and [`SafeguardStep`] (the
+//! verified snapshot a disruptive operation starts with, into a
+//! [`SnapshotTo`]). [`StepKind`] is one of them; the executor runs each
+//! family in a module of its own (`exec/`).
 //!
 //! A step's ID (`defrag:etcd2`, `stage-all`) encodes its action, so a
 //! journaled plan is read back without re-planning ([`StepKind::from_id`]).
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One step's action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,6 +23,38 @@ pub enum StepKind {
     Member(MemberStep),
     Restore(RestoreStep),
     Recover(RecoverStep),
+    Safeguard(SafeguardStep),
+}
+
+/// Safeguards before a disruptive operation changes anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum SafeguardStep {
+    /// Save a verified snapshot (trailer checked, `.json` sidecar) of a
+    /// healthy, caught-up member; where it goes is the operation's
+    /// [`SnapshotTo`], and what was saved is journaled with the operation.
+    Snapshot,
+}
+
+/// Where the verified snapshot a disruptive operation starts with goes,
+/// decided when the operation is planned and kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SnapshotTo {
+    /// The cluster's backup target (the fleet file's `[clusters.backup]`),
+    /// stored and read back as a backup (`etcdops backup list` shows it).
+    Backup { url: String },
+    /// A local directory (by default `snapshots/` beside the journal).
+    Dir { path: PathBuf },
+}
+
+impl fmt::Display for SnapshotTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotTo::Backup { url } => write!(f, "the backup target {url}"),
+            SnapshotTo::Dir { path } => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// Rolling and maintenance steps: one member at a time, or the cluster through its leader.
@@ -127,6 +163,12 @@ impl From<RecoverStep> for StepKind {
     }
 }
 
+impl From<SafeguardStep> for StepKind {
+    fn from(s: SafeguardStep) -> StepKind {
+        StepKind::Safeguard(s)
+    }
+}
+
 impl StepKind {
     /// The stable ID within an operation, e.g. `defrag:etcd2`.
     pub fn id(&self) -> String {
@@ -135,6 +177,7 @@ impl StepKind {
             StepKind::Member(s) => s.id(),
             StepKind::Restore(s) => s.id().into(),
             StepKind::Recover(s) => s.id(),
+            StepKind::Safeguard(s) => s.id().into(),
         }
     }
 
@@ -142,8 +185,9 @@ impl StepKind {
     pub fn from_id(id: &str) -> Option<StepKind> {
         let (action, arg) = id.split_once(':').unwrap_or((id, ""));
         let member = (!arg.is_empty()).then(|| arg.to_string());
-        RollingStep::from_parts(action, arg, member.clone())
-            .map(StepKind::Rolling)
+        SafeguardStep::from_parts(action, arg)
+            .map(StepKind::Safeguard)
+            .or_else(|| RollingStep::from_parts(action, arg, member.clone()).map(StepKind::Rolling))
             .or_else(|| MemberStep::from_parts(action, member.clone()).map(StepKind::Member))
             .or_else(|| RestoreStep::from_parts(action, arg).map(StepKind::Restore))
             .or_else(|| RecoverStep::from_parts(action, member).map(StepKind::Recover))
@@ -156,6 +200,7 @@ impl StepKind {
             StepKind::Member(s) => Some(s.member()),
             StepKind::Restore(_) => None,
             StepKind::Recover(s) => s.member(),
+            StepKind::Safeguard(_) => None,
         }
     }
 
@@ -166,6 +211,7 @@ impl StepKind {
             StepKind::Member(s) => s.describe(),
             StepKind::Restore(s) => s.describe().into(),
             StepKind::Recover(s) => s.describe(),
+            StepKind::Safeguard(s) => s.describe().into(),
         }
     }
 
@@ -176,6 +222,7 @@ impl StepKind {
             StepKind::Member(s) => s.waits_for(),
             StepKind::Restore(s) => s.waits_for().into(),
             StepKind::Recover(s) => s.waits_for(),
+            StepKind::Safeguard(s) => s.waits_for().into(),
         }
     }
 
@@ -197,6 +244,41 @@ impl StepKind {
             StepKind::Member(s) => s.default_timeout(),
             StepKind::Restore(s) => s.default_timeout(),
             StepKind::Recover(s) => s.default_timeout(),
+            StepKind::Safeguard(s) => s.default_timeout(),
+        }
+    }
+}
+
+impl SafeguardStep {
+    fn id(&self) -> &'static str {
+        match self {
+            SafeguardStep::Snapshot => "snapshot",
+        }
+    }
+
+    /// `snapshot` alone; `snapshot:NAME` is a recovery's survivor snapshot.
+    fn from_parts(action: &str, arg: &str) -> Option<SafeguardStep> {
+        match (action, arg) {
+            ("snapshot", "") => Some(SafeguardStep::Snapshot),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            SafeguardStep::Snapshot => "save a verified snapshot before anything changes",
+        }
+    }
+
+    fn waits_for(&self) -> &'static str {
+        match self {
+            SafeguardStep::Snapshot => "the snapshot and its sidecar written, the trailer verified",
+        }
+    }
+
+    fn default_timeout(&self) -> Duration {
+        match self {
+            SafeguardStep::Snapshot => Duration::from_secs(1800),
         }
     }
 }

@@ -810,24 +810,12 @@ impl Drop for Cluster {
     }
 }
 
-/// Sets `[disk] fsync_p99_threshold_ms` in an agent config the layout wrote.
+/// Sets `[disk] fsync_p99_threshold_ms` in an agent config the layout wrote
+/// (read and written back through the agent's own config type).
 fn set_fsync_threshold(config: &Path, ms: u64) {
-    let text = std::fs::read_to_string(config).expect("reading the agent config");
-    let key = "fsync_p99_threshold_ms";
-    let mut found = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            if line.trim_start().starts_with(key) {
-                found = true;
-                format!("{key} = {ms}")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect();
-    assert!(found, "{} has no {key} line:\n{text}", config.display());
-    std::fs::write(config, lines.join("\n") + "\n").expect("writing the agent config");
+    let mut agent = etcdops_agent::config::AgentConfig::load(config).expect("agent config");
+    agent.disk.fsync_p99_threshold_ms = ms;
+    std::fs::write(config, agent.to_toml()).expect("writing the agent config");
 }
 
 /// GET `/metrics` from an etcd member's plain-HTTP client URL.

@@ -1,5 +1,5 @@
-//! The pure core of a full-cluster restore (issue 6; the executor's restore
-//! steps and `etcdops restore` are not built yet): the preflight that runs
+//! The pure core of a full-cluster restore (its steps run in
+//! `exec/restore.rs`, `etcdops restore` is `cli/restore.rs`): the preflight that runs
 //! before any member is stopped, and what every member is restored with —
 //! one initial cluster derived from the inventory, one fresh token — so the
 //! runbook's hand-edited `--initial-cluster` strings and mixed cluster IDs

@@ -102,23 +102,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
         }
         kinds.insert(r.kind.as_str());
     }
-    let every: std::collections::BTreeSet<&str> = [
-        OpKind::Defrag,
-        OpKind::Restart,
-        OpKind::Compact,
-        OpKind::RecoverNospace,
-        OpKind::AlarmDisarm,
-        OpKind::MemberAdd,
-        OpKind::MemberRemove,
-        OpKind::MemberReplace,
-        OpKind::MemberPromote,
-        OpKind::Restore,
-        OpKind::RestoreRollback,
-        OpKind::RecoverQuorum,
-    ]
-    .into_iter()
-    .map(OpKind::as_str)
-    .collect();
+    let every: std::collections::BTreeSet<&str> = OpKind::ALL.into_iter().map(OpKind::as_str).collect();
     assert_eq!(kinds, every, "the fixtures hold every kind");
     for state in [
         OpState::Running,

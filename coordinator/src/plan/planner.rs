@@ -57,23 +57,24 @@ impl OpKind {
         }
     }
 
+    /// Every kind.
+    pub const ALL: [OpKind; 12] = [
+        OpKind::Defrag,
+        OpKind::Restart,
+        OpKind::Compact,
+        OpKind::RecoverNospace,
+        OpKind::AlarmDisarm,
+        OpKind::MemberAdd,
+        OpKind::MemberRemove,
+        OpKind::MemberReplace,
+        OpKind::MemberPromote,
+        OpKind::Restore,
+        OpKind::RestoreRollback,
+        OpKind::RecoverQuorum,
+    ];
+
     pub fn parse(s: &str) -> Option<OpKind> {
-        [
-            OpKind::Defrag,
-            OpKind::Restart,
-            OpKind::Compact,
-            OpKind::RecoverNospace,
-            OpKind::AlarmDisarm,
-            OpKind::MemberAdd,
-            OpKind::MemberRemove,
-            OpKind::MemberReplace,
-            OpKind::MemberPromote,
-            OpKind::Restore,
-            OpKind::RestoreRollback,
-            OpKind::RecoverQuorum,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        OpKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// What the operation tolerates in its safety checks.

@@ -129,6 +129,26 @@ fn add_then_remove_a_member_three_to_four_to_three() {
         assert_eq!(cluster.local_count(&m.client_url, "data/"), 300, "{}", m.name);
     }
     assert!(cluster.is_healthy());
+    // The removed host's agent holds no fence of the operation that removed
+    // it, so the same host can join again.
+    let fences = cluster
+        .spare_status(0)
+        .expect("the removed host's agent answers")
+        .fences;
+    assert!(fences.iter().all(|f| !f.held), "{fences:?}");
+    let again = ops.run(&[
+        "member",
+        "add",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--dry-run",
+    ]);
+    assert_eq!(
+        again.code, 0,
+        "the removed host can be added again:\n{}\n{}",
+        again.stdout, again.stderr
+    );
 }
 
 #[test]

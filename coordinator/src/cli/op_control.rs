@@ -199,7 +199,20 @@ pub(crate) async fn abort(
         global.fleet = fleet_for(&global, &r.fleet);
         global.cluster = Some(r.cluster.clone());
     }
-    let target = target(&global)?;
+    let mut target = target(&global)?;
+    // A joining host (not in the fleet yet) may hold the fence too.
+    let mut optional = Vec::new();
+    if let Some(r) = &record {
+        let membership = r.operation.membership();
+        for j in membership.joining.iter().chain(&membership.rejoining) {
+            if target.cluster.member(&j.name).is_none()
+                && let Ok(m) = fleet::Member::new(&j.name, &j.agent)
+            {
+                optional.push(m.name.clone());
+                target.cluster.members.push(m);
+            }
+        }
+    }
     let view = operate::observe(&target).await;
     let held_by_op = view.holders().iter().any(|h| h.operation_id == id);
     let mut freed = String::from("no agent held the cluster's fence for it");
@@ -216,7 +229,7 @@ pub(crate) async fn abort(
             operation_kind: "abort".into(),
             takeover: true,
         };
-        let taken = fence::acquire(&target.agents, &target.cluster, request, &[]).await?;
+        let taken = fence::acquire(&target.agents, &target.cluster, request, &optional).await?;
         let warnings = fence::release(&target.agents, &target.cluster, &taken).await;
         freed = if warnings.is_empty() {
             format!("the cluster's fence is free (epoch {})", taken.epoch)

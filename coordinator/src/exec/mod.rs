@@ -258,6 +258,8 @@ impl Executor {
     }
 
     /// The agents the fence is taken on: every member's and the joining host's.
+    /// The leaving host stays one after its removal: the fence it was given
+    /// is released there too (or a later join of that host finds it held).
     fn fence_holders(&self) -> Cluster {
         let mut members = self.members_now();
         if let Some(j) = &self.membership.joining
@@ -265,6 +267,12 @@ impl Executor {
             && let Ok(m) = Member::new(&j.name, &j.agent)
         {
             members.push(m);
+        }
+        if let Some(l) = &self.membership.leaving
+            && !members.iter().any(|m| m.name == l.name)
+            && let Some(m) = self.cluster.members.iter().find(|m| m.name == l.name)
+        {
+            members.push(m.clone());
         }
         Cluster {
             members,
@@ -397,11 +405,20 @@ impl Executor {
             operation_kind: record.kind.as_str().to_string(),
             takeover,
         };
+        // A dead leaving host, or one already removed whose agent is gone,
+        // cannot act: its fence is not needed.
+        let removed = record.steps.iter().any(|s| {
+            s.state.is_complete()
+                && matches!(
+                    StepKind::from_id(&s.id),
+                    Some(StepKind::Member(MemberStep::RemoveMember { .. }))
+                )
+        });
         let optional: Vec<String> = self
             .membership
             .leaving
             .iter()
-            .filter(|l| !l.alive)
+            .filter(|l| !l.alive || removed)
             .map(|l| l.name.clone())
             .collect();
         Ok(fence::acquire(&self.agents, &self.fence_holders(), request, &optional).await?)

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use etcdops_tests::{Cluster, Coordinator, bins};
+use etcdops_tests::{Caller, Cluster, Coordinator, bins};
 
 /// The members as `member list -w json` reports them: (name, is_learner).
 fn member_names(ops: &Coordinator) -> Vec<(String, bool)> {
@@ -335,4 +335,53 @@ fn a_join_that_fails_before_promotion_is_rolled_back() {
     let out = ops.run(&["member", "add", &spare.name, "--agent", &spare.agent_url, "--yes"]);
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(member_names(&ops).len(), 4);
+}
+
+#[test]
+fn aborting_a_paused_join_frees_the_joining_hosts_fence() {
+    let cluster = Cluster::builder()
+        .members(3)
+        .spares(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
+    let ops = cluster.coordinator();
+    let spare = cluster.spare(0).clone();
+    let pause_at = format!("start:{}", spare.name);
+    let out = ops.run(&[
+        "member",
+        "add",
+        &spare.name,
+        "--agent",
+        &spare.agent_url,
+        "--pause-after",
+        &pause_at,
+        "--yes",
+        "-w",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let record = out.json();
+    assert_eq!(record["state"], "paused", "{record}");
+    let id = record["id"].as_str().expect("id").to_string();
+    let held = |status: etcdops_proto::v1::GetStatusResponse| status.fences.iter().any(|f| f.held);
+    assert!(
+        held(cluster.spare_status(0).expect("spare")),
+        "the joining host holds the fence while paused"
+    );
+
+    let abort = ops.run(&["op", "abort", &id, "-w", "json"]);
+    assert_eq!(
+        abort.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        abort.stdout, abort.stderr
+    );
+    assert_eq!(abort.json()["state"], "aborted");
+    assert!(
+        !held(cluster.spare_status(0).expect("spare")),
+        "op abort freed the joining host's fence too"
+    );
+    for i in 0..3 {
+        let status = cluster.get_status(i, &Caller::Coordinator, 2000).expect("status");
+        assert!(!held(status), "member {i}'s fence is free");
+    }
 }

@@ -1,17 +1,21 @@
-//! The one plan executor. For every step it re-reads the cluster, runs the
-//! safety checks and waits for the voters to converge; then it acts through
-//! one agent, under the operation's fence, and waits for the step's
-//! condition. Every step's outcome goes to the journal before the next
-//! starts, so a killed coordinator resumes where it stopped. The first
-//! unsafe state stops the operation cleanly (journaled, fence released) with
-//! what was seen and what to do.
+//! The one plan executor, built from an operation's journal record
+//! ([`Executor::for_record`]). For every step it re-reads the cluster, runs
+//! the safety checks and waits for the voters to converge; then it acts
+//! through one agent, under the operation's fence, waits for the step's
+//! condition and, after a step that changes a member, compares etcd's HashKV
+//! across the members. Every step's outcome goes to the journal before the
+//! next starts, so a killed coordinator resumes where it stopped. The first
+//! unsafe state stops the operation cleanly (journaled, fence released); a
+//! failed step is a [`StepError`] saying whether a retry is safe and what to
+//! do.
 //!
 //! Step families, one module each: [`member`] (join, leave, promote),
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
 //! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
 //! snapshot a disruptive operation starts with, and a recovery's); the
 //! rolling and maintenance steps are here. [`fence`] takes and releases the
-//! cluster's fence.
+//! cluster's fence; `fanout` calls every member's agent at once (and runs the
+//! HashKV comparison); `error` is [`StepError`].
 
 mod error;
 mod fanout;

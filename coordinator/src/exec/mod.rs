@@ -317,7 +317,7 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let findings = if self.restore {
-            agents_answer(&view)
+            safety::agents_answer(&view)
         } else {
             safety::check(&view, tolerate)
         };
@@ -623,7 +623,7 @@ impl Executor {
     async fn pre_check(&self, kind: &StepKind) -> Result<ClusterView, Vec<Finding>> {
         if self.restore {
             let view = self.observe_for_checks().await;
-            let findings = agents_answer(&view);
+            let findings = safety::agents_answer(&view);
             return if findings.is_empty() {
                 Ok(view)
             } else {
@@ -1070,12 +1070,6 @@ impl AgentSilence {
             m.name
         )))
     }
-}
-
-/// Every member's agent answered and the fleet names the right agents (a
-/// restore's and a recovery's checks between steps): [`safety::agents_answer`].
-pub fn agents_answer(view: &ClusterView) -> Vec<Finding> {
-    safety::agents_answer(view)
 }
 
 /// Another operation holds the cluster's fence: refuse before anything

@@ -22,7 +22,8 @@
 #   profile (--locked). Completions and man pages are generated from the
 #   built binaries into T/<release|debug>/etcdops-deb/ (never into the
 #   repository), where Cargo.toml's [package.metadata.deb] assets find them.
-# - Runs on one target dir are serialised (flock on T/etcdops-deb.lock).
+# - Packaging runs of one profile in one target dir are serialised (flock on
+#   T/<release|debug>/etcdops-deb.lock, taken after the build).
 #
 # Needs cargo-deb 3.8.0 (deploy/dev/setup.sh installs it). Packaging notes
 # and lintian overrides: deploy/debian/README.md.
@@ -75,9 +76,6 @@ out_dir="$(cd "$out_dir" && pwd)"
 bin_dir="$target/$profile_dir"
 gen="$bin_dir/etcdops-deb"
 
-exec 9>"$target/etcdops-deb.lock"
-flock 9
-
 if [ "$build" = 1 ]; then
   build_flags=()
   [ "$profile" = release ] && build_flags=(--release)
@@ -90,6 +88,11 @@ for bin in etcdops etcdops-agent; do
     exit 1
   fi
 done
+
+# One packaging run per profile and target dir at a time: the generated
+# files below are shared.
+exec 9>"$bin_dir/etcdops-deb.lock"
+flock 9
 
 # Completions and man pages, from the clap definitions of the built binaries.
 rm -rf "$gen"

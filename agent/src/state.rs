@@ -108,7 +108,8 @@ impl AgentState {
             stop_timeout: config.unit.stop_timeout(),
             data_dir: data_dir(config),
             env_file: config.etcd.env_file.clone(),
-            disk: DiskProber::new(&config.disk, &config.etcd.endpoint),
+            disk: DiskProber::new(&config.disk, &config.etcd.endpoint)
+                .with_etcd_tls(config.etcd.tls.as_ref()),
             disk_health: Default::default(),
             host: Default::default(),
             rpc_metrics: Default::default(),

@@ -279,7 +279,14 @@ impl LayoutSpec {
         let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
         if m.etcd_tls.is_some() {
             for role in [Role::EtcdServer, Role::EtcdPeer] {
-                pki.issue(&IssueRequest::new(role, m.name.clone()).host(m.ip.to_string()))?;
+                let mut request = IssueRequest::new(role, m.name.clone()).host(m.ip.to_string());
+                // etcd checks a peer's (and its own gateway's) client
+                // certificate against the connection's source address, and
+                // Linux sends from 127.0.0.1 to any 127.x address.
+                if m.ip.is_loopback() && m.ip != Ipv4Addr::LOCALHOST {
+                    request = request.host(Ipv4Addr::LOCALHOST.to_string());
+                }
+                pki.issue(&request)?;
             }
             pki.issue(&IssueRequest::new(Role::EtcdClient, agent_client_name(&m.name)))?;
         }

@@ -117,6 +117,9 @@ fn checked_config(path: &Path) -> Result<String, String> {
         .files()
         .server_config()
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::etcd::check_tls_files(&config.etcd, &identity.name, now)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(format!("ok: {} (agent {})", path.display(), identity.describe()))
 }
 

@@ -98,6 +98,11 @@ impl AgentState {
             source,
         })?;
         let fences = crate::fence::FenceStore::load(&config.state_dir)?;
+        crate::etcd::check_tls_files(
+            &config.etcd,
+            &identity.name,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )?;
         Ok(AgentState {
             state_dir: config.state_dir.clone(),
             fences,

@@ -90,7 +90,10 @@ fn variables_in(text: &str) -> BTreeSet<String> {
 /// The option names in a role's meta/argument_specs.yml (keys indented
 /// under `options:`).
 fn declared(role: &str) -> BTreeSet<String> {
-    let path = ansible_dir().join("roles").join(role).join("meta/argument_specs.yml");
+    let path = ansible_dir()
+        .join("roles")
+        .join(role)
+        .join("meta/argument_specs.yml");
     let text = read(&path);
     let mut in_options = false;
     let mut indent = None;
@@ -129,7 +132,12 @@ fn defaults(role: &str) -> BTreeSet<String> {
 
 /// Names that match the variable pattern but are not variables: the roles
 /// and the inventory groups the roles read.
-const NOT_VARIABLES: [&str; 4] = ["etcd_member", "etcdops_agent", "etcdops_coordinator", "etcdops_clusters"];
+const NOT_VARIABLES: [&str; 4] = [
+    "etcd_member",
+    "etcdops_agent",
+    "etcdops_coordinator",
+    "etcdops_clusters",
+];
 
 #[test]
 fn the_sample_playbook_passes_the_syntax_check() {
@@ -138,7 +146,10 @@ fn the_sample_playbook_passes_the_syntax_check() {
         &["-i", "inventory/sample.ini", "site.yml", "--syntax-check"],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("playbook: site.yml"), "unexpected output:\n{stdout}");
+    assert!(
+        stdout.contains("playbook: site.yml"),
+        "unexpected output:\n{stdout}"
+    );
 }
 
 #[test]
@@ -155,11 +166,22 @@ fn the_sample_inventory_lists_a_coordinator_three_members_and_a_spare() {
     };
     assert_eq!(hosts("etcdops_coordinator"), ["ops1"]);
     assert_eq!(hosts("etcd"), ["node1", "node2", "node3", "node4"]);
-    let children = json["etcdops_clusters"]["children"].as_array().expect("etcdops_clusters children");
+    let children = json["etcdops_clusters"]["children"]
+        .as_array()
+        .expect("etcdops_clusters children");
     assert_eq!(children, &[serde_json::json!("etcd")]);
     let hostvars = &json["_meta"]["hostvars"];
-    for (host, name) in [("node1", "etcd1"), ("node2", "etcd2"), ("node3", "etcd3"), ("node4", "etcd4")] {
-        assert_eq!(hostvars[host]["etcd_member_name"], name, "{host}: {}", hostvars[host]);
+    for (host, name) in [
+        ("node1", "etcd1"),
+        ("node2", "etcd2"),
+        ("node3", "etcd3"),
+        ("node4", "etcd4"),
+    ] {
+        assert_eq!(
+            hostvars[host]["etcd_member_name"], name,
+            "{host}: {}",
+            hostvars[host]
+        );
     }
     assert_eq!(hostvars["node4"]["etcdops_spare"], "true");
 }
@@ -201,10 +223,7 @@ fn the_templates_render_configs_the_binaries_accept() {
         ],
     );
 
-    for (host, name, ip) in [
-        ("node1", "etcd1", "192.0.2.11"),
-        ("node4", "etcd4", "192.0.2.14"),
-    ] {
+    for (host, name, ip) in [("node1", "etcd1", "192.0.2.11"), ("node4", "etcd4", "192.0.2.14")] {
         let path = tmp.path().join(format!("agent-{host}.toml"));
         let config = etcdops_agent::config::AgentConfig::load(&path)
             .unwrap_or_else(|e| panic!("{host}'s agent.toml does not parse: {e}\n{}", read(&path)));
@@ -215,7 +234,10 @@ fn the_templates_render_configs_the_binaries_accept() {
         let tls = config.etcd.tls.expect("[etcd.tls]");
         assert_eq!(tls.key, Path::new("/etc/etcdops/pki/etcd-client.key"));
         assert_eq!(config.tls.key, Path::new("/etc/etcdops/pki/agent.key"));
-        assert!(read(&path).contains(name), "{host}: the member name is in the header");
+        assert!(
+            read(&path).contains(name),
+            "{host}: the member name is in the header"
+        );
     }
 
     let path = tmp.path().join("fleet.toml");
@@ -250,17 +272,26 @@ fn every_variable_a_role_uses_is_declared_in_its_argument_specs() {
             let used = variables_in(&read(&file));
             for v in used {
                 if !specs.contains(&v) && !NOT_VARIABLES.contains(&v.as_str()) {
-                    problems.push(format!("{}: {v} is not in roles/{role}/meta/argument_specs.yml", file.display()));
+                    problems.push(format!(
+                        "{}: {v} is not in roles/{role}/meta/argument_specs.yml",
+                        file.display()
+                    ));
                 }
             }
         }
         for d in defaults(role) {
             if !specs.contains(&d) {
-                problems.push(format!("roles/{role}/defaults/main.yml: {d} is not in its argument_specs.yml"));
+                problems.push(format!(
+                    "roles/{role}/defaults/main.yml: {d} is not in its argument_specs.yml"
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "undeclared variables:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "undeclared variables:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// The variables every role derives the fleet from are the same file in
@@ -375,7 +406,9 @@ fn the_roles_use_only_ansible_builtin_modules_and_hide_keys() {
             let touches_keys = (keys.contains(&"ansible.builtin.slurp")
                 && lines.iter().any(|l| l.to_lowercase().contains("pki")))
                 || (keys.contains(&"ansible.builtin.copy")
-                    && lines.iter().any(|l| l.contains(".key") || l.contains("b64decode")));
+                    && lines
+                        .iter()
+                        .any(|l| l.contains(".key") || l.contains("b64decode")));
             if touches_keys && !lines.iter().any(|l| l.trim() == "no_log: true") {
                 problems.push(format!(
                     "{}:{line_no}: a task reading or writing keys without no_log: true",

@@ -190,39 +190,84 @@ fn the_sample_inventory_lists_a_coordinator_three_members_and_a_spare() {
 /// agent.toml for every etcd host and the coordinator's fleet file, read back
 /// by the agent's and the CLI's parsers (the fleet has the three members, not
 /// the spare).
-#[test]
-fn the_templates_render_configs_the_binaries_accept() {
+/// Renders, with the roles' own defaults, variables and templates, every
+/// cluster host's agent.toml (`agent-<host>.toml`) and the coordinator's
+/// fleet file (`fleet.toml`) for an inventory, into a temp dir. Through two
+/// throwaway roles linking the real defaults and vars (so the inventory
+/// overrides the defaults as in a real run).
+fn render(inventory: &Path) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("temp dir");
     let out_dir = tmp.path().display().to_string();
     let roles = ansible_dir().join("roles");
-    let role = |r: &str, f: &str| roles.join(r).join(f).display().to_string();
-    let playbook = format!(
-        "- hosts: etcd\n  connection: local\n  gather_facts: false\n  vars_files: ['{}', '{}']\n  tasks:\n    \
-         - ansible.builtin.template:\n        src: '{}'\n        dest: '{out_dir}/agent-{{{{ inventory_hostname }}}}.toml'\n        mode: '0644'\n\
-         - hosts: etcdops_coordinator\n  connection: local\n  gather_facts: false\n  vars_files: ['{}', '{}']\n  tasks:\n    \
-         - ansible.builtin.template:\n        src: '{}'\n        dest: '{out_dir}/fleet.toml'\n        mode: '0644'\n",
-        role("etcdops_agent", "defaults/main.yml"),
-        role("etcdops_agent", "vars/main.yml"),
-        role("etcdops_agent", "templates/agent.toml.j2"),
-        role("etcdops", "defaults/main.yml"),
-        role("etcdops", "vars/main.yml"),
-        role("etcdops", "templates/fleet.toml.j2"),
-    );
+    for (name, real, template, dest) in [
+        (
+            "render_agent",
+            "etcdops_agent",
+            "agent.toml.j2",
+            "agent-{{ inventory_hostname }}.toml",
+        ),
+        ("render_fleet", "etcdops", "fleet.toml.j2", "fleet.toml"),
+    ] {
+        let dir = tmp.path().join("roles").join(name);
+        for sub in ["defaults", "vars", "tasks"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("make the render role");
+        }
+        for sub in ["defaults", "vars"] {
+            std::os::unix::fs::symlink(
+                roles.join(real).join(sub).join("main.yml"),
+                dir.join(sub).join("main.yml"),
+            )
+            .expect("link the real role's file");
+        }
+        let tasks = format!(
+            "- ansible.builtin.template:\n    src: '{}'\n    dest: '{out_dir}/{dest}'\n    mode: '0644'\n",
+            roles.join(real).join("templates").join(template).display()
+        );
+        std::fs::write(dir.join("tasks/main.yml"), tasks).expect("write the render role's tasks");
+    }
+    let playbook = "- hosts: etcd:etcdops_clusters\n  connection: local\n  gather_facts: false\n  roles: [render_agent]\n\
+                    - hosts: etcdops_coordinator\n  connection: local\n  gather_facts: false\n  roles: [render_fleet]\n";
     let playbook_path = tmp.path().join("render.yml");
     std::fs::write(&playbook_path, playbook).expect("write the playbook");
-    let inventory = ansible_dir().join("inventory/sample.ini").display().to_string();
     ansible(
         "ansible-playbook",
         &[
             "-i",
-            &inventory,
+            &inventory.display().to_string(),
             "-e",
             // The local "hosts" run modules with the Python running Ansible.
             "ansible_python_interpreter={{ ansible_playbook_python }}",
             &playbook_path.display().to_string(),
         ],
     );
+    tmp
+}
 
+/// A fleet file's clusters as (cluster, [(member, agent URL)]).
+fn clusters_of(path: &Path) -> Vec<(String, Vec<(String, String)>)> {
+    let fleet = etcdops_coordinator::fleet::Fleet::load(path)
+        .unwrap_or_else(|e| panic!("the fleet file does not parse: {e}\n{}", read(path)));
+    fleet
+        .clusters
+        .iter()
+        .map(|c| {
+            let members = c
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.agent.to_string()))
+                .collect();
+            (c.name.clone(), members)
+        })
+        .collect()
+}
+
+/// The sample inventory through the roles' own templates and variables:
+/// agent.toml for every etcd host and the coordinator's fleet file, read back
+/// by the agent's and the CLI's parsers (the fleet has the three members, not
+/// the spare).
+#[test]
+fn the_templates_render_configs_the_binaries_accept() {
+    let tmp = render(&ansible_dir().join("inventory/sample.ini"));
     for (host, name, ip) in [("node1", "etcd1", "192.0.2.11"), ("node4", "etcd4", "192.0.2.14")] {
         let path = tmp.path().join(format!("agent-{host}.toml"));
         let config = etcdops_agent::config::AgentConfig::load(&path)
@@ -261,6 +306,54 @@ fn the_templates_render_configs_the_binaries_accept() {
         "the spare etcd4 is not a member"
     );
     assert_eq!(fleet.tls.key, Path::new("/etc/etcdops/pki/coordinator-ops.key"));
+}
+
+/// Several clusters: children of [etcdops_clusters] listed in
+/// etcdops_cluster_groups, with the identity variables overriding kubespray's
+/// and Ansible's defaults.
+#[test]
+fn several_clusters_render_into_one_fleet_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inventory = dir.path().join("fleet.ini");
+    std::fs::write(
+        &inventory,
+        "[etcdops_coordinator]\nops ansible_host=10.0.0.1\n\n\
+         [prod_a]\na1 ansible_host=10.0.1.11\na2 ansible_host=10.0.1.12 etcdops_agent_port=8443\n\
+         a3 ansible_host=10.0.1.13 etcdops_spare=true\n\n\
+         [prod_b]\nb1 ansible_host=10.0.2.11 etcd_member_name=kube1 etcdops_member_name=b-one\n\
+         b2 ansible_host=10.0.2.12 etcdops_agent_url=https://b2.example:7443\n\n\
+         [etcdops_clusters:children]\nprod_a\nprod_b\n\n\
+         [all:vars]\netcdops_cluster_groups=[\"prod_a\", \"prod_b\"]\n",
+    )
+    .expect("write the inventory");
+    let tmp = render(&inventory);
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        clusters_of(&tmp.path().join("fleet.toml")),
+        [
+            (
+                "prod_a".to_string(),
+                vec![
+                    s("a1", "https://10.0.1.11:7443"),
+                    s("a2", "https://10.0.1.12:8443")
+                ]
+            ),
+            (
+                "prod_b".to_string(),
+                vec![
+                    s("b-one", "https://10.0.2.11:7443"),
+                    s("b2", "https://b2.example:7443")
+                ]
+            ),
+        ]
+    );
+    let a2 =
+        etcdops_agent::config::AgentConfig::load(&tmp.path().join("agent-a2.toml")).expect("a2's agent.toml");
+    assert_eq!(a2.listen.to_string(), "10.0.1.12:8443");
+    assert!(
+        tmp.path().join("agent-a3.toml").exists(),
+        "the spare gets an agent"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod backup;
 mod certs;
 mod check;
 mod failure;
+mod generate;
 mod health;
 mod maintain;
 mod member;
@@ -38,6 +39,7 @@ use crate::{duration, fleet, output};
 pub use backup::BackupCommand;
 pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, RoleArg};
 pub use check::{CheckCommand, CheckDiskArgs};
+pub use generate::{CompletionsArgs, ManpagesArgs, manpage_names};
 pub use member::MemberCommand;
 pub use snapshot::SnapshotCommand;
 
@@ -208,6 +210,14 @@ pub enum Command {
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
     Sandbox(SandboxCommand),
+
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(long_about = generate::COMPLETIONS_ABOUT, after_help = generate::COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+
+    /// Write one man page per command into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateManpages(ManpagesArgs),
 }
 
 const SANDBOX_ABOUT: &str = "A real local etcd cluster to try etcdops on.\n\n\
@@ -333,6 +343,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Op(op::OpCommand::Prune(args)) => op::prune(global, args, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
+        Command::Completions(args) => generate::completions(args, out),
+        Command::GenerateManpages(args) => generate::manpages(args, out),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`server`]: start-up and shutdown.
+//! - [`notify`]: sd_notify (READY, STATUS, STOPPING, the watchdog) and the one way to start a child process.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod etcd;
 pub mod fence;
 pub mod host;
 pub mod metrics;
+pub mod notify;
 pub mod restore;
 pub mod revisions;
 pub mod rpc;

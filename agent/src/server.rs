@@ -1,5 +1,8 @@
 //! Start-up and shutdown: TLS, the listener, the unit, the gRPC server, and
-//! the background workers (periodic disk probe, revision samples, `/metrics`).
+//! the background workers (periodic disk probe, revision samples, `/metrics`,
+//! the systemd watchdog). Under a `Type=notify` unit the agent says
+//! `READY=1` once its listeners are bound and the gRPC server task runs, and
+//! `STOPPING=1` when a shutdown signal arrives (see [`crate::notify`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,15 +100,35 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
         .add_service(rpc::service(state.clone()));
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        async {
+    // The server task holds `alive` while it runs: the watchdog stops
+    // pinging once it has ended.
+    let alive = Arc::new(());
+    let server_token = alive.clone();
+    let serving =
+        router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = serving_stopped.await;
-        },
-    ));
+        });
+    let mut server = tokio::spawn(async move {
+        let _alive = server_token;
+        serving.await
+    });
+    if let Some(period) = crate::notify::watchdog_interval() {
+        workers.push(tokio::spawn(crate::notify::watchdog(
+            period,
+            Arc::downgrade(&alive),
+            workers_stopping.clone(),
+        )));
+    }
+    drop(alive);
+    crate::notify::ready(&serving_status(&config, local, &state.identity.name));
     let served = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
+            crate::notify::stopping(&format!(
+                "stopping: draining RPCs (up to {}s){}",
+                DRAIN_TIMEOUT.as_secs(),
+                if config.unit.backend == Backend::Process { ", then stopping etcd" } else { "" }
+            ));
             let _ = stop_serving.send(());
             // In-flight RPCs get a grace period; idle client connections do not hold shutdown up.
             match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
@@ -132,4 +155,20 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         tracing::error!(error = %e, "stopping etcd at shutdown");
     }
     served.context("serving the agent API")
+}
+
+/// The `STATUS=` line once the agent serves: where, as whom, which member.
+fn serving_status(config: &AgentConfig, local: std::net::SocketAddr, name: &str) -> String {
+    let backend = match config.unit.backend {
+        Backend::Process => "process backend".to_string(),
+        Backend::Systemd => config.unit.name.clone(),
+    };
+    let metrics = config
+        .metrics_listen
+        .map(|m| format!(", /metrics on {m}"))
+        .unwrap_or_default();
+    format!(
+        "serving on {local} as agent {name}{metrics}; etcd member at {} ({backend})",
+        config.etcd.endpoint
+    )
 }

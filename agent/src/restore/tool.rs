@@ -160,7 +160,7 @@ pub fn parse_version(kind: ToolKind, stdout: &str) -> Option<String> {
 /// The command for `tool`: an argument vector, its own stdin, and for
 /// etcdctl `ETCDCTL_API=3` with no other `ETCDCTL_*` variable inherited.
 fn command(tool: &Tool, args: &[OsString]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&tool.path);
+    let mut cmd = crate::notify::child_command(&tool.path);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::process::Command;
 use tokio::sync::{Mutex, watch};
 
 use super::{KILL_WAIT, UnitBackend, UnitError, UnitInfo, UnitState, killed_detail};
@@ -106,7 +105,9 @@ impl ProcessUnit {
             });
         }
         let env = EnvFile::load(&self.env_file)?;
-        let mut cmd = Command::new(&self.binary);
+        // env_clear: etcd gets PATH and the env file's ETCD_* only (never
+        // NOTIFY_SOCKET/WATCHDOG_*: see crate::notify).
+        let mut cmd = crate::notify::child_command(&self.binary);
         cmd.env_clear()
             .env(
                 "PATH",

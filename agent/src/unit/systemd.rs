@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use zbus::proxy::CacheProperties;
@@ -241,7 +240,7 @@ impl SystemdUnit {
 
     /// The unit's last `n` journal lines (`journalctl -u UNIT -n N --no-pager -o cat`).
     pub async fn journal(&self, n: usize) -> Vec<String> {
-        let mut cmd = Command::new("journalctl");
+        let mut cmd = crate::notify::child_command("journalctl");
         cmd.args(["-u", &self.name, "-n", &n.to_string(), "--no-pager", "-o", "cat"])
             .kill_on_drop(true);
         match tokio::time::timeout(JOURNAL_TIMEOUT, cmd.output()).await {

@@ -625,6 +625,17 @@ impl NspawnCluster {
         write_file(&target, text).unwrap_or_else(|e| panic!("{e:#}"));
     }
 
+    /// Copies `from` (a file on this machine) to `to` inside host i
+    /// (through its overlay), mode kept, owned by root.
+    pub fn copy_into_host(&self, i: usize, from: &Path, to: &str) {
+        let target = self.hosts[i].merged.join(to.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        }
+        std::fs::copy(from, &target)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), target.display()));
+    }
+
     /// Reads a file inside host i (through its overlay).
     pub fn read_in_host(&self, i: usize, path: &str) -> String {
         let target = self.hosts[i].merged.join(path.trim_start_matches('/'));

@@ -510,7 +510,28 @@ impl NspawnCluster {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::rename(etc, &staged)
-            .with_context(|| format!("moving {} to {}", etc.display(), staged.display()))
+            .with_context(|| format!("moving {} to {}", etc.display(), staged.display()))?;
+        // The packaged unit has a private /tmp and /var/tmp: TLS files the
+        // config names elsewhere than /etc/etcdops (the layout's PKI on this
+        // machine) are copied into the staged pki/ and the config pointed there.
+        let config_path = staged.join("agent.toml");
+        let mut config = AgentConfig::load(&config_path).context("reading the staged agent config")?;
+        let pki = staged.join("pki");
+        std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+        let mut tls = vec![&mut config.tls];
+        tls.extend(config.etcd.tls.as_mut());
+        for files in tls {
+            for path in [&mut files.ca, &mut files.cert, &mut files.key] {
+                if path.starts_with("/etc/etcdops") {
+                    continue;
+                }
+                let name = path.file_name().context("a TLS file name")?.to_owned();
+                std::fs::copy(&*path, pki.join(&name))
+                    .with_context(|| format!("copying {} into the host", path.display()))?;
+                *path = Path::new("/etc/etcdops/pki").join(name);
+            }
+        }
+        write_file(&config_path, &config.to_toml())
     }
 
     /// README's "Install on a host" on hosts `hosts`, in parallel: `dpkg -i`

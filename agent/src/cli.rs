@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::AgentConfig;
-
 /// etcdops-agent: the etcdops host agent.
 ///
 /// Runs on every etcd host and serves the etcdops agent API over mutual TLS.
@@ -18,7 +16,7 @@ use crate::config::AgentConfig;
 #[command(
     name = "etcdops-agent",
     version,
-    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) or a config that checks out, 1 on a runtime error, 2 on a bad config.\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent --check-config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
+    after_help = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) or a config that checks out, 1 on a runtime error, 2 on an invalid config, 78 when the host is not ready for the agent (the config, a certificate, key or CA missing, or a path the agent writes read-only; the systemd unit does not restart on 2 or 78).\n\nExamples:\n  etcdops-agent --config /etc/etcdops/agent.toml\n  etcdops-agent --check-config /etc/etcdops/agent.toml\n  etcdops-agent probe-disk --dir /var/lib/etcd"
 )]
 struct Args {
     /// The agent configuration file (TOML).
@@ -29,9 +27,11 @@ struct Args {
         default_value = "/etc/etcdops/agent.toml"
     )]
     config: PathBuf,
-    /// Check a configuration file (PATH, default: --config) and its TLS
-    /// files, print `ok: PATH` or the error, then exit (0 ok, 2 refused).
-    /// Starts nothing.
+    /// Check a configuration file (PATH, default: --config), its TLS files
+    /// and that the paths the agent writes are writable here, as the agent
+    /// does before it starts; print `ok: PATH` or the one-line error, then
+    /// exit (0 ok, 2 invalid, 78 missing files or read-only paths). Starts
+    /// nothing.
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     check_config: Option<Option<PathBuf>>,
     /// Without a subcommand, the agent serves its API.
@@ -74,11 +74,16 @@ pub fn main() -> ExitCode {
     if let Some(path) = &args.check_config {
         return check_config(path.as_deref().unwrap_or(&args.config));
     }
-    let config = match AgentConfig::load(&args.config) {
-        Ok(c) => c,
+    // The same checks as --check-config, before anything is bound: a host
+    // not ready for the agent is one line in the journal and in systemd's
+    // STATUS=, and an exit status the unit does not restart on.
+    let config = match crate::preflight::check(&args.config) {
+        Ok(checked) => checked.config,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+            let line = e.one_line();
+            eprintln!("error: {line}");
+            crate::notify::status(&format!("not started: {line}"));
+            return ExitCode::from(e.exit_code());
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -103,9 +108,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `--check-config PATH`: the config loaded and validated as at start-up,
-/// and its TLS files read as the server would; `ok: PATH (agent ...)` on
-/// stdout and 0, or the error on stderr and 2.
+/// `--check-config PATH`: the checks the agent runs before it starts
+/// ([`crate::preflight`]); `ok: PATH (agent ...)` on stdout and 0, or the
+/// one-line error on stderr and its exit status (2 or 78).
 fn check_config(path: &Path) -> ExitCode {
     match checked_config(path) {
         Ok(line) => {
@@ -113,21 +118,20 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+            eprintln!("error: {}", e.one_line());
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// The `ok: PATH (agent ...)` line, or why the file would stop the agent.
-fn checked_config(path: &Path) -> Result<String, String> {
-    let config = AgentConfig::load(path).map_err(|e| e.to_string())?;
-    let (_, identity) = config
-        .tls
-        .files()
-        .server_config()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(format!("ok: {} (agent {})", path.display(), identity.describe()))
+/// The `ok: PATH (agent ...)` line, or why the agent would not start.
+fn checked_config(path: &Path) -> Result<String, crate::preflight::PreflightError> {
+    let checked = crate::preflight::check(path)?;
+    Ok(format!(
+        "ok: {} (agent {})",
+        path.display(),
+        checked.identity.describe()
+    ))
 }
 
 /// `generate-manpages --out-dir DIR`: one page per visible command, from
@@ -212,10 +216,10 @@ mod tests {
             "{line}"
         );
         std::fs::write(&config, text.replace("[etcd]", "bogus = 1\n[etcd]")).expect("write");
-        let err = checked_config(&config).expect_err("unknown key");
+        let err = checked_config(&config).expect_err("unknown key").to_string();
         assert!(err.contains("bogus") && err.contains("agent.toml"), "{err}");
         let missing = dir.path().join("missing.toml");
-        let err = checked_config(&missing).expect_err("missing");
+        let err = checked_config(&missing).expect_err("missing").to_string();
         assert!(err.contains("missing.toml"), "{err}");
     }
 }

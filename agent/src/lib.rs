@@ -13,6 +13,7 @@
 //! - [`statefile`]: the agent's state dir and its atomic writes.
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
+//! - [`preflight`]: the checks before the agent starts (`--check-config`): config, TLS files, writable paths.
 //! - [`server`]: start-up and shutdown.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, the watchdog) and the one way to start a child process.
 
@@ -28,6 +29,7 @@ pub mod fence;
 pub mod host;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod restore;
 pub mod revisions;
 pub mod rpc;

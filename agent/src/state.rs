@@ -167,7 +167,7 @@ fn connect_systemd(unit: &str) -> Result<SystemdUnit, StateError> {
 
 /// The data dir: the config's, else ETCD_DATA_DIR from the env file, else
 /// Debian's default.
-fn data_dir(config: &AgentConfig) -> PathBuf {
+pub fn data_dir(config: &AgentConfig) -> PathBuf {
     if let Some(dir) = &config.etcd.data_dir {
         return dir.clone();
     }

@@ -12,3 +12,71 @@ fn shipped_example_configs_parse() {
     let fleet = etcdops_coordinator::fleet::Fleet::load(&fleet).expect("deploy/config/fleet.toml parses");
     assert_eq!(fleet.clusters[0].members.len(), 3);
 }
+
+/// The packaged agent unit, `deploy/systemd/etcdops-agent.service`.
+fn agent_unit() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/etcdops-agent.service")
+}
+
+/// `systemd-analyze security --offline=yes --threshold=30`: the agent unit's
+/// exposure stays at 3.0 or less (a real run; systemd-analyze must be here).
+#[test]
+fn the_agent_unit_is_hardened_to_an_exposure_of_3_or_less() {
+    let unit = agent_unit();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=30", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run systemd-analyze ({e}): install systemd (`apt-get install systemd`, \
+                 version 252 or later for --offline)"
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let overall = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no overall exposure in systemd-analyze's output:\n{stdout}\n{stderr}"));
+    assert!(
+        out.status.success(),
+        "{} is above the exposure threshold 3.0: {overall}\n{stdout}\n{stderr}",
+        unit.display()
+    );
+}
+
+/// The unit does not restart on the agent's "not ready" and "invalid config"
+/// exits, waits for READY=1 and has the watchdog the agent pings.
+#[test]
+fn the_agent_unit_matches_the_agent() {
+    use etcdops_agent::preflight::{EXIT_INVALID, EXIT_NOT_READY};
+    let text = std::fs::read_to_string(agent_unit()).expect("read the unit");
+    let directives: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    let value = |key: &str| -> Vec<&str> {
+        directives
+            .iter()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("NotifyAccess"), ["main"]);
+    assert_eq!(value("WatchdogSec"), ["30s"]);
+    assert_eq!(value("Restart"), ["on-failure"]);
+    let prevent = value("RestartPreventExitStatus").join(" ");
+    for code in [EXIT_INVALID, EXIT_NOT_READY] {
+        assert!(
+            prevent.split_whitespace().any(|c| c == code.to_string()),
+            "RestartPreventExitStatus={prevent} lacks {code}"
+        );
+    }
+    // RestartPreventExitStatus= applies to the main process only: a check in
+    // ExecStartPre= would be restarted until the start limit.
+    assert!(value("ExecStartPre").is_empty(), "{:?}", value("ExecStartPre"));
+    assert_eq!(value("ProtectSystem"), ["strict"]);
+    assert_eq!(value("ReadWritePaths"), ["-/var/lib/etcd /etc/default"]);
+}

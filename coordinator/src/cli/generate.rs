@@ -68,10 +68,7 @@ pub(crate) fn manpages(args: &ManpagesArgs, out: &mut dyn Write) -> anyhow::Resu
 /// The man page names (without `.1`) of every visible command: `etcdops`,
 /// `etcdops-status`, `etcdops-member-add`, ... (no `help`, no hidden command).
 pub fn manpage_names() -> BTreeSet<String> {
-    visible_commands(built_command())
-        .iter()
-        .map(|cmd| page_name(cmd))
-        .collect()
+    visible_commands(built_command()).iter().map(page_name).collect()
 }
 
 /// The whole command tree, built (global options propagated, display names

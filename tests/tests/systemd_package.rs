@@ -316,16 +316,16 @@ fn without_config_or_certificates_the_agent_waits_with_one_line_then_starts() {
     assert!(!start.status.success(), "the agent cannot start without certificates");
     std::thread::sleep(Duration::from_secs(7)); // RestartSec=2s: a loop would have restarted by now
     let show = agent_show(&cluster, &["ActiveState", "NRestarts", "ExecMainStatus", "StatusText"]);
-    assert_eq!(prop(&show, "ActiveState"), "failed", "{show}");
-    assert_eq!(prop(&show, "NRestarts"), "0", "no crash loop: {show}");
+    let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
+    assert_eq!(prop(&show, "ActiveState"), "failed", "{show}\n{journal}");
+    assert_eq!(prop(&show, "NRestarts"), "0", "no crash loop: {show}\n{journal}");
     let status = cluster
         .exec(0, &["systemctl", "status", "--no-pager", "-n", "20", UNIT])
         .expect("systemctl status");
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
     let says = journal
         .lines()
-        .find(|l| l.contains("/etc/etcdops/") && l.contains("etcdops certs issue"))
+        .find(|l| l.contains("missing /etc/etcdops/") && l.contains("`etcdops certs "))
         .unwrap_or_else(|| panic!("one line names the missing file and the fix:\n{journal}\n{status}"));
     assert!(status.contains(says), "systemctl status shows it too:\n{status}");
     assert_eq!(etcd_process(&cluster), process, "etcd untouched");

@@ -70,6 +70,23 @@ fn etcd_files(cluster: &NspawnCluster) -> String {
     listing
 }
 
+/// [`etcd_files`] once etcd has settled after boot (a fresh single member
+/// writes its cluster version a moment after it reports ready): the same
+/// listing twice, 2 s apart.
+fn settled_etcd_files(cluster: &NspawnCluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = etcd_files(cluster);
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = etcd_files(cluster);
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "etcd's files keep changing with nothing installed:\n{now}");
+        last = now;
+    }
+}
+
 /// etcd.service's process and how often it started: the same = not touched.
 fn etcd_process(cluster: &NspawnCluster) -> String {
     let text = cluster.exec_stdout(
@@ -173,7 +190,7 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     };
     let debs = nspawn::debs(&bins);
     let ip = cluster.layout.members[0].ip.to_string();
-    let files = etcd_files(&cluster);
+    let files = settled_etcd_files(&cluster);
     let process = etcd_process(&cluster);
 
     // The coordinator: the fleet's CA, and the host's certificates issued

@@ -82,7 +82,10 @@ fn settled_etcd_files(cluster: &NspawnCluster) -> String {
         if now == last {
             return now;
         }
-        assert!(Instant::now() < deadline, "etcd's files keep changing with nothing installed:\n{now}");
+        assert!(
+            Instant::now() < deadline,
+            "etcd's files keep changing with nothing installed:\n{now}"
+        );
         last = now;
     }
 }
@@ -130,8 +133,11 @@ fn prop(show: &str, key: &str) -> String {
 fn assert_packaged_unit(show: &str) {
     let path = prop(show, "FragmentPath");
     assert!(
-        ["/usr/lib/systemd/system/etcdops-agent.service", "/lib/systemd/system/etcdops-agent.service"]
-            .contains(&path.as_str()),
+        [
+            "/usr/lib/systemd/system/etcdops-agent.service",
+            "/lib/systemd/system/etcdops-agent.service"
+        ]
+        .contains(&path.as_str()),
         "{show}"
     );
 }
@@ -150,7 +156,13 @@ fn assert_etcd_untouched(cluster: &NspawnCluster, step: &str, files: &str, proce
 fn installed_version(cluster: &NspawnCluster) -> String {
     cluster.exec_stdout(
         0,
-        &["dpkg-query", "-W", "-f", "${Version} ${db:Status-Abbrev}", "etcdops-agent"],
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Version} ${db:Status-Abbrev}",
+            "etcdops-agent",
+        ],
     )
 }
 
@@ -185,7 +197,8 @@ fn revision_2(debs: &Debs) -> PathBuf {
 #[test]
 fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched() {
     let bins = bins!();
-    let Some(cluster) = NspawnCluster::start_or_skip_with(1, 0, AgentSetup::NotInstalled, bins.clone()) else {
+    let Some(cluster) = NspawnCluster::start_or_skip_with(1, 0, AgentSetup::NotInstalled, bins.clone())
+    else {
         return;
     };
     let debs = nspawn::debs(&bins);
@@ -204,10 +217,23 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     }
     let pki_arg = pki.to_string_lossy().into_owned();
     for args in [
-        vec!["certs", "issue", "agent", "--name", "etcd1", "--host", &ip, "--dir", &pki_arg],
-        vec!["certs", "issue", "etcd-client", "--name", "etcdops", "--dir", &pki_arg],
+        vec![
+            "certs", "issue", "agent", "--name", "etcd1", "--host", &ip, "--dir", &pki_arg,
+        ],
+        vec![
+            "certs",
+            "issue",
+            "etcd-client",
+            "--name",
+            "etcdops",
+            "--dir",
+            &pki_arg,
+        ],
     ] {
-        let out = Command::new(&bins.cli).args(&args).output().expect("etcdops certs issue");
+        let out = Command::new(&bins.cli)
+            .args(&args)
+            .output()
+            .expect("etcdops certs issue");
         assert!(out.status.success(), "etcdops {args:?}: {out:?}");
     }
 
@@ -216,8 +242,17 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     let joined = scp.replace("\\\n", " ");
     let words: Vec<&str> = joined.split_whitespace().collect();
     assert_eq!(words.first(), Some(&"scp"), "README's coordinator block: {scp}");
-    assert_eq!(words.last(), Some(&"root@198.18.0.11:"), "README's coordinator block: {scp}");
-    let deb_name = debs.agent.file_name().expect("deb name").to_string_lossy().into_owned();
+    assert_eq!(
+        words.last(),
+        Some(&"root@198.18.0.11:"),
+        "README's coordinator block: {scp}"
+    );
+    let deb_name = debs
+        .agent
+        .file_name()
+        .expect("deb name")
+        .to_string_lossy()
+        .into_owned();
     for source in &words[1..words.len() - 1] {
         let from = match source.strip_prefix("/etc/etcdops/pki/") {
             Some(file) => pki.join(file),
@@ -229,7 +264,11 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
                 debs.agent.clone()
             }
         };
-        let name = Path::new(source).file_name().expect("a file name").to_string_lossy().into_owned();
+        let name = Path::new(source)
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         cluster.copy_into_host(0, &from, &format!("/root/{name}"));
     }
 
@@ -238,15 +277,25 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     let out = cluster.script_ok(0, &script);
     eprintln!("README's host block in the host:\n{out}");
     assert!(out.contains("active (running)"), "systemctl status: {out}");
-    wait_for_agent(&cluster, "the README-installed agent answering", Duration::from_secs(30));
+    wait_for_agent(
+        &cluster,
+        "the README-installed agent answering",
+        Duration::from_secs(30),
+    );
     assert_etcd_untouched(&cluster, "installing the package (README)", &files, &process);
     let status = cluster.etcdops(&bins.cli, &["status"]);
     assert_eq!(status.code, 0, "etcdops status: {status:?}");
     assert!(status.stdout.contains("etcd1"), "{}", status.stdout);
-    assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]), "enabled");
+    assert_eq!(
+        cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]),
+        "enabled"
+    );
 
     // The unit as installed: the packaged, hardened one, exposure <= 3.0.
-    let show = agent_show(&cluster, &["FragmentPath", "ProtectSystem", "NoNewPrivileges", "Type"]);
+    let show = agent_show(
+        &cluster,
+        &["FragmentPath", "ProtectSystem", "NoNewPrivileges", "Type"],
+    );
     assert_packaged_unit(&show);
     assert_eq!(prop(&show, "ProtectSystem"), "strict", "{show}");
     assert_eq!(prop(&show, "Type"), "notify", "{show}");
@@ -267,7 +316,10 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     cluster.script_ok(0, &format!("dpkg -i {}", debs.in_host(&debs.agent)));
     assert_eq!(installed_version(&cluster), version);
     assert_eq!(cluster.read_in_host(0, "/etc/etcdops/agent.toml"), config);
-    assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]), "enabled");
+    assert_eq!(
+        cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]),
+        "enabled"
+    );
     wait_for_agent(&cluster, "the agent after a reinstall", Duration::from_secs(30));
     assert_etcd_untouched(&cluster, "reinstalling", &files, &process);
 
@@ -280,20 +332,39 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     let before = prop(&agent_show(&cluster, &["MainPID"]), "MainPID");
     let out = cluster.script_ok(0, &format!("dpkg -i {} 2>&1", debs.in_host(&rev2)));
     assert!(!out.contains("Configuration file"), "no conffile prompt: {out}");
-    assert!(installed_version(&cluster).starts_with("0.1.0-2 ii"), "{}", installed_version(&cluster));
-    assert_eq!(cluster.read_in_host(0, "/etc/etcdops/agent.toml"), edited, "the local edit is kept");
+    assert!(
+        installed_version(&cluster).starts_with("0.1.0-2 ii"),
+        "{}",
+        installed_version(&cluster)
+    );
+    assert_eq!(
+        cluster.read_in_host(0, "/etc/etcdops/agent.toml"),
+        edited,
+        "the local edit is kept"
+    );
     let show = agent_show(&cluster, &["MainPID", "ActiveState"]);
     assert_eq!(prop(&show, "ActiveState"), "active", "{show}");
-    assert_ne!(prop(&show, "MainPID"), before, "the upgrade restarted the agent: {show}");
+    assert_ne!(
+        prop(&show, "MainPID"),
+        before,
+        "the upgrade restarted the agent: {show}"
+    );
     wait_for_agent(&cluster, "the upgraded agent", Duration::from_secs(30));
     assert_etcd_untouched(&cluster, "upgrading", &files, &process);
 
     // Remove: the agent stopped and gone, its config kept.
     cluster.script_ok(0, "dpkg -r etcdops-agent");
-    assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-active", UNIT]), "inactive");
+    assert_eq!(
+        cluster.exec_stdout(0, &["systemctl", "is-active", UNIT]),
+        "inactive"
+    );
     assert!(cluster.get_status(0).is_err(), "a removed agent does not answer");
     assert!(cluster.exec_stdout(0, &["sh", "-c", "command -v etcdops-agent || echo gone"]) == "gone");
-    assert_eq!(cluster.read_in_host(0, "/etc/etcdops/agent.toml"), edited, "remove keeps the config");
+    assert_eq!(
+        cluster.read_in_host(0, "/etc/etcdops/agent.toml"),
+        edited,
+        "remove keeps the config"
+    );
     assert_etcd_untouched(&cluster, "removing", &files, &process);
 
     // Purge: the config and the agent's state gone, the certificates kept.
@@ -314,13 +385,17 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
 #[test]
 fn without_config_or_certificates_the_agent_waits_with_one_line_then_starts() {
     let bins = bins!();
-    let Some(cluster) = NspawnCluster::start_or_skip_with(1, 0, AgentSetup::NotInstalled, bins.clone()) else {
+    let Some(cluster) = NspawnCluster::start_or_skip_with(1, 0, AgentSetup::NotInstalled, bins.clone())
+    else {
         return;
     };
     let debs = nspawn::debs(&bins);
     let process = etcd_process(&cluster);
     cluster.script_ok(0, &format!("dpkg -i {}", debs.in_host(&debs.agent)));
-    assert_eq!(cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]), "enabled");
+    assert_eq!(
+        cluster.exec_stdout(0, &["systemctl", "is-enabled", UNIT]),
+        "enabled"
+    );
     assert_eq!(
         cluster.exec_stdout(0, &["systemctl", "is-active", UNIT]),
         "inactive",
@@ -329,10 +404,18 @@ fn without_config_or_certificates_the_agent_waits_with_one_line_then_starts() {
 
     // Started as at boot: the packaged example config names certificates
     // that do not exist yet.
-    let start = cluster.exec(0, &["systemctl", "start", UNIT]).expect("systemctl start");
-    assert!(!start.status.success(), "the agent cannot start without certificates");
+    let start = cluster
+        .exec(0, &["systemctl", "start", UNIT])
+        .expect("systemctl start");
+    assert!(
+        !start.status.success(),
+        "the agent cannot start without certificates"
+    );
     std::thread::sleep(Duration::from_secs(7)); // RestartSec=2s: a loop would have restarted by now
-    let show = agent_show(&cluster, &["ActiveState", "NRestarts", "ExecMainStatus", "StatusText"]);
+    let show = agent_show(
+        &cluster,
+        &["ActiveState", "NRestarts", "ExecMainStatus", "StatusText"],
+    );
     let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
     assert_eq!(prop(&show, "ActiveState"), "failed", "{show}\n{journal}");
     assert_eq!(prop(&show, "NRestarts"), "0", "no crash loop: {show}\n{journal}");
@@ -378,7 +461,11 @@ fn a_stopped_agent_is_restarted_by_the_watchdog() {
         "[Service]\nWatchdogSec=2s\nTimeoutAbortSec=2s\n",
     );
     cluster.script_ok(0, &format!("systemctl daemon-reload\nsystemctl restart {UNIT}"));
-    wait_for_agent(&cluster, "the agent under a 2 s watchdog", Duration::from_secs(30));
+    wait_for_agent(
+        &cluster,
+        "the agent under a 2 s watchdog",
+        Duration::from_secs(30),
+    );
     let show = agent_show(&cluster, &["MainPID", "NRestarts", "WatchdogUSec"]);
     assert_eq!(prop(&show, "WatchdogUSec"), "2s", "{show}");
     let pid = prop(&show, "MainPID");
@@ -387,20 +474,31 @@ fn a_stopped_agent_is_restarted_by_the_watchdog() {
     // A running agent pings: three watchdog periods pass without a restart.
     std::thread::sleep(Duration::from_secs(6));
     let show = agent_show(&cluster, &["MainPID", "NRestarts"]);
-    assert_eq!(prop(&show, "MainPID"), pid, "the pinging agent keeps running: {show}");
+    assert_eq!(
+        prop(&show, "MainPID"),
+        pid,
+        "the pinging agent keeps running: {show}"
+    );
 
     // SIGSTOP: no pings; systemd kills it and starts a new one.
     cluster.script_ok(0, &format!("kill -STOP {pid}"));
     let stopped = Instant::now();
-    cluster.wait_until("a new agent after the watchdog fired", Duration::from_secs(60), |c| {
-        let show = agent_show(c, &["MainPID", "NRestarts", "ActiveState"]);
-        let now: u32 = prop(&show, "NRestarts").parse().unwrap_or(0);
-        now > restarts
-            && prop(&show, "ActiveState") == "active"
-            && !["0", pid.as_str()].contains(&prop(&show, "MainPID").as_str())
-            && c.get_status(0).is_ok()
-    });
-    eprintln!("the watchdog restarted the agent {:.1?} after SIGSTOP", stopped.elapsed());
+    cluster.wait_until(
+        "a new agent after the watchdog fired",
+        Duration::from_secs(60),
+        |c| {
+            let show = agent_show(c, &["MainPID", "NRestarts", "ActiveState"]);
+            let now: u32 = prop(&show, "NRestarts").parse().unwrap_or(0);
+            now > restarts
+                && prop(&show, "ActiveState") == "active"
+                && !["0", pid.as_str()].contains(&prop(&show, "MainPID").as_str())
+                && c.get_status(0).is_ok()
+        },
+    );
+    eprintln!(
+        "the watchdog restarted the agent {:.1?} after SIGSTOP",
+        stopped.elapsed()
+    );
     let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
     assert!(journal.contains("Watchdog timeout"), "{journal}");
 }

@@ -117,16 +117,22 @@ fn check_config(path: &Path) -> ExitCode {
             println!("{line}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}", e.one_line());
-            ExitCode::from(e.exit_code())
+        Err((line, code)) => {
+            eprintln!("error: {line}");
+            ExitCode::from(code)
         }
     }
 }
 
-/// The `ok: PATH (agent ...)` line, or why the agent would not start.
-fn checked_config(path: &Path) -> Result<String, crate::preflight::PreflightError> {
-    let checked = crate::preflight::check(path)?;
+/// The `ok: PATH (agent ...)` line, or why the agent would not start: the
+/// preflight checks, then `[etcd.tls]`'s files as the agent checks them at
+/// start-up (readable PEM, valid now: `etcd::check_tls_files`, exit 78 like
+/// a missing file: the host needs fixing, not the config).
+fn checked_config(path: &Path) -> Result<String, (String, u8)> {
+    let checked = crate::preflight::check(path).map_err(|e| (e.one_line(), e.exit_code()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::etcd::check_tls_files(&checked.config.etcd, &checked.identity.name, now)
+        .map_err(|e| (format!("{}: {e}", path.display()), 78))?;
     Ok(format!(
         "ok: {} (agent {})",
         path.display(),

@@ -7,8 +7,8 @@
 //!   as installed scored by `systemd-analyze security` (≤ 3.0), then
 //!   reinstall, upgrade to revision 2 with a locally edited config, remove
 //!   and purge, with every file of `/var/lib/etcd` and `/etc/default/etcd`
-//!   (contents, mode, owner) and etcd.service's process the same after every
-//!   step;
+//!   (contents, mode, owner) the same just after every step as just before
+//!   it, and etcd.service's process the same throughout;
 //! - without config or certificates the enabled agent does not start, says
 //!   what is missing in one line, is not restarted in a loop, and starts once
 //!   they exist;
@@ -70,9 +70,12 @@ fn etcd_files(cluster: &NspawnCluster) -> String {
     listing
 }
 
-/// [`etcd_files`] once etcd has settled after boot (a fresh single member
-/// writes its cluster version a moment after it reports ready): the same
-/// listing twice, 2 s apart.
+/// [`etcd_files`] once etcd has settled: the same listing twice, 2 s
+/// apart. A fresh member writes its cluster version a moment after it
+/// reports ready, and the agent's own reads write too (etcd puts even an
+/// alarm list through raft: a WAL entry), so each package step is compared
+/// from a settled listing taken just before it to one taken just after it,
+/// before anything asks the agent.
 fn settled_etcd_files(cluster: &NspawnCluster) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = etcd_files(cluster);
@@ -84,7 +87,7 @@ fn settled_etcd_files(cluster: &NspawnCluster) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "etcd's files keep changing with nothing installed:\n{now}"
+            "etcd's files keep changing with nothing asking it:\n{now}"
         );
         last = now;
     }
@@ -277,12 +280,12 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     let out = cluster.script_ok(0, &script);
     eprintln!("README's host block in the host:\n{out}");
     assert!(out.contains("active (running)"), "systemctl status: {out}");
+    assert_etcd_untouched(&cluster, "installing the package (README)", &files, &process);
     wait_for_agent(
         &cluster,
         "the README-installed agent answering",
         Duration::from_secs(30),
     );
-    assert_etcd_untouched(&cluster, "installing the package (README)", &files, &process);
     let status = cluster.etcdops(&bins.cli, &["status"]);
     assert_eq!(status.code, 0, "etcdops status: {status:?}");
     assert!(status.stdout.contains("etcd1"), "{}", status.stdout);
@@ -313,7 +316,9 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     // Reinstall the same package: nothing changes.
     let config = cluster.read_in_host(0, "/etc/etcdops/agent.toml");
     let version = installed_version(&cluster);
+    let files = settled_etcd_files(&cluster);
     cluster.script_ok(0, &format!("dpkg -i {}", debs.in_host(&debs.agent)));
+    assert_etcd_untouched(&cluster, "reinstalling", &files, &process);
     assert_eq!(installed_version(&cluster), version);
     assert_eq!(cluster.read_in_host(0, "/etc/etcdops/agent.toml"), config);
     assert_eq!(
@@ -321,7 +326,6 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
         "enabled"
     );
     wait_for_agent(&cluster, "the agent after a reinstall", Duration::from_secs(30));
-    assert_etcd_untouched(&cluster, "reinstalling", &files, &process);
 
     // Upgrade to revision 2 with a locally edited config: the edit is kept
     // (no prompt: stdin is /dev/null), the running agent restarted.
@@ -330,7 +334,9 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
     cluster.write_in_host(0, "/etc/etcdops/agent.toml", &edited);
     cluster.script_ok(0, &format!("systemctl restart {UNIT}"));
     let before = prop(&agent_show(&cluster, &["MainPID"]), "MainPID");
+    let files = settled_etcd_files(&cluster);
     let out = cluster.script_ok(0, &format!("dpkg -i {} 2>&1", debs.in_host(&rev2)));
+    assert_etcd_untouched(&cluster, "upgrading", &files, &process);
     assert!(!out.contains("Configuration file"), "no conffile prompt: {out}");
     assert!(
         installed_version(&cluster).starts_with("0.1.0-2 ii"),
@@ -350,10 +356,11 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
         "the upgrade restarted the agent: {show}"
     );
     wait_for_agent(&cluster, "the upgraded agent", Duration::from_secs(30));
-    assert_etcd_untouched(&cluster, "upgrading", &files, &process);
 
     // Remove: the agent stopped and gone, its config kept.
+    let files = settled_etcd_files(&cluster);
     cluster.script_ok(0, "dpkg -r etcdops-agent");
+    assert_etcd_untouched(&cluster, "removing", &files, &process);
     assert_eq!(
         cluster.exec_stdout(0, &["systemctl", "is-active", UNIT]),
         "inactive"
@@ -365,10 +372,11 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
         edited,
         "remove keeps the config"
     );
-    assert_etcd_untouched(&cluster, "removing", &files, &process);
 
     // Purge: the config and the agent's state gone, the certificates kept.
+    let files = settled_etcd_files(&cluster);
     cluster.script_ok(0, "dpkg -P etcdops-agent");
+    assert_etcd_untouched(&cluster, "purging", &files, &process);
     let left = cluster.script_ok(
         0,
         "for p in /etc/etcdops/agent.toml /var/lib/etcdops-agent /etc/etcdops/pki/agent-etcd1.key; do\n\
@@ -379,7 +387,6 @@ fn readme_install_then_reinstall_upgrade_remove_and_purge_leave_etcd_untouched()
         left.trim(),
         "/etc/etcdops/agent.toml absent\n/var/lib/etcdops-agent absent\n/etc/etcdops/pki/agent-etcd1.key present"
     );
-    assert_etcd_untouched(&cluster, "purging", &files, &process);
 }
 
 #[test]

@@ -22,7 +22,13 @@
 #   profile (--locked). Completions and man pages are generated from the
 #   built binaries into T/<release|debug>/etcdops-deb/ (never into the
 #   repository), where Cargo.toml's [package.metadata.deb] assets find them.
-# - Runs on one target dir are serialised (flock on T/etcdops-deb.lock).
+# - Packaging runs of one profile in one target dir are serialised (flock on
+#   T/<release|debug>/etcdops-deb.lock, taken after the build). cargo-deb
+#   runs with its own target dir per profile, T/etcdops-deb-stage/<profile>/
+#   (a symlink to the binaries' dir inside): its scratch dirs and its habit of
+#   deleting other versions' .debs from <its target>/debian/ stay there, so
+#   a dev run never deletes the release packages in T/debian/ nor the
+#   other revisions in the output dir.
 #
 # Needs cargo-deb 3.8.0 (deploy/dev/setup.sh installs it). Packaging notes
 # and lintian overrides: deploy/debian/README.md.
@@ -75,9 +81,6 @@ out_dir="$(cd "$out_dir" && pwd)"
 bin_dir="$target/$profile_dir"
 gen="$bin_dir/etcdops-deb"
 
-exec 9>"$target/etcdops-deb.lock"
-flock 9
-
 if [ "$build" = 1 ]; then
   build_flags=()
   [ "$profile" = release ] && build_flags=(--release)
@@ -90,6 +93,11 @@ for bin in etcdops etcdops-agent; do
     exit 1
   fi
 done
+
+# One packaging run per profile and target dir at a time: the generated
+# files below are shared.
+exec 9>"$bin_dir/etcdops-deb.lock"
+flock 9
 
 # Completions and man pages, from the clap definitions of the built binaries.
 rm -rf "$gen"
@@ -105,12 +113,15 @@ gzip -9n "$gen"/man1/*.1 "$gen"/man8/*.8
 version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)"
 [ -n "$version" ] || { echo "package: no version in [workspace.package] of Cargo.toml" >&2; exit 1; }
 arch="$(dpkg --print-architecture)"
+stage="$target/etcdops-deb-stage/$profile"
+mkdir -p "$stage"
+ln -sfn "$bin_dir" "$stage/$profile_dir"
 for crate_deb in etcdops-agent:etcdops-agent etcdops-coordinator:etcdops; do
   crate="${crate_deb%%:*}"
   deb="${crate_deb#*:}"
   file="$out_dir/${deb}_${version}-${revision}_${arch}.deb"
   echo "package: cargo deb -p $crate ($profile) -> $file" >&2
-  cargo deb -p "$crate" --no-build --locked --profile "$profile" --strip \
+  CARGO_TARGET_DIR="$stage" cargo deb -p "$crate" --no-build --locked --profile "$profile" --strip \
     --deb-revision "$revision" "${deb_flags[@]}" --output "$file" >&2
   [ -f "$file" ] || { echo "package: cargo deb did not write $file" >&2; exit 1; }
   packaged+=("$file")

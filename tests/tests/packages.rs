@@ -150,6 +150,7 @@ fn agent_package_has_binary_unit_conffile_and_recommends() {
         "usr/lib/systemd/system/etcdops-agent.service",
         "etc/etcdops/agent.toml",
         "usr/share/man/man8/etcdops-agent.8.gz",
+        "usr/share/man/man8/etcdops-agent-probe-disk.8.gz",
         "usr/share/doc/etcdops-agent/copyright",
         "usr/share/doc/etcdops-agent/changelog.Debian.gz",
         "usr/share/lintian/overrides/etcdops-agent",

@@ -50,9 +50,14 @@ pub(crate) fn completions(args: &CompletionsArgs, out: &mut dyn Write) -> anyhow
     let name = cmd.get_name().to_owned();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, name, &mut script);
-    out.write_all(&script)
-        .context("cannot write the completion script to stdout")?;
-    Ok(ExitStatus::Ok)
+    match out.write_all(&script) {
+        // `etcdops completions bash | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitStatus::Ok),
+        written => {
+            written.context("cannot write the completion script to stdout")?;
+            Ok(ExitStatus::Ok)
+        }
+    }
 }
 
 /// Writes one man page per visible command into `args.out_dir` and lists

@@ -102,7 +102,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(crate::server::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let line = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("error: {line}");
+            crate::notify::status(&format!("failed: {line}"));
             ExitCode::FAILURE
         }
     }

@@ -314,6 +314,26 @@ mod tests {
     }
 
     #[test]
+    fn tools_do_not_inherit_the_service_manager_variables() {
+        for kind in [ToolKind::Etcdctl, ToolKind::Etcdutl] {
+            let tool = Tool {
+                kind,
+                path: PathBuf::from("/usr/bin/true"),
+            };
+            let cmd = command(&tool, &[]);
+            let removed: Vec<&OsStr> = cmd
+                .as_std()
+                .get_envs()
+                .filter(|(_, value)| value.is_none())
+                .map(|(key, _)| key)
+                .collect();
+            for key in crate::notify::SERVICE_MANAGER_ENV {
+                assert!(removed.contains(&OsStr::new(key)), "{kind:?}: {key} not removed");
+            }
+        }
+    }
+
+    #[test]
     fn versions_are_read_from_the_first_line() {
         assert_eq!(
             parse_version(ToolKind::Etcdctl, "etcdctl version: 3.4.23\nAPI version: 3.4\n").as_deref(),

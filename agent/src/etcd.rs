@@ -49,18 +49,23 @@ pub enum EtcdError {
     /// A file of `[etcd.tls]` is missing, unreadable, not what it should
     /// be, expired or not yet valid (checked at start-up and by
     /// `--check-config`, before any connection).
-    #[error(
-        "etcd.tls.{key} {} (the agent's TLS identity towards its etcd member {member} at {endpoint}): {problem}; {fix}",
-        path.display()
-    )]
-    TlsFile {
-        key: &'static str,
-        path: std::path::PathBuf,
-        member: String,
-        endpoint: String,
-        problem: String,
-        fix: String,
-    },
+    #[error(transparent)]
+    TlsFile(Box<TlsFileError>),
+}
+
+/// An unusable `[etcd.tls]` file: which, whose, what is wrong, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "etcd.tls.{key} {} (the agent's TLS identity towards its etcd member {member} at {endpoint}): {problem}; {fix}",
+    path.display()
+)]
+pub struct TlsFileError {
+    pub key: &'static str,
+    pub path: std::path::PathBuf,
+    pub member: String,
+    pub endpoint: String,
+    pub problem: String,
+    pub fix: String,
 }
 
 /// What to check when a connection to etcd failed in its TLS handshake
@@ -129,15 +134,16 @@ pub fn check_tls_files(config: &EtcdConfig, member: &str, now_unix: i64) -> Resu
     let Some(tls) = &config.tls else {
         return Ok(());
     };
-    let error =
-        |key: &'static str, path: &std::path::Path, problem: TlsProblem, text: String| EtcdError::TlsFile {
+    let error = |key: &'static str, path: &std::path::Path, problem: TlsProblem, text: String| {
+        EtcdError::TlsFile(Box::new(TlsFileError {
             key,
             path: path.to_path_buf(),
             member: member.to_string(),
             endpoint: config.endpoint.clone(),
             problem: text,
             fix: tls_fix(key, member, problem),
-        };
+        }))
+    };
     for (key, path) in [("ca", &tls.ca), ("cert", &tls.cert)] {
         let pem = std::fs::read(path)
             .map_err(|e| error(key, path, TlsProblem::Unusable, format!("cannot read it: {e}")))?;
@@ -398,19 +404,21 @@ impl LocalMember {
         let mut tls_options = None;
         if let Some(tls) = &config.tls {
             let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| EtcdError::TlsFile {
-                    key: if path == tls.ca {
-                        "ca"
-                    } else if path == tls.cert {
-                        "cert"
-                    } else {
-                        "key"
-                    },
-                    path: path.to_path_buf(),
-                    member: String::new(),
-                    endpoint: config.endpoint.clone(),
-                    problem: format!("cannot read it: {e}"),
-                    fix: "make it readable by the agent (see `etcdops-agent --check-config`)".to_string(),
+                std::fs::read(path).map_err(|e| {
+                    EtcdError::TlsFile(Box::new(TlsFileError {
+                        key: if path == tls.ca {
+                            "ca"
+                        } else if path == tls.cert {
+                            "cert"
+                        } else {
+                            "key"
+                        },
+                        path: path.to_path_buf(),
+                        member: String::new(),
+                        endpoint: config.endpoint.clone(),
+                        problem: format!("cannot read it: {e}"),
+                        fix: "make it readable by the agent (see `etcdops-agent --check-config`)".to_string(),
+                    }))
                 })
             };
             let tls = TlsOptions::new()

@@ -1,6 +1,9 @@
 //! The end-to-end harness: real etcd members supervised by real agents on
 //! free 127.x.y.z addresses, a PKI generated at test time, and the real
-//! `etcdops` CLI pointed at them.
+//! `etcdops` CLI pointed at them. etcd speaks client and peer TLS with
+//! client-certificate auth (the layout's default; [`ClusterBuilder::plain_http`]
+//! for a test that compares): reach it with [`Cluster::etcd_options`] /
+//! [`etcd_connect_options`] (etcd-client) and [`etcdctl_tls_args`] (etcdctl).
 //!
 //! ```no_run
 //! let cluster = etcdops_tests::Cluster::builder().members(3).start(etcdops_tests::bins!());

@@ -224,10 +224,10 @@ mod tests {
             "{line}"
         );
         std::fs::write(&config, text.replace("[etcd]", "bogus = 1\n[etcd]")).expect("write");
-        let err = checked_config(&config).expect_err("unknown key").to_string();
+        let err = checked_config(&config).expect_err("unknown key").0;
         assert!(err.contains("bogus") && err.contains("agent.toml"), "{err}");
         let missing = dir.path().join("missing.toml");
-        let err = checked_config(&missing).expect_err("missing").to_string();
+        let err = checked_config(&missing).expect_err("missing").0;
         assert!(err.contains("missing.toml"), "{err}");
     }
 }

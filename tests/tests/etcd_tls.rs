@@ -131,3 +131,48 @@ fn plain_http_stays_possible_when_a_test_asks_for_it() {
     );
     assert_eq!(cluster.local_count(&cluster.member(0).client_url, "none/"), 0);
 }
+
+/// What TLS to etcd costs `etcdops status` (BENCHMARKS.md): a plain-HTTP
+/// and a TLS 3-member cluster side by side, `etcdops status -w json` run
+/// alternately on each (so machine load hits both alike), wall times
+/// printed. Run: `cargo nextest run -p etcdops-tests --test etcd_tls
+/// --run-ignored only --no-capture`.
+#[test]
+#[ignore = "a measurement, not a check: run on purpose (BENCHMARKS.md)"]
+fn status_latency_with_and_without_etcd_tls() {
+    let tls = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
+    let plain = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .plain_http()
+        .start(bins!());
+    let time = |c: &Cluster| {
+        let started = Instant::now();
+        let out = c.etcdops(&["status", "-w", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    // One unmeasured round: connections, page cache.
+    time(&tls);
+    time(&plain);
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        with.push(time(&tls));
+        without.push(time(&plain));
+    }
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "min {:.0} / median {:.0} / max {:.0} ms",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
+    };
+    println!("etcdops status, 20 runs each:");
+    println!("  etcd over TLS (client-cert auth): {}", summary(&mut with));
+    println!("  etcd over plain HTTP:             {}", summary(&mut without));
+}

@@ -1407,3 +1407,49 @@ fn quiet(cmd: &mut Command) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_deb_picks_the_package_and_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "etcdops-agent_0.1.0-1_amd64.deb",
+            "etcdops-agent_0.1.0-2_amd64.deb",
+            "etcdops_0.1.0-1_amd64.deb",
+            "etcdops-agent_0.1.0-1_amd64.deb.partial",
+        ] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let name = |p: Option<PathBuf>| p.and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()));
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops-agent", 1)).as_deref(),
+            Some("etcdops-agent_0.1.0-1_amd64.deb")
+        );
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops-agent", 2)).as_deref(),
+            Some("etcdops-agent_0.1.0-2_amd64.deb")
+        );
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops", 1)).as_deref(),
+            Some("etcdops_0.1.0-1_amd64.deb")
+        );
+        assert_eq!(find_deb(dir.path(), "etcdops", 3), None);
+        assert_eq!(find_deb(&dir.path().join("missing"), "etcdops", 1), None);
+    }
+
+    #[test]
+    fn newest_file_skips_target_and_hidden_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("target")).expect("mkdir");
+        std::fs::write(dir.path().join("src/a.rs"), "").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("target/newer"), "").expect("write");
+        std::fs::write(dir.path().join(".hidden"), "").expect("write");
+        let (_, path) = newest_file(dir.path()).expect("a file");
+        assert_eq!(path, dir.path().join("src/a.rs"));
+    }
+}

@@ -1351,16 +1351,40 @@ fn install_tls(
         env.set(var, &in_host.display().to_string())
             .with_context(|| format!("env file {var}"))?;
     }
+    // The names of README's "Install on a host" (and deploy/config/agent.toml):
+    // one fleet CA for both, the etcd client identity as etcd-client-etcdops.
     let agent = config.tls.clone();
     config.tls = etcdops_agent::config::TlsConfig {
         ca: copy(&agent.ca, AGENT_PKI_IN_HOST, "ca.crt", None)?,
-        cert: copy(&agent.cert, AGENT_PKI_IN_HOST, "agent.crt", None)?,
-        key: copy(&agent.key, AGENT_PKI_IN_HOST, "agent.key", root)?,
+        cert: copy(
+            &agent.cert,
+            AGENT_PKI_IN_HOST,
+            &format!("agent-{}.crt", m.name),
+            None,
+        )?,
+        key: copy(
+            &agent.key,
+            AGENT_PKI_IN_HOST,
+            &format!("agent-{}.key", m.name),
+            root,
+        )?,
     };
+    let same_ca = std::fs::read(&agent.ca).ok() == std::fs::read(&tls.ca).ok();
+    let etcd_ca = if same_ca { "ca.crt" } else { "etcd-ca.crt" };
     config.etcd.tls = Some(etcdops_agent::config::TlsConfig {
-        ca: copy(&tls.ca, AGENT_PKI_IN_HOST, "etcd-ca.crt", None)?,
-        cert: copy(&tls.client_cert, AGENT_PKI_IN_HOST, "etcd-client.crt", None)?,
-        key: copy(&tls.client_key, AGENT_PKI_IN_HOST, "etcd-client.key", root)?,
+        ca: copy(&tls.ca, AGENT_PKI_IN_HOST, etcd_ca, None)?,
+        cert: copy(
+            &tls.client_cert,
+            AGENT_PKI_IN_HOST,
+            "etcd-client-etcdops.crt",
+            None,
+        )?,
+        key: copy(
+            &tls.client_key,
+            AGENT_PKI_IN_HOST,
+            "etcd-client-etcdops.key",
+            root,
+        )?,
     });
     Ok(())
 }

@@ -70,7 +70,7 @@ pub struct TlsFileError {
 
 /// What to check when a connection to etcd failed in its TLS handshake
 /// (`None` when the message is not about TLS).
-fn handshake_hint(message: &str, with_tls: bool) -> Option<&'static str> {
+pub(crate) fn handshake_hint(message: &str, with_tls: bool) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
     let about_tls = [
         "certificate",

@@ -1,7 +1,16 @@
 //! Hosts with a real systemd: one systemd-nspawn container per etcd host
 //! (systemd as PID 1, D-Bus, journald, Debian's etcd.service), each with its
 //! own overlayfs disk, network namespace and cgroup, and our agent inside with
-//! `[unit] backend = "systemd"`.
+//! `[unit] backend = "systemd"`, installed from its Debian package the way
+//! README's "Install on a host" says: `dpkg -i` of the `etcdops-agent` .deb
+//! (`bash deploy/dev/package.sh --profile dev` builds it; see [`debs`]), the
+//! certificates and `/etc/etcdops/agent.toml` put in place, then `systemctl
+//! enable --now etcdops-agent`: every test runs the packaged, hardened unit
+//! ([`AgentSetup::Packaged`], in parallel across hosts). With
+//! [`AgentSetup::NotInstalled`] the hosts boot without the package and
+//! without `/etc/etcdops`: the agent's config and certificates wait in
+//! [`STAGED_ETC_IN_HOST`] and the debs in [`DEBS_IN_HOST`] (read-only), for
+//! tests of the package itself.
 //!
 //! ```no_run
 //! let Some(cluster) = etcdops_tests::nspawn::NspawnCluster::start_or_skip(3, etcdops_tests::bins!()) else {
@@ -62,12 +71,20 @@ pub const RUN_DIR: &str = "/run/etcdops-tests";
 const ROOTFS_MARKER: &str = ".etcdops-rootfs-complete";
 /// What debootstrap installs.
 const ROOTFS_INCLUDE: &str = "systemd,systemd-sysv,dbus,etcd-server,etcd-client,iproute2,procps";
-/// Where the agent binary appears inside a host.
-const AGENT_IN_HOST: &str = "/opt/etcdops/etcdops-agent";
+/// Where the directory of the .debs ([`debs`]) appears inside a host (read-only).
+pub const DEBS_IN_HOST: &str = "/opt/etcdops-debs";
 /// The agent's config inside a host.
 const AGENT_CONFIG_IN_HOST: &str = "/etc/etcdops/agent.toml";
-/// The transient unit the agent runs as inside a host.
+/// Where the host's `/etc/etcdops` (the agent's config and certificates, as
+/// the layout made them) waits until the package is installed: `pki/` and
+/// `agent.toml`.
+pub const STAGED_ETC_IN_HOST: &str = "/var/lib/etcdops-tests/etc-etcdops";
+/// The packaged unit the agent runs as inside a host.
 pub const AGENT_UNIT: &str = "etcdops-agent.service";
+/// The command that builds the .debs the hosts install.
+pub const PACKAGE_COMMAND: &str = "bash deploy/dev/package.sh --profile dev";
+/// Where [`PACKAGE_COMMAND`] writes them, under the target dir.
+const DEBS_DIR_IN_TARGET: &str = "debian-dev";
 /// How long hosts may take to boot and form a healthy cluster.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -110,6 +127,38 @@ struct Net {
     bridge: String,
 }
 
+/// How the agent gets onto the hosts when they boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSetup {
+    /// README's "Install on a host": `dpkg -i` of the `etcdops-agent` .deb,
+    /// the certificates and config from [`STAGED_ETC_IN_HOST`] copied to
+    /// `/etc/etcdops`, `systemctl enable --now etcdops-agent`.
+    Packaged,
+    /// Nothing: no package and no `/etc/etcdops` (its files wait in
+    /// [`STAGED_ETC_IN_HOST`]); etcd.service runs as Debian's package left it.
+    NotInstalled,
+}
+
+/// The .debs `bash deploy/dev/package.sh --profile dev` made (see [`debs`]).
+#[derive(Debug, Clone)]
+pub struct Debs {
+    /// Their directory, bound read-only at [`DEBS_IN_HOST`] in every host.
+    pub dir: PathBuf,
+    /// The `etcdops-agent` package (revision 1).
+    pub agent: PathBuf,
+}
+
+impl Debs {
+    /// The path of `deb` (a file of [`Debs::dir`]) inside a host.
+    pub fn in_host(&self, deb: &Path) -> String {
+        let name = deb
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{DEBS_IN_HOST}/{name}")
+    }
+}
+
 impl NspawnCluster {
     /// Boots `members` hosts with etcd.service and the agent running, and
     /// waits until the cluster is healthy. Returns `None` after printing
@@ -126,6 +175,18 @@ impl NspawnCluster {
     /// [`NspawnCluster::spare`]; `exec` and friends reach spare j as host
     /// [`NspawnCluster::spare_host`]`(j)`.
     pub fn start_or_skip_with_spares(members: usize, spares: usize, bins: Bins) -> Option<NspawnCluster> {
+        NspawnCluster::start_or_skip_with(members, spares, AgentSetup::Packaged, bins)
+    }
+
+    /// [`NspawnCluster::start_or_skip_with_spares`] with the agent set up
+    /// as `agent` says. With [`AgentSetup::NotInstalled`] it waits only for
+    /// every member's etcd.service to be active (no agent answers yet).
+    pub fn start_or_skip_with(
+        members: usize,
+        spares: usize,
+        agent: AgentSetup,
+        bins: Bins,
+    ) -> Option<NspawnCluster> {
         let rootfs = match preflight().and_then(|()| ensure_rootfs("bookworm")) {
             Ok(rootfs) => rootfs,
             Err(reason) if std::env::var_os("ETCDOPS_REQUIRE_NSPAWN").is_some_and(|v| v == "1") => {
@@ -137,9 +198,11 @@ impl NspawnCluster {
                 return None;
             }
         };
+        // Missing or stale packages fail here, before anything boots.
+        let debs = debs(&bins);
         let started = Instant::now();
         let cluster =
-            NspawnCluster::start(members, spares, &bins, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
+            NspawnCluster::start(members, spares, agent, &debs, &rootfs).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!(
             "nspawn: {members} hosts healthy and {spares} spare host(s) up in {:.1?}",
             started.elapsed()
@@ -147,7 +210,13 @@ impl NspawnCluster {
         Some(cluster)
     }
 
-    fn start(members: usize, spares: usize, bins: &Bins, rootfs: &Path) -> anyhow::Result<NspawnCluster> {
+    fn start(
+        members: usize,
+        spares: usize,
+        agent: AgentSetup,
+        debs: &Debs,
+        rootfs: &Path,
+    ) -> anyhow::Result<NspawnCluster> {
         etcdops_certs::install_crypto_provider();
         let (slot, n) = take_slot()?;
         cleanup_slot(n);
@@ -224,20 +293,33 @@ impl NspawnCluster {
             };
             cluster.hosts.push(host);
             cluster.prepare_host(i, rootfs, &bridge)?;
+            cluster.stage_agent_files(i)?;
         }
         // Boot in parallel: etcd.service (Type=notify) is ready only with quorum.
         for i in 0..members + spares {
-            cluster.boot(i, &bins.agent)?;
+            cluster.boot(i, &debs.dir)?;
         }
         for i in 0..members + spares {
             cluster.wait_for_systemd(i)?;
-            cluster.start_agent(i)?;
         }
+        let all: Vec<usize> = (0..members + spares).collect();
+        let ready: fn(&NspawnCluster) -> bool = match agent {
+            AgentSetup::Packaged => {
+                cluster.install_agent(&all, debs)?;
+                |c| c.is_healthy() && (0..c.spares()).all(|j| c.get_status(c.spare_host(j)).is_ok())
+            }
+            AgentSetup::NotInstalled => |c| {
+                (0..c.layout.members.len()).all(|i| {
+                    c.exec(i, &["systemctl", "is-active", "etcd"])
+                        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "active")
+                })
+            },
+        };
         let deadline = Instant::now() + START_TIMEOUT;
-        while !(cluster.is_healthy() && (0..spares).all(|j| cluster.get_status(members + j).is_ok())) {
+        while !ready(&cluster) {
             if Instant::now() > deadline {
                 bail!(
-                    "timed out after {START_TIMEOUT:?} waiting for a healthy cluster and every spare host's agent\n{}",
+                    "timed out after {START_TIMEOUT:?} waiting for a healthy cluster and every spare host's agent ({agent:?})\n{}",
                     cluster.logs()
                 );
             }
@@ -340,7 +422,7 @@ impl NspawnCluster {
     }
 
     /// Starts systemd-nspawn for host i from its own cgroups.
-    fn boot(&mut self, i: usize, agent: &Path) -> anyhow::Result<()> {
+    fn boot(&mut self, i: usize, debs: &Path) -> anyhow::Result<()> {
         let pki = self.layout.pki_dir.clone();
         let h = &mut self.hosts[i];
         for cg in &h.cgroups {
@@ -372,7 +454,7 @@ impl NspawnCluster {
             .arg("-D")
             .arg(&h.merged)
             .arg(format!("--network-namespace-path=/run/netns/{}", h.netns))
-            .arg(format!("--bind-ro={}:{AGENT_IN_HOST}", agent.display()))
+            .arg(format!("--bind-ro={}:{DEBS_IN_HOST}", debs.display()))
             .arg(format!("--bind-ro={}", pki.display()))
             .stdin(Stdio::null())
             .stdout(console.try_clone().context("console log")?)
@@ -417,29 +499,121 @@ impl NspawnCluster {
         }
     }
 
-    /// Starts the agent inside host i as a transient unit.
-    fn start_agent(&self, i: usize) -> anyhow::Result<()> {
-        let unit = format!("--unit={AGENT_UNIT}");
-        let out = self.exec(
-            i,
-            &[
-                "systemd-run",
-                &unit,
-                "--collect",
-                "--quiet",
-                AGENT_IN_HOST,
-                "--config",
-                AGENT_CONFIG_IN_HOST,
-            ],
-        )?;
-        if !out.status.success() {
-            bail!(
-                "systemd-run of the agent in {} failed: {}",
-                self.hosts[i].machine,
-                String::from_utf8_lossy(&out.stderr)
-            );
+    /// Moves host i's `/etc/etcdops` (what `prepare_host` wrote: the
+    /// agent's config and certificates) to [`STAGED_ETC_IN_HOST`], so the
+    /// host boots as a fresh one: the package not installed, no config.
+    fn stage_agent_files(&self, i: usize) -> anyhow::Result<()> {
+        let merged = &self.hosts[i].merged;
+        let etc = merged.join(AGENT_CONFIG_IN_HOST.trim_start_matches('/'));
+        let etc = etc.parent().context("the config's directory")?;
+        let staged = merged.join(STAGED_ETC_IN_HOST.trim_start_matches('/'));
+        if let Some(parent) = staged.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::rename(etc, &staged)
+            .with_context(|| format!("moving {} to {}", etc.display(), staged.display()))?;
+        // The packaged unit has a private /tmp and /var/tmp: TLS files the
+        // config names elsewhere than /etc/etcdops (the layout's PKI on this
+        // machine) are copied into the staged pki/ and the config pointed there.
+        let config_path = staged.join("agent.toml");
+        let mut config = AgentConfig::load(&config_path).context("reading the staged agent config")?;
+        let pki = staged.join("pki");
+        std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+        let mut tls = vec![&mut config.tls];
+        tls.extend(config.etcd.tls.as_mut());
+        for files in tls {
+            for path in [&mut files.ca, &mut files.cert, &mut files.key] {
+                if path.starts_with("/etc/etcdops") {
+                    continue;
+                }
+                let name = path.file_name().context("a TLS file name")?.to_owned();
+                std::fs::copy(&*path, pki.join(&name))
+                    .with_context(|| format!("copying {} into the host", path.display()))?;
+                *path = Path::new("/etc/etcdops/pki").join(name);
+            }
+        }
+        write_file(&config_path, &config.to_toml())
+    }
+
+    /// README's "Install on a host" on hosts `hosts`, in parallel: `dpkg -i`
+    /// of the agent's .deb, the staged certificates and config copied to
+    /// `/etc/etcdops` (keys stay 0600), `systemctl enable --now
+    /// etcdops-agent` (it returns once the agent told systemd it is ready).
+    pub fn install_agent(&self, hosts: &[usize], debs: &Debs) -> anyhow::Result<()> {
+        let script = format!(
+            "dpkg -i {deb} >/dev/null\n\
+             mkdir -p /etc/etcdops\n\
+             cp -a {STAGED_ETC_IN_HOST}/pki /etc/etcdops/\n\
+             cp {STAGED_ETC_IN_HOST}/agent.toml {AGENT_CONFIG_IN_HOST}\n\
+             systemctl enable --now --quiet {AGENT_UNIT}\n",
+            deb = debs.in_host(&debs.agent),
+        );
+        let children = hosts
+            .iter()
+            .map(|&i| self.spawn_script(i, &script).map(|c| (i, c)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, child) in children {
+            let out = child
+                .wait_with_output()
+                .with_context(|| format!("installing the agent in {}", self.hosts[i].machine))?;
+            if !out.status.success() {
+                bail!(
+                    "installing the agent's package in {} failed ({}):\n{}{}\n{}",
+                    self.hosts[i].machine,
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    self.logs()
+                );
+            }
         }
         Ok(())
+    }
+
+    /// Starts `sh -ec SCRIPT` inside host i with a clean root environment
+    /// (cwd `/root`), output piped.
+    fn spawn_script(&self, i: usize, script: &str) -> anyhow::Result<Child> {
+        let h = &self.hosts[i];
+        let pid = h.pid1.with_context(|| format!("{} is not running", h.machine))?;
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-a"])
+            .args([
+                "env",
+                "-i",
+                "-C",
+                "/root",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ])
+            .args(["HOME=/root", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"])
+            .args(["sh", "-ec", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running nsenter in {}", h.machine))
+    }
+
+    /// Runs `script` with `sh -e` inside host i as root (clean environment,
+    /// cwd `/root`), output collected.
+    pub fn exec_script(&self, i: usize, script: &str) -> anyhow::Result<Output> {
+        self.spawn_script(i, script)?
+            .wait_with_output()
+            .with_context(|| format!("running a script in {}", self.hosts[i].machine))
+    }
+
+    /// [`NspawnCluster::exec_script`]'s stdout; panics naming the script,
+    /// its output and the host when it fails.
+    pub fn script_ok(&self, i: usize, script: &str) -> String {
+        let out = self.exec_script(i, script).unwrap_or_else(|e| panic!("{e:#}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "in {} ({}):\n{script}\nstdout:\n{stdout}\nstderr:\n{}",
+            self.hosts[i].machine,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     /// Runs `args` inside host i (`nsenter -t PID1 -a`), output collected.
@@ -471,6 +645,17 @@ impl NspawnCluster {
     pub fn write_in_host(&self, i: usize, path: &str, text: &str) {
         let target = self.hosts[i].merged.join(path.trim_start_matches('/'));
         write_file(&target, text).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Copies `from` (a file on this machine) to `to` inside host i
+    /// (through its overlay), mode kept, owned by root.
+    pub fn copy_into_host(&self, i: usize, from: &Path, to: &str) {
+        let target = self.hosts[i].merged.join(to.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        }
+        std::fs::copy(from, &target)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), target.display()));
     }
 
     /// Reads a file inside host i (through its overlay).
@@ -777,6 +962,113 @@ impl Host {
     }
 }
 
+/// The repository root (the tests crate's parent).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Where `package.sh --profile dev` writes, under the target dir that built
+/// `bins` (`<target>/debug/e2e-etcdops-agent`, so `CARGO_TARGET_DIR` is
+/// followed).
+pub fn debs_dir(bins: &Bins) -> PathBuf {
+    let target = bins
+        .agent
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join(DEBS_DIR_IN_TARGET)
+}
+
+/// The .debs the hosts install. Panics, naming [`PACKAGE_COMMAND`], when
+/// the `etcdops-agent` package is missing or older than a source it is
+/// built from (the agent's, its libraries', the unit's, the packaging's):
+/// the hosts must run the code under test, never a stale build.
+pub fn debs(bins: &Bins) -> Debs {
+    let dir = debs_dir(bins);
+    let Some(agent) = find_deb(&dir, "etcdops-agent", 1) else {
+        panic!(
+            "no etcdops-agent .deb (revision 1) in {}: the nspawn hosts install the agent from its package; \
+             build it with `{PACKAGE_COMMAND}` (after `cargo build`)",
+            dir.display()
+        );
+    };
+    let built = std::fs::metadata(&agent)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let root = repo_root();
+    for source in [
+        "agent",
+        "certs",
+        "proto",
+        "deploy/systemd",
+        "deploy/config",
+        "deploy/debian",
+    ] {
+        if let Some(newer) = newest_file(&root.join(source)).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: rebuild the packages with `{PACKAGE_COMMAND}` (after `cargo build`)",
+                agent.display(),
+                newer.1.display()
+            );
+        }
+    }
+    Debs { dir, agent }
+}
+
+/// `<package>_<version>-<revision>_<arch>.deb` in `dir`, if there is one.
+pub fn find_deb(dir: &Path, package: &str, revision: u32) -> Option<PathBuf> {
+    let prefix = format!("{package}_");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".deb")) else {
+                return false;
+            };
+            // <version>-<revision>_<arch>
+            let Some((version, _arch)) = rest.rsplit_once('_') else {
+                return false;
+            };
+            version
+                .rsplit_once('-')
+                .is_some_and(|(_, r)| r.parse::<u32>().is_ok_and(|r| r == revision))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// The newest regular file under `dir` (its mtime and path), `target/` and
+/// hidden entries skipped.
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok().map(|t| (t, dir.to_path_buf()));
+    }
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if let Some(found) = newest_file(&entry.path())
+            && newest.as_ref().is_none_or(|(t, _)| found.0 > *t)
+        {
+            newest = Some(found);
+        }
+    }
+    newest
+}
+
 /// Root, the tools, and a cgroup layout we can place containers in.
 fn preflight() -> Result<(), String> {
     // /proc/self belongs to the effective user.
@@ -1059,16 +1351,40 @@ fn install_tls(
         env.set(var, &in_host.display().to_string())
             .with_context(|| format!("env file {var}"))?;
     }
+    // The names of README's "Install on a host" (and deploy/config/agent.toml):
+    // one fleet CA for both, the etcd client identity as etcd-client-etcdops.
     let agent = config.tls.clone();
     config.tls = etcdops_agent::config::TlsConfig {
         ca: copy(&agent.ca, AGENT_PKI_IN_HOST, "ca.crt", None)?,
-        cert: copy(&agent.cert, AGENT_PKI_IN_HOST, "agent.crt", None)?,
-        key: copy(&agent.key, AGENT_PKI_IN_HOST, "agent.key", root)?,
+        cert: copy(
+            &agent.cert,
+            AGENT_PKI_IN_HOST,
+            &format!("agent-{}.crt", m.name),
+            None,
+        )?,
+        key: copy(
+            &agent.key,
+            AGENT_PKI_IN_HOST,
+            &format!("agent-{}.key", m.name),
+            root,
+        )?,
     };
+    let same_ca = std::fs::read(&agent.ca).ok() == std::fs::read(&tls.ca).ok();
+    let etcd_ca = if same_ca { "ca.crt" } else { "etcd-ca.crt" };
     config.etcd.tls = Some(etcdops_agent::config::TlsConfig {
-        ca: copy(&tls.ca, AGENT_PKI_IN_HOST, "etcd-ca.crt", None)?,
-        cert: copy(&tls.client_cert, AGENT_PKI_IN_HOST, "etcd-client.crt", None)?,
-        key: copy(&tls.client_key, AGENT_PKI_IN_HOST, "etcd-client.key", root)?,
+        ca: copy(&tls.ca, AGENT_PKI_IN_HOST, etcd_ca, None)?,
+        cert: copy(
+            &tls.client_cert,
+            AGENT_PKI_IN_HOST,
+            "etcd-client-etcdops.crt",
+            None,
+        )?,
+        key: copy(
+            &tls.client_key,
+            AGENT_PKI_IN_HOST,
+            "etcd-client-etcdops.key",
+            root,
+        )?,
     });
     Ok(())
 }
@@ -1114,4 +1430,50 @@ fn quiet(cmd: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_deb_picks_the_package_and_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "etcdops-agent_0.1.0-1_amd64.deb",
+            "etcdops-agent_0.1.0-2_amd64.deb",
+            "etcdops_0.1.0-1_amd64.deb",
+            "etcdops-agent_0.1.0-1_amd64.deb.partial",
+        ] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let name = |p: Option<PathBuf>| p.and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()));
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops-agent", 1)).as_deref(),
+            Some("etcdops-agent_0.1.0-1_amd64.deb")
+        );
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops-agent", 2)).as_deref(),
+            Some("etcdops-agent_0.1.0-2_amd64.deb")
+        );
+        assert_eq!(
+            name(find_deb(dir.path(), "etcdops", 1)).as_deref(),
+            Some("etcdops_0.1.0-1_amd64.deb")
+        );
+        assert_eq!(find_deb(dir.path(), "etcdops", 3), None);
+        assert_eq!(find_deb(&dir.path().join("missing"), "etcdops", 1), None);
+    }
+
+    #[test]
+    fn newest_file_skips_target_and_hidden_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("target")).expect("mkdir");
+        std::fs::write(dir.path().join("src/a.rs"), "").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("target/newer"), "").expect("write");
+        std::fs::write(dir.path().join(".hidden"), "").expect("write");
+        let (_, path) = newest_file(dir.path()).expect("a file");
+        assert_eq!(path, dir.path().join("src/a.rs"));
+    }
 }

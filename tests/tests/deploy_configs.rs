@@ -8,6 +8,22 @@ fn shipped_example_configs_parse() {
     let agent = root.join("deploy/config/agent.toml");
     let config = etcdops_agent::config::AgentConfig::load(&agent).expect("deploy/config/agent.toml parses");
     assert_eq!(config.etcd.env_file, Path::new("/etc/default/etcd"));
+    // The production default is etcd over TLS, with README's "Install on a host" paths.
+    assert!(
+        config.etcd.endpoint.starts_with("https://"),
+        "{}",
+        config.etcd.endpoint
+    );
+    let etcd_tls = config.etcd.tls.as_ref().expect("[etcd.tls] is set");
+    assert_eq!(etcd_tls.ca, Path::new("/etc/etcdops/pki/ca.crt"));
+    assert_eq!(
+        etcd_tls.cert,
+        Path::new("/etc/etcdops/pki/etcd-client-etcdops.crt")
+    );
+    assert_eq!(
+        etcd_tls.key,
+        Path::new("/etc/etcdops/pki/etcd-client-etcdops.key")
+    );
     let fleet = root.join("deploy/config/fleet.toml");
     let fleet = etcdops_coordinator::fleet::Fleet::load(&fleet).expect("deploy/config/fleet.toml parses");
     assert_eq!(fleet.clusters[0].members.len(), 3);

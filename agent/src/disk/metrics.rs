@@ -4,56 +4,133 @@
 //! histogram buckets the way Prometheus' `histogram_quantile` does.
 //!
 //! The histograms are cumulative since etcd started, so the figures describe
-//! the member's whole life, not the last minutes. The scrape is a minimal
-//! HTTP/1.0 GET: etcd serves `/metrics` on its client port, or on
-//! `--listen-metrics-urls`. An `https://` URL is read over TLS with the
-//! agent's etcd client identity (`[etcd.tls]`), as etcd requires with
-//! client-certificate auth on its client port ([`MetricsEndpoint`]); that
-//! read runs on a blocking thread (rustls over std sockets, every read and
-//! write under the timeout).
+//! the member's whole life, not the last minutes. etcd serves `/metrics` on
+//! its client port, or on `--listen-metrics-urls`. The page is read with
+//! one pooled HTTP/1.1 client per [`MetricsEndpoint`] (reqwest, built once,
+//! keep-alive: a GetStatus reuses the connection instead of a new TCP and
+//! TLS handshake), every request under its own timeout. An `https://` URL
+//! is read over TLS with the agent's etcd client identity (`[etcd.tls]`:
+//! the CA as the only trust anchor, the etcd-client certificate), as etcd
+//! requires with client-certificate auth on its client port.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::config::TlsConfig;
 
-/// Where etcd's metrics are read: the URL and, for `https://`, the TLS
-/// client configuration (the agent's etcd client certificate and the CA
-/// of etcd's server certificate), loaded once.
+/// Where etcd's metrics are read: the URL and its HTTP client, built once
+/// (for `https://`, with the agent's etcd client certificate and the CA of
+/// etcd's server certificate). Clones share the client and its pool.
 #[derive(Clone)]
 pub struct MetricsEndpoint {
     url: String,
-    /// `Err`: the `[etcd.tls]` files could not be loaded (said at each scrape).
-    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    /// `Err`: the client could not be built, e.g. the `[etcd.tls]` files
+    /// could not be loaded (said at each scrape).
+    client: Result<reqwest::Client, ClientProblem>,
+}
+
+/// Why an endpoint has no client.
+#[derive(Debug, Clone)]
+enum ClientProblem {
+    /// An `https://` URL without `[etcd.tls]`.
+    NoIdentity,
+    /// The TLS files or the client itself: what failed.
+    Tls(String),
 }
 
 impl std::fmt::Debug for MetricsEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsEndpoint")
             .field("url", &self.url)
-            .field(
-                "tls",
-                &self.tls.as_ref().map(|t| t.as_ref().map(|_| "client identity")),
-            )
+            .field("client", &self.client.as_ref().map(|_| "pooled"))
             .finish()
     }
 }
 
 impl MetricsEndpoint {
     /// `url`, read with `tls` when it is `https://` (`None`: no client
-    /// identity; an https URL is then refused at each scrape).
+    /// identity; an https URL is then refused at each scrape). Builds the
+    /// pooled client now; a problem with it is said at each scrape.
     pub fn new(url: impl Into<String>, tls: Option<&TlsConfig>) -> MetricsEndpoint {
-        MetricsEndpoint {
-            url: url.into(),
-            tls: tls.map(|t| client_config(t).map(Arc::new)),
-        }
+        let url = url.into();
+        let client = match tls {
+            _ if !url.starts_with("https://") => http_client(None).map_err(ClientProblem::Tls),
+            Some(tls) => http_client(Some(tls)).map_err(ClientProblem::Tls),
+            None => Err(ClientProblem::NoIdentity),
+        };
+        MetricsEndpoint { url, client }
     }
 
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// How long an idle pooled connection to etcd is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The HTTP client for one endpoint: HTTP/1.1 with keep-alive, no proxy
+/// (etcd is a local or fleet-internal address), and with `tls` the CA as the
+/// only trust anchor and the etcd-client certificate as the identity; without,
+/// it trusts nothing (it is only used for `http://`).
+fn http_client(tls: Option<&TlsConfig>) -> Result<reqwest::Client, String> {
+    // reqwest is built without a default crypto provider: it takes the
+    // process-wide one (ring), installed here too in case a caller did not.
+    etcdops_certs::install_crypto_provider();
+    let builder = reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .user_agent("etcdops-agent")
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(2)
+        .tls_certs_only(Vec::new());
+    let builder = match tls {
+        None => builder,
+        Some(tls) => {
+            let read = |what: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| format!("etcd.tls.{what} {}: {e}", path.display()))
+            };
+            let (ca, mut identity) = (read("ca", &tls.ca)?, read("cert", &tls.cert)?);
+            identity.push(b'\n');
+            identity.extend(read("key", &tls.key)?);
+            let roots = reqwest::Certificate::from_pem_bundle(&ca)
+                .map_err(|e| format!("etcd.tls.ca {}: {}", tls.ca.display(), chain(&e)))?;
+            if roots.is_empty() {
+                return Err(format!(
+                    "etcd.tls.ca {}: holds no PEM certificate",
+                    tls.ca.display()
+                ));
+            }
+            let identity = reqwest::Identity::from_pem(&identity).map_err(|e| {
+                format!(
+                    "etcd.tls.cert {} with etcd.tls.key {}: {}",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    chain(&e)
+                )
+            })?;
+            builder.tls_certs_only(roots).identity(identity)
+        }
+    };
+    builder
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", chain(&e)))
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message alone
+/// hides the cause, e.g. the TLS alert or the refused connection).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// rustls' client configuration for `[etcd.tls]`: the CA as the only trust
@@ -138,17 +215,20 @@ pub enum MetricsError {
     Https { url: String },
     #[error("{url}: cannot load the agent's etcd client TLS files: {reason}")]
     Tls { url: String, reason: String },
-    #[error("{url}: not an http:// URL with a host and port")]
+    #[error("{url}: not an http:// or https:// URL with a host and port")]
     BadUrl { url: String },
-    #[error("{url}: {source}")]
-    Io {
+    /// No connection, a refused TLS handshake, a connection cut mid-answer.
+    #[error("{url}: {reason}{hint}")]
+    Request {
         url: String,
-        #[source]
-        source: std::io::Error,
+        /// What failed, with its causes.
+        reason: String,
+        /// What to check when it was the TLS handshake (else empty).
+        hint: &'static str,
     },
     #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
-    #[error("{url}: answered {status:?}")]
+    #[error("{url}: answered {status}")]
     Status { url: String, status: String },
     #[error("{url}: malformed HTTP response: {reason}")]
     Malformed { url: String, reason: String },
@@ -180,38 +260,72 @@ pub async fn scrape_gauge(
     Ok(gauge(&text, name))
 }
 
-/// The metrics page's text, within `timeout`.
+/// The metrics page's text, within `timeout` (connecting, or reusing a
+/// pooled connection, and reading the whole body).
 pub async fn fetch(endpoint: &MetricsEndpoint, timeout: Duration) -> Result<String, MetricsError> {
     let url = endpoint.url.as_str();
-    let timed_out = || MetricsError::Timeout {
-        url: url.to_string(),
-        timeout,
+    let scheme = if url.starts_with("https://") {
+        "https://"
+    } else {
+        "http://"
     };
-    if url.starts_with("https://") {
-        let tls = match &endpoint.tls {
-            Some(Ok(tls)) => tls.clone(),
-            Some(Err(reason)) => {
-                return Err(MetricsError::Tls {
-                    url: url.to_string(),
-                    reason: reason.clone(),
-                });
-            }
-            None => return Err(MetricsError::Https { url: url.to_string() }),
-        };
-        let owned = url.to_string();
-        let task = tokio::task::spawn_blocking(move || https_get(&owned, tls, timeout));
-        return match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(MetricsError::Io {
+    check_url(url, scheme)?;
+    let client = match &endpoint.client {
+        Ok(client) => client,
+        Err(ClientProblem::NoIdentity) => return Err(MetricsError::Https { url: url.to_string() }),
+        Err(ClientProblem::Tls(reason)) => {
+            return Err(MetricsError::Tls {
                 url: url.to_string(),
-                source: std::io::Error::other(e),
-            }),
-            Err(_) => Err(timed_out()),
-        };
-    }
-    tokio::time::timeout(timeout, http_get(url))
+                reason: reason.clone(),
+            });
+        }
+    };
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            return MetricsError::Timeout {
+                url: url.to_string(),
+                timeout,
+            };
+        }
+        let reason = chain(&e);
+        let hint = crate::etcd::handshake_hint(&reason, scheme == "https://").unwrap_or_default();
+        MetricsError::Request {
+            url: url.to_string(),
+            reason,
+            hint,
+        }
+    };
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .timeout(timeout)
+        .send()
         .await
-        .map_err(|_| timed_out())?
+        .map_err(failed)?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(MetricsError::Status {
+            url: url.to_string(),
+            status: response.status().to_string(),
+        });
+    }
+    let too_large = || MetricsError::Malformed {
+        url: url.to_string(),
+        reason: format!("larger than {MAX_BODY} bytes"),
+    };
+    if response.content_length().is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if (body.len() + chunk.len()) as u64 > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| MetricsError::Malformed {
+        url: url.to_string(),
+        reason: "the body is not UTF-8".into(),
+    })
 }
 
 /// The value of the sample `name` (with or without labels: the first one).
@@ -392,162 +506,18 @@ pub fn histogram_quantile(q: f64, buckets: &[Bucket]) -> Option<f64> {
     Some(start + (end - start) * ((rank - below) / count))
 }
 
-/// The host:port and path of an `http://` or `https://` URL.
-fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(&'a str, &'a str), MetricsError> {
+/// `url` is `scheme` followed by a host and a port.
+fn check_url(url: &str, scheme: &str) -> Result<(), MetricsError> {
     let bad = || MetricsError::BadUrl { url: url.to_string() };
     let rest = url.strip_prefix(scheme).ok_or_else(bad)?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let authority = rest.split('/').next().unwrap_or_default();
     if !authority
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     {
         return Err(bad());
     }
-    Ok((authority, path))
-}
-
-fn request(authority: &str, path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: etcdops-agent\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    )
-}
-
-/// GET an `http://` URL and return the body.
-async fn http_get(url: &str) -> Result<String, MetricsError> {
-    let (authority, path) = split_url(url, "http://")?;
-    let io = |source| MetricsError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let mut stream = tokio::net::TcpStream::connect(authority).await.map_err(io)?;
-    stream
-        .write_all(request(authority, path).as_bytes())
-        .await
-        .map_err(io)?;
-    let mut response = Vec::new();
-    (&mut stream)
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut response)
-        .await
-        .map_err(io)?;
-    body_of(url, &response)
-}
-
-/// GET an `https://` URL with `tls` (blocking: rustls over a std socket,
-/// connect, every read and write bounded by `timeout`) and return the body.
-fn https_get(url: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Result<String, MetricsError> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let (authority, path) = split_url(url, "https://")?;
-    let io = |source| MetricsError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-        .unwrap_or_default();
-    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| MetricsError::BadUrl { url: url.to_string() })?;
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))?;
-    let socket = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    socket.set_read_timeout(Some(timeout)).map_err(io)?;
-    socket.set_write_timeout(Some(timeout)).map_err(io)?;
-    let conn = rustls::ClientConnection::new(tls, server_name)
-        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    let mut stream = rustls::StreamOwned::new(conn, socket);
-    stream
-        .write_all(request(authority, path).as_bytes())
-        .map_err(io)?;
-    stream.flush().map_err(io)?;
-    let mut response = Vec::new();
-    match (&mut stream).take(MAX_BODY + 1).read_to_end(&mut response) {
-        Ok(_) => {}
-        // etcd (Go) closes an HTTP/1.0 connection without TLS' close_notify:
-        // the body ends there (the response is checked for completeness below).
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(io(e)),
-    }
-    body_of(url, &response)
-}
-
-/// The body of a whole response, or why not.
-fn body_of(url: &str, response: &[u8]) -> Result<String, MetricsError> {
-    if response.len() as u64 > MAX_BODY {
-        return Err(MetricsError::Malformed {
-            url: url.to_string(),
-            reason: format!("larger than {MAX_BODY} bytes"),
-        });
-    }
-    parse_response(response).map_err(|e| match e {
-        ResponseError::Status(status) => MetricsError::Status {
-            url: url.to_string(),
-            status,
-        },
-        ResponseError::Malformed(reason) => MetricsError::Malformed {
-            url: url.to_string(),
-            reason,
-        },
-    })
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum ResponseError {
-    Status(String),
-    Malformed(String),
-}
-
-/// The body of a `200` HTTP/1.x response (plain or chunked).
-fn parse_response(bytes: &[u8]) -> Result<String, ResponseError> {
-    let malformed = |r: &str| ResponseError::Malformed(r.to_string());
-    let split = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| malformed("no end of headers"))?;
-    let head = String::from_utf8_lossy(&bytes[..split]);
-    let body = &bytes[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    let mut parts = status.splitn(3, ' ');
-    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return Err(malformed("not an HTTP/1 response"));
-    }
-    if parts.next() != Some("200") {
-        return Err(ResponseError::Status(status.to_string()));
-    }
-    let chunked = lines.any(|h| {
-        h.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| malformed("bad chunked encoding"))?
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(body).map_err(|_| malformed("the body is not UTF-8"))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&body[..eol]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size..)?.strip_prefix(b"\r\n")?;
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -708,34 +678,78 @@ etcd_disk_backend_defrag_duration_seconds_bucket{le="+Inf"} 3
         }
     }
 
-    #[test]
-    fn http_responses() {
-        assert_eq!(
-            parse_response(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nup 1\n"),
-            Ok("up 1\n".into())
+    /// Reads one HTTP request's head from `s`.
+    async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.expect("read") == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    #[tokio::test]
+    async fn scrapes_reuse_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut heads = Vec::new();
+            for _ in 0..3 {
+                heads.push(read_head(&mut s).await);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{PAGE}", PAGE.len());
+                s.write_all(answer.as_bytes()).await.expect("write");
+            }
+            // A second connection would be a new handshake per scrape.
+            let again = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+            (heads, again.is_ok())
+        });
+        let endpoint = MetricsEndpoint::new(format!("http://{addr}/metrics"), None);
+        for _ in 0..3 {
+            let m = scrape(&endpoint.clone(), Duration::from_secs(5))
+                .await
+                .expect("scrape");
+            assert_eq!(m.wal_fsync_p99, Some(Duration::from_millis(4)));
+        }
+        let (heads, reconnected) = server.await.expect("server");
+        assert!(!reconnected, "each scrape opened a new connection");
+        assert!(
+            heads.iter().all(|h| h.starts_with("GET /metrics HTTP/1.1\r\n")),
+            "{heads:?}"
         );
-        assert_eq!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nup \r\n2\r\n1\n\r\n0\r\n\r\n"
-            ),
-            Ok("up 1\n".into())
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(s);
+        });
+        let endpoint = MetricsEndpoint::new(format!("http://{addr}/metrics"), None);
+        let err = fetch(&endpoint, Duration::from_millis(300))
+            .await
+            .expect_err("silent");
+        assert!(matches!(err, MetricsError::Timeout { .. }), "{err}");
+        let closed = MetricsEndpoint::new(
+            format!("http://{addr}/metrics").replace(&addr.port().to_string(), "1"),
+            None,
         );
-        assert_eq!(
-            parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n"),
-            Err(ResponseError::Status("HTTP/1.1 404 Not Found".into()))
-        );
-        assert!(matches!(
-            parse_response(b"SSH-2.0\r\n\r\n"),
-            Err(ResponseError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\n"),
-            Err(ResponseError::Malformed(_))
-        ));
+        let err = fetch(&closed, Duration::from_secs(5)).await.expect_err("refused");
+        assert!(matches!(err, MetricsError::Request { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     }
 
     #[tokio::test]
     async fn scrapes_over_http_and_refuses_https() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
@@ -755,7 +769,7 @@ etcd_disk_backend_defrag_duration_seconds_bucket{le="+Inf"} 3
             server
                 .await
                 .expect("server")
-                .starts_with("GET /metrics HTTP/1.0\r\n")
+                .starts_with("GET /metrics HTTP/1.1\r\n")
         );
 
         let https = MetricsEndpoint::new("https://127.0.0.1:2379/metrics", None);

@@ -3,7 +3,8 @@
 //!
 //! The generator behaves like a well-configured real client: one connection
 //! per endpoint, writes spread round-robin over them, an attempt that fails
-//! with a transport error, `Unavailable` or a timeout retried on the next
+//! with a transport error, `Unavailable`, a timeout or a stream cut by a
+//! stopping member (etcd 3.4 over TLS does not drain) retried on the next
 //! endpoint while the write's deadline allows. It is open loop at a target
 //! rate with at most `concurrency` writes in flight: when the bound is
 //! reached the next write waits for a slot (so a stall shows as writes not
@@ -273,10 +274,20 @@ fn retryable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(s) => match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
+            // A connection torn down under a stream (h2 GOAWAY/RST_STREAM):
+            // not an answer from etcd. etcd 3.4 serving TLS stops its gRPC
+            // server abruptly instead of draining it (etcd issue #8916), so
+            // a write in flight to a restarting member ends this way; like a
+            // timed-out attempt its outcome is unknown, and the loader's
+            // writes (a value put on a bounded key set) are safe to repeat.
+            Code::Internal => s.message().starts_with("h2 protocol error"),
             // h2/hyper failures surface as Unknown.
             Code::Unknown => {
                 let m = s.message().to_ascii_lowercase();
                 m.contains("transport") || m.contains("connection") || m.contains("h2")
+                    // The same abrupt stop seen after the response headers:
+                    // the stream ended without a grpc-status trailer.
+                    || m.contains("missing grpc-status trailer")
                     // etcd 3.4 returns raft's ErrProposalDropped as Unknown: the
                     // proposal never reached the log (a leadership transfer or no
                     // known leader), so retrying it is safe — and necessary: any
@@ -817,5 +828,14 @@ mod tests {
         assert!(retryable(&etcd_client::Error::GRpcStatus(
             tonic::Status::unknown("transport error")
         )));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::unknown(
+                "protocol error: missing grpc-status trailer, stream was terminated without a final status"
+            )
+        )));
+        assert!(retryable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::internal("h2 protocol error: error reading a body from connection")
+        )));
+        assert!(!retryable(&status(tonic::Code::Internal)));
     }
 }

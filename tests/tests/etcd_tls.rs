@@ -32,12 +32,17 @@ fn unusable_etcd_tls_files_are_named_with_the_member_and_the_fix() {
     config.etcd.tls.as_mut().expect("tls").key = m.dir.join("missing.key");
     let out = check(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // A missing file is the preflight's "not ready" (not restarted by systemd),
+    // named with its field and the command that makes it.
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(etcdops_agent::preflight::EXIT_NOT_READY)),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("etcd.tls.key")
             && stderr.contains("missing.key")
-            && stderr.contains("etcd member etcd1")
-            && stderr.contains("etcdops certs issue etcd-client agent-etcd1"),
+            && stderr.contains("etcdops certs issue etcd-client"),
         "{stderr}"
     );
 
@@ -135,20 +140,29 @@ fn plain_http_stays_possible_when_a_test_asks_for_it() {
 /// What TLS to etcd costs `etcdops status` (BENCHMARKS.md): a plain-HTTP
 /// and a TLS 3-member cluster side by side, `etcdops status -w json` run
 /// alternately on each (so machine load hits both alike), wall times
-/// printed. Run: `cargo nextest run -p etcdops-tests --test etcd_tls
-/// --run-ignored only --no-capture`.
+/// printed; then one fresh-connection GET of etcd's `/metrics` (a new TLS
+/// handshake each) by this debug build's rustls and by curl (OpenSSL,
+/// optimised), to tell the debug build's crypto from TLS itself. Run:
+/// `cargo nextest run -p etcdops-tests --test etcd_tls --run-ignored only
+/// --no-capture`; `ETCDOPS_BENCH_AGENT=PATH` runs another agent binary
+/// (e.g. an older build, for a before/after).
 #[test]
 #[ignore = "a measurement, not a check: run on purpose (BENCHMARKS.md)"]
 fn status_latency_with_and_without_etcd_tls() {
+    let mut bins = bins!();
+    if let Some(agent) = std::env::var_os("ETCDOPS_BENCH_AGENT") {
+        bins.agent = agent.into();
+    }
+    println!("agent binary: {}", bins.agent.display());
     let tls = Cluster::builder()
         .members(3)
         .disk_probe_interval_secs(0)
-        .start(bins!());
+        .start(bins.clone());
     let plain = Cluster::builder()
         .members(3)
         .disk_probe_interval_secs(0)
         .plain_http()
-        .start(bins!());
+        .start(bins);
     let time = |c: &Cluster| {
         let started = Instant::now();
         let out = c.etcdops(&["status", "-w", "json"]);
@@ -175,4 +189,51 @@ fn status_latency_with_and_without_etcd_tls() {
     println!("etcdops status, 20 runs each:");
     println!("  etcd over TLS (client-cert auth): {}", summary(&mut with));
     println!("  etcd over plain HTTP:             {}", summary(&mut without));
+
+    // One GET of /metrics on a new connection: this debug build's rustls
+    // (the agent's scraper, a fresh client each time) against curl.
+    let tls_url = tls.member(0).client_url.clone();
+    let plain_url = plain.member(0).client_url.clone();
+    let client = tls.layout.etcd_client.clone().expect("TLS cluster");
+    let rustls_get = |url: &str, files: Option<&etcdops_certs::TlsFiles>| {
+        let started = Instant::now();
+        etcdops_tests::etcd_metrics(url, files);
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let curl_get = |url: &str, files: Option<&etcdops_certs::TlsFiles>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{time_total}"]);
+        if let Some(f) = files {
+            cmd.arg("--cacert")
+                .arg(&f.ca)
+                .arg("--cert")
+                .arg(&f.cert)
+                .arg("--key")
+                .arg(&f.key);
+        }
+        let out = cmd.arg(format!("{url}/metrics")).output().expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .map(|secs| secs * 1000.0)
+            .expect("curl's time_total")
+    };
+    let (mut r_tls, mut r_plain, mut c_tls, mut c_plain) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    rustls_get(&tls_url, Some(&client));
+    for _ in 0..20 {
+        r_tls.push(rustls_get(&tls_url, Some(&client)));
+        r_plain.push(rustls_get(&plain_url, None));
+        c_tls.push(curl_get(&tls_url, Some(&client)));
+        c_plain.push(curl_get(&plain_url, None));
+    }
+    println!("GET /metrics on a new connection, 20 runs each:");
+    println!("  debug-build rustls, TLS:   {}", summary(&mut r_tls));
+    println!("  debug-build, plain HTTP:   {}", summary(&mut r_plain));
+    println!("  curl (OpenSSL), TLS:       {}", summary(&mut c_tls));
+    println!("  curl, plain HTTP:          {}", summary(&mut c_plain));
 }

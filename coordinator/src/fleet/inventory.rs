@@ -494,7 +494,9 @@ mod tests {
         GroupSelection::Named(specs.iter().map(|s| s.parse().expect("spec")).collect())
     }
 
-    fn summary(clusters: &[ImportedCluster]) -> Vec<(String, Vec<(String, String, String)>)> {
+    type Row = (String, String, String);
+
+    fn summary(clusters: &[ImportedCluster]) -> Vec<(String, Vec<Row>)> {
         clusters
             .iter()
             .map(|c| {

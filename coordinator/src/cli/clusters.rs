@@ -2,7 +2,8 @@
 //!
 //! Every cluster's agents are reached through one [`Agents`] reusing one
 //! channel per agent; at most `--parallel` clusters are read at a time, each
-//! cluster's agents all at once. A cluster that cannot be read at all is an
+//! cluster's agents all at once, a new cluster started whenever one ends (a
+//! cluster waiting out a blackholed agent holds one slot only). A cluster that cannot be read at all is an
 //! error entry for that cluster; the others still answer. Exit 1 when any
 //! cluster has a problem.
 
@@ -61,23 +62,27 @@ pub(crate) fn chosen(global: &GlobalArgs, fleet: &Fleet) -> anyhow::Result<Vec<C
     Ok(fleet.select_many(pattern)?.into_iter().cloned().collect())
 }
 
-/// Runs `each` on every cluster, at most `--parallel` at once; results in the order of `clusters`.
+/// Runs `each` on every cluster, at most `--parallel` at once (a new one
+/// starts as soon as any finishes); results in the order of `clusters`.
 pub(crate) async fn for_each<T, F, Fut>(global: &GlobalArgs, clusters: Vec<Cluster>, each: F) -> Grouped<T>
 where
     F: Fn(Cluster) -> Fut,
     Fut: Future<Output = anyhow::Result<(T, bool)>>,
 {
     let parallel = usize::from(global.parallel.max(1));
-    let results: Vec<ClusterResult<T>> = futures::stream::iter(clusters)
-        .map(|cluster| {
+    // Unordered: a slow cluster (a blackholed agent waits out --timeout)
+    // holds one slot, never the clusters after it; the order is restored after.
+    let mut results: Vec<(usize, ClusterResult<T>)> = futures::stream::iter(clusters.into_iter().enumerate())
+        .map(|(index, cluster)| {
             let name = cluster.name.clone();
             let fut = each(cluster);
-            async move { (name, fut.await.map_err(|e| failure::message(&e))) }
+            async move { (index, (name, fut.await.map_err(|e| failure::message(&e)))) }
         })
-        .buffered(parallel)
+        .buffer_unordered(parallel)
         .collect()
         .await;
-    grouped::group(results)
+    results.sort_by_key(|(index, _)| *index);
+    grouped::group(results.into_iter().map(|(_, result)| result).collect())
 }
 
 /// Prints the grouped report and says how to exit.
@@ -138,5 +143,57 @@ mod tests {
         assert!(refuse_many(&global(&["--cluster", "p"]), "defrag").is_ok());
         assert_eq!(global(&["--parallel", "3"]).parallel, 3);
         assert!(Cli::try_parse_from(["etcdops", "--parallel", "0", "status"]).is_err());
+    }
+
+    #[test]
+    fn fans_out_bounded_in_order_and_a_slow_cluster_holds_one_slot() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+
+        let clusters: Vec<Cluster> = (0..12)
+            .map(|i| Cluster {
+                name: format!("c{i:02}"),
+                members: vec![crate::fleet::Member::new("e1", "https://127.0.0.1:1").expect("member")],
+                backup: None,
+            })
+            .collect();
+        let g = global(&["--parallel", "3"]);
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = std::time::Instant::now();
+        let grouped = runtime.block_on(for_each(&g, clusters, |cluster| {
+            let (running, peak) = (running.clone(), peak.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                // c00 is slow (a blackholed agent); the others are quick.
+                let ms = if cluster.name == "c00" { 400 } else { 20 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                if cluster.name == "c05" {
+                    anyhow::bail!("cannot read c05");
+                }
+                Ok((cluster.name.clone(), cluster.name != "c07"))
+            }
+        }));
+        let elapsed = started.elapsed();
+        assert_eq!(peak.load(Ordering::SeqCst), 3, "at most --parallel at once");
+        // 11 quick clusters through the 2 free slots take ~120 ms, beside the slow one.
+        assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
+        let names: Vec<String> = grouped
+            .clusters
+            .iter()
+            .map(|o| match o {
+                grouped::Outcome::Report(name) => name.clone(),
+                grouped::Outcome::Error(e) => format!("{}!", e.cluster),
+            })
+            .collect();
+        assert_eq!(names[..7], ["c00", "c01", "c02", "c03", "c04", "c05!", "c06"]);
+        assert_eq!(grouped.failed, ["c05", "c07"]);
+        assert!(!grouped.ok);
     }
 }

@@ -373,4 +373,67 @@ mod tests {
         assert_eq!(agent_budget_ms(Duration::from_millis(1)), 1);
         assert_eq!(agent_budget_ms(Duration::from_secs(3600)), MAX_AGENT_BUDGET_MS);
     }
+
+    /// A blackholed agent: TCP connects (the kernel's backlog) but TLS never answers.
+    #[test]
+    fn concurrent_calls_share_one_connect_and_its_failure() {
+        use etcdops_certs::{IssueRequest, Pki, Role, TlsFiles};
+
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pki, _) = Pki::init(dir.path(), "test-ca", 1, false).expect("ca");
+        pki.issue(&IssueRequest::new(Role::Coordinator, "ops"))
+            .expect("issue");
+        let (cert, key) = pki.paths(Role::Coordinator, "ops");
+        let tls = TlsFiles {
+            ca: pki.ca_cert_path(),
+            cert,
+            key,
+        }
+        .client()
+        .expect("client tls");
+        let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let member = Member::new(
+            "etcd1",
+            &format!("https://{}", blackhole.local_addr().expect("addr")),
+        )
+        .expect("member");
+        let timeout = Duration::from_millis(400);
+        let agents = Agents::new(tls, timeout).reusing_channels();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let members = std::slice::from_ref(&member);
+        let started = std::time::Instant::now();
+        let (status, health) =
+            runtime.block_on(async { tokio::join!(agents.get_status(members), agents.health(members)) });
+        let took = started.elapsed();
+        for kind in [
+            &status[0].result.as_ref().expect_err("blackholed").kind,
+            &health[0].result.as_ref().expect_err("blackholed").kind,
+        ] {
+            assert!(matches!(kind, AgentErrorKind::ConnectTimeout { .. }), "{kind:?}");
+        }
+        assert!(
+            took < timeout * 2 - Duration::from_millis(100),
+            "one --timeout for both calls, took {took:?}"
+        );
+        assert_eq!(agents.channel_slots(), 1);
+        // A later call tries again (the failure is not kept for ever).
+        let started = std::time::Instant::now();
+        let again = runtime.block_on(agents.clone().get_status(members));
+        assert!(again[0].result.is_err());
+        assert!(
+            started.elapsed() >= timeout,
+            "connected again: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(agents.channel_slots(), 1, "clones share the channels");
+        assert_eq!(
+            Agents::new(agents.tls.as_ref().clone(), timeout).channel_slots(),
+            0
+        );
+    }
 }

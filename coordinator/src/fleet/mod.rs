@@ -368,7 +368,7 @@ impl Fleet {
 
     /// Writes the fleet to `path` atomically (temporary file in the same
     /// directory, fsync, rename, fsync of the directory): a reader sees the
-    /// old file or the new one, never a part.
+    /// old file or the new one, never a part. An existing file's mode is kept.
     pub fn save(&self, path: &Path) -> Result<(), FleetError> {
         let text = self.to_toml()?;
         let write_err = |source| FleetError::Write {
@@ -380,6 +380,10 @@ impl Fleet {
         let tmp = PathBuf::from(tmp_name);
         let result = (|| {
             let mut file = fs::File::create(&tmp)?;
+            // The file keeps its mode (and so who may read it).
+            if let Ok(meta) = fs::metadata(path) {
+                file.set_permissions(meta.permissions())?;
+            }
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, path)?;
@@ -664,7 +668,11 @@ agent = "https://[2001:db8::1]:7443"
         std::fs::write(&path, GOOD).expect("write");
         let fleet = Fleet::load_as_written(&path).expect("load");
         assert_eq!(fleet.tls.ca, PathBuf::from("pki/ca.crt"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         fleet.save(&path).expect("save");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the mode is kept");
         assert_eq!(Fleet::load_as_written(&path).expect("reload"), fleet);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .expect("dir")

@@ -48,6 +48,13 @@ enum Command {
         after_help = crate::disk::cli::AFTER_HELP
     )]
     ProbeDisk(crate::disk::cli::ProbeDiskArgs),
+    /// Write the agent's man pages (section 8) into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateManpages {
+        /// Where to write etcdops-agent.8 and etcdops-agent-probe-disk.8.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -60,6 +67,9 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::ProbeDisk(probe)) = &args.command {
         return crate::disk::cli::run(probe);
+    }
+    if let Some(Command::GenerateManpages { out_dir }) = &args.command {
+        return generate_manpages(out_dir);
     }
     if let Some(path) = &args.check_config {
         return check_config(path.as_deref().unwrap_or(&args.config));
@@ -109,21 +119,52 @@ fn check_config(path: &Path) -> ExitCode {
             println!("{line}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}", e.one_line());
-            ExitCode::from(e.exit_code())
+        Err((line, code)) => {
+            eprintln!("error: {line}");
+            ExitCode::from(code)
         }
     }
 }
 
-/// The `ok: PATH (agent ...)` line, or why the agent would not start.
-fn checked_config(path: &Path) -> Result<String, crate::preflight::PreflightError> {
-    let checked = crate::preflight::check(path)?;
+/// The `ok: PATH (agent ...)` line, or why the agent would not start: the
+/// preflight checks, then `[etcd.tls]`'s files as the agent checks them at
+/// start-up (readable PEM, valid now: `etcd::check_tls_files`, exit 78 like
+/// a missing file: the host needs fixing, not the config).
+fn checked_config(path: &Path) -> Result<String, (String, u8)> {
+    let checked = crate::preflight::check(path).map_err(|e| (e.one_line(), e.exit_code()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::etcd::check_tls_files(&checked.config.etcd, &checked.identity.name, now)
+        .map_err(|e| (format!("{}: {e}", path.display()), 78))?;
     Ok(format!(
         "ok: {} (agent {})",
         path.display(),
         checked.identity.describe()
     ))
+}
+
+/// `generate-manpages --out-dir DIR`: one page per visible command, from
+/// the clap definitions above; the paths written on stdout.
+fn generate_manpages(dir: &Path) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Args::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = vec![cmd.clone()];
+    pages.extend(cmd.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create the directory {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    for page in pages {
+        let man = clap_mangen::Man::new(page).section("8").manual("etcdops manual");
+        let path = dir.join(man.get_filename());
+        let mut text = Vec::new();
+        if let Err(e) = man.render(&mut text).and_then(|()| std::fs::write(&path, text)) {
+            eprintln!("error: cannot write the man page {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 async fn shutdown_signal() {
@@ -183,10 +224,10 @@ mod tests {
             "{line}"
         );
         std::fs::write(&config, text.replace("[etcd]", "bogus = 1\n[etcd]")).expect("write");
-        let err = checked_config(&config).expect_err("unknown key").to_string();
+        let err = checked_config(&config).expect_err("unknown key").0;
         assert!(err.contains("bogus") && err.contains("agent.toml"), "{err}");
         let missing = dir.path().join("missing.toml");
-        let err = checked_config(&missing).expect_err("missing").to_string();
+        let err = checked_config(&missing).expect_err("missing").0;
         assert!(err.contains("missing.toml"), "{err}");
     }
 }

@@ -12,11 +12,13 @@
 //! key = "/etc/etcdops/pki/agent-etcd1.key"
 //!
 //! [etcd]
-//! endpoint = "http://198.18.0.11:2379" # the local member's client URL
+//! endpoint = "https://198.18.0.11:2379" # the local member's client URL
 //! env_file = "/etc/default/etcd"       # Debian's layout: ETCD_* variables
 //! # data_dir = "/var/lib/etcd/default" # default: ETCD_DATA_DIR from env_file
-//! # [etcd.tls]                         # when etcd serves clients over TLS
-//! # ca = "..."; cert = "..."; key = "..."
+//! [etcd.tls]                           # etcd serves clients over TLS with client-cert auth
+//! ca = "/etc/etcdops/pki/ca.crt"       # the CA of etcd's server certificate
+//! cert = "/etc/etcdops/pki/etcd-client-agent-etcd1.crt"  # `etcdops certs issue etcd-client agent-etcd1`
+//! key = "/etc/etcdops/pki/etcd-client-agent-etcd1.key"
 //!
 //! [unit]
 //! backend = "process"                  # or "systemd" (etcd.service)
@@ -29,7 +31,7 @@
 //!
 //! [disk]                               # optional: the fsync probe (ProbeDisk)
 //! # fsync_p99_threshold_ms = 10        # etcd's guidance: WAL fsync p99 under 10 ms
-//! # metrics_url = "http://127.0.0.1:2381/metrics"  # default: etcd.endpoint + /metrics
+//! # metrics_url = "http://127.0.0.1:2381/metrics"  # default: etcd.endpoint + /metrics (https: with [etcd.tls])
 //! # probe_interval_secs = 60         # light periodic probe (100 × 2300 B) for GetStatus; 0: off
 //!
 //! [restore]                            # optional: the tools StageRestore runs
@@ -231,9 +233,10 @@ pub struct DiskConfig {
     #[serde(default = "default_fsync_p99_threshold_ms")]
     pub fsync_p99_threshold_ms: u64,
     /// The URL of the member's Prometheus metrics. Default: `etcd.endpoint`
-    /// followed by `/metrics` (etcd serves them on its client port). Only
-    /// `http://` can be read; when etcd serves clients over TLS, point this at
-    /// an http listener of etcd's `--listen-metrics-urls`.
+    /// followed by `/metrics` (etcd serves them on its client port). An
+    /// `https://` URL is read with the agent's etcd client certificate
+    /// (`[etcd.tls]`), as etcd's client port requires with client-certificate
+    /// auth; an `http://` listener of etcd's `--listen-metrics-urls` works too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
     /// Seconds between light periodic probes (100 fdatasync'd writes of 2300

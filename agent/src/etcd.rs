@@ -46,12 +46,168 @@ pub enum EtcdError {
     /// MemberAdd refused: etcd allows one learner at a time.
     #[error("etcd allows one learner at a time: promote or remove learner {learner} first")]
     TooManyLearners { learner: String },
-    #[error("etcd client TLS file {path}: {source}")]
-    TlsFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file of `[etcd.tls]` is missing, unreadable, not what it should
+    /// be, expired or not yet valid (checked at start-up and by
+    /// `--check-config`, before any connection).
+    #[error(transparent)]
+    TlsFile(Box<TlsFileError>),
+}
+
+/// An unusable `[etcd.tls]` file: which, whose, what is wrong, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "etcd.tls.{key} {} (the agent's TLS identity towards its etcd member {member} at {endpoint}): {problem}; {fix}",
+    path.display()
+)]
+pub struct TlsFileError {
+    pub key: &'static str,
+    pub path: std::path::PathBuf,
+    pub member: String,
+    pub endpoint: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// What to check when a connection to etcd failed in its TLS handshake
+/// (`None` when the message is not about TLS).
+fn handshake_hint(message: &str, with_tls: bool) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    let about_tls = [
+        "certificate",
+        "handshake",
+        "tls",
+        "unknownissuer",
+        "alert",
+        "corrupt message",
+    ]
+    .iter()
+    .any(|w| m.contains(w));
+    match (about_tls, with_tls) {
+        (true, true) => Some(
+            " (the TLS handshake with etcd failed: check that etcd.tls.ca is the CA that issued etcd's server \
+             certificate, that etcd's certificate is valid now and names this endpoint's address, and that \
+             etcd trusts the CA of the agent's etcd client certificate (ETCD_TRUSTED_CA_FILE))",
+        ),
+        (true, false) => Some(
+            " (etcd expects TLS: use an https:// etcd.endpoint and set [etcd.tls] with the agent's etcd client \
+             certificate, `etcdops certs issue etcd-client`)",
+        ),
+        _ => None,
+    }
+}
+
+/// What to do about a bad `[etcd.tls]` file of the agent of `member`.
+fn tls_fix(key: &str, member: &str, problem: TlsProblem) -> String {
+    let reissue = format!(
+        "reissue the agent's etcd client certificate (`etcdops certs issue etcd-client agent-{member} --force`) \
+         and install the .crt and .key at etcd.tls.cert and etcd.tls.key (the key 0600, readable by the agent)"
+    );
+    match (key, problem) {
+        (_, TlsProblem::NotYetValid) => format!(
+            "check this host's clock (`timedatectl`): a certificate is valid only from its start; or {reissue}"
+        ),
+        ("ca", TlsProblem::Expired) => {
+            "the CA itself expired: make a new CA (`etcdops certs init`), reissue etcd's server and peer \
+             certificates and the agents' etcd client certificates from it, and install them"
+                .to_string()
+        }
+        ("ca", _) => "put the CA certificate that issued etcd's server certificate there (`ca.crt` of the \
+             fleet PKI), readable by the agent"
+            .to_string(),
+        _ => reissue,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsProblem {
+    Unusable,
+    Expired,
+    NotYetValid,
+}
+
+/// Checks the `[etcd.tls]` files of the agent of etcd member `member`
+/// (none without `[etcd.tls]`): each readable, the CA and the certificate
+/// PEM certificates valid at `now_unix`, the key a PEM private key that
+/// goes with the certificate. The error names the file, the member and
+/// what to do. Run at start-up and by `--check-config`.
+pub fn check_tls_files(config: &EtcdConfig, member: &str, now_unix: i64) -> Result<(), EtcdError> {
+    let Some(tls) = &config.tls else {
+        return Ok(());
+    };
+    let error = |key: &'static str, path: &std::path::Path, problem: TlsProblem, text: String| {
+        EtcdError::TlsFile(Box::new(TlsFileError {
+            key,
+            path: path.to_path_buf(),
+            member: member.to_string(),
+            endpoint: config.endpoint.clone(),
+            problem: text,
+            fix: tls_fix(key, member, problem),
+        }))
+    };
+    for (key, path) in [("ca", &tls.ca), ("cert", &tls.cert)] {
+        let pem = std::fs::read(path)
+            .map_err(|e| error(key, path, TlsProblem::Unusable, format!("cannot read it: {e}")))?;
+        let validity = match etcdops_certs::Validity::from_pem(&pem) {
+            None => {
+                return Err(error(
+                    key,
+                    path,
+                    TlsProblem::Unusable,
+                    "holds no PEM certificate".to_string(),
+                ));
+            }
+            Some(Err(e)) => return Err(error(key, path, TlsProblem::Unusable, e.to_string())),
+            Some(Ok(v)) => v,
+        };
+        let when = |unix: i64| {
+            time::OffsetDateTime::from_unix_timestamp(unix)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| unix.to_string())
+        };
+        if now_unix > validity.not_after_unix {
+            return Err(error(
+                key,
+                path,
+                TlsProblem::Expired,
+                format!("the certificate expired at {}", when(validity.not_after_unix)),
+            ));
+        }
+        if now_unix < validity.not_before_unix {
+            return Err(error(
+                key,
+                path,
+                TlsProblem::NotYetValid,
+                format!(
+                    "the certificate is not valid before {}",
+                    when(validity.not_before_unix)
+                ),
+            ));
+        }
+    }
+    let pem = std::fs::read(&tls.key).map_err(|e| {
+        error(
+            "key",
+            &tls.key,
+            TlsProblem::Unusable,
+            format!("cannot read it: {e}"),
+        )
+    })?;
+    {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+            error(
+                "key",
+                &tls.key,
+                TlsProblem::Unusable,
+                format!("holds no usable PEM private key ({e})"),
+            )
+        })?;
+    }
+    crate::disk::metrics::client_config(tls)
+        .map(|_| ())
+        .map_err(|e| error("cert", &tls.cert, TlsProblem::Unusable, e))
 }
 
 /// etcd 3.4's refusals of a membership change, recognised by their
@@ -248,9 +404,21 @@ impl LocalMember {
         let mut tls_options = None;
         if let Some(tls) = &config.tls {
             let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| EtcdError::TlsFile {
-                    path: path.to_path_buf(),
-                    source,
+                std::fs::read(path).map_err(|e| {
+                    EtcdError::TlsFile(Box::new(TlsFileError {
+                        key: if path == tls.ca {
+                            "ca"
+                        } else if path == tls.cert {
+                            "cert"
+                        } else {
+                            "key"
+                        },
+                        path: path.to_path_buf(),
+                        member: String::new(),
+                        endpoint: config.endpoint.clone(),
+                        problem: format!("cannot read it: {e}"),
+                        fix: "make it readable by the agent (see `etcdops-agent --check-config`)".to_string(),
+                    }))
                 })
             };
             let tls = TlsOptions::new()
@@ -312,10 +480,24 @@ impl LocalMember {
     }
 
     fn call_error(&self, e: etcd_client::Error) -> EtcdError {
-        let message = match &e {
+        let mut message = match &e {
             etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
             other => other.to_string(),
         };
+        // The causes say what a failed connection really was (a transport
+        // error's own text is only "transport error").
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        if let Some(hint) = handshake_hint(&message, self.tls.is_some()) {
+            message.push_str(hint);
+        }
         EtcdError::Call {
             endpoint: self.endpoint.clone(),
             message,
@@ -929,6 +1111,105 @@ impl LocalMember {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PKI with an etcd client certificate for `agent-etcd1` (1 day valid,
+    /// made by rcgen through the certs crate) and the `[etcd.tls]` pointing at it.
+    fn etcd_tls() -> (tempfile::TempDir, EtcdConfig, i64) {
+        use etcdops_certs::{IssueRequest, Pki, Role};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pki, _) = Pki::init(dir.path(), "test-ca", 30, false).expect("ca");
+        let mut request = IssueRequest::new(Role::EtcdClient, "agent-etcd1");
+        request.validity_days = 1;
+        let issued = pki.issue(&request).expect("issue");
+        let config = EtcdConfig {
+            endpoint: "https://10.0.0.1:2379".into(),
+            env_file: "/etc/default/etcd".into(),
+            data_dir: None,
+            tls: Some(crate::config::TlsConfig {
+                ca: pki.ca_cert_path(),
+                cert: issued.cert_path,
+                key: issued.key_path,
+            }),
+        };
+        (dir, config, issued.not_after.unix_timestamp())
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_connection() {
+        let (_dir, config, not_after) = etcd_tls();
+        let tls = config.tls.clone().expect("tls");
+        let now = not_after - 3600;
+        check_tls_files(&config, "etcd1", now).expect("valid now");
+        let plain = EtcdConfig {
+            tls: None,
+            ..config.clone()
+        };
+        check_tls_files(&plain, "etcd1", now).expect("nothing to check without [etcd.tls]");
+
+        let text = |e: EtcdError| e.to_string();
+        // Expired: names the file, the member and the reissue command.
+        let err = text(check_tls_files(&config, "etcd1", not_after + 1).expect_err("expired"));
+        assert!(
+            err.contains("etcd.tls.cert")
+                && err.contains(tls.cert.to_str().expect("utf-8"))
+                && err.contains("etcd member etcd1 at https://10.0.0.1:2379")
+                && err.contains("expired at")
+                && err.contains("etcdops certs issue etcd-client agent-etcd1 --force"),
+            "{err}"
+        );
+        // Not yet valid (the certs crate backdates by 5 minutes): the clock.
+        let err = text(check_tls_files(&config, "etcd1", now - 2 * 86_400).expect_err("not yet"));
+        assert!(
+            err.contains("etcd.tls.ca") && err.contains("not valid before") && err.contains("clock"),
+            "the CA is checked first: {err}"
+        );
+        // Missing, unreadable, not PEM.
+        for (key, field) in [("ca", 0), ("cert", 1), ("key", 2)] {
+            let mut broken = config.clone();
+            let t = broken.tls.as_mut().expect("tls");
+            let path = [&mut t.ca, &mut t.cert, &mut t.key];
+            *path.into_iter().nth(field).expect("field") = "/nonexistent/file.pem".into();
+            let err = text(check_tls_files(&broken, "etcd1", now).expect_err("missing"));
+            assert!(
+                err.contains(&format!("etcd.tls.{key} /nonexistent/file.pem"))
+                    && err.contains("cannot read it"),
+                "{err}"
+            );
+        }
+        let mut swapped = config.clone();
+        let t = swapped.tls.as_mut().expect("tls");
+        t.key = t.cert.clone();
+        let err = text(check_tls_files(&swapped, "etcd1", now).expect_err("a certificate as the key"));
+        assert!(
+            err.contains("etcd.tls.key") && err.contains("no usable PEM private key"),
+            "{err}"
+        );
+        let mut swapped = config.clone();
+        let t = swapped.tls.as_mut().expect("tls");
+        t.cert = t.key.clone();
+        let err = text(check_tls_files(&swapped, "etcd1", now).expect_err("a key as the certificate"));
+        assert!(
+            err.contains("etcd.tls.cert") && err.contains("holds no PEM certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_expired_ca_says_to_make_a_new_one() {
+        let (_dir, config, _) = etcd_tls();
+        let tls = config.tls.clone().expect("tls");
+        let ca = etcdops_certs::Validity::from_pem(&std::fs::read(&tls.ca).expect("ca"))
+            .expect("pem")
+            .expect("validity");
+        // Past the CA's 30 days (and the leaf's 1 day): the CA is checked first.
+        let err = check_tls_files(&config, "etcd1", ca.not_after_unix + 1)
+            .expect_err("expired CA")
+            .to_string();
+        assert!(
+            err.contains("etcd.tls.ca") && err.contains("make a new CA"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn membership_refusals_are_recognised_by_etcds_messages() {

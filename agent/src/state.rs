@@ -98,6 +98,11 @@ impl AgentState {
             source,
         })?;
         let fences = crate::fence::FenceStore::load(&config.state_dir)?;
+        crate::etcd::check_tls_files(
+            &config.etcd,
+            &identity.name,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )?;
         Ok(AgentState {
             state_dir: config.state_dir.clone(),
             fences,
@@ -108,7 +113,8 @@ impl AgentState {
             stop_timeout: config.unit.stop_timeout(),
             data_dir: data_dir(config),
             env_file: config.etcd.env_file.clone(),
-            disk: DiskProber::new(&config.disk, &config.etcd.endpoint),
+            disk: DiskProber::new(&config.disk, &config.etcd.endpoint)
+                .with_etcd_tls(config.etcd.tls.as_ref()),
             disk_health: Default::default(),
             host: Default::default(),
             rpc_metrics: Default::default(),

@@ -67,6 +67,35 @@ impl Identity {
     }
 }
 
+/// A certificate's validity window, seconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+}
+
+impl Validity {
+    /// The validity of a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Validity, IdentityError> {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+        Ok(Validity {
+            not_before_unix: cert.validity().not_before.timestamp(),
+            not_after_unix: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// The validity of the first certificate of PEM text; `None` when the
+    /// text holds no PEM certificate.
+    pub fn from_pem(pem: &[u8]) -> Option<Result<Validity, IdentityError>> {
+        let der = CertificateDer::pem_slice_iter(pem).next()?;
+        Some(
+            der.map_err(|e| IdentityError::Der(e.to_string()))
+                .and_then(|d| Validity::from_der(&d)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

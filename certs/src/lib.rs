@@ -4,7 +4,8 @@
 //!   coordinator and etcd certificates.
 //! - [`role`]: the roles a certificate can carry; the role is part of the
 //!   certificate's subject so an agent can tell a coordinator from an agent.
-//! - [`identity`]: reading the role and name back out of a peer certificate.
+//! - [`identity`]: reading the role and name back out of a peer certificate,
+//!   and a certificate's validity window ([`Validity`]).
 //! - [`tls`]: the rustls/tonic configurations for the agent (server, mutual
 //!   TLS) and the coordinator (client), and the crypto provider.
 
@@ -15,7 +16,7 @@ pub mod pki;
 pub mod role;
 pub mod tls;
 
-pub use identity::{Identity, IdentityError};
+pub use identity::{Identity, IdentityError, Validity};
 pub use pki::{IssueRequest, Issued, Pki, PkiError};
 pub use role::Role;
 pub use tls::{ClientTls, TlsError, TlsFiles, install_crypto_provider};

@@ -17,6 +17,10 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # tests/tests/hung_stop.rs: gdb makes an etcd ignore SIGTERM (a graceful stop that hangs).
 command -v gdb >/dev/null 2>&1 || need_apt+=(gdb)
+# The Debian packages (deploy/dev/package.sh, tests/tests/packages.rs): lintian checks them.
+command -v lintian >/dev/null 2>&1 || need_apt+=(lintian)
+# cargo-deb resolves `depends = "$auto"` with dpkg-shlibdeps.
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need_apt+=(dpkg-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -65,5 +69,11 @@ done
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
+fi
+# cargo-deb builds the .debs (deploy/dev/package.sh); pinned: its metadata handling changes between versions.
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
+  echo "setup: installing cargo-deb $cargo_deb_version" >&2
+  cargo install cargo-deb --version "$cargo_deb_version" --locked --force
 fi
 echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1))" >&2

@@ -16,10 +16,12 @@ dir=$(mktemp -d)
 trap '"$bin/etcdops" sandbox down --dir "$dir/sbx" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$bin/etcdops" sandbox up --dir "$dir/sbx" --ip-prefix 127.0.77 >/dev/null
 export ETCDOPS_FLEET="$dir/sbx/fleet.toml" ETCDOPS_JOURNAL="$dir/journal.redb"
-ep=127.0.77.11:2379
+ep=https://127.0.77.11:2379
+pki="$dir/sbx/pki"   # the sandbox's etcd speaks TLS with client-certificate auth
+tls=(--cacert "$pki/ca.crt" --cert "$pki/etcd-client-sandbox-operator.crt" --key "$pki/etcd-client-sandbox-operator.key")
 head -c 75000 /dev/urandom | base64 -w0 > "$dir/value"   # 100 kB
 for i in $(seq 1 $((mb * 10))); do
-  ETCDCTL_API=3 etcdctl --endpoints="$ep" put "bench/$i" < "$dir/value" >/dev/null
+  ETCDCTL_API=3 etcdctl --endpoints="$ep" "${tls[@]}" put "bench/$i" < "$dir/value" >/dev/null
 done
 "$bin/etcdops" status | tail -n 1
 echo "etcdops check hashkv, $runs runs (ms):"

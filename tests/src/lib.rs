@@ -1,6 +1,9 @@
 //! The end-to-end harness: real etcd members supervised by real agents on
 //! free 127.x.y.z addresses, a PKI generated at test time, and the real
-//! `etcdops` CLI pointed at them.
+//! `etcdops` CLI pointed at them. etcd speaks client and peer TLS with
+//! client-certificate auth (the layout's default; [`ClusterBuilder::plain_http`]
+//! for a test that compares): reach it with [`Cluster::etcd_options`] /
+//! [`etcd_connect_options`] (etcd-client) and [`etcdctl_tls_args`] (etcdctl).
 //!
 //! ```no_run
 //! let cluster = etcdops_tests::Cluster::builder().members(3).start(etcdops_tests::bins!());
@@ -65,6 +68,7 @@ pub struct ClusterBuilder {
     disk_probe_interval_secs: Option<u64>,
     disk_fsync_threshold_ms: Option<u64>,
     stop_timeout_secs: Option<u64>,
+    tls: bool,
 }
 
 /// The agents' fsync threshold when a test turns the periodic probe off and
@@ -113,6 +117,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// etcd over plain HTTP instead of TLS (the default): only for a test
+    /// that compares the two.
+    pub fn plain_http(mut self) -> Self {
+        self.tls = false;
+        self
+    }
+
     /// Starts etcd members and agents and waits until the cluster is healthy.
     pub fn start(self, bins: Bins) -> Cluster {
         etcdops_certs::install_crypto_provider();
@@ -136,6 +147,7 @@ impl ClusterBuilder {
             metrics_port: self.metrics_port,
             disk_probe_interval_secs: self.disk_probe_interval_secs,
             spares: self.spares,
+            tls: self.tls,
         };
         let layout = spec.write().expect("writing the cluster layout");
         let threshold = self
@@ -309,6 +321,7 @@ impl Cluster {
             disk_probe_interval_secs: None,
             disk_fsync_threshold_ms: None,
             stop_timeout_secs: None,
+            tls: true,
         }
     }
 
@@ -460,12 +473,24 @@ impl Cluster {
         leaders == 1 && cluster_ids.len() == 1
     }
 
+    /// etcd-client's options for this cluster's members: the layout's
+    /// operator `etcd-client` certificate (`None` with plain HTTP). Use it
+    /// wherever a test talks to etcd: `Client::connect(urls, cluster.etcd_options())`.
+    pub fn etcd_options(&self) -> Option<etcd_client::ConnectOptions> {
+        etcd_connect_options(&self.layout)
+    }
+
+    /// etcdctl's TLS flags for this cluster (see [`etcdctl_tls_args`]).
+    pub fn etcdctl_tls_args(&self) -> Vec<String> {
+        etcdctl_tls_args(&self.layout)
+    }
+
     /// Keys under `prefix` as the member at `client_url` sees them
     /// (serializable read: its own data, even without a leader).
     pub fn local_count(&self, client_url: &str, prefix: &str) -> i64 {
-        let (url, prefix) = (client_url.to_string(), prefix.to_string());
+        let (url, prefix, options) = (client_url.to_string(), prefix.to_string(), self.etcd_options());
         self.block_on(async move {
-            let mut client = etcd_client::Client::connect([url.as_str()], None)
+            let mut client = etcd_client::Client::connect([url.as_str()], options)
                 .await
                 .expect("client");
             let opts = etcd_client::GetOptions::new()
@@ -479,9 +504,9 @@ impl Cluster {
     /// Every key and value under `prefix` as the member at `client_url` holds
     /// them (serializable read), in key order.
     pub fn local_dump(&self, client_url: &str, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let (url, prefix) = (client_url.to_string(), prefix.to_string());
+        let (url, prefix, options) = (client_url.to_string(), prefix.to_string(), self.etcd_options());
         self.block_on(async move {
-            let mut client = etcd_client::Client::connect([url.as_str()], None)
+            let mut client = etcd_client::Client::connect([url.as_str()], options)
                 .await
                 .expect("client");
             let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
@@ -498,7 +523,7 @@ impl Cluster {
     pub fn put_bulk(&self, prefix: &str, count: usize, value_size: usize) {
         let endpoints: Vec<String> = self.layout.members.iter().map(|m| m.client_url.clone()).collect();
         self.runtime.block_on(async {
-            let client = etcd_client::Client::connect(&endpoints, None)
+            let client = etcd_client::Client::connect(&endpoints, self.etcd_options())
                 .await
                 .expect("etcd client");
             let value = vec![b'x'; value_size];
@@ -673,6 +698,16 @@ impl Cluster {
     /// Stops member i's agent (and with it its etcd) and starts it again
     /// from the same config; waits until the cluster is healthy.
     pub fn restart_agent(&mut self, i: usize) {
+        self.restart_agent_no_wait(i);
+        self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| {
+            c.is_healthy()
+        });
+    }
+
+    /// [`Cluster::restart_agent`] without waiting for a healthy cluster (a
+    /// test that broke the agent's config on purpose); waits only until the
+    /// agent answers GetStatus.
+    pub fn restart_agent_no_wait(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             procs::terminate(child.id());
             procs::wait_group(child.id(), Duration::from_secs(20), || {
@@ -685,8 +720,8 @@ impl Cluster {
         let child =
             procs::spawn_agent(&self.bins.agent, &self.layout.members[i]).expect("respawning the agent");
         self.children[i] = Some(child);
-        self.wait_until("the cluster healthy after an agent restart", START_TIMEOUT, |c| {
-            c.is_healthy()
+        self.wait_until("the restarted agent answering GetStatus", START_TIMEOUT, |c| {
+            c.get_status(i, &Caller::Coordinator, 1000).is_ok()
         });
     }
 
@@ -818,15 +853,58 @@ fn set_fsync_threshold(config: &Path, ms: u64) {
     std::fs::write(config, agent.to_toml()).expect("writing the agent config");
 }
 
-/// GET `/metrics` from an etcd member's plain-HTTP client URL.
-pub fn etcd_metrics(client_url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = client_url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
-    body
+/// GET `/metrics` from an etcd member's client URL (over TLS with the
+/// operator's etcd client certificate when `tls` is given), through the
+/// agent's own scraper.
+pub fn etcd_metrics(client_url: &str, tls: Option<&etcdops_certs::TlsFiles>) -> String {
+    use etcdops_agent::disk::metrics::{MetricsEndpoint, fetch};
+    let tls = tls.map(|t| etcdops_agent::config::TlsConfig {
+        ca: t.ca.clone(),
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+    });
+    let endpoint = MetricsEndpoint::new(format!("{client_url}/metrics"), tls.as_ref());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(fetch(&endpoint, Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("reading etcd's metrics: {e}"))
+}
+
+/// etcd-client's options for the members of `layout` (the 127.x harness's
+/// or the nspawn hosts'): TLS with the layout's operator `etcd-client`
+/// certificate and the fleet CA; `None` with plain HTTP (`tls = false`).
+pub fn etcd_connect_options(layout: &Layout) -> Option<etcd_client::ConnectOptions> {
+    let tls = layout.etcd_client.as_ref()?;
+    Some(etcd_tls_options(tls).unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+/// etcd-client's options for the client identity `tls` (CA, certificate, key).
+pub fn etcd_tls_options(tls: &etcdops_certs::TlsFiles) -> anyhow::Result<etcd_client::ConnectOptions> {
+    use anyhow::Context;
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("etcd client TLS file {}", path.display()));
+    let options = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)?))
+        .identity(etcd_client::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    Ok(etcd_client::ConnectOptions::new().with_tls(options))
+}
+
+/// etcdctl's flags for the members of `layout`: `--cacert`, `--cert` and
+/// `--key` of the operator's `etcd-client` certificate (none with plain HTTP).
+pub fn etcdctl_tls_args(layout: &Layout) -> Vec<String> {
+    layout
+        .etcd_client
+        .as_ref()
+        .map(|tls| {
+            vec![
+                format!("--cacert={}", tls.ca.display()),
+                format!("--cert={}", tls.cert.display()),
+                format!("--key={}", tls.key.display()),
+            ]
+        })
+        .unwrap_or_default()
 }
 
 /// The etcd binary: `ETCD_BIN` or the installed one.

@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
 //! use etcdops_tests::loadgen::{LoadConfig, LoadGen};
-//! let load = LoadGen::start(LoadConfig::new(vec!["http://127.0.0.1:2379".into()])).await?;
+//! let load = LoadGen::start(LoadConfig::new(vec!["https://127.0.0.1:2379".into()], cluster.layout.etcd_client.clone())).await?;
 //! tokio::time::sleep(std::time::Duration::from_secs(10)).await;
 //! println!("{}", load.stop().await);
 //! # Ok(()) }
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use etcd_client::{Client, CompactionOptions, DeleteOptions, KvClient, MaintenanceClient};
+use etcdops_certs::TlsFiles;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
@@ -37,8 +38,11 @@ const MAX_SAMPLES: usize = 1_500_000;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Client URLs of every member (`http://ip:port`).
+    /// Client URLs of every member (`https://ip:port`, or `http://`).
     pub endpoints: Vec<String>,
+    /// The etcd client identity for `https://` endpoints (the layout's
+    /// operator `etcd-client` certificate: `layout.etcd_client`).
+    pub tls: Option<TlsFiles>,
     /// Target writes per second.
     pub rate: u32,
     /// At most this many writes in flight.
@@ -65,9 +69,10 @@ impl LoadConfig {
     /// The defaults: 200 writes/s, 8 in flight, 256-byte values over 1000
     /// keys under `/bench/load/`, 2 s per write, 1 s per attempt, Status
     /// every 100 ms.
-    pub fn new(endpoints: Vec<String>) -> LoadConfig {
+    pub fn new(endpoints: Vec<String>, tls: Option<TlsFiles>) -> LoadConfig {
         LoadConfig {
             endpoints,
+            tls,
             rate: 200,
             concurrency: 8,
             value_size: 256,
@@ -229,17 +234,34 @@ impl LeaderTracker {
     }
 }
 
-/// One lazily connected channel (reconnects on its own) to an endpoint.
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
+/// One lazily connected channel (reconnects on its own) to an endpoint,
+/// over TLS with `tls`'s client certificate when given.
+fn channel(url: &str, tls: Option<&TlsFiles>) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("endpoint {url}"))?
         .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("etcd client TLS file {}", path.display()))
+        };
+        let host = endpoint.uri().host().unwrap_or_default().to_string();
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&tls.cert)?,
+                read(&tls.key)?,
+            ))
+            .domain_name(host);
+        endpoint = endpoint
+            .tls_config(config)
+            .with_context(|| format!("TLS for {url}"))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
-async fn client(url: &str) -> anyhow::Result<Client> {
-    Client::from_channel(etcd_client::Channel::Tonic(channel(url)?), None)
+async fn client(url: &str, tls: Option<&TlsFiles>) -> anyhow::Result<Client> {
+    Client::from_channel(etcd_client::Channel::Tonic(channel(url, tls)?), None)
         .await
         .with_context(|| format!("etcd client for {url}"))
 }
@@ -283,10 +305,10 @@ impl LoadGen {
         let mut kvs = Vec::new();
         let mut maints = Vec::new();
         for url in &cfg.endpoints {
-            kvs.push((url.clone(), client(url).await?.kv_client()));
+            kvs.push((url.clone(), client(url, cfg.tls.as_ref()).await?.kv_client()));
             // A separate connection for the watcher, so its polls never queue
             // behind the load.
-            maints.push(client(url).await?.maintenance_client());
+            maints.push(client(url, cfg.tls.as_ref()).await?.maintenance_client());
         }
         let (stop, stop_rx) = watch::channel(false);
         let writes = Arc::new(Mutex::new(WriteTotals::default()));
@@ -567,10 +589,10 @@ impl fmt::Display for MemberDb {
 }
 
 /// Every member's dbSize and dbSizeInUse.
-pub async fn db_sizes(endpoints: &[String]) -> anyhow::Result<Vec<MemberDb>> {
+pub async fn db_sizes(endpoints: &[String], tls: Option<&TlsFiles>) -> anyhow::Result<Vec<MemberDb>> {
     let mut out = Vec::new();
     for url in endpoints {
-        let mut m = client(url).await?.maintenance_client();
+        let mut m = client(url, tls).await?.maintenance_client();
         let s = tokio::time::timeout(Duration::from_secs(5), m.status())
             .await
             .with_context(|| format!("{url}: Status timed out"))?
@@ -595,16 +617,18 @@ pub async fn db_sizes(endpoints: &[String]) -> anyhow::Result<Vec<MemberDb>> {
 /// etcd's 1.5 MiB request limit.
 pub async fn fragment(
     endpoints: &[String],
+    tls: Option<&TlsFiles>,
     megabytes: usize,
     value_size: usize,
 ) -> anyhow::Result<Vec<MemberDb>> {
-    fragment_keeping(endpoints, megabytes, value_size, 10).await
+    fragment_keeping(endpoints, tls, megabytes, value_size, 10).await
 }
 
 /// [`fragment`], keeping 1 in `keep_every` values (so about 1/`keep_every`
 /// of the database stays in use: what a defragmentation copies).
 pub async fn fragment_keeping(
     endpoints: &[String],
+    tls: Option<&TlsFiles>,
     megabytes: usize,
     value_size: usize,
     keep_every: usize,
@@ -615,7 +639,8 @@ pub async fn fragment_keeping(
         "value_size must be 1 byte to 1 MiB"
     );
     let count = (megabytes * 1_000_000).div_ceil(value_size);
-    let client = Client::connect(endpoints, None).await.context("etcd client")?;
+    let options = tls.map(crate::etcd_tls_options).transpose()?;
+    let client = Client::connect(endpoints, options).await.context("etcd client")?;
     let value = Arc::new(vec![b'f'; value_size]);
     let mut tasks = JoinSet::new();
     for i in 0..count {
@@ -656,7 +681,7 @@ pub async fn fragment_keeping(
         // transaction commits: give the members one.
         kv.put("/bench/frag/tick", "x", None).await.context("put")?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let sizes = db_sizes(endpoints).await?;
+        let sizes = db_sizes(endpoints, tls).await?;
         let freed =
             |m: &MemberDb| (m.db_size_in_use as f64) < m.db_size as f64 * (1.0 / keep_every as f64 + 0.25);
         if sizes.iter().all(freed) || Instant::now() > deadline {
@@ -761,7 +786,7 @@ mod tests {
         for url in ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"] {
             kvs.push((
                 url.to_string(),
-                client(url).await.expect("lazy client").kv_client(),
+                client(url, None).await.expect("lazy client").kv_client(),
             ));
         }
         let eps = Endpoints::new(kvs);

@@ -284,6 +284,8 @@ impl NspawnCluster {
         let mut env = EnvFile::load(&m.env_file).context("reading the layout's env file")?;
         env.set("ETCD_DATA_DIR", etcdops_agent::state::DEFAULT_DATA_DIR)
             .context("env file")?;
+        let mut config = AgentConfig::load(&m.agent_config).context("reading the layout's agent config")?;
+        install_tls(&h.merged, &m, &mut env, &mut config)?;
         write_file(&h.merged.join("etc/default/etcd"), &env.to_text())?;
         if h.spare {
             // The package enabled etcd.service in the image: a spare host
@@ -299,7 +301,6 @@ impl NspawnCluster {
                 }
             }
         }
-        let mut config = AgentConfig::load(&m.agent_config).context("reading the layout's agent config")?;
         config.etcd.env_file = PathBuf::from("/etc/default/etcd");
         // The agent's own state inside the host, where a package puts it.
         config.state_dir = PathBuf::from(etcdops_agent::config::DEFAULT_STATE_DIR);
@@ -1000,6 +1001,93 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Where a host's etcd reads its certificates (owned by the host's `etcd`).
+const ETCD_PKI_IN_HOST: &str = "/etc/etcd/pki";
+/// Where a host's agent reads its own and its etcd client certificates
+/// (root's; under the packaged unit PrivateTmp hides /var/tmp).
+const AGENT_PKI_IN_HOST: &str = "/etc/etcdops/pki";
+
+/// Copies host `m`'s TLS files from the layout's PKI into the host, as a
+/// package install would have them: etcd's server and peer certificates and
+/// the CA in [`ETCD_PKI_IN_HOST`] (keys 0600, owned by the host's `etcd`
+/// user, which cannot read the layout's root-owned keys), the agent's own
+/// and its etcd client certificates in [`AGENT_PKI_IN_HOST`] (root, keys
+/// 0600); points `env` (the host's /etc/default/etcd) and `config` (its
+/// agent.toml) at those copies. Nothing to do for a plain-HTTP layout.
+fn install_tls(
+    merged: &Path,
+    m: &MemberLayout,
+    env: &mut EnvFile,
+    config: &mut AgentConfig,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let copy =
+        |from: &Path, to_dir: &str, name: &str, key_owner: Option<(u32, u32)>| -> anyhow::Result<PathBuf> {
+            let in_host = Path::new(to_dir).join(name);
+            let path = merged.join(in_host.strip_prefix("/").unwrap_or(&in_host));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(from, &path)
+                .with_context(|| format!("copying {} to {}", from.display(), path.display()))?;
+            let mode = if key_owner.is_some() { 0o600 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", path.display()))?;
+            if let Some((uid, gid)) = key_owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", path.display()))?;
+            }
+            Ok(in_host)
+        };
+    let Some(tls) = &m.etcd_tls else {
+        return Ok(());
+    };
+    let etcd = etcd_user(merged)?;
+    let root = Some((0, 0));
+    let etcd_files = [
+        ("ETCD_TRUSTED_CA_FILE", &tls.ca, "ca.crt", None),
+        ("ETCD_CERT_FILE", &tls.server_cert, "server.crt", None),
+        ("ETCD_KEY_FILE", &tls.server_key, "server.key", Some(etcd)),
+        ("ETCD_PEER_TRUSTED_CA_FILE", &tls.ca, "ca.crt", None),
+        ("ETCD_PEER_CERT_FILE", &tls.peer_cert, "peer.crt", None),
+        ("ETCD_PEER_KEY_FILE", &tls.peer_key, "peer.key", Some(etcd)),
+    ];
+    for (var, from, name, owner) in etcd_files {
+        let in_host = copy(from, ETCD_PKI_IN_HOST, name, owner)?;
+        env.set(var, &in_host.display().to_string())
+            .with_context(|| format!("env file {var}"))?;
+    }
+    let agent = config.tls.clone();
+    config.tls = etcdops_agent::config::TlsConfig {
+        ca: copy(&agent.ca, AGENT_PKI_IN_HOST, "ca.crt", None)?,
+        cert: copy(&agent.cert, AGENT_PKI_IN_HOST, "agent.crt", None)?,
+        key: copy(&agent.key, AGENT_PKI_IN_HOST, "agent.key", root)?,
+    };
+    config.etcd.tls = Some(etcdops_agent::config::TlsConfig {
+        ca: copy(&tls.ca, AGENT_PKI_IN_HOST, "etcd-ca.crt", None)?,
+        cert: copy(&tls.client_cert, AGENT_PKI_IN_HOST, "etcd-client.crt", None)?,
+        key: copy(&tls.client_key, AGENT_PKI_IN_HOST, "etcd-client.key", root)?,
+    });
+    Ok(())
+}
+
+/// The uid and gid of the `etcd` user in the host's /etc/passwd (Debian's
+/// etcd-server package creates it).
+fn etcd_user(merged: &Path) -> anyhow::Result<(u32, u32)> {
+    let passwd = merged.join("etc/passwd");
+    let text = std::fs::read_to_string(&passwd).with_context(|| format!("reading {}", passwd.display()))?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"etcd"))
+        .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
+        .with_context(|| {
+            format!(
+                "no etcd user in {}: is etcd-server installed in the root filesystem?",
+                passwd.display()
+            )
+        })
 }
 
 /// Runs a command; an error names the argument vector and its stderr.

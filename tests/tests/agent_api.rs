@@ -295,7 +295,7 @@ fn env_file_changes_take_effect_and_data_dirs_are_only_moved_aside() {
         std::time::Duration::from_secs(30),
         |c| c.is_healthy(),
     );
-    let metrics = etcd_metrics(&m.client_url);
+    let metrics = etcd_metrics(&m.client_url, cluster.layout.etcd_client.as_ref());
     assert!(
         metrics
             .lines()

@@ -48,6 +48,12 @@ fn status_of_a_healthy_three_member_cluster() {
         );
         assert_eq!(m["data_dir"]["owner_uid"], 0, "tests run as root: {m:#}");
         assert!(
+            m["etcd"]["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("https://")),
+            "etcd serves clients over TLS by default, and the agent talks TLS to it: {m:#}"
+        );
+        assert!(
             m["agent_info"]["cert_not_after_unix"]
                 .as_i64()
                 .is_some_and(|t| t > 0)
@@ -79,6 +85,27 @@ fn status_of_a_healthy_three_member_cluster() {
     for name in ["etcd1", "etcd2", "etcd3"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
+    // Client and peer TLS by default: etcd's own membership says https.
+    for m in members(&report) {
+        for key in ["peer_urls", "client_urls"] {
+            let urls = m[key].as_array().expect("urls");
+            assert!(
+                !urls.is_empty()
+                    && urls
+                        .iter()
+                        .all(|u| u.as_str().is_some_and(|u| u.starts_with("https://"))),
+                "{key} of {}: {urls:?}",
+                m["name"]
+            );
+        }
+    }
+    let table = cluster.etcdops(&["member", "list"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("https://") && !table.stdout.contains("http://"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]

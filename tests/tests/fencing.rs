@@ -289,7 +289,7 @@ fn maintenance_rpcs_on_real_etcd() {
         .map(|m| m.client_url.clone())
         .collect();
     let revision = cluster.block_on(async {
-        let mut kv = etcd_client::Client::connect(&endpoints, None)
+        let mut kv = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
             .await
             .expect("etcd")
             .kv_client();

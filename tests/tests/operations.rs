@@ -49,7 +49,7 @@ fn fragment(cluster: &Cluster, mb: usize) {
         .map(|m| m.client_url.clone())
         .collect();
     cluster.block_on(async {
-        let mut client = etcd_client::Client::connect(&endpoints, None)
+        let mut client = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
             .await
             .expect("etcd client");
         let deleted = client
@@ -75,7 +75,7 @@ fn key_count(cluster: &Cluster, prefix: &str) -> i64 {
         .map(|m| m.client_url.clone())
         .collect();
     cluster.block_on(async {
-        let mut client = etcd_client::Client::connect(&endpoints, None)
+        let mut client = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
             .await
             .expect("etcd client");
         let resp = client
@@ -639,7 +639,7 @@ fn compact_alarms_and_nospace_recovery() {
         .map(|m| m.client_url.clone())
         .collect();
     cluster.block_on(async {
-        let mut c = etcd_client::Client::connect(&endpoints, None)
+        let mut c = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
             .await
             .expect("client");
         let value = vec![b'x'; 500_000];
@@ -668,7 +668,7 @@ fn compact_alarms_and_nospace_recovery() {
 
     // Free the space the keys hold, then recover.
     cluster.block_on(async {
-        let mut c = etcd_client::Client::connect(&endpoints, None)
+        let mut c = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
             .await
             .expect("client");
         c.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix()))

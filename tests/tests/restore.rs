@@ -81,9 +81,12 @@ fn a_cluster_restored_from_a_snapshot_holds_its_data_and_rolls_back() {
     let ops = cluster.coordinator();
     cluster.put_bulk("before/", 120, 300);
     cluster.block_on({
-        let url = cluster.layout.members[0].client_url.clone();
+        let (url, tls) = (
+            cluster.layout.members[0].client_url.clone(),
+            cluster.etcd_options(),
+        );
         async move {
-            let mut client = etcd_client::Client::connect([url.as_str()], None)
+            let mut client = etcd_client::Client::connect([url.as_str()], tls)
                 .await
                 .expect("client");
             for i in 0..20 {

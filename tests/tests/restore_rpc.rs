@@ -142,6 +142,7 @@ fn snapshot(c: &Cluster, dir: &Path) -> Vec<u8> {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", c.member(0).client_url))
+        .args(c.etcdctl_tls_args())
         .arg("snapshot")
         .arg("save")
         .arg(&path)

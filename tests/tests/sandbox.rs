@@ -53,6 +53,27 @@ fn sandbox_up_status_down() {
         stdout.contains("etcdops status") && stdout.contains("sandbox down"),
         "next steps printed: {stdout}"
     );
+    // etcd speaks TLS with client-certificate auth: the printed etcdctl
+    // line carries the flags, and works as printed.
+    let etcdctl = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("etcdctl "))
+        .unwrap_or_else(|| panic!("an etcdctl example printed: {stdout}"));
+    assert!(
+        etcdctl.contains("https://") && etcdctl.contains("--cacert") && etcdctl.contains("--cert"),
+        "{etcdctl}"
+    );
+    let put = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(etcdctl.split_whitespace().skip(1))
+        .output()
+        .expect("running etcdctl");
+    assert!(
+        put.status.success(),
+        "{etcdctl}: {}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let spare_agent = format!("https://{prefix}.14:7443");
     assert!(
         stdout

@@ -7,11 +7,13 @@ use std::process::{Command, Output};
 
 use etcdops_tests::{CliOutput, Cluster, bins};
 
-fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+/// etcdctl against `endpoint` with `tls`: the cluster's `--cacert --cert --key`.
+fn etcdctl(endpoint: &str, tls: &[String], args: &[&str]) -> Output {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoint)
+        .args(tls)
         .args(args)
         .output()
         .expect("running etcdctl");
@@ -27,6 +29,7 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
 fn etcdctl_status(file: &Path, format: &str) -> String {
     let out = etcdctl(
         "127.0.0.1:1",
+        &[],
         &["snapshot", "status", "-w", format, file.to_str().expect("utf-8")],
     );
     String::from_utf8(out.stdout).expect("utf-8")
@@ -55,29 +58,34 @@ fn assert_clean_failure(out: &CliOutput, expect: &str) {
 fn snapshot_status_agrees_with_etcdctl_and_reports_damage() {
     let cluster = Cluster::builder().members(1).start(bins!());
     let url = cluster.member(0).client_url.clone();
+    let tls = cluster.etcdctl_tls_args();
 
     // Some hundreds of keys, a few large values (overflow pages), overwrites,
     // deletes (tombstones), a lease, and a compaction (meta entries).
     cluster.put_bulk("key-", 400, 100);
     cluster.put_bulk("big-", 3, 20_000);
     for i in 0..10 {
-        etcdctl(&url, &["put", &format!("key-{i}"), &format!("overwritten-{i}")]);
+        etcdctl(
+            &url,
+            &tls,
+            &["put", &format!("key-{i}"), &format!("overwritten-{i}")],
+        );
     }
     for i in 10..15 {
-        etcdctl(&url, &["del", &format!("key-{i}")]);
+        etcdctl(&url, &tls, &["del", &format!("key-{i}")]);
     }
-    etcdctl(&url, &["lease", "grant", "600"]);
+    etcdctl(&url, &tls, &["lease", "grant", "600"]);
     let marker = "MARKER-VALUE-0123456789-MARKER";
-    let put = etcdctl(&url, &["put", "marker", marker, "-w", "json"]);
+    let put = etcdctl(&url, &tls, &["put", "marker", marker, "-w", "json"]);
     let put: serde_json::Value = serde_json::from_slice(&put.stdout).expect("put json");
     let revision = put["header"]["revision"].as_i64().expect("revision");
     assert!(revision > 400, "{put}");
-    etcdctl(&url, &["compact", &(revision - 5).to_string()]);
-    etcdctl(&url, &["del", "key-20"]);
+    etcdctl(&url, &tls, &["compact", &(revision - 5).to_string()]);
+    etcdctl(&url, &tls, &["del", "key-20"]);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("snap.db");
-    etcdctl(&url, &["snapshot", "save", snap.to_str().expect("utf-8")]);
+    etcdctl(&url, &tls, &["snapshot", "save", snap.to_str().expect("utf-8")]);
     let data = std::fs::read(&snap).expect("snapshot");
     assert_eq!(data.len() % 512, 32, "etcdctl writes the sha256 trailer");
 

@@ -242,7 +242,7 @@ fn env_change_restart_move_aside_and_probe_on_systemd_hosts() {
         |c| c.is_healthy(),
     );
     assert!(
-        etcd_metrics(&url)
+        etcd_metrics(&url, cluster.layout.etcd_client.as_ref())
             .lines()
             .any(|l| l.starts_with("etcd_server_quota_backend_bytes ") && l.contains("1.073741824e+09")),
         "the new quota is in force after the restart"

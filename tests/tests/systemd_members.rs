@@ -35,9 +35,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String]) {
+fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String], tls: Option<etcd_client::ConnectOptions>) {
     rt.block_on(async {
-        let mut client = etcd_client::Client::connect(endpoints, None)
+        let mut client = etcd_client::Client::connect(endpoints, tls)
             .await
             .expect("etcd client");
         for i in 0..KEEP_COUNT {
@@ -51,10 +51,15 @@ fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String]) {
 
 /// Keys under `prefix` as the member at `url` holds them (a serializable
 /// read: its own data, not the leader's); None if it does not answer.
-fn local_count(rt: &tokio::runtime::Runtime, url: &str, prefix: &str) -> Option<i64> {
+fn local_count(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    prefix: &str,
+    tls: Option<etcd_client::ConnectOptions>,
+) -> Option<i64> {
     rt.block_on(async {
         let read = async {
-            let mut client = etcd_client::Client::connect([url], None).await.ok()?;
+            let mut client = etcd_client::Client::connect([url], tls).await.ok()?;
             let opts = etcd_client::GetOptions::new()
                 .with_prefix()
                 .with_count_only()
@@ -72,7 +77,17 @@ fn local_count(rt: &tokio::runtime::Runtime, url: &str, prefix: &str) -> Option<
 fn wait_for_kept_keys(rt: &tokio::runtime::Runtime, urls: &[String], cluster: &NspawnCluster) {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let counts: Vec<Option<i64>> = urls.iter().map(|u| local_count(rt, u, KEEP_PREFIX)).collect();
+        let counts: Vec<Option<i64>> = urls
+            .iter()
+            .map(|u| {
+                local_count(
+                    rt,
+                    u,
+                    KEEP_PREFIX,
+                    etcdops_tests::etcd_connect_options(&cluster.layout),
+                )
+            })
+            .collect();
         if counts.iter().all(|c| *c == Some(KEEP_COUNT)) {
             return;
         }
@@ -97,7 +112,12 @@ fn same_data(rt: &tokio::runtime::Runtime, urls: &[String], cluster: &NspawnClus
             .map(|url| {
                 rt.block_on(async {
                     let read = async {
-                        let mut client = etcd_client::Client::connect([url.as_str()], None).await.ok()?;
+                        let mut client = etcd_client::Client::connect(
+                            [url.as_str()],
+                            etcdops_tests::etcd_connect_options(&cluster.layout),
+                        )
+                        .await
+                        .ok()?;
                         let status = client.status().await.ok()?;
                         let rev = status.header()?.revision();
                         let hash = client.hash_kv(rev).await.ok()?;
@@ -185,7 +205,11 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     };
     let rt = runtime();
     let members = cluster.client_urls();
-    put_keys(&rt, &members);
+    put_keys(
+        &rt,
+        &members,
+        etcdops_tests::etcd_connect_options(&cluster.layout),
+    );
     let spare = cluster.spare(0).clone();
     let host = cluster.spare_host(0);
     assert_eq!(
@@ -319,7 +343,11 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
     };
     let rt = runtime();
     let members = cluster.client_urls();
-    put_keys(&rt, &members);
+    put_keys(
+        &rt,
+        &members,
+        etcdops_tests::etcd_connect_options(&cluster.layout),
+    );
     let spare = cluster.spare(0).clone();
     let host = cluster.spare_host(0);
     let victim = (0..3).find(|&i| i != leader(&cluster)).expect("a follower");
@@ -329,7 +357,7 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
     let cfg = LoadConfig {
         rate: RATE,
         concurrency: CONCURRENCY,
-        ..LoadConfig::new(members.clone())
+        ..LoadConfig::new(members.clone(), cluster.layout.etcd_client.clone())
     };
     let load = rt.block_on(LoadGen::start(cfg)).expect("starting the load");
     std::thread::sleep(WARMUP);
@@ -413,7 +441,17 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
         .collect();
     wait_for_kept_keys(&rt, &urls, &cluster);
     let (rev, hash) = same_data(&rt, &urls, &cluster);
-    let load_keys: Vec<Option<i64>> = urls.iter().map(|u| local_count(&rt, u, "/bench/load/")).collect();
+    let load_keys: Vec<Option<i64>> = urls
+        .iter()
+        .map(|u| {
+            local_count(
+                &rt,
+                u,
+                "/bench/load/",
+                etcdops_tests::etcd_connect_options(&cluster.layout),
+            )
+        })
+        .collect();
     assert!(
         load_keys
             .iter()

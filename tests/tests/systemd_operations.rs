@@ -54,7 +54,7 @@ fn under_load(
     let cfg = LoadConfig {
         rate: RATE,
         concurrency: CONCURRENCY,
-        ..LoadConfig::new(cluster.client_urls())
+        ..LoadConfig::new(cluster.client_urls(), cluster.layout.etcd_client.clone())
     };
     let load = rt.block_on(LoadGen::start(cfg)).expect("starting the load");
     std::thread::sleep(WARMUP);
@@ -80,7 +80,7 @@ fn proposals_failed(cluster: &NspawnCluster) -> Vec<String> {
         .client_urls()
         .iter()
         .map(|url| {
-            etcdops_tests::etcd_metrics(url)
+            etcdops_tests::etcd_metrics(url, cluster.layout.etcd_client.as_ref())
                 .lines()
                 .find(|l| l.starts_with("etcd_server_proposals_failed_total "))
                 .map_or_else(
@@ -91,9 +91,9 @@ fn proposals_failed(cluster: &NspawnCluster) -> Vec<String> {
         .collect()
 }
 
-fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String]) {
+fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String], tls: Option<etcd_client::ConnectOptions>) {
     rt.block_on(async {
-        let mut client = etcd_client::Client::connect(endpoints, None)
+        let mut client = etcd_client::Client::connect(endpoints, tls)
             .await
             .expect("etcd client");
         for i in 0..KEEP_COUNT {
@@ -105,9 +105,13 @@ fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String]) {
     });
 }
 
-fn key_count(rt: &tokio::runtime::Runtime, endpoints: &[String]) -> i64 {
+fn key_count(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &[String],
+    tls: Option<etcd_client::ConnectOptions>,
+) -> i64 {
     rt.block_on(async {
-        let mut client = etcd_client::Client::connect(endpoints, None)
+        let mut client = etcd_client::Client::connect(endpoints, tls)
             .await
             .expect("etcd client");
         let resp = client
@@ -169,12 +173,21 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
     };
     let rt = runtime();
     let endpoints = cluster.client_urls();
-    put_keys(&rt, &endpoints);
+    put_keys(
+        &rt,
+        &endpoints,
+        etcdops_tests::etcd_connect_options(&cluster.layout),
+    );
 
     // --- rolling defrag on a fragmented database, under load.
     let started = Instant::now();
     let before = rt
-        .block_on(loadgen::fragment(&endpoints, FRAGMENT_MB, 100_000))
+        .block_on(loadgen::fragment(
+            &endpoints,
+            cluster.layout.etcd_client.as_ref(),
+            FRAGMENT_MB,
+            100_000,
+        ))
         .expect("fragmenting");
     eprintln!("fragmented in {:.1?}: {}", started.elapsed(), list(&before));
     for m in &before {
@@ -197,7 +210,9 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
         steps[2].starts_with("transfer-leadership:") && steps[3].starts_with("defrag:"),
         "{steps:?}"
     );
-    let after = rt.block_on(loadgen::db_sizes(&endpoints)).expect("db sizes");
+    let after = rt
+        .block_on(loadgen::db_sizes(&endpoints, cluster.layout.etcd_client.as_ref()))
+        .expect("db sizes");
     for (b, a) in before.iter().zip(&after) {
         assert!(
             a.db_size * 2 < b.db_size,
@@ -254,7 +269,15 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
         "healthy after the restart\n{}",
         cluster.logs()
     );
-    assert_eq!(key_count(&rt, &endpoints), KEEP_COUNT as i64, "data intact");
+    assert_eq!(
+        key_count(
+            &rt,
+            &endpoints,
+            etcdops_tests::etcd_connect_options(&cluster.layout)
+        ),
+        KEEP_COUNT as i64,
+        "data intact"
+    );
 
     eprintln!(
         "summary: defrag {defrag_took:.1?}: failed {} p99 {} max {} leader changes {} term +{}; \

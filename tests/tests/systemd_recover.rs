@@ -12,9 +12,12 @@ use etcdops_tests::{bins, step_ids};
 fn count(cluster: &NspawnCluster, url: String, prefix: &str) -> i64 {
     let prefix = prefix.to_string();
     cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect([url.as_str()], None)
-            .await
-            .expect("client");
+        let mut client = etcd_client::Client::connect(
+            [url.as_str()],
+            etcdops_tests::etcd_connect_options(&cluster.layout),
+        )
+        .await
+        .expect("client");
         let opts = etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only()
@@ -32,9 +35,12 @@ fn a_lost_majority_is_recovered_on_systemd_hosts() {
     let t0 = std::time::Instant::now();
     let endpoints = cluster.client_urls();
     cluster.block_on(async {
-        let mut client = etcd_client::Client::connect(endpoints.clone(), None)
-            .await
-            .expect("etcd client");
+        let mut client = etcd_client::Client::connect(
+            endpoints.clone(),
+            etcdops_tests::etcd_connect_options(&cluster.layout),
+        )
+        .await
+        .expect("etcd client");
         for i in 0..60 {
             client
                 .put(format!("/e2e/keep/{i}"), format!("v{i}"), None)

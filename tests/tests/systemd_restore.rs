@@ -13,9 +13,12 @@ const BEFORE: &str = "/e2e/before/";
 const AFTER: &str = "/e2e/after/";
 
 fn put(cluster: &NspawnCluster, prefix: &str, n: usize) {
-    let endpoints = cluster.client_urls();
+    let (endpoints, tls) = (
+        cluster.client_urls(),
+        etcdops_tests::etcd_connect_options(&cluster.layout),
+    );
     cluster.block_on(async move {
-        let mut client = etcd_client::Client::connect(endpoints, None)
+        let mut client = etcd_client::Client::connect(endpoints, tls)
             .await
             .expect("etcd client");
         for i in 0..n {
@@ -34,9 +37,12 @@ fn counts(cluster: &NspawnCluster, prefix: &str) -> Vec<i64> {
         .into_iter()
         .map(|url| {
             cluster.block_on(async move {
-                let mut client = etcd_client::Client::connect([url.as_str()], None)
-                    .await
-                    .expect("client");
+                let mut client = etcd_client::Client::connect(
+                    [url.as_str()],
+                    etcdops_tests::etcd_connect_options(&cluster.layout),
+                )
+                .await
+                .expect("client");
                 let opts = etcd_client::GetOptions::new()
                     .with_prefix()
                     .with_count_only()
@@ -55,9 +61,12 @@ fn dumps(cluster: &NspawnCluster, prefix: &str) -> Vec<Vec<(String, String)>> {
         .map(|url| {
             let prefix = prefix.to_string();
             cluster.block_on(async move {
-                let mut client = etcd_client::Client::connect([url.as_str()], None)
-                    .await
-                    .expect("client");
+                let mut client = etcd_client::Client::connect(
+                    [url.as_str()],
+                    etcdops_tests::etcd_connect_options(&cluster.layout),
+                )
+                .await
+                .expect("client");
                 let opts = etcd_client::GetOptions::new().with_prefix().with_serializable();
                 let got = client.get(prefix, Some(opts)).await.expect("dump");
                 let mut kvs: Vec<(String, String)> = got

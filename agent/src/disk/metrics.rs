@@ -5,12 +5,95 @@
 //!
 //! The histograms are cumulative since etcd started, so the figures describe
 //! the member's whole life, not the last minutes. The scrape is a minimal
-//! HTTP/1.0 GET over a plain TCP connection: etcd serves `/metrics` on its
-//! client port, or on `--listen-metrics-urls`.
+//! HTTP/1.0 GET: etcd serves `/metrics` on its client port, or on
+//! `--listen-metrics-urls`. An `https://` URL is read over TLS with the
+//! agent's etcd client identity (`[etcd.tls]`), as etcd requires with
+//! client-certificate auth on its client port ([`MetricsEndpoint`]); that
+//! read runs on a blocking thread (rustls over std sockets, every read and
+//! write under the timeout).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::TlsConfig;
+
+/// Where etcd's metrics are read: the URL and, for `https://`, the TLS
+/// client configuration (the agent's etcd client certificate and the CA
+/// of etcd's server certificate), loaded once.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    url: String,
+    /// `Err`: the `[etcd.tls]` files could not be loaded (said at each scrape).
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl std::fmt::Debug for MetricsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsEndpoint")
+            .field("url", &self.url)
+            .field(
+                "tls",
+                &self.tls.as_ref().map(|t| t.as_ref().map(|_| "client identity")),
+            )
+            .finish()
+    }
+}
+
+impl MetricsEndpoint {
+    /// `url`, read with `tls` when it is `https://` (`None`: no client
+    /// identity; an https URL is then refused at each scrape).
+    pub fn new(url: impl Into<String>, tls: Option<&TlsConfig>) -> MetricsEndpoint {
+        MetricsEndpoint {
+            url: url.into(),
+            tls: tls.map(|t| client_config(t).map(Arc::new)),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// rustls' client configuration for `[etcd.tls]`: the CA as the only trust
+/// anchor, the agent's etcd client certificate as its identity (ring).
+pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("etcd.tls.{what} {}: {e}", path.display()))
+    };
+    let (ca, cert, key) = (
+        read("ca", &tls.ca)?,
+        read("cert", &tls.cert)?,
+        read("key", &tls.key)?,
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&ca) {
+        let der = der.map_err(|e| format!("etcd.tls.ca {}: {e}", tls.ca.display()))?;
+        roots
+            .add(der)
+            .map_err(|e| format!("etcd.tls.ca {}: {e}", tls.ca.display()))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("etcd.tls.cert {}: {e}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| format!("etcd.tls.key {}: {e}", tls.key.display()))?;
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            format!(
+                "etcd.tls.cert {} with etcd.tls.key {}: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })
+}
 
 /// etcd's WAL fsync latency histogram (seconds).
 pub const WAL_FSYNC: &str = "etcd_disk_wal_fsync_duration_seconds";
@@ -49,10 +132,12 @@ pub struct ParseError {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error(
-        "{url}: reading metrics over https is not supported; set disk.metrics_url in the agent config to an \
-         http:// listener of etcd's --listen-metrics-urls"
+        "{url}: reading metrics over https needs the agent's etcd client certificate: set [etcd.tls] in the \
+         agent config, or set disk.metrics_url to an http:// listener of etcd's --listen-metrics-urls"
     )]
     Https { url: String },
+    #[error("{url}: cannot load the agent's etcd client TLS files: {reason}")]
+    Tls { url: String, reason: String },
     #[error("{url}: not an http:// URL with a host and port")]
     BadUrl { url: String },
     #[error("{url}: {source}")]
@@ -75,30 +160,58 @@ pub enum MetricsError {
     },
 }
 
-/// Reads `url` and computes etcd's disk figures.
-pub async fn scrape(url: &str, timeout: Duration) -> Result<EtcdDiskMetrics, MetricsError> {
-    let text = tokio::time::timeout(timeout, http_get(url))
-        .await
-        .map_err(|_| MetricsError::Timeout {
-            url: url.to_string(),
-            timeout,
-        })??;
+/// Reads the metrics page and computes etcd's disk figures.
+pub async fn scrape(endpoint: &MetricsEndpoint, timeout: Duration) -> Result<EtcdDiskMetrics, MetricsError> {
+    let text = fetch(endpoint, timeout).await?;
     disk_metrics(&text).map_err(|source| MetricsError::Parse {
-        url: url.to_string(),
+        url: endpoint.url.clone(),
         source,
     })
 }
 
-/// Reads `url` and returns the value of the unlabelled gauge `name`
-/// (`None` when the page does not have it).
-pub async fn scrape_gauge(url: &str, name: &str, timeout: Duration) -> Result<Option<f64>, MetricsError> {
-    let text = tokio::time::timeout(timeout, http_get(url))
-        .await
-        .map_err(|_| MetricsError::Timeout {
-            url: url.to_string(),
-            timeout,
-        })??;
+/// Reads the metrics page and returns the value of the unlabelled gauge
+/// `name` (`None` when the page does not have it).
+pub async fn scrape_gauge(
+    endpoint: &MetricsEndpoint,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<f64>, MetricsError> {
+    let text = fetch(endpoint, timeout).await?;
     Ok(gauge(&text, name))
+}
+
+/// The metrics page's text, within `timeout`.
+pub async fn fetch(endpoint: &MetricsEndpoint, timeout: Duration) -> Result<String, MetricsError> {
+    let url = endpoint.url.as_str();
+    let timed_out = || MetricsError::Timeout {
+        url: url.to_string(),
+        timeout,
+    };
+    if url.starts_with("https://") {
+        let tls = match &endpoint.tls {
+            Some(Ok(tls)) => tls.clone(),
+            Some(Err(reason)) => {
+                return Err(MetricsError::Tls {
+                    url: url.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            None => return Err(MetricsError::Https { url: url.to_string() }),
+        };
+        let owned = url.to_string();
+        let task = tokio::task::spawn_blocking(move || https_get(&owned, tls, timeout));
+        return match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(MetricsError::Io {
+                url: url.to_string(),
+                source: std::io::Error::other(e),
+            }),
+            Err(_) => Err(timed_out()),
+        };
+    }
+    tokio::time::timeout(timeout, http_get(url))
+        .await
+        .map_err(|_| timed_out())?
 }
 
 /// The value of the sample `name` (with or without labels: the first one).
@@ -279,13 +392,10 @@ pub fn histogram_quantile(q: f64, buckets: &[Bucket]) -> Option<f64> {
     Some(start + (end - start) * ((rank - below) / count))
 }
 
-/// GET `url` (http only) and return the body.
-async fn http_get(url: &str) -> Result<String, MetricsError> {
-    let rest = match url.strip_prefix("http://") {
-        Some(rest) => rest,
-        None if url.starts_with("https://") => return Err(MetricsError::Https { url: url.to_string() }),
-        None => return Err(MetricsError::BadUrl { url: url.to_string() }),
-    };
+/// The host:port and path of an `http://` or `https://` URL.
+fn split_url<'a>(url: &'a str, scheme: &str) -> Result<(&'a str, &'a str), MetricsError> {
+    let bad = || MetricsError::BadUrl { url: url.to_string() };
+    let rest = url.strip_prefix(scheme).ok_or_else(bad)?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -294,30 +404,89 @@ async fn http_get(url: &str) -> Result<String, MetricsError> {
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     {
-        return Err(MetricsError::BadUrl { url: url.to_string() });
+        return Err(bad());
     }
+    Ok((authority, path))
+}
+
+fn request(authority: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: etcdops-agent\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// GET an `http://` URL and return the body.
+async fn http_get(url: &str) -> Result<String, MetricsError> {
+    let (authority, path) = split_url(url, "http://")?;
     let io = |source| MetricsError::Io {
         url: url.to_string(),
         source,
     };
     let mut stream = tokio::net::TcpStream::connect(authority).await.map_err(io)?;
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: etcdops-agent\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream
+        .write_all(request(authority, path).as_bytes())
+        .await
+        .map_err(io)?;
     let mut response = Vec::new();
     (&mut stream)
         .take(MAX_BODY + 1)
         .read_to_end(&mut response)
         .await
         .map_err(io)?;
+    body_of(url, &response)
+}
+
+/// GET an `https://` URL with `tls` (blocking: rustls over a std socket,
+/// connect, every read and write bounded by `timeout`) and return the body.
+fn https_get(url: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Result<String, MetricsError> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let (authority, path) = split_url(url, "https://")?;
+    let io = |source| MetricsError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or_default();
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| MetricsError::BadUrl { url: url.to_string() })?;
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))?;
+    let socket = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    socket.set_read_timeout(Some(timeout)).map_err(io)?;
+    socket.set_write_timeout(Some(timeout)).map_err(io)?;
+    let conn = rustls::ClientConnection::new(tls, server_name)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let mut stream = rustls::StreamOwned::new(conn, socket);
+    stream
+        .write_all(request(authority, path).as_bytes())
+        .map_err(io)?;
+    stream.flush().map_err(io)?;
+    let mut response = Vec::new();
+    match (&mut stream).take(MAX_BODY + 1).read_to_end(&mut response) {
+        Ok(_) => {}
+        // etcd (Go) closes an HTTP/1.0 connection without TLS' close_notify:
+        // the body ends there (the response is checked for completeness below).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(io(e)),
+    }
+    body_of(url, &response)
+}
+
+/// The body of a whole response, or why not.
+fn body_of(url: &str, response: &[u8]) -> Result<String, MetricsError> {
     if response.len() as u64 > MAX_BODY {
         return Err(MetricsError::Malformed {
             url: url.to_string(),
             reason: format!("larger than {MAX_BODY} bytes"),
         });
     }
-    parse_response(&response).map_err(|e| match e {
+    parse_response(response).map_err(|e| match e {
         ResponseError::Status(status) => MetricsError::Status {
             url: url.to_string(),
             status,
@@ -579,9 +748,8 @@ etcd_disk_backend_defrag_duration_seconds_bucket{le="+Inf"} 3
                 .expect("write");
             request
         });
-        let m = scrape(&format!("http://{addr}/metrics"), Duration::from_secs(5))
-            .await
-            .expect("scrape");
+        let endpoint = MetricsEndpoint::new(format!("http://{addr}/metrics"), None);
+        let m = scrape(&endpoint, Duration::from_secs(5)).await.expect("scrape");
         assert_eq!(m.wal_fsync_p99, Some(Duration::from_millis(4)));
         assert!(
             server
@@ -590,12 +758,23 @@ etcd_disk_backend_defrag_duration_seconds_bucket{le="+Inf"} 3
                 .starts_with("GET /metrics HTTP/1.0\r\n")
         );
 
-        let err = scrape("https://127.0.0.1:2379/metrics", Duration::from_secs(1))
-            .await
-            .expect_err("https");
+        let https = MetricsEndpoint::new("https://127.0.0.1:2379/metrics", None);
+        let err = scrape(&https, Duration::from_secs(1)).await.expect_err("https");
         assert!(matches!(err, MetricsError::Https { .. }), "{err}");
-        assert!(err.to_string().contains("disk.metrics_url"), "{err}");
-        let err = scrape("http://nohost/metrics", Duration::from_secs(1))
+        assert!(err.to_string().contains("[etcd.tls]"), "{err}");
+        let missing = TlsConfig {
+            ca: "/nonexistent/ca.crt".into(),
+            cert: "/nonexistent/c.crt".into(),
+            key: "/nonexistent/c.key".into(),
+        };
+        let https = MetricsEndpoint::new("https://127.0.0.1:2379/metrics", Some(&missing));
+        let err = scrape(&https, Duration::from_secs(1))
+            .await
+            .expect_err("no files");
+        assert!(matches!(err, MetricsError::Tls { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.crt"), "{err}");
+        let nohost = MetricsEndpoint::new("http://nohost/metrics", None);
+        let err = scrape(&nohost, Duration::from_secs(1))
             .await
             .expect_err("no port");
         assert!(matches!(err, MetricsError::BadUrl { .. }), "{err}");

@@ -18,7 +18,7 @@ use crate::config::DiskConfig;
 #[derive(Debug, Clone)]
 pub struct DiskProber {
     threshold: Duration,
-    metrics_url: String,
+    metrics: metrics::MetricsEndpoint,
     /// When the running probe started; `None` when none runs.
     running: Arc<Mutex<Option<Instant>>>,
 }
@@ -52,12 +52,22 @@ impl DiskProber {
     pub fn new(config: &DiskConfig, etcd_endpoint: &str) -> DiskProber {
         DiskProber {
             threshold: Duration::from_millis(config.fsync_p99_threshold_ms),
-            metrics_url: config
-                .metrics_url
-                .clone()
-                .unwrap_or_else(|| format!("{}/metrics", etcd_endpoint.trim_end_matches('/'))),
+            metrics: metrics::MetricsEndpoint::new(
+                config
+                    .metrics_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/metrics", etcd_endpoint.trim_end_matches('/'))),
+                None,
+            ),
             running: Arc::default(),
         }
+    }
+
+    /// Reads etcd's metrics over TLS with the agent's etcd client identity
+    /// (`[etcd.tls]`) when the metrics URL is `https://`.
+    pub fn with_etcd_tls(mut self, tls: Option<&crate::config::TlsConfig>) -> DiskProber {
+        self.metrics = metrics::MetricsEndpoint::new(self.metrics.url(), tls);
+        self
     }
 
     /// The fdatasync p99 above which the disk is judged too slow.
@@ -67,7 +77,12 @@ impl DiskProber {
 
     /// Where etcd's Prometheus metrics are read.
     pub fn metrics_url(&self) -> &str {
-        &self.metrics_url
+        self.metrics.url()
+    }
+
+    /// Where and how etcd's Prometheus metrics are read.
+    pub fn metrics(&self) -> &metrics::MetricsEndpoint {
+        &self.metrics
     }
 
     /// Takes the one probe slot, or says how long the running probe has run.

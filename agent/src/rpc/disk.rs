@@ -42,7 +42,7 @@ pub async fn probe_disk(state: &AgentState, request: ProbeDiskRequest) -> Result
         let location = probe::location_for(&data_dir);
         probe::run(&location, options, PROBE_LIMIT, &flag)
     });
-    let (metrics, probed) = tokio::join!(metrics::scrape(state.disk.metrics_url(), METRICS_TIMEOUT), work);
+    let (metrics, probed) = tokio::join!(metrics::scrape(state.disk.metrics(), METRICS_TIMEOUT), work);
     drop(cancel);
     let result = match probed {
         Ok(Ok(r)) => r,

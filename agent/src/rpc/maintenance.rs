@@ -65,7 +65,7 @@ pub fn etcd_status(e: EtcdError) -> Status {
         EtcdError::NoSpace { .. } => tonic::Code::ResourceExhausted,
         EtcdError::NotLeader { .. } => tonic::Code::FailedPrecondition,
         EtcdError::FutureRevision { .. } => tonic::Code::InvalidArgument,
-        EtcdError::TlsFile { .. } => tonic::Code::Internal,
+        EtcdError::TlsFile(_) => tonic::Code::Internal,
         EtcdError::TooManyLearners { .. } => tonic::Code::FailedPrecondition,
         EtcdError::MemberRefused { refusal, .. } => match refusal {
             MemberRefusal::Unhealthy | MemberRefusal::LearnerNotInSync => tonic::Code::Unavailable,

@@ -19,7 +19,7 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
         state.etcd.status(timeout),
         state.unit.info(),
         tokio::task::spawn_blocking(move || DataDirInfo::read(&data_dir_path)),
-        scrape_gauge(state.disk.metrics_url(), QUOTA_BACKEND_BYTES, timeout),
+        scrape_gauge(state.disk.metrics(), QUOTA_BACKEND_BYTES, timeout),
         state.fences.all(),
     );
     let member = match member {

@@ -12,6 +12,7 @@ mod check;
 mod clusters;
 mod failure;
 mod fleet_import;
+mod generate;
 mod health;
 mod maintain;
 mod member;
@@ -42,6 +43,7 @@ pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, Role
 pub use check::{CheckCommand, CheckDiskArgs};
 pub use clusters::ScopeError;
 pub use fleet_import::{FleetCommand, ImportArgs, ImportError};
+pub use generate::{CompletionsArgs, ManpagesArgs, manpage_names};
 pub use member::MemberCommand;
 pub use snapshot::SnapshotCommand;
 
@@ -227,6 +229,14 @@ pub enum Command {
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
     Sandbox(SandboxCommand),
+
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(long_about = generate::COMPLETIONS_ABOUT, after_help = generate::COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+
+    /// Write one man page per command into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateManpages(ManpagesArgs),
 }
 
 const SANDBOX_ABOUT: &str = "A real local etcd cluster to try etcdops on.\n\n\
@@ -356,6 +366,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Op(op::OpCommand::Prune(args)) => op::prune(global, args, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
+        Command::Completions(args) => generate::completions(args, out),
+        Command::GenerateManpages(args) => generate::manpages(args, out),
     }
 }
 
@@ -366,6 +378,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Status | Command::Health | Command::Check(_) => return None,
         Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
         Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) => return None,
+        Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",
         Command::Snapshot(_) => "snapshot",
         Command::Backup(_) => "backup run|prune",

@@ -198,6 +198,17 @@ pub(crate) async fn run(
         integrity: status.integrity.as_str().to_string(),
     };
     let membership = view.membership().to_vec();
+    // A member missing from the membership gets the others' scheme (https
+    // when the cluster's peers speak TLS).
+    let scheme = if membership
+        .iter()
+        .flat_map(|e| &e.peer_urls)
+        .any(|u| u.starts_with("https://"))
+    {
+        "https"
+    } else {
+        "http"
+    };
     let hosts: Vec<RestoreHost> = view
         .members
         .iter()
@@ -211,7 +222,7 @@ pub(crate) async fn run(
                 .iter()
                 .find(|e| e.name == m.name)
                 .and_then(|e| e.peer_urls.first().cloned())
-                .unwrap_or_else(|| format!("http://{}:2380", fleet.agent.host())),
+                .unwrap_or_else(|| format!("{scheme}://{}:2380", fleet.agent.host())),
         })
         .collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

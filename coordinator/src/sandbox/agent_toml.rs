@@ -42,7 +42,8 @@ pub struct AgentToml {
     pub disk: Option<DiskToml>,
 }
 
-/// `[tls]`: the agent's certificate and key, and the fleet CA.
+/// `[tls]`: the agent's certificate and key, and the fleet CA (also
+/// `[etcd.tls]`: the agent's etcd client certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsToml {
@@ -59,6 +60,10 @@ pub struct EtcdToml {
     pub endpoint: String,
     /// etcd's environment file.
     pub env_file: PathBuf,
+    /// `[etcd.tls]`: the agent's etcd client certificate and the CA of
+    /// etcd's server certificate, when etcd serves clients over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsToml>,
 }
 
 /// `[unit]`: the process backend running etcd.

@@ -4,6 +4,14 @@
 //! Spare hosts get the same files but no member yet: their agents do not
 //! start etcd, and their env files lack the `ETCD_INITIAL_CLUSTER*`
 //! settings the coordinator writes when it adds the member.
+//!
+//! etcd speaks TLS by default (`tls = true`): every host gets
+//! `etcd-server` and `etcd-peer` certificates for its IP, the env files run
+//! etcd with client and peer TLS and client-certificate auth on https URLs,
+//! and the agent talks to its member with an `etcd-client` certificate of
+//! its own (`[etcd.tls]`). The layout also issues an operator's
+//! `etcd-client` certificate for etcdctl and tests ([`Layout::etcd_client`]).
+//! `tls = false` keeps plain HTTP for a test that compares the two.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -47,7 +55,18 @@ pub struct LayoutSpec {
     /// fleet file; `etcdops member add` turns one into a member.
     #[serde(default)]
     pub spares: usize,
+    /// etcd serves clients and peers over TLS with client-certificate auth
+    /// (the default); `false`: plain HTTP, only for a test that needs it.
+    #[serde(default = "default_tls")]
+    pub tls: bool,
 }
+
+fn default_tls() -> bool {
+    true
+}
+
+/// The CN of the operator's etcd client certificate (etcdctl, tests).
+pub const ETCD_CLIENT_OPERATOR: &str = "sandbox-operator";
 
 /// The most spare hosts a layout has.
 pub const MAX_SPARES: usize = 4;
@@ -69,6 +88,36 @@ pub struct MemberLayout {
     pub state_dir: PathBuf,
     pub etcd_log: PathBuf,
     pub agent_log: PathBuf,
+    /// etcd's TLS files on this host; `None` with plain HTTP.
+    pub etcd_tls: Option<EtcdTlsLayout>,
+}
+
+/// One host's etcd certificates, all from the layout's PKI
+/// (`etcdops certs issue etcd-server|etcd-peer|etcd-client`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTlsLayout {
+    /// The fleet CA: the trust anchor of clients and peers.
+    pub ca: PathBuf,
+    /// etcd's client-facing certificate (`ETCD_CERT_FILE`), SAN: the host's IP.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// etcd's peer certificate (`ETCD_PEER_CERT_FILE`), SAN: the host's IP.
+    pub peer_cert: PathBuf,
+    pub peer_key: PathBuf,
+    /// The agent's client certificate towards its member (`[etcd.tls]`).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTlsLayout {
+    /// The agent's identity towards etcd (`[etcd.tls]`).
+    pub fn agent_client(&self) -> etcdops_certs::TlsFiles {
+        etcdops_certs::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+        }
+    }
 }
 
 /// A laid-out cluster.
@@ -80,6 +129,9 @@ pub struct Layout {
     pub members: Vec<MemberLayout>,
     /// Spare hosts: an agent each, no etcd member yet (not in the fleet file).
     pub spares: Vec<MemberLayout>,
+    /// The operator's etcd client identity (etcdctl `--cacert --cert --key`,
+    /// the tests' etcd clients); `None` with plain HTTP.
+    pub etcd_client: Option<etcdops_certs::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +173,22 @@ impl LayoutSpec {
         }
         let mut hosts = (0..self.members + self.spares).map(|i| self.host(i));
         let members = hosts.by_ref().take(self.members).collect();
+        let pki_dir = self.dir.join("pki");
+        let etcd_client = self.tls.then(|| {
+            let (cert, key) = pki_paths(&pki_dir, Role::EtcdClient, ETCD_CLIENT_OPERATOR);
+            etcdops_certs::TlsFiles {
+                ca: pki_dir.join("ca.crt"),
+                cert,
+                key,
+            }
+        });
         Ok(Layout {
             fleet_path: self.dir.join("fleet.toml"),
-            pki_dir: self.dir.join("pki"),
+            pki_dir,
             dir: self.dir.clone(),
             members,
             spares: hosts.collect(),
+            etcd_client,
         })
     }
 
@@ -137,9 +199,25 @@ impl LayoutSpec {
         let host = u8::try_from(11 + i).unwrap_or(u8::MAX);
         let ip = Ipv4Addr::new(a, b, c, host);
         let dir = self.dir.join(&name);
+        let scheme = if self.tls { "https" } else { "http" };
+        let etcd_tls = self.tls.then(|| {
+            let pki = self.dir.join("pki");
+            let (server_cert, server_key) = pki_paths(&pki, Role::EtcdServer, &name);
+            let (peer_cert, peer_key) = pki_paths(&pki, Role::EtcdPeer, &name);
+            let (client_cert, client_key) = pki_paths(&pki, Role::EtcdClient, &agent_client_name(&name));
+            EtcdTlsLayout {
+                ca: pki.join("ca.crt"),
+                server_cert,
+                server_key,
+                peer_cert,
+                peer_key,
+                client_cert,
+                client_key,
+            }
+        });
         MemberLayout {
-            client_url: format!("http://{ip}:{}", self.client_port),
-            peer_url: format!("http://{ip}:{}", self.peer_port),
+            client_url: format!("{scheme}://{ip}:{}", self.client_port),
+            peer_url: format!("{scheme}://{ip}:{}", self.peer_port),
             agent_url: format!("https://{ip}:{}", self.agent_port),
             agent_config: dir.join("agent.toml"),
             env_file: dir.join("etcd.env"),
@@ -147,6 +225,7 @@ impl LayoutSpec {
             state_dir: dir.join("agent-state"),
             etcd_log: dir.join("etcd.log"),
             agent_log: dir.join("agent.log"),
+            etcd_tls,
             name,
             ip,
             dir,
@@ -158,6 +237,9 @@ impl LayoutSpec {
         let layout = self.plan()?;
         let (pki, _) = Pki::init(&layout.pki_dir, "etcdops-sandbox-ca", 30, false)?;
         let coordinator = pki.issue(&IssueRequest::new(Role::Coordinator, "sandbox-operator"))?;
+        if self.tls {
+            pki.issue(&IssueRequest::new(Role::EtcdClient, ETCD_CLIENT_OPERATOR))?;
+        }
         let initial_cluster = layout
             .members
             .iter()
@@ -195,6 +277,19 @@ impl LayoutSpec {
     fn write_host(&self, pki: &Pki, m: &MemberLayout, env: &str, autostart: bool) -> Result<(), LayoutError> {
         create_dir(&m.dir)?;
         let cert = pki.issue(&IssueRequest::new(Role::Agent, m.name.clone()).host(m.ip.to_string()))?;
+        if m.etcd_tls.is_some() {
+            for role in [Role::EtcdServer, Role::EtcdPeer] {
+                let mut request = IssueRequest::new(role, m.name.clone()).host(m.ip.to_string());
+                // etcd checks a peer's (and its own gateway's) client
+                // certificate against the connection's source address, and
+                // Linux sends from 127.0.0.1 to any 127.x address.
+                if m.ip.is_loopback() && m.ip != Ipv4Addr::LOCALHOST {
+                    request = request.host(Ipv4Addr::LOCALHOST.to_string());
+                }
+                pki.issue(&request)?;
+            }
+            pki.issue(&IssueRequest::new(Role::EtcdClient, agent_client_name(&m.name)))?;
+        }
         write(&m.env_file, env)?;
         let config = AgentToml {
             listen: (m.ip, self.agent_port).into(),
@@ -208,6 +303,11 @@ impl LayoutSpec {
             etcd: EtcdToml {
                 endpoint: m.client_url.clone(),
                 env_file: m.env_file.clone(),
+                tls: m.etcd_tls.as_ref().map(|t| TlsToml {
+                    ca: t.ca.clone(),
+                    cert: t.client_cert.clone(),
+                    key: t.client_key.clone(),
+                }),
             },
             unit: UnitToml {
                 backend: "process".to_string(),
@@ -266,8 +366,40 @@ fn env_file(m: &MemberLayout, initial: Option<(&str, &str)>) -> String {
              ETCD_INITIAL_CLUSTER_TOKEN=\"{token}\"\n"
         ));
     }
+    if let Some(tls) = &m.etcd_tls {
+        text.push_str(&format!(
+            "# Client and peer TLS with client-certificate auth (etcdops certs issue etcd-server|etcd-peer).\n\
+             ETCD_CERT_FILE=\"{server_cert}\"\n\
+             ETCD_KEY_FILE=\"{server_key}\"\n\
+             ETCD_TRUSTED_CA_FILE=\"{ca}\"\n\
+             ETCD_CLIENT_CERT_AUTH=\"true\"\n\
+             ETCD_PEER_CERT_FILE=\"{peer_cert}\"\n\
+             ETCD_PEER_KEY_FILE=\"{peer_key}\"\n\
+             ETCD_PEER_TRUSTED_CA_FILE=\"{ca}\"\n\
+             ETCD_PEER_CLIENT_CERT_AUTH=\"true\"\n",
+            server_cert = tls.server_cert.display(),
+            server_key = tls.server_key.display(),
+            peer_cert = tls.peer_cert.display(),
+            peer_key = tls.peer_key.display(),
+            ca = tls.ca.display(),
+        ));
+    }
     text.push_str("ETCD_LOGGER=\"zap\"\n");
     text
+}
+
+/// The CN of host `member`'s agent's etcd client certificate.
+fn agent_client_name(member: &str) -> String {
+    format!("agent-{member}")
+}
+
+/// Where `Pki::paths` puts a certificate, computed without opening the PKI.
+fn pki_paths(pki_dir: &Path, role: Role, name: &str) -> (PathBuf, PathBuf) {
+    let stem = format!("{}-{name}", role.as_str());
+    (
+        pki_dir.join(format!("{stem}.crt")),
+        pki_dir.join(format!("{stem}.key")),
+    )
 }
 
 fn create_dir(path: &Path) -> Result<(), LayoutError> {
@@ -330,6 +462,7 @@ mod tests {
             metrics_port: None,
             disk_probe_interval_secs: None,
             spares: 0,
+            tls: true,
         }
     }
 
@@ -339,7 +472,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = spec(dir.path()).write().expect("write");
         assert_eq!(layout.members.len(), 3);
-        assert_eq!(layout.members[2].client_url, "http://127.0.0.13:2379");
+        assert_eq!(layout.members[2].client_url, "https://127.0.0.13:2379");
+        let operator = layout.etcd_client.as_ref().expect("TLS by default");
+        operator
+            .client()
+            .expect("the operator's etcd client identity loads");
+        assert_eq!(
+            operator.identity().expect("identity").role,
+            Some(Role::EtcdClient)
+        );
         let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
         assert_eq!(fleet.clusters[0].members.len(), 3);
         for m in &layout.members {
@@ -357,9 +498,43 @@ mod tests {
             assert_eq!(
                 env.get("ETCD_INITIAL_CLUSTER").map(String::as_str),
                 Some(
-                    "etcd1=http://127.0.0.11:2380,etcd2=http://127.0.0.12:2380,etcd3=http://127.0.0.13:2380"
+                    "etcd1=https://127.0.0.11:2380,etcd2=https://127.0.0.12:2380,etcd3=https://127.0.0.13:2380"
                 )
             );
+            let tls = m.etcd_tls.as_ref().expect("TLS by default");
+            let get = |key: &str| env.get(key).map(String::as_str);
+            for (key, path) in [
+                ("ETCD_CERT_FILE", &tls.server_cert),
+                ("ETCD_KEY_FILE", &tls.server_key),
+                ("ETCD_TRUSTED_CA_FILE", &tls.ca),
+                ("ETCD_PEER_CERT_FILE", &tls.peer_cert),
+                ("ETCD_PEER_KEY_FILE", &tls.peer_key),
+                ("ETCD_PEER_TRUSTED_CA_FILE", &tls.ca),
+            ] {
+                assert_eq!(get(key), path.to_str(), "{key}");
+                assert!(path.is_file(), "{key}: {} written", path.display());
+            }
+            assert_eq!(get("ETCD_CLIENT_CERT_AUTH"), Some("true"));
+            assert_eq!(get("ETCD_PEER_CLIENT_CERT_AUTH"), Some("true"));
+            assert_eq!(get("ETCD_LISTEN_CLIENT_URLS"), Some(m.client_url.as_str()));
+            assert_eq!(get("ETCD_ADVERTISE_CLIENT_URLS"), Some(m.client_url.as_str()));
+            for (cert, role) in [
+                (&tls.server_cert, Role::EtcdServer),
+                (&tls.peer_cert, Role::EtcdPeer),
+                (&tls.client_cert, Role::EtcdClient),
+            ] {
+                let id = etcdops_certs::Identity::from_pem_file(cert).expect("identity");
+                assert_eq!(id.role, Some(role), "{}", cert.display());
+            }
+            assert_eq!(config.etcd.endpoint, m.client_url);
+            let etcd_tls = config.etcd.tls.as_ref().expect("[etcd.tls]");
+            assert_eq!(
+                (&etcd_tls.ca, &etcd_tls.cert, &etcd_tls.key),
+                (&tls.ca, &tls.client_cert, &tls.client_key)
+            );
+            tls.agent_client()
+                .client()
+                .expect("the agent's etcd client identity loads");
         }
         fleet.tls.files().client().expect("coordinator TLS loads");
         // A second write into the same dir refuses to overwrite the PKI.
@@ -379,7 +554,13 @@ mod tests {
         assert_eq!(layout.members.len(), 3);
         let names: Vec<&str> = layout.spares.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["etcd4", "etcd5"]);
-        assert_eq!(layout.spares[0].peer_url, "http://127.0.0.14:2380");
+        assert_eq!(layout.spares[0].peer_url, "https://127.0.0.14:2380");
+        assert!(
+            layout.spares[0]
+                .etcd_tls
+                .as_ref()
+                .is_some_and(|t| t.peer_cert.is_file())
+        );
         assert_eq!(layout.spares[1].agent_url, "https://127.0.0.15:7443");
         let fleet = Fleet::load(&layout.fleet_path).expect("fleet parses");
         assert_eq!(fleet.clusters[0].members.len(), 3, "spares are not in the fleet");
@@ -407,6 +588,36 @@ mod tests {
         let mut s = spec(Path::new("/x"));
         s.spares = MAX_SPARES + 1;
         assert!(matches!(s.plan(), Err(LayoutError::SpareCount(5))));
+    }
+
+    #[test]
+    fn plain_http_when_asked() {
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = LayoutSpec {
+            tls: false,
+            ..spec(dir.path())
+        }
+        .write()
+        .expect("write");
+        assert_eq!(layout.etcd_client, None);
+        let m = &layout.members[0];
+        assert_eq!(
+            (m.client_url.as_str(), m.peer_url.as_str()),
+            ("http://127.0.0.11:2379", "http://127.0.0.11:2380")
+        );
+        assert_eq!(m.etcd_tls, None);
+        assert_eq!(agent_toml(&m.agent_config).etcd.tls, None);
+        let env = env_vars(&m.env_file);
+        assert!(
+            !env.keys().any(|k| k.contains("CERT") || k.contains("KEY")),
+            "{env:?}"
+        );
+        // A sandbox.toml of a version without `tls` read back: TLS.
+        let text = toml::to_string(&spec(dir.path()))
+            .expect("toml")
+            .replace("tls = true\n", "");
+        assert!(toml::from_str::<LayoutSpec>(&text).expect("parse").tls);
     }
 
     #[test]

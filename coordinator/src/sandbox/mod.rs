@@ -220,6 +220,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 metrics_port: None,
                 disk_probe_interval_secs: None,
                 spares: usize::from(args.spares),
+                tls: true,
             };
             check_addresses(&spec.plan()?)?;
             let layout = spec.write()?;
@@ -370,8 +371,13 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
         .join(",");
     let _ = writeln!(
         out,
-        "sandbox cluster \"sandbox\" is up: {} etcd members, each with its agent (mutual TLS).",
-        layout.members.len()
+        "sandbox cluster \"sandbox\" is up: {} etcd members ({}), each with its agent (mutual TLS).",
+        layout.members.len(),
+        if layout.etcd_client.is_some() {
+            "client and peer TLS, client certificates required"
+        } else {
+            "plain HTTP"
+        }
     );
     let _ = writeln!(out);
     for m in &layout.members {
@@ -404,7 +410,11 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
     let _ = writeln!(out, "  {exe} status");
     let _ = writeln!(out, "  {exe} health -w json");
     let _ = writeln!(out, "  {exe} member list");
-    let _ = writeln!(out, "  etcdctl --endpoints {endpoints} put greeting hello");
+    let _ = writeln!(
+        out,
+        "  etcdctl {} put greeting hello",
+        etcdctl_flags(layout, &endpoints)
+    );
     let _ = writeln!(out, "  {exe} sandbox down --dir {}", layout.dir.display());
     let _ = writeln!(out);
     let _ = writeln!(
@@ -412,6 +422,20 @@ fn print_next_steps(layout: &Layout, out: &mut dyn Write) {
         "Files (PKI, configs, data, logs) are in {}.",
         layout.dir.display()
     );
+}
+
+/// etcdctl's connection flags for the sandbox: the endpoints and, with
+/// TLS, the operator's etcd client certificate (`--cacert --cert --key`).
+pub fn etcdctl_flags(layout: &Layout, endpoints: &str) -> String {
+    match &layout.etcd_client {
+        Some(tls) => format!(
+            "--endpoints {endpoints} --cacert {} --cert {} --key {}",
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ),
+        None => format!("--endpoints {endpoints}"),
+    }
 }
 
 /// Stops every agent (and its etcd) of the sandbox in `dir`.

@@ -154,6 +154,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `[etcd.tls]` table of an agent config, as written (empty when there is none).
+fn etcd_tls_section(config: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut section = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let header = line.trim_start().starts_with('[');
+        if header {
+            inside = line.trim() == "[etcd.tls]";
+        }
+        if inside {
+            section.push_str(line);
+            section.push('\n');
+        }
+    }
+    if !section.is_empty() {
+        section.push('\n');
+    }
+    Ok(section)
+}
+
 fn find_bin(dir: &Path, names: &[&str]) -> Result<PathBuf, String> {
     names
         .iter()
@@ -178,6 +199,9 @@ fn run(opts: &Opts) -> Result<(), String> {
         .disk_probe_interval_secs(0)
         .start(bins.clone());
     let etcd_url = shared.member(0).client_url.clone();
+    // How the shared member's own agent reaches etcd (its [etcd.tls] client
+    // certificate when etcd speaks TLS): every bench agent reaches it the same way.
+    let etcd_tls = etcd_tls_section(&shared.member(0).agent_config)?;
     let pki = Pki::open(&shared.layout.pki_dir).map_err(|e| e.to_string())?;
     let scratch = bench::scratch_dir("bench-fleet").map_err(|e| e.to_string())?;
     let dir = scratch.path();
@@ -244,7 +268,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             let config = format!(
                 "listen = \"{ip}:7443\"\nstate_dir = \"{}\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-                 [etcd]\nendpoint = \"{etcd_url}\"\nenv_file = \"{}\"\n\n[unit]\nbackend = \"process\"\n\
+                 [etcd]\nendpoint = \"{etcd_url}\"\nenv_file = \"{}\"\n\n{etcd_tls}[unit]\nbackend = \"process\"\n\
                  etcd_binary = \"/usr/bin/etcd\"\nlog_file = \"{}\"\nautostart = false\nrestart = \"never\"\n\n\
                  [disk]\nprobe_interval_secs = 0\n",
                 host.join("state").display(),

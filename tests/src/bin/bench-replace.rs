@@ -76,7 +76,13 @@ fn main() {
                 .map(|m| m.client_url.clone())
                 .collect();
             let sizes = rt
-                .block_on(loadgen::fragment_keeping(&endpoints, opts.common.mb, 100_000, 2))
+                .block_on(loadgen::fragment_keeping(
+                    &endpoints,
+                    cluster.layout.etcd_client.as_ref(),
+                    opts.common.mb,
+                    100_000,
+                    2,
+                ))
                 .expect("fragment");
             eprintln!(
                 "  db: {}",
@@ -96,7 +102,7 @@ fn main() {
             let cfg = LoadConfig {
                 rate: opts.rate,
                 concurrency: 256,
-                ..LoadConfig::new(endpoints.clone())
+                ..LoadConfig::new(endpoints.clone(), cluster.layout.etcd_client.clone())
             };
             let load = rt.block_on(LoadGen::start(cfg)).expect("load");
             std::thread::sleep(Duration::from_secs(5));

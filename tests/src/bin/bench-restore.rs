@@ -65,9 +65,11 @@ struct Row {
 /// read the cluster.
 async fn longest_outage(
     endpoints: Vec<String>,
+    tls: Option<etcd_client::ConnectOptions>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Duration {
-    let opts = etcd_client::ConnectOptions::new()
+    let opts = tls
+        .unwrap_or_default()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_millis(500));
     let mut client = None;
@@ -95,9 +97,14 @@ async fn longest_outage(
 }
 
 /// Runs `f` while [`longest_outage`] watches the cluster.
-fn watching<T>(rt: &tokio::runtime::Runtime, endpoints: &[String], f: impl FnOnce() -> T) -> (T, Duration) {
+fn watching<T>(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &[String],
+    tls: Option<etcd_client::ConnectOptions>,
+    f: impl FnOnce() -> T,
+) -> (T, Duration) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let probe = rt.spawn(longest_outage(endpoints.to_vec(), stop.clone()));
+    let probe = rt.spawn(longest_outage(endpoints.to_vec(), tls, stop.clone()));
     let out = f();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     (out, rt.block_on(probe).unwrap_or_default())
@@ -309,7 +316,13 @@ fn main() {
             .collect();
         let t = Instant::now();
         let sizes = rt
-            .block_on(loadgen::fragment_keeping(&endpoints, opts.mb, 100_000, 1))
+            .block_on(loadgen::fragment_keeping(
+                &endpoints,
+                cluster.layout.etcd_client.as_ref(),
+                opts.mb,
+                100_000,
+                1,
+            ))
             .expect("writing the data");
         eprintln!(
             "  wrote in {:.1} s; db: {}",
@@ -340,13 +353,17 @@ fn main() {
 
         let single = single_restore(&snapshot, scratch.path(), run);
         eprintln!("  (c) single etcdctl restore: {}", show(&single));
-        let (etcdops, etcdops_down) = watching(&rt, &endpoints, || etcdops_restore(&cluster, &snapshot));
+        let (etcdops, etcdops_down) = watching(&rt, &endpoints, cluster.etcd_options(), || {
+            etcdops_restore(&cluster, &snapshot)
+        });
         eprintln!(
             "  (a) etcdops restore: {}, reads failed for {:.1} s",
             show(&etcdops),
             etcdops_down.as_secs_f64()
         );
-        let (runbook, runbook_down) = watching(&rt, &endpoints, || runbook_restore(&cluster, &snapshot, run));
+        let (runbook, runbook_down) = watching(&rt, &endpoints, cluster.etcd_options(), || {
+            runbook_restore(&cluster, &snapshot, run)
+        });
         eprintln!(
             "  (b) runbook restore: {}, reads failed for {:.1} s",
             show(&runbook),

@@ -35,7 +35,7 @@ first, odd runs the naive way first):
 Scenarios (--scenarios, comma separated; default all four):
   defrag-etcdops   etcdops --fleet <fleet> defrag --rolling --yes
                    (ETCDOPS_JOURNAL=<cluster dir>/journal.redb, as for restart)
-  defrag-naive     ETCDCTL_API=3 etcdctl --endpoints <3 client URLs>
+  defrag-naive     ETCDCTL_API=3 etcdctl --endpoints <3 client URLs> --cacert --cert --key
                    --command-timeout 60s defrag --cluster
   restart-etcdops  etcdops --fleet <fleet> restart --rolling --yes
   restart-naive    the runbook's loop: RestartEtcd on every member's agent
@@ -296,6 +296,7 @@ fn run_scenario(
     let t = Instant::now();
     match rt.block_on(loadgen::fragment_keeping(
         endpoints,
+        cluster.layout.etcd_client.as_ref(),
         opts.common.mb,
         100_000,
         opts.keep_every,
@@ -320,7 +321,7 @@ fn run_scenario(
         write_deadline: opts.write_deadline(),
         attempt_timeout: opts.attempt_timeout(),
         eject: opts.eject(),
-        ..LoadConfig::new(endpoints.to_vec())
+        ..LoadConfig::new(endpoints.to_vec(), cluster.layout.etcd_client.clone())
     };
     let load = match rt.block_on(LoadGen::start(cfg)) {
         Ok(l) => l,
@@ -336,7 +337,7 @@ fn run_scenario(
         Scenario::RestartEtcdops => {
             etcdops_op(cluster, &["restart", "--rolling", "--yes"], &opts.etcdops_args)
         }
-        Scenario::DefragNaive => etcdctl_defrag(endpoints),
+        Scenario::DefragNaive => etcdctl_defrag(endpoints, &cluster.etcdctl_tls_args()),
         Scenario::RestartNaive => naive_restart(cluster, rt, cluster_name, seq),
     };
     // The naive loops return before the cluster has recovered: how long
@@ -352,7 +353,9 @@ fn run_scenario(
     std::thread::sleep(opts.after());
     outcome.load = Some(rt.block_on(load.stop()));
     wait_healthy(cluster, "after the operation")?;
-    outcome.db_after = rt.block_on(loadgen::db_sizes(endpoints)).unwrap_or_default();
+    outcome.db_after = rt
+        .block_on(loadgen::db_sizes(endpoints, cluster.layout.etcd_client.as_ref()))
+        .unwrap_or_default();
     Ok(outcome)
 }
 
@@ -426,18 +429,13 @@ fn etcdops_op(cluster: &Cluster, args: &[&str], extra: &[String]) -> Op {
     }
 }
 
-fn etcdctl_defrag(endpoints: &[String]) -> Op {
+fn etcdctl_defrag(endpoints: &[String], tls: &[String]) -> Op {
     let t = Instant::now();
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &endpoints.join(","),
-            "--command-timeout",
-            "60s",
-            "defrag",
-            "--cluster",
-        ])
+        .args(["--endpoints", &endpoints.join(",")])
+        .args(tls)
+        .args(["--command-timeout", "60s", "defrag", "--cluster"])
         .output();
     let took = t.elapsed();
     match out {

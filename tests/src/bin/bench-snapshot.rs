@@ -110,7 +110,9 @@ fn main() -> ExitCode {
         let t = Instant::now();
         let s = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &member.client_url, "snapshot", "save"])
+            .args(["--endpoints", &member.client_url])
+            .args(cluster.etcdctl_tls_args())
+            .args(["snapshot", "save"])
             .arg(&file)
             .output()
             .expect("etcdctl");

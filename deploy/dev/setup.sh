@@ -52,6 +52,13 @@ if ! python3 -c "import moto.server, boto3" >/dev/null 2>&1; then
   echo "setup: installing moto[server] (an S3-compatible server for the backup tests)" >&2
   python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
+# tests/tests/fleet_import.rs converts INI/YAML inventories with the real ansible-inventory.
+# ansible-core 2.19.14: the newest for Python 3.11 (2.20+ need 3.12); pinned.
+if ! command -v ansible-inventory >/dev/null 2>&1; then
+  echo "setup: installing ansible-core==2.19.14 (ansible-inventory, for fleet import tests)" >&2
+  python3 -m pip install --quiet 'ansible-core==2.19.14' \
+    || python3 -m pip install --quiet --break-system-packages 'ansible-core==2.19.14'
+fi
 # The test command checks style with rustfmt and clippy (rustup components).
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -69,4 +76,4 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; t
   echo "setup: installing cargo-deb $cargo_deb_version" >&2
   cargo install cargo-deb --version "$cargo_deb_version" --locked --force
 fi
-echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null))" >&2
+echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1))" >&2

@@ -6,12 +6,19 @@
 //! and what to check. Under TLS 1.3 an agent that rejects our client
 //! certificate does so after the handshake, so that shows on the first RPC,
 //! not on connect; both paths are classified the same way.
+//!
+//! With [`Agents::reusing_channels`] (the read commands, and every cluster
+//! of `--all-clusters` at once) there is one channel per agent URL, made on
+//! first use and shared by every later call and clone: concurrent calls to
+//! an agent wait for the one connect, and share its failure (a dead or
+//! blackholed agent costs one `--timeout`, not one per call). A later call
+//! after a failure connects again.
 
 mod error;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcdops_certs::ClientTls;
@@ -51,6 +58,39 @@ pub struct Agents {
     /// agent's budget plus [`CALL_MARGIN`], the connect still bounded by
     /// `timeout`: a dead host costs `timeout`, not a whole step.
     call_timeout: Option<Duration>,
+    /// One channel per agent URL, shared by every clone (None: a connect per call).
+    channels: Option<Arc<ChannelCache>>,
+}
+
+/// The channels of [`Agents::reusing_channels`], one slot per agent URL.
+#[derive(Debug, Default)]
+struct ChannelCache {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+/// One agent's channel, or its latest connect failure and when it happened.
+#[derive(Debug, Default)]
+struct Slot {
+    channel: Option<Channel>,
+    failed: Option<(Instant, AgentErrorKind)>,
+}
+
+impl ChannelCache {
+    fn slot(&self, agent: &AgentUrl) -> Arc<tokio::sync::Mutex<Slot>> {
+        // A poisoned lock only means another thread panicked while inserting: the map is still whole.
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.entry(agent.to_string()).or_default().clone()
+    }
+
+    fn len(&self) -> usize {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// One member's answer (or why there is none).
@@ -72,7 +112,20 @@ impl Agents {
             tls: Arc::new(tls),
             timeout,
             call_timeout: None,
+            channels: None,
         }
+    }
+
+    /// The same agents, each reached over one channel made on first use and
+    /// reused by every call of this value and its clones (see the module doc).
+    pub fn reusing_channels(mut self) -> Agents {
+        self.channels = Some(Arc::default());
+        self
+    }
+
+    /// How many agents have a channel slot (0 without [`Agents::reusing_channels`]).
+    pub fn channel_slots(&self) -> usize {
+        self.channels.as_ref().map_or(0, |c| c.len())
     }
 
     /// The same agents for a long call (defragment, restart) whose request
@@ -84,6 +137,8 @@ impl Agents {
             tls: self.tls.clone(),
             timeout: self.timeout,
             call_timeout: Some(long_call_timeout(agent_budget, self.timeout)),
+            // The channel's per-call timeout differs: long calls connect afresh.
+            channels: None,
         }
     }
 
@@ -132,6 +187,40 @@ impl Agents {
     }
 
     async fn connect_until(&self, member: &Member, deadline: Instant) -> Result<Client, AgentError> {
+        let Some(cache) = &self.channels else {
+            return Ok(AgentClient::new(self.connect_channel(member, deadline).await?));
+        };
+        let asked = Instant::now();
+        let slot = cache.slot(&member.agent);
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, slot.lock()).await else {
+            return Err(AgentError::new(
+                member,
+                AgentErrorKind::ConnectTimeout { after: self.timeout },
+            ));
+        };
+        if let Some(channel) = &slot.channel {
+            return Ok(AgentClient::new(channel.clone()));
+        }
+        // A connect that failed while we waited for it is our answer too.
+        if let Some((at, kind)) = &slot.failed
+            && *at >= asked
+        {
+            return Err(AgentError::new(member, kind.clone()));
+        }
+        match self.connect_channel(member, deadline).await {
+            Ok(channel) => {
+                slot.channel = Some(channel.clone());
+                slot.failed = None;
+                Ok(AgentClient::new(channel))
+            }
+            Err(e) => {
+                slot.failed = Some((Instant::now(), e.kind.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect_channel(&self, member: &Member, deadline: Instant) -> Result<Channel, AgentError> {
         let endpoint = self.endpoint(member)?;
         match tokio::time::timeout_at(deadline, endpoint.connect()).await {
             Err(_) => Err(AgentError::new(
@@ -142,7 +231,7 @@ impl Agents {
                 member,
                 classify_connect(&e, member.agent.host(), self.timeout),
             )),
-            Ok(Ok(channel)) => Ok(AgentClient::new(channel)),
+            Ok(Ok(channel)) => Ok(channel),
         }
     }
 
@@ -283,5 +372,68 @@ mod tests {
         assert_eq!(agent_budget_ms(Duration::from_secs(5)), 4_000);
         assert_eq!(agent_budget_ms(Duration::from_millis(1)), 1);
         assert_eq!(agent_budget_ms(Duration::from_secs(3600)), MAX_AGENT_BUDGET_MS);
+    }
+
+    /// A blackholed agent: TCP connects (the kernel's backlog) but TLS never answers.
+    #[test]
+    fn concurrent_calls_share_one_connect_and_its_failure() {
+        use etcdops_certs::{IssueRequest, Pki, Role, TlsFiles};
+
+        etcdops_certs::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pki, _) = Pki::init(dir.path(), "test-ca", 1, false).expect("ca");
+        pki.issue(&IssueRequest::new(Role::Coordinator, "ops"))
+            .expect("issue");
+        let (cert, key) = pki.paths(Role::Coordinator, "ops");
+        let tls = TlsFiles {
+            ca: pki.ca_cert_path(),
+            cert,
+            key,
+        }
+        .client()
+        .expect("client tls");
+        let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let member = Member::new(
+            "etcd1",
+            &format!("https://{}", blackhole.local_addr().expect("addr")),
+        )
+        .expect("member");
+        let timeout = Duration::from_millis(400);
+        let agents = Agents::new(tls, timeout).reusing_channels();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let members = std::slice::from_ref(&member);
+        let started = std::time::Instant::now();
+        let (status, health) =
+            runtime.block_on(async { tokio::join!(agents.get_status(members), agents.health(members)) });
+        let took = started.elapsed();
+        for kind in [
+            &status[0].result.as_ref().expect_err("blackholed").kind,
+            &health[0].result.as_ref().expect_err("blackholed").kind,
+        ] {
+            assert!(matches!(kind, AgentErrorKind::ConnectTimeout { .. }), "{kind:?}");
+        }
+        assert!(
+            took < timeout * 2 - Duration::from_millis(100),
+            "one --timeout for both calls, took {took:?}"
+        );
+        assert_eq!(agents.channel_slots(), 1);
+        // A later call tries again (the failure is not kept for ever).
+        let started = std::time::Instant::now();
+        let again = runtime.block_on(agents.clone().get_status(members));
+        assert!(again[0].result.is_err());
+        assert!(
+            started.elapsed() >= timeout,
+            "connected again: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(agents.channel_slots(), 1, "clones share the channels");
+        assert_eq!(
+            Agents::new(agents.tls.as_ref().clone(), timeout).channel_slots(),
+            0
+        );
     }
 }

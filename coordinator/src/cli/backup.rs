@@ -44,7 +44,7 @@ pub enum BackupCommand {
     Run(RunArgs),
     /// List the backups in the target with their state.
     #[command(
-        after_help = "Examples:\n  etcdops backup list\n  etcdops backup list -w json --target s3://etcd-backups/prod-a"
+        after_help = "Examples:\n  etcdops backup list\n  etcdops backup list -w json --target s3://etcd-backups/prod-a\n  etcdops backup list --all-clusters   every cluster's backups in its own target"
     )]
     List(TargetArgs),
     /// Delete the backups the retention policy does not keep.
@@ -119,6 +119,9 @@ pub(crate) async fn run(
             crate::cli::emit(out, global.write_out, &report, report::render_run)?;
             Ok(ExitStatus::from_ok(report.ok))
         }
+        BackupCommand::List(args) if crate::cli::clusters::wants_many(global)? => {
+            list_many(global, args, out).await
+        }
         BackupCommand::List(args) => {
             let cluster = cluster(global)?;
             let (_, target) = open(global, &cluster, args)?;
@@ -137,4 +140,37 @@ pub(crate) async fn run(
             Ok(ExitStatus::from_ok(report.ok))
         }
     }
+}
+
+/// `backup list --all-clusters` / `--cluster GLOB`: each cluster's own target; a
+/// cluster without one, or whose target cannot be read, is a problem.
+async fn list_many(
+    global: &GlobalArgs,
+    args: &TargetArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    use crate::cli::clusters;
+    if args.target.is_some() {
+        anyhow::bail!(clusters::ScopeError::Unsupported {
+            flag: "--target".into(),
+            command: "backup list over several clusters (each lists its own [clusters.backup] target)",
+        });
+    }
+    let fleet = Fleet::load(&global.fleet)?;
+    let chosen = clusters::chosen(global, &fleet)?;
+    let grouped = clusters::for_each(global, chosen, |cluster| async move {
+        let (_, target) = open(global, &cluster, args)?;
+        let entries = backup::list(&target, &cluster.name).await?;
+        let report = report::list_report(&cluster.name, target.url(), &entries);
+        let ok = report.ok;
+        Ok((report, ok))
+    })
+    .await;
+    clusters::emit(
+        out,
+        global.write_out,
+        &grouped,
+        |r| r.cluster.clone(),
+        report::render_list,
+    )
 }

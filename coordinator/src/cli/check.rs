@@ -9,12 +9,14 @@ use etcdops_format::probe::{
 };
 use etcdops_proto::v1::ProbeDiskRequest;
 
-use crate::agents::Client;
+use crate::agents::{Agents, Client};
 use crate::cli::target::target;
-use crate::cli::{GlobalArgs, emit};
+use crate::cli::{GlobalArgs, clusters, emit};
 use crate::duration;
 use crate::exit::ExitStatus;
-use crate::output::{disk, hashkv};
+use crate::fleet::Cluster;
+use crate::output::disk::{self, DiskReport};
+use crate::output::hashkv::{self, HashReport};
 
 /// `etcdops check ...`
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,7 @@ const HASHKV_AFTER_HELP: &str = "\
 Examples:
   etcdops check hashkv
   etcdops check hashkv --revision 123456 -w json
+  etcdops check hashkv --all-clusters           every cluster at its own lowest revision
 
 Exit codes: 0 every member answered with the same hash; 1 a hash differs or a member could
 not be hashed; 2 usage or configuration error.";
@@ -84,6 +87,7 @@ Examples:
   etcdops check disk
   etcdops check disk -w json | jq '.members[] | {name, p99_us: .probe.p99_us, verdict}'
   etcdops --cluster prod-a check disk --size 64m --probe-timeout 5m
+  etcdops check disk --cluster 'prod-*' --parallel 2   two clusters' disks at a time
 
 Exit codes: 0 every member's fdatasync p99 within its threshold; 1 a member slow, its agent
 unreachable or its probe failed; 2 usage or configuration error.";
@@ -120,11 +124,51 @@ async fn hashkv(
     args: &CheckHashArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
+    if clusters::wants_many(global)? {
+        if args.revision.is_some() {
+            anyhow::bail!(clusters::ScopeError::Unsupported {
+                flag: "--revision".into(),
+                command: "check hashkv over several clusters (each has its own revisions)",
+            });
+        }
+        let (chosen, agents) = clusters::targets(global)?;
+        let timeout = global.timeout;
+        let grouped = clusters::for_each(global, chosen, |cluster| {
+            let agents = agents.clone();
+            async move {
+                let report = hash_report(&agents, &cluster, None, timeout).await;
+                let ok = report.consistent;
+                Ok((report, ok))
+            }
+        })
+        .await;
+        return clusters::emit(
+            out,
+            global.write_out,
+            &grouped,
+            |r| r.cluster.clone(),
+            hashkv::render_table,
+        );
+    }
     let target = target(global)?;
-    let revision = match args.revision {
+    let agents = target.agents.reusing_channels();
+    let report = hash_report(&agents, &target.cluster, args.revision, global.timeout).await;
+    emit(out, global.write_out, &report, hashkv::render_table)?;
+    Ok(ExitStatus::from_ok(report.consistent))
+}
+
+/// One cluster's HashKV at `revision` (default: the lowest current one), a
+/// member behind waited for within `timeout`.
+async fn hash_report(
+    agents: &Agents,
+    cluster: &Cluster,
+    revision: Option<i64>,
+    timeout: Duration,
+) -> HashReport {
+    let revision = match revision {
         Some(r) => r,
         None => {
-            let status = target.agents.get_status(&target.cluster.members).await;
+            let status = agents.get_status(&cluster.members).await;
             status
                 .iter()
                 .filter_map(|r| {
@@ -139,12 +183,11 @@ async fn hashkv(
                 .unwrap_or(0)
         }
     };
-    let timeout_ms = crate::agents::agent_budget_ms(global.timeout);
-    let deadline = tokio::time::Instant::now() + global.timeout;
+    let timeout_ms = crate::agents::agent_budget_ms(timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
     let replies = loop {
-        let replies = target
-            .agents
-            .fan_out(&target.cluster.members, move |mut client: Client| async move {
+        let replies = agents
+            .fan_out(&cluster.members, move |mut client: Client| async move {
                 client
                     .hash_kv(etcdops_proto::v1::HashKvRequest { revision, timeout_ms })
                     .await
@@ -161,13 +204,11 @@ async fn hashkv(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let report = hashkv::evaluate(
-        &target.cluster.name,
+    hashkv::evaluate(
+        &cluster.name,
         revision,
         replies.into_iter().map(hashkv::member_hash).collect(),
-    );
-    emit(out, global.write_out, &report, hashkv::render_table)?;
-    Ok(ExitStatus::from_ok(report.consistent))
+    )
 }
 
 async fn disk(global: &GlobalArgs, args: &CheckDiskArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
@@ -184,17 +225,43 @@ async fn disk(global: &GlobalArgs, args: &CheckDiskArgs, out: &mut dyn Write) ->
     // The probe's budget comes on top of the connect budget.
     let mut budget = global.clone();
     budget.timeout = global.timeout.saturating_add(args.probe_timeout);
+    if clusters::wants_many(global)? {
+        let (chosen, agents) = clusters::targets(&budget)?;
+        let grouped = clusters::for_each(global, chosen, |cluster| {
+            let agents = agents.clone();
+            async move {
+                let report = disk_report(&agents, &cluster, &options).await;
+                let ok = report.ok;
+                Ok((report, ok))
+            }
+        })
+        .await;
+        return clusters::emit(
+            out,
+            global.write_out,
+            &grouped,
+            |r| r.cluster.clone(),
+            disk::render_table,
+        );
+    }
     let target = target(&budget)?;
+    let report = disk_report(&target.agents.reusing_channels(), &target.cluster, &options).await;
+    emit(out, global.write_out, &report, disk::render_table)?;
+    Ok(ExitStatus::from_ok(report.ok))
+}
+
+/// One cluster's disk probe, every member at once.
+async fn disk_report(agents: &Agents, cluster: &Cluster, options: &ProbeOptions) -> DiskReport {
     let (total_bytes, block_size) = (options.total_bytes(), options.block_size());
     tracing::info!(
-        members = target.cluster.members.len(),
+        cluster = %cluster.name,
+        members = cluster.members.len(),
         total_bytes,
         block_size,
         "probing disks"
     );
-    let replies = target
-        .agents
-        .fan_out(&target.cluster.members, move |mut client: Client| async move {
+    let replies = agents
+        .fan_out(&cluster.members, move |mut client: Client| async move {
             client
                 .probe_disk(ProbeDiskRequest {
                     total_bytes,
@@ -204,9 +271,7 @@ async fn disk(global: &GlobalArgs, args: &CheckDiskArgs, out: &mut dyn Write) ->
         })
         .await;
     let members = replies.into_iter().map(disk::member_disk).collect();
-    let report = disk::evaluate(&target.cluster.name, members);
-    emit(out, global.write_out, &report, disk::render_table)?;
-    Ok(ExitStatus::from_ok(report.ok))
+    disk::evaluate(&cluster.name, members)
 }
 
 /// A byte count: `2300`, `4k`, `22m`, `1g`, also `22MiB` / `22MB` (all powers of 1024, as fio reads them).

@@ -5,6 +5,7 @@ use etcdops_certs::{PkiError, TlsError};
 use crate::backup::BackupError;
 use crate::backup::target::TargetError;
 use crate::cli::operate::ConfirmationRequired;
+use crate::cli::{ImportError, ScopeError};
 use crate::exec::ExecError;
 use crate::exec::fence::FenceError;
 use crate::exit::ExitStatus;
@@ -38,7 +39,11 @@ pub(crate) fn message(err: &anyhow::Error) -> String {
 /// Usage and configuration errors exit 2; everything else 1.
 pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
     for cause in err.chain() {
-        if cause.is::<FleetError>() || cause.is::<TlsError>() {
+        if cause.is::<FleetError>()
+            || cause.is::<TlsError>()
+            || cause.is::<ImportError>()
+            || cause.is::<ScopeError>()
+        {
             return ExitStatus::Usage;
         }
         if let Some(FenceError::Held { .. }) = cause.downcast_ref::<FenceError>() {
@@ -98,6 +103,9 @@ pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
         if cause.is::<SnapshotFileError>() {
             return Some("give the path of a snapshot file (`etcdops snapshot save`, `etcdops backup list`); `etcdops snapshot status FILE` checks one".into());
         }
+        if cause.is::<ImportError>() || cause.is::<ScopeError>() {
+            return None;
+        }
         if cause.is::<ExecError>()
             || cause.is::<FenceError>()
             || cause.is::<JournalError>()
@@ -123,6 +131,10 @@ pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
                 FleetError::Read { .. } => "check that you may read the fleet file".to_string(),
                 FleetError::ClusterRequired { .. } | FleetError::UnknownCluster { .. } => {
                     "pass --cluster NAME with one of the clusters listed above".to_string()
+                }
+                FleetError::NoMatch { .. } | FleetError::BadPattern { .. } => {
+                    "--cluster GLOB takes *, ? and [abc] over the clusters listed above; quote it for the shell"
+                        .to_string()
                 }
                 FleetError::Write { .. } | FleetError::Serialize(_) => {
                     "check that the fleet file's directory exists and is writable".to_string()

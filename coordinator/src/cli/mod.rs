@@ -9,7 +9,9 @@
 mod backup;
 mod certs;
 mod check;
+mod clusters;
 mod failure;
+mod fleet_import;
 mod generate;
 mod health;
 mod maintain;
@@ -39,6 +41,8 @@ use crate::{duration, fleet, output};
 pub use backup::BackupCommand;
 pub use certs::{CertsCommand, CertsInitArgs, CertsIssueArgs, CertsListArgs, RoleArg};
 pub use check::{CheckCommand, CheckDiskArgs};
+pub use clusters::ScopeError;
+pub use fleet_import::{FleetCommand, ImportArgs, ImportError};
 pub use generate::{CompletionsArgs, ManpagesArgs, manpage_names};
 pub use member::MemberCommand;
 pub use snapshot::SnapshotCommand;
@@ -123,9 +127,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "ETCDOPS_FLEET", default_value = fleet::DEFAULT_PATH)]
     pub fleet: PathBuf,
 
-    /// The cluster to work on; required when the fleet has several.
-    #[arg(long, global = true, value_name = "NAME")]
+    /// The cluster to work on; required when the fleet has several. A glob (`'prod-*'`)
+    /// names several for status, health, check disk|hashkv, backup list and op list.
+    #[arg(long, global = true, value_name = "NAME|GLOB")]
     pub cluster: Option<String>,
+
+    /// Every cluster of the fleet, output grouped by cluster (status, health, check disk|hashkv,
+    /// backup list, op list); exit 1 when any cluster has a problem.
+    #[arg(long, global = true)]
+    pub all_clusters: bool,
+
+    /// With --all-clusters or --cluster GLOB: how many clusters are read at once (each
+    /// cluster's agents all at once).
+    #[arg(long, global = true, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
 
     /// Output format: `table` for people, `json` for scripts (schema in OUTPUT.md).
     #[arg(
@@ -202,6 +217,10 @@ pub enum Command {
     /// Restore the whole cluster from a verified snapshot (journaled plan), or roll a restore back.
     #[command(long_about = restore::ABOUT, after_help = restore::AFTER_HELP)]
     Restore(restore::RestoreCmdArgs),
+
+    /// The fleet file: `import` writes it from an Ansible inventory.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 
     /// The operation journal: list, show, resume or abort operations.
     #[command(subcommand, long_about = op::LONG_ABOUT)]
@@ -321,6 +340,9 @@ fn execute(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
 /// Errors are returned for the caller to print (see [`failure`]).
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     let global = &cli.global;
+    if let Some(command) = one_cluster_only(&cli.command) {
+        clusters::refuse_many(global, command)?;
+    }
     match &cli.command {
         Command::Status => status::run(global, out).await,
         Command::Health => health::run(global, out).await,
@@ -336,6 +358,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Alarm(command) => maintain::alarm(global, command, out).await,
         Command::Recover(command) => recover::run(global, command, out).await,
         Command::Restore(args) => restore::run(global, args, out).await,
+        Command::Fleet(FleetCommand::Import(args)) => fleet_import::import(global, args, out),
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
         Command::Op(op::OpCommand::Resume(args)) => op_control::resume(global, args, out).await,
@@ -346,6 +369,27 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Completions(args) => generate::completions(args, out),
         Command::GenerateManpages(args) => generate::manpages(args, out),
     }
+}
+
+/// The name of a command that works on one cluster only (refuses
+/// `--all-clusters` / `--cluster GLOB`); None for those that take several.
+fn one_cluster_only(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Status | Command::Health | Command::Check(_) => return None,
+        Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
+        Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) => return None,
+        Command::Completions(_) | Command::GenerateManpages(_) => return None,
+        Command::Member(_) => "member",
+        Command::Snapshot(_) => "snapshot",
+        Command::Backup(_) => "backup run|prune",
+        Command::Defrag(_) => "defrag",
+        Command::Restart(_) => "restart",
+        Command::Compact(_) => "compact",
+        Command::Alarm(_) => "alarm",
+        Command::Recover(_) => "recover",
+        Command::Restore(_) => "restore",
+        Command::Op(_) => "op show|resume|abort|prune",
+    })
 }
 
 /// Prints a report as JSON or as the command's text.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, emit};
 use crate::exit::ExitStatus;
 use crate::journal::{self, Journal, JournalError, OperationRecord};
+use crate::output::grouped::{self, Grouped};
 use crate::output::ops;
 
 /// `op list` without `--all` hides finished operations not updated for this long.
@@ -168,6 +169,7 @@ Examples:
   etcdops op list
   etcdops --cluster prod-a op list --all
   etcdops op list -w json | jq -r '.operations[] | select(.state == \"running\") | .id'
+  etcdops op list --all-clusters          grouped by cluster; exit 1 when one has a failed operation
 
 Exit codes: 0 listed (even when empty), 1 the journal cannot be read, 2 usage error.";
 
@@ -287,6 +289,17 @@ pub(crate) async fn list(
         Vec::new()
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if crate::cli::clusters::wants_many(global)? {
+        let pattern = global.cluster.as_deref().unwrap_or("*");
+        let grouped = group_by_cluster(records, pattern, args.all, now, &path)?;
+        return crate::cli::clusters::emit(
+            out,
+            global.write_out,
+            &grouped,
+            |r| r.cluster.clone().unwrap_or_default(),
+            render_list_report,
+        );
+    }
     let (operations, hidden) = select(records, global.cluster.as_deref(), args.all, now);
     let report = OpListReport {
         journal: path,
@@ -297,6 +310,52 @@ pub(crate) async fn list(
     };
     emit(out, global.write_out, &report, render_list_report)?;
     Ok(ExitStatus::Ok)
+}
+
+/// `op list --all-clusters` / `--cluster GLOB` (pure): the journal's
+/// operations of every cluster `pattern` matches (the fleet file is not read),
+/// one report per cluster in name order; a cluster with a failed operation
+/// listed has a problem (it waits for `op resume` or `op abort`).
+pub fn group_by_cluster(
+    records: Vec<OperationRecord>,
+    pattern: &str,
+    all: bool,
+    now_unix: i64,
+    journal: &std::path::Path,
+) -> Result<Grouped<OpListReport>, crate::fleet::FleetError> {
+    let glob =
+        crate::fleet::glob::Glob::new(pattern).map_err(|reason| crate::fleet::FleetError::BadPattern {
+            pattern: pattern.to_string(),
+            reason,
+        })?;
+    let mut names: Vec<String> = records
+        .iter()
+        .map(|op| op.cluster.clone())
+        .filter(|c| glob.matches(c))
+        .collect();
+    names.sort();
+    names.dedup();
+    let results = names
+        .into_iter()
+        .map(|cluster| {
+            let mine: Vec<OperationRecord> = records
+                .iter()
+                .filter(|op| op.cluster == cluster)
+                .cloned()
+                .collect();
+            let (operations, hidden) = select(mine, None, all, now_unix);
+            let ok = !operations.iter().any(|op| op.state == journal::OpState::Failed);
+            let report = OpListReport {
+                journal: journal.to_path_buf(),
+                cluster: Some(cluster.clone()),
+                all,
+                hidden,
+                operations,
+            };
+            (cluster, Ok((report, ok)))
+        })
+        .collect();
+    Ok(grouped::group(results))
 }
 
 /// `etcdops op show ID`.
@@ -369,6 +428,39 @@ mod tests {
         );
         assert_eq!(prunable(&ops, Some("prod-a"), month, false, now), ["done"]);
         assert_eq!(prunable(&ops, None, 0, false, now), ["done", "aborted", "recent"]);
+    }
+
+    #[test]
+    fn groups_operations_by_cluster() {
+        let now = 100 * 86_400;
+        let ops = vec![
+            op("a1", "prod-a", OpState::Succeeded, now),
+            op("b1", "prod-b", OpState::Failed, now),
+            op("s1", "staging", OpState::Running, now),
+            op("a0", "prod-a", OpState::Succeeded, now - 30 * 86_400),
+        ];
+        let path = std::path::Path::new("/j.redb");
+        let g = group_by_cluster(ops.clone(), "*", false, now, path).expect("group");
+        let names: Vec<String> = g
+            .clusters
+            .iter()
+            .map(|o| match o {
+                grouped::Outcome::Report(r) => format!(
+                    "{}:{}:{}",
+                    r.cluster.clone().unwrap_or_default(),
+                    r.operations.len(),
+                    r.hidden
+                ),
+                grouped::Outcome::Error(e) => e.cluster.clone(),
+            })
+            .collect();
+        assert_eq!(names, ["prod-a:1:1", "prod-b:1:0", "staging:1:0"]);
+        assert_eq!(g.failed, ["prod-b"]);
+        assert!(!g.ok);
+        let g = group_by_cluster(ops.clone(), "prod-a", true, now, path).expect("group");
+        assert!(g.ok && g.total == 1);
+        let g = group_by_cluster(ops, "none-*", false, now, path).expect("group");
+        assert_eq!((g.ok, g.total), (true, 0));
     }
 
     #[test]

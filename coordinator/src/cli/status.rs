@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use crate::agents::Agents;
 use crate::cli::target::target;
-use crate::cli::{GlobalArgs, emit};
+use crate::cli::{GlobalArgs, clusters, emit};
 use crate::exit::ExitStatus;
+use crate::fleet::Cluster;
 use crate::observe;
-use crate::output::status;
+use crate::output::status::{self, StatusReport};
 
 pub(crate) const LONG_ABOUT: &str = "\
 Show every member's status, as its agent sees it: the etcd member (ID,
@@ -33,15 +35,42 @@ Examples:
   etcdops status
   etcdops --cluster prod-a status -w json | jq '.members[] | {name, db: .etcd.db_size}'
   etcdops status --timeout 2s
+  etcdops status --all-clusters              every cluster, grouped, 16 at a time
+  etcdops status --cluster 'prod-*' --parallel 4 -w json | jq -r '.failed[]'
 
 Exit codes: 0 healthy, 1 unhealthy or unreachable, 2 usage or configuration error.";
 
 pub(crate) async fn run(global: &GlobalArgs, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    if clusters::wants_many(global)? {
+        let (chosen, agents) = clusters::targets(global)?;
+        let grouped = clusters::for_each(global, chosen, |cluster| {
+            let agents = agents.clone();
+            async move {
+                let report = report(&agents, &cluster).await;
+                let ok = report.ok;
+                Ok((report, ok))
+            }
+        })
+        .await;
+        return clusters::emit(
+            out,
+            global.write_out,
+            &grouped,
+            |r| r.cluster.clone(),
+            status::render_table,
+        );
+    }
     let target = target(global)?;
-    let replies = target.agents.get_status(&target.cluster.members).await;
-    let view = observe::view_of(&target.cluster.name, &target.cluster.members, &replies, None);
-    let members = replies.into_iter().map(status::member_status).collect();
-    let report = status::evaluate(&view, members);
+    let agents = target.agents.reusing_channels();
+    let report = report(&agents, &target.cluster).await;
     emit(out, global.write_out, &report, status::render_table)?;
     Ok(ExitStatus::from_ok(report.ok))
+}
+
+/// One cluster's status report.
+async fn report(agents: &Agents, cluster: &Cluster) -> StatusReport {
+    let replies = agents.get_status(&cluster.members).await;
+    let view = observe::view_of(&cluster.name, &cluster.members, &replies, None);
+    let members = replies.into_iter().map(status::member_status).collect();
+    status::evaluate(&view, members)
 }

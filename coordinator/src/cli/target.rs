@@ -17,6 +17,15 @@ pub(crate) struct Target {
 pub(crate) fn target(global: &GlobalArgs) -> anyhow::Result<Target> {
     let fleet = Fleet::load(&global.fleet)?;
     let cluster = fleet.select(global.cluster.as_deref())?.clone();
+    tracing::debug!(cluster = %cluster.name, members = cluster.members.len(), "target");
+    Ok(Target {
+        cluster,
+        agents: agents(global, &fleet)?,
+    })
+}
+
+/// Agents reached with the fleet's `[tls]` identity, each given `--timeout`.
+pub(crate) fn agents(global: &GlobalArgs, fleet: &Fleet) -> anyhow::Result<Agents> {
     let tls = fleet.tls.files().client().with_context(|| {
         format!(
             "cannot load the coordinator's TLS identity ([tls] in {})",
@@ -31,9 +40,6 @@ pub(crate) fn target(global: &GlobalArgs) -> anyhow::Result<Target> {
             own.describe()
         );
     }
-    tracing::debug!(cluster = %cluster.name, members = cluster.members.len(), identity = %own.describe(), "target");
-    Ok(Target {
-        cluster,
-        agents: Agents::new(tls, global.timeout),
-    })
+    tracing::debug!(identity = %own.describe(), "coordinator identity");
+    Ok(Agents::new(tls, global.timeout))
 }

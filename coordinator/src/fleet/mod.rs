@@ -20,6 +20,9 @@
 
 mod agent_url;
 pub mod backup;
+pub mod glob;
+pub mod import;
+pub mod inventory;
 
 use std::collections::HashSet;
 use std::fs;
@@ -169,6 +172,10 @@ pub enum FleetError {
     ClusterRequired { known: Vec<String> },
     #[error("no cluster {name:?} in the fleet; known clusters: {}", .known.join(", "))]
     UnknownCluster { name: String, known: Vec<String> },
+    #[error("no cluster in the fleet matches {pattern:?}; known clusters: {}", .known.join(", "))]
+    NoMatch { pattern: String, known: Vec<String> },
+    #[error("--cluster {pattern:?}: {reason}")]
+    BadPattern { pattern: String, reason: String },
 }
 
 impl Member {
@@ -237,7 +244,25 @@ impl Fleet {
     /// Parses and checks fleet TOML as if read from `path` (which names the
     /// file in errors and anchors relative `[tls]` paths).
     pub fn parse(text: &str, path: &Path) -> Result<Fleet, FleetError> {
-        let mut fleet: Fleet = toml::from_str(text).map_err(|source| FleetError::Parse {
+        let mut fleet = Fleet::parse_as_written(text, path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        fleet.tls.resolve(base);
+        Ok(fleet)
+    }
+
+    /// Reads and checks a fleet file, keeping relative `[tls]` paths as
+    /// written (to write the file back without changing them).
+    pub fn load_as_written(path: &Path) -> Result<Fleet, FleetError> {
+        let text = fs::read_to_string(path).map_err(|source| FleetError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Fleet::parse_as_written(&text, path)
+    }
+
+    /// [`Fleet::parse`] without resolving relative `[tls]` paths.
+    pub fn parse_as_written(text: &str, path: &Path) -> Result<Fleet, FleetError> {
+        let fleet: Fleet = toml::from_str(text).map_err(|source| FleetError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
@@ -245,8 +270,6 @@ impl Fleet {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        fleet.tls.resolve(base);
         Ok(fleet)
     }
 
@@ -318,12 +341,34 @@ impl Fleet {
         }
     }
 
+    /// The clusters `--all-clusters` (every one, `pattern` None) or
+    /// `--cluster GLOB` names, in fleet order; none is an error.
+    pub fn select_many(&self, pattern: Option<&str>) -> Result<Vec<&Cluster>, FleetError> {
+        let Some(pattern) = pattern else {
+            return Ok(self.clusters.iter().collect());
+        };
+        let glob = glob::Glob::new(pattern).map_err(|reason| FleetError::BadPattern {
+            pattern: pattern.to_string(),
+            reason,
+        })?;
+        let chosen: Vec<&Cluster> = self.clusters.iter().filter(|c| glob.matches(&c.name)).collect();
+        if chosen.is_empty() {
+            return Err(FleetError::NoMatch {
+                pattern: pattern.to_string(),
+                known: self.clusters.iter().map(|c| c.name.clone()).collect(),
+            });
+        }
+        Ok(chosen)
+    }
+
     /// The fleet as TOML, in the format [`Fleet::parse`] reads.
     pub fn to_toml(&self) -> Result<String, FleetError> {
         Ok(toml::to_string_pretty(self)?)
     }
 
-    /// Writes the fleet to `path` atomically (temporary file, then rename).
+    /// Writes the fleet to `path` atomically (temporary file in the same
+    /// directory, fsync, rename, fsync of the directory): a reader sees the
+    /// old file or the new one, never a part. An existing file's mode is kept.
     pub fn save(&self, path: &Path) -> Result<(), FleetError> {
         let text = self.to_toml()?;
         let write_err = |source| FleetError::Write {
@@ -335,9 +380,18 @@ impl Fleet {
         let tmp = PathBuf::from(tmp_name);
         let result = (|| {
             let mut file = fs::File::create(&tmp)?;
+            // The file keeps its mode (and so who may read it).
+            if let Ok(meta) = fs::metadata(path) {
+                file.set_permissions(meta.permissions())?;
+            }
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
-            fs::rename(&tmp, path)
+            fs::rename(&tmp, path)?;
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            fs::File::open(dir)?.sync_all()
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -580,5 +634,51 @@ agent = "https://[2001:db8::1]:7443"
         single.clusters.truncate(1);
         assert_eq!(single.select(None).expect("only one").name, "prod-a");
         assert!(single.select(Some("prod-b")).is_err());
+    }
+
+    #[test]
+    fn selects_many_clusters_by_glob() {
+        let fleet = parse(GOOD).expect("good fleet");
+        let names = |p: Option<&str>| -> Vec<String> {
+            fleet
+                .select_many(p)
+                .expect("match")
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(names(None), ["prod-a", "prod-b"]);
+        assert_eq!(names(Some("prod-*")), ["prod-a", "prod-b"]);
+        assert_eq!(names(Some("*-b")), ["prod-b"]);
+        let err = fleet.select_many(Some("staging-*")).expect_err("no match");
+        assert!(
+            err.to_string().contains("staging-*") && err.to_string().contains("prod-a, prod-b"),
+            "{err}"
+        );
+        assert!(matches!(
+            fleet.select_many(Some("prod-[a")),
+            Err(FleetError::BadPattern { .. })
+        ));
+    }
+
+    #[test]
+    fn as_written_keeps_relative_paths_and_saves_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleet.toml");
+        std::fs::write(&path, GOOD).expect("write");
+        let fleet = Fleet::load_as_written(&path).expect("load");
+        assert_eq!(fleet.tls.ca, PathBuf::from("pki/ca.crt"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        fleet.save(&path).expect("save");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the mode is kept");
+        assert_eq!(Fleet::load_as_written(&path).expect("reload"), fleet);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "fleet.toml")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod disk;
+pub mod grouped;
 pub mod hashkv;
 pub mod health;
 pub mod members;

@@ -83,6 +83,8 @@ Fleet file (--fleet, default /etc/etcdops/fleet.toml):
 Examples:
   etcdops status                           the one cluster in the fleet
   etcdops --cluster prod-a health -w json  one of several clusters, as JSON
+  etcdops status --all-clusters            every cluster, grouped (--cluster 'prod-*' for some)
+  ansible-inventory -i hosts.ini --list | etcdops fleet import --ansible-inventory - --dry-run
   etcdops member list --timeout 2s
   etcdops check disk                       fdatasync latency on every member's disk
   etcdops defrag --rolling --dry-run        the plan, without changing anything

@@ -18,9 +18,11 @@ one-member cluster), with every tenth agent down (nothing listening) and every h
 blackholed (iptables DROP on its port). Reports the wall time and peak RSS of the CLI at
 10, 50 and all clusters (--runs each, the median), and a sequential
 `etcdctl endpoint status` loop over the same 3 x --clusters endpoints (the shared etcd for
-an agent that is up, the agent's address on port 2379 for one down or blackholed).
-Every agent, the etcd and the iptables rules are removed when it ends, fails or gets
-Ctrl-C.";
+an agent that is up, the agent's address on port 2379 for one down or blackholed; etcd's
+TLS client certificate as the harness issues it).
+Every agent and the etcd are stopped when it ends, fails or gets Ctrl-C; its iptables
+rules (comment etcdops-bench-fleet) are deleted when it ends or fails, and after a
+Ctrl-C by the next run.";
 
 const USAGE: &str = "\
 Example:
@@ -96,6 +98,10 @@ impl Blackhole {
             "tcp",
             "--dport",
             &port.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            RULE_TAG,
             "-j",
             "DROP",
         ]
@@ -112,6 +118,27 @@ impl Blackhole {
         }
         self.0.push(rule);
         Ok(())
+    }
+}
+
+/// Marks our iptables rules, so a run cleans up what an interrupted one left
+/// (the signal tear-down exits without running drops).
+const RULE_TAG: &str = "etcdops-bench-fleet";
+
+impl Blackhole {
+    /// Deletes every rule an earlier run left behind.
+    fn clear_stale() {
+        let Ok(out) = Command::new("iptables").args(["-S", "INPUT"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(rule) = line.strip_prefix("-A ").filter(|r| r.contains(RULE_TAG)) {
+                let _ = Command::new("iptables")
+                    .arg("-D")
+                    .args(rule.split_whitespace())
+                    .status();
+            }
+        }
     }
 }
 
@@ -221,6 +248,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             .display(),
     );
     let mut agents = Agents(Vec::new());
+    Blackhole::clear_stale();
     let mut blackhole = Blackhole(Vec::new());
     let mut endpoints = Vec::new();
     let (mut up, mut down, mut holed) = (0, 0, 0);
@@ -389,12 +417,15 @@ fn run(opts: &Opts) -> Result<(), String> {
         );
     }
 
-    // The naive loop: one etcdctl per endpoint, one after the other.
+    // The naive loop: one etcdctl per endpoint, one after the other (with the
+    // operator's etcd client certificate when etcd speaks TLS).
+    let tls_args = shared.etcdctl_tls_args();
     let start = Instant::now();
     let mut failed = 0;
     for endpoint in &endpoints {
         let ok = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(&tls_args)
             .args([
                 "--endpoints",
                 endpoint,

@@ -12,7 +12,10 @@
 //! - without config or certificates the enabled agent does not start, says
 //!   what is missing in one line, is not restarted in a loop, and starts once
 //!   they exist;
-//! - a SIGSTOPped agent is killed and restarted by systemd's watchdog.
+//! - a SIGSTOPped agent is killed and restarted by systemd's watchdog; then,
+//!   on the same host, the killed agent: SIGKILLed while it holds the
+//!   cluster's fence, it is restarted (Restart=on-failure), etcd.service runs
+//!   on untouched, and the new agent still holds the fence (its state dir).
 //!
 //! The packages come from `bash deploy/dev/package.sh --profile dev`
 //! (missing = a failure naming it); revision 2 is built once by the upgrade
@@ -22,8 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use etcdops_proto::v1::{AcquireFenceRequest, Fence, ReleaseFenceRequest};
 use etcdops_tests::bins;
 use etcdops_tests::nspawn::{self, AgentSetup, Debs, NspawnCluster, STAGED_ETC_IN_HOST};
+use tonic::Code;
 
 /// The address README's example host has.
 const README_IP: &str = "198.18.0.11";
@@ -452,7 +457,7 @@ fn without_config_or_certificates_the_agent_waits_with_one_line_then_starts() {
 }
 
 #[test]
-fn a_stopped_agent_is_restarted_by_the_watchdog() {
+fn a_stopped_or_killed_agent_is_restarted_and_a_killed_one_keeps_its_fence() {
     let Some(cluster) = NspawnCluster::start_or_skip(1, bins!()) else {
         return;
     };
@@ -494,14 +499,7 @@ fn a_stopped_agent_is_restarted_by_the_watchdog() {
     cluster.wait_until(
         "a new agent after the watchdog fired",
         Duration::from_secs(60),
-        |c| {
-            let show = agent_show(c, &["MainPID", "NRestarts", "ActiveState"]);
-            let now: u32 = prop(&show, "NRestarts").parse().unwrap_or(0);
-            now > restarts
-                && prop(&show, "ActiveState") == "active"
-                && !["0", pid.as_str()].contains(&prop(&show, "MainPID").as_str())
-                && c.get_status(0).is_ok()
-        },
+        |c| restarted(c, &pid, restarts),
     );
     eprintln!(
         "the watchdog restarted the agent {:.1?} after SIGSTOP",
@@ -509,4 +507,88 @@ fn a_stopped_agent_is_restarted_by_the_watchdog() {
     );
     let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
     assert!(journal.contains("Watchdog timeout"), "{journal}");
+
+    // The killed agent, on the same host: it holds the cluster's fence when
+    // SIGKILL takes it (a crash: no shutdown code runs). Restart=on-failure
+    // starts a new one within RestartSec=2s, etcd.service runs on untouched,
+    // and the new agent still holds the fence: the hardened unit's state dir
+    // (StateDirectory=, writable under ProtectSystem=strict) kept it.
+    let fence = cluster.acquire_fence("op-killed");
+    let fences = format!("{}/fences.json", etcdops_agent::config::DEFAULT_STATE_DIR);
+    assert!(
+        cluster.read_in_host(0, &fences).contains("op-killed"),
+        "the fence recorded in {fences}"
+    );
+    let etcd = etcd_process(&cluster);
+    let show = agent_show(&cluster, &["MainPID", "NRestarts"]);
+    let pid = prop(&show, "MainPID");
+    let restarts: u32 = prop(&show, "NRestarts").parse().expect("NRestarts");
+    cluster.script_ok(0, &format!("kill -KILL {pid}"));
+    let killed = Instant::now();
+    cluster.wait_until(
+        "a new agent after SIGKILL (Restart=on-failure)",
+        Duration::from_secs(15),
+        |c| restarted(c, &pid, restarts),
+    );
+    eprintln!(
+        "systemd restarted the agent {:.1?} after SIGKILL",
+        killed.elapsed()
+    );
+    assert_eq!(etcd_process(&cluster), etcd, "etcd.service untouched");
+    assert!(cluster.is_healthy(), "etcd healthy after the agent's restart");
+    let journal = cluster.exec_stdout(0, &["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"]);
+    assert!(journal.contains("status=9/KILL"), "{journal}");
+
+    // The fence as recorded before the kill: held by op-killed; another
+    // operation is refused at the next epoch (held) and at the same one
+    // (not above the recorded epoch); its holder releases it.
+    let status = cluster.get_status(0).expect("GetStatus");
+    let held = status
+        .fences
+        .iter()
+        .find(|f| f.cluster == fence.cluster)
+        .unwrap_or_else(|| panic!("no fence for {} after the restart: {status:?}", fence.cluster));
+    assert_eq!(
+        (held.epoch, held.held, held.operation_id.as_str()),
+        (fence.epoch, true, "op-killed"),
+        "{held:?}"
+    );
+    let mut client = cluster.client(0);
+    for (epoch, code) in [
+        (fence.epoch + 1, Code::FailedPrecondition),
+        (fence.epoch, Code::Aborted),
+    ] {
+        let other = Fence {
+            epoch,
+            operation_id: "op-other".to_string(),
+            ..fence.clone()
+        };
+        let err = cluster
+            .block_on(client.acquire_fence(AcquireFenceRequest {
+                fence: Some(other),
+                holder: "e2e-harness".to_string(),
+                operation_kind: "e2e".to_string(),
+                takeover: false,
+            }))
+            .expect_err("the restarted agent still holds op-killed's fence");
+        assert_eq!(err.code(), code, "epoch {epoch}: {err:?}");
+    }
+    let released = cluster
+        .block_on(client.release_fence(ReleaseFenceRequest {
+            fence: Some(fence.clone()),
+        }))
+        .expect("op-killed releases its fence")
+        .into_inner();
+    assert!(!released.held, "{released:?}");
+}
+
+/// A new agent runs and answers: NRestarts above `restarts`, a MainPID
+/// other than `pid`.
+fn restarted(cluster: &NspawnCluster, pid: &str, restarts: u32) -> bool {
+    let show = agent_show(cluster, &["MainPID", "NRestarts", "ActiveState"]);
+    let now: u32 = prop(&show, "NRestarts").parse().unwrap_or(0);
+    now > restarts
+        && prop(&show, "ActiveState") == "active"
+        && !["0", pid].contains(&prop(&show, "MainPID").as_str())
+        && cluster.get_status(0).is_ok()
 }

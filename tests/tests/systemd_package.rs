@@ -527,7 +527,7 @@ fn a_stopped_or_killed_agent_is_restarted_and_a_killed_one_keeps_its_fence() {
     let killed = Instant::now();
     cluster.wait_until(
         "a new agent after SIGKILL (Restart=on-failure)",
-        Duration::from_secs(15),
+        Duration::from_secs(10),
         |c| restarted(c, &pid, restarts),
     );
     eprintln!(
@@ -540,8 +540,8 @@ fn a_stopped_or_killed_agent_is_restarted_and_a_killed_one_keeps_its_fence() {
     assert!(journal.contains("status=9/KILL"), "{journal}");
 
     // The fence as recorded before the kill: held by op-killed; another
-    // operation is refused at the next epoch (held) and at the same one
-    // (not above the recorded epoch); its holder releases it.
+    // operation is refused at the next epoch (held), and even with takeover
+    // at the same one (not above the recorded epoch); its holder releases it.
     let status = cluster.get_status(0).expect("GetStatus");
     let held = status
         .fences
@@ -554,9 +554,9 @@ fn a_stopped_or_killed_agent_is_restarted_and_a_killed_one_keeps_its_fence() {
         "{held:?}"
     );
     let mut client = cluster.client(0);
-    for (epoch, code) in [
-        (fence.epoch + 1, Code::FailedPrecondition),
-        (fence.epoch, Code::Aborted),
+    for (epoch, takeover, code) in [
+        (fence.epoch + 1, false, Code::FailedPrecondition),
+        (fence.epoch, true, Code::Aborted),
     ] {
         let other = Fence {
             epoch,
@@ -568,10 +568,10 @@ fn a_stopped_or_killed_agent_is_restarted_and_a_killed_one_keeps_its_fence() {
                 fence: Some(other),
                 holder: "e2e-harness".to_string(),
                 operation_kind: "e2e".to_string(),
-                takeover: false,
+                takeover,
             }))
             .expect_err("the restarted agent still holds op-killed's fence");
-        assert_eq!(err.code(), code, "epoch {epoch}: {err:?}");
+        assert_eq!(err.code(), code, "epoch {epoch}, takeover {takeover}: {err:?}");
     }
     let released = cluster
         .block_on(client.release_fence(ReleaseFenceRequest {

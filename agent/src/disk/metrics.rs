@@ -13,7 +13,6 @@
 //! the CA as the only trust anchor, the etcd-client certificate), as etcd
 //! requires with client-certificate auth on its client port.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::TlsConfig;
@@ -131,45 +130,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// rustls' client configuration for `[etcd.tls]`: the CA as the only trust
-/// anchor, the agent's etcd client certificate as its identity (ring).
-pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("etcd.tls.{what} {}: {e}", path.display()))
-    };
-    let (ca, cert, key) = (
-        read("ca", &tls.ca)?,
-        read("cert", &tls.cert)?,
-        read("key", &tls.key)?,
-    );
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(&ca) {
-        let der = der.map_err(|e| format!("etcd.tls.ca {}: {e}", tls.ca.display()))?;
-        roots
-            .add(der)
-            .map_err(|e| format!("etcd.tls.ca {}: {e}", tls.ca.display()))?;
-    }
-    let chain = CertificateDer::pem_slice_iter(&cert)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("etcd.tls.cert {}: {e}", tls.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_slice(&key)
-        .map_err(|e| format!("etcd.tls.key {}: {e}", tls.key.display()))?;
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            format!(
-                "etcd.tls.cert {} with etcd.tls.key {}: {e}",
-                tls.cert.display(),
-                tls.key.display()
-            )
-        })
 }
 
 /// etcd's WAL fsync latency histogram (seconds).

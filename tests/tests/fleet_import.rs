@@ -375,3 +375,42 @@ fn an_imported_fleet_reads_a_real_cluster() {
     assert_eq!(report["cluster"], "live");
     assert_eq!(report["healthy"], 3, "{report}");
 }
+
+/// The Ansible roles' sample inventory imports as the roles built it: the
+/// three members, the spare (`etcdops_spare=true`) left out until `etcdops
+/// member add` joins it.
+#[test]
+fn the_ansible_sample_inventory_imports_its_members_not_its_spare() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ansible/inventory/sample.ini");
+    let json = ansible_list(&sample);
+    let inv = write(dir.path(), "inv.json", &json);
+    let fleet = dir.path().join("fleet.toml");
+    let mut args = vec![
+        "fleet",
+        "import",
+        "--ansible-inventory",
+        inv.to_str().expect("utf-8"),
+        "--dry-run",
+    ];
+    args.extend(TLS);
+    let out = etcdops(&fleet, &args, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for name in ["etcd1", "etcd2", "etcd3"] {
+        assert!(
+            out.stdout.contains(&format!("+ etcd/{name} https://192.0.2.1")),
+            "missing {name}:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        !out.stdout.contains("etcd4"),
+        "the spare was imported:\n{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("ops1"),
+        "the coordinator was imported:\n{}",
+        out.stdout
+    );
+}

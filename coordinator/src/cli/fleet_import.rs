@@ -34,6 +34,7 @@ hosts and those of its child groups. Per host:
   etcdops_agent_url     the agent URL, https://HOST:PORT (default: built from the next two)
   etcdops_agent_host    the agent's address (default: ansible_host, else the hostname)
   etcdops_agent_port    the agent's port (default: 7443)
+  etcdops_spare         true: a spare host (no member yet), not imported
 
 An imported cluster replaces the members of the fleet's cluster of that name (its
 [clusters.backup] stays); clusters the inventory does not name are kept. [tls] is kept

@@ -19,6 +19,7 @@
 //! | `etcdops_agent_url` | the whole agent URL, `https://HOST:PORT` | built from the two below |
 //! | `etcdops_agent_host` | the agent's address | `ansible_host`, else the inventory hostname |
 //! | `etcdops_agent_port` | the agent's port | 7443 |
+//! | `etcdops_spare` | a spare host (the Ansible roles install it without a member): not imported | false |
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,6 +46,8 @@ pub const VAR_AGENT_HOST: &str = "etcdops_agent_host";
 pub const VAR_ANSIBLE_HOST: &str = "ansible_host";
 /// The agent's port.
 pub const VAR_AGENT_PORT: &str = "etcdops_agent_port";
+/// A spare host: no member until `etcdops member add`, so not in the fleet.
+pub const VAR_SPARE: &str = "etcdops_spare";
 
 /// Which groups become clusters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -226,6 +229,9 @@ pub fn parse(json: &str, selection: &GroupSelection) -> Result<Vec<ImportedClust
                 });
             }
             cluster_of_host.insert(f.host.clone(), spec.group.clone());
+            if inventory.flag(&f, VAR_SPARE)? {
+                continue;
+            }
             let member = inventory.member(&f)?;
             if let Some(other) = members.iter().find(|m| m.member.name == member.name) {
                 return Err(InventoryError::DuplicateMemberName {
@@ -244,6 +250,9 @@ pub fn parse(json: &str, selection: &GroupSelection) -> Result<Vec<ImportedClust
                 });
             }
             members.push(ImportedMember { host: f.host, member });
+        }
+        if members.is_empty() {
+            return Err(InventoryError::EmptyGroup { group: spec.group });
         }
         clusters.push(ImportedCluster {
             name: spec.cluster,
@@ -397,6 +406,33 @@ impl Inventory<'_> {
                 found: other.to_string(),
                 expected: "a string",
             }),
+        }
+    }
+
+    /// A yes/no variable, as Ansible's `bool` filter reads it (YAML's
+    /// booleans, INI's strings `true`/`yes`/`on`/`1` and their opposites);
+    /// unset is no.
+    fn flag(&self, found: &Found, name: &'static str) -> Result<bool, InventoryError> {
+        let bad = |v: &Value| InventoryError::BadVariable {
+            host: found.host.clone(),
+            var: name,
+            found: v.to_string(),
+            expected: "true or false",
+        };
+        match self.var(found, name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v @ Value::Number(n)) => match n.as_u64() {
+                Some(0) => Ok(false),
+                Some(1) => Ok(true),
+                _ => Err(bad(v)),
+            },
+            Some(v @ Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" | "y" | "t" => Ok(true),
+                "false" | "no" | "off" | "0" | "n" | "f" | "" => Ok(false),
+                _ => Err(bad(v)),
+            },
+            Some(v) => Err(bad(v)),
         }
     }
 
@@ -603,6 +639,34 @@ mod tests {
                 ("h2".to_string(), "https://sub.example:8000".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn spares_are_not_imported() {
+        let json = r#"{"_meta": {"hostvars": {
+            "n1": {"ansible_host": "10.0.0.1", "etcd_member_name": "etcd1"},
+            "n2": {"ansible_host": "10.0.0.2", "etcd_member_name": "etcd2", "etcdops_spare": true},
+            "n3": {"ansible_host": "10.0.0.3", "etcd_member_name": "etcd3", "etcdops_spare": "true"},
+            "n4": {"ansible_host": "10.0.0.4", "etcd_member_name": "etcd4", "etcdops_spare": "no"}}},
+            "etcd": {"hosts": ["n1", "n2", "n3", "n4"]}}"#;
+        let clusters = parse(json, &GroupSelection::default()).expect("parse");
+        let names: Vec<&str> = clusters[0]
+            .members
+            .iter()
+            .map(|m| m.member.name.as_str())
+            .collect();
+        assert_eq!(names, ["etcd1", "etcd4"]);
+
+        let only_spares = r#"{"_meta": {"hostvars": {"n2": {"ansible_host": "10.0.0.2", "etcdops_spare": true}}},
+            "etcd": {"hosts": ["n2"]}}"#;
+        assert!(matches!(
+            err(only_spares, &GroupSelection::default()),
+            InventoryError::EmptyGroup { .. }
+        ));
+        let odd = r#"{"_meta": {"hostvars": {"n2": {"ansible_host": "10.0.0.2", "etcdops_spare": "maybe"}}},
+            "etcd": {"hosts": ["n2"]}}"#;
+        let e = err(odd, &GroupSelection::default()).to_string();
+        assert!(e.contains("etcdops_spare") && e.contains("n2"), "{e}");
     }
 
     #[test]

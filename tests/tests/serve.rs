@@ -112,6 +112,36 @@ fn backups(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `promtool check metrics` (Prometheus 2.42, as the alert rules are checked
+/// with) accepts the exposition: classic text, HELP for every family.
+fn promtool_accepts(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run promtool ({e}): `apt-get download prometheus && dpkg -x prometheus_*.deb D`, \
+                 then put D/usr/bin/promtool on PATH"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn wait_for(what: &str, timeout: Duration, serve: &mut Serve, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
@@ -186,6 +216,7 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
         assert!(sample(&text, series).is_some(), "{series} missing:\n{text}");
     }
     assert!(text.contains("# HELP etcdops_serve_job_runs_total "), "{text}");
+    promtool_accepts(&text);
     assert!(!backups(&backup_dir).is_empty(), "no backup stored");
     // The watches ran too: health ok, the agents' certificates exported.
     wait_for(

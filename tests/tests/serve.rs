@@ -368,3 +368,95 @@ fn bad_configurations_exit_2_with_the_reason() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot read the serve configuration"), "{stderr}");
 }
+
+/// Compact and defrag jobs run as journaled operations only inside their
+/// windows: one window opens every minute for a minute (always open), the
+/// other only on January 1st (its job never runs; its next run is the opening).
+#[test]
+fn maintenance_jobs_run_inside_their_windows_only() {
+    let cluster = Cluster::builder()
+        .members(3)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
+    cluster.put_bulk("serve/", 50, 100);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let journal = dir.path().join("journal.redb");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "fleet = \"{}\"\nstate_dir = \"{}\"\njournal = \"{}\"\nmetrics_listen = \"127.0.0.1:{port}\"\nfence_wait = \"1m\"\n\
+             [windows.always]\ncron = \"* * * * *\"\nduration = \"1m\"\n\
+             [windows.new-year]\ncron = \"0 0 1 1 *\"\nduration = \"1m\"\n\
+             [[jobs]]\ncluster = \"e2e\"\nkind = \"compact\"\nschedule = \"*/5 * * * * *\"\nwindows = [\"always\"]\nparams = {{ keep_revisions = 10 }}\n\
+             [[jobs]]\ncluster = \"e2e\"\nkind = \"defrag\"\nschedule = \"*/5 * * * * *\"\nwindows = [\"always\"]\nparams = {{ rule = \"dbSize > 0\" }}\n\
+             [[jobs]]\ncluster = \"e2e\"\nkind = \"compact\"\nname = \"compact-new-year\"\nschedule = \"* * * * * *\"\nwindows = [\"new-year\"]\nparams = {{ keep_revisions = 10 }}\n",
+            cluster.fleet_path().display(),
+            dir.path().join("state").display(),
+            journal.display(),
+        ),
+    )
+    .expect("serve.toml");
+    let mut serve = Serve::start(&cluster.bins, &config, dir.path().join("serve.log"));
+    let ok = |text: &str, job: &str| {
+        sample(
+            text,
+            &format!("etcdops_serve_job_runs_total{{cluster=\"e2e\",job=\"{job}\",result=\"ok\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "a compaction and a defragmentation",
+        Duration::from_secs(180),
+        &mut serve,
+        || {
+            let t = scrape(port);
+            ok(&t, "compact") >= 1.0 && ok(&t, "defrag") >= 1.0
+        },
+    );
+    let text = scrape(port);
+    for result in ["ok", "failed", "refused"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    "etcdops_serve_job_runs_total{{cluster=\"e2e\",job=\"compact-new-year\",result=\"{result}\"}}"
+                )
+            ),
+            Some(0.0),
+            "the job outside its window ran:\n{text}"
+        );
+    }
+    let next = sample(
+        &text,
+        "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"e2e\",job=\"compact-new-year\"}",
+    )
+    .expect("next run of the waiting job");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        next > now + 60.0,
+        "the waiting job's next run {next} is its window's opening, not now ({now})"
+    );
+    let out = cluster.etcdops(&[
+        "op",
+        "list",
+        "--all",
+        "-w",
+        "json",
+        "--journal",
+        journal.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ops = out.json()["operations"].as_array().cloned().unwrap_or_default();
+    for kind in ["compact", "defrag"] {
+        assert!(
+            ops.iter().any(|o| o["kind"] == kind && o["state"] == "succeeded"),
+            "no succeeded {kind} operation: {ops:#?}\n{}",
+            serve.log()
+        );
+    }
+}

@@ -301,6 +301,23 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
     );
     assert!(backups(&backup_dir).len() > held_backups.len());
     assert!(serve.alive(), "{}", serve.log());
+
+    // SIGTERM (systemd's stop): serve ends cleanly, exit 0.
+    let pid = nix::unistd::Pid::from_raw(serve.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(70);
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop after SIGTERM:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
 }
 
 #[test]

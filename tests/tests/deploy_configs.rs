@@ -27,6 +27,12 @@ fn shipped_example_configs_parse() {
     let fleet = root.join("deploy/config/fleet.toml");
     let fleet = etcdops_coordinator::fleet::Fleet::load(&fleet).expect("deploy/config/fleet.toml parses");
     assert_eq!(fleet.clusters[0].members.len(), 3);
+    // serve.toml: parses; checked against the fleet example (with a backup
+    // target, as its backup job needs) by serve::config's own unit test.
+    let serve = root.join("deploy/config/serve.toml");
+    let serve = etcdops_coordinator::serve::config::ServeConfig::load(&serve)
+        .expect("deploy/config/serve.toml parses");
+    assert!(!serve.jobs.is_empty());
 }
 
 /// The packaged agent unit, `deploy/systemd/etcdops-agent.service`.
@@ -34,14 +40,64 @@ fn agent_unit() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/etcdops-agent.service")
 }
 
+/// The packaged serve unit, `deploy/systemd/etcdops-serve.service`.
+fn serve_unit() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/etcdops-serve.service")
+}
+
 /// `systemd-analyze security --offline=yes --threshold=30`: the agent unit's
 /// exposure stays at 3.0 or less (a real run; systemd-analyze must be here).
 #[test]
 fn the_agent_unit_is_hardened_to_an_exposure_of_3_or_less() {
-    let unit = agent_unit();
+    exposure_at_most_3(&agent_unit());
+}
+
+/// The same gate for `etcdops-serve.service`.
+#[test]
+fn the_serve_unit_is_hardened_to_an_exposure_of_3_or_less() {
+    exposure_at_most_3(&serve_unit());
+}
+
+/// serve's unit waits for READY=1, has the watchdog serve pings, and does not
+/// restart on serve's start-up error (exit 2: the configuration).
+#[test]
+fn the_serve_unit_matches_serve() {
+    let text = std::fs::read_to_string(serve_unit()).expect("read the unit");
+    let directives: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    let value = |key: &str| -> Vec<&str> {
+        directives
+            .iter()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("NotifyAccess"), ["main"]);
+    assert_eq!(value("WatchdogSec"), ["30s"]);
+    assert_eq!(value("Restart"), ["on-failure"]);
+    assert_eq!(value("RestartPreventExitStatus"), ["2"]);
+    assert_eq!(
+        value("ExecStart"),
+        [format!(
+            "/usr/bin/etcdops serve --config {}",
+            etcdops_coordinator::serve::config::DEFAULT_PATH
+        )
+        .as_str()]
+    );
+    assert_eq!(value("StateDirectory"), ["etcdops"]);
+    assert_eq!(
+        Path::new(etcdops_coordinator::serve::config::DEFAULT_STATE_DIR),
+        Path::new("/var/lib/etcdops")
+    );
+}
+
+fn exposure_at_most_3(unit: &Path) {
     let out = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=30", "--no-pager"])
-        .arg(&unit)
+        .arg(unit)
         .output()
         .unwrap_or_else(|e| {
             panic!(

@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
     &["backup", "sandbox"],
     // Above backup: a snapshot before a disruptive step goes to the cluster's backup target.
     &["exec"],
+    // `etcdops serve`: jobs run plans through the executor.
+    &["serve"],
     &["cli"],
 ];
 

@@ -282,6 +282,8 @@ fn cli_package_has_a_man_page_per_command_and_completions() {
         "usr/share/doc/etcdops/copyright",
         "usr/share/doc/etcdops/changelog.Debian.gz",
         "usr/share/lintian/overrides/etcdops",
+        "usr/lib/systemd/system/etcdops-serve.service",
+        "usr/share/doc/etcdops/examples/serve.toml",
     ] {
         assert!(
             files.contains(path),
@@ -290,6 +292,40 @@ fn cli_package_has_a_man_page_per_command_and_completions() {
         );
     }
     assert_eq!(field(&deb, "Package"), "etcdops");
+    // etcdops-serve.service ships as in the tree, DISABLED: the package never
+    // enables nor starts it (an upgrade restarts a running one only).
+    let root = unpacked(&deb);
+    let shipped = std::fs::read_to_string(root.path().join("usr/lib/systemd/system/etcdops-serve.service"))
+        .expect("packaged serve unit");
+    let tree =
+        std::fs::read_to_string(repo().join("deploy/systemd/etcdops-serve.service")).expect("serve unit");
+    assert_eq!(shipped, tree, "rebuild with `{PACKAGE_CMD}`");
+    assert!(
+        !files
+            .iter()
+            .any(|p| p.starts_with("usr/lib/systemd/system/etcdops-agent")),
+        "the agent's unit belongs to etcdops-agent"
+    );
+    let postinst = control_member(&deb, "postinst");
+    let code = code_lines(&postinst);
+    // Disabled: dh's snippet enables the unit only where the admin had
+    // (`debian-installed` then `was-enabled`), never on a fresh install.
+    assert!(
+        code.iter()
+            .any(|l| l.contains("deb-systemd-helper debian-installed etcdops-serve.service")),
+        "{postinst}"
+    );
+    assert!(
+        !code
+            .iter()
+            .any(|l| l.contains("deb-systemd-invoke start") || l.contains("deb-systemd-invoke restart")),
+        "{postinst}"
+    );
+    assert!(
+        code.iter()
+            .any(|l| l.contains("install -d -m 0700") && l.contains("/var/lib/etcdops")),
+        "{postinst}"
+    );
 
     let pages: BTreeSet<String> = files
         .iter()

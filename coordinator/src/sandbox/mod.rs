@@ -6,6 +6,7 @@
 pub mod agent_toml;
 pub mod layout;
 pub mod procs;
+pub mod serve;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -45,6 +46,11 @@ pub struct UpArgs {
     /// How long to wait for the cluster to become healthy.
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     pub wait: Duration,
+    /// Also start a home etcd (one more loopback member, for serve's leader
+    /// election) and one `etcdops serve` with a fast demo schedule (a backup
+    /// every 20 s into <dir>/backups); `down` stops them too.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 fn parse_prefix(text: &str) -> Result<[u8; 3], String> {
@@ -189,7 +195,7 @@ fn agent_binary(arg: Option<&Path>) -> Result<PathBuf, SandboxError> {
 pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, SandboxError> {
     let dir = args.dir.clone().unwrap_or_else(default_dir);
     let agent_bin = agent_binary(args.agent_bin.as_deref())?;
-    let (layout, fresh) = match load_spec(&dir)? {
+    let (layout, fresh, etcd_bin) = match load_spec(&dir)? {
         Some(spec) => {
             let layout = spec.plan()?;
             if let Some((member, pid)) =
@@ -203,7 +209,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 layout.members.len(),
                 layout.spares.len()
             );
-            (layout, false)
+            (layout, false, spec.etcd_binary.clone())
         }
         None => {
             let spec = LayoutSpec {
@@ -233,7 +239,7 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
                 path,
                 message: e.to_string(),
             })?;
-            (layout, true)
+            (layout, true, spec.etcd_binary.clone())
         }
     };
     if !fresh {
@@ -260,6 +266,20 @@ pub async fn up(args: &UpArgs, out: &mut dyn Write) -> Result<ExitStatus, Sandbo
         });
     }
     print_next_steps(&layout, out);
+    if args.serve {
+        let s = serve::ServeLayout::new(&layout);
+        if let Err(e) = serve::start(&layout, &s, &etcd_bin) {
+            serve::stop(&s);
+            stop_all(&layout, out);
+            return Err(e);
+        }
+        let exe = std::env::args()
+            .next()
+            .filter(|a| a.contains('/'))
+            .unwrap_or_else(|| "etcdops".to_string());
+        let _ = writeln!(out);
+        let _ = write!(out, "{}", serve::next_steps(&s, &exe));
+    }
     Ok(ExitStatus::Ok)
 }
 
@@ -443,7 +463,11 @@ pub fn down(args: &DownArgs, out: &mut dyn Write) -> Result<ExitStatus, SandboxE
     let dir = args.dir.clone().unwrap_or_else(default_dir);
     let spec = load_spec(&dir)?.ok_or_else(|| SandboxError::NoSandbox { dir: dir.clone() })?;
     let layout = spec.plan()?;
-    let stopped = stop_all(&layout, out);
+    let serve = serve::stop(&serve::ServeLayout::new(&layout));
+    for what in &serve {
+        let _ = writeln!(out, "stopped {what}");
+    }
+    let stopped = stop_all(&layout, out) + serve.len();
     if stopped == 0 {
         let _ = writeln!(out, "nothing was running in {}", dir.display());
     }

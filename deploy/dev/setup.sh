@@ -15,6 +15,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# tests/tests/ansible_e2e.rs: Ansible reaches the nspawn hosts over SSH with a key made per run.
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 # tests/tests/hung_stop.rs: gdb makes an etcd ignore SIGTERM (a graceful stop that hangs).
 command -v gdb >/dev/null 2>&1 || need_apt+=(gdb)
 # The Debian packages (deploy/dev/package.sh, tests/tests/packages.rs): lintian checks them.

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ansible;
 pub mod bench;
 pub mod loadgen;
 pub mod nspawn;

@@ -10,7 +10,11 @@
 //! [`AgentSetup::NotInstalled`] the hosts boot without the package and
 //! without `/etc/etcdops`: the agent's config and certificates wait in
 //! [`STAGED_ETC_IN_HOST`] and the debs in [`DEBS_IN_HOST`] (read-only), for
-//! tests of the package itself.
+//! tests of the package itself. With [`AgentSetup::Bare`] they boot as bare
+//! Debian hosts for provisioning tests (`tests/tests/ansible_e2e.rs`): their
+//! own root filesystem ([`SSH_ROOTFS`]: sshd, python3, python3-apt, no etcd),
+//! `/etc/hosts`, and nothing of ours; [`etcd_debs`] are etcd's packages for
+//! them, downloaded once beside that root filesystem.
 //!
 //! ```no_run
 //! let Some(cluster) = etcdops_tests::nspawn::NspawnCluster::start_or_skip(3, etcdops_tests::bins!()) else {
@@ -71,6 +75,15 @@ pub const RUN_DIR: &str = "/run/etcdops-tests";
 const ROOTFS_MARKER: &str = ".etcdops-rootfs-complete";
 /// What debootstrap installs.
 const ROOTFS_INCLUDE: &str = "systemd,systemd-sysv,dbus,etcd-server,etcd-client,iproute2,procps";
+/// The root filesystem of [`AgentSetup::Bare`] hosts (`CACHE_DIR/rootfs-<this>`):
+/// Debian 12 reachable over SSH by Ansible, without etcd (Debian's
+/// etcd-server would have started a default member).
+pub const SSH_ROOTFS: &str = "bookworm-ssh";
+/// What debootstrap installs into [`SSH_ROOTFS`].
+const SSH_ROOTFS_INCLUDE: &str =
+    "systemd,systemd-sysv,dbus,iproute2,procps,openssh-server,python3,python3-apt";
+/// etcd's packages for bare hosts, in install order (see [`etcd_debs`]).
+const ETCD_PACKAGES: [&str; 2] = ["etcd-server", "etcd-client"];
 /// Where the directory of the .debs ([`debs`]) appears inside a host (read-only).
 pub const DEBS_IN_HOST: &str = "/opt/etcdops-debs";
 /// The agent's config inside a host.
@@ -137,6 +150,12 @@ pub enum AgentSetup {
     /// Nothing: no package and no `/etc/etcdops` (its files wait in
     /// [`STAGED_ETC_IN_HOST`]); etcd.service runs as Debian's package left it.
     NotInstalled,
+    /// Bare hosts for provisioning tests, booted from [`SSH_ROOTFS`]: no
+    /// etcd, no etcd env file, nothing of ours (no agent files, no .debs or
+    /// PKI bound in); only `/etc/hosts` written. Ready once `ssh.service` is
+    /// active in every host. The layout gives the addresses only (its PKI
+    /// and fleet file are not used by the hosts).
+    Bare,
 }
 
 /// The .debs `bash deploy/dev/package.sh --profile dev` made (see [`debs`]).
@@ -187,7 +206,15 @@ impl NspawnCluster {
         agent: AgentSetup,
         bins: Bins,
     ) -> Option<NspawnCluster> {
-        let rootfs = match preflight().and_then(|()| ensure_rootfs("bookworm")) {
+        let rootfs = match preflight().and_then(|()| match agent {
+            AgentSetup::Bare => {
+                ensure_rootfs(SSH_ROOTFS, "bookworm", SSH_ROOTFS_INCLUDE).and_then(|rootfs| {
+                    ensure_etcd_debs()?;
+                    Ok(rootfs)
+                })
+            }
+            _ => ensure_rootfs("bookworm", "bookworm", ROOTFS_INCLUDE),
+        }) {
             Ok(rootfs) => rootfs,
             Err(reason) if std::env::var_os("ETCDOPS_REQUIRE_NSPAWN").is_some_and(|v| v == "1") => {
                 panic!("ETCDOPS_REQUIRE_NSPAWN=1 but nspawn hosts cannot run here: {reason}")
@@ -292,12 +319,15 @@ impl NspawnCluster {
                 powered_off: false,
             };
             cluster.hosts.push(host);
-            cluster.prepare_host(i, rootfs, &bridge)?;
-            cluster.stage_agent_files(i)?;
+            cluster.prepare_host(i, rootfs, &bridge, agent == AgentSetup::Bare)?;
+            if agent != AgentSetup::Bare {
+                cluster.stage_agent_files(i)?;
+            }
         }
         // Boot in parallel: etcd.service (Type=notify) is ready only with quorum.
         for i in 0..members + spares {
-            cluster.boot(i, &debs.dir)?;
+            let binds = (agent != AgentSetup::Bare).then_some(debs.dir.as_path());
+            cluster.boot(i, binds)?;
         }
         for i in 0..members + spares {
             cluster.wait_for_systemd(i)?;
@@ -311,6 +341,12 @@ impl NspawnCluster {
             AgentSetup::NotInstalled => |c| {
                 (0..c.layout.members.len()).all(|i| {
                     c.exec(i, &["systemctl", "is-active", "etcd"])
+                        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "active")
+                })
+            },
+            AgentSetup::Bare => |c| {
+                (0..c.hosts.len()).all(|i| {
+                    c.exec(i, &["systemctl", "is-active", "ssh"])
                         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "active")
                 })
             },
@@ -338,8 +374,9 @@ impl NspawnCluster {
         }
     }
 
-    /// Overlay, files, network namespace and veth of host i.
-    fn prepare_host(&mut self, i: usize, rootfs: &Path, bridge: &str) -> anyhow::Result<()> {
+    /// Overlay, files, network namespace and veth of host i; a `bare` host
+    /// gets only its machine ID and `/etc/hosts`.
+    fn prepare_host(&mut self, i: usize, rootfs: &Path, bridge: &str, bare: bool) -> anyhow::Result<()> {
         let m = self.host_layout(i).clone();
         let h = &mut self.hosts[i];
         for d in [&h.upper, &h.work, &h.merged] {
@@ -363,6 +400,16 @@ impl NspawnCluster {
             &h.merged.join("etc/machine-id"),
             &format!("{}\n", machine_id(&h.machine)),
         )?;
+        if bare {
+            write_file(
+                &h.merged.join("etc/hosts"),
+                &format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+                    h.ip, h.machine
+                ),
+            )?;
+            return self.prepare_net(i, bridge);
+        }
         let mut env = EnvFile::load(&m.env_file).context("reading the layout's env file")?;
         env.set("ETCD_DATA_DIR", etcdops_agent::state::DEFAULT_DATA_DIR)
             .context("env file")?;
@@ -399,7 +446,12 @@ impl NspawnCluster {
             &h.merged.join(AGENT_CONFIG_IN_HOST.trim_start_matches('/')),
             &config.to_toml(),
         )?;
+        self.prepare_net(i, bridge)
+    }
 
+    /// Host i's network namespace and its veth on `bridge`.
+    fn prepare_net(&self, i: usize, bridge: &str) -> anyhow::Result<()> {
+        let h = &self.hosts[i];
         run(Command::new("ip").args(["netns", "add", &h.netns]))?;
         let peer = format!("{}c", h.veth);
         run(Command::new("ip").args(["link", "add", &h.veth, "type", "veth", "peer", "name", &peer]))?;
@@ -421,8 +473,9 @@ impl NspawnCluster {
         Ok(())
     }
 
-    /// Starts systemd-nspawn for host i from its own cgroups.
-    fn boot(&mut self, i: usize, debs: &Path) -> anyhow::Result<()> {
+    /// Starts systemd-nspawn for host i from its own cgroups; with `debs`,
+    /// that directory and the layout's PKI bound in read-only.
+    fn boot(&mut self, i: usize, debs: Option<&Path>) -> anyhow::Result<()> {
         let pki = self.layout.pki_dir.clone();
         let h = &mut self.hosts[i];
         for cg in &h.cgroups {
@@ -453,10 +506,12 @@ impl NspawnCluster {
             .arg(format!("--machine={}", h.machine))
             .arg("-D")
             .arg(&h.merged)
-            .arg(format!("--network-namespace-path=/run/netns/{}", h.netns))
-            .arg(format!("--bind-ro={}:{DEBS_IN_HOST}", debs.display()))
-            .arg(format!("--bind-ro={}", pki.display()))
-            .stdin(Stdio::null())
+            .arg(format!("--network-namespace-path=/run/netns/{}", h.netns));
+        if let Some(debs) = debs {
+            cmd.arg(format!("--bind-ro={}:{DEBS_IN_HOST}", debs.display()))
+                .arg(format!("--bind-ro={}", pki.display()));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(console.try_clone().context("console log")?)
             .stderr(console);
         h.nspawn = Some(cmd.spawn().context("spawning systemd-nspawn")?);
@@ -1116,13 +1171,14 @@ fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     }
 }
 
-/// Builds `CACHE_DIR/rootfs-<suite>` once (debootstrap), under a lock; the
-/// marker is written last, then the directory is renamed into place.
-fn ensure_rootfs(suite: &str) -> Result<PathBuf, String> {
+/// Builds `CACHE_DIR/rootfs-<name>` once (debootstrap of `suite` with
+/// `include`), under a lock; the marker is written last, then the directory
+/// is renamed into place.
+fn ensure_rootfs(name: &str, suite: &str, include: &str) -> Result<PathBuf, String> {
     let cache = Path::new(CACHE_DIR);
     std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-    let rootfs = cache.join(format!("rootfs-{suite}"));
-    let lock_path = cache.join(format!("rootfs-{suite}.lock"));
+    let rootfs = cache.join(format!("rootfs-{name}"));
+    let lock_path = cache.join(format!("rootfs-{name}.lock"));
     let lock = File::create(&lock_path).map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     let _lock = Flock::lock(lock, FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
@@ -1139,13 +1195,13 @@ fn ensure_rootfs(suite: &str) -> Result<PathBuf, String> {
             "debootstrap is not installed and no root filesystem is cached (deploy/dev/setup.sh)".to_string(),
         );
     }
-    let partial = cache.join(format!("rootfs-{suite}.partial"));
+    let partial = cache.join(format!("rootfs-{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     if rootfs.exists() {
         // Incomplete from an older run (no marker): build it again.
         std::fs::remove_dir_all(&rootfs).map_err(|e| format!("cannot remove {}: {e}", rootfs.display()))?;
     }
-    let log_path = cache.join(format!("rootfs-{suite}.log"));
+    let log_path = cache.join(format!("rootfs-{name}.log"));
     let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     eprintln!(
@@ -1153,7 +1209,7 @@ fn ensure_rootfs(suite: &str) -> Result<PathBuf, String> {
         rootfs.display()
     );
     let status = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={ROOTFS_INCLUDE}"), suite])
+        .args(["--variant=minbase", &format!("--include={include}"), suite])
         .arg(&partial)
         .stdin(Stdio::null())
         .stdout(log)
@@ -1170,11 +1226,76 @@ fn ensure_rootfs(suite: &str) -> Result<PathBuf, String> {
     std::fs::write(partial.join("etc/machine-id"), "").map_err(|e| format!("emptying machine-id: {e}"))?;
     std::fs::write(
         partial.join(ROOTFS_MARKER),
-        format!("debootstrap --variant=minbase {suite}\n"),
+        format!("debootstrap --variant=minbase --include={include} {suite}\n"),
     )
     .map_err(|e| format!("writing the marker: {e}"))?;
     std::fs::rename(&partial, &rootfs).map_err(|e| format!("renaming {}: {e}", partial.display()))?;
     Ok(rootfs)
+}
+
+/// Where [`etcd_debs`] keeps etcd's packages for [`AgentSetup::Bare`] hosts.
+fn etcd_debs_dir() -> PathBuf {
+    Path::new(CACHE_DIR).join(format!("rootfs-{SSH_ROOTFS}.etcd-debs"))
+}
+
+/// Downloads etcd's packages ([`ETCD_PACKAGES`], this machine's Debian
+/// 12 candidates, `apt-get download`) once into [`etcd_debs_dir`], under
+/// the lock of [`SSH_ROOTFS`]; the directory is renamed into place when
+/// complete.
+fn ensure_etcd_debs() -> Result<(), String> {
+    let cache = Path::new(CACHE_DIR);
+    let lock_path = cache.join(format!("rootfs-{SSH_ROOTFS}.lock"));
+    let lock = File::create(&lock_path).map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let dir = etcd_debs_dir();
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let partial = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let out = Command::new("apt-get")
+        .args(["download", "-q"])
+        .args(ETCD_PACKAGES)
+        .current_dir(&partial)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run apt-get download: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-get download {} failed ({}): {} (run `apt-get update` on this machine?)",
+            ETCD_PACKAGES.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::rename(&partial, &dir).map_err(|e| format!("renaming {}: {e}", partial.display()))
+}
+
+/// etcd's .debs for bare hosts, in install order (`etcd-server`,
+/// `etcd-client`), as [`AgentSetup::Bare`] downloaded them; panics when
+/// one is missing.
+pub fn etcd_debs() -> Vec<PathBuf> {
+    let dir = etcd_debs_dir();
+    ETCD_PACKAGES
+        .iter()
+        .map(|package| {
+            let prefix = format!("{package}_");
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            found.retain(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+            });
+            found.sort();
+            found
+                .pop()
+                .unwrap_or_else(|| panic!("no {package} .deb in {}", dir.display()))
+        })
+        .collect()
 }
 
 /// A free slot 1..=250 (its lock file held while the cluster lives).

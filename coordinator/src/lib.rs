@@ -29,6 +29,7 @@ pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod sandbox;
+pub mod serve;
 pub mod snapshot;
 pub mod units;
 

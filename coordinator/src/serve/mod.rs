@@ -1,0 +1,3 @@
+//! `etcdops serve` (issue 15). Placeholder until the serve skeleton is merged.
+
+pub mod ha;

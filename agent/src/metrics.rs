@@ -100,6 +100,15 @@ pub fn render(snapshot: &Snapshot, rpc: &RpcMetrics) -> String {
         "1 when the etcd unit is active, else 0",
         unit_active,
     );
+    if let Some(disk) = snapshot.disk.as_ref() {
+        let threshold = FloatGauge::default();
+        threshold.set(disk.threshold.as_secs_f64());
+        registry.register(
+            "etcdops_agent_disk_fsync_threshold_seconds",
+            "the fdatasync p99 above which the agent calls the disk slow ([disk] fsync_p99_threshold_ms)",
+            threshold,
+        );
+    }
     if let Some(Ok(probe)) = snapshot.disk.as_ref().map(|d| &d.outcome) {
         let p99 = FloatGauge::default();
         p99.set(probe.p99.as_secs_f64());
@@ -353,6 +362,7 @@ mod tests {
             "etcdops_agent_unit_active{backend=\"process\"} 1",
             "etcdops_agent_disk_probe_p99_seconds 0.0015",
             "etcdops_agent_disk_probe_max_seconds 0.003",
+            "etcdops_agent_disk_fsync_threshold_seconds 0.01",
             "etcdops_agent_datadir_size_bytes 4096",
             "etcdops_agent_fs_free_bytes 1073741824",
             "etcdops_agent_cert_expiry_timestamp_seconds 1900000000",

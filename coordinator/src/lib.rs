@@ -11,6 +11,7 @@
 //! - [`snapshot`]: saving verified snapshots through agents; reading snapshot files.
 //! - [`backup`]: backup sets in a directory or S3 bucket, listing and retention.
 //! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
+//! - [`serve`]: `etcdops serve`, the scheduler: config, schedules, jobs, `/metrics`.
 //! - [`exit`]: the process exit codes.
 //! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
 //! - [`units`]: byte sizes for people (`255 MB`), as etcdctl prints them.

@@ -59,6 +59,19 @@ if ! command -v ansible-inventory >/dev/null 2>&1; then
   python3 -m pip install --quiet 'ansible-core==2.19.14' \
     || python3 -m pip install --quiet --break-system-packages 'ansible-core==2.19.14'
 fi
+# deploy/prometheus: `promtool check rules` / `promtool test rules` (tests/tests/prometheus_rules.rs).
+# Only promtool, from Debian's prometheus package, unpacked (not installed: no server runs).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing promtool (from Debian's prometheus package, unpacked into /usr/local/bin)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  promtool_tmp=$(mktemp -d)
+  (cd "$promtool_tmp" && apt-get download prometheus >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && apt-get download prometheus >/dev/null; })
+  dpkg-deb -x "$promtool_tmp"/prometheus_*.deb "$promtool_tmp/x"
+  $sudo install -m 0755 "$promtool_tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$promtool_tmp"
+fi
 # The test command checks style with rustfmt and clippy (rustup components).
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -76,4 +89,4 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; t
   echo "setup: installing cargo-deb $cargo_deb_version" >&2
   cargo install cargo-deb --version "$cargo_deb_version" --locked --force
 fi
-echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1))" >&2
+echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1), $(promtool --version 2>/dev/null | head -n1))" >&2

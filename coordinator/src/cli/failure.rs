@@ -49,6 +49,10 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
         if let Some(FenceError::Held { .. }) = cause.downcast_ref::<FenceError>() {
             return ExitStatus::Busy;
         }
+        // Every serve error that ends the process is a start-up error.
+        if cause.is::<crate::serve::ServeError>() || cause.is::<crate::serve::config::ConfigError>() {
+            return ExitStatus::Usage;
+        }
         if cause.is::<RuleError>() || cause.is::<ConfirmationRequired>() {
             return ExitStatus::Usage;
         }

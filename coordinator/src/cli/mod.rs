@@ -21,6 +21,7 @@ mod op_control;
 mod operate;
 mod recover;
 mod restore;
+mod serve;
 mod snapshot;
 mod status;
 pub(crate) mod target;
@@ -228,6 +229,10 @@ pub enum Command {
     #[command(subcommand, long_about = op::LONG_ABOUT)]
     Op(op::OpCommand),
 
+    /// Run scheduled jobs (backups, drills, compaction, defragmentation, watches) until stopped.
+    #[command(long_about = serve::ABOUT, after_help = serve::AFTER_HELP)]
+    Serve(serve::ServeArgs),
+
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
     Sandbox(SandboxCommand),
@@ -366,6 +371,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Op(op::OpCommand::Resume(args)) => op_control::resume(global, args, out).await,
         Command::Op(op::OpCommand::Abort(args)) => op_control::abort(global, args, out).await,
         Command::Op(op::OpCommand::Prune(args)) => op::prune(global, args, out).await,
+        Command::Serve(args) => serve::run(global, args, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
         Command::Completions(args) => generate::completions(args, out),
@@ -379,7 +385,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Status | Command::Health | Command::Check(_) => return None,
         Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
-        Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) => return None,
+        Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) | Command::Serve(_) => return None,
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",
         Command::Snapshot(_) => "snapshot",

@@ -135,6 +135,7 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
                 membership: common.membership,
             }
         }
+        OpKind::Backup => return Err(format!("{kind} did not exist in schema v1")),
     };
     Ok(OperationRecord {
         id: v1.id,

@@ -120,6 +120,12 @@ pub enum Operation {
         recover: RecoverArgs,
         membership: MembershipArgs,
     },
+    /// A scheduled backup (`etcdops serve`): one verified snapshot into the
+    /// cluster's backup target, under the cluster's fence.
+    Backup {
+        /// Where it goes, and once saved, what was stored.
+        snapshot: PreSnapshot,
+    },
 }
 
 impl Operation {
@@ -138,6 +144,7 @@ impl Operation {
             Operation::Restore { .. } => OpKind::Restore,
             Operation::RestoreRollback { .. } => OpKind::RestoreRollback,
             Operation::RecoverQuorum { .. } => OpKind::RecoverQuorum,
+            Operation::Backup { .. } => OpKind::Backup,
         }
     }
 
@@ -176,7 +183,8 @@ impl Operation {
         match self {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
-            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            | Operation::MemberReplace { snapshot, .. }
+            | Operation::Backup { snapshot } => Some(snapshot),
             _ => None,
         }
     }
@@ -186,7 +194,8 @@ impl Operation {
         match self {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
-            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            | Operation::MemberReplace { snapshot, .. }
+            | Operation::Backup { snapshot } => Some(snapshot),
             _ => None,
         }
     }
@@ -340,6 +349,11 @@ mod tests {
             Operation::RecoverQuorum {
                 recover: RecoverArgs::default(),
                 membership: MembershipArgs::default(),
+            },
+            Operation::Backup {
+                snapshot: PreSnapshot::to(Some(SnapshotTo::Backup {
+                    url: "file:///var/backups/etcd".into(),
+                })),
             },
         ];
         for op in ops {

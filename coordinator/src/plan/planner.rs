@@ -37,6 +37,8 @@ pub enum OpKind {
     Restore,
     RestoreRollback,
     RecoverQuorum,
+    /// A scheduled backup of `etcdops serve` (issue 15).
+    Backup,
 }
 
 impl OpKind {
@@ -54,11 +56,12 @@ impl OpKind {
             OpKind::Restore => "restore",
             OpKind::RestoreRollback => "restore-rollback",
             OpKind::RecoverQuorum => "recover-quorum",
+            OpKind::Backup => "backup",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 13] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -71,6 +74,7 @@ impl OpKind {
         OpKind::Restore,
         OpKind::RestoreRollback,
         OpKind::RecoverQuorum,
+        OpKind::Backup,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {

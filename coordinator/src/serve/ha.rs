@@ -27,7 +27,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::config::Validated;
+use super::jobs::JobContext;
+use super::metrics::Metrics;
+use super::state::LastRuns;
+use super::{Runner, SHUTDOWN_GRACE, ServeError};
 use crate::agents::Agents;
+use crate::exec::Executor;
 use crate::fleet::Fleet;
 use crate::fleet::home::{HomeEtcd, host_port};
 use crate::journal::{EtcdStore, Journal, JournalError, LeaderGuard, OpState};
@@ -253,7 +261,7 @@ impl Ha {
         &self.replica
     }
 
-    fn election_name(&self) -> String {
+    pub fn election_name(&self) -> String {
         format!("{}election/{}", self.home.prefix, self.config.election)
     }
 
@@ -393,9 +401,10 @@ impl Ha {
     }
 
     /// A replica's life: campaign; once elected run `lead` (the leader's
-    /// work: resume, then jobs) until the term ends — then drop it at once
-    /// (its jobs stop) and campaign again — or until `stop` (resign). `leader`
-    /// is told each change (the `etcdops_serve_leader` gauge).
+    /// work: resume, then jobs) until it ends (at `stop` its jobs end after
+    /// their current step; then resign) or the term ends — then it is
+    /// dropped at once (its jobs stop) and the replica campaigns again.
+    /// `leader` is told each change (the `etcdops_serve_leader` gauge).
     pub async fn run<F, Fut>(
         &self,
         mut stop: watch::Receiver<bool>,
@@ -443,12 +452,169 @@ impl Ha {
                 reason = term.ended() => {
                     tracing::error!(replica = %self.replica, term = term.term, "stepping down: {reason}; running jobs stopped");
                 }
-                _ = stop.changed() => {
-                    self.resign(term).await;
-                    leader(false);
-                    return Ok(());
-                }
             }
+        }
+    }
+}
+
+/// `etcdops serve` with `[ha]`: the start-up checks (the home etcd answers
+/// and is none of the fleet's clusters: exit 2 otherwise), `/metrics` (its
+/// operation states read from the home journal), then [`Ha::run`]: as
+/// leader, the unfinished operations of the journal are resumed, then the
+/// job runners run with the term's journal and epoch, aborted the moment the
+/// term ends.
+pub(super) async fn serve(
+    validated: Validated,
+    agents: Agents,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let config = validated.ha.clone().unwrap_or_default();
+    let home = validated.fleet.home.clone().ok_or(HaError::NoHome)?;
+    let ha = Ha::connect(&home, config).await?;
+    ha.verify_home(&agents, &validated.fleet).await?;
+    let reader = Journal::etcd(EtcdStore::connect(&home, None)?);
+    let runs = Arc::new(LastRuns::open(&validated.state_dir)?);
+    let metrics = Metrics::default();
+    metrics.leader.set(0);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(address) = validated.metrics_listen {
+        let listener = super::metrics::bind(address)
+            .await
+            .map_err(|source| ServeError::Bind { address, source })?;
+        tokio::spawn(super::metrics::serve(
+            listener,
+            metrics.clone(),
+            Arc::new(reader.clone()),
+            stop_rx.clone(),
+        ));
+    }
+    for spec in &validated.jobs {
+        metrics.declare(&spec.cluster, &spec.name);
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let token = Arc::new(());
+    if let Some(period) = super::notify::watchdog_interval() {
+        tokio::spawn(super::notify::watchdog(
+            period,
+            Arc::downgrade(&token),
+            stop_rx.clone(),
+        ));
+    }
+    let summary = format!(
+        "replica {} of election {} on the home etcd {}: {} job(s) once leader; journal {}",
+        ha.replica(),
+        ha.election_name(),
+        home.endpoints.join(","),
+        validated.jobs.len(),
+        reader.path().display()
+    );
+    tracing::info!("{summary}");
+    super::notify::ready(&summary);
+    let validated = Arc::new(validated);
+    let lead = |journal: Arc<Journal>, term: u64| {
+        let (validated, agents, metrics, runs) =
+            (validated.clone(), agents.clone(), metrics.clone(), runs.clone());
+        let (stop, interrupted) = (stop_rx.clone(), interrupted.clone());
+        async move {
+            resume_unfinished(&validated, &agents, &journal, term, &interrupted).await;
+            // Aborted when dropped: a lost term stops every job at once.
+            let mut runners = tokio::task::JoinSet::new();
+            for spec in &validated.jobs {
+                let runner = Runner {
+                    ctx: JobContext {
+                        fleet: validated.fleet.clone(),
+                        fleet_path: validated.fleet_path.clone(),
+                        agents: agents.clone(),
+                        journal: (*journal).clone(),
+                        fence_wait: validated.fence_wait,
+                        job: spec.name.clone(),
+                        params: spec.params.clone(),
+                        shutdown: interrupted.clone(),
+                        term: Some(term),
+                    },
+                    spec: spec.clone(),
+                    metrics: metrics.clone(),
+                    runs: runs.clone(),
+                    stop: stop.clone(),
+                };
+                runners.spawn(runner.run());
+            }
+            while runners.join_next().await.is_some() {}
+        }
+    };
+    let gauge = metrics.clone();
+    let replica = ha.run(
+        stop_rx.clone(),
+        move |l| {
+            gauge.leader.set(i64::from(l));
+        },
+        lead,
+    );
+    tokio::pin!(replica);
+    tokio::select! {
+        r = &mut replica => return r.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+    super::notify::stopping("stopping: running jobs finish their current step, then resign");
+    tracing::info!("stopping: waiting jobs end now, running ones after their current step; then resign");
+    interrupted.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, replica).await {
+        Ok(r) => r?,
+        Err(_) => tracing::warn!(
+            "a job did not stop within {}s; its operation stays in the journal for the next leader",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
+    drop(token);
+    Ok(())
+}
+
+/// A new leader carries on the operations left `running` in the journal,
+/// each from its first unfinished step (a step left `running` with the same
+/// step key, so an agent that already did it answers from its record), at
+/// the fence epochs of its own term.
+async fn resume_unfinished(
+    validated: &Validated,
+    agents: &Agents,
+    journal: &Journal,
+    term: u64,
+    interrupted: &Arc<AtomicBool>,
+) {
+    let ops = match unfinished(journal) {
+        Ok(ops) => ops,
+        Err(e) => return tracing::error!("cannot list the unfinished operations: {e}"),
+    };
+    for record in ops {
+        let Some(cluster) = validated.fleet.clusters.iter().find(|c| c.name == record.cluster) else {
+            tracing::error!(operation = %record.id, "cluster {} is not in the fleet: left for `etcdops op abort`", record.cluster);
+            continue;
+        };
+        let record = match journal.update(&record.id, |r| r.holder = super::jobs::holder()) {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(operation = %record.id, "cannot take the operation over: {e}"),
+        };
+        tracing::info!(
+            operation = %record.id, cluster = %record.cluster, term,
+            "resuming the previous leader's operation at step {}/{}",
+            record.steps_complete() + 1,
+            record.steps.len()
+        );
+        let mut executor = Executor::for_record(
+            &record,
+            agents.clone(),
+            cluster.clone(),
+            journal.clone(),
+            validated.fleet_path.clone(),
+            interrupted.clone(),
+        );
+        executor.progress = Box::new(super::jobs::Log {
+            job: format!("{}/resume", cluster.name),
+        });
+        executor.term = Some(term);
+        match executor.resume(record.clone(), false).await {
+            Ok(done) => tracing::info!(operation = %done.id, "resumed operation ended {}", done.state),
+            Err(e) => tracing::error!(operation = %record.id, "resumed operation stopped: {e}"),
         }
     }
 }

@@ -271,3 +271,283 @@ fn a_deposed_leader_can_neither_journal_nor_act_and_the_new_one_carries_on() {
     );
     cluster.block_on(b.resign(term_b));
 }
+
+/// `etcdops serve` replicas, stopped (SIGCONT, SIGKILL) whatever happens.
+struct Replicas(Vec<(String, std::process::Child, PathBuf)>);
+
+impl Replicas {
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.0[i].2).unwrap_or_default()
+    }
+
+    fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.0[i].1.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal serve");
+    }
+
+    fn logs(&self) -> String {
+        (0..self.0.len())
+            .map(|i| format!("=== {} ===\n{}", self.0[i].0, self.log(i)))
+            .collect()
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.0 {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    logs: impl Fn() -> String,
+) -> Duration {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn two_serve_replicas_hand_a_rolling_defrag_over_without_a_step_twice() {
+    use nix::sys::signal::Signal;
+
+    let cluster = Cluster::builder().members(3).start(bins!());
+    let home_cluster = Cluster::builder().members(1).start(bins!());
+    let home = home_of(&home_cluster, 0);
+    let name = cluster.cluster_name.clone();
+    // Something to defragment on every member (about 20 MB written, then deleted).
+    cluster.put_bulk("/frag/", 200, 100_000);
+    let endpoints: Vec<String> = cluster
+        .layout
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
+    cluster.block_on(async {
+        let mut kv = etcd_client::Client::connect(&endpoints, cluster.etcd_options())
+            .await
+            .expect("etcd")
+            .kv_client();
+        kv.delete("/frag/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .expect("delete");
+    });
+
+    // The fleet with the home etcd, beside the harness's (its [tls] paths stay valid).
+    let fleet_path = cluster.fleet_path().with_file_name("fleet-ha.toml");
+    let tls = home.tls.as_ref().expect("home TLS");
+    let fleet_text = format!(
+        "{}\n[home]\nendpoints = [{:?}]\nprefix = {:?}\njournal = \"home\"\n[home.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        std::fs::read_to_string(cluster.fleet_path()).expect("fleet"),
+        home.endpoints[0],
+        home.prefix,
+        tls.ca.display().to_string(),
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    std::fs::write(&fleet_path, fleet_text).expect("fleet-ha.toml");
+
+    // One defrag run, at a second about 15 s from now (hourly: it runs once).
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 15;
+    let schedule = format!("{} {} * * * *", at % 60, (at / 60) % 60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |replica: &str| {
+        let config = dir.path().join(format!("{replica}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "fleet = {:?}\nstate_dir = {:?}\nagent_timeout = \"5s\"\nfence_wait = \"0s\"\n\
+                 [ha]\nlease_ttl_secs = 3\nreplica = {replica:?}\n\
+                 [windows.always]\ncron = \"* * * * *\"\nduration = \"2m\"\n\
+                 [[jobs]]\ncluster = {name:?}\nkind = \"defrag\"\nschedule = {schedule:?}\nwindows = [\"always\"]\n",
+                fleet_path.display().to_string(),
+                dir.path().join(replica).display().to_string(),
+            ),
+        )
+        .expect("serve.toml");
+        let log = dir.path().join(format!("{replica}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(&cluster.bins.cli)
+            .args(["--fleet"])
+            .arg(&fleet_path)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("etcdops serve");
+        (replica.to_string(), child, log)
+    };
+    let mut replicas = Replicas(vec![start("replica-a")]);
+    wait_for(
+        "replica-a elected",
+        Duration::from_secs(20),
+        || replicas.log(0).contains("elected: serve leader"),
+        || replicas.logs(),
+    );
+    replicas.0.push(start("replica-b"));
+    wait_for(
+        "replica-b a standby",
+        Duration::from_secs(20),
+        || {
+            replicas
+                .log(1)
+                .contains("standby: waiting behind the serve leader")
+        },
+        || replicas.logs(),
+    );
+
+    // The leader starts the defrag; once a step is done, it is paused.
+    let reader = Journal::etcd(EtcdStore::connect(&home, None).expect("reader"));
+    let mut op = None;
+    wait_for(
+        "the leader's defrag to finish a step",
+        Duration::from_secs(60),
+        || {
+            op = reader.list().ok().and_then(|ops| {
+                ops.into_iter()
+                    .find(|o| o.kind == OpKind::Defrag && o.steps_complete() >= 1)
+            });
+            op.is_some()
+        },
+        || replicas.logs(),
+    );
+    replicas.signal(0, Signal::SIGSTOP);
+    let op = op.expect("op");
+    let paused = reader.get(&op.id).expect("read").expect("op");
+    assert_eq!(
+        paused.state,
+        OpState::Running,
+        "paused too late, the operation had ended: {paused:?}"
+    );
+    assert!(
+        paused.holder.contains(&format!("(pid {})", replicas.0[0].1.id())),
+        "{paused:?}"
+    );
+
+    // The standby takes over within the TTL + a few seconds and finishes it.
+    let took = wait_for(
+        "replica-b elected",
+        Duration::from_secs(3 + 7),
+        || replicas.log(1).contains("elected: serve leader"),
+        || replicas.logs(),
+    );
+    eprintln!("replica-b took over {took:?} after replica-a was paused");
+    wait_for(
+        "the operation to succeed under replica-b",
+        Duration::from_secs(90),
+        || {
+            reader
+                .get(&op.id)
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.state == OpState::Succeeded)
+        },
+        || replicas.logs(),
+    );
+    let done = reader.get(&op.id).expect("read").expect("op");
+    assert!(
+        done.holder.contains(&format!("(pid {})", replicas.0[1].1.id())),
+        "{done:?}"
+    );
+    assert!(
+        replicas
+            .log(1)
+            .contains("resuming the previous leader's operation"),
+        "{}",
+        replicas.logs()
+    );
+
+    // The old leader wakes up: it steps down; whatever it still tried was refused.
+    replicas.signal(0, Signal::SIGCONT);
+    wait_for(
+        "replica-a to step down",
+        Duration::from_secs(15),
+        || replicas.log(0).contains("stepping down"),
+        || replicas.logs(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let fences: Vec<_> = (0..3)
+        .map(|i| {
+            cluster
+                .get_status(i, &Caller::Coordinator, 2000)
+                .expect("status")
+                .fences
+        })
+        .collect();
+    for f in fences.iter().flatten().filter(|f| f.cluster == name) {
+        assert_eq!(f.operation_id, op.id, "{f:?}");
+        assert!(
+            f.epoch > op.epoch && f.epoch >> 16 > op.epoch >> 16,
+            "a newer term: {f:?} vs {}",
+            op.epoch
+        );
+        assert!(
+            f.holder.contains(&format!("(pid {})", replicas.0[1].1.id())),
+            "{f:?}"
+        );
+    }
+    // Whatever the old leader still tried after waking was refused: agent
+    // calls naming the new holder, journal writes as a deposed leader.
+    let log_a = replicas.log(0);
+    let b_pid = format!("(pid {})", replicas.0[1].1.id());
+    for line in log_a.lines().filter(|l| l.contains("does not hold the fence")) {
+        assert!(line.contains(&b_pid), "the refusal names the new holder: {line}");
+    }
+    let refused = log_a
+        .lines()
+        .filter(|l| l.contains("does not hold the fence") || l.contains("no longer the leader"))
+        .count();
+    eprintln!("replica-a: {refused} call(s) refused after waking");
+    // No step ran twice: each member defragmented once, as the journal says.
+    let defrag_steps: Vec<_> = done
+        .steps
+        .iter()
+        .filter(|s| s.id.starts_with("defrag:"))
+        .collect();
+    assert!(done.steps.iter().all(|s| s.state == StepState::Done), "{done:?}");
+    let defragmented: usize = (0..3)
+        .map(|i| {
+            std::fs::read_to_string(&cluster.member(i).agent_log)
+                .expect("agent log")
+                .matches("defragmented")
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        defragmented,
+        defrag_steps.len(),
+        "one defragmentation per step: {done:?}\n{}",
+        replicas.logs()
+    );
+    // Only the new leader's process finished it: the old one is a standby again.
+    let standby_again = replicas
+        .log(0)
+        .matches("standby: waiting behind the serve leader")
+        .count();
+    assert!(
+        standby_again >= 1 || replicas.log(0).contains("stepping down"),
+        "{}",
+        replicas.logs()
+    );
+    let _ = std::fs::remove_file(&fleet_path);
+}

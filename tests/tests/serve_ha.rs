@@ -549,5 +549,26 @@ fn two_serve_replicas_hand_a_rolling_defrag_over_without_a_step_twice() {
         "{}",
         replicas.logs()
     );
+
+    // `etcdops op list|show` read the journal the fleet names: the home one.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&cluster.bins.cli)
+            .arg("--fleet")
+            .arg(&fleet_path)
+            .args(args)
+            .env_remove("ETCDOPS_JOURNAL")
+            .output()
+            .expect("etcdops");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let shown = cli(&["op", "show", &op.id]);
+    assert!(shown.contains(&op.id) && shown.contains("succeeded"), "{shown}");
+    let listed = cli(&["op", "list", "-w", "json"]);
+    assert!(
+        listed.contains(&op.id) && listed.contains("etcd:https://"),
+        "{listed}"
+    );
     let _ = std::fs::remove_file(&fleet_path);
 }

@@ -323,6 +323,8 @@ impl Ha {
     pub async fn campaign(&self) -> Result<Term, HaError> {
         let ttl = Duration::from_secs(self.config.lease_ttl_secs);
         let mut c = self.client.clone();
+        // Before the request: the lease cannot outlive this by more than the TTL.
+        let asked = Instant::now();
         let granted = timed(c.lease_grant(self.config.lease_ttl_secs as i64, None))
             .await
             .map_err(|e| etcd_err("grant a lease", e))?;
@@ -332,7 +334,7 @@ impl Ha {
             self.client.clone(),
             lease,
             ttl,
-            Instant::now(),
+            asked,
             ended_tx,
         ));
         if let Some(leader) = self.leader().await {

@@ -2,9 +2,10 @@
 //! highest epoch it has seen and which operation holds the fence, persisted
 //! in `<state_dir>/fences.json`. The decisions ([`decide_acquire`],
 //! [`decide_release`], [`decide_check`]) are pure; [`FenceStore`] persists
-//! their outcome and keeps the record of completed calls ([`CallLog`]) and of
-//! calls whose work is still running ([`Running`]), which answer retries
-//! without acting twice.
+//! their outcome and keeps the record of completed calls ([`CallLog`],
+//! persisted in `<state_dir>/calls.json` so it survives an agent restart) and
+//! of calls whose work is still running ([`Running`], memory only), which
+//! answer retries without acting twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -15,9 +16,14 @@ use serde::{Deserialize, Serialize};
 
 /// The file in the state dir.
 pub const FENCES_FILE: &str = "fences.json";
+/// The record of completed calls in the state dir.
+pub const CALLS_FILE: &str = "calls.json";
 /// How many completed calls are remembered for retries.
 pub const CALL_LOG_CAPACITY: usize = 1024;
-/// The file format's version.
+/// At most this many bytes of recorded answers and messages (the oldest
+/// calls are forgotten first), so the file stays small.
+pub const CALL_LOG_MAX_BYTES: usize = 4 << 20;
+/// The file format's version (of both files).
 const SCHEMA_VERSION: u32 = 1;
 
 /// A cluster's fence as recorded.
@@ -160,6 +166,11 @@ pub enum FenceError {
         "fence file {path}: {reason}; fix or move the file aside (the agent never resets fences silently)"
     )]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "call record {path}: {reason}; fix or move the file aside (the agent never forgets answered calls \
+         silently: a retried call would act twice)"
+    )]
+    CallsCorrupt { path: PathBuf, reason: String },
     #[error("fence file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -175,7 +186,9 @@ impl FenceError {
             FenceError::Missing | FenceError::InvalidField { .. } => tonic::Code::InvalidArgument,
             FenceError::Held { .. } | FenceError::NotHolder { .. } => tonic::Code::FailedPrecondition,
             FenceError::StaleEpoch { .. } => tonic::Code::Aborted,
-            FenceError::Corrupt { .. } | FenceError::Io { .. } => tonic::Code::Internal,
+            FenceError::Corrupt { .. } | FenceError::CallsCorrupt { .. } | FenceError::Io { .. } => {
+                tonic::Code::Internal
+            }
         }
     }
 }
@@ -259,7 +272,7 @@ fn not_holder(current: Option<&FenceRecord>, token: &FenceToken) -> FenceError {
 }
 
 /// Identifies a call for deduplication: (operation_id, step, method).
-pub type CallKey = (String, String, &'static str);
+pub type CallKey = (String, String, String);
 
 /// How a call ended, as recorded for its retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,18 +287,37 @@ pub enum CallOutcome {
 /// A call whose work is still running: its outcome, once there is one.
 pub type Running = tokio::sync::watch::Receiver<Option<CallOutcome>>;
 
-/// The outcomes of the last completed calls, oldest dropped first.
+impl CallOutcome {
+    /// Its size as counted against [`CALL_LOG_MAX_BYTES`].
+    fn bytes(&self) -> usize {
+        match self {
+            CallOutcome::Answer(b) => b.len(),
+            CallOutcome::Failure { message, .. } => message.len(),
+        }
+    }
+}
+
+/// The outcomes of the last completed calls, oldest dropped first: at most
+/// `capacity` calls and `max_bytes` of outcomes.
 #[derive(Debug)]
 pub struct CallLog {
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     order: VecDeque<CallKey>,
     answers: HashMap<CallKey, CallOutcome>,
 }
 
 impl CallLog {
     pub fn new(capacity: usize) -> CallLog {
+        CallLog::bounded(capacity, CALL_LOG_MAX_BYTES)
+    }
+
+    pub fn bounded(capacity: usize, max_bytes: usize) -> CallLog {
         CallLog {
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             order: VecDeque::new(),
             answers: HashMap::new(),
         }
@@ -303,21 +335,54 @@ impl CallLog {
             CallOutcome::Answer(_) => self.answers.get(key).cloned(),
             CallOutcome::Failure { .. } => {
                 self.order.retain(|k| k != key);
-                self.answers.remove(key)
+                let removed = self.answers.remove(key);
+                self.bytes -= removed.as_ref().map_or(0, CallOutcome::bytes);
+                removed
             }
         }
     }
 
     /// Records a completed call's outcome.
     pub fn insert(&mut self, key: CallKey, outcome: CallOutcome) {
-        if self.answers.insert(key.clone(), outcome).is_some() {
-            return;
+        self.bytes += outcome.bytes();
+        if let Some(old) = self.answers.insert(key.clone(), outcome) {
+            self.bytes -= old.bytes();
+        } else {
+            self.order.push_back(key);
         }
-        self.order.push_back(key);
-        while self.order.len() > self.capacity {
+        while self.order.len() > self.capacity || (self.bytes > self.max_bytes && self.order.len() > 1) {
             if let Some(old) = self.order.pop_front() {
-                self.answers.remove(&old);
+                self.bytes -= self.answers.remove(&old).as_ref().map_or(0, CallOutcome::bytes);
             }
+        }
+    }
+
+    /// The calls oldest first, as the file keeps them.
+    fn to_file(&self) -> CallsFile {
+        let calls = self
+            .order
+            .iter()
+            .filter_map(|key| {
+                let outcome = match self.answers.get(key)? {
+                    CallOutcome::Answer(bytes) => StoredOutcome::Answer {
+                        hex: hex::encode(bytes),
+                    },
+                    CallOutcome::Failure { code, message } => StoredOutcome::Failure {
+                        code: *code as i32,
+                        message: message.clone(),
+                    },
+                };
+                Some(StoredCall {
+                    operation_id: key.0.clone(),
+                    step: key.1.clone(),
+                    method: key.2.clone(),
+                    outcome,
+                })
+            })
+            .collect();
+        CallsFile {
+            version: SCHEMA_VERSION,
+            calls,
         }
     }
 
@@ -328,6 +393,33 @@ impl CallLog {
     pub fn is_empty(&self) -> bool {
         self.answers.is_empty()
     }
+}
+
+/// The on-disk form of the record of completed calls (`calls.json`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsFile {
+    version: u32,
+    /// Oldest first.
+    calls: Vec<StoredCall>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredCall {
+    operation_id: String,
+    step: String,
+    method: String,
+    outcome: StoredOutcome,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum StoredOutcome {
+    /// The encoded answer, hex.
+    Answer { hex: String },
+    /// A failure not delivered yet: its gRPC code and message.
+    Failure { code: i32, message: String },
 }
 
 /// The on-disk form of the fences.
@@ -343,8 +435,11 @@ struct FenceFile {
 #[derive(Debug)]
 pub struct FenceStore {
     path: PathBuf,
+    calls_path: PathBuf,
     records: tokio::sync::Mutex<BTreeMap<String, FenceRecord>>,
     calls: std::sync::Mutex<Calls>,
+    /// Serialises writes of `calls.json` (each writes the latest log).
+    calls_write: tokio::sync::Mutex<()>,
     writer: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -356,8 +451,9 @@ struct Calls {
 }
 
 impl FenceStore {
-    /// Loads `<state_dir>/fences.json` (none yet: no fences). A file that
-    /// cannot be read or parsed is an error naming it, never a reset.
+    /// Loads `<state_dir>/fences.json` and `<state_dir>/calls.json` (none
+    /// yet: no fences, no recorded calls). A file that cannot be read or
+    /// parsed is an error naming it, never a reset.
     pub fn load(state_dir: &Path) -> Result<FenceStore, FenceError> {
         let path = state_dir.join(FENCES_FILE);
         let records = match std::fs::read(&path) {
@@ -365,13 +461,26 @@ impl FenceStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(FenceError::Io { path, source }),
         };
+        let calls_path = state_dir.join(CALLS_FILE);
+        let log = match std::fs::read(&calls_path) {
+            Ok(bytes) => parse_calls(&calls_path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CallLog::new(CALL_LOG_CAPACITY),
+            Err(source) => {
+                return Err(FenceError::Io {
+                    path: calls_path,
+                    source,
+                });
+            }
+        };
         Ok(FenceStore {
             path,
+            calls_path,
             records: tokio::sync::Mutex::new(records),
             calls: std::sync::Mutex::new(Calls {
-                log: CallLog::new(CALL_LOG_CAPACITY),
+                log,
                 running: HashMap::new(),
             }),
+            calls_write: tokio::sync::Mutex::new(()),
             writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -421,13 +530,42 @@ impl FenceStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The outcome a retry of a completed call gets (see [`CallLog::take`]).
-    pub fn recorded(&self, key: &CallKey) -> Option<CallOutcome> {
-        self.calls().log.take(key)
+    /// The outcome a retry of a completed call gets (see [`CallLog::take`]);
+    /// a failure told now is forgotten on disk too.
+    pub async fn recorded(&self, key: &CallKey) -> Option<CallOutcome> {
+        let outcome = self.calls().log.take(key);
+        if matches!(outcome, Some(CallOutcome::Failure { .. })) {
+            self.persist_calls().await;
+        }
+        outcome
     }
 
-    pub fn record(&self, key: CallKey, outcome: CallOutcome) {
+    /// Records a completed call, on disk before it returns (so the answer
+    /// its caller gets is one a retry after an agent restart gets too).
+    pub async fn record(&self, key: CallKey, outcome: CallOutcome) {
         self.calls().log.insert(key, outcome);
+        self.persist_calls().await;
+    }
+
+    /// Writes the record of completed calls as it is now. A failed write is
+    /// logged, not returned: the call it follows has acted, and memory still
+    /// answers its retries until the agent restarts.
+    async fn persist_calls(&self) {
+        let _one_at_a_time = self.calls_write.lock().await;
+        let file = self.calls().log.to_file();
+        let path = self.calls_path.clone();
+        let written = match serde_json::to_vec(&file) {
+            Ok(bytes) => tokio::task::spawn_blocking(move || crate::statefile::write_atomic(&path, &bytes))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(error) = written {
+            tracing::error!(
+                path = %self.calls_path.display(), %error,
+                "could not persist the record of completed calls: a retry after an agent restart may act again"
+            );
+        }
     }
 
     /// The call's work, when it is still running.
@@ -445,17 +583,24 @@ impl FenceStore {
     /// The call's work ended: records the outcome (an answer always; a
     /// failure only when nobody waits for it, so the next retry learns it)
     /// and hands it to whoever waits.
-    pub fn finish(
+    pub async fn finish(
         &self,
         key: CallKey,
         outcome: CallOutcome,
         tx: &tokio::sync::watch::Sender<Option<CallOutcome>>,
     ) {
-        let mut calls = self.calls();
-        calls.running.remove(&key);
-        let waited_for = tx.receiver_count() > 0;
-        if matches!(outcome, CallOutcome::Answer(_)) || !waited_for {
-            calls.log.insert(key, outcome.clone());
+        let recorded = {
+            let mut calls = self.calls();
+            calls.running.remove(&key);
+            let waited_for = tx.receiver_count() > 0;
+            let recorded = matches!(outcome, CallOutcome::Answer(_)) || !waited_for;
+            if recorded {
+                calls.log.insert(key, outcome.clone());
+            }
+            recorded
+        };
+        if recorded {
+            self.persist_calls().await;
         }
         tx.send_replace(Some(outcome));
     }
@@ -518,6 +663,38 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, FenceRecord>, Fen
         }
     }
     Ok(records)
+}
+
+fn parse_calls(path: &Path, bytes: &[u8]) -> Result<CallLog, FenceError> {
+    let corrupt = |reason: String| FenceError::CallsCorrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: CallsFile =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a call record: {e}")))?;
+    if file.version != SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "version {} is not {SCHEMA_VERSION} (written by another agent version?)",
+            file.version
+        )));
+    }
+    let mut log = CallLog::new(CALL_LOG_CAPACITY);
+    for (i, call) in file.calls.into_iter().enumerate() {
+        let outcome = match call.outcome {
+            StoredOutcome::Answer { hex } => CallOutcome::Answer(
+                hex::decode(&hex).map_err(|e| corrupt(format!("call {i}: answer is not hex: {e}")))?,
+            ),
+            StoredOutcome::Failure { code, message } if (0..=16).contains(&code) => CallOutcome::Failure {
+                code: tonic::Code::from(code),
+                message,
+            },
+            StoredOutcome::Failure { code, .. } => {
+                return Err(corrupt(format!("call {i}: {code} is not a gRPC status code")));
+            }
+        };
+        log.insert((call.operation_id, call.step, call.method), outcome);
+    }
+    Ok(log)
 }
 
 fn now_unix() -> i64 {
@@ -713,7 +890,7 @@ mod tests {
 
     #[test]
     fn call_log_answers_retries_and_forgets_the_oldest() {
-        let key = |i: usize| (format!("op{i}"), "step".to_string(), "Defragment");
+        let key = |i: usize| (format!("op{i}"), "step".to_string(), "Defragment".to_string());
         let answer = |b: u8| CallOutcome::Answer(vec![b]);
         let mut log = CallLog::new(3);
         for i in 0..4 {
@@ -723,7 +900,7 @@ mod tests {
         assert_eq!(log.get(&key(0)), None, "the oldest is forgotten");
         assert_eq!(log.get(&key(3)), Some(&answer(3)));
         // Same operation and step, another method: another call.
-        assert_eq!(log.get(&("op3".into(), "step".into(), "Compact")), None);
+        assert_eq!(log.get(&("op3".into(), "step".into(), "Compact".into())), None);
         // Re-recording a key does not grow the log.
         log.insert(key(3), answer(9));
         assert_eq!((log.len(), log.get(&key(3))), (3, Some(&answer(9))));
@@ -744,31 +921,92 @@ mod tests {
     async fn running_calls_hand_their_outcome_to_waiters_and_the_record() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FenceStore::load(dir.path()).expect("empty");
-        let key: CallKey = ("op".into(), "step-1".into(), "RestartEtcd");
+        let key: CallKey = ("op".into(), "step-1".into(), "RestartEtcd".into());
         let tx = store.begin(key.clone());
         let mut waiter = store.running(&key).expect("running");
-        store.finish(key.clone(), CallOutcome::Answer(vec![7]), &tx);
+        store.finish(key.clone(), CallOutcome::Answer(vec![7]), &tx).await;
         assert!(store.running(&key).is_none());
         let got = waiter.wait_for(Option::is_some).await.expect("outcome").clone();
         assert_eq!(got, Some(CallOutcome::Answer(vec![7])));
-        assert_eq!(store.recorded(&key), Some(CallOutcome::Answer(vec![7])));
+        assert_eq!(store.recorded(&key).await, Some(CallOutcome::Answer(vec![7])));
 
         // A failure somebody waited for is not recorded (a retry runs again)...
-        let key2: CallKey = ("op".into(), "step-2".into(), "RestartEtcd");
+        let key2: CallKey = ("op".into(), "step-2".into(), "RestartEtcd".into());
         let failure = CallOutcome::Failure {
             code: tonic::Code::Internal,
             message: "no".into(),
         };
         let tx = store.begin(key2.clone());
         let waiter = store.running(&key2).expect("running");
-        store.finish(key2.clone(), failure.clone(), &tx);
-        assert_eq!(store.recorded(&key2), None);
+        store.finish(key2.clone(), failure.clone(), &tx).await;
+        assert_eq!(store.recorded(&key2).await, None);
         drop(waiter);
         // ...one nobody waited for is told to the next retry, once.
         let tx = store.begin(key2.clone());
-        store.finish(key2.clone(), failure.clone(), &tx);
-        assert_eq!(store.recorded(&key2), Some(failure));
-        assert_eq!(store.recorded(&key2), None);
+        store.finish(key2.clone(), failure.clone(), &tx).await;
+        assert_eq!(store.recorded(&key2).await, Some(failure));
+        assert_eq!(store.recorded(&key2).await, None);
+    }
+
+    #[test]
+    fn call_log_is_bounded_in_bytes() {
+        let key = |i: usize| (format!("op{i}"), "s".to_string(), "Defragment".to_string());
+        let mut log = CallLog::bounded(100, 10);
+        for i in 0..5 {
+            log.insert(key(i), CallOutcome::Answer(vec![0; 4]));
+        }
+        assert_eq!(log.len(), 2, "8 bytes fit, 12 do not");
+        assert!(log.get(&key(4)).is_some() && log.get(&key(2)).is_none());
+        // One call larger than the bound is still kept (alone).
+        log.insert(key(9), CallOutcome::Answer(vec![0; 50]));
+        assert_eq!(log.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn completed_calls_survive_a_restart_and_corrupt_records_stop_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FenceStore::load(dir.path()).expect("empty");
+        let answered: CallKey = ("op".into(), "defrag:etcd1#1".into(), "Defragment".into());
+        let failed: CallKey = ("op".into(), "restart:etcd2#1".into(), "RestartEtcd".into());
+        let failure = CallOutcome::Failure {
+            code: tonic::Code::DeadlineExceeded,
+            message: "etcd on etcd2 is still starting".into(),
+        };
+        store
+            .record(answered.clone(), CallOutcome::Answer(vec![1, 2, 255]))
+            .await;
+        let tx = store.begin(failed.clone());
+        store.finish(failed.clone(), failure.clone(), &tx).await;
+        drop(store);
+
+        let again = FenceStore::load(dir.path()).expect("reload");
+        assert_eq!(
+            again.recorded(&answered).await,
+            Some(CallOutcome::Answer(vec![1, 2, 255]))
+        );
+        assert_eq!(again.recorded(&failed).await, Some(failure), "told once...");
+        let third = FenceStore::load(dir.path()).expect("reload");
+        assert_eq!(third.recorded(&failed).await, None, "...also across restarts");
+        assert!(third.recorded(&answered).await.is_some());
+
+        let path = dir.path().join(CALLS_FILE);
+        for bad in [
+            "{ half".to_string(),
+            r#"{"version":2,"calls":[]}"#.to_string(),
+            r#"{"version":1,"calls":[{"operation_id":"o","step":"s","method":"m","outcome":{"answer":{"hex":"zz"}}}]}"#
+                .to_string(),
+            r#"{"version":1,"calls":[{"operation_id":"o","step":"s","method":"m","outcome":{"failure":{"code":99,"message":""}}}]}"#
+                .to_string(),
+        ] {
+            std::fs::write(&path, &bad).expect("write");
+            let err = FenceStore::load(dir.path()).expect_err("corrupt");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("calls.json") && msg.contains("never forgets answered calls"),
+                "{bad}: {msg}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).expect("kept"), bad, "never reset");
+        }
     }
 
     #[tokio::test]

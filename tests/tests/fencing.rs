@@ -1,5 +1,6 @@
 //! End-to-end: fencing (one writer per cluster, persisted across agent
-//! restarts, retries answered from the record) and the etcd maintenance RPCs
+//! restarts, retries answered from the record, also after an agent restart)
+//! and the etcd maintenance RPCs
 //! on a real 3-member cluster.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -175,9 +176,37 @@ fn one_writer_per_cluster_persisted_and_retries_answered_once() {
     let c = cluster.acquire_fence("op-c");
     assert!(c.epoch > b.epoch);
 
+    // A call answered before an agent restart: its retry after the restart
+    // is answered from the persisted record, not done again.
+    let c_step = with_step(&c, "defrag-etcd1#1");
+    let before_restart = cluster
+        .block_on(client.defragment(defrag(&c_step)))
+        .expect("defragment under C")
+        .into_inner();
+
     // Fences survive an agent restart.
     cluster.restart_agent(0);
     let mut client = cluster.client(0, &Caller::Coordinator);
+    let retried = cluster
+        .block_on(client.defragment(defrag(&c_step)))
+        .expect("retry after the restart")
+        .into_inner();
+    assert_eq!(
+        before_restart, retried,
+        "the retry gets the answer given before the restart"
+    );
+    let log = std::fs::read_to_string(&cluster.member(0).agent_log).expect("agent log");
+    assert_eq!(
+        log.matches("defragmented").count(),
+        2,
+        "one defragmentation per step, none on the retry:\n{log}"
+    );
+    assert_eq!(
+        log.matches("retried call answered from the record").count(),
+        2,
+        "{log}"
+    );
+    assert!(cluster.member(0).state_dir.join("calls.json").is_file());
     let status = cluster.get_status(0, &Caller::Coordinator, 0).expect("status");
     let f = &status.fences[0];
     assert_eq!(

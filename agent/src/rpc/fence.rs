@@ -57,7 +57,7 @@ pub async fn release(state: &AgentState, request: pb::ReleaseFenceRequest) -> Re
 
 /// The call's key for deduplication (empty step: none).
 fn call_key(token: &FenceToken, method: &'static str) -> Option<CallKey> {
-    (!token.step.is_empty()).then(|| (token.operation_id.clone(), token.step.clone(), method))
+    (!token.step.is_empty()).then(|| (token.operation_id.clone(), token.step.clone(), method.to_string()))
 }
 
 /// A recorded outcome as the call's answer.
@@ -100,7 +100,7 @@ where
     state.fences.check(&token).await?;
     let key = call_key(&token, method);
     if let Some(key) = &key
-        && let Some(recorded) = state.fences.recorded(key)
+        && let Some(recorded) = state.fences.recorded(key).await
     {
         tracing::info!(method, operation = %token.operation_id, step = %token.step, "retried call answered from the record");
         return answer(method, recorded);
@@ -110,7 +110,8 @@ where
     if let Some(key) = key {
         state
             .fences
-            .record(key, CallOutcome::Answer(answer.encode_to_vec()));
+            .record(key, CallOutcome::Answer(answer.encode_to_vec()))
+            .await;
     }
     Ok(answer)
 }
@@ -159,7 +160,7 @@ where
         })?;
     state.fences.check(&token).await?;
     if let Some(key) = &key
-        && let Some(recorded) = state.fences.recorded(key)
+        && let Some(recorded) = state.fences.recorded(key).await
     {
         tracing::info!(method, operation = %token.operation_id, step = %token.step, "retried call answered from the record");
         return answer(method, recorded);
@@ -191,7 +192,7 @@ where
         let mut guard = Abandon(task_state.clone(), Some(key.clone()));
         let result = work.await;
         guard.1 = None;
-        task_state.fences.finish(key, outcome(&result), &tx);
+        task_state.fences.finish(key, outcome(&result), &tx).await;
         // Released only now: a retry waiting for the lock finds the record.
         drop(writer);
     });

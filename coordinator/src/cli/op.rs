@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, emit};
 use crate::exit::ExitStatus;
+use crate::fleet::home::{HomeEtcd, JournalLocation};
 use crate::journal::{self, Journal, JournalError, OperationRecord};
 use crate::output::grouped::{self, Grouped};
 use crate::output::ops;
@@ -27,7 +28,11 @@ carries it on from the journal without redoing finished steps, or `op abort` end
 The journal is one file per user: --journal, else $ETCDOPS_JOURNAL, else
 $XDG_STATE_HOME/etcdops/journal.redb, else ~/.local/state/etcdops/journal.redb (directory
 mode 0700, file 0600). Several etcdops processes may use it at once: each holds it only for a
-moment, and waits up to 5 s for another.";
+moment, and waits up to 5 s for another.
+
+`etcdops serve` keeps its journal in the home etcd instead. With `journal = \"home\"` in the
+fleet file's [home] table (and no --journal / $ETCDOPS_JOURNAL), `op list` and `op show` read
+that one; only the serve leader writes it.";
 
 /// `etcdops op ...`
 #[derive(Debug, Clone, Subcommand)]
@@ -212,6 +217,16 @@ impl JournalArgs {
     }
 }
 
+/// The home etcd when `op list|show` read the serve replicas' journal there: no `--journal` /
+/// `$ETCDOPS_JOURNAL` given, and the fleet file (when there is one) says `[home] journal = "home"`.
+fn home_journal(global: &GlobalArgs, args: &JournalArgs) -> anyhow::Result<Option<HomeEtcd>> {
+    if args.journal.is_some() || !global.fleet.exists() {
+        return Ok(None);
+    }
+    let fleet = crate::fleet::Fleet::load(&global.fleet)?;
+    Ok(fleet.home.filter(|h| h.journal == JournalLocation::Home))
+}
+
 /// `etcdops op list` options.
 #[derive(Debug, Clone, Args)]
 pub struct OpListArgs {
@@ -281,12 +296,21 @@ pub(crate) async fn list(
     args: &OpListArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let path = args.journal.path();
-    let records = if path.exists() {
-        let journal_args = args.journal.clone();
-        tokio::task::spawn_blocking(move || journal_args.open()?.list()).await??
+    let (path, records) = if let Some(home) = home_journal(global, &args.journal)? {
+        tokio::task::spawn_blocking(move || {
+            let journal = Journal::etcd(journal::EtcdStore::connect(&home, None)?);
+            Ok::<_, JournalError>((journal.path().to_path_buf(), journal.list()?))
+        })
+        .await??
     } else {
-        Vec::new()
+        let path = args.journal.path();
+        if path.exists() {
+            let journal_args = args.journal.clone();
+            let records = tokio::task::spawn_blocking(move || journal_args.open()?.list()).await??;
+            (path, records)
+        } else {
+            (path, Vec::new())
+        }
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if crate::cli::clusters::wants_many(global)? {
@@ -364,6 +388,15 @@ pub(crate) async fn show(
     args: &OpShowArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
+    if let Some(home) = home_journal(global, &args.journal)? {
+        let id = args.id.clone();
+        let op = tokio::task::spawn_blocking(move || {
+            Journal::etcd(journal::EtcdStore::connect(&home, None)?).find(&id)
+        })
+        .await??;
+        emit(out, global.write_out, &op, ops::render_show)?;
+        return Ok(ExitStatus::Ok);
+    }
     let path = args.journal.path();
     if !path.exists() {
         return Err(JournalError::NotFound {

@@ -13,6 +13,18 @@ pub enum FenceError {
     /// Another operation holds the cluster (the agents' message names it).
     #[error("cluster {cluster} is busy: {message}")]
     Held { cluster: String, message: String },
+    /// A serve replica whose election term is older than a fence an agent
+    /// recorded: a newer leader has run (it was deposed).
+    #[error(
+        "cluster {cluster}: an agent recorded fence epoch {highest}, of election term {} or later, \
+         above this serve replica's term {term}: a newer leader has taken over; this one steps down",
+        highest >> TERM_SHIFT
+    )]
+    Deposed {
+        cluster: String,
+        term: u64,
+        highest: u64,
+    },
     /// An agent could not be asked.
     #[error("cannot take cluster {cluster}'s fence: {source}")]
     Agent {
@@ -20,6 +32,30 @@ pub enum FenceError {
         #[source]
         source: Box<AgentError>,
     },
+}
+
+/// A serve leader's fence epochs are `term << TERM_SHIFT | n`: the election's
+/// revision (etcd's `LeaderKey.rev`) in the high bits, so every epoch of a
+/// newer term is above every epoch of an older one, and `n` leaves room for
+/// CLI operations (highest recorded + 1) in between within a term.
+pub const TERM_SHIFT: u32 = 16;
+
+/// The epoch a serve leader of election term `term` takes a fence at, given
+/// the highest epoch the agents recorded: the term's first epoch, or the one
+/// after the highest when that is already in this term. Refused when the
+/// highest is of a newer term (this replica was deposed) or fills the term.
+pub fn term_epoch(cluster: &str, term: u64, highest: u64) -> Result<u64, FenceError> {
+    let base = term.checked_shl(TERM_SHIFT).filter(|b| b >> TERM_SHIFT == term);
+    let next_term = base.and_then(|b| b.checked_add(1 << TERM_SHIFT));
+    match (base, next_term) {
+        (Some(base), Some(_)) if highest < base => Ok(base),
+        (Some(_), Some(next)) if highest + 1 < next => Ok(highest + 1),
+        _ => Err(FenceError::Deposed {
+            cluster: cluster.to_string(),
+            term,
+            highest,
+        }),
+    }
 }
 
 /// The fence of an operation on a cluster.
@@ -118,4 +154,36 @@ pub async fn release(agents: &Agents, cluster: &Cluster, fence: &pb::Fence) -> V
         }
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_epochs_order_terms_and_leave_room_for_cli_operations() {
+        let t = |term: u64| term << TERM_SHIFT;
+        // (term, highest recorded) -> epoch, or deposed
+        let table = [
+            (5, 0, Some(t(5))),
+            (5, 7, Some(t(5))),
+            (5, t(5), Some(t(5) + 1)),
+            (5, t(5) + 41, Some(t(5) + 42)),
+            (5, t(6) - 2, Some(t(6) - 1)),
+            (5, t(6) - 1, None),
+            (5, t(6), None),
+            (5, t(9) + 3, None),
+            (u64::MAX >> 8, 0, None),
+        ];
+        for (term, highest, want) in table {
+            let got = term_epoch("c1", term, highest);
+            match (got, want) {
+                (Ok(e), Some(w)) => assert_eq!(e, w, "term {term} highest {highest}"),
+                (Err(e), None) => {
+                    assert!(e.to_string().contains("a newer leader"), "{e}");
+                }
+                (got, want) => panic!("term {term} highest {highest}: {got:?} vs {want:?}"),
+            }
+        }
+    }
 }

@@ -161,6 +161,9 @@ pub struct Executor {
     pub pause_after: Option<String>,
     /// Compare etcd's HashKV across members after each step that changes a member.
     pub check_hashkv: bool,
+    /// `etcdops serve`: the leader's election term (its revision): fence epochs are taken in
+    /// it (`fence::term_epoch`); `None` (the CLI): the highest recorded + 1.
+    pub term: Option<u64>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -200,6 +203,7 @@ impl Executor {
             restore: operation.members_may_be_down(),
             pause_after: None,
             check_hashkv: !record.options.skip_hashkv_check,
+            term: None,
             operation,
         }
     }
@@ -398,13 +402,12 @@ impl Executor {
         record: &OperationRecord,
         takeover: bool,
     ) -> Result<pb::Fence, ExecError> {
+        let epoch = match self.term {
+            None => view.highest_epoch() + 1,
+            Some(term) => fence::term_epoch(&self.cluster.name, term, view.highest_epoch())?,
+        };
         let request = pb::AcquireFenceRequest {
-            fence: Some(fence::fence(
-                &self.cluster.name,
-                view.highest_epoch() + 1,
-                &record.id,
-                "",
-            )),
+            fence: Some(fence::fence(&self.cluster.name, epoch, &record.id, "")),
             holder: record.holder.clone(),
             operation_kind: record.kind.as_str().to_string(),
             takeover,

@@ -21,6 +21,7 @@
 mod agent_url;
 pub mod backup;
 pub mod glob;
+pub mod home;
 pub mod import;
 pub mod inventory;
 
@@ -50,6 +51,9 @@ pub struct Fleet {
     /// as none, so the error can say what to add).
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// `[home]`: the home etcd of `etcdops serve` (election, shared journal); see `home.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<home::HomeEtcd>,
 }
 
 /// `[tls]`: the coordinator's certificate (role `coordinator`), its key and the fleet CA.
@@ -108,6 +112,8 @@ impl TryFrom<RawMember> for Member {
 pub enum InvalidFleet {
     #[error("no clusters: add at least one [[clusters]] table")]
     NoClusters,
+    #[error(transparent)]
+    Home(#[from] home::InvalidHome),
     #[error("a cluster has an empty name")]
     EmptyClusterName,
     #[error("cluster {0:?} is listed twice; cluster names must be unique")]
@@ -226,7 +232,11 @@ impl Cluster {
 impl Fleet {
     /// A checked fleet built in code (the sandbox writes one this way).
     pub fn new(tls: FleetTls, clusters: Vec<Cluster>) -> Result<Fleet, InvalidFleet> {
-        let fleet = Fleet { tls, clusters };
+        let fleet = Fleet {
+            tls,
+            clusters,
+            home: None,
+        };
         fleet.validate()?;
         Ok(fleet)
     }
@@ -247,6 +257,9 @@ impl Fleet {
         let mut fleet = Fleet::parse_as_written(text, path)?;
         let base = path.parent().unwrap_or(Path::new(""));
         fleet.tls.resolve(base);
+        if let Some(home) = &mut fleet.home {
+            home.resolve(base);
+        }
         Ok(fleet)
     }
 
@@ -286,6 +299,9 @@ impl Fleet {
         }
         if self.clusters.is_empty() {
             return Err(InvalidFleet::NoClusters);
+        }
+        if let Some(home) = &self.home {
+            home.validate()?;
         }
         let mut cluster_names = HashSet::new();
         for cluster in &self.clusters {

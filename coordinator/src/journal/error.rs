@@ -114,6 +114,45 @@ pub enum JournalError {
     #[error("operation {id} in the operation journal {path} has no step {step}")]
     NoStep { path: PathBuf, id: String, step: String },
 
+    /// The home etcd failed a call (unreachable, TLS refused, timeout).
+    #[error(
+        "cannot {action} in the operation journal {path} (the home etcd): {source}; check that the home \
+         etcd answers ([home] endpoints and [home.tls] in the fleet file)"
+    )]
+    Etcd {
+        path: PathBuf,
+        action: &'static str,
+        source: Box<etcd_client::Error>,
+    },
+
+    /// A write of a serve replica that is no longer the leader.
+    #[error(
+        "the operation journal {path} refused to {action}: this serve replica is no longer the leader \
+         (election key {key} of term {rev} is gone or newer); a deposed leader writes nothing, the new \
+         leader carries its operations on"
+    )]
+    NotLeader {
+        path: PathBuf,
+        action: &'static str,
+        key: String,
+        rev: i64,
+    },
+
+    /// A write through a reader of the journal in the home etcd.
+    #[error(
+        "cannot {action} in the operation journal {path}: it is the serve replicas' journal in the home \
+         etcd, and only their leader writes it (`etcdops op list|show` read it); pass --journal PATH to \
+         work on a local journal"
+    )]
+    ReadOnly { path: PathBuf, action: &'static str },
+
+    /// The record changed between the read and the write of an update (two writers).
+    #[error(
+        "operation {id} changed in the operation journal {path} while it was being updated: another \
+         writer? (only the serve leader writes it); look at `etcdops op show {id}`"
+    )]
+    Conflict { path: PathBuf, id: String },
+
     /// `step_finished` with a state that does not end a step.
     #[error(
         "step {step} of operation {id} cannot finish as {state} (journal {path}): use done, failed or skipped"

@@ -1,32 +1,38 @@
-//! The operation journal: every cluster-wide operation and each step's outcome, in a redb file.
+//! The operation journal: every cluster-wide operation and each step's outcome.
 //!
-//! One file per user (see [`default_path`]) holds one JSON record per operation, keyed by its ID,
-//! each with a schema version. The database is open only for the length of each call (open,
-//! one transaction, close), so several `etcdops` processes on a machine share the journal: a call
-//! that finds it open elsewhere retries for up to [`BUSY_TIMEOUT`]. Each call commits durably
-//! before it returns, so a coordinator killed at any point finds every finished step on restart.
+//! Two stores behind one [`Journal`]: the local redb file (the CLI's default) and the home etcd
+//! (`etcdops serve`, `[home] journal = "home"` in the fleet file). The redb file is one per user
+//! (see [`default_path`]) and holds one JSON record per operation, keyed by its ID, each with a
+//! schema version. The database is open only for the length of each call (open, one transaction,
+//! close), so several `etcdops` processes on a machine share the journal: a call that finds it open
+//! elsewhere retries for up to [`BUSY_TIMEOUT`]. Each call commits durably before it returns, so a
+//! coordinator killed at any point finds every finished step on restart. In the home etcd the same
+//! records live under `<prefix>journal/ops/<ID>`, and every write is a transaction guarded by the
+//! serve leader's election key: a deposed leader cannot write.
 //!
 //! - [`record`] — the records ([`OperationRecord`], [`StepRecord`]), their states, operation IDs, holders.
 //! - [`error`] — [`JournalError`].
 //! - [`path`] — [`default_path`].
 //! - `migrate` — records of schema v1 (an untyped `args` bag) read into the typed v2 record.
 //! - `store` — the redb file: tables, one open and transaction per call, busy retries, encoding.
+//! - [`etcd`] — the home etcd: keys under a prefix, leader-guarded transactions ([`LeaderGuard`]).
 
 pub mod error;
+pub mod etcd;
 mod migrate;
 pub mod path;
 pub mod record;
 mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redb::ReadableTable;
-
 pub use error::JournalError;
+pub use etcd::{EtcdStore, LeaderGuard};
 pub use path::default_path;
 pub use record::{OpState, OperationRecord, StepRecord, StepState, holder, new_operation_id};
-use store::OPERATIONS;
+use store::RedbStore;
 
 /// The schema version this etcdops writes, of the file and of each record. Readers refuse
 /// anything newer; older records are migrated as they are read (v1: `kind` and an untyped
@@ -36,151 +42,115 @@ pub const SCHEMA_VERSION: u64 = 2;
 /// How long a call waits for another process to close the journal.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The operation journal at a path. Cheap to keep: it holds no open file between calls.
+/// The operation journal: a redb file, or the home etcd. Cheap to clone and keep: the redb store
+/// holds no open file between calls; the etcd store shares one client.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    path: PathBuf,
-    busy_timeout: Duration,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Redb(RedbStore),
+    Etcd(Arc<EtcdStore>),
 }
 
 impl Journal {
     /// Opens the journal at `path`, creating it (and its directories, mode 0700; the file 0600)
     /// when missing. Refuses a file that is not an etcdops journal or is of a newer schema.
     pub fn open(path: impl Into<PathBuf>) -> Result<Journal, JournalError> {
-        let journal = Journal {
-            path: path.into(),
-            busy_timeout: BUSY_TIMEOUT,
-        };
-        journal.prepare_file()?;
-        journal.init()?;
-        Ok(journal)
+        let store = RedbStore::new(path.into(), BUSY_TIMEOUT);
+        store.prepare_file()?;
+        store.init()?;
+        Ok(Journal {
+            backend: Backend::Redb(store),
+        })
     }
 
-    /// The same journal with another wait for a busy file (default [`BUSY_TIMEOUT`]).
+    /// The journal in the home etcd (see [`EtcdStore`]).
+    pub fn etcd(store: EtcdStore) -> Journal {
+        Journal {
+            backend: Backend::Etcd(Arc::new(store)),
+        }
+    }
+
+    /// The same journal with another wait for a busy file (default [`BUSY_TIMEOUT`]; the redb
+    /// store only).
     pub fn with_busy_timeout(mut self, timeout: Duration) -> Journal {
-        self.busy_timeout = timeout;
+        if let Backend::Redb(store) = &mut self.backend {
+            store.busy_timeout = timeout;
+        }
         self
     }
 
-    /// The journal file.
+    /// Where the journal is: the redb file, or `etcd:ENDPOINTS` + the key prefix (in messages).
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.backend {
+            Backend::Redb(s) => &s.path,
+            Backend::Etcd(s) => s.location(),
+        }
+    }
+
+    /// True for the journal in the home etcd.
+    pub fn is_etcd(&self) -> bool {
+        matches!(self.backend, Backend::Etcd(_))
     }
 
     /// Records a new operation. Refuses an ID already in the journal.
     pub fn create(&self, op: &OperationRecord) -> Result<(), JournalError> {
-        let text = self.encode(op)?;
-        self.write("record a new operation", |txn| {
-            let mut table = txn
-                .open_table(OPERATIONS)
-                .map_err(|e| self.db_err("record a new operation", e))?;
-            let exists = table
-                .get(op.id.as_str())
-                .map_err(|e| self.db_err("record a new operation", e))?
-                .is_some();
-            if exists {
-                return Err(JournalError::Exists {
-                    path: self.path.clone(),
-                    id: op.id.clone(),
-                });
-            }
-            table
-                .insert(op.id.as_str(), text.as_str())
-                .map_err(|e| self.db_err("record a new operation", e))?;
-            Ok(())
-        })
+        match &self.backend {
+            Backend::Redb(s) => s.create(op),
+            Backend::Etcd(s) => s.create(op),
+        }
     }
 
     /// Deletes these operations (IDs not in the journal are skipped) in one
     /// transaction; returns how many were deleted.
     pub fn delete(&self, ids: &[String]) -> Result<usize, JournalError> {
-        self.write("delete operations", |txn| {
-            let mut table = txn
-                .open_table(OPERATIONS)
-                .map_err(|e| self.db_err("delete operations", e))?;
-            let mut deleted = 0;
-            for id in ids {
-                if table
-                    .remove(id.as_str())
-                    .map_err(|e| self.db_err("delete operations", e))?
-                    .is_some()
-                {
-                    deleted += 1;
-                }
-            }
-            Ok(deleted)
-        })
+        match &self.backend {
+            Backend::Redb(s) => s.delete(ids),
+            Backend::Etcd(s) => s.delete(ids),
+        }
     }
 
     /// The operation with exactly this ID.
     pub fn get(&self, id: &str) -> Result<Option<OperationRecord>, JournalError> {
-        self.read("read an operation", |txn| {
-            let Some(table) = self.operations(txn, "read an operation")? else {
-                return Ok(None);
-            };
-            let text = table.get(id).map_err(|e| self.db_err("read an operation", e))?;
-            text.map(|t| self.decode(id, t.value())).transpose()
-        })
+        match &self.backend {
+            Backend::Redb(s) => s.get(id),
+            Backend::Etcd(s) => s.get(id),
+        }
     }
 
     /// The operation with this ID, or the only one whose ID starts with it. `NotFound` when none
     /// does, `Ambiguous` (listing them) when several do.
     pub fn find(&self, id_or_prefix: &str) -> Result<OperationRecord, JournalError> {
-        const ACTION: &str = "look up an operation";
-        let not_found = || JournalError::NotFound {
-            path: self.path.clone(),
-            id: id_or_prefix.to_string(),
-        };
-        if id_or_prefix.is_empty() {
-            return Err(not_found());
+        match &self.backend {
+            Backend::Redb(s) => s.find(id_or_prefix),
+            Backend::Etcd(s) => s.find(id_or_prefix),
         }
-        self.read(ACTION, |txn| {
-            let Some(table) = self.operations(txn, ACTION)? else {
-                return Err(not_found());
-            };
-            let mut matches = Vec::new();
-            for entry in table.range(id_or_prefix..).map_err(|e| self.db_err(ACTION, e))? {
-                let (key, value) = entry.map_err(|e| self.db_err(ACTION, e))?;
-                let key = key.value();
-                if !key.starts_with(id_or_prefix) {
-                    break;
-                }
-                if key == id_or_prefix {
-                    return self.decode(key, value.value());
-                }
-                matches.push((key.to_string(), value.value().to_string()));
-            }
-            match matches.len() {
-                0 => Err(not_found()),
-                1 => {
-                    let (id, text) = &matches[0];
-                    self.decode(id, text)
-                }
-                _ => Err(JournalError::Ambiguous {
-                    path: self.path.clone(),
-                    prefix: id_or_prefix.to_string(),
-                    candidates: matches.into_iter().map(|(id, _)| id).collect(),
-                }),
-            }
-        })
     }
 
     /// Every operation, newest first (by creation time, then ID).
     pub fn list(&self) -> Result<Vec<OperationRecord>, JournalError> {
-        const ACTION: &str = "list operations";
-        let mut ops = self.read(ACTION, |txn| {
-            let Some(table) = self.operations(txn, ACTION)? else {
-                return Ok(Vec::new());
-            };
-            let mut ops = Vec::new();
-            for entry in table.iter().map_err(|e| self.db_err(ACTION, e))? {
-                let (key, value) = entry.map_err(|e| self.db_err(ACTION, e))?;
-                ops.push(self.decode(key.value(), value.value())?);
-            }
-            Ok(ops)
-        })?;
+        let mut ops = match &self.backend {
+            Backend::Redb(s) => s.list()?,
+            Backend::Etcd(s) => s.list()?,
+        };
         ops.sort_by(|a, b| (b.created_at_unix, &b.id).cmp(&(a.created_at_unix, &a.id)));
         Ok(ops)
+    }
+
+    /// Read, change, write back in one transaction (sets `updated_at_unix`; the ID cannot
+    /// change); nothing is written when `change` fails.
+    fn modify(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut OperationRecord) -> Result<(), JournalError>,
+    ) -> Result<OperationRecord, JournalError> {
+        match &self.backend {
+            Backend::Redb(s) => s.modify(id, change),
+            Backend::Etcd(s) => s.modify(id, change),
+        }
     }
 
     /// The cluster's operations still `Running` or `Paused`, newest first: being run, left
@@ -227,7 +197,7 @@ impl Journal {
     ) -> Result<OperationRecord, JournalError> {
         if !state.is_final() {
             return Err(JournalError::StepNotFinal {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 id: id.to_string(),
                 step: step_id.to_string(),
                 state,
@@ -252,7 +222,7 @@ impl Journal {
     ) -> Result<OperationRecord, JournalError> {
         if !state.is_final() {
             return Err(JournalError::OpNotFinal {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 id: id.to_string(),
                 state,
             });
@@ -274,39 +244,10 @@ impl Journal {
             .iter_mut()
             .find(|s| s.id == step_id)
             .ok_or_else(|| JournalError::NoStep {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 id,
                 step: step_id.to_string(),
             })
-    }
-
-    /// Read, change, write back in one write transaction; nothing is written when `change` fails.
-    fn modify(
-        &self,
-        id: &str,
-        change: impl FnOnce(&mut OperationRecord) -> Result<(), JournalError>,
-    ) -> Result<OperationRecord, JournalError> {
-        const ACTION: &str = "update an operation";
-        self.write(ACTION, |txn| {
-            let mut table = txn.open_table(OPERATIONS).map_err(|e| self.db_err(ACTION, e))?;
-            let text = table
-                .get(id)
-                .map_err(|e| self.db_err(ACTION, e))?
-                .map(|t| t.value().to_string())
-                .ok_or_else(|| JournalError::NotFound {
-                    path: self.path.clone(),
-                    id: id.to_string(),
-                })?;
-            let mut op = self.decode(id, &text)?;
-            change(&mut op)?;
-            op.id = id.to_string();
-            op.updated_at_unix = now_unix();
-            let text = self.encode(&op)?;
-            table
-                .insert(id, text.as_str())
-                .map_err(|e| self.db_err(ACTION, e))?;
-            Ok(op)
-        })
     }
 }
 

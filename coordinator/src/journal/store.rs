@@ -1,4 +1,4 @@
-//! The redb plumbing of the journal: the file, its tables, one open and one transaction per call, busy retries, record encoding.
+//! The journal in a redb file (`RedbStore`): the file, its tables, one open and one transaction per call, busy retries, record encoding.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
@@ -10,7 +10,16 @@ use redb::{
     TableError, WriteTransaction,
 };
 
-use super::{Journal, JournalError, OperationRecord, SCHEMA_VERSION};
+use std::path::PathBuf;
+
+use super::{JournalError, OperationRecord, SCHEMA_VERSION, now_unix};
+
+/// The journal in a redb file: its path and how long a call waits for another process.
+#[derive(Debug, Clone)]
+pub(super) struct RedbStore {
+    pub(super) path: PathBuf,
+    pub(super) busy_timeout: Duration,
+}
 
 /// Operation ID → the record as JSON, with a `schema` field.
 pub(super) const OPERATIONS: TableDefinition<&str, &str> = TableDefinition::new("operations");
@@ -21,7 +30,156 @@ pub(super) const SCHEMA_KEY: &str = "schema";
 /// redb's page cache per open; the journal is small.
 const CACHE_BYTES: usize = 4 << 20;
 
-impl Journal {
+impl RedbStore {
+    pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> RedbStore {
+        RedbStore { path, busy_timeout }
+    }
+
+    /// Records a new operation. Refuses an ID already in the journal.
+    pub(super) fn create(&self, op: &OperationRecord) -> Result<(), JournalError> {
+        let text = self.encode(op)?;
+        self.write("record a new operation", |txn| {
+            let mut table = txn
+                .open_table(OPERATIONS)
+                .map_err(|e| self.db_err("record a new operation", e))?;
+            let exists = table
+                .get(op.id.as_str())
+                .map_err(|e| self.db_err("record a new operation", e))?
+                .is_some();
+            if exists {
+                return Err(JournalError::Exists {
+                    path: self.path.clone(),
+                    id: op.id.clone(),
+                });
+            }
+            table
+                .insert(op.id.as_str(), text.as_str())
+                .map_err(|e| self.db_err("record a new operation", e))?;
+            Ok(())
+        })
+    }
+
+    /// Deletes these operations (IDs not in the journal are skipped) in one
+    /// transaction; returns how many were deleted.
+    pub(super) fn delete(&self, ids: &[String]) -> Result<usize, JournalError> {
+        self.write("delete operations", |txn| {
+            let mut table = txn
+                .open_table(OPERATIONS)
+                .map_err(|e| self.db_err("delete operations", e))?;
+            let mut deleted = 0;
+            for id in ids {
+                if table
+                    .remove(id.as_str())
+                    .map_err(|e| self.db_err("delete operations", e))?
+                    .is_some()
+                {
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+    }
+
+    /// The operation with exactly this ID.
+    pub(super) fn get(&self, id: &str) -> Result<Option<OperationRecord>, JournalError> {
+        self.read("read an operation", |txn| {
+            let Some(table) = self.operations(txn, "read an operation")? else {
+                return Ok(None);
+            };
+            let text = table.get(id).map_err(|e| self.db_err("read an operation", e))?;
+            text.map(|t| self.decode(id, t.value())).transpose()
+        })
+    }
+
+    /// The operation with this ID, or the only one whose ID starts with it. `NotFound` when none
+    /// does, `Ambiguous` (listing them) when several do.
+    pub(super) fn find(&self, id_or_prefix: &str) -> Result<OperationRecord, JournalError> {
+        const ACTION: &str = "look up an operation";
+        let not_found = || JournalError::NotFound {
+            path: self.path.clone(),
+            id: id_or_prefix.to_string(),
+        };
+        if id_or_prefix.is_empty() {
+            return Err(not_found());
+        }
+        self.read(ACTION, |txn| {
+            let Some(table) = self.operations(txn, ACTION)? else {
+                return Err(not_found());
+            };
+            let mut matches = Vec::new();
+            for entry in table.range(id_or_prefix..).map_err(|e| self.db_err(ACTION, e))? {
+                let (key, value) = entry.map_err(|e| self.db_err(ACTION, e))?;
+                let key = key.value();
+                if !key.starts_with(id_or_prefix) {
+                    break;
+                }
+                if key == id_or_prefix {
+                    return self.decode(key, value.value());
+                }
+                matches.push((key.to_string(), value.value().to_string()));
+            }
+            match matches.len() {
+                0 => Err(not_found()),
+                1 => {
+                    let (id, text) = &matches[0];
+                    self.decode(id, text)
+                }
+                _ => Err(JournalError::Ambiguous {
+                    path: self.path.clone(),
+                    prefix: id_or_prefix.to_string(),
+                    candidates: matches.into_iter().map(|(id, _)| id).collect(),
+                }),
+            }
+        })
+    }
+
+    /// Every operation, newest first (by creation time, then ID).
+    pub(super) fn list(&self) -> Result<Vec<OperationRecord>, JournalError> {
+        const ACTION: &str = "list operations";
+        let mut ops = self.read(ACTION, |txn| {
+            let Some(table) = self.operations(txn, ACTION)? else {
+                return Ok(Vec::new());
+            };
+            let mut ops = Vec::new();
+            for entry in table.iter().map_err(|e| self.db_err(ACTION, e))? {
+                let (key, value) = entry.map_err(|e| self.db_err(ACTION, e))?;
+                ops.push(self.decode(key.value(), value.value())?);
+            }
+            Ok(ops)
+        })?;
+        ops.sort_by(|a, b| (b.created_at_unix, &b.id).cmp(&(a.created_at_unix, &a.id)));
+        Ok(ops)
+    }
+
+    /// Read, change, write back in one write transaction; nothing is written when `change` fails.
+    pub(super) fn modify(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut OperationRecord) -> Result<(), JournalError>,
+    ) -> Result<OperationRecord, JournalError> {
+        const ACTION: &str = "update an operation";
+        self.write(ACTION, |txn| {
+            let mut table = txn.open_table(OPERATIONS).map_err(|e| self.db_err(ACTION, e))?;
+            let text = table
+                .get(id)
+                .map_err(|e| self.db_err(ACTION, e))?
+                .map(|t| t.value().to_string())
+                .ok_or_else(|| JournalError::NotFound {
+                    path: self.path.clone(),
+                    id: id.to_string(),
+                })?;
+            let mut op = self.decode(id, &text)?;
+            change(&mut op)?;
+            op.id = id.to_string();
+            op.updated_at_unix = now_unix();
+            let text = self.encode(&op)?;
+            table
+                .insert(id, text.as_str())
+                .map_err(|e| self.db_err(ACTION, e))?;
+            Ok(op)
+        })
+    }
+
     /// The directories (0700) and an empty file (0600) that redb initialises on first open.
     pub(super) fn prepare_file(&self) -> Result<(), JournalError> {
         let create_err = |source| JournalError::Create {

@@ -68,6 +68,11 @@ pub struct ServeConfig {
     /// The jobs, each on one cluster of the fleet.
     #[serde(default)]
     pub jobs: Vec<JobConfig>,
+    /// `[ha]`: run as one of several replicas electing a leader on the home
+    /// etcd (`[home]` of the fleet file), which then also holds the journal
+    /// (`journal` above is not used). See `serve/ha.rs`.
+    #[serde(default)]
+    pub ha: Option<super::ha::HaConfig>,
 }
 
 fn default_fleet() -> PathBuf {
@@ -359,6 +364,8 @@ pub struct Validated {
     pub agent_timeout: Duration,
     pub fence_wait: Duration,
     pub jobs: Vec<JobSpec>,
+    /// High availability (`[ha]`), checked by `serve::ha` at start-up.
+    pub ha: Option<super::ha::HaConfig>,
 }
 
 impl ServeConfig {
@@ -542,6 +549,7 @@ impl ServeConfig {
             agent_timeout: parse("agent_timeout", &self.agent_timeout)?,
             fence_wait,
             jobs,
+            ha: self.ha.clone(),
         })
     }
 }

@@ -54,6 +54,8 @@ pub struct JobContext {
     pub params: JobParams,
     /// Set at shutdown: executors stop cleanly before their next step.
     pub shutdown: Arc<AtomicBool>,
+    /// With `[ha]`: the leader's election term, the fence epochs' high bits.
+    pub term: Option<u64>,
 }
 
 /// A certificate as seen by the cert-expiry job. Today: each agent's own
@@ -455,8 +457,8 @@ fn finish_watch(findings: Vec<String>, outcome: JobOutcome) -> Result<JobOutcome
 
 /// Executor progress lines into the log.
 #[derive(Debug)]
-struct Log {
-    job: String,
+pub(super) struct Log {
+    pub(super) job: String,
 }
 
 impl Progress for Log {
@@ -523,6 +525,7 @@ pub async fn run_operation(
     executor.progress = Box::new(Log {
         job: format!("{}/{}", cluster.name, ctx.job),
     });
+    executor.term = ctx.term;
     match executor.start(&plan, record.clone(), false).await {
         Ok(done) => Ok(done),
         // Taken between our look and the executor's: refused all the same.

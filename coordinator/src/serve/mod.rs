@@ -17,6 +17,7 @@
 //! stops cleanly before its next step (the journal keeps it resumable).
 
 pub mod config;
+pub mod ha;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
@@ -53,6 +54,8 @@ pub enum ServeError {
     Journal(#[from] JournalError),
     #[error("cannot load the coordinator's TLS identity ([tls] in {fleet}): {message}")]
     Tls { fleet: PathBuf, message: String },
+    #[error(transparent)]
+    Ha(#[from] ha::HaError),
     #[error("cannot listen for /metrics on {address}: {source}; change metrics_listen")]
     Bind {
         address: std::net::SocketAddr,
@@ -89,6 +92,9 @@ pub async fn run(path: &Path, shutdown: impl std::future::Future<Output = ()>) -
             message: e.to_string(),
         })?;
     let agents = Agents::new(tls, validated.agent_timeout).reusing_channels();
+    if validated.ha.is_some() {
+        return ha::serve(validated, agents, shutdown).await;
+    }
     let journal = Journal::open(&validated.journal)?;
     let runs = Arc::new(LastRuns::open(&validated.state_dir)?);
     let metrics = Metrics::default();
@@ -121,6 +127,7 @@ pub async fn run(path: &Path, shutdown: impl std::future::Future<Output = ()>) -
                 job: spec.name.clone(),
                 params: spec.params.clone(),
                 shutdown: interrupted.clone(),
+                term: None,
             },
             spec: spec.clone(),
             metrics: metrics.clone(),

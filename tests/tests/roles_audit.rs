@@ -97,7 +97,9 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
         &cluster,
         cluster.fleet_path(),
         &journal,
-        &["certs", "issue", "observer", "--name", "watcher", "--dir", &pki_arg],
+        &[
+            "certs", "issue", "observer", "--name", "watcher", "--dir", &pki_arg,
+        ],
     );
     assert_eq!(issued.code, 0, "{}\n{}", issued.stdout, issued.stderr);
     let (obs_cert, obs_key) = etcdops_certs::Pki::open(&pki)
@@ -108,13 +110,23 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     let observer_fleet = fleet_with_cert(&cluster, dir.path(), "observer.toml", &obs_cert, &obs_key);
 
     // It reads everything the read commands read.
-    for args in [&["status", "-w", "json"][..], &["health", "-w", "json"], &["check", "hashkv"], &["member", "list"]] {
+    for args in [
+        &["status", "-w", "json"][..],
+        &["health", "-w", "json"],
+        &["check", "hashkv"],
+        &["member", "list"],
+    ] {
         let out = etcdops(&cluster, &observer_fleet, &journal, args);
         assert_eq!(out.code, 0, "observer {args:?}: {}\n{}", out.stdout, out.stderr);
     }
 
     // A mutating command is refused once, before any agent is dialled.
-    let out = etcdops(&cluster, &observer_fleet, &journal, &["defrag", "--rolling", "--yes"]);
+    let out = etcdops(
+        &cluster,
+        &observer_fleet,
+        &journal,
+        &["defrag", "--rolling", "--yes"],
+    );
     assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(
         out.stderr.matches("needs an operator certificate").count(),
@@ -143,7 +155,12 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
 
     // An operator's rolling defrag (the fleet's coordinator certificate: an operator).
-    let out = etcdops(&cluster, cluster.fleet_path(), &journal, &["defrag", "--rolling", "--yes", "-w", "json"]);
+    let out = etcdops(
+        &cluster,
+        cluster.fleet_path(),
+        &journal,
+        &["defrag", "--rolling", "--yes", "-w", "json"],
+    );
     let record = out.succeeded();
     let op_id = record["id"].as_str().expect("id").to_string();
     let epoch = record["epoch"].as_u64().expect("epoch");
@@ -157,7 +174,12 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     );
 
     // The trail through the agents: the refusal and the defrag, with verified identities.
-    let all = records(&etcdops(&cluster, cluster.fleet_path(), &journal, &["audit", "show", "-w", "json"]));
+    let all = records(&etcdops(
+        &cluster,
+        cluster.fleet_path(),
+        &journal,
+        &["audit", "show", "-w", "json"],
+    ));
     let refusal = all
         .iter()
         .find(|r| r["rpc"] == "Defragment" && r["outcome"] == "refused")
@@ -166,7 +188,10 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     assert_eq!(refusal["code"], "PermissionDenied");
     assert_eq!(refusal["caller"]["role"], "observer");
     assert_eq!(refusal["caller"]["serial"], observer.serial.as_str());
-    assert_eq!(refusal["caller"]["fingerprint_sha256"], observer.fingerprint_sha256.as_str());
+    assert_eq!(
+        refusal["caller"]["fingerprint_sha256"],
+        observer.fingerprint_sha256.as_str()
+    );
     assert!(
         refusal["caller"]["subject"]
             .as_str()
@@ -181,34 +206,68 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     for r in &defrags {
         assert_eq!(r["operation_id"], op_id.as_str(), "{r:#}");
         assert_eq!(r["fence_epoch"].as_u64(), Some(epoch), "{r:#}");
-        assert_eq!(r["caller"]["fingerprint_sha256"], operator.fingerprint_sha256.as_str());
+        assert_eq!(
+            r["caller"]["fingerprint_sha256"],
+            operator.fingerprint_sha256.as_str()
+        );
         assert_eq!(r["caller"]["serial"], operator.serial.as_str());
         assert_eq!(r["caller"]["subject"], operator.subject.as_str());
         assert_eq!(r["caller"]["role"], "coordinator");
     }
     // Fencing is audited too; reads are not.
-    assert!(all.iter().any(|r| r["rpc"] == "AcquireFence" && r["operation_id"] == op_id.as_str()));
-    assert!(!all.iter().any(|r| r["rpc"] == "GetStatus"), "reads are not audited");
-    let times: Vec<i64> = all.iter().map(|r| r["time_unix_ms"].as_i64().expect("time")).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "sorted by time: {times:?}");
+    assert!(
+        all.iter()
+            .any(|r| r["rpc"] == "AcquireFence" && r["operation_id"] == op_id.as_str())
+    );
+    assert!(
+        !all.iter().any(|r| r["rpc"] == "GetStatus"),
+        "reads are not audited"
+    );
+    let times: Vec<i64> = all
+        .iter()
+        .map(|r| r["time_unix_ms"].as_i64().expect("time"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "sorted by time: {times:?}"
+    );
     // One member, since a moment.
     let one = records(&etcdops(
         &cluster,
         cluster.fleet_path(),
         &journal,
-        &["audit", "show", "--member", &cluster.member(1).name, "--since", "1h", "-w", "json"],
+        &[
+            "audit",
+            "show",
+            "--member",
+            &cluster.member(1).name,
+            "--since",
+            "1h",
+            "-w",
+            "json",
+        ],
     ));
     assert!(!one.is_empty() && one.iter().all(|r| r["member"] == cluster.member(1).name.as_str()));
     let table = etcdops(&cluster, cluster.fleet_path(), &journal, &["audit", "show"]);
     assert_eq!(table.code, 0, "{}", table.stderr);
-    assert!(table.stdout.contains("refused") && table.stdout.contains(&op_id), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("refused") && table.stdout.contains(&op_id),
+        "{}",
+        table.stdout
+    );
     // The file itself, on the agent's host.
     let file = std::fs::read_to_string(cluster.member(0).state_dir.join("audit.jsonl")).expect("audit file");
-    assert!(file.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{file}");
+    assert!(
+        file.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{file}"
+    );
 
     // An agent reached under another member's name: the members' agent URLs swapped.
     let text = std::fs::read_to_string(cluster.fleet_path()).expect("fleet");
-    let (a, b) = (cluster.member(0).agent_url.clone(), cluster.member(1).agent_url.clone());
+    let (a, b) = (
+        cluster.member(0).agent_url.clone(),
+        cluster.member(1).agent_url.clone(),
+    );
     let swapped = text.replace(&a, "@A@").replace(&b, &a).replace("@A@", &b);
     let swapped_fleet = dir.path().join("swapped.toml");
     std::fs::write(&swapped_fleet, swapped).expect("write");
@@ -225,15 +284,28 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
     // An agent serving a certificate without the agent role (its etcd-server one).
     let m = cluster.member(2).clone();
     let tls = m.etcd_tls.clone().expect("etcd TLS");
-    let (agent_cert, agent_key) = etcdops_certs::Pki::open(&pki).expect("pki").paths(Role::Agent, &m.name);
+    let (agent_cert, agent_key) = etcdops_certs::Pki::open(&pki)
+        .expect("pki")
+        .paths(Role::Agent, &m.name);
     let config = std::fs::read_to_string(&m.agent_config).expect("agent config");
     assert!(config.contains(agent_cert.to_str().expect("utf-8")), "{config}");
     let wrong = config
-        .replace(agent_cert.to_str().expect("utf-8"), tls.server_cert.to_str().expect("utf-8"))
-        .replace(agent_key.to_str().expect("utf-8"), tls.server_key.to_str().expect("utf-8"));
+        .replace(
+            agent_cert.to_str().expect("utf-8"),
+            tls.server_cert.to_str().expect("utf-8"),
+        )
+        .replace(
+            agent_key.to_str().expect("utf-8"),
+            tls.server_key.to_str().expect("utf-8"),
+        );
     std::fs::write(&m.agent_config, wrong).expect("write agent config");
     cluster.restart_agent(2);
-    let out = etcdops(&cluster, cluster.fleet_path(), &journal, &["status", "-w", "json"]);
+    let out = etcdops(
+        &cluster,
+        cluster.fleet_path(),
+        &journal,
+        &["status", "-w", "json"],
+    );
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let report = out.json();
     let error = report["members"][2]["error"].as_str().unwrap_or_default();
@@ -243,6 +315,11 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
         report["members"][2]
     );
     // A mutating command stops at the refused agent: nothing runs.
-    let out = etcdops(&cluster, cluster.fleet_path(), &journal, &["defrag", "--rolling", "--yes"]);
+    let out = etcdops(
+        &cluster,
+        cluster.fleet_path(),
+        &journal,
+        &["defrag", "--rolling", "--yes"],
+    );
     assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
 }

@@ -150,6 +150,21 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
         "{}",
         denied.message()
     );
+    // An agent's certificate used as a client: refused, and audited with its identity.
+    let (agent_cert, agent_key) = etcdops_certs::Pki::open(&pki)
+        .expect("pki")
+        .paths(Role::Agent, &cluster.member(1).name);
+    let mut agent_client = client(&cluster, 0, &agent_cert, &agent_key);
+    let denied = cluster
+        .block_on(agent_client.get_status(etcdops_proto::v1::GetStatusRequest { timeout_ms: 1000 }))
+        .expect_err("an agent certificate may not call an agent");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("needs the observer role"),
+        "{}",
+        denied.message()
+    );
+
     // An observer may not read the audit trail either.
     let out = etcdops(&cluster, &observer_fleet, &journal, &["audit", "show"]);
     assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
@@ -198,6 +213,14 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
             .is_some_and(|s| s.contains("watcher")),
         "{refusal:#}"
     );
+    let (_, agent_details) = CertDetails::from_pem_file(&agent_cert).expect("agent cert");
+    assert!(
+        all.iter().any(|r| r["rpc"] == "GetStatus"
+            && r["outcome"] == "refused"
+            && r["caller"]["role"] == "agent"
+            && r["caller"]["fingerprint_sha256"] == agent_details.fingerprint_sha256.as_str()),
+        "the agent certificate's refusal is audited: {all:#?}"
+    );
     let defrags: Vec<&Value> = all
         .iter()
         .filter(|r| r["rpc"] == "Defragment" && r["outcome"] == "ok")
@@ -220,7 +243,8 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
             .any(|r| r["rpc"] == "AcquireFence" && r["operation_id"] == op_id.as_str())
     );
     assert!(
-        !all.iter().any(|r| r["rpc"] == "GetStatus"),
+        !all.iter()
+            .any(|r| r["rpc"] == "GetStatus" && r["outcome"] != "refused"),
         "reads are not audited"
     );
     let times: Vec<i64> = all

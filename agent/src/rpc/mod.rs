@@ -111,7 +111,7 @@ impl AgentService {
     }
 
     /// Runs one RPC and counts it, with its code and duration, for
-    /// `/metrics`. Calls refused by the interceptor, and calls whose caller
+    /// `/metrics`. Calls refused by the role check, and calls whose caller
     /// went away before an answer, are not counted.
     async fn counted<T>(
         &self,

@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 /// Runs on every etcd host and serves the etcdops agent API over mutual TLS.
 /// It is the only etcdops component that touches the host: the etcd unit,
 /// etcd's environment file and the data dir. Only clients presenting a
-/// certificate of the fleet CA with the coordinator role may call it.
+/// certificate of the fleet CA whose role allows the call may make it
+/// (observer: reads; operator, or the older coordinator: everything); every
+/// mutating or refused call is written to the audit trail.
 #[derive(Debug, Parser)]
 #[command(
     name = "etcdops-agent",

@@ -38,6 +38,11 @@
 //! # etcdctl = "/usr/bin/etcdctl"       # etcd 3.4; default: `etcdctl` on PATH, else /usr/bin/etcdctl
 //! # etcdutl = "/usr/bin/etcdutl"       # etcd 3.5+, preferred; default: `etcdutl` on PATH when installed
 //! # timeout_secs = 600                 # how long one restore may run
+//!
+//! [audit]                              # optional: the audit trail (one JSON line per mutating or refused call)
+//! # path = "/var/lib/etcdops-agent/audit.jsonl"  # default: audit.jsonl in state_dir
+//! # max_bytes = 16777216               # rotate past 16 MiB
+//! # keep = 10                          # rotated files kept (audit.jsonl.1 .. .10)
 //! ```
 
 use std::net::SocketAddr;
@@ -77,6 +82,61 @@ pub struct AgentConfig {
     /// The tools StageRestore runs to restore a snapshot.
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// The audit trail's file and rotation.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit trail (see `crate::audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The audit file. Default: `audit.jsonl` in `state_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Rotate the file when it would grow past this many bytes (at least 4096).
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+    /// How many rotated files to keep (`<path>.1` newest .. `<path>.<keep>` oldest).
+    #[serde(default = "default_audit_keep")]
+    pub keep: u32,
+}
+
+/// 16 MiB: tens of thousands of records.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Ten rotated files.
+pub const DEFAULT_AUDIT_KEEP: u32 = 10;
+
+fn default_audit_max_bytes() -> u64 {
+    DEFAULT_AUDIT_MAX_BYTES
+}
+
+fn default_audit_keep() -> u32 {
+    DEFAULT_AUDIT_KEEP
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: None,
+            max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+            keep: DEFAULT_AUDIT_KEEP,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Where the audit file is and how it rotates, for this state dir.
+    pub fn settings(&self, state_dir: &Path) -> crate::audit::AuditSettings {
+        crate::audit::AuditSettings {
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| state_dir.join(crate::audit::DEFAULT_FILE)),
+            max_bytes: self.max_bytes.max(4096),
+            keep: self.keep,
+        }
+    }
 }
 
 /// Paths to PEM files.

@@ -11,7 +11,8 @@
 //! - [`fence`]: one writer per cluster (fence epochs) and the record of completed calls.
 //! - [`revisions`]: the member's revision sampled once a minute (RevisionAt).
 //! - [`statefile`]: the agent's state dir and its atomic writes.
-//! - [`rpc`]: the gRPC API, its authorisation and validation.
+//! - [`rpc`]: the gRPC API, its authorisation (one table: RPC → role) and validation.
+//! - [`audit`]: the audit trail: one JSON line per mutating or refused call, rotated by size.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`preflight`]: the checks before the agent starts (`--check-config`): config, TLS files, writable paths.
 //! - [`server`]: start-up and shutdown.
@@ -19,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod datadir;

@@ -222,6 +222,11 @@ fn writable_paths(config: &AgentConfig) -> Result<(), PreflightError> {
     {
         targets.push(("etcd's log file", log.clone(), dir.to_path_buf()));
     }
+    if let Some(audit) = &config.audit.path
+        && let Some(dir) = audit.parent()
+    {
+        targets.push(("the audit trail ([audit] path)", audit.clone(), dir.to_path_buf()));
+    }
     for (what, path, dir) in targets {
         let Some(existing) = nearest_existing(&dir) else {
             continue;

@@ -1,4 +1,4 @@
-//! Start-up and shutdown: TLS, the listener, the unit, the gRPC server, and
+//! Start-up and shutdown: TLS, the listener, the unit, the audit trail, the gRPC server, and
 //! the background workers (periodic disk probe, revision samples, `/metrics`,
 //! the systemd watchdog). Under a `Type=notify` unit the agent says
 //! `READY=1` once its listeners are bound and the gRPC server task runs, and
@@ -32,6 +32,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         .server_config()
         .context("loading the agent's TLS files (see [tls] in the agent config)")?;
     let state = Arc::new(AgentState::new(&config, identity).context("preparing the agent")?);
+    let audit = Arc::new(
+        crate::audit::AuditLog::open(config.audit.settings(&config.state_dir))
+            .context("opening the audit trail")?,
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -99,7 +103,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         // does the same for snapshot downloads).
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
-        .add_service(rpc::service(state.clone()));
+        .add_service(rpc::service(state.clone(), audit));
     // The server task holds `alive` while it runs: the watchdog stops
     // pinging once it has ended.
     let alive = Arc::new(());

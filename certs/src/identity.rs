@@ -1,4 +1,6 @@
-//! Reading who a certificate belongs to: its role, name and expiry.
+//! Reading who a certificate belongs to: its role, name and expiry; and the
+//! exact certificate ([`CertDetails`]: subject, serial, SHA-256 fingerprint)
+//! for audit records and the journal.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +69,46 @@ impl Identity {
     }
 }
 
+/// Which certificate exactly: what an audit record names. Read from the
+/// verified TLS peer certificate (or our own), never from what a caller says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertDetails {
+    /// The subject, RFC 4514 style: `CN=ops, O=etcdops, OU=etcdops-operator`.
+    pub subject: String,
+    /// The serial number, lowercase hex.
+    pub serial: String,
+    /// The role (`operator`, `observer`, ...), empty without an etcdops role.
+    pub role: String,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint_sha256: String,
+}
+
+impl CertDetails {
+    /// The details of a DER certificate, with its parsed identity.
+    pub fn from_der(der: &[u8]) -> Result<(Identity, CertDetails), IdentityError> {
+        use sha2::Digest;
+        let identity = Identity::from_der(der)?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+        let details = CertDetails {
+            subject: cert.subject().to_string(),
+            serial: hex::encode(cert.raw_serial()),
+            role: identity.role.map(|r| r.to_string()).unwrap_or_default(),
+            fingerprint_sha256: hex::encode(sha2::Sha256::digest(der)),
+        };
+        Ok((identity, details))
+    }
+
+    /// The details of the first certificate of a PEM file.
+    pub fn from_pem_file(path: &Path) -> Result<(Identity, CertDetails), IdentityError> {
+        let der = CertificateDer::from_pem_file(path).map_err(|e| IdentityError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        CertDetails::from_der(&der)
+    }
+}
+
 /// A certificate's validity window, seconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
@@ -104,5 +146,6 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(Identity::from_der(b"not a certificate").is_err());
         assert!(Identity::from_der(&[]).is_err());
+        assert!(CertDetails::from_der(b"junk").is_err());
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! - [`pki`]: a file-backed certificate authority that issues agent,
 //!   coordinator and etcd certificates.
-//! - [`role`]: the roles a certificate can carry; the role is part of the
-//!   certificate's subject so an agent can tell a coordinator from an agent.
+//! - [`role`]: the roles a certificate can carry (agent, operator, observer,
+//!   coordinator = operator, etcd's) and the [`Access`] each gives on the
+//!   agent API; the role is part of the certificate's subject.
 //! - [`identity`]: reading the role and name back out of a peer certificate,
 //!   and a certificate's validity window ([`Validity`]).
 //! - [`tls`]: the rustls/tonic configurations for the agent (server, mutual
-//!   TLS) and the coordinator (client), and the crypto provider.
+//!   TLS) and the coordinator (client, checking the agent's role and member
+//!   name), and the crypto provider.
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +18,9 @@ pub mod pki;
 pub mod role;
 pub mod tls;
 
-pub use identity::{Identity, IdentityError, Validity};
+pub use identity::{CertDetails, Identity, IdentityError, Validity};
 pub use pki::{IssueRequest, Issued, Pki, PkiError};
-pub use role::Role;
-pub use tls::{ClientTls, TlsError, TlsFiles, install_crypto_provider};
+pub use role::{Access, Role};
+pub use tls::{
+    AgentIdentityError, ClientTls, TlsError, TlsFiles, check_agent_identity, install_crypto_provider,
+};

@@ -1,4 +1,10 @@
-//! The roles a certificate of the fleet CA can carry.
+//! The roles a certificate of the fleet CA can carry, and what each may do
+//! on the agent API ([`Access`]).
+//!
+//! Clients of the agent API are `observer` (read-only) or `operator`
+//! (everything). `coordinator` is the older name of `operator`: certificates
+//! issued with it before roles existed keep operator rights, so existing
+//! fleets keep working; new ones are issued as `operator`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +16,12 @@ use std::str::FromStr;
 pub enum Role {
     /// An etcdops agent's serving certificate (one per etcd host).
     Agent,
-    /// The coordinator's client certificate: the only role that may call agents.
+    /// A client that may call every agent RPC (defrag, restart, restore, ...).
+    Operator,
+    /// A read-only client: status, health, metrics, hashkv, snapshots.
+    Observer,
+    /// The older name of [`Role::Operator`] (operator rights); still issued
+    /// and accepted so that fleets set up before roles keep working.
     Coordinator,
     /// etcd's client-facing server certificate (`--cert-file`).
     EtcdServer,
@@ -22,8 +33,10 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order `certs issue --help` lists them.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 7] = [
         Role::Agent,
+        Role::Operator,
+        Role::Observer,
         Role::Coordinator,
         Role::EtcdServer,
         Role::EtcdPeer,
@@ -34,6 +47,8 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Observer => "observer",
             Role::Coordinator => "coordinator",
             Role::EtcdServer => "etcd-server",
             Role::EtcdPeer => "etcd-peer",
@@ -51,6 +66,16 @@ impl Role {
         ou.strip_prefix("etcdops-").and_then(|r| r.parse().ok())
     }
 
+    /// What a client certificate of this role may do on the agent API;
+    /// `None` for roles that may not call it at all (agents, etcd's).
+    pub fn access(self) -> Option<Access> {
+        match self {
+            Role::Operator | Role::Coordinator => Some(Access::Operator),
+            Role::Observer => Some(Access::Observer),
+            Role::Agent | Role::EtcdServer | Role::EtcdPeer | Role::EtcdClient => None,
+        }
+    }
+
     /// Whether certificates of this role serve TLS (need host names).
     pub fn is_server(self) -> bool {
         matches!(self, Role::Agent | Role::EtcdServer | Role::EtcdPeer)
@@ -64,6 +89,37 @@ impl Role {
     }
 }
 
+/// What a client may do on the agent API. Ordered: an operator may do
+/// everything an observer may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Reads only: nothing on the host or in etcd changes.
+    Observer,
+    /// Everything, reads included.
+    Operator,
+}
+
+impl Access {
+    /// The role to issue for this access (`etcdops certs issue <role>`).
+    pub fn role(self) -> Role {
+        match self {
+            Access::Observer => Role::Observer,
+            Access::Operator => Role::Operator,
+        }
+    }
+
+    /// Whether a caller with this access may call an RPC that needs `needed`.
+    pub fn allows(self, needed: Access) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.role().as_str())
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -73,7 +129,7 @@ impl fmt::Display for Role {
 /// An unknown role name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown certificate role {0:?}: expected one of agent, coordinator, etcd-server, etcd-peer, etcd-client"
+    "unknown certificate role {0:?}: expected one of agent, operator, observer, coordinator, etcd-server, etcd-peer, etcd-client"
 )]
 pub struct UnknownRole(pub String);
 
@@ -102,6 +158,21 @@ mod tests {
             );
         }
         assert!("admin".parse::<Role>().is_err());
+        assert_eq!(Role::Observer.organizational_unit(), "etcdops-observer");
         assert_eq!(Role::from_organizational_unit("agent"), None);
+    }
+
+    #[test]
+    fn coordinator_is_an_operator_and_servers_are_nothing() {
+        assert_eq!(Role::Coordinator.access(), Some(Access::Operator));
+        assert_eq!(Role::Operator.access(), Some(Access::Operator));
+        assert_eq!(Role::Observer.access(), Some(Access::Observer));
+        for role in [Role::Agent, Role::EtcdServer, Role::EtcdPeer, Role::EtcdClient] {
+            assert_eq!(role.access(), None, "{role}");
+        }
+        assert!(Access::Operator.allows(Access::Observer));
+        assert!(Access::Operator.allows(Access::Operator));
+        assert!(Access::Observer.allows(Access::Observer));
+        assert!(!Access::Observer.allows(Access::Operator));
     }
 }

@@ -1,4 +1,4 @@
-//! End-to-end: the agent API accepts only coordinator certificates of the
+//! End-to-end: the agent API accepts only operator/observer certificates of the
 //! fleet CA, and answers bad requests with InvalidArgument. A refused
 //! certificate is shown to be refused by the TLS handshake itself (the
 //! agent's alert), not by a connection that was never made.
@@ -141,7 +141,7 @@ fn only_coordinator_certificates_of_the_fleet_ca_are_served() {
         .expect_err("an agent certificate must be refused");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
-        err.message().contains("coordinator role"),
+        err.message().contains("needs the observer role") && err.message().contains("role agent"),
         "the refusal says why: {}",
         err.message()
     );

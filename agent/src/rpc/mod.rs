@@ -4,7 +4,12 @@
 //! `fence::fenced`: the caller's operation must hold the cluster's fence.
 //! The unit RPCs (stop, start, restart of etcd), Defragment and Compact pass
 //! `fence::detached`: their work runs to its end whatever happens to the call.
+//! In front of the generated service, [`auth::Authorized`] checks the caller's
+//! role against the one table of RPCs (`auth::REQUIRED`); every operator
+//! RPC writes one audit record (`audit::Pending`) with the caller's verified
+//! certificate, the request's fence and arguments and the outcome.
 
+mod audit;
 mod auth;
 mod disk;
 mod fence;
@@ -27,29 +32,44 @@ use etcdops_proto::v1::{
     MoveDataDirAsideResponse, ProbeDiskRequest, ProbeDiskResponse, SaveSnapshotRequest, SetEtcdEnvRequest,
     SetEtcdEnvResponse, UnitRequest, UnitStatus, UnitStatusRequest,
 };
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-pub use auth::{Caller, authorize};
+pub use auth::{Authorized, Caller, REQUIRED, authorize};
 
+use crate::audit::AuditLog;
 use crate::state::AgentState;
 
 /// The default and the maximum budget a request may ask for.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_TIMEOUT_MS: u32 = 60_000;
 
-/// The role check run before every RPC.
-type Authorize = fn(Request<()>) -> Result<Request<()>, Status>;
-
-/// The tonic service, wrapped with the role check.
-pub fn service(state: Arc<AgentState>) -> InterceptedService<AgentServer<AgentService>, Authorize> {
-    AgentServer::with_interceptor(AgentService { state }, authorize as Authorize)
+/// The tonic service, behind the role check; audit records go to `audit`.
+pub fn service(state: Arc<AgentState>, audit: Arc<AuditLog>) -> Authorized<AgentServer<AgentService>> {
+    let agent: Arc<str> = Arc::from(state.identity.name.as_str());
+    Authorized::new(
+        AgentServer::new(AgentService {
+            state,
+            audit: audit.clone(),
+            agent: agent.clone(),
+        }),
+        audit,
+        &agent,
+    )
 }
 
 /// Implements the generated trait by delegating to one module per RPC.
 #[derive(Debug)]
 pub struct AgentService {
     state: Arc<AgentState>,
+    audit: Arc<AuditLog>,
+    /// This agent's name, for audit records.
+    agent: Arc<str>,
+}
+
+/// The caller the role check stored, and the request's message.
+fn caller_and<T>(request: Request<T>) -> (Option<Caller>, T) {
+    let caller = request.extensions().get::<Caller>().cloned();
+    (caller, request.into_inner())
 }
 
 /// A request's `timeout_ms`: 0 means the default; above the maximum is an
@@ -80,8 +100,18 @@ async fn outlived(state: &AgentState, what: &str, budget: Duration) -> Status {
 }
 
 impl AgentService {
+    /// The audit record of an operator call, to finish with its outcome.
+    fn audited(
+        &self,
+        method: &'static str,
+        caller: Option<Caller>,
+        request: &dyn audit::Audited,
+    ) -> audit::Pending {
+        audit::Pending::new(self.audit.clone(), self.agent.clone(), method, caller, request)
+    }
+
     /// Runs one RPC and counts it, with its code and duration, for
-    /// `/metrics`. Calls refused by the interceptor, and calls whose caller
+    /// `/metrics`. Calls refused by the role check, and calls whose caller
     /// went away before an answer, are not counted.
     async fn counted<T>(
         &self,
@@ -139,18 +169,30 @@ impl Agent for AgentService {
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let act = unit::act(self.state.clone(), unit::Action::Start, request.into_inner());
-        self.counted("StartEtcd", act).await.map(Response::new)
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("StartEtcd", caller, &r);
+        let act = unit::act(self.state.clone(), unit::Action::Start, r);
+        let result = self.counted("StartEtcd", act).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let act = unit::act(self.state.clone(), unit::Action::Stop, request.into_inner());
-        self.counted("StopEtcd", act).await.map(Response::new)
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("StopEtcd", caller, &r);
+        let act = unit::act(self.state.clone(), unit::Action::Stop, r);
+        let result = self.counted("StopEtcd", act).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let act = unit::act(self.state.clone(), unit::Action::Restart, request.into_inner());
-        self.counted("RestartEtcd", act).await.map(Response::new)
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("RestartEtcd", caller, &r);
+        let act = unit::act(self.state.clone(), unit::Action::Restart, r);
+        let result = self.counted("RestartEtcd", act).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn get_unit_status(
@@ -167,214 +209,264 @@ impl Agent for AgentService {
         &self,
         request: Request<SetEtcdEnvRequest>,
     ) -> Result<Response<SetEtcdEnvResponse>, Status> {
-        let r = request.into_inner();
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("SetEtcdEnv", caller, &r);
         let fence = r.fence.clone();
         let act = host_files::set_env(&self.state, r);
-        self.counted(
-            "SetEtcdEnv",
-            fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let result = self
+            .counted(
+                "SetEtcdEnv",
+                fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
+            )
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn move_data_dir_aside(
         &self,
         request: Request<MoveDataDirAsideRequest>,
     ) -> Result<Response<MoveDataDirAsideResponse>, Status> {
-        let r = request.into_inner();
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("MoveDataDirAside", caller, &r);
         let fence = r.fence.clone();
         let act = host_files::move_data_dir_aside(&self.state, r);
-        self.counted(
-            "MoveDataDirAside",
-            fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let result = self
+            .counted(
+                "MoveDataDirAside",
+                fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act),
+            )
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn probe_disk(
         &self,
         request: Request<ProbeDiskRequest>,
     ) -> Result<Response<ProbeDiskResponse>, Status> {
-        self.counted("ProbeDisk", disk::probe_disk(&self.state, request.into_inner()))
-            .await
-            .map(Response::new)
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("ProbeDisk", caller, &r);
+        let result = self.counted("ProbeDisk", disk::probe_disk(&self.state, r)).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn acquire_fence(
         &self,
         r: Request<pb::AcquireFenceRequest>,
     ) -> Result<Response<pb::FenceState>, Status> {
-        self.counted("AcquireFence", fence::acquire(&self.state, r.into_inner()))
-            .await
-            .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("AcquireFence", caller, &r);
+        let result = self.counted("AcquireFence", fence::acquire(&self.state, r)).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn release_fence(
         &self,
         r: Request<pb::ReleaseFenceRequest>,
     ) -> Result<Response<pb::FenceState>, Status> {
-        self.counted("ReleaseFence", fence::release(&self.state, r.into_inner()))
-            .await
-            .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("ReleaseFence", caller, &r);
+        let result = self.counted("ReleaseFence", fence::release(&self.state, r)).await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn defragment(
         &self,
         r: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("Defragment", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
-            // etcd defragments to the end once asked: so does the agent's call.
-            let work = {
-                let state = self.state.clone();
-                async move { maintenance::defragment(&state, timeout).await }
-            };
-            let late = || outlived(&self.state, "defragmentation", timeout);
-            fence::detached(
-                &self.state,
-                "Defragment",
-                r.fence.as_ref(),
-                answer_by(timeout),
-                work,
-                late,
-            )
-            .await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("Defragment", caller, &r);
+        let result = self
+            .counted("Defragment", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
+                // etcd defragments to the end once asked: so does the agent's call.
+                let work = {
+                    let state = self.state.clone();
+                    async move { maintenance::defragment(&state, timeout).await }
+                };
+                let late = || outlived(&self.state, "defragmentation", timeout);
+                fence::detached(
+                    &self.state,
+                    "Defragment",
+                    r.fence.as_ref(),
+                    answer_by(timeout),
+                    work,
+                    late,
+                )
+                .await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn compact(&self, r: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("Compact", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
-            let revision = maintenance::compact_revision(r.revision)?;
-            let work = {
-                let state = self.state.clone();
-                async move { maintenance::compact(&state, revision, r.physical, timeout).await }
-            };
-            let late = || outlived(&self.state, "compaction", timeout);
-            fence::detached(
-                &self.state,
-                "Compact",
-                r.fence.as_ref(),
-                answer_by(timeout),
-                work,
-                late,
-            )
-            .await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("Compact", caller, &r);
+        let result = self
+            .counted("Compact", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
+                let revision = maintenance::compact_revision(r.revision)?;
+                let work = {
+                    let state = self.state.clone();
+                    async move { maintenance::compact(&state, revision, r.physical, timeout).await }
+                };
+                let late = || outlived(&self.state, "compaction", timeout);
+                fence::detached(
+                    &self.state,
+                    "Compact",
+                    r.fence.as_ref(),
+                    answer_by(timeout),
+                    work,
+                    late,
+                )
+                .await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn move_leader(
         &self,
         r: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("MoveLeader", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
-            let target = maintenance::move_target(r.target_member_id)?;
-            let act = maintenance::move_leader(&self.state, target, timeout);
-            fence::fenced(&self.state, "MoveLeader", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("MoveLeader", caller, &r);
+        let result = self
+            .counted("MoveLeader", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
+                let target = maintenance::move_target(r.target_member_id)?;
+                let act = maintenance::move_leader(&self.state, target, timeout);
+                fence::fenced(&self.state, "MoveLeader", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn disarm_alarms(
         &self,
         r: Request<pb::DisarmAlarmsRequest>,
     ) -> Result<Response<pb::DisarmAlarmsResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("DisarmAlarms", async {
-            let wanted = maintenance::alarm_filter(&r.alarms)?;
-            let act = maintenance::disarm_alarms(&self.state, wanted);
-            fence::fenced(&self.state, "DisarmAlarms", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("DisarmAlarms", caller, &r);
+        let result = self
+            .counted("DisarmAlarms", async {
+                let wanted = maintenance::alarm_filter(&r.alarms)?;
+                let act = maintenance::disarm_alarms(&self.state, wanted);
+                fence::fenced(&self.state, "DisarmAlarms", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn write_probe(
         &self,
         r: Request<pb::WriteProbeRequest>,
     ) -> Result<Response<pb::WriteProbeResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("WriteProbe", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
-            let operation_id = r
-                .fence
-                .as_ref()
-                .map(|f| f.operation_id.clone())
-                .unwrap_or_default();
-            let act = maintenance::write_probe(&self.state, &operation_id, timeout);
-            fence::fenced(&self.state, "WriteProbe", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("WriteProbe", caller, &r);
+        let result = self
+            .counted("WriteProbe", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
+                let operation_id = r
+                    .fence
+                    .as_ref()
+                    .map(|f| f.operation_id.clone())
+                    .unwrap_or_default();
+                let act = maintenance::write_probe(&self.state, &operation_id, timeout);
+                fence::fenced(&self.state, "WriteProbe", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn add_member(
         &self,
         r: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("AddMember", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
-            let urls = membership::peer_urls(&r.peer_urls)?;
-            let act = membership::add_member(&self.state, urls, r.is_learner, timeout);
-            fence::fenced(&self.state, "AddMember", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("AddMember", caller, &r);
+        let result = self
+            .counted("AddMember", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
+                let urls = membership::peer_urls(&r.peer_urls)?;
+                let act = membership::add_member(&self.state, urls, r.is_learner, timeout);
+                fence::fenced(&self.state, "AddMember", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn remove_member(
         &self,
         r: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("RemoveMember", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::REMOVE_MEMBER)?;
-            let id = membership::member_id(r.member_id)?;
-            let act = membership::remove_member(&self.state, id, timeout);
-            fence::fenced(&self.state, "RemoveMember", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("RemoveMember", caller, &r);
+        let result = self
+            .counted("RemoveMember", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::REMOVE_MEMBER)?;
+                let id = membership::member_id(r.member_id)?;
+                let act = membership::remove_member(&self.state, id, timeout);
+                fence::fenced(&self.state, "RemoveMember", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn promote_member(
         &self,
         r: Request<pb::PromoteMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let r = r.into_inner();
-        self.counted("PromoteMember", async {
-            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::PROMOTE_MEMBER)?;
-            let id = membership::member_id(r.member_id)?;
-            let act = membership::promote_member(&self.state, id, timeout);
-            fence::fenced(&self.state, "PromoteMember", r.fence.as_ref(), act).await
-        })
-        .await
-        .map(Response::new)
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("PromoteMember", caller, &r);
+        let result = self
+            .counted("PromoteMember", async {
+                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::PROMOTE_MEMBER)?;
+                let id = membership::member_id(r.member_id)?;
+                let act = membership::promote_member(&self.state, id, timeout);
+                fence::fenced(&self.state, "PromoteMember", r.fence.as_ref(), act).await
+            })
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn stage_restore(
         &self,
         r: Request<tonic::Streaming<pb::RestoreChunk>>,
     ) -> Result<Response<pb::StageRestoreResponse>, Status> {
-        let mut stream = r.into_inner();
+        let (caller, mut stream) = caller_and(r);
         self.counted("StageRestore", async {
-            let header = restore::header(&mut stream).await?;
-            let token = fence::token(header.fence.as_ref())?;
-            let spec = restore::spec(&header, &token.operation_id)?;
-            let act = restore::stage(self.state.clone(), spec, stream);
-            fence::fenced(&self.state, "StageRestore", header.fence.as_ref(), act).await
+            let header = match restore::header(&mut stream).await {
+                Ok(header) => header,
+                Err(status) => {
+                    self.audited("StageRestore", caller, &audit::Unread)
+                        .finish::<()>(&Err(status.clone()));
+                    return Err(status);
+                }
+            };
+            // The record keeps the header (size, sha256), not the bytes.
+            let audit = self.audited("StageRestore", caller, &header);
+            let result = async {
+                let token = fence::token(header.fence.as_ref())?;
+                let spec = restore::spec(&header, &token.operation_id)?;
+                let act = restore::stage(self.state.clone(), spec, stream);
+                fence::fenced(&self.state, "StageRestore", header.fence.as_ref(), act).await
+            }
+            .await;
+            audit.finish(&result);
+            result
         })
         .await
         .map(Response::new)
@@ -384,30 +476,36 @@ impl Agent for AgentService {
         &self,
         r: Request<pb::SwapInRestoreRequest>,
     ) -> Result<Response<pb::SwapInRestoreResponse>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("SwapInRestore", caller, &r);
         let fence = r.fence.clone();
         let act = restore::swap_in(&self.state, r);
-        self.counted(
-            "SwapInRestore",
-            fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let result = self
+            .counted(
+                "SwapInRestore",
+                fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act),
+            )
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn roll_back_restore(
         &self,
         r: Request<pb::RollBackRestoreRequest>,
     ) -> Result<Response<pb::RollBackRestoreResponse>, Status> {
-        let r = r.into_inner();
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("RollBackRestore", caller, &r);
         let fence = r.fence.clone();
         let act = restore::roll_back(&self.state, r);
-        self.counted(
-            "RollBackRestore",
-            fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act),
-        )
-        .await
-        .map(Response::new)
+        let result = self
+            .counted(
+                "RollBackRestore",
+                fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act),
+            )
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
     }
 
     async fn hash_kv(&self, r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
@@ -430,6 +528,15 @@ impl Agent for AgentService {
             )))
         })
         .await
+    }
+
+    async fn get_audit(
+        &self,
+        r: Request<pb::GetAuditRequest>,
+    ) -> Result<Response<pb::GetAuditResponse>, Status> {
+        self.counted("GetAudit", audit::get_audit(self.audit.clone(), r.into_inner()))
+            .await
+            .map(Response::new)
     }
 }
 

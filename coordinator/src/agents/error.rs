@@ -45,17 +45,19 @@ pub enum AgentErrorKind {
         "presented a certificate we do not trust: {reason} — was it issued by the fleet CA with --host {host}?"
     )]
     AgentCertificate { host: String, reason: String },
+    #[error("is not the agent of this member: {reason}")]
+    AgentIdentity { reason: String },
     #[error(
-        "refused our client certificate: {reason} — is [tls] cert in the fleet file a coordinator certificate from the same fleet CA as the agent's?"
+        "refused our client certificate: {reason} — is [tls] cert in the fleet file an operator (or observer) certificate from the same fleet CA as the agent's?"
     )]
     ClientCertificateRefused { reason: String },
     #[error(
-        "denied the call: {message} — [tls] cert in the fleet file must carry the coordinator role (etcdops certs issue coordinator)"
+        "denied the call: {message} — [tls] cert in the fleet file must carry a role that may make this call (etcdops certs issue operator)"
     )]
     PermissionDenied { message: String },
     #[error(
         "closed the connection during the call ({reason}) — under TLS 1.3 that is how an agent refuses a client \
-         certificate: is [tls] cert in the fleet file a coordinator certificate from the same fleet CA as the \
+         certificate: is [tls] cert in the fleet file an operator certificate from the same fleet CA as the \
          agent's? If it is, the agent may have restarted: try again"
     )]
     ConnectionClosed { reason: String },
@@ -99,6 +101,7 @@ impl AgentErrorKind {
                 format!("did not answer within {}", duration::format(*after))
             }
             AgentErrorKind::AgentCertificate { reason, .. } => format!("certificate not trusted: {reason}"),
+            AgentErrorKind::AgentIdentity { reason } => format!("not this member's agent: {reason}"),
             AgentErrorKind::ClientCertificateRefused { reason } => {
                 format!("refused our certificate: {reason}")
             }
@@ -236,6 +239,13 @@ fn classify_rustls(err: &rustls::Error, host: &str) -> AgentErrorKind {
         rustls::Error::AlertReceived(alert) if refuses_our_certificate(*alert) => {
             AgentErrorKind::ClientCertificateRefused { reason }
         }
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+            if other.0.is::<etcdops_certs::AgentIdentityError>() =>
+        {
+            AgentErrorKind::AgentIdentity {
+                reason: other.0.to_string(),
+            }
+        }
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
             AgentErrorKind::AgentCertificate {
                 host: host.to_string(),
@@ -260,6 +270,12 @@ fn classify_rustls_text(text: &str, host: &str) -> Option<AgentErrorKind> {
             AgentErrorKind::Tls { reason }
         });
     }
+    // Our own check of the agent's role and name (etcdops_certs::check_agent_identity).
+    if let Some(at) = text.find(AGENT_IDENTITY_MARK) {
+        return Some(AgentErrorKind::AgentIdentity {
+            reason: text[at..].to_string(),
+        });
+    }
     if text.starts_with("invalid peer certificate") {
         return Some(AgentErrorKind::AgentCertificate {
             host: host.to_string(),
@@ -273,6 +289,9 @@ fn classify_rustls_text(text: &str, host: &str) -> Option<AgentErrorKind> {
     }
     None
 }
+
+/// How every [`etcdops_certs::AgentIdentityError`] message starts.
+const AGENT_IDENTITY_MARK: &str = "the agent dialled for member ";
 
 /// Alerts a server sends when it does not accept the client's certificate.
 const CERTIFICATE_ALERTS: [AlertDescription; 9] = [

@@ -1,5 +1,9 @@
 //! The one place that connects to agents: endpoints, mutual TLS, timeouts, and the concurrent fan-out.
 //!
+//! An agent must present an agent certificate named after the fleet member
+//! it was dialled for (checked in the TLS handshake); another member's
+//! certificate, or one of another role, is refused.
+//!
 //! Every failure to reach or use an agent (refused connection, TLS failure,
 //! refused certificate, timeout, error status) becomes an [`AgentError`] for
 //! that member — never a hang or a panic — naming the member, its agent URL
@@ -142,6 +146,12 @@ impl Agents {
         }
     }
 
+    /// The certificate we call agents with (subject, serial, role,
+    /// fingerprint): what their audit trails record, and the journal too.
+    pub fn own_certificate(&self) -> &etcdops_certs::CertDetails {
+        self.tls.details()
+    }
+
     fn call_budget(&self) -> Duration {
         self.call_timeout.unwrap_or(self.timeout)
     }
@@ -158,7 +168,8 @@ impl Agents {
     }
 
     /// The tonic endpoint of one agent: TLS verified against the fleet CA
-    /// under the URL's host, connect timeout and per-call timeout.
+    /// under the URL's host, the certificate's agent role and member name
+    /// (`ClientTls::for_agent`), connect timeout and per-call timeout.
     pub fn endpoint(&self, member: &Member) -> Result<Endpoint, AgentError> {
         let invalid = |e: tonic::transport::Error| {
             AgentError::new(
@@ -168,9 +179,11 @@ impl Agents {
                 },
             )
         };
+        // The fleet CA and the URL's host, then the agent role and the member's name.
+        let (tls, verifier) = self.tls.for_agent(member.agent.host(), &member.name);
         let endpoint = Endpoint::from_shared(member.agent.to_string())
             .map_err(invalid)?
-            .tls_config(self.tls.for_domain(member.agent.host()))
+            .tls_config_with_verifier(tls, verifier)
             .map_err(invalid)?
             .connect_timeout(self.timeout)
             .timeout(self.call_budget())

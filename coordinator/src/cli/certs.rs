@@ -17,7 +17,8 @@ The fleet PKI: one CA per fleet, and certificates it signs for each role.
 
 A PKI directory holds ca.crt and ca.key (0600), and one <role>-<name>.crt and
 <role>-<name>.key (0600) per issued certificate. The role is written into the
-certificate's subject, so an agent can tell a coordinator from anything else.
+certificate's subject, so an agent can tell an operator from an observer or
+anything else.
 Nothing is overwritten unless --force is given.
 
 Keep ca.key off the etcd hosts: copy only ca.crt and each host's own files.";
@@ -46,8 +47,13 @@ Issue a certificate signed by the fleet CA in --dir, for one role:
 
   agent        an etcdops agent's serving certificate; --host is the address
                in the fleet file's agent URL
-  coordinator  the coordinator's client certificate, named in the fleet
-               file's [tls]; the only role agents accept calls from
+  operator     a client certificate for the fleet file's [tls]: may call
+               every agent RPC (defrag, restart, restore, ...)
+  observer     a read-only client certificate for the fleet file's [tls]:
+               status, health, member list, check hashkv, snapshots; every
+               command that changes something is refused
+  coordinator  the older name of operator (same rights): certificates issued
+               with it keep working
   etcd-server  etcd's client-facing certificate (--cert-file); --host for
                every client URL
   etcd-peer    etcd's peer certificate (--peer-cert-file); --host for every
@@ -60,7 +66,8 @@ const ISSUE_AFTER_HELP: &str = "\
 Examples:
   etcdops certs issue agent --name etcd1 --host 198.18.0.11 --host etcd1.example.com \\
       --dir /etc/etcdops/pki
-  etcdops certs issue coordinator --name ops --dir /etc/etcdops/pki
+  etcdops certs issue operator --name ops --dir /etc/etcdops/pki
+  etcdops certs issue observer --name monitoring --dir /etc/etcdops/pki
   etcdops certs issue etcd-peer --name etcd1 --host 198.18.0.11 --dir /etc/etcdops/pki --days 730";
 
 const LIST_AFTER_HELP: &str = "\
@@ -118,7 +125,11 @@ pub struct CertsListArgs {
 pub enum RoleArg {
     /// An etcdops agent's serving certificate.
     Agent,
-    /// The coordinator's client certificate.
+    /// A client that may call every agent RPC.
+    Operator,
+    /// A read-only client.
+    Observer,
+    /// The older name of operator (same rights).
     Coordinator,
     /// etcd's client-facing server certificate.
     EtcdServer,
@@ -132,6 +143,8 @@ impl From<RoleArg> for Role {
     fn from(role: RoleArg) -> Role {
         match role {
             RoleArg::Agent => Role::Agent,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Observer => Role::Observer,
             RoleArg::Coordinator => Role::Coordinator,
             RoleArg::EtcdServer => Role::EtcdServer,
             RoleArg::EtcdPeer => Role::EtcdPeer,

@@ -6,6 +6,7 @@
 //! This is the binary's edge: commands use `anyhow` with context, and
 //! [`failure`] turns an error into its exit code and a hint.
 
+mod audit;
 mod backup;
 mod certs;
 mod check;
@@ -232,6 +233,9 @@ pub enum Command {
     /// Run scheduled jobs (backups, drills, compaction, defragmentation, watches) until stopped.
     #[command(long_about = serve::ABOUT, after_help = serve::AFTER_HELP)]
     Serve(serve::ServeArgs),
+    /// The agents' audit trails: who called what, refused calls included.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 
     /// A real local etcd cluster with an agent per member, to try etcdops on.
     #[command(subcommand, long_about = SANDBOX_ABOUT)]
@@ -350,6 +354,9 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     if let Some(command) = one_cluster_only(&cli.command) {
         clusters::refuse_many(global, command)?;
     }
+    if let Some(command) = needs_operator(&cli.command) {
+        target::require_operator(global, command)?;
+    }
     match &cli.command {
         Command::Status => status::run(global, out).await,
         Command::Health => health::run(global, out).await,
@@ -372,6 +379,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Op(op::OpCommand::Abort(args)) => op_control::abort(global, args, out).await,
         Command::Op(op::OpCommand::Prune(args)) => op::prune(global, args, out).await,
         Command::Serve(args) => serve::run(global, args, out).await,
+        Command::Audit(command) => audit::run(global, command, out).await,
         Command::Sandbox(SandboxCommand::Up(args)) => Ok(crate::sandbox::up(args, out).await?),
         Command::Sandbox(SandboxCommand::Down(args)) => Ok(crate::sandbox::down(args, out)?),
         Command::Completions(args) => generate::completions(args, out),
@@ -397,6 +405,28 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Recover(_) => "recover",
         Command::Restore(_) => "restore",
         Command::Op(_) => "op show|resume|abort|prune",
+        Command::Audit(_) => "audit show",
+    })
+}
+
+/// The name of a command that needs the operator role on the agents (it
+/// changes something, probes disks or reads the audit trail); None for
+/// those an observer certificate may run.
+fn needs_operator(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Member(MemberCommand::List) => return None,
+        Command::Member(_) => "member add|remove|replace|promote",
+        Command::Check(CheckCommand::Disk(_)) => "check disk",
+        Command::Defrag(_) => "defrag",
+        Command::Restart(_) => "restart",
+        Command::Compact(_) => "compact",
+        Command::Alarm(maintain::AlarmCommand::Disarm(_)) => "alarm disarm",
+        Command::Recover(_) => "recover",
+        Command::Restore(_) => "restore",
+        Command::Op(op::OpCommand::Resume(_)) => "op resume",
+        Command::Op(op::OpCommand::Abort(_)) => "op abort",
+        Command::Audit(_) => "audit show",
+        _ => return None,
     })
 }
 

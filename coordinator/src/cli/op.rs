@@ -432,6 +432,7 @@ mod tests {
             },
             options: Default::default(),
             holder: "alice@ops1 (pid 1)".into(),
+            operator: None,
             epoch: 1,
             state,
             created_at_unix: updated,

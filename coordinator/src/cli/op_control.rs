@@ -137,6 +137,7 @@ pub(crate) async fn resume(
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
+    let operator = Some(target.agents.own_certificate().clone());
     let executor = Executor::for_record(
         &record,
         target.agents,
@@ -147,6 +148,7 @@ pub(crate) async fn resume(
     );
     let mut record = record;
     record.holder = journal::holder();
+    record.operator = operator;
     let record = executor.resume(record, args.takeover).await?;
     emit(out, global.write_out, &record, ops::render_show)?;
     Ok(ExitStatus::Ok)
@@ -284,6 +286,7 @@ mod tests {
             operation,
             options: Default::default(),
             holder: "ops@host:1".into(),
+            operator: None,
             epoch: 3,
             state: OpState::Paused,
             created_at_unix: 0,

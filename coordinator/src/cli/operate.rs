@@ -106,7 +106,8 @@ pub(crate) async fn run_plan(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
     let Planned { plan, operation } = planned;
-    let record = new_record(&plan, &target.cluster.name, global, operation, run);
+    let mut record = new_record(&plan, &target.cluster.name, global, operation, run);
+    record.operator = Some(target.agents.own_certificate().clone());
     let membership = record.operation.membership();
     let restore = record.operation.members_may_be_down();
     let tolerate = record.options.tolerate(record.kind);
@@ -220,6 +221,7 @@ fn new_record(
         operation,
         options: run.options(),
         holder: journal::holder(),
+        operator: None,
         epoch: 0,
         state: OpState::Running,
         created_at_unix: now.unix_timestamp(),

@@ -1165,6 +1165,7 @@ mod tests {
             },
             options: Default::default(),
             holder: "h".into(),
+            operator: None,
             epoch: 1,
             state: OpState::Running,
             created_at_unix: 0,

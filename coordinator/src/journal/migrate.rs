@@ -150,6 +150,7 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
             skip_hashkv_check: false,
         },
         holder: v1.holder,
+        operator: None,
         epoch: v1.epoch,
         state: v1.state,
         created_at_unix: v1.created_at_unix,

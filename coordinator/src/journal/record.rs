@@ -31,6 +31,11 @@ pub struct OperationRecord {
     pub options: RunOptions,
     /// Who runs it: `user@host (pid N)` (see [`holder`]).
     pub holder: String,
+    /// The certificate it runs with (the fleet file's `[tls]`): subject,
+    /// serial, role and SHA-256 fingerprint, as the agents' audit trails
+    /// record the caller. `None` in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<etcdops_certs::CertDetails>,
     /// The cluster fence epoch the operation holds.
     pub epoch: u64,
     /// Where the operation stands.
@@ -292,6 +297,7 @@ mod tests {
             operation: Operation::AlarmDisarm,
             options: RunOptions::default(),
             holder: "h".into(),
+            operator: None,
             epoch: 1,
             state: OpState::Running,
             created_at_unix: 0,

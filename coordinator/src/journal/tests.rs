@@ -22,6 +22,7 @@ fn op(id: &str, cluster: &str, created: i64) -> OperationRecord {
         },
         options: Default::default(),
         holder: "alice@ops1 (pid 42)".to_string(),
+        operator: None,
         epoch: 7,
         state: OpState::Running,
         created_at_unix: created,

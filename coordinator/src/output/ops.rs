@@ -75,6 +75,23 @@ pub fn render_show(op: &OperationRecord) -> String {
         ("fleet", op.fleet.display().to_string()),
         ("data", data),
     ];
+    // The certificate it runs with (the journal's verified "who", beside `holder`).
+    if let Some(c) = &op.operator {
+        let at = lines
+            .iter()
+            .position(|(k, _)| *k == "holder")
+            .map_or(lines.len(), |i| i + 1);
+        lines.insert(
+            at,
+            (
+                "cert",
+                format!(
+                    "{} serial {} sha256 {}",
+                    c.subject, c.serial, c.fingerprint_sha256
+                ),
+            ),
+        );
+    }
     if let Some(snapshot) = snapshot_line(op) {
         lines.push(("snapshot", snapshot));
     }
@@ -198,6 +215,7 @@ mod tests {
             },
             options: Default::default(),
             holder: "alice@ops1 (pid 4242)".into(),
+            operator: None,
             epoch: 7,
             state: OpState::Running,
             created_at_unix: 1_795_631_400,

@@ -207,3 +207,40 @@ fn a_real_agent_exports_what_the_rules_use_and_promtool_lints_it_clean() {
         );
     }
 }
+
+/// Every `etcdops_serve_*` metric the rules use is one `etcdops serve`
+/// registers (its registry in `coordinator/src/serve/metrics.rs`; the
+/// families only render once they have series, so the names are read from
+/// the registration, and the serve e2e tests scrape them for real).
+#[test]
+fn serve_registers_what_the_rules_use() {
+    let rules = std::fs::read_to_string(prometheus_dir().join("etcdops-alerts.yml")).expect("rules");
+    let names = |text: &str| -> BTreeSet<String> {
+        text.match_indices("etcdops_serve_")
+            .map(|(i, _)| {
+                text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    };
+    let used = names(&rules);
+    assert!(used.len() >= 5, "{used:?}");
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../coordinator/src/serve/metrics.rs"),
+    )
+    .expect("serve's metrics source");
+    let registered: BTreeSet<String> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"')?.strip_suffix("\","))
+        .filter(|n| n.starts_with("etcdops_serve_"))
+        .map(String::from)
+        .collect();
+    for name in &used {
+        assert!(
+            registered.contains(name),
+            "the rules use {name}, which serve does not register: {registered:?}"
+        );
+    }
+}

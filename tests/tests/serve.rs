@@ -97,7 +97,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn runs(text: &str, result: &str) -> f64 {
     sample(
         text,
-        &format!("etcdops_serve_job_runs_total{{cluster=\"e2e\",job=\"backup\",result=\"{result}\"}}"),
+        &format!("etcdops_serve_job_runs_total{{cluster=\"e2e\",serve_job=\"backup\",result=\"{result}\"}}"),
     )
     .unwrap_or(0.0)
 }
@@ -207,10 +207,10 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
     );
     let text = scrape(port);
     for series in [
-        "etcdops_serve_job_last_success_timestamp_seconds{cluster=\"e2e\",job=\"backup\"}",
-        "etcdops_serve_job_last_duration_seconds{cluster=\"e2e\",job=\"backup\"}",
-        "etcdops_serve_job_last_result{cluster=\"e2e\",job=\"backup\"}",
-        "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"e2e\",job=\"backup\"}",
+        "etcdops_serve_job_last_success_timestamp_seconds{cluster=\"e2e\",serve_job=\"backup\"}",
+        "etcdops_serve_job_last_duration_seconds{cluster=\"e2e\",serve_job=\"backup\"}",
+        "etcdops_serve_job_last_result{cluster=\"e2e\",serve_job=\"backup\"}",
+        "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"e2e\",serve_job=\"backup\"}",
         "etcdops_serve_leader",
     ] {
         assert!(sample(&text, series).is_some(), "{series} missing:\n{text}");
@@ -225,7 +225,7 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
         &mut serve,
         || {
             let t = scrape(port);
-            sample(&t, "etcdops_serve_job_runs_total{cluster=\"e2e\",job=\"health\",result=\"ok\"}").unwrap_or(0.0) >= 1.0
+            sample(&t, "etcdops_serve_job_runs_total{cluster=\"e2e\",serve_job=\"health\",result=\"ok\"}").unwrap_or(0.0) >= 1.0
             && t.contains("etcdops_serve_cert_expiry_timestamp_seconds{cluster=\"e2e\",member=\"etcd1\",cert=\"agent\"}")
         },
     );
@@ -285,7 +285,7 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
     assert_eq!(
         sample(
             &scrape(port),
-            "etcdops_serve_job_last_result{cluster=\"e2e\",job=\"backup\"}"
+            "etcdops_serve_job_last_result{cluster=\"e2e\",serve_job=\"backup\"}"
         ),
         Some(0.0)
     );
@@ -419,7 +419,7 @@ fn maintenance_jobs_run_inside_their_windows_only() {
     let ok = |text: &str, job: &str| {
         sample(
             text,
-            &format!("etcdops_serve_job_runs_total{{cluster=\"e2e\",job=\"{job}\",result=\"ok\"}}"),
+            &format!("etcdops_serve_job_runs_total{{cluster=\"e2e\",serve_job=\"{job}\",result=\"ok\"}}"),
         )
         .unwrap_or(0.0)
     };
@@ -438,7 +438,7 @@ fn maintenance_jobs_run_inside_their_windows_only() {
             sample(
                 &text,
                 &format!(
-                    "etcdops_serve_job_runs_total{{cluster=\"e2e\",job=\"compact-new-year\",result=\"{result}\"}}"
+                    "etcdops_serve_job_runs_total{{cluster=\"e2e\",serve_job=\"compact-new-year\",result=\"{result}\"}}"
                 )
             ),
             Some(0.0),
@@ -447,7 +447,7 @@ fn maintenance_jobs_run_inside_their_windows_only() {
     }
     let next = sample(
         &text,
-        "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"e2e\",job=\"compact-new-year\"}",
+        "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"e2e\",serve_job=\"compact-new-year\"}",
     )
     .expect("next run of the waiting job");
     let now = std::time::SystemTime::now()

@@ -330,13 +330,7 @@ impl Ha {
             .map_err(|e| etcd_err("grant a lease", e))?;
         let lease = granted.id();
         let (ended_tx, ended) = watch::channel(None);
-        let keeper = tokio::spawn(keep_alive(
-            self.client.clone(),
-            lease,
-            ttl,
-            asked,
-            ended_tx,
-        ));
+        let keeper = tokio::spawn(keep_alive(self.client.clone(), lease, ttl, asked, ended_tx));
         if let Some(leader) = self.leader().await {
             tracing::info!(replica = %self.replica, leader = %leader, "standby: waiting behind the serve leader");
         }

@@ -48,7 +48,7 @@ pub struct JobContext {
     pub journal: Journal,
     /// How long a run waits for a cluster another operation holds.
     pub fence_wait: Duration,
-    /// The job's name (`cluster/NAME` in logs, `job` in metrics).
+    /// The job's name (`cluster/NAME` in logs, `serve_job` in metrics).
     pub job: String,
     /// The job's parameters.
     pub params: JobParams,
@@ -482,6 +482,7 @@ fn new_record(ctx: &JobContext, cluster: &Cluster, operation: Operation) -> Oper
         operation,
         options: RunOptions::default(),
         holder: holder(),
+        operator: Some(ctx.agents.own_certificate().clone()),
         epoch: 0,
         state: OpState::Running,
         created_at_unix: now.unix_timestamp(),

@@ -39,8 +39,10 @@ pub struct Metrics {
     last_duration: Family<Labels, FloatGauge>,
     last_result: Family<Labels, Gauge>,
     next_run: Family<Labels, FloatGauge>,
+    interval: Family<Labels, FloatGauge>,
     runs: Family<Labels, Counter>,
     operations: Family<Labels, Gauge>,
+    oldest_operation: Family<Labels, FloatGauge>,
     /// 1 while this replica leads (runs jobs), 0 on standby. Without high
     /// availability the one replica leads.
     pub leader: Gauge,
@@ -69,7 +71,11 @@ impl RunResult {
 }
 
 fn job(cluster: &str, job: &str) -> Labels {
-    vec![("cluster".into(), cluster.into()), ("job".into(), job.into())]
+    // `serve_job`, not `job`: Prometheus sets `job` to the scrape job's name.
+    vec![
+        ("cluster".into(), cluster.into()),
+        ("serve_job".into(), job.into()),
+    ]
 }
 
 impl Metrics {
@@ -103,6 +109,12 @@ impl Metrics {
     /// When the job runs next (Unix seconds).
     pub fn next_run(&self, cluster: &str, name: &str, at_unix: f64) {
         self.next_run.get_or_create(&job(cluster, name)).set(at_unix);
+    }
+
+    /// The time between two slots of the job's schedule, for the alert on
+    /// a backup older than twice its interval.
+    pub fn interval(&self, cluster: &str, name: &str, secs: f64) {
+        self.interval.get_or_create(&job(cluster, name)).set(secs);
     }
 
     /// A drill passed at `at_unix`.
@@ -157,6 +169,24 @@ impl Metrics {
                 .get_or_create(&vec![("state".into(), state.as_str().into())])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        // The oldest operation still holding a fence, by state: the alerts
+        // on one running or paused too long. No such operation: no series.
+        for state in [OpState::Running, OpState::Paused] {
+            let labels = vec![("state".into(), state.as_str().into())];
+            match records
+                .iter()
+                .filter(|r| r.state == state)
+                .map(|r| r.created_at_unix)
+                .min()
+            {
+                Some(oldest) => {
+                    self.oldest_operation.get_or_create(&labels).set(oldest as f64);
+                }
+                None => {
+                    self.oldest_operation.remove(&labels);
+                }
+            }
+        }
     }
 
     /// The classic Prometheus text of every metric.
@@ -183,6 +213,11 @@ impl Metrics {
             self.next_run.clone(),
         );
         registry.register(
+            "etcdops_serve_job_interval_seconds",
+            "Seconds between two slots of the job's schedule",
+            self.interval.clone(),
+        );
+        registry.register(
             "etcdops_serve_job_runs",
             "Runs of the job by result (ok, failed, refused)",
             self.runs.clone(),
@@ -191,6 +226,11 @@ impl Metrics {
             "etcdops_serve_operations",
             "Operations in the journal by state",
             self.operations.clone(),
+        );
+        registry.register(
+            "etcdops_serve_operation_oldest_timestamp_seconds",
+            "When the oldest running or paused operation started (Unix seconds)",
+            self.oldest_operation.clone(),
         );
         registry.register(
             "etcdops_serve_leader",
@@ -363,6 +403,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_oldest_running_operation_and_the_schedule_interval_are_exported() {
+        use crate::journal::OperationRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path().join("journal.redb")).expect("journal");
+        for (id, created, state) in [
+            ("op-a", 1_000, OpState::Running),
+            ("op-b", 2_000, OpState::Running),
+            ("op-c", 500, OpState::Succeeded),
+        ] {
+            let record = OperationRecord {
+                id: id.into(),
+                kind: crate::plan::planner::OpKind::Restart,
+                cluster: "prod-a".into(),
+                fleet: "/etc/etcdops/fleet.toml".into(),
+                operation: crate::plan::operation::Operation::Restart {
+                    members: vec!["etcd1".into()],
+                    force: false,
+                    snapshot: Default::default(),
+                },
+                options: Default::default(),
+                holder: "serve".into(),
+                operator: None,
+                epoch: 1,
+                state,
+                created_at_unix: created,
+                updated_at_unix: created,
+                error: None,
+                steps: Vec::new(),
+            };
+            journal.create(&record).expect("create");
+        }
+        let m = Metrics::default();
+        m.interval("prod-a", "backup", 3600.0);
+        m.count_operations(&journal);
+        let text = m.render();
+        for line in [
+            "etcdops_serve_operation_oldest_timestamp_seconds{state=\"running\"} 1000",
+            "etcdops_serve_job_interval_seconds{cluster=\"prod-a\",serve_job=\"backup\"} 3600",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "{line} missing:\n{text}"
+            );
+        }
+        // No paused operation: no paused series (the alert stays quiet).
+        assert!(
+            !text.contains("etcdops_serve_operation_oldest_timestamp_seconds{state=\"paused\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn every_named_metric_is_rendered_in_classic_text_with_help() {
         let m = Metrics::default();
         m.declare("prod-a", "backup");
@@ -390,13 +482,13 @@ mod tests {
         m.count_operations(&journal);
         let text = m.render();
         for name in [
-            "etcdops_serve_job_last_success_timestamp_seconds{cluster=\"prod-a\",job=\"backup\"} 1800000000",
-            "etcdops_serve_job_last_duration_seconds{cluster=\"prod-a\",job=\"backup\"}",
-            "etcdops_serve_job_last_result{cluster=\"prod-a\",job=\"backup\"} 0",
-            "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"prod-a\",job=\"backup\"}",
-            "etcdops_serve_job_runs_total{cluster=\"prod-a\",job=\"backup\",result=\"ok\"} 1",
-            "etcdops_serve_job_runs_total{cluster=\"prod-a\",job=\"backup\",result=\"refused\"} 1",
-            "etcdops_serve_job_runs_total{cluster=\"prod-a\",job=\"backup\",result=\"failed\"} 0",
+            "etcdops_serve_job_last_success_timestamp_seconds{cluster=\"prod-a\",serve_job=\"backup\"} 1800000000",
+            "etcdops_serve_job_last_duration_seconds{cluster=\"prod-a\",serve_job=\"backup\"}",
+            "etcdops_serve_job_last_result{cluster=\"prod-a\",serve_job=\"backup\"} 0",
+            "etcdops_serve_job_next_run_timestamp_seconds{cluster=\"prod-a\",serve_job=\"backup\"}",
+            "etcdops_serve_job_runs_total{cluster=\"prod-a\",serve_job=\"backup\",result=\"ok\"} 1",
+            "etcdops_serve_job_runs_total{cluster=\"prod-a\",serve_job=\"backup\",result=\"refused\"} 1",
+            "etcdops_serve_job_runs_total{cluster=\"prod-a\",serve_job=\"backup\",result=\"failed\"} 0",
             "etcdops_serve_operations{state=\"running\"} 0",
             "etcdops_serve_leader 1",
             "etcdops_serve_drill_last_success_timestamp_seconds{cluster=\"prod-a\"}",

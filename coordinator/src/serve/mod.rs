@@ -212,6 +212,11 @@ impl Runner {
                 Due::At(t) => {
                     self.metrics
                         .next_run(&self.spec.cluster, &self.spec.name, t.as_second() as f64);
+                    if let Some(after) = self.spec.schedule.next_after(t) {
+                        let secs = after.as_second() - t.as_second();
+                        self.metrics
+                            .interval(&self.spec.cluster, &self.spec.name, secs as f64);
+                    }
                     if !self.sleep_until(t).await {
                         return;
                     }

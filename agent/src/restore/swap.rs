@@ -70,6 +70,17 @@ fn load_swaps(state_dir: &Path) -> Vec<Swapped> {
     }
 }
 
+/// The kept copy the most recent swap into `data_dir` put aside (what a
+/// rollback of that restore puts back), with the restore's staged dir:
+/// housekeeping never removes it.
+pub fn latest_swap_kept(state_dir: &Path, data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    load_swaps(state_dir)
+        .into_iter()
+        .rev()
+        .find(|s| s.data_dir == data_dir)
+        .and_then(|s| s.previous_kept_as.map(|kept| (kept, s.staged_dir)))
+}
+
 fn save_swap(state_dir: &Path, swap: &Swapped) -> Result<(), RestoreError> {
     let mut swaps = load_swaps(state_dir);
     swaps.retain(|s| s.staged_dir != swap.staged_dir);

@@ -10,6 +10,7 @@ mod disk;
 mod fence;
 mod health;
 mod host_files;
+mod housekeeping;
 mod maintenance;
 mod membership;
 mod restore;
@@ -173,6 +174,21 @@ impl Agent for AgentService {
         self.counted(
             "SetEtcdEnv",
             fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn prune_kept_copies(
+        &self,
+        request: Request<pb::PruneKeptCopiesRequest>,
+    ) -> Result<Response<pb::PruneKeptCopiesResponse>, Status> {
+        let r = request.into_inner();
+        let fence = r.fence.clone();
+        let act = housekeeping::prune_kept_copies(&self.state, r);
+        self.counted(
+            "PruneKeptCopies",
+            fence::fenced(&self.state, "PruneKeptCopies", fence.as_ref(), act),
         )
         .await
         .map(Response::new)

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["snapshot"],
     &["backup", "sandbox"],
     // Above backup: a snapshot before a disruptive step goes to the cluster's backup target.
-    &["exec"],
+    &["exec", "drill"],
     &["cli"],
 ];
 

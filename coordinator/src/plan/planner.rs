@@ -37,6 +37,8 @@ pub enum OpKind {
     Restore,
     RestoreRollback,
     RecoverQuorum,
+    Drill,
+    Housekeeping,
 }
 
 impl OpKind {
@@ -54,11 +56,13 @@ impl OpKind {
             OpKind::Restore => "restore",
             OpKind::RestoreRollback => "restore-rollback",
             OpKind::RecoverQuorum => "recover-quorum",
+            OpKind::Drill => "drill",
+            OpKind::Housekeeping => "housekeeping",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 14] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -71,6 +75,8 @@ impl OpKind {
         OpKind::Restore,
         OpKind::RestoreRollback,
         OpKind::RecoverQuorum,
+        OpKind::Drill,
+        OpKind::Housekeeping,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {

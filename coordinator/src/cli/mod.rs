@@ -10,6 +10,7 @@ mod backup;
 mod certs;
 mod check;
 mod clusters;
+mod drill;
 mod failure;
 mod fleet_import;
 mod generate;
@@ -383,7 +384,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",
         Command::Snapshot(_) => "snapshot",
-        Command::Backup(_) => "backup run|prune",
+        Command::Backup(_) => "backup run|prune|drill",
         Command::Defrag(_) => "defrag",
         Command::Restart(_) => "restart",
         Command::Compact(_) => "compact",

@@ -307,7 +307,11 @@ impl Throwaway {
 
     /// The member's figures: revision, live keys, HashKV at its revision.
     pub async fn figures(&self) -> Result<Restored, EtcdError> {
-        let count = self.etcdctl(&["get", "", "--from-key", "--count-only"]).await?;
+        // A range's `count` is every key in it, whatever the limit
+        // (etcdctl 3.4 has no --count-only).
+        let count = self
+            .etcdctl(&["get", "", "--from-key", "--keys-only", "--limit", "1"])
+            .await?;
         let int = |v: &serde_json::Value, what: &'static str| -> Result<i64, EtcdError> {
             v.as_i64()
                 .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))

@@ -120,7 +120,15 @@ pub(crate) async fn run(
         dry_run: args.dry_run,
         downloads,
     };
-    let report = housekeeping::run(&target.agents, &journal, request).await?;
+    let report = match housekeeping::run(&target.agents, &journal, request).await {
+        Ok(r) => r,
+        // The fence's own error, so the exit code says busy (3).
+        Err(housekeeping::HousekeepingError::Fence(e)) => return Err(e.into()),
+        Err(housekeeping::HousekeepingError::Journal(e)) => return Err(e.into()),
+        Err(e @ housekeeping::HousekeepingError::NoRule) => {
+            return Err(crate::plan::planner::PlanError::Usage(e.to_string()).into());
+        }
+    };
     crate::cli::emit(out, global.write_out, &report, render_report)?;
     Ok(ExitStatus::from_ok(report.ok))
 }

@@ -677,7 +677,8 @@ mod tests {
             max_age: days.map(|d| day * d as u32),
         };
         // (policy, protected, which are removed)
-        let cases: [(KeptPolicy, &[(PathBuf, String)], [bool; 4]); 10] = [
+        type Protected<'a> = &'a [(PathBuf, String)];
+        let cases: [(KeptPolicy, Protected<'_>, [bool; 4]); 10] = [
             (pol(None, None), &none, [false; 4]),
             (pol(Some(0), None), &none, [false, true, true, true]),
             (pol(Some(1), None), &none, [false, true, true, true]),

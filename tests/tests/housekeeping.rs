@@ -171,7 +171,7 @@ fn kept_copies_are_pruned_by_policy_fenced_and_never_the_newest_or_protected() {
     assert_eq!(real["ok"], true, "{real:#}");
     assert!(real["removed_bytes"].as_u64().is_some_and(|b| b > 0), "{real:#}");
     for (m, newest) in members.iter().zip(&newest) {
-        assert_eq!(kept(&m.data_dir), [newest.clone()], "{}", m.name);
+        assert_eq!(kept(&m.data_dir), std::slice::from_ref(newest), "{}", m.name);
         assert!(
             m.data_dir.join("member/wal").is_dir(),
             "the data dir itself stays"

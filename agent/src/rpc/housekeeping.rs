@@ -22,7 +22,7 @@ fn policy(request: &pb::PruneKeptCopiesRequest) -> Result<KeptPolicy, Status> {
         ));
     }
     Ok(KeptPolicy {
-        keep: (request.keep > 0).then(|| request.keep as usize),
+        keep: (request.keep > 0).then_some(request.keep as usize),
         max_age: (request.max_age_secs > 0).then(|| Duration::from_secs(request.max_age_secs)),
     })
 }

@@ -227,6 +227,43 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_swap_into_the_data_dir_names_the_copy_housekeeping_keeps() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let data = PathBuf::from("/d/default");
+        assert_eq!(latest_swap_kept(state.path(), &data), None);
+        for (op, kept) in [
+            ("op-1", "/d/default.pre-restore-20261201T000000Z"),
+            ("op-2", "/d/default.pre-restore-20261202T000000Z"),
+        ] {
+            save_swap(
+                state.path(),
+                &Swapped {
+                    staged_dir: PathBuf::from(format!("/d/default.restore-{op}")),
+                    data_dir: data.clone(),
+                    previous_kept_as: Some(PathBuf::from(kept)),
+                },
+            )
+            .expect("save");
+        }
+        save_swap(
+            state.path(),
+            &Swapped {
+                staged_dir: PathBuf::from("/e/other.restore-op-3"),
+                data_dir: PathBuf::from("/e/other"),
+                previous_kept_as: None,
+            },
+        )
+        .expect("save");
+        assert_eq!(
+            latest_swap_kept(state.path(), &data),
+            Some((
+                PathBuf::from("/d/default.pre-restore-20261202T000000Z"),
+                PathBuf::from("/d/default.restore-op-2")
+            ))
+        );
+    }
+
+    #[test]
     fn staged_paths_must_be_a_staged_restore_beside_the_data_dir() {
         let data = Path::new("/var/lib/etcd/default");
         assert!(check_staged_path(data, Path::new("/var/lib/etcd/default.restore-op-1")).is_ok());

@@ -4,10 +4,12 @@
 //! Rule of safety: a data dir is never deleted. [`move_aside`] renames it to
 //! a kept copy `<dir>.<reason>-<YYYYMMDDTHHMMSSZ>` beside it; [`prune_kept`]
 //! is the only deletion in etcdops, and it deletes only kept copies beyond an
-//! explicit retention count.
+//! explicit retention count; [`plan_prune`] (pure) decides by a count and
+//! an age which kept copies housekeeping removes ([`remove_kept_copy`]),
+//! never the newest one nor a protected one.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// What the agent knows about the data dir.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,6 +106,10 @@ pub enum DataDirError {
     NoName { path: PathBuf },
     #[error("cannot move {from} aside: {to} already exists (nothing was moved)")]
     TargetExists { from: PathBuf, to: PathBuf },
+    #[error("{path} is the newest kept copy of the data dir: it is never removed")]
+    Newest { path: PathBuf },
+    #[error("{path} is not a kept copy of the data dir (not listed beside it): nothing removed")]
+    NotKept { path: PathBuf },
     #[error("cannot format the time {0:?} as a UTC timestamp")]
     Time(SystemTime),
     #[error("{op} {path}: {source}")]
@@ -222,6 +228,147 @@ pub fn prune_kept(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, DataDirError>
             .map_err(io_error("fsyncing", &parent))?;
     }
     Ok(removed)
+}
+
+/// A retention policy for kept copies: a copy is kept when any rule keeps
+/// it (the newest `keep`; those younger than `max_age`). At least one rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptPolicy {
+    /// Keep the newest this many copies.
+    pub keep: Option<usize>,
+    /// Keep copies younger than this.
+    pub max_age: Option<Duration>,
+}
+
+/// What the policy decides for one kept copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptVerdict {
+    pub copy: KeptCopy,
+    /// Remove it (or, in a dry run, it would be).
+    pub remove: bool,
+    /// Why, for people and the log.
+    pub why: String,
+}
+
+/// Decides which kept copies (`copies`, newest first as [`kept_copies`]
+/// lists them) the policy removes at `now` (pure). Never the newest copy,
+/// never one in `protected` (path, why), never one whose age cannot be
+/// read from its name, and nothing without a rule.
+pub fn plan_prune(
+    copies: &[KeptCopy],
+    policy: KeptPolicy,
+    now: SystemTime,
+    protected: &[(PathBuf, String)],
+) -> Vec<KeptVerdict> {
+    let now_unix = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    copies
+        .iter()
+        .enumerate()
+        .map(|(i, copy)| {
+            let verdict = |remove: bool, why: String| KeptVerdict {
+                copy: copy.clone(),
+                remove,
+                why,
+            };
+            if i == 0 {
+                return verdict(false, "the newest copy (never removed)".into());
+            }
+            if let Some((_, why)) = protected.iter().find(|(p, _)| *p == copy.path) {
+                return verdict(false, format!("protected: {why}"));
+            }
+            if policy.keep.is_none() && policy.max_age.is_none() {
+                return verdict(false, "no retention rule given".into());
+            }
+            if let Some(keep) = policy.keep
+                && i < keep
+            {
+                return verdict(false, format!("one of the newest {keep}"));
+            }
+            let Some(age) = policy.max_age else {
+                return verdict(true, format!("beyond the newest {}", policy.keep.unwrap_or(0)));
+            };
+            let Some(stamp) = stamp_unix(&copy.stamp) else {
+                return verdict(false, format!("its time {:?} cannot be read: kept", copy.stamp));
+            };
+            let old = now_unix.saturating_sub(stamp);
+            let limit = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+            if old < limit {
+                return verdict(false, format!("younger than {}", secs_text(age.as_secs())));
+            }
+            let why = match policy.keep {
+                Some(keep) => format!(
+                    "beyond the newest {keep} and older than {}",
+                    secs_text(age.as_secs())
+                ),
+                None => format!("older than {}", secs_text(age.as_secs())),
+            };
+            verdict(true, why)
+        })
+        .collect()
+}
+
+/// `90000` → `1d1h`, `30` → `30s`: a duration in the units people write.
+fn secs_text(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
+
+/// A kept copy's stamp (`YYYYMMDDTHHMMSSZ`) as Unix seconds.
+pub fn stamp_unix(stamp: &str) -> Option<i64> {
+    if !valid_stamp(stamp) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| stamp.get(r).and_then(|s| s.parse::<u16>().ok());
+    let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::from(n(0..4)?), month, u8::try_from(n(6..8)?).ok()?).ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(n(9..11)?).ok()?,
+        u8::try_from(n(11..13)?).ok()?,
+        u8::try_from(n(13..15)?).ok()?,
+    )
+    .ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, clock)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+/// Allocated bytes of the regular files under `path` (0 when unreadable).
+pub fn size_bytes(path: &Path) -> u64 {
+    dir_size(path).unwrap_or(0)
+}
+
+/// Deletes one kept copy of `dir`: only a path [`kept_copies`] lists now
+/// and not the newest of them; then fsyncs the parent. The caller decided
+/// by [`plan_prune`]; this re-checks what the filesystem holds.
+pub fn remove_kept_copy(dir: &Path, copy: &Path) -> Result<(), DataDirError> {
+    let copies = kept_copies(dir)?;
+    let position = copies.iter().position(|c| c.path == copy);
+    match position {
+        Some(0) => Err(DataDirError::Newest {
+            path: copy.to_path_buf(),
+        }),
+        None => Err(DataDirError::NotKept {
+            path: copy.to_path_buf(),
+        }),
+        Some(_) => {
+            std::fs::remove_dir_all(copy).map_err(io_error("removing the kept copy", copy))?;
+            let parent = parent_of(dir);
+            std::fs::File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error("fsyncing", &parent))
+        }
+    }
 }
 
 /// Free bytes (for unprivileged users) of the filesystem holding `path`, or
@@ -498,6 +645,97 @@ mod tests {
         );
         assert_eq!(prune_kept(&data, 0).expect("prune all copies"), [kept[1].clone()]);
         assert!(data.exists(), "the data dir itself is never pruned");
+    }
+
+    fn copy(stamp: &str) -> KeptCopy {
+        KeptCopy {
+            path: PathBuf::from(format!("/var/lib/etcd/default.restore-{stamp}")),
+            reason: "restore".into(),
+            stamp: stamp.into(),
+        }
+    }
+
+    #[test]
+    fn plan_prune_never_the_newest_never_protected_by_count_and_age() {
+        let day = Duration::from_secs(86_400);
+        // Newest first, one day apart; "now" is a day after the newest.
+        let copies: Vec<KeptCopy> = [
+            "20261205T000000Z",
+            "20261204T000000Z",
+            "20261203T000000Z",
+            "20261202T000000Z",
+        ]
+        .into_iter()
+        .map(copy)
+        .collect();
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(stamp_unix("20261206T000000Z").expect("stamp") as u64);
+        let protect_third = vec![(copies[2].path.clone(), "restore op-1 is paused".to_string())];
+        let none: Vec<(PathBuf, String)> = Vec::new();
+        let pol = |keep: Option<usize>, days: Option<u64>| KeptPolicy {
+            keep,
+            max_age: days.map(|d| day * d as u32),
+        };
+        // (policy, protected, which are removed)
+        type Protected<'a> = &'a [(PathBuf, String)];
+        let cases: [(KeptPolicy, Protected<'_>, [bool; 4]); 10] = [
+            (pol(None, None), &none, [false; 4]),
+            (pol(Some(0), None), &none, [false, true, true, true]),
+            (pol(Some(1), None), &none, [false, true, true, true]),
+            (pol(Some(2), None), &none, [false, false, true, true]),
+            (pol(Some(9), None), &none, [false; 4]),
+            (pol(None, Some(0)), &none, [false, true, true, true]),
+            // Exactly 3 days old counts as older than 3 days.
+            (pol(None, Some(3)), &none, [false, false, true, true]),
+            (pol(None, Some(4)), &none, [false, false, false, true]),
+            // Both rules: kept when either keeps it.
+            (pol(Some(3), Some(1)), &none, [false, false, false, true]),
+            (pol(Some(1), None), &protect_third, [false, true, false, true]),
+        ];
+        for (i, (policy, protected, want)) in cases.iter().enumerate() {
+            let got: Vec<bool> = plan_prune(&copies, *policy, now, protected)
+                .iter()
+                .map(|v| v.remove)
+                .collect();
+            assert_eq!(got, want, "case {i}: {policy:?}");
+        }
+        let verdicts = plan_prune(&copies, pol(Some(1), Some(3)), now, &protect_third);
+        assert!(verdicts[0].why.contains("newest"), "{verdicts:?}");
+        assert!(
+            verdicts[2].why.contains("protected: restore op-1"),
+            "{verdicts:?}"
+        );
+        assert!(verdicts[3].why.contains("older than 3d"), "{verdicts:?}");
+        // A single copy is the newest: never removed, whatever the policy.
+        assert!(!plan_prune(&copies[3..], pol(Some(0), Some(0)), now, &none)[0].remove);
+        // An unreadable stamp under an age rule: kept.
+        let odd = vec![copies[0].clone(), copy("20261399T000000Z")];
+        assert!(!plan_prune(&odd, pol(None, Some(0)), now, &none)[1].remove);
+        assert_eq!(stamp_unix("20231114T221320Z"), Some(1_700_000_000));
+        assert_eq!(secs_text(90_061), "1d1h1m1s");
+    }
+
+    #[test]
+    fn remove_kept_copy_refuses_the_newest_and_strangers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("default");
+        let mut kept = Vec::new();
+        for secs in [1_600_000_000u64, 1_700_000_000] {
+            std::fs::create_dir_all(data.join("member")).expect("mkdir");
+            std::fs::write(data.join("member/db"), vec![0u8; 8192]).expect("write");
+            kept.push(move_aside(&data, "replace", at(secs)).expect("aside"));
+        }
+        assert!(size_bytes(&kept[0]) >= 8192);
+        assert!(matches!(
+            remove_kept_copy(&data, &kept[1]),
+            Err(DataDirError::Newest { .. })
+        ));
+        assert!(matches!(
+            remove_kept_copy(&data, &root.path().join("other")),
+            Err(DataDirError::NotKept { .. })
+        ));
+        remove_kept_copy(&data, &kept[0]).expect("remove the older");
+        assert!(!kept[0].exists() && kept[1].exists());
     }
 
     #[test]

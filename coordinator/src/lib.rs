@@ -21,6 +21,7 @@
 pub mod agents;
 pub mod backup;
 pub mod cli;
+pub mod drill;
 pub mod duration;
 pub mod exec;
 pub mod exit;

@@ -99,14 +99,16 @@ fn every_v1_record_reads_into_the_typed_operation() {
                 assert_eq!(op["recover"], args["recover"], "{id}");
                 assert_eq!(op["membership"], args["membership"], "{id}");
             }
-            Operation::Backup { .. } => panic!("{id}: v1 had no backup operation"),
+            Operation::Backup { .. } | Operation::Drill { .. } | Operation::Housekeeping { .. } => {
+                panic!("{id}: kinds newer than schema v1 cannot come from a v1 record")
+            }
         }
         kinds.insert(r.kind.as_str());
     }
-    // Every kind v1 had (serve's scheduled backup came with v2).
+    // Every kind schema v1 had (serve's backup, drill and housekeeping came with v2).
     let every: std::collections::BTreeSet<&str> = OpKind::ALL
         .into_iter()
-        .filter(|k| *k != OpKind::Backup)
+        .filter(|k| !matches!(k, OpKind::Backup | OpKind::Drill | OpKind::Housekeeping))
         .map(OpKind::as_str)
         .collect();
     assert_eq!(kinds, every, "the fixtures hold every kind");

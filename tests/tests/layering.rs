@@ -27,8 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["snapshot"],
     &["backup", "sandbox"],
     // Above backup: a snapshot before a disruptive step goes to the cluster's backup target.
-    &["exec"],
-    // `etcdops serve`: jobs run plans through the executor.
+    &["exec", "drill"],
+    // `etcdops serve`: jobs run plans through the executor, and drills.
     &["serve"],
     &["cli"],
 ];

@@ -70,6 +70,17 @@ fn load_swaps(state_dir: &Path) -> Vec<Swapped> {
     }
 }
 
+/// The kept copy the most recent swap into `data_dir` put aside (what a
+/// rollback of that restore puts back), with the restore's staged dir:
+/// housekeeping never removes it.
+pub fn latest_swap_kept(state_dir: &Path, data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    load_swaps(state_dir)
+        .into_iter()
+        .rev()
+        .find(|s| s.data_dir == data_dir)
+        .and_then(|s| s.previous_kept_as.map(|kept| (kept, s.staged_dir)))
+}
+
 fn save_swap(state_dir: &Path, swap: &Swapped) -> Result<(), RestoreError> {
     let mut swaps = load_swaps(state_dir);
     swaps.retain(|s| s.staged_dir != swap.staged_dir);
@@ -213,6 +224,43 @@ mod tests {
             RestoreError::InvalidField { field, .. } => field,
             other => panic!("not a field error: {other}"),
         }
+    }
+
+    #[test]
+    fn the_latest_swap_into_the_data_dir_names_the_copy_housekeeping_keeps() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let data = PathBuf::from("/d/default");
+        assert_eq!(latest_swap_kept(state.path(), &data), None);
+        for (op, kept) in [
+            ("op-1", "/d/default.pre-restore-20261201T000000Z"),
+            ("op-2", "/d/default.pre-restore-20261202T000000Z"),
+        ] {
+            save_swap(
+                state.path(),
+                &Swapped {
+                    staged_dir: PathBuf::from(format!("/d/default.restore-{op}")),
+                    data_dir: data.clone(),
+                    previous_kept_as: Some(PathBuf::from(kept)),
+                },
+            )
+            .expect("save");
+        }
+        save_swap(
+            state.path(),
+            &Swapped {
+                staged_dir: PathBuf::from("/e/other.restore-op-3"),
+                data_dir: PathBuf::from("/e/other"),
+                previous_kept_as: None,
+            },
+        )
+        .expect("save");
+        assert_eq!(
+            latest_swap_kept(state.path(), &data),
+            Some((
+                PathBuf::from("/d/default.pre-restore-20261202T000000Z"),
+                PathBuf::from("/d/default.restore-op-2")
+            ))
+        );
     }
 
     #[test]

@@ -79,6 +79,9 @@ fenced_request!(pb::DisarmAlarmsRequest, |r| json!({
     "alarms": r.alarms.iter().map(|a| json!({"member_id": format!("{:016x}", a.member_id), "kind": a.kind})).collect::<Vec<_>>()
 }));
 fenced_request!(pb::WriteProbeRequest, |r| json!({"timeout_ms": r.timeout_ms}));
+fenced_request!(pb::PruneKeptCopiesRequest, |r| json!({
+    "keep": r.keep, "max_age_secs": r.max_age_secs, "protect": r.protect, "dry_run": r.dry_run
+}));
 fenced_request!(pb::AddMemberRequest, |r| json!({
     "peer_urls": r.peer_urls, "is_learner": r.is_learner, "timeout_ms": r.timeout_ms
 }));

@@ -57,6 +57,7 @@ pub const REQUIRED: &[(&str, Access, bool)] = &[
     ("StageRestore", Access::Operator, true),
     ("SwapInRestore", Access::Operator, true),
     ("RollBackRestore", Access::Operator, true),
+    ("PruneKeptCopies", Access::Operator, true),
     // The audit trail names operators and what they did: operators only.
     ("GetAudit", Access::Operator, false),
 ];

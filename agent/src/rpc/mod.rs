@@ -15,6 +15,7 @@ mod disk;
 mod fence;
 mod health;
 mod host_files;
+mod housekeeping;
 mod maintenance;
 mod membership;
 mod restore;
@@ -217,6 +218,24 @@ impl Agent for AgentService {
             .counted(
                 "SetEtcdEnv",
                 fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
+            )
+            .await;
+        audit.finish(&result);
+        result.map(Response::new)
+    }
+
+    async fn prune_kept_copies(
+        &self,
+        request: Request<pb::PruneKeptCopiesRequest>,
+    ) -> Result<Response<pb::PruneKeptCopiesResponse>, Status> {
+        let (caller, r) = caller_and(request);
+        let audit = self.audited("PruneKeptCopies", caller, &r);
+        let fence = r.fence.clone();
+        let act = housekeeping::prune_kept_copies(&self.state, r);
+        let result = self
+            .counted(
+                "PruneKeptCopies",
+                fence::fenced(&self.state, "PruneKeptCopies", fence.as_ref(), act),
             )
             .await;
         audit.finish(&result);

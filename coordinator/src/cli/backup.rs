@@ -50,6 +50,9 @@ pub enum BackupCommand {
     /// Delete the backups the retention policy does not keep.
     #[command(after_help = "Examples:\n  etcdops backup prune --dry-run\n  etcdops backup prune -w json")]
     Prune(PruneArgs),
+    /// Restore a backup into a throwaway etcd and compare its figures (a restore drill).
+    #[command(after_help = crate::cli::drill::AFTER_HELP)]
+    Drill(crate::cli::drill::DrillArgs),
 }
 
 const RUN_HELP: &str = "Examples:\n  etcdops backup run\n  etcdops --cluster prod-a backup run --member etcd2 --no-prune\n  \
@@ -130,6 +133,7 @@ pub(crate) async fn run(
             crate::cli::emit(out, global.write_out, &report, report::render_list)?;
             Ok(ExitStatus::Ok)
         }
+        BackupCommand::Drill(args) => crate::cli::drill::run(global, args, out).await,
         BackupCommand::Prune(args) => {
             let cluster = cluster(global)?;
             let (setup, target) = open(global, &cluster, &args.target)?;

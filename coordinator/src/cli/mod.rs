@@ -11,10 +11,12 @@ mod backup;
 mod certs;
 mod check;
 mod clusters;
+mod drill;
 mod failure;
 mod fleet_import;
 mod generate;
 mod health;
+mod housekeeping;
 mod maintain;
 mod member;
 mod op;
@@ -222,6 +224,10 @@ pub enum Command {
     #[command(long_about = restore::ABOUT, after_help = restore::AFTER_HELP)]
     Restore(restore::RestoreCmdArgs),
 
+    /// Prune kept data dir copies on every member and stale downloaded backups (journaled, fenced).
+    #[command(after_help = housekeeping::AFTER_HELP)]
+    Housekeeping(housekeeping::HousekeepingArgs),
+
     /// The fleet file: `import` writes it from an Ansible inventory.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -372,6 +378,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Alarm(command) => maintain::alarm(global, command, out).await,
         Command::Recover(command) => recover::run(global, command, out).await,
         Command::Restore(args) => restore::run(global, args, out).await,
+        Command::Housekeeping(args) => housekeeping::run(global, args, out).await,
         Command::Fleet(FleetCommand::Import(args)) => fleet_import::import(global, args, out),
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
@@ -397,13 +404,14 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",
         Command::Snapshot(_) => "snapshot",
-        Command::Backup(_) => "backup run|prune",
+        Command::Backup(_) => "backup run|prune|drill",
         Command::Defrag(_) => "defrag",
         Command::Restart(_) => "restart",
         Command::Compact(_) => "compact",
         Command::Alarm(_) => "alarm",
         Command::Recover(_) => "recover",
         Command::Restore(_) => "restore",
+        Command::Housekeeping(_) => "housekeeping",
         Command::Op(_) => "op show|resume|abort|prune",
         Command::Audit(_) => "audit show",
     })

@@ -20,6 +20,7 @@
 mod error;
 mod fanout;
 pub mod fence;
+pub mod housekeeping;
 mod member;
 mod recover;
 mod restore;

@@ -126,6 +126,40 @@ pub enum Operation {
         /// Where it goes, and once saved, what was stored.
         snapshot: PreSnapshot,
     },
+    /// `etcdops backup drill`: a backup restored into a throwaway etcd and
+    /// checked (a read of the backup: no fence). The outcome once it ran.
+    Drill {
+        /// The backup's name in its target, e.g. `prod-20261201T000000Z.db`.
+        backup: String,
+        /// The target's URL.
+        target: String,
+        /// The figures compared, once the drill ran.
+        #[serde(default)]
+        outcome: Option<DrillOutcome>,
+    },
+    /// `etcdops housekeeping`: kept data dir copies pruned on every member
+    /// by a count and an age, stale downloaded backups removed (fenced).
+    Housekeeping {
+        /// `--keep`: keep the newest this many copies.
+        keep: Option<u32>,
+        /// `--max-age` in seconds: keep copies younger than this.
+        max_age_secs: Option<u64>,
+        /// `--dry-run`: say what would be removed, remove nothing.
+        dry_run: bool,
+    },
+}
+
+/// What a restore drill found: pass or fail, and the figures it compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillOutcome {
+    pub passed: bool,
+    /// The restored etcd's revision, live key count and HashKV.
+    pub revision: i64,
+    pub keys: u64,
+    pub hash_kv: u32,
+    /// Each comparison that failed, naming both figures.
+    pub mismatches: Vec<String>,
 }
 
 impl Operation {
@@ -145,6 +179,8 @@ impl Operation {
             Operation::RestoreRollback { .. } => OpKind::RestoreRollback,
             Operation::RecoverQuorum { .. } => OpKind::RecoverQuorum,
             Operation::Backup { .. } => OpKind::Backup,
+            Operation::Drill { .. } => OpKind::Drill,
+            Operation::Housekeeping { .. } => OpKind::Housekeeping,
         }
     }
 
@@ -354,6 +390,21 @@ mod tests {
                 snapshot: PreSnapshot::to(Some(SnapshotTo::Backup {
                     url: "file:///var/backups/etcd".into(),
                 })),
+            Operation::Drill {
+                backup: "c-20261201T000000Z.db".into(),
+                target: "file:///b".into(),
+                outcome: Some(DrillOutcome {
+                    passed: false,
+                    revision: 7,
+                    keys: 3,
+                    hash_kv: 42,
+                    mismatches: vec!["revision: sidecar 8, restored 7".into()],
+                }),
+            },
+            Operation::Housekeeping {
+                keep: Some(1),
+                max_age_secs: None,
+                dry_run: true,
             },
         ];
         for op in ops {

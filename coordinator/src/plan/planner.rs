@@ -39,6 +39,8 @@ pub enum OpKind {
     RecoverQuorum,
     /// A scheduled backup of `etcdops serve` (issue 15).
     Backup,
+    Drill,
+    Housekeeping,
 }
 
 impl OpKind {
@@ -57,11 +59,13 @@ impl OpKind {
             OpKind::RestoreRollback => "restore-rollback",
             OpKind::RecoverQuorum => "recover-quorum",
             OpKind::Backup => "backup",
+            OpKind::Drill => "drill",
+            OpKind::Housekeeping => "housekeeping",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 13] = [
+    pub const ALL: [OpKind; 15] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -75,6 +79,8 @@ impl OpKind {
         OpKind::RestoreRollback,
         OpKind::RecoverQuorum,
         OpKind::Backup,
+        OpKind::Drill,
+        OpKind::Housekeeping,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {

@@ -255,7 +255,7 @@ impl Counter {
 
 /// CRC-32C (Castagnoli), as Go's `crc32.MakeTable(crc32.Castagnoli)`, slice-by-8.
 #[derive(Debug, Default, Clone, Copy)]
-struct Crc32c(u32);
+pub(crate) struct Crc32c(u32);
 
 const CRC32C_POLY: u32 = 0x82F6_3B78;
 static CRC32C_TABLES: [[u32; 256]; 8] = crc32c_tables();
@@ -291,7 +291,7 @@ const fn crc32c_tables() -> [[u32; 256]; 8] {
 }
 
 impl Crc32c {
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         let t = &CRC32C_TABLES;
         let mut crc = !self.0;
         let mut chunks = bytes.chunks_exact(8);
@@ -313,7 +313,7 @@ impl Crc32c {
         self.0 = !crc;
     }
 
-    fn value(self) -> u32 {
+    pub(crate) fn value(self) -> u32 {
         self.0
     }
 }

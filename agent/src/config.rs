@@ -660,7 +660,10 @@ endpoint = "http://127.0.0.1:2379"
         assert!(!c.to_toml().contains("[telemetry]"), "{}", c.to_toml());
         let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
         let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
-        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
         assert_eq!(
             AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
             c
@@ -668,7 +671,8 @@ endpoint = "http://127.0.0.1:2379"
         let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"collector:4317\"\n");
         let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("no scheme");
         assert!(
-            matches!(err, ConfigError::OtlpEndpoint { .. }) && err.to_string().contains("telemetry.otlp_endpoint"),
+            matches!(err, ConfigError::OtlpEndpoint { .. })
+                && err.to_string().contains("telemetry.otlp_endpoint"),
             "{err}"
         );
         let text = format!("{MINIMAL}\n[telemetry]\nendpoint = \"http://x:1\"\n");

@@ -30,16 +30,16 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use opentelemetry_sdk::Resource;
 use tonic::codegen::http;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 /// `service.name` unless `OTEL_SERVICE_NAME` (or `OTEL_RESOURCE_ATTRIBUTES`) names one.
 pub const SERVICE_NAME: &str = "etcdops-agent";
@@ -52,7 +52,9 @@ const SCOPE: &str = "etcdops-agent";
 pub enum TelemetryError {
     #[error("cannot start the trace exporter's runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot set up the OTLP trace exporter to {endpoint}: {reason} (see OTEL_EXPORTER_OTLP_*ENDPOINT or [telemetry] otlp_endpoint)")]
+    #[error(
+        "cannot set up the OTLP trace exporter to {endpoint}: {reason} (see OTEL_EXPORTER_OTLP_*ENDPOINT or [telemetry] otlp_endpoint)"
+    )]
     Exporter { endpoint: String, reason: String },
 }
 
@@ -118,7 +120,10 @@ impl Telemetry {
             resource = resource.with_service_name(SERVICE_NAME);
         }
         let resource = resource
-            .with_attribute(opentelemetry::KeyValue::new("service.instance.id", instance.to_string()))
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.instance.id",
+                instance.to_string(),
+            ))
             .build();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)

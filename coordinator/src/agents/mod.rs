@@ -195,7 +195,10 @@ impl Agents {
 
     async fn connect_until(&self, member: &Member, deadline: Instant) -> Result<Client, AgentError> {
         let Some(cache) = &self.channels else {
-            return Ok(AgentClient::with_interceptor(self.connect_channel(member, deadline).await?, TraceContext));
+            return Ok(AgentClient::with_interceptor(
+                self.connect_channel(member, deadline).await?,
+                TraceContext,
+            ));
         };
         let asked = Instant::now();
         let slot = cache.slot(&member.agent);
@@ -255,7 +258,8 @@ impl Agents {
         for (index, member) in members.iter().enumerate() {
             let (agents, member, call) = (self.clone(), member.clone(), call.clone());
             let span = tracing::info_span!("agent call", otel.kind = "client", member = %member.name, agent = %member.agent);
-            let handle = tasks.spawn(async move { (index, agents.call_one(&member, call).await) }.instrument(span));
+            let handle =
+                tasks.spawn(async move { (index, agents.call_one(&member, call).await) }.instrument(span));
             index_of.insert(handle.id(), index);
         }
         let mut replies: Vec<Option<Reply<T>>> = members.iter().map(|_| None).collect();

@@ -37,11 +37,11 @@ use tracing::Instrument;
 pub use self::error::{Retry, StepError};
 use self::fence::FenceError;
 use crate::agents::{AgentErrorKind, Agents, Client};
-use crate::{observe, telemetry};
 use crate::plan::planner::{Plan, transfer_target};
 use crate::plan::safety::{self, Finding, Tolerate};
 use crate::plan::step::{MemberStep, RollingStep, StepKind};
 use crate::plan::view::{ClusterView, MemberView};
+use crate::{observe, telemetry};
 use std::path::PathBuf;
 use std::sync::Mutex;
 

@@ -228,13 +228,11 @@ struct OnOwnRuntime {
 }
 
 impl SpanExporter for OnOwnRuntime {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        async move {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                self.inner.export(batch).await
-            } else {
-                self.runtime.block_on(self.inner.export(batch))
-            }
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.export(batch).await
+        } else {
+            self.runtime.block_on(self.inner.export(batch))
         }
     }
 

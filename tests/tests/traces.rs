@@ -10,124 +10,15 @@
 //! and a dead receiver fails nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use etcdops_tests::otlp::{OtlpReceiver, Received, SpanKind};
 use etcdops_tests::{Cluster, bins};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-
-/// One span as received, with the resource that exported it.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    instance: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    name: String,
-    kind: SpanKind,
-}
-
-/// The receiver: keeps every span it is sent.
-#[derive(Debug, Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().expect("spans");
-        for resource_spans in request.into_inner().resource_spans {
-            let attribute = |key: &str| {
-                resource_spans
-                    .resource
-                    .as_ref()
-                    .and_then(|r| r.attributes.iter().find(|a| a.key == key))
-                    .and_then(|a| a.value.as_ref())
-                    .and_then(|v| match &v.value {
-                        Some(Value::StringValue(s)) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default()
-            };
-            let (service, instance) = (attribute("service.name"), attribute("service.instance.id"));
-            for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-                spans.push(Received {
-                    service: service.clone(),
-                    instance: instance.clone(),
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent_span_id: hex(&span.parent_span_id),
-                    name: span.name.clone(),
-                    kind: span.kind(),
-                });
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Receiver {
-    fn snapshot(&self) -> Vec<Received> {
-        self.spans.lock().expect("spans").clone()
-    }
-
-    /// Waits until `done` holds for the spans received (the agents export
-    /// every few seconds), or panics with what arrived.
-    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let spans = self.snapshot();
-            if done(&spans) {
-                return spans;
-            }
-            if Instant::now() > deadline {
-                let summary: Vec<String> = spans
-                    .iter()
-                    .map(|s| format!("{}/{} {} {}", s.service, s.instance, s.trace_id, s.name))
-                    .collect();
-                panic!("no {what} within {timeout:?}; received:\n{}", summary.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
 
 #[test]
 fn a_rolling_defrag_is_one_trace_across_the_coordinator_and_every_agent() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let receiver = Receiver::default();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind the receiver");
-    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
-    let service = TraceServiceServer::new(receiver.clone());
-    runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream_incoming(listener)),
-    );
+    let receiver = OtlpReceiver::start();
+    let endpoint = receiver.endpoint().to_string();
 
     let mut cluster = Cluster::builder()
         .members(3)
@@ -322,9 +213,4 @@ fn agent_log(cluster: &Cluster, i: usize) -> String {
         }
     }
     plain
-}
-
-/// The listener as tonic's incoming stream.
-fn tokio_stream_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
 }

@@ -121,7 +121,12 @@ impl OtlpReceiver {
 
     /// Waits until `done` holds for the spans received (the agents export
     /// every few seconds), or panics with what arrived.
-    pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
             let spans = self.snapshot();
@@ -139,4 +144,3 @@ impl OtlpReceiver {
         }
     }
 }
-

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every bench binary, by name.
-const BENCHES: [(&str, &str); 6] = [
+const BENCHES: [(&str, &str); 7] = [
     ("bench-snapshot", env!("CARGO_BIN_EXE_bench-snapshot")),
     ("bench-rolling", env!("CARGO_BIN_EXE_bench-rolling")),
     ("bench-replace", env!("CARGO_BIN_EXE_bench-replace")),

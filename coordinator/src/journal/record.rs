@@ -64,8 +64,9 @@ pub struct StepRecord {
     pub detail: Option<String>,
     /// The distributed trace of its latest attempt (32 hex digits), when
     /// traces were exported (`OTEL_EXPORTER_OTLP_ENDPOINT`); the agents' log
-    /// lines of the step carry the same ID. Absent in older records.
-    #[serde(default)]
+    /// lines of the step carry the same ID. Left out (JSON and journal)
+    /// when there is none, as in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
 

@@ -72,11 +72,7 @@ fn main() -> ExitCode {
         let started = Instant::now();
         let out = cmd.output().expect("running etcdops");
         let took = started.elapsed().as_secs_f64() * 1000.0;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         took
     };
     // One unmeasured round: page cache, connections.

@@ -173,7 +173,11 @@ pub fn init(telemetry: Option<&Telemetry>) {
             .with_filter(Targets::new().with_target("etcdops_agent", tracing::Level::INFO))
     });
     // Already set (tests running several agents in one process) is fine.
-    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    // Without an exporter the subscriber is the logs alone (no layer at all).
+    let _ = match traces {
+        Some(traces) => tracing_subscriber::registry().with(logs).with(traces).try_init(),
+        None => tracing_subscriber::registry().with(logs).try_init(),
+    };
 }
 
 /// The span an RPC runs in (tonic's `Server::trace_fn`): named after the

@@ -102,11 +102,12 @@ pub fn init(log_filter: EnvFilter) {
                 .with_target("etcdops_certs", tracing::Level::INFO),
         )
     });
-    if tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .is_err()
+    // Without an exporter the subscriber is the logs alone (no layer at all).
+    let installed = match traces {
+        Some(traces) => tracing_subscriber::registry().with(logs).with(traces).try_init(),
+        None => tracing_subscriber::registry().with(logs).try_init(),
+    };
+    if installed.is_err()
         && let Some(started) = export.take()
     {
         // Another subscriber was first: this exporter would get nothing.

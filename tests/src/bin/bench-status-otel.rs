@@ -18,7 +18,7 @@ over TLS, each member supervised by a real etcdops-agent, process backend,
 on free 127.x.y.11-13 addresses, the periodic disk probe off; the agents
 export no traces) and an in-process OTLP receiver. After one unmeasured
 round it runs `etcdops status -w json` --runs times in each mode,
-alternating: without any OTEL variable; with OTEL_EXPORTER_OTLP_ENDPOINT set
+the modes taking turns to go first: without any OTEL variable; with OTEL_EXPORTER_OTLP_ENDPOINT set
 to the receiver (spans exported and flushed before exit); and, with
 --baseline-cli, that binary (e.g. built before traces existed). It prints
 min/median/max per mode. Every cluster it starts is stopped when it ends,
@@ -79,11 +79,15 @@ fn main() -> ExitCode {
     time(&bins.cli, false);
     time(&bins.cli, true);
     let (mut off, mut on, mut base) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..opts.runs {
-        off.push(time(&bins.cli, false));
-        on.push(time(&bins.cli, true));
-        if let Some(cli) = &opts.baseline_cli {
-            base.push(time(cli, false));
+    // The modes take turns going first, so load drifts spread over all of them.
+    for run in 0..opts.runs {
+        for mode in (0..3).map(|m| (m + run) % 3) {
+            match (mode, &opts.baseline_cli) {
+                (0, _) => off.push(time(&bins.cli, false)),
+                (1, _) => on.push(time(&bins.cli, true)),
+                (_, Some(cli)) => base.push(time(cli, false)),
+                (_, None) => {}
+            }
         }
     }
     let exported = receiver

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// etcdops-agent: the etcdops host agent.
 ///
@@ -62,11 +61,10 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     etcdops_certs::install_crypto_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    if args.command.is_some() || args.check_config.is_some() {
+        crate::telemetry::init(None);
+    }
     if let Some(Command::ProbeDisk(probe)) = &args.command {
         return crate::disk::cli::run(probe);
     }
@@ -79,8 +77,8 @@ pub fn main() -> ExitCode {
     // The same checks as --check-config, before anything is bound: a host
     // not ready for the agent is one line in the journal and in systemd's
     // STATUS=, and an exit status the unit does not restart on.
-    let config = match crate::preflight::check(&args.config) {
-        Ok(checked) => checked.config,
+    let checked = match crate::preflight::check(&args.config) {
+        Ok(checked) => checked,
         Err(e) => {
             let line = e.one_line();
             eprintln!("error: {line}");
@@ -88,6 +86,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    let config = checked.config;
+    // Traces only with an OTLP endpoint (OTEL_* or [telemetry]); a broken one stops nothing.
+    let telemetry = match crate::telemetry::Telemetry::start(
+        config.telemetry.otlp_endpoint.as_deref(),
+        &checked.identity.name,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warning: {e}; running without traces");
+            None
+        }
+    };
+    crate::telemetry::init(telemetry.as_ref());
+    if let Some(t) = &telemetry {
+        tracing::info!(endpoint = %t.endpoint(), "exporting trace spans (OTLP)");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // etcd-client's futures nest deeply; debug builds overflowed 2 MiB on Compact.
@@ -101,7 +115,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::run(config, shutdown_signal())) {
+    let served = runtime.block_on(crate::server::run(config, shutdown_signal()));
+    drop(runtime);
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let line = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");

@@ -43,6 +43,8 @@
 //! # path = "/var/lib/etcdops-agent/audit.jsonl"  # default: audit.jsonl in state_dir
 //! # max_bytes = 16777216               # rotate past 16 MiB
 //! # keep = 10                          # rotated files kept (audit.jsonl.1 .. .10)
+//! [telemetry]                          # optional: distributed traces (OTLP over gRPC)
+//! # otlp_endpoint = "http://198.18.0.2:4317"  # used when no OTEL_EXPORTER_OTLP_*ENDPOINT is set; default: off
 //! ```
 
 use std::net::SocketAddr;
@@ -85,6 +87,9 @@ pub struct AgentConfig {
     /// The audit trail's file and rotation.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Distributed traces (see [`crate::telemetry`]).
+    #[serde(default, skip_serializing_if = "TelemetryConfig::is_empty")]
+    pub telemetry: TelemetryConfig,
 }
 
 /// The audit trail (see `crate::audit`).
@@ -136,6 +141,26 @@ impl AuditConfig {
             max_bytes: self.max_bytes.max(4096),
             keep: self.keep,
         }
+    }
+}
+
+
+/// Where the agent exports its trace spans (OpenTelemetry, OTLP over gRPC).
+/// The standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// variables win over this file; with neither, no exporter runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC receiver (a collector), e.g. `http://198.18.0.2:4317`
+    /// (`https://` verified against the system's roots). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Nothing set (the section is left out when written).
+    pub fn is_empty(&self) -> bool {
+        self.otlp_endpoint.is_none()
     }
 }
 
@@ -404,6 +429,11 @@ pub enum ConfigError {
          gracefully before it is killed; default {DEFAULT_STOP_TIMEOUT_SECS})"
     )]
     StopTimeout { path: PathBuf },
+    #[error(
+        "invalid agent config {path}: telemetry.otlp_endpoint {url:?} must be an http:// or https:// URL with a host and port \
+         (an OTLP/gRPC receiver, e.g. http://collector:4317)"
+    )]
+    OtlpEndpoint { path: PathBuf, url: String },
 }
 
 impl AgentConfig {
@@ -449,6 +479,14 @@ impl AgentConfig {
         if config.unit.stop_timeout_secs == 0 {
             return Err(ConfigError::StopTimeout {
                 path: path.to_path_buf(),
+            });
+        }
+        if let Some(url) = &config.telemetry.otlp_endpoint
+            && !valid_metrics_url(url)
+        {
+            return Err(ConfigError::OtlpEndpoint {
+                path: path.to_path_buf(),
+                url: url.clone(),
             });
         }
         Ok(config)
@@ -673,5 +711,32 @@ endpoint = "http://127.0.0.1:2379"
                 && err.to_string().contains("unit.stop_timeout_secs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn telemetry_is_optional_and_its_endpoint_a_url() {
+        let c = AgentConfig::parse(Path::new("a.toml"), MINIMAL).expect("parse");
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        assert!(!c.to_toml().contains("[telemetry]"), "{}", c.to_toml());
+        let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
+        let c = AgentConfig::parse(Path::new("a.toml"), &text).expect("parse");
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(
+            AgentConfig::parse(Path::new("a.toml"), &c.to_toml()).expect("round trip"),
+            c
+        );
+        let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"collector:4317\"\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("no scheme");
+        assert!(
+            matches!(err, ConfigError::OtlpEndpoint { .. })
+                && err.to_string().contains("telemetry.otlp_endpoint"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}\n[telemetry]\nendpoint = \"http://x:1\"\n");
+        let err = AgentConfig::parse(Path::new("a.toml"), &text).expect_err("unknown key");
+        assert!(err.to_string().contains("endpoint"), "{err}");
     }
 }

@@ -719,6 +719,7 @@ impl LocalMember {
 
     /// Defragments the local member's backend; sizes from its status before
     /// and after.
+    #[tracing::instrument(name = "etcd.defragment", skip_all)]
     pub async fn defragment(&self, timeout: Duration) -> Result<Defragmented, EtcdError> {
         self.bounded(timeout, async {
             let before = self.brief_status(timeout).await?;
@@ -740,6 +741,7 @@ impl LocalMember {
     }
 
     /// etcd's HashKV up to `revision` (0: the newest).
+    #[tracing::instrument(name = "etcd.hash_kv", skip_all, fields(revision))]
     pub async fn hash_kv(&self, revision: i64, timeout: Duration) -> Result<HashKv, EtcdError> {
         self.bounded(timeout, async {
             match self.client().await?.maintenance_client().hash_kv(revision).await {
@@ -765,6 +767,7 @@ impl LocalMember {
 
     /// Compacts the key history up to `revision` (cluster-wide). `Ok(true)`
     /// when it was already compacted at or past it.
+    #[tracing::instrument(name = "etcd.compact", skip_all, fields(revision, physical))]
     pub async fn compact(&self, revision: i64, physical: bool, timeout: Duration) -> Result<bool, EtcdError> {
         self.bounded(timeout, async {
             let options = physical.then(|| etcd_client::CompactionOptions::new().with_physical());
@@ -791,6 +794,7 @@ impl LocalMember {
 
     /// Moves raft leadership from the local member (which must lead) to
     /// `target`; nothing to do when the target leads already.
+    #[tracing::instrument(name = "etcd.move_leader", skip_all, fields(to = %format!("{target:016x}")))]
     pub async fn move_leader(&self, target: u64, timeout: Duration) -> Result<LeaderMoved, EtcdError> {
         self.bounded(timeout, async {
             let before = self.brief_status(timeout).await?;
@@ -869,6 +873,7 @@ impl LocalMember {
     }
 
     /// Disarms one alarm (kind "NOSPACE" or "CORRUPT").
+    #[tracing::instrument(name = "etcd.alarm_disarm", skip_all)]
     pub async fn disarm(&self, alarm: &AlarmInfo, timeout: Duration) -> Result<(), EtcdError> {
         let kind = match alarm.kind.as_str() {
             "NOSPACE" => AlarmType::Nospace,
@@ -948,6 +953,7 @@ impl LocalMember {
     /// Adds a member with `peer_urls` (a learner when `learner`): one
     /// attempt; refusals are [`EtcdError::MemberRefused`] (retries are the
     /// caller's), "too many learners" names the learner.
+    #[tracing::instrument(name = "etcd.member_add", skip_all)]
     pub async fn member_add(
         &self,
         peer_urls: &[String],
@@ -1003,6 +1009,7 @@ impl LocalMember {
     }
 
     /// Removes member `id`: one attempt (see [`LocalMember::member_add`]).
+    #[tracing::instrument(name = "etcd.member_remove", skip_all, fields(id = %format!("{id:016x}")))]
     pub async fn member_remove(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
         self.bounded(timeout, async {
             let resp = self
@@ -1021,6 +1028,7 @@ impl LocalMember {
     }
 
     /// Promotes learner `id` to a voter: one attempt (see [`LocalMember::member_add`]).
+    #[tracing::instrument(name = "etcd.member_promote", skip_all, fields(id = %format!("{id:016x}")))]
     pub async fn member_promote(&self, id: u64, timeout: Duration) -> Result<MembershipChange, EtcdError> {
         self.bounded(timeout, async {
             let resp = self
@@ -1110,6 +1118,7 @@ impl LocalMember {
     /// The snapshot gets a connection of its own with large HTTP/2 windows:
     /// with the 64 KiB default, flow control, not the disk or the network,
     /// bounds the transfer.
+    #[tracing::instrument(name = "etcd.snapshot", skip_all)]
     pub async fn snapshot(&self, timeout: Duration) -> Result<SnapshotReader, EtcdError> {
         self.bounded(timeout, async {
             let call = |message: String| EtcdError::Call {

@@ -16,6 +16,7 @@
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`preflight`]: the checks before the agent starts (`--check-config`): config, TLS files, writable paths.
 //! - [`server`]: start-up and shutdown.
+//! - [`telemetry`]: logs and distributed traces (OpenTelemetry, the span of every RPC).
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, the watchdog) and the one way to start a child process.
 
 #![forbid(unsafe_code)]
@@ -38,4 +39,5 @@ pub mod rpc;
 pub mod server;
 pub mod state;
 pub mod statefile;
+pub mod telemetry;
 pub mod unit;

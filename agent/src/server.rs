@@ -103,6 +103,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         // does the same for snapshot downloads).
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
+        // Every RPC in a span continuing the caller's trace (its trace ID in every log line).
+        .trace_fn(crate::telemetry::rpc_span)
         .add_service(rpc::service(state.clone(), audit));
     // The server task holds `alive` while it runs: the watchdog stops
     // pinging once it has ended.

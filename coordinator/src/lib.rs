@@ -12,6 +12,7 @@
 //! - [`backup`]: backup sets in a directory or S3 bucket, listing and retention.
 //! - [`sandbox`]: `etcdops sandbox up|down`, and the local-cluster layout the test harness shares.
 //! - [`serve`]: `etcdops serve`, the scheduler: config, schedules, jobs, `/metrics`.
+//! - [`telemetry`]: logs and distributed traces (OpenTelemetry; the trace context of agent calls).
 //! - [`exit`]: the process exit codes.
 //! - [`duration`]: humane durations on the command line (`5s`, `500ms`).
 //! - [`units`]: byte sizes for people (`255 MB`), as etcdctl prints them.
@@ -33,6 +34,7 @@ pub mod plan;
 pub mod sandbox;
 pub mod serve;
 pub mod snapshot;
+pub mod telemetry;
 pub mod units;
 
 pub use exit::ExitStatus;

@@ -21,6 +21,7 @@ pub mod ansible;
 pub mod bench;
 pub mod loadgen;
 pub mod nspawn;
+pub mod otlp;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

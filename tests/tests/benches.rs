@@ -11,13 +11,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every bench binary, by name.
-const BENCHES: [(&str, &str); 6] = [
+const BENCHES: [(&str, &str); 7] = [
     ("bench-snapshot", env!("CARGO_BIN_EXE_bench-snapshot")),
     ("bench-rolling", env!("CARGO_BIN_EXE_bench-rolling")),
     ("bench-replace", env!("CARGO_BIN_EXE_bench-replace")),
     ("bench-restore", env!("CARGO_BIN_EXE_bench-restore")),
     ("bench-fleet", env!("CARGO_BIN_EXE_bench-fleet")),
     ("bench-status-tls", env!("CARGO_BIN_EXE_bench-status-tls")),
+    ("bench-status-otel", env!("CARGO_BIN_EXE_bench-status-otel")),
 ];
 
 /// A process that names `marker` in its command line or environment.
@@ -184,8 +185,8 @@ fn every_bench_answers_help_without_starting_anything() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains(&format!("Usage: {name}")), "{name}: {stdout}");
-        // bench-fleet and bench-status-tls write no data: no --mb.
-        let options: &[&str] = if name == "bench-fleet" || name == "bench-status-tls" {
+        // bench-fleet and bench-status-tls/-otel write no data: no --mb.
+        let options: &[&str] = if matches!(name, "bench-fleet" | "bench-status-tls" | "bench-status-otel") {
             &["--bin-dir", "--runs", "Example:"]
         } else {
             &["--bin-dir", "--mb", "--runs", "Example:"]

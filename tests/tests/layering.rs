@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 /// The coordinator's layers, lowest first: a module may import only
 /// modules of a strictly lower layer. A new top-level module gets a row here.
 const LAYERS: &[&[&str]] = &[
-    &["duration", "exit", "units"],
+    // telemetry: the subscriber and the trace context every agent call carries (agents use it).
+    &["duration", "exit", "units", "telemetry"],
     &["fleet"],
     &["plan", "agents"],
     &["journal", "observe"],

@@ -231,6 +231,7 @@ pub async fn version(tool: &Tool) -> Result<String, RestoreError> {
 }
 
 /// Runs `snapshot restore` with `args`; its output's tail in the error.
+#[tracing::instrument(name = "restore.tool", skip_all, fields(tool = %tool.path.display()))]
 pub async fn restore(tool: &Tool, args: &[OsString], timeout: Duration) -> Result<(), RestoreError> {
     let output = run(tool, args, timeout).await?;
     if output.status.success() {

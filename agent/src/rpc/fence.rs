@@ -167,10 +167,10 @@ where
     }
     let Some(key) = key else {
         // No step to deduplicate on: the work still runs to its end.
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let _writer = writer;
             work.await
-        });
+        }));
         return match tokio::time::timeout_at(deadline, task).await {
             Ok(joined) => joined.map_err(|e| Status::internal(format!("{method}: the work failed: {e}")))?,
             Err(_) => Err(late().await),
@@ -179,7 +179,8 @@ where
     let tx = state.fences.begin(key.clone());
     let running = tx.subscribe();
     let task_state = state.clone();
-    tokio::spawn(async move {
+    // The work outlives the call's answer, still in its span (trace, logs).
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         // Forgets the running call if the work panics.
         struct Abandon(Arc<AgentState>, Option<CallKey>);
         impl Drop for Abandon {
@@ -195,7 +196,7 @@ where
         task_state.fences.finish(key, outcome(&result), &tx).await;
         // Released only now: a retry waiting for the lock finds the record.
         drop(writer);
-    });
+    }));
     wait(method, running, deadline, late).await
 }
 

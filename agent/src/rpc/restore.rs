@@ -86,7 +86,9 @@ async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, RestoreError> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
+    // On its thread too, the work is in the RPC's span (its trace, its logs).
+    let span = tracing::info_span!("blocking", otel.name = what);
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| Status::internal(format!("{what}: {e}")))?
         .map_err(status)
@@ -110,6 +112,7 @@ async fn require_stopped(state: &AgentState, what: &'static str) -> Result<(), S
 
 /// StageRestore after the header: free space, the tool, the file (written
 /// and checked), the restore into `<data dir>.restore-<operation>`.
+#[tracing::instrument(name = "restore.stage", skip_all, fields(operation = %spec.operation_id))]
 pub async fn stage(
     state: Arc<AgentState>,
     spec: RestoreSpec,
@@ -262,6 +265,7 @@ async fn receive(
     written.map_err(status)
 }
 
+#[tracing::instrument(name = "restore.swap_in", skip_all)]
 pub async fn swap_in(
     state: &AgentState,
     request: pb::SwapInRestoreRequest,
@@ -283,6 +287,7 @@ pub async fn swap_in(
     })
 }
 
+#[tracing::instrument(name = "restore.roll_back", skip_all)]
 pub async fn roll_back(
     state: &AgentState,
     request: pb::RollBackRestoreRequest,

@@ -49,7 +49,7 @@ pub async fn save_snapshot(state: &AgentState, start_timeout: Duration) -> Resul
         "streaming a snapshot"
     );
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
-    tokio::spawn(pump(reader, header, tx));
+    tokio::spawn(tracing::Instrument::in_current_span(pump(reader, header, tx)));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 

@@ -246,6 +246,7 @@ impl UnitBackend for ProcessUnit {
         }
     }
 
+    #[tracing::instrument(name = "unit.start", skip_all, fields(backend = "process"))]
     async fn start(&self) -> Result<UnitInfo, UnitError> {
         let _guard = self.shared.op.lock().await;
         let running = matches!(
@@ -258,6 +259,7 @@ impl UnitBackend for ProcessUnit {
         Ok(self.info().await)
     }
 
+    #[tracing::instrument(name = "unit.stop", skip_all, fields(backend = "process", graceful_secs = graceful.as_secs()))]
     async fn stop(&self, graceful: Duration) -> Result<UnitInfo, UnitError> {
         let _guard = self.shared.op.lock().await;
         let pid = match *self.shared.phase.borrow() {

@@ -486,6 +486,7 @@ impl UnitBackend for SystemdUnit {
 
     /// Starts the unit; returns once systemd reports it active/running (for
     /// etcd.service, `Type=notify`: etcd is serving).
+    #[tracing::instrument(name = "unit.start", skip_all, fields(backend = "systemd"))]
     async fn start(&self) -> Result<UnitInfo, UnitError> {
         self.run_job(JobKind::Start, START_TIMEOUT).await
     }
@@ -493,6 +494,7 @@ impl UnitBackend for SystemdUnit {
     /// Stops the unit; when the stop job has not finished within
     /// `graceful` (systemd's own TimeoutStopSec may be longer), KillUnit
     /// SIGKILL ends it, and the same job is then awaited for [`KILL_WAIT`].
+    #[tracing::instrument(name = "unit.stop", skip_all, fields(backend = "systemd", graceful_secs = graceful.as_secs()))]
     async fn stop(&self, graceful: Duration) -> Result<UnitInfo, UnitError> {
         self.run_job(JobKind::Stop, graceful).await
     }

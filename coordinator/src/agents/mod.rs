@@ -17,6 +17,10 @@
 //! an agent wait for the one connect, and share its failure (a dead or
 //! blackholed agent costs one `--timeout`, not one per call). A later call
 //! after a failure connects again.
+//!
+//! Every client carries the [`TraceContext`] interceptor (the caller's trace
+//! in each call's metadata) and every fanned-out call runs in an `agent call`
+//! span, a child of the caller's.
 
 mod error;
 
@@ -31,12 +35,15 @@ use etcdops_proto::v1::{GetStatusRequest, GetStatusResponse, HealthRequest, Heal
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 pub use error::{AgentError, AgentErrorKind};
 use error::{chain_message, classify_connect, classify_status};
 
 use crate::fleet::{AgentUrl, Member};
+use crate::telemetry::TraceContext;
 
 /// How long one agent gets, connect and call together, unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,8 +56,8 @@ pub const MAX_AGENT_BUDGET_MS: u32 = 60_000;
 /// its real outcome (or the state its work is in), never our timeout.
 pub const CALL_MARGIN: Duration = Duration::from_secs(10);
 
-/// A connected agent client.
-pub type Client = AgentClient<Channel>;
+/// A connected agent client (its calls carry the caller's trace context).
+pub type Client = AgentClient<InterceptedService<Channel, TraceContext>>;
 
 /// Connects to agents with the coordinator's identity, each call bounded by a timeout.
 #[derive(Debug, Clone)]
@@ -201,7 +208,10 @@ impl Agents {
 
     async fn connect_until(&self, member: &Member, deadline: Instant) -> Result<Client, AgentError> {
         let Some(cache) = &self.channels else {
-            return Ok(AgentClient::new(self.connect_channel(member, deadline).await?));
+            return Ok(AgentClient::with_interceptor(
+                self.connect_channel(member, deadline).await?,
+                TraceContext,
+            ));
         };
         let asked = Instant::now();
         let slot = cache.slot(&member.agent);
@@ -212,7 +222,7 @@ impl Agents {
             ));
         };
         if let Some(channel) = &slot.channel {
-            return Ok(AgentClient::new(channel.clone()));
+            return Ok(AgentClient::with_interceptor(channel.clone(), TraceContext));
         }
         // A connect that failed while we waited for it is our answer too.
         if let Some((at, kind)) = &slot.failed
@@ -224,7 +234,7 @@ impl Agents {
             Ok(channel) => {
                 slot.channel = Some(channel.clone());
                 slot.failed = None;
-                Ok(AgentClient::new(channel))
+                Ok(AgentClient::with_interceptor(channel, TraceContext))
             }
             Err(e) => {
                 slot.failed = Some((Instant::now(), e.kind.clone()));
@@ -260,7 +270,9 @@ impl Agents {
         let mut index_of = HashMap::new();
         for (index, member) in members.iter().enumerate() {
             let (agents, member, call) = (self.clone(), member.clone(), call.clone());
-            let handle = tasks.spawn(async move { (index, agents.call_one(&member, call).await) });
+            let span = tracing::info_span!("agent call", otel.kind = "client", member = %member.name, agent = %member.agent);
+            let handle =
+                tasks.spawn(async move { (index, agents.call_one(&member, call).await) }.instrument(span));
             index_of.insert(handle.id(), index);
         }
         let mut replies: Vec<Option<Reply<T>>> = members.iter().map(|_| None).collect();

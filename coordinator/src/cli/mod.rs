@@ -99,7 +99,9 @@ Examples:
 
 Environment:
   ETCDOPS_FLEET  the fleet file, as --fleet
-  RUST_LOG       log filter (e.g. debug) when no -v is given; logs go to stderr";
+  RUST_LOG       log filter (e.g. debug) when no -v is given; logs go to stderr
+  OTEL_EXPORTER_OTLP_ENDPOINT  export traces (OTLP/gRPC, e.g. http://collector:4317) of
+                 the command, its steps and the agents' work; OTEL_SERVICE_NAME etc. apply";
 
 /// The end of `--help`: the fleet file, examples, environment and exit codes.
 fn after_long_help() -> String {
@@ -278,7 +280,10 @@ pub enum SandboxCommand {
 
 /// The binary's `main`: parses `std::env::args`, runs, returns the exit code.
 pub fn main() -> ExitCode {
-    run_with_args(std::env::args_os())
+    let code = run_with_args(std::env::args_os());
+    // The last spans (the command's own) go out before the process ends.
+    crate::telemetry::shutdown();
+    code
 }
 
 /// Runs `etcdops` with these arguments (the first is the program name),
@@ -309,11 +314,13 @@ where
         Err(e) => return print_clap_error(&e, out, err),
     };
     init_tracing(cli.global.verbose);
-    if tokio::runtime::Handle::try_current().is_ok() {
+    let status = if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| s.spawn(|| execute(&cli, out, err)).join()).unwrap_or(ExitStatus::Failed)
     } else {
         execute(&cli, out, err)
-    }
+    };
+    crate::telemetry::flush();
+    status
 }
 
 fn print_clap_error(e: &clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
@@ -356,6 +363,42 @@ fn execute(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
 /// Runs a parsed command: prints its report to `out` and says how to exit.
 /// Errors are returned for the caller to print (see [`failure`]).
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
+    use tracing::Instrument;
+    let name = command_name(&cli.command);
+    let span = tracing::info_span!("command", otel.name = %format!("etcdops {name}"), command = name);
+    run_command(cli, out).instrument(span).await
+}
+
+/// The command's name for its span: `defrag`, `op resume`, ...
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Status => "status",
+        Command::Health => "health",
+        Command::Member(MemberCommand::List) => "member list",
+        Command::Member(_) => "member",
+        Command::Check(_) => "check",
+        Command::Certs(_) => "certs",
+        Command::Snapshot(_) => "snapshot",
+        Command::Backup(_) => "backup",
+        Command::Defrag(_) => "defrag",
+        Command::Restart(_) => "restart",
+        Command::Compact(_) => "compact",
+        Command::Alarm(_) => "alarm",
+        Command::Recover(_) => "recover",
+        Command::Restore(_) => "restore",
+        Command::Fleet(_) => "fleet import",
+        Command::Op(op::OpCommand::List(_)) => "op list",
+        Command::Op(op::OpCommand::Show(_)) => "op show",
+        Command::Op(op::OpCommand::Resume(_)) => "op resume",
+        Command::Op(op::OpCommand::Abort(_)) => "op abort",
+        Command::Op(op::OpCommand::Prune(_)) => "op prune",
+        Command::Sandbox(_) => "sandbox",
+        Command::Completions(_) => "completions",
+        Command::GenerateManpages(_) => "generate-manpages",
+    }
+}
+
+async fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
     let global = &cli.global;
     if let Some(command) = one_cluster_only(&cli.command) {
         clusters::refuse_many(global, command)?;
@@ -454,7 +497,8 @@ pub(crate) fn emit<T: Serialize>(
     Ok(())
 }
 
-/// Logs to stderr: `-v` levels win over `RUST_LOG`; the default is warnings only.
+/// Logs to stderr: `-v` levels win over `RUST_LOG`; the default is warnings
+/// only. Traces with `OTEL_EXPORTER_OTLP_*ENDPOINT` (see [`crate::telemetry`]).
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let filter = match verbose {
@@ -464,11 +508,7 @@ fn init_tracing(verbose: u8) {
         _ => EnvFilter::new("trace"),
     };
     // Already initialised (a second run in the same process) is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    crate::telemetry::init(filter);
 }
 
 #[cfg(test)]

@@ -294,6 +294,7 @@ pub(crate) fn watch_ctrl_c(flag: Arc<AtomicBool>) {
         );
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("Ctrl-C again: quitting now; the operation stays `running` in the journal");
+            crate::telemetry::shutdown();
             std::process::exit(130);
         }
     });

@@ -33,15 +33,16 @@ use std::time::Duration;
 
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use self::error::{Retry, StepError};
 use self::fence::FenceError;
 use crate::agents::{AgentErrorKind, Agents, Client};
-use crate::observe;
 use crate::plan::planner::{Plan, transfer_target};
 use crate::plan::safety::{self, Finding, Tolerate};
 use crate::plan::step::{MemberStep, RollingStep, StepKind};
 use crate::plan::view::{ClusterView, MemberView};
+use crate::{observe, telemetry};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -306,8 +307,29 @@ impl Executor {
 
     /// Starts a new operation: checks the cluster, takes the fence, journals
     /// the plan and runs it. `args` are the command's options, kept in the
-    /// journal.
+    /// journal. All of it in the operation's span.
     pub async fn start(
+        &self,
+        plan: &Plan,
+        record: OperationRecord,
+        takeover: bool,
+    ) -> Result<OperationRecord, ExecError> {
+        let span = self.operation_span(&record);
+        self.start_in_span(plan, record, takeover).instrument(span).await
+    }
+
+    /// The span of an operation (a child of the command's): its kind, ID and cluster.
+    fn operation_span(&self, record: &OperationRecord) -> tracing::Span {
+        tracing::info_span!(
+            "operation",
+            otel.name = %format!("operation {}", record.kind),
+            op = %record.id,
+            kind = %record.kind,
+            cluster = %self.cluster.name,
+        )
+    }
+
+    async fn start_in_span(
         &self,
         plan: &Plan,
         record: OperationRecord,
@@ -357,6 +379,15 @@ impl Executor {
 
     /// Resumes a journaled operation from its first unfinished step.
     pub async fn resume(
+        &self,
+        record: OperationRecord,
+        takeover: bool,
+    ) -> Result<OperationRecord, ExecError> {
+        let span = self.operation_span(&record);
+        self.resume_in_span(record, takeover).instrument(span).await
+    }
+
+    async fn resume_in_span(
         &self,
         record: OperationRecord,
         takeover: bool,
@@ -462,7 +493,16 @@ impl Executor {
                 .unwrap_or_else(|| kind.default_timeout())
                 .max(Duration::from_secs(1));
             let deadline = Instant::now() + timeout;
-            let view = match self.pre_check(&kind).await {
+            // The step's span: its checks, its action on the agents and its
+            // wait; its trace ID goes in the step's journal record.
+            let step_span = tracing::info_span!(
+                "step",
+                otel.name = %format!("step {}", step.id),
+                step = %step.id,
+                number,
+                total,
+            );
+            let view = match self.pre_check(&kind).instrument(step_span.clone()).await {
                 Ok(view) => view,
                 Err(findings) => {
                     let reason = format!("the cluster is not safe for this step:\n{}", list(&findings));
@@ -481,22 +521,31 @@ impl Executor {
                 step.attempts + 1
             };
             record = self.journal.step_started(&record.id, &step.id)?;
+            if let Some(trace_id) = telemetry::trace_id(&step_span) {
+                record = self
+                    .journal
+                    .update(&record.id, |r| r.set_step_trace_id(&step.id, trace_id))?;
+            }
             let processed = processed(&record);
             let started = Instant::now();
             let step_fence = pb::Fence {
                 step: format!("{}#{attempt}", step.id),
                 ..fence.clone()
             };
-            let outcome = match self
-                .execute(&kind, &view, &step_fence, deadline, &processed)
-                .await
-            {
-                Ok(detail) if self.check_hashkv && kind.changes_a_member() => self
-                    .hashkv_after_step(deadline)
+            let outcome = async {
+                match self
+                    .execute(&kind, &view, &step_fence, deadline, &processed)
                     .await
-                    .map(|hashkv| format!("{detail}; {hashkv}")),
-                other => other,
-            };
+                {
+                    Ok(detail) if self.check_hashkv && kind.changes_a_member() => self
+                        .hashkv_after_step(deadline)
+                        .await
+                        .map(|hashkv| format!("{detail}; {hashkv}")),
+                    other => other,
+                }
+            }
+            .instrument(step_span.clone())
+            .await;
             match outcome {
                 Ok(detail) => {
                     let detail = format!("{detail}; step took {}", format_took(started.elapsed()));

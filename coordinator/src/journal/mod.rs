@@ -183,6 +183,8 @@ impl Journal {
             step.attempts = step.attempts.saturating_add(1);
             step.started_at_unix = Some(now);
             step.finished_at_unix = None;
+            // The new attempt's trace, if any, is set by the executor.
+            step.trace_id = None;
             Ok(())
         })
     }

@@ -67,6 +67,12 @@ pub struct StepRecord {
     pub attempts: u32,
     /// Its outcome, e.g. `db 251 MB -> 12 MB in 3.1 s`, or why it failed or was skipped.
     pub detail: Option<String>,
+    /// The distributed trace of its latest attempt (32 hex digits), when
+    /// traces were exported (`OTEL_EXPORTER_OTLP_ENDPOINT`); the agents' log
+    /// lines of the step carry the same ID. Left out (JSON and journal)
+    /// when there is none, as in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Where an operation stands.
@@ -166,11 +172,19 @@ impl StepRecord {
             finished_at_unix: None,
             attempts: 0,
             detail: None,
+            trace_id: None,
         }
     }
 }
 
 impl OperationRecord {
+    /// Records the trace of a step's attempt (nothing when there is no such step).
+    pub fn set_step_trace_id(&mut self, step_id: &str, trace_id: String) {
+        if let Some(step) = self.steps.iter_mut().find(|s| s.id == step_id) {
+            step.trace_id = Some(trace_id);
+        }
+    }
+
     /// The step with this ID.
     pub fn step(&self, step_id: &str) -> Option<&StepRecord> {
         self.steps.iter().find(|s| s.id == step_id)

@@ -14,11 +14,15 @@
 //! - [`rpc`]: the gRPC API, its authorisation and validation.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`preflight`]: the checks before the agent starts (`--check-config`): config, TLS files, writable paths.
+//! - [`certs`]: this host's certificates (files, served, the agent's own) and their replacement in place.
+//! - [`certs_tls`]: the agent's TLS listener, with a certificate reloaded without a restart.
 //! - [`server`]: start-up and shutdown.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, the watchdog) and the one way to start a child process.
 
 #![forbid(unsafe_code)]
 
+pub mod certs;
+pub mod certs_tls;
 pub mod cli;
 pub mod config;
 pub mod datadir;

@@ -4,8 +4,10 @@
 //! `fence::fenced`: the caller's operation must hold the cluster's fence.
 //! The unit RPCs (stop, start, restart of etcd), Defragment and Compact pass
 //! `fence::detached`: their work runs to its end whatever happens to the call.
+//! InstallCertificates (issue 17) is fenced too; GetCertificates is a read.
 
 mod auth;
+mod certs;
 mod disk;
 mod fence;
 mod health;
@@ -430,6 +432,32 @@ impl Agent for AgentService {
             )))
         })
         .await
+    }
+
+    async fn get_certificates(
+        &self,
+        r: Request<pb::GetCertificatesRequest>,
+    ) -> Result<Response<pb::GetCertificatesResponse>, Status> {
+        self.counted("GetCertificates", async {
+            let timeout = timeout_field(r.get_ref().timeout_ms)?;
+            Ok(Response::new(certs::get_certificates(&self.state, timeout).await))
+        })
+        .await
+    }
+
+    async fn install_certificates(
+        &self,
+        r: Request<pb::InstallCertificatesRequest>,
+    ) -> Result<Response<pb::InstallCertificatesResponse>, Status> {
+        let r = r.into_inner();
+        let fence = r.fence.clone();
+        let act = certs::install(&self.state, r);
+        self.counted(
+            "InstallCertificates",
+            fence::fenced(&self.state, "InstallCertificates", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 }
 

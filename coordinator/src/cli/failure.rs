@@ -43,6 +43,7 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<TlsError>()
             || cause.is::<ImportError>()
             || cause.is::<ScopeError>()
+            || cause.is::<crate::cli::cert_lifecycle::OwnCertificateError>()
         {
             return ExitStatus::Usage;
         }

@@ -7,6 +7,7 @@
 //! [`failure`] turns an error into its exit code and a hint.
 
 mod backup;
+mod cert_lifecycle;
 mod certs;
 mod check;
 mod clusters;
@@ -351,6 +352,9 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Member(MemberCommand::List) => member::list(global, out).await,
         Command::Member(command) => member::change(global, command, out).await,
         Command::Check(command) => check::run(global, command, out).await,
+        Command::Certs(CertsCommand::CheckExpiration(args)) => {
+            cert_lifecycle::check_expiration(global, args, out).await
+        }
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Backup(command) => backup::run(global, command, out).await,

@@ -59,6 +59,7 @@ pub async fn install(
         ));
     }
     let paths = state.cert_paths.clone();
+    let check_only = request.check_only;
     let operation = request
         .fence
         .as_ref()
@@ -84,7 +85,11 @@ pub async fn install(
                 now,
             )?);
         }
-        let changed = certs::write(&checked)?;
+        let changed = if check_only {
+            vec![false; checked.len()]
+        } else {
+            certs::write(&checked)?
+        };
         Ok(checked.into_iter().zip(changed).collect())
     };
     let done = tokio::task::spawn_blocking(work)

@@ -22,6 +22,9 @@ use crate::duration;
 use crate::exit::ExitStatus;
 use crate::fleet::FleetTls;
 use crate::output::table::{self, NONE};
+use crate::plan::certs::{MemberCerts, RenewArgs as RenewPlanArgs, plan_renew};
+use crate::plan::operation::Operation;
+use crate::plan::planner::PlanError;
 
 pub(crate) const CHECK_ABOUT: &str = "\
 Every certificate of every member of the cluster, through its agent: the
@@ -260,6 +263,286 @@ pub(crate) async fn check_expiration(
     let report = evaluate(&target.cluster.name, args.warn, own, replies, now);
     emit(out, global.write_out, &report, render)?;
     Ok(ExitStatus::from_ok(report.ok))
+}
+
+pub(crate) const RENEW_ABOUT: &str = "\
+Renew the leaf certificates of the cluster's members without a restart: for
+each member, new etcd-server, etcd-peer, agent and etcd-client certificates
+(each with the same name and addresses as the one it replaces, a new key)
+are issued from the CA in --pki into a staging dir (0700), checked here and
+by every member's agent before anything changes (key, CA, validity, the
+member's name and addresses), then installed member by member as a journaled
+plan (fenced; `etcdops op resume` continues it): each agent replaces its
+files atomically (the old ones kept as .prev), and the step waits until the
+member serves the new serials on its client and peer ports and the agent on
+its own. etcd reads its leaf certificate per new connection and the agent
+reloads its own, so nothing restarts. The agent's own client certificate
+towards etcd (etcd-client) is used from its next start.";
+
+pub(crate) const RENEW_AFTER_HELP: &str = "\
+Examples:
+  etcdops --cluster prod-a certs renew --dry-run
+  etcdops --cluster prod-a certs renew --member etcd2 --yes
+  etcdops --cluster prod-a certs renew --pki /etc/etcdops/pki --days 730";
+
+/// `etcdops certs renew`
+#[derive(Debug, Clone, Args)]
+pub struct RenewArgs {
+    /// Only these members (repeat, or comma-separated); default: every member.
+    #[arg(
+        long = "member",
+        alias = "members",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub members: Vec<String>,
+    /// The PKI dir holding the CA (ca.crt, ca.key); default: the directory of the fleet file's [tls] ca.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// How long the new certificates are valid, in days.
+    #[arg(long, value_name = "N", default_value_t = etcdops_certs::pki::LEAF_VALIDITY_DAYS)]
+    pub days: u32,
+    #[command(flatten)]
+    pub run: crate::cli::operate::RunArgs,
+}
+
+/// The certificate kinds a renewal reissues, with their role.
+const RENEWED: [(&str, etcdops_certs::Role); 4] = [
+    ("etcd-server", etcdops_certs::Role::EtcdServer),
+    ("etcd-peer", etcdops_certs::Role::EtcdPeer),
+    ("agent", etcdops_certs::Role::Agent),
+    ("etcd-client", etcdops_certs::Role::EtcdClient),
+];
+
+/// Why a renewal is refused before anything changed.
+#[derive(Debug, thiserror::Error)]
+#[error("certs renew refused; nothing was changed on any host:\n{}", .0.join("\n"))]
+pub struct RenewRefused(pub Vec<String>);
+
+fn staging_dir(pki: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let dir = pki.join(format!("renew-{stamp}-{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Issues `member`'s new certificates into the staging dir, like the ones
+/// its host holds now (`current`), and checks them here.
+fn issue_for(
+    pki: &etcdops_certs::Pki,
+    ca_pem: &[u8],
+    renew: &RenewPlanArgs,
+    member: &str,
+    current: &[pb::CertificateInfo],
+    days: u32,
+    now: i64,
+) -> Result<MemberCerts, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = renew.staging_dir.join(member);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("{member}: cannot create {}: {e}", dir.display()))?;
+    let mut serials = Vec::new();
+    for (cert, role) in RENEWED {
+        let Some(now_cert) = current.iter().find(|c| c.cert == cert && c.source == "file") else {
+            continue;
+        };
+        if !now_cert.error.is_empty() {
+            return Err(format!("{member}: {cert}: {}", now_cert.error));
+        }
+        let (cert_path, key_path) = renew.staged(member, cert);
+        let request = etcdops_certs::IssueRequest {
+            role,
+            name: now_cert.subject.clone(),
+            hosts: now_cert.hosts.clone(),
+            validity_days: days,
+            overwrite: false,
+        };
+        let issued = pki
+            .issue_to(&request, &cert_path, &key_path, None)
+            .map_err(|e| format!("{member}: {cert}: {e}"))?;
+        let cert_pem = std::fs::read(&issued.cert_path).map_err(|e| format!("{member}: {cert}: {e}"))?;
+        let key_pem = std::fs::read(&issued.key_path).map_err(|e| format!("{member}: {cert}: {e}"))?;
+        let hosts: Vec<String> = if role.is_server() {
+            now_cert.hosts.clone()
+        } else {
+            Vec::new()
+        };
+        let info = inspect::check_leaf(
+            &cert_pem,
+            &key_pem,
+            &inspect::LeafCheck {
+                role,
+                name: Some(&now_cert.subject),
+                hosts: &hosts,
+                ca_pem,
+                now_unix: now,
+            },
+        )
+        .map_err(|e| format!("{member}: {cert}: {e}"))?;
+        serials.push((cert.to_string(), info.serial));
+    }
+    if serials.is_empty() {
+        return Err(format!(
+            "{member}: its agent reports no certificate file to renew"
+        ));
+    }
+    Ok(MemberCerts {
+        member: member.to_string(),
+        serials,
+    })
+}
+
+pub(crate) async fn renew(
+    global: &GlobalArgs,
+    args: &RenewArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    let fleet = crate::fleet::Fleet::load(&global.fleet)?;
+    let target = target(global)?;
+    let cluster = &target.cluster;
+    let pki_dir = match &args.pki {
+        Some(dir) => dir.clone(),
+        None => fleet
+            .tls
+            .ca
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let pki = etcdops_certs::Pki::open(&pki_dir)?;
+    let now = now_unix();
+    let ca_pem = std::fs::read(pki.ca_cert_path())?;
+    let ca = CertInfo::from_pem(&ca_pem)?;
+    if ca.not_after_unix <= now {
+        anyhow::bail!(RenewRefused(vec![format!(
+            "the CA {:?} in {} expired on {}: certificates it issues would be refused; rotate the CA \
+             (`etcdops certs rotate-ca`) instead",
+            ca.subject,
+            pki.ca_cert_path().display(),
+            inspect::format_unix(ca.not_after_unix)
+        )]));
+    }
+    for name in &args.members {
+        if !cluster.members.iter().any(|m| &m.name == name) {
+            anyhow::bail!(PlanError::UnknownMember {
+                name: name.clone(),
+                cluster: cluster.name.clone(),
+                known: cluster
+                    .members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let members: Vec<crate::fleet::Member> = cluster
+        .members
+        .iter()
+        .filter(|m| args.members.is_empty() || args.members.contains(&m.name))
+        .cloned()
+        .collect();
+    let replies = get_certificates(&target.agents, &members).await;
+    let mut refused = Vec::new();
+    let staging = staging_dir(&pki_dir)?;
+    let mut renew = RenewPlanArgs {
+        pki_dir: std::path::absolute(&pki_dir).unwrap_or(pki_dir.clone()),
+        staging_dir: std::path::absolute(&staging).unwrap_or(staging.clone()),
+        members: members.iter().map(|m| m.name.clone()).collect(),
+        certs: Vec::new(),
+    };
+    for reply in replies {
+        match reply.result {
+            Err(e) => refused.push(format!(
+                "{}: cannot read its certificates: {}",
+                reply.member,
+                e.brief()
+            )),
+            Ok(r) => match issue_for(
+                &pki,
+                &ca_pem,
+                &renew,
+                &reply.member,
+                &r.certificates,
+                args.days,
+                now,
+            ) {
+                Ok(c) => renew.certs.push(c),
+                Err(e) => refused.push(e),
+            },
+        }
+    }
+    // Every agent checks its new certificates as an install would (its CA
+    // files, the member's name and addresses), before any host changes.
+    if refused.is_empty() {
+        refused.extend(preflight(&target.agents, &members, &renew).await);
+    }
+    if !refused.is_empty() {
+        let _ = std::fs::remove_dir_all(&staging);
+        anyhow::bail!(RenewRefused(refused));
+    }
+    let plan = plan_renew(&cluster.name, &renew).map_err(anyhow::Error::new)?;
+    let view = crate::cli::operate::observe(&target).await;
+    let planned = crate::cli::operate::Planned {
+        plan,
+        operation: Operation::CertsRenew { renew },
+    };
+    let result = crate::cli::operate::run_plan(global, target, &view, planned, &args.run, out).await;
+    // Only an operation stopped half-way needs its staged files (for `op
+    // resume`); a dry run, a refusal and a finished renewal do not.
+    let stopped = matches!(&result, Err(e) if e
+        .downcast_ref::<crate::exec::ExecError>()
+        .is_some_and(|e| matches!(e, crate::exec::ExecError::Stopped { .. })));
+    if !stopped {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// InstallCertificates with `check_only` on every member: the refusals.
+async fn preflight(agents: &Agents, members: &[crate::fleet::Member], renew: &RenewPlanArgs) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for member in members {
+        let Some(staged) = renew.of(&member.name) else {
+            continue;
+        };
+        let mut certificates = Vec::new();
+        for (cert, _) in &staged.serials {
+            let (c, k) = renew.staged(&member.name, cert);
+            match (std::fs::read_to_string(&c), std::fs::read_to_string(&k)) {
+                (Ok(cert_pem), Ok(key_pem)) => certificates.push(pb::NewCertificate {
+                    cert: cert.clone(),
+                    cert_pem,
+                    key_pem,
+                }),
+                _ => refusals.push(format!("{}: cannot read the staged {cert}", member.name)),
+            }
+        }
+        let request = pb::InstallCertificatesRequest {
+            fence: None,
+            certificates,
+            check_only: true,
+        };
+        let reply = agents
+            .fan_out(std::slice::from_ref(member), move |mut client: Client| {
+                let request = request.clone();
+                async move { client.install_certificates(request).await }
+            })
+            .await;
+        for r in reply {
+            if let Err(e) = r.result {
+                refusals.push(format!("{}: {}", r.member, e.brief()));
+            }
+        }
+    }
+    refusals
 }
 
 /// The coordinator's own certificate cannot be used to call agents.

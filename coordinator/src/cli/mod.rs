@@ -355,6 +355,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Certs(CertsCommand::CheckExpiration(args)) => {
             cert_lifecycle::check_expiration(global, args, out).await
         }
+        Command::Certs(CertsCommand::Renew(args)) => cert_lifecycle::renew(global, args, out).await,
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Backup(command) => backup::run(global, command, out).await,
@@ -383,6 +384,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Status | Command::Health | Command::Check(_) => return None,
         Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
+        Command::Certs(CertsCommand::Renew(_)) => "certs renew",
         Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) => return None,
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",

@@ -128,6 +128,8 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
                 rollback_of: a.rollback_of,
             }
         }
+        // Newer than schema v1.
+        OpKind::CertsRenew => return Err(format!("{kind} did not exist in schema v1")),
         OpKind::RecoverQuorum => {
             let a: V1Recover = args(&v1.args, "the recovery's survivor and rejoins")?;
             Operation::RecoverQuorum {

@@ -120,6 +120,8 @@ pub enum Operation {
         recover: RecoverArgs,
         membership: MembershipArgs,
     },
+    /// `etcdops certs renew`: new leaf certificates, staged, installed member by member.
+    CertsRenew { renew: super::certs::RenewArgs },
 }
 
 impl Operation {
@@ -138,6 +140,7 @@ impl Operation {
             Operation::Restore { .. } => OpKind::Restore,
             Operation::RestoreRollback { .. } => OpKind::RestoreRollback,
             Operation::RecoverQuorum { .. } => OpKind::RecoverQuorum,
+            Operation::CertsRenew { .. } => OpKind::CertsRenew,
         }
     }
 
@@ -228,6 +231,14 @@ impl Operation {
     pub fn restore(&self) -> Option<&RestoreArgs> {
         match self {
             Operation::Restore { restore } => Some(restore),
+            _ => None,
+        }
+    }
+
+    /// The renewal's data, for `certs renew`.
+    pub fn renew(&self) -> Option<&super::certs::RenewArgs> {
+        match self {
+            Operation::CertsRenew { renew } => Some(renew),
             _ => None,
         }
     }

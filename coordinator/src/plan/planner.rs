@@ -37,6 +37,7 @@ pub enum OpKind {
     Restore,
     RestoreRollback,
     RecoverQuorum,
+    CertsRenew,
 }
 
 impl OpKind {
@@ -54,11 +55,12 @@ impl OpKind {
             OpKind::Restore => "restore",
             OpKind::RestoreRollback => "restore-rollback",
             OpKind::RecoverQuorum => "recover-quorum",
+            OpKind::CertsRenew => "certs-renew",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 13] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -71,6 +73,7 @@ impl OpKind {
         OpKind::Restore,
         OpKind::RestoreRollback,
         OpKind::RecoverQuorum,
+        OpKind::CertsRenew,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {

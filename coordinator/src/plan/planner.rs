@@ -84,7 +84,8 @@ impl OpKind {
     pub fn tolerate(self, ignore_slow_disk: bool) -> Tolerate<'static> {
         Tolerate {
             nospace_alarm: matches!(self, OpKind::RecoverNospace | OpKind::AlarmDisarm),
-            slow_disk: ignore_slow_disk,
+            // A renewal neither restarts nor moves leadership.
+            slow_disk: ignore_slow_disk || self == OpKind::CertsRenew,
             down: None,
         }
     }

@@ -99,10 +99,16 @@ fn every_v1_record_reads_into_the_typed_operation() {
                 assert_eq!(op["recover"], args["recover"], "{id}");
                 assert_eq!(op["membership"], args["membership"], "{id}");
             }
+            Operation::CertsRenew { .. } => panic!("{id}: certs-renew is newer than schema v1"),
         }
         kinds.insert(r.kind.as_str());
     }
-    let every: std::collections::BTreeSet<&str> = OpKind::ALL.into_iter().map(OpKind::as_str).collect();
+    // Every kind schema v1 had (certs-renew came later).
+    let every: std::collections::BTreeSet<&str> = OpKind::ALL
+        .into_iter()
+        .filter(|k| *k != OpKind::CertsRenew)
+        .map(OpKind::as_str)
+        .collect();
     assert_eq!(kinds, every, "the fixtures hold every kind");
     for state in [
         OpState::Running,

@@ -228,7 +228,7 @@ pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
             name: a.name,
             version: a.version,
             cert_not_after_unix: a.cert_not_after_unix,
-            nearest_cert: (!a.nearest_cert.is_empty()).then(|| NearestCert {
+            nearest_cert: (!a.nearest_cert.is_empty()).then_some(NearestCert {
                 cert: a.nearest_cert,
                 not_after_unix: a.nearest_cert_not_after_unix,
             }),

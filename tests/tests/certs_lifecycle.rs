@@ -158,6 +158,54 @@ fn check_expiration_then_renew_without_a_restart() {
     assert!(cluster.is_healthy(), "{}", cluster.logs());
     // The agents still accept the coordinator, and answer with their new certificate.
     assert_eq!(cluster.etcdops(&["health"]).code, 0);
+    let staged = |cluster: &Cluster| {
+        std::fs::read_dir(&cluster.layout.pki_dir)
+            .expect("pki dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("renew-"))
+            .count()
+    };
+    assert_eq!(
+        staged(&cluster),
+        0,
+        "the staged keys of a finished renewal are removed"
+    );
+
+    // Paused after the first member (as a killed coordinator would leave it),
+    // resumed from the journal: the rest is renewed, the first not twice.
+    let out = op.run(&[
+        "certs",
+        "renew",
+        "--yes",
+        "--pause-after",
+        &format!("renew-certs:{}", names[0]),
+        "-w",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let paused = out.json();
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(staged(&cluster), 1, "kept for the resume");
+    let mid = serials(&check(&cluster, &["--warn", "7d"]).1);
+    let served = |s: &HashMap<(String, String, String), String>, name: &str| {
+        s[&(name.to_string(), "etcd-peer".to_string(), "served".to_string())].clone()
+    };
+    assert_ne!(served(&mid, &names[0]), served(&after, &names[0]));
+    assert_eq!(served(&mid, &names[1]), served(&after, &names[1]));
+    let id = paused["id"].as_str().expect("id");
+    op.run(&["op", "resume", id, "-w", "json"]).succeeded();
+    let end = serials(&check(&cluster, &["--warn", "7d"]).1);
+    assert_eq!(served(&end, &names[0]), served(&mid, &names[0]));
+    assert_ne!(served(&end, &names[1]), served(&mid, &names[1]));
+    assert_eq!(staged(&cluster), 0);
+    for i in 0..names.len() {
+        assert_eq!(
+            cluster.etcd_pid(i),
+            etcd_pids[i],
+            "etcd on {} restarted",
+            names[i]
+        );
+    }
 }
 
 #[test]

@@ -495,12 +495,16 @@ pub(crate) async fn renew(
         operation: Operation::CertsRenew { renew },
     };
     let result = crate::cli::operate::run_plan(global, target, &view, planned, &args.run, out).await;
-    // Only an operation stopped half-way needs its staged files (for `op
-    // resume`); a dry run, a refusal and a finished renewal do not.
-    let stopped = matches!(&result, Err(e) if e
-        .downcast_ref::<crate::exec::ExecError>()
-        .is_some_and(|e| matches!(e, crate::exec::ExecError::Stopped { .. })));
-    if !stopped {
+    // A started operation keeps its staged files until it succeeds (the
+    // executor removes them then; `op resume` needs them before); a dry run,
+    // a refusal and an unconfirmed plan do not.
+    let started = match &result {
+        Ok(status) => !args.run.dry_run && *status == ExitStatus::Ok,
+        Err(e) => e
+            .downcast_ref::<crate::exec::ExecError>()
+            .is_some_and(|e| matches!(e, crate::exec::ExecError::Stopped { .. })),
+    };
+    if !started {
         let _ = std::fs::remove_dir_all(&staging);
     }
     result

@@ -553,6 +553,10 @@ impl Executor {
         let record = self.journal.finish(&record.id, state, error)?;
         fence::release(&self.agents, &self.fence_holders(), &fence).await;
         if findings.is_empty() {
+            // A renewal's staged keys are installed: not kept beyond it.
+            if let Some(renew) = self.operation.renew() {
+                let _ = std::fs::remove_dir_all(&renew.staging_dir);
+            }
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
         } else {

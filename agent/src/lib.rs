@@ -15,6 +15,8 @@
 //! - [`audit`]: the audit trail: one JSON line per mutating or refused call, rotated by size.
 //! - [`restore`]: staging a snapshot restore beside the data dir, swapping it in, rolling back.
 //! - [`preflight`]: the checks before the agent starts (`--check-config`): config, TLS files, writable paths.
+//! - [`certs`]: this host's certificates (files, served, the agent's own) and their replacement in place.
+//! - [`certs_tls`]: the agent's TLS listener, with a certificate reloaded without a restart.
 //! - [`server`]: start-up and shutdown.
 //! - [`telemetry`]: logs and distributed traces (OpenTelemetry, the span of every RPC).
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, the watchdog) and the one way to start a child process.
@@ -22,6 +24,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod certs;
+pub mod certs_tls;
 pub mod cli;
 pub mod config;
 pub mod datadir;

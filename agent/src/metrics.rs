@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub unit_active: bool,
     pub data_dir: Option<DataDirInfo>,
     pub cert_not_after_unix: i64,
+    /// The certificate files of this host: (cert, path, not after).
+    pub cert_files: Vec<(String, String, i64)>,
     pub disk: Option<DiskHealth>,
 }
 
@@ -141,11 +143,22 @@ pub fn render(snapshot: &Snapshot, rpc: &RpcMetrics) -> String {
             free,
         );
     }
-    let expiry = Gauge::<i64>::default();
-    expiry.set(snapshot.cert_not_after_unix);
+    let expiry = Family::<Labels, Gauge>::default();
+    expiry
+        .get_or_create(&vec![
+            ("cert", "agent-served".to_string()),
+            ("path", String::new()),
+        ])
+        .set(snapshot.cert_not_after_unix);
+    for (cert, path, not_after) in &snapshot.cert_files {
+        expiry
+            .get_or_create(&vec![("cert", cert.clone()), ("path", path.clone())])
+            .set(*not_after);
+    }
     registry.register(
         "etcdops_agent_cert_expiry_timestamp_seconds",
-        "when the agent's serving certificate expires (Unix time)",
+        "when a certificate of this host expires (Unix time): cert=\"agent-served\" is what the agent serves, \
+         the others the files etcd's environment and the agent's config name",
         expiry,
     );
     registry.register(
@@ -174,6 +187,8 @@ pub trait MetricsSource: Send + Sync + 'static {
     fn data_dir(&self) -> &std::path::Path;
     /// When the agent's certificate expires, Unix seconds.
     fn cert_not_after_unix(&self) -> i64;
+    /// The certificate files of this host: (cert, path, not after).
+    fn cert_expiries(&self) -> Vec<(String, String, i64)>;
     /// The latest periodic disk probe, if any.
     fn disk_health(&self) -> Option<DiskHealth>;
     /// The RPC counts and durations kept as the RPCs run.
@@ -192,6 +207,7 @@ pub async fn snapshot(state: &impl MetricsSource) -> Snapshot {
         unit_active: unit.state == UnitState::Active,
         data_dir: data_dir.ok(),
         cert_not_after_unix: state.cert_not_after_unix(),
+        cert_files: state.cert_expiries(),
         disk: state.disk_health(),
     }
 }
@@ -347,6 +363,7 @@ mod tests {
                 ..DataDirInfo::default()
             }),
             cert_not_after_unix: 1_900_000_000,
+            cert_files: vec![("etcd-server".into(), "/pki/s.crt".into(), 1_800_000_000)],
             disk: Some(DiskHealth {
                 probed_at: SystemTime::UNIX_EPOCH,
                 threshold: Duration::from_millis(10),
@@ -365,7 +382,8 @@ mod tests {
             "etcdops_agent_disk_fsync_threshold_seconds 0.01",
             "etcdops_agent_datadir_size_bytes 4096",
             "etcdops_agent_fs_free_bytes 1073741824",
-            "etcdops_agent_cert_expiry_timestamp_seconds 1900000000",
+            "etcdops_agent_cert_expiry_timestamp_seconds{cert=\"agent-served\",path=\"\"} 1900000000",
+            "etcdops_agent_cert_expiry_timestamp_seconds{cert=\"etcd-server\",path=\"/pki/s.crt\"} 1800000000",
             "etcdops_agent_rpc_requests_total{method=\"GetStatus\",code=\"OK\"} 2",
             "etcdops_agent_rpc_requests_total{method=\"ProbeDisk\",code=\"RESOURCE_EXHAUSTED\"} 1",
             "etcdops_agent_rpc_duration_seconds_count{method=\"GetStatus\"} 2",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{AgentConfig, Backend};
 use crate::disk::periodic::{self, PeriodicTarget};
@@ -26,12 +25,11 @@ const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    let (tls, identity) = config
-        .tls
-        .files()
-        .server_config()
+    let (tls, identity, server_cert) = crate::certs_tls::server_config(&config.tls.files())
         .context("loading the agent's TLS files (see [tls] in the agent config)")?;
-    let state = Arc::new(AgentState::new(&config, identity).context("preparing the agent")?);
+    let mut state = AgentState::new(&config, identity).context("preparing the agent")?;
+    state.server_cert = Some(server_cert);
+    let state = Arc::new(state);
     let audit = Arc::new(
         crate::audit::AuditLog::open(config.audit.settings(&config.state_dir))
             .context("opening the audit trail")?,
@@ -92,9 +90,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
 
     tracing::info!(address = %local, name = %state.identity.name, "etcdops-agent serving (mutual TLS)");
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    // TLS is ours (`certs_tls`), so the agent's certificate can be replaced
+    // while it runs.
     let router = Server::builder()
-        .tls_config(tls)
-        .context("configuring TLS")?
         // Above the longest budget a request may ask for (Defragment: 1 h);
         // every handler bounds its own work.
         .timeout(REQUEST_TIMEOUT)
@@ -110,10 +108,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
     // pinging once it has ended.
     let alive = Arc::new(());
     let server_token = alive.clone();
-    let serving =
-        router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
-            let _ = serving_stopped.await;
-        });
+    let serving = router.serve_with_incoming_shutdown(crate::certs_tls::incoming(listener, tls), async {
+        let _ = serving_stopped.await;
+    });
     let mut server = tokio::spawn(async move {
         let _alive = server_token;
         serving.await

@@ -46,6 +46,10 @@ pub struct AgentState {
     pub revisions: crate::revisions::RevisionLog,
     /// The restore tools (`[restore]`).
     pub restore: crate::config::RestoreConfig,
+    /// Where this host's certificates are (GetCertificates, InstallCertificates, `/metrics`).
+    pub cert_paths: crate::certs::CertPaths,
+    /// The agent's serving certificate, reloaded by InstallCertificates (set by `server::run`).
+    pub server_cert: Option<std::sync::Arc<crate::certs_tls::ServerCert>>,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -119,6 +123,8 @@ impl AgentState {
             host: Default::default(),
             rpc_metrics: Default::default(),
             restore: config.restore.clone(),
+            cert_paths: crate::certs::CertPaths::new(config),
+            server_cert: None,
         })
     }
 }
@@ -133,7 +139,14 @@ impl crate::metrics::MetricsSource for AgentState {
     }
 
     fn cert_not_after_unix(&self) -> i64 {
-        self.identity.not_after_unix
+        self.server_cert
+            .as_ref()
+            .and_then(|c| c.info())
+            .map_or(self.identity.not_after_unix, |i| i.not_after_unix)
+    }
+
+    fn cert_expiries(&self) -> Vec<(String, String, i64)> {
+        crate::certs::expiries(&self.cert_paths)
     }
 
     fn disk_health(&self) -> Option<crate::disk::periodic::DiskHealth> {

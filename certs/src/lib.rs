@@ -7,6 +7,9 @@
 //!   agent API; the role is part of the certificate's subject.
 //! - [`identity`]: reading the role and name back out of a peer certificate,
 //!   and a certificate's validity window ([`Validity`]).
+//! - [`inspect`]: a certificate's serial, names, validity and usages; the
+//!   checks of a new leaf before it replaces one in use (issue 17), and of
+//!   the coordinator's own client certificate.
 //! - [`tls`]: the rustls/tonic configurations for the agent (server, mutual
 //!   TLS) and the coordinator (client, checking the agent's role and member
 //!   name), and the crypto provider.
@@ -14,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod identity;
+pub mod inspect;
 pub mod pki;
 pub mod role;
 pub mod tls;

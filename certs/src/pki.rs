@@ -195,6 +195,21 @@ impl Pki {
 
     /// Issues a certificate signed by this CA and writes it and its key.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued, PkiError> {
+        let (cert_path, key_path) = self.paths(req.role, &req.name);
+        self.issue_to(req, &cert_path, &key_path, None)
+    }
+
+    /// Like [`Pki::issue`], written to `cert_path` and `key_path` (a renewal's
+    /// staging dir), valid within `window` (not before, not after) instead of
+    /// from now for `validity_days`: tests issue expired or not yet valid
+    /// certificates with it.
+    pub fn issue_to(
+        &self,
+        req: &IssueRequest,
+        cert_path: &Path,
+        key_path: &Path,
+        window: Option<(OffsetDateTime, OffsetDateTime)>,
+    ) -> Result<Issued, PkiError> {
         check_name(&req.name)?;
         check_validity(req.validity_days)?;
         let sans = req
@@ -205,7 +220,7 @@ impl Pki {
         if req.role.is_server() && sans.is_empty() {
             return Err(PkiError::MissingHost { role: req.role });
         }
-        let (cert_path, key_path) = self.paths(req.role, &req.name);
+        let (cert_path, key_path) = (cert_path.to_path_buf(), key_path.to_path_buf());
         let replaced = refuse_existing(&[&cert_path, &key_path], req.overwrite)?;
 
         let ca_key_path = self.ca_key_path();
@@ -251,7 +266,7 @@ impl Pki {
                 .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.use_authority_key_identifier_extension = true;
-        let (not_before, not_after) = validity(req.validity_days);
+        let (not_before, not_after) = window.unwrap_or_else(|| validity(req.validity_days));
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&key, &issuer)?;

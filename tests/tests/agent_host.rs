@@ -115,7 +115,11 @@ fn host_facts_disk_health_and_metrics() {
         sample(&body, "etcdops_agent_fs_free_bytes").is_some_and(|v| v > 0.0),
         "{body}"
     );
-    let expiry = sample(&body, "etcdops_agent_cert_expiry_timestamp_seconds").expect("cert expiry");
+    let expiry = sample(
+        &body,
+        r#"etcdops_agent_cert_expiry_timestamp_seconds{cert="agent-served",path=""}"#,
+    )
+    .expect("cert expiry");
     assert!(expiry > now_unix() as f64, "{body}");
     let get_status = r#"etcdops_agent_rpc_requests_total{method="GetStatus",code="OK"}"#;
     let before = sample(&body, get_status).expect("GetStatus counted");

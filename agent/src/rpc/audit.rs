@@ -79,6 +79,11 @@ fenced_request!(pb::DisarmAlarmsRequest, |r| json!({
     "alarms": r.alarms.iter().map(|a| json!({"member_id": format!("{:016x}", a.member_id), "kind": a.kind})).collect::<Vec<_>>()
 }));
 fenced_request!(pb::WriteProbeRequest, |r| json!({"timeout_ms": r.timeout_ms}));
+fenced_request!(pb::InstallCertificatesRequest, |r| json!({
+    // The certificates by kind; private keys are never recorded.
+    "certificates": r.certificates.iter().map(|c| json!({"cert": c.cert, "cert_pem_bytes": c.cert_pem.len()})).collect::<Vec<_>>(),
+    "check_only": r.check_only
+}));
 fenced_request!(pb::PruneKeptCopiesRequest, |r| json!({
     "keep": r.keep, "max_age_secs": r.max_age_secs, "protect": r.protect, "dry_run": r.dry_run
 }));

@@ -58,6 +58,9 @@ pub const REQUIRED: &[(&str, Access, bool)] = &[
     ("SwapInRestore", Access::Operator, true),
     ("RollBackRestore", Access::Operator, true),
     ("PruneKeptCopies", Access::Operator, true),
+    // Certificate metadata (serials, expiry) and served certificates: a read.
+    ("GetCertificates", Access::Observer, false),
+    ("InstallCertificates", Access::Operator, true),
     // The audit trail names operators and what they did: operators only.
     ("GetAudit", Access::Operator, false),
 ];

@@ -8,9 +8,11 @@
 //! role against the one table of RPCs (`auth::REQUIRED`); every operator
 //! RPC writes one audit record (`audit::Pending`) with the caller's verified
 //! certificate, the request's fence and arguments and the outcome.
+//! InstallCertificates (issue 17) is fenced too; GetCertificates is a read.
 
 mod audit;
 mod auth;
+mod certs;
 mod disk;
 mod fence;
 mod health;
@@ -556,6 +558,40 @@ impl Agent for AgentService {
         self.counted("GetAudit", audit::get_audit(self.audit.clone(), r.into_inner()))
             .await
             .map(Response::new)
+    }
+
+    async fn get_certificates(
+        &self,
+        r: Request<pb::GetCertificatesRequest>,
+    ) -> Result<Response<pb::GetCertificatesResponse>, Status> {
+        self.counted("GetCertificates", async {
+            let timeout = timeout_field(r.get_ref().timeout_ms)?;
+            Ok(Response::new(certs::get_certificates(&self.state, timeout).await))
+        })
+        .await
+    }
+
+    async fn install_certificates(
+        &self,
+        r: Request<pb::InstallCertificatesRequest>,
+    ) -> Result<Response<pb::InstallCertificatesResponse>, Status> {
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("InstallCertificates", caller, &r);
+        let fence = r.fence.clone();
+        let result = if r.check_only {
+            // Writes nothing: no fence.
+            self.counted("InstallCertificates", certs::install(&self.state, r))
+                .await
+        } else {
+            let act = certs::install(&self.state, r);
+            self.counted(
+                "InstallCertificates",
+                fence::fenced(&self.state, "InstallCertificates", fence.as_ref(), act),
+            )
+            .await
+        };
+        audit.finish(&result);
+        result.map(Response::new)
     }
 }
 

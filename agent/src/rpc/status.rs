@@ -53,11 +53,18 @@ pub async fn get_status(state: &AgentState, timeout: Duration) -> pb::GetStatusR
             ..Default::default()
         },
     };
+    let nearest = crate::certs::nearest(&state.cert_paths);
     pb::GetStatusResponse {
         agent: Some(pb::AgentInfo {
             name: state.identity.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            cert_not_after_unix: state.identity.not_after_unix,
+            cert_not_after_unix: state
+                .server_cert
+                .as_ref()
+                .and_then(|c| c.info())
+                .map_or(state.identity.not_after_unix, |i| i.not_after_unix),
+            nearest_cert: nearest.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
+            nearest_cert_not_after_unix: nearest.map_or(0, |n| n.1),
         }),
         member: Some(member),
         unit: Some(unit_to_pb(state.unit.backend(), state.unit.unit(), unit)),

@@ -35,6 +35,12 @@ pub enum CertsCommand {
     /// List the certificates in a PKI directory with their role and expiry.
     #[command(after_help = LIST_AFTER_HELP)]
     List(CertsListArgs),
+    /// Every certificate of every member (files, served on the client and peer ports, the agent's) and days left.
+    #[command(long_about = crate::cli::cert_lifecycle::CHECK_ABOUT, after_help = crate::cli::cert_lifecycle::CHECK_AFTER_HELP)]
+    CheckExpiration(crate::cli::cert_lifecycle::CheckExpirationArgs),
+    /// Renew the members' leaf certificates from the current CA, without a restart (journaled plan).
+    #[command(long_about = crate::cli::cert_lifecycle::RENEW_ABOUT, after_help = crate::cli::cert_lifecycle::RENEW_AFTER_HELP)]
+    Renew(crate::cli::cert_lifecycle::RenewArgs),
 }
 
 const INIT_AFTER_HELP: &str = "\
@@ -201,6 +207,10 @@ pub(crate) fn run(
                 .collect();
             let report = report(&args.dir, entries);
             emit(out, global.write_out, &report, certs::render_list)?;
+        }
+        // Run through the agents (cli/cert_lifecycle.rs), dispatched in cli/mod.rs.
+        CertsCommand::CheckExpiration(_) | CertsCommand::Renew(_) => {
+            anyhow::bail!("internal: certs check-expiration and renew are dispatched by cli::run")
         }
     }
     Ok(ExitStatus::Ok)

@@ -44,6 +44,8 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<ImportError>()
             || cause.is::<ScopeError>()
             || cause.is::<crate::cli::target::AccessError>()
+            || cause.is::<crate::cli::cert_lifecycle::OwnCertificateError>()
+            || cause.is::<crate::cli::cert_lifecycle::RenewRefused>()
         {
             return ExitStatus::Usage;
         }

@@ -8,6 +8,7 @@
 
 mod audit;
 mod backup;
+mod cert_lifecycle;
 mod certs;
 mod check;
 mod clusters;
@@ -412,6 +413,10 @@ async fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatu
         Command::Member(MemberCommand::List) => member::list(global, out).await,
         Command::Member(command) => member::change(global, command, out).await,
         Command::Check(command) => check::run(global, command, out).await,
+        Command::Certs(CertsCommand::CheckExpiration(args)) => {
+            cert_lifecycle::check_expiration(global, args, out).await
+        }
+        Command::Certs(CertsCommand::Renew(args)) => cert_lifecycle::renew(global, args, out).await,
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Backup(command) => backup::run(global, command, out).await,
@@ -443,6 +448,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Status | Command::Health | Command::Check(_) => return None,
         Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
+        Command::Certs(CertsCommand::Renew(_)) => "certs renew",
         Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) | Command::Serve(_) => return None,
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",

@@ -115,7 +115,7 @@ pub(crate) async fn resume(
     let target = target(&global)?;
     // The disk gate fails closed here too: a member without a recent
     // periodic probe result gets a short probe before the next step.
-    if !record.options.ignore_slow_disk {
+    if !record.options.tolerate(record.kind).slow_disk {
         let members: Vec<_> = target
             .cluster
             .members

@@ -30,6 +30,8 @@ pub(crate) fn target(global: &GlobalArgs) -> anyhow::Result<Target> {
 
 /// Agents reached with the fleet's `[tls]` identity, each given `--timeout`.
 pub(crate) fn agents(global: &GlobalArgs, fleet: &Fleet) -> anyhow::Result<Agents> {
+    // Our own certificate first: one clear error instead of every agent refusing it (issue 17).
+    crate::cli::cert_lifecycle::check_own(&fleet.tls)?;
     let tls = fleet.tls.files().client().with_context(|| {
         format!(
             "cannot load the coordinator's TLS identity ([tls] in {})",

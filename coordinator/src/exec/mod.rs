@@ -12,11 +12,13 @@
 //! Step families, one module each: [`member`] (join, leave, promote),
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
 //! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
-//! snapshot a disruptive operation starts with, and a recovery's); the
+//! snapshot a disruptive operation starts with, and a recovery's), [`certs`]
+//! (a renewal's install and the wait for the served serials); the
 //! rolling and maintenance steps are here. [`fence`] takes and releases the
 //! cluster's fence; `fanout` calls every member's agent at once (and runs the
 //! HashKV comparison); `error` is [`StepError`].
 
+mod certs;
 mod error;
 mod fanout;
 pub mod fence;
@@ -604,6 +606,10 @@ impl Executor {
         let record = self.journal.finish(&record.id, state, error)?;
         fence::release(&self.agents, &self.fence_holders(), &fence).await;
         if findings.is_empty() {
+            // A renewal's staged keys are installed: not kept beyond it.
+            if let Some(renew) = self.operation.renew() {
+                let _ = std::fs::remove_dir_all(&renew.staging_dir);
+            }
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
         } else {
@@ -748,6 +754,7 @@ impl Executor {
             StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
             StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
             StepKind::Safeguard(step) => self.execute_safeguard(step, fence).await,
+            StepKind::Certs(step) => self.execute_certs(step, fence, deadline).await,
             StepKind::Member(step) => {
                 if let MemberStep::RemoveMember { member } = step {
                     let moved = self

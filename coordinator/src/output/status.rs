@@ -82,6 +82,18 @@ pub struct AgentInfo {
     pub version: String,
     /// When the agent's serving certificate expires (Unix seconds).
     pub cert_not_after_unix: i64,
+    /// The certificate of the host that expires first (etcd's files and the
+    /// agent's own; `etcdops certs check-expiration` lists them all); null
+    /// when the agent read none.
+    pub nearest_cert: Option<NearestCert>,
+}
+
+/// The certificate of a host that expires first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NearestCert {
+    /// etcd-server, etcd-peer, etcd-trusted-ca, agent, ...
+    pub cert: String,
+    pub not_after_unix: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -216,6 +228,10 @@ pub fn member_status(reply: Reply<pb::GetStatusResponse>) -> MemberStatus {
             name: a.name,
             version: a.version,
             cert_not_after_unix: a.cert_not_after_unix,
+            nearest_cert: (!a.nearest_cert.is_empty()).then_some(NearestCert {
+                cert: a.nearest_cert,
+                not_after_unix: a.nearest_cert_not_after_unix,
+            }),
         }),
         etcd,
         unit: response.unit.map(|u| UnitStatus {
@@ -350,7 +366,7 @@ pub fn evaluate(view: &ClusterView, members: Vec<MemberStatus>) -> StatusReport 
 }
 
 /// The table header of `status`.
-pub const HEADER: [&str; 13] = [
+pub const HEADER: [&str; 14] = [
     "MEMBER",
     "AGENT",
     "ID",
@@ -363,8 +379,21 @@ pub const HEADER: [&str; 13] = [
     "RAFT INDEX",
     "REVISION",
     "UNIT",
+    "CERT EXPIRES",
     "ERRORS",
 ];
+
+/// The nearest certificate expiry of a member's host: `2027-12-02 etcd-peer`.
+fn nearest_cert(m: &MemberStatus) -> String {
+    m.agent_info
+        .as_ref()
+        .and_then(|a| a.nearest_cert.as_ref())
+        .map_or(NONE.to_string(), |n| {
+            let date = etcdops_certs::inspect::format_unix(n.not_after_unix);
+            let day = date.split(' ').next().unwrap_or(&date).to_string();
+            format!("{day} {}", n.cert)
+        })
+}
 
 /// One table row per member.
 pub fn rows(report: &StatusReport) -> Vec<Vec<String>> {
@@ -384,6 +413,7 @@ fn row(m: &MemberStatus) -> Vec<String> {
         let mut cells = vec![m.name.clone(), m.agent.clone()];
         cells.extend(std::iter::repeat_n(NONE.to_string(), 9));
         cells.push(unit);
+        cells.push(nearest_cert(m));
         cells.push(errors.join(", "));
         return cells;
     };
@@ -405,6 +435,7 @@ fn row(m: &MemberStatus) -> Vec<String> {
         e.raft_index.to_string(),
         e.revision.to_string(),
         unit,
+        nearest_cert(m),
         errors.join(", "),
     ]
 }
@@ -451,6 +482,7 @@ mod tests {
                 name: format!("etcd{id}"),
                 version: "0.1.0".into(),
                 cert_not_after_unix: 0,
+                ..Default::default()
             }),
             member: Some(pb::MemberStatus {
                 reachable: true,
@@ -544,6 +576,7 @@ mod tests {
                 name: "etcd2".into(),
                 version: "0.1.0".into(),
                 cert_not_after_unix: 9,
+                ..Default::default()
             }),
             member: Some(pb::MemberStatus {
                 reachable: true,
@@ -605,7 +638,7 @@ mod tests {
             Some("permission denied")
         );
         let cells = row(&m);
-        assert_eq!(cells[12], "alarm:NOSPACE, data dir: permission denied");
+        assert_eq!(cells[13], "alarm:NOSPACE, data dir: permission denied");
 
         let mut etcd_down = answered.clone();
         etcd_down.member = Some(pb::MemberStatus {
@@ -809,10 +842,11 @@ mod tests {
             ]
         );
         assert_eq!(rows[0][11], "active");
-        assert_eq!(rows[0][12], "");
+        assert_eq!(rows[0][12], NONE, "no certificate reported");
+        assert_eq!(rows[0][13], "");
         assert_eq!(rows[1][2], NONE);
         assert_eq!(rows[1][11], NONE);
-        assert_eq!(rows[1][12], "agent unreachable: connection refused");
+        assert_eq!(rows[1][13], "agent unreachable: connection refused");
         assert_eq!(rows[2][2], NONE);
         assert_eq!(rows[2][11], "active", "the unit is known even when etcd is down");
         assert!(rows.iter().all(|r| r.len() == HEADER.len()));

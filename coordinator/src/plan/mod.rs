@@ -10,8 +10,10 @@
 //! - [`step`]: the steps, one enum per family (rolling, member, restore, recover).
 //! - [`restore`]: the preflight and the shared initial cluster and token of a full restore (pure).
 //! - [`safety`]: the checks run before every step (pure).
+//! - [`certs`]: `certs renew`, one step per member (install, verify the served serials).
 //! - [`membership`]: member add / remove / replace / promote plans and their preflight (pure).
 
+pub mod certs;
 pub mod membership;
 pub mod operation;
 pub mod planner;

@@ -147,6 +147,8 @@ pub enum Operation {
         /// `--dry-run`: say what would be removed, remove nothing.
         dry_run: bool,
     },
+    /// `etcdops certs renew`: new leaf certificates, staged, installed member by member.
+    CertsRenew { renew: super::certs::RenewArgs },
 }
 
 /// What a restore drill found: pass or fail, and the figures it compared.
@@ -181,6 +183,7 @@ impl Operation {
             Operation::Backup { .. } => OpKind::Backup,
             Operation::Drill { .. } => OpKind::Drill,
             Operation::Housekeeping { .. } => OpKind::Housekeeping,
+            Operation::CertsRenew { .. } => OpKind::CertsRenew,
         }
     }
 
@@ -273,6 +276,14 @@ impl Operation {
     pub fn restore(&self) -> Option<&RestoreArgs> {
         match self {
             Operation::Restore { restore } => Some(restore),
+            _ => None,
+        }
+    }
+
+    /// The renewal's data, for `certs renew`.
+    pub fn renew(&self) -> Option<&super::certs::RenewArgs> {
+        match self {
+            Operation::CertsRenew { renew } => Some(renew),
             _ => None,
         }
     }

@@ -41,6 +41,7 @@ pub enum OpKind {
     Backup,
     Drill,
     Housekeeping,
+    CertsRenew,
 }
 
 impl OpKind {
@@ -61,11 +62,12 @@ impl OpKind {
             OpKind::Backup => "backup",
             OpKind::Drill => "drill",
             OpKind::Housekeeping => "housekeeping",
+            OpKind::CertsRenew => "certs-renew",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 15] = [
+    pub const ALL: [OpKind; 16] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -81,6 +83,7 @@ impl OpKind {
         OpKind::Backup,
         OpKind::Drill,
         OpKind::Housekeeping,
+        OpKind::CertsRenew,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {
@@ -91,7 +94,8 @@ impl OpKind {
     pub fn tolerate(self, ignore_slow_disk: bool) -> Tolerate<'static> {
         Tolerate {
             nospace_alarm: matches!(self, OpKind::RecoverNospace | OpKind::AlarmDisarm),
-            slow_disk: ignore_slow_disk,
+            // A renewal neither restarts nor moves leadership.
+            slow_disk: ignore_slow_disk || self == OpKind::CertsRenew,
             down: None,
         }
     }

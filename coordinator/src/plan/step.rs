@@ -24,6 +24,7 @@ pub enum StepKind {
     Restore(RestoreStep),
     Recover(RecoverStep),
     Safeguard(SafeguardStep),
+    Certs(super::certs::CertStep),
 }
 
 /// Safeguards before a disruptive operation changes anything.
@@ -178,6 +179,7 @@ impl StepKind {
             StepKind::Restore(s) => s.id().into(),
             StepKind::Recover(s) => s.id(),
             StepKind::Safeguard(s) => s.id().into(),
+            StepKind::Certs(s) => s.id(),
         }
     }
 
@@ -190,7 +192,8 @@ impl StepKind {
             .or_else(|| RollingStep::from_parts(action, arg, member.clone()).map(StepKind::Rolling))
             .or_else(|| MemberStep::from_parts(action, member.clone()).map(StepKind::Member))
             .or_else(|| RestoreStep::from_parts(action, arg).map(StepKind::Restore))
-            .or_else(|| RecoverStep::from_parts(action, member).map(StepKind::Recover))
+            .or_else(|| RecoverStep::from_parts(action, member.clone()).map(StepKind::Recover))
+            .or_else(|| super::certs::CertStep::from_parts(action, member).map(StepKind::Certs))
     }
 
     /// The member the step acts on, if one.
@@ -201,6 +204,7 @@ impl StepKind {
             StepKind::Restore(_) => None,
             StepKind::Recover(s) => s.member(),
             StepKind::Safeguard(_) => None,
+            StepKind::Certs(s) => Some(s.member()),
         }
     }
 
@@ -212,6 +216,7 @@ impl StepKind {
             StepKind::Restore(s) => s.describe().into(),
             StepKind::Recover(s) => s.describe(),
             StepKind::Safeguard(s) => s.describe().into(),
+            StepKind::Certs(s) => s.describe(),
         }
     }
 
@@ -223,6 +228,7 @@ impl StepKind {
             StepKind::Restore(s) => s.waits_for().into(),
             StepKind::Recover(s) => s.waits_for(),
             StepKind::Safeguard(s) => s.waits_for().into(),
+            StepKind::Certs(s) => s.waits_for(),
         }
     }
 
@@ -245,6 +251,7 @@ impl StepKind {
             StepKind::Restore(s) => s.default_timeout(),
             StepKind::Recover(s) => s.default_timeout(),
             StepKind::Safeguard(s) => s.default_timeout(),
+            StepKind::Certs(s) => s.default_timeout(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct AgentState {
     pub revisions: crate::revisions::RevisionLog,
     /// The restore tools (`[restore]`).
     pub restore: crate::config::RestoreConfig,
+    /// The config's etcd binary (`unit.etcd_binary`).
+    pub configured_binary: PathBuf,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -88,7 +90,8 @@ impl AgentState {
                         config.unit.log_file.clone(),
                         restart,
                     )
-                    .with_boot_record(&config.state_dir),
+                    .with_boot_record(&config.state_dir)
+                    .with_binary_record(&config.state_dir),
                 )
             }
             Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
@@ -119,6 +122,7 @@ impl AgentState {
             host: Default::default(),
             rpc_metrics: Default::default(),
             restore: config.restore.clone(),
+            configured_binary: config.unit.etcd_binary.clone(),
         })
     }
 }

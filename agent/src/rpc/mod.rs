@@ -16,6 +16,7 @@ mod restore;
 mod snapshot;
 mod status;
 mod unit;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -430,6 +431,34 @@ impl Agent for AgentService {
             )))
         })
         .await
+    }
+
+    async fn etcd_versions(
+        &self,
+        r: Request<pb::EtcdVersionsRequest>,
+    ) -> Result<Response<pb::EtcdVersionsResponse>, Status> {
+        self.counted("EtcdVersions", async {
+            let timeout = timeout_field(r.get_ref().timeout_ms)?;
+            upgrade::etcd_versions(&self.state, r.get_ref(), timeout)
+                .await
+                .map(Response::new)
+        })
+        .await
+    }
+
+    async fn set_etcd_binary(
+        &self,
+        r: Request<pb::SetEtcdBinaryRequest>,
+    ) -> Result<Response<pb::SetEtcdBinaryResponse>, Status> {
+        let r = r.into_inner();
+        let fence = r.fence.clone();
+        let act = upgrade::set_etcd_binary(&self.state, r);
+        self.counted(
+            "SetEtcdBinary",
+            fence::fenced(&self.state, "SetEtcdBinary", fence.as_ref(), act),
+        )
+        .await
+        .map(Response::new)
     }
 }
 

@@ -24,6 +24,7 @@ mod restore;
 mod snapshot;
 mod status;
 pub(crate) mod target;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -220,6 +221,10 @@ pub enum Command {
     #[command(long_about = restore::ABOUT, after_help = restore::AFTER_HELP)]
     Restore(restore::RestoreCmdArgs),
 
+    /// Upgrade etcd on every member to the next release, leader last (journaled plan), or roll it back.
+    #[command(long_about = upgrade::ABOUT, after_help = upgrade::AFTER_HELP)]
+    Upgrade(upgrade::UpgradeCmdArgs),
+
     /// The fleet file: `import` writes it from an Ansible inventory.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -360,6 +365,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatus> {
         Command::Alarm(command) => maintain::alarm(global, command, out).await,
         Command::Recover(command) => recover::run(global, command, out).await,
         Command::Restore(args) => restore::run(global, args, out).await,
+        Command::Upgrade(args) => upgrade::run(global, args, out).await,
         Command::Fleet(FleetCommand::Import(args)) => fleet_import::import(global, args, out),
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
@@ -390,6 +396,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Alarm(_) => "alarm",
         Command::Recover(_) => "recover",
         Command::Restore(_) => "restore",
+        Command::Upgrade(_) => "upgrade",
         Command::Op(_) => "op show|resume|abort|prune",
     })
 }

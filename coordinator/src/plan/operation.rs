@@ -18,6 +18,7 @@ use super::recover::RecoverArgs;
 use super::restore::RestoreArgs;
 use super::safety::Tolerate;
 use super::step::SnapshotTo;
+use super::upgrade::UpgradeArgs;
 
 /// The verified snapshot a disruptive operation starts with. Records
 /// journaled before this existed lack it: they read as no snapshot.
@@ -120,6 +121,19 @@ pub enum Operation {
         recover: RecoverArgs,
         membership: MembershipArgs,
     },
+    /// `etcdops upgrade`: the target binary and version, each member's
+    /// binary and version before, and the verified snapshot taken first.
+    Upgrade {
+        upgrade: UpgradeArgs,
+        #[serde(default)]
+        snapshot: PreSnapshot,
+    },
+    /// `etcdops upgrade --rollback OP`: every member back to the binary it
+    /// ran before upgrade OP.
+    UpgradeRollback {
+        rollback_of: String,
+        upgrade: UpgradeArgs,
+    },
 }
 
 impl Operation {
@@ -138,6 +152,8 @@ impl Operation {
             Operation::Restore { .. } => OpKind::Restore,
             Operation::RestoreRollback { .. } => OpKind::RestoreRollback,
             Operation::RecoverQuorum { .. } => OpKind::RecoverQuorum,
+            Operation::Upgrade { .. } => OpKind::Upgrade,
+            Operation::UpgradeRollback { .. } => OpKind::UpgradeRollback,
         }
     }
 
@@ -176,7 +192,8 @@ impl Operation {
         match self {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
-            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            | Operation::MemberReplace { snapshot, .. }
+            | Operation::Upgrade { snapshot, .. } => Some(snapshot),
             _ => None,
         }
     }
@@ -186,7 +203,8 @@ impl Operation {
         match self {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
-            | Operation::MemberReplace { snapshot, .. } => Some(snapshot),
+            | Operation::MemberReplace { snapshot, .. }
+            | Operation::Upgrade { snapshot, .. } => Some(snapshot),
             _ => None,
         }
     }
@@ -228,6 +246,19 @@ impl Operation {
     pub fn restore(&self) -> Option<&RestoreArgs> {
         match self {
             Operation::Restore { restore } => Some(restore),
+            _ => None,
+        }
+    }
+
+    /// Where each member's step switches to and what it must report then:
+    /// an upgrade's target, or a rollback's binary and version from before.
+    pub fn upgrade_target(&self, member: &str) -> Option<(String, String)> {
+        match self {
+            Operation::Upgrade { upgrade, .. } => Some((upgrade.binary.clone(), upgrade.version.clone())),
+            Operation::UpgradeRollback { upgrade, .. } => upgrade
+                .from
+                .get(member)
+                .map(|b| (b.clone(), upgrade.from_version.clone())),
             _ => None,
         }
     }

@@ -37,6 +37,8 @@ pub enum OpKind {
     Restore,
     RestoreRollback,
     RecoverQuorum,
+    Upgrade,
+    UpgradeRollback,
 }
 
 impl OpKind {
@@ -54,11 +56,13 @@ impl OpKind {
             OpKind::Restore => "restore",
             OpKind::RestoreRollback => "restore-rollback",
             OpKind::RecoverQuorum => "recover-quorum",
+            OpKind::Upgrade => "upgrade",
+            OpKind::UpgradeRollback => "upgrade-rollback",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 14] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -71,6 +75,8 @@ impl OpKind {
         OpKind::Restore,
         OpKind::RestoreRollback,
         OpKind::RecoverQuorum,
+        OpKind::Upgrade,
+        OpKind::UpgradeRollback,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {
@@ -231,7 +237,7 @@ fn check_members(view: &ClusterView, names: &[String]) -> Result<(), PlanError> 
 }
 
 /// The rolling order: learners, then followers (fleet order), then the leader.
-fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<&'a MemberView> {
+pub(crate) fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<&'a MemberView> {
     let leader = view.leader().map(|l| l.name.clone());
     let mut ordered: Vec<&MemberView> = selected.iter().copied().filter(|m| m.is_learner).collect();
     ordered.extend(
@@ -250,7 +256,7 @@ fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<
 }
 
 /// Steps for acting on `members` one at a time, leadership moved before the leader's step.
-fn rolling_steps(
+pub(crate) fn rolling_steps(
     view: &ClusterView,
     members: &[&MemberView],
     step_timeout: Option<Duration>,

@@ -60,12 +60,19 @@ pub async fn binary_version(path: &Path) -> Result<EtcdVersion, String> {
     }
 }
 
-/// The value of `label` on the gauge `name` (`etcd_server_version{server_version="3.5.1"} 1`).
+/// The value of `label` on the gauge `name` whose sample is not 0
+/// (`etcd_cluster_version{cluster_version="3.5"} 1`): etcd sets the
+/// previous cluster version's series to 0 and keeps it.
 pub fn labelled(text: &str, name: &str, label: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let start = rest.find(&format!("{label}=\""))? + label.len() + 2;
-        let value = &rest[start..];
+        let (labels, sample) = rest.split_once('}')?;
+        let value: f64 = sample.trim().parse().ok()?;
+        if value == 0.0 {
+            return None;
+        }
+        let start = labels.find(&format!("{label}=\""))? + label.len() + 2;
+        let value = &labels[start..];
         Some(value[..value.find('"')?].to_string())
     })
 }
@@ -149,7 +156,8 @@ mod tests {
     fn version_gauges_from_etcd_metrics() {
         let text = "# HELP etcd_cluster_version Which version is running.\n\
                     # TYPE etcd_cluster_version gauge\n\
-                    etcd_cluster_version{cluster_version=\"3.4\"} 1\n\
+                    etcd_cluster_version{cluster_version=\"3.4\"} 0\n\
+                    etcd_cluster_version{cluster_version=\"3.5\"} 1\n\
                     etcd_server_version{server_version=\"3.5.1\"} 1\n";
         assert_eq!(
             labelled(text, "etcd_cluster_version", "cluster_version").as_deref(),

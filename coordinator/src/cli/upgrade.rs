@@ -110,6 +110,10 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let target = target(global)?;
     let view = observe(&target).await;
+    // Another operation's fence first (exit 3): its members may be half-way.
+    if !args.run.dry_run {
+        crate::exec::busy(&view, "")?;
+    }
     if let Some(op) = &args.rollback {
         let record = args.run.journal()?.find(op)?;
         let Operation::Upgrade { upgrade, snapshot } = &record.operation else {

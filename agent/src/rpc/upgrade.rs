@@ -183,17 +183,17 @@ mod tests {
         assert!(
             binary_version(Path::new("etcd"))
                 .await
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("not an absolute path")
         );
         assert!(binary_version(Path::new("/nonexistent/etcd")).await.is_err());
         assert!(
             binary_version(Path::new("/tmp"))
                 .await
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("not a regular file")
         );
-        let err = binary_version(Path::new("/bin/true")).await.unwrap_err();
+        let err = binary_version(Path::new("/bin/true")).await.expect_err("true prints nothing");
         assert!(err.contains("printed no etcd version"), "{err}");
     }
 }

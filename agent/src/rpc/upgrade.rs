@@ -193,7 +193,9 @@ mod tests {
                 .expect_err("refused")
                 .contains("not a regular file")
         );
-        let err = binary_version(Path::new("/bin/true")).await.expect_err("true prints nothing");
+        let err = binary_version(Path::new("/bin/true"))
+            .await
+            .expect_err("true prints nothing");
         assert!(err.contains("printed no etcd version"), "{err}");
     }
 }

@@ -161,7 +161,8 @@ mod tests {
                     etcd_server_version{server_version=\"3.5.1\"} 1\n";
         assert_eq!(
             labelled(text, "etcd_cluster_version", "cluster_version").as_deref(),
-            Some("3.4")
+            Some("3.5"),
+            "the series at 1, not the old one etcd keeps at 0"
         );
         assert_eq!(
             labelled(text, "etcd_server_version", "server_version").as_deref(),

@@ -247,3 +247,72 @@ fn etcd_3_4_to_3_5_rolls_back_before_the_version_moves_and_upgrades_under_load()
     let out = ops.run(&["upgrade", "--rollback", &second, "--dry-run"]);
     refused(&out, 2, "already moved to 3.5");
 }
+
+/// The agent RPCs directly: EtcdVersions reads any binary's version and the
+/// member's; SetEtcdBinary needs the fence and a binary that answers
+/// `--version`, and takes effect at the next start.
+#[test]
+fn the_binary_switch_is_fenced_and_checks_the_binary() {
+    use etcdops_proto::v1::{EtcdVersionsRequest, SetEtcdBinaryRequest};
+    let cluster = Cluster::builder()
+        .members(1)
+        .disk_probe_interval_secs(0)
+        .start(bins!());
+    let mut client = cluster.client(0, &Caller::Coordinator);
+    let versions = cluster
+        .block_on(client.etcd_versions(EtcdVersionsRequest {
+            binaries: vec![target(), "/nonexistent/etcd".into()],
+            timeout_ms: 5000,
+        }))
+        .expect("EtcdVersions")
+        .into_inner();
+    assert_eq!(versions.unit_binary, versions.configured_binary);
+    assert_eq!(versions.binaries[0].version, "3.5.1", "{versions:?}");
+    assert!(versions.binaries[1].version.is_empty() && !versions.binaries[1].problem.is_empty());
+    assert_eq!(
+        (
+            versions.server_version.as_str(),
+            versions.cluster_version.as_str()
+        ),
+        ("3.4.23", "3.4")
+    );
+
+    let err = cluster
+        .block_on(client.set_etcd_binary(SetEtcdBinaryRequest {
+            fence: None,
+            path: target(),
+        }))
+        .expect_err("no fence");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let fence = cluster.acquire_fence("switch-1");
+    let err = cluster
+        .block_on(client.set_etcd_binary(SetEtcdBinaryRequest {
+            fence: Some(fence.clone()),
+            path: "/nonexistent/etcd".into(),
+        }))
+        .expect_err("missing binary");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("/nonexistent/etcd"), "{}", err.message());
+    let switched = cluster
+        .block_on(client.set_etcd_binary(SetEtcdBinaryRequest {
+            fence: Some(fence.clone()),
+            path: target(),
+        }))
+        .expect("switch")
+        .into_inner();
+    assert_eq!(
+        (switched.binary.as_str(), switched.version.as_str()),
+        (target().as_str(), "3.5.1")
+    );
+    assert_eq!(switched.previous, versions.configured_binary);
+    let recorded =
+        std::fs::read_to_string(cluster.member(0).state_dir.join("etcd-binary")).expect("recorded");
+    assert_eq!(recorded.trim(), target());
+    // Not running it yet: the next start does.
+    assert_eq!(versions_of(&cluster), "3.4.23");
+    cluster.release_fence(&fence);
+}
+
+fn versions_of(cluster: &Cluster) -> String {
+    versions(cluster).remove(0)
+}

@@ -144,7 +144,6 @@ impl AuditConfig {
     }
 }
 
-
 /// Where the agent exports its trace spans (OpenTelemetry, OTLP over gRPC).
 /// The standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// variables win over this file; with neither, no exporter runs.

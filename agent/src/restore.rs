@@ -46,10 +46,10 @@ pub enum RestoreError {
     #[error(transparent)]
     Integrity(TrailerError),
     #[error(
-        "etcd 3.4's etcdctl cannot bump the revision; install etcdutl (etcd 3.5.10 or later) and set \
-         restore.etcdutl in the agent config, or restore with bump_revision = 0 (asked: {bump})"
+        "{tool} cannot bump the revision on restore (etcdutl 3.5.10+ or etcdctl 3.4.27+ can); install one and \
+         set restore.etcdutl (or restore.etcdctl) in the agent config, or restore with bump_revision = 0 (asked: {bump})"
     )]
-    BumpUnsupported { bump: u64 },
+    BumpUnsupported { bump: u64, tool: String },
     #[error(
         "restore tool {path} not found: install etcd's tools (etcdutl for 3.5+, etcdctl for 3.4) \
          or set {setting} in the agent config"

@@ -50,6 +50,8 @@ pub struct AgentState {
     pub cert_paths: crate::certs::CertPaths,
     /// The agent's serving certificate, reloaded by InstallCertificates (set by `server::run`).
     pub server_cert: Option<std::sync::Arc<crate::certs_tls::ServerCert>>,
+    /// The config's etcd binary (`unit.etcd_binary`).
+    pub configured_binary: PathBuf,
 }
 
 /// Start-up errors that are not TLS or listen errors.
@@ -92,7 +94,8 @@ impl AgentState {
                         config.unit.log_file.clone(),
                         restart,
                     )
-                    .with_boot_record(&config.state_dir),
+                    .with_boot_record(&config.state_dir)
+                    .with_binary_record(&config.state_dir),
                 )
             }
             Backend::Systemd => Box::new(connect_systemd(&config.unit.name)?),
@@ -125,6 +128,7 @@ impl AgentState {
             restore: config.restore.clone(),
             cert_paths: crate::certs::CertPaths::new(config),
             server_cert: None,
+            configured_binary: config.unit.etcd_binary.clone(),
         })
     }
 }

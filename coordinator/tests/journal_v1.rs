@@ -102,16 +102,28 @@ fn every_v1_record_reads_into_the_typed_operation() {
             Operation::Backup { .. }
             | Operation::Drill { .. }
             | Operation::Housekeeping { .. }
-            | Operation::CertsRenew { .. } => {
+            | Operation::CertsRenew { .. }
+            | Operation::Upgrade { .. }
+            | Operation::UpgradeRollback { .. } => {
                 panic!("{id}: kinds newer than schema v1 cannot come from a v1 record")
             }
         }
         kinds.insert(r.kind.as_str());
     }
-    // Every kind schema v1 had (serve's backup, drill, housekeeping and certs-renew came with v2).
+    // Every kind schema v1 had (serve's backup, drill, housekeeping, certs-renew and the etcd upgrade came with v2).
     let every: std::collections::BTreeSet<&str> = OpKind::ALL
         .into_iter()
-        .filter(|k| !matches!(k, OpKind::Backup | OpKind::Drill | OpKind::Housekeeping | OpKind::CertsRenew))
+        .filter(|k| {
+            !matches!(
+                k,
+                OpKind::Backup
+                    | OpKind::Drill
+                    | OpKind::Housekeeping
+                    | OpKind::CertsRenew
+                    | OpKind::Upgrade
+                    | OpKind::UpgradeRollback
+            )
+        })
         .map(OpKind::as_str)
         .collect();
     assert_eq!(kinds, every, "the fixtures hold every kind");

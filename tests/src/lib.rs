@@ -11,6 +11,11 @@
 //! assert_eq!(out.code, 0);
 //! ```
 //!
+//! The etcd release is a builder option ([`ClusterBuilder::etcd`]): Debian's
+//! 3.4.23 by default, or the etcd 3.5.1 `deploy/dev/setup.sh` installs in
+//! [`ETCD_35_DIR`] (etcd, etcdctl, etcdutl); the suites run their full set on
+//! 3.4 and a representative subset on 3.5 (`*_on_etcd_3_5` tests).
+//!
 //! Everything is torn down when the [`Cluster`] is dropped, also when a test
 //! panics: each agent runs in its own process group with its etcd, and the
 //! group is stopped with SIGTERM, then SIGKILL.
@@ -57,6 +62,60 @@ macro_rules! bins {
     };
 }
 
+/// Where `deploy/dev/setup.sh` installs etcd 3.5.1 (etcd, etcdctl, etcdutl).
+pub const ETCD_35_DIR: &str = "/opt/etcd-3.5.1";
+
+/// The etcd release a test cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdRelease {
+    /// Debian's etcd-server 3.4.23 (`/usr/bin/etcd`, or `ETCD_BIN`), restored
+    /// with its etcdctl.
+    Debian34,
+    /// etcd 3.5.1 from [`ETCD_35_DIR`], restored with its etcdutl (which
+    /// cannot bump the revision: 3.5.10+ can).
+    V3_5,
+}
+
+impl EtcdRelease {
+    /// The etcd binary (asserted present, naming the fix).
+    pub fn etcd_binary(self) -> PathBuf {
+        match self {
+            EtcdRelease::Debian34 => etcd_binary(),
+            EtcdRelease::V3_5 => release_file("etcd"),
+        }
+    }
+
+    /// The etcdctl of this release (3.5's talks to either).
+    pub fn etcdctl(self) -> PathBuf {
+        match self {
+            EtcdRelease::Debian34 => PathBuf::from("etcdctl"),
+            EtcdRelease::V3_5 => release_file("etcdctl"),
+        }
+    }
+
+    /// The version `etcd --version` reports.
+    pub fn version(self) -> String {
+        let out = Command::new(self.etcd_binary())
+            .arg("--version")
+            .output()
+            .expect("etcd --version");
+        etcdops_format::etcd_version::parse_version_output(&String::from_utf8_lossy(&out.stdout))
+            .expect("a version in `etcd --version`")
+            .to_string()
+    }
+}
+
+/// A file of the etcd 3.5 install, asserted present.
+fn release_file(name: &str) -> PathBuf {
+    let path = Path::new(ETCD_35_DIR).join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `bash deploy/dev/setup.sh` (it installs etcd 3.5.1 there)",
+        path.display()
+    );
+    path
+}
+
 /// How long a cluster may take to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -71,6 +130,7 @@ pub struct ClusterBuilder {
     disk_fsync_threshold_ms: Option<u64>,
     stop_timeout_secs: Option<u64>,
     tls: bool,
+    etcd: EtcdRelease,
 }
 
 /// The agents' fsync threshold when a test turns the periodic probe off and
@@ -126,10 +186,18 @@ impl ClusterBuilder {
         self
     }
 
+    /// The etcd release every member runs (default: Debian's 3.4.23). For
+    /// [`EtcdRelease::V3_5`] the agents also restore with its etcdutl
+    /// (`[restore] etcdutl`).
+    pub fn etcd(mut self, release: EtcdRelease) -> Self {
+        self.etcd = release;
+        self
+    }
+
     /// Starts etcd members and agents and waits until the cluster is healthy.
     pub fn start(self, bins: Bins) -> Cluster {
         etcdops_certs::install_crypto_provider();
-        let etcd = etcd_binary();
+        let etcd = self.etcd.etcd_binary();
         let dir = tempfile::Builder::new()
             .prefix("etcdops-e2e-")
             .tempdir()
@@ -160,11 +228,16 @@ impl ClusterBuilder {
                 set_fsync_threshold(&m.agent_config, ms);
             }
         }
-        if let Some(secs) = self.stop_timeout_secs {
+        if self.stop_timeout_secs.is_some() || self.etcd == EtcdRelease::V3_5 {
             for m in layout.members.iter().chain(&layout.spares) {
                 let mut config =
                     etcdops_agent::config::AgentConfig::load(&m.agent_config).expect("agent config");
-                config.unit.stop_timeout_secs = secs;
+                if let Some(secs) = self.stop_timeout_secs {
+                    config.unit.stop_timeout_secs = secs;
+                }
+                if self.etcd == EtcdRelease::V3_5 {
+                    config.restore.etcdutl = Some(release_file("etcdutl"));
+                }
                 std::fs::write(&m.agent_config, config.to_toml()).expect("writing the agent config");
             }
         }
@@ -324,6 +397,7 @@ impl Cluster {
             disk_fsync_threshold_ms: None,
             stop_timeout_secs: None,
             tls: true,
+            etcd: EtcdRelease::Debian34,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use etcdops_tests::{Caller, Cluster, Coordinator, bins};
+use etcdops_tests::{Caller, Cluster, Coordinator, EtcdRelease, bins};
 
 /// The members as `member list -w json` reports them: (name, is_learner).
 fn member_names(ops: &Coordinator) -> Vec<(String, bool)> {
@@ -32,7 +32,18 @@ fn fleet_text(cluster: &Cluster) -> String {
 
 #[test]
 fn add_then_remove_a_member_three_to_four_to_three() {
+    add_then_remove(EtcdRelease::Debian34);
+}
+
+/// The same on etcd 3.5 (the matrix's representative subset).
+#[test]
+fn add_then_remove_a_member_three_to_four_to_three_on_etcd_3_5() {
+    add_then_remove(EtcdRelease::V3_5);
+}
+
+fn add_then_remove(release: EtcdRelease) {
     let cluster = Cluster::builder()
+        .etcd(release)
         .members(3)
         .spares(1)
         .disk_probe_interval_secs(0)

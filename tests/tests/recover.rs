@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use etcdops_proto::v1::UnitRequest;
-use etcdops_tests::{Caller, Cluster, bins, step_ids};
+use etcdops_tests::{Caller, Cluster, EtcdRelease, bins, step_ids};
 
 fn kept(data_dir: &Path, reason: &str) -> usize {
     let parent = data_dir.parent().expect("parent");
@@ -40,7 +40,18 @@ fn stop_etcd(cluster: &Cluster, members: &[usize]) {
 
 #[test]
 fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
+    rebuilt_from_the_survivor(EtcdRelease::Debian34);
+}
+
+/// The same on etcd 3.5 (the matrix's representative subset).
+#[test]
+fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor_on_etcd_3_5() {
+    rebuilt_from_the_survivor(EtcdRelease::V3_5);
+}
+
+fn rebuilt_from_the_survivor(release: EtcdRelease) {
     let cluster = Cluster::builder()
+        .etcd(release)
         .members(3)
         .disk_probe_interval_secs(0)
         .start(bins!());

@@ -204,11 +204,12 @@ fn a_snapshot_is_staged_swapped_in_and_rolled_back_on_one_member() {
         bump_revision: 1_000_000,
         ..good.clone()
     };
-    let err = stage(&cluster, &mut client, Some(bump), &file).expect_err("etcdctl 3.4 cannot bump");
+    let err = stage(&cluster, &mut client, Some(bump), &file).expect_err("etcdctl 3.4.23 cannot bump");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message()
-            .starts_with("etcd 3.4's etcdctl cannot bump the revision; "),
+        err.message().starts_with(
+            "etcdctl 3.4.23 cannot bump the revision on restore (etcdutl 3.5.10+ or etcdctl 3.4.27+ can)"
+        ),
         "{}",
         err.message()
     );

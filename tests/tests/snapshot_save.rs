@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcdops_tests::{Cluster, bins};
+use etcdops_tests::{Cluster, EtcdRelease, bins};
 
 fn etcdctl_status(file: &Path) -> serde_json::Value {
     let out = Command::new("etcdctl")
@@ -33,7 +33,17 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn saves_a_verified_snapshot_from_a_follower_with_its_metadata() {
-    let cluster = Cluster::builder().members(3).start(bins!());
+    snapshot_from_a_follower(EtcdRelease::Debian34);
+}
+
+/// The same on etcd 3.5 (the matrix's representative subset).
+#[test]
+fn saves_a_verified_snapshot_from_a_follower_with_its_metadata_on_etcd_3_5() {
+    snapshot_from_a_follower(EtcdRelease::V3_5);
+}
+
+fn snapshot_from_a_follower(release: EtcdRelease) {
+    let cluster = Cluster::builder().etcd(release).members(3).start(bins!());
     cluster.put_bulk("k", 200, 1000);
     let out_dir = tempfile::tempdir().expect("tempdir");
 

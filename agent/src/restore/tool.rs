@@ -1,11 +1,14 @@
 //! The restore tool: which one (etcdutl 3.5+ preferred, else etcdctl 3.4),
-//! its argument vector (a pure function), its version, and running it as a
+//! its argument vector (a pure function, the revision bump gated by the
+//! tool's real version), its version, and running it as a
 //! child process under a timeout (no shell; killed when the call is dropped).
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+
+use etcdops_format::etcd_version::EtcdVersion;
 
 use super::{RestoreError, RestoreSpec};
 use crate::config::RestoreConfig;
@@ -91,17 +94,25 @@ pub fn resolve(config: &RestoreConfig, path_var: Option<&OsStr>) -> Result<Tool,
 }
 
 /// The argument vector of `<tool> snapshot restore` (flags as `--flag=value`,
-/// so no value is ever read as a flag). etcdctl 3.4 cannot bump the
-/// revision: `BumpUnsupported` when the spec asks for it.
+/// so no value is ever read as a flag). `version` is the tool's (`<tool>
+/// version`, e.g. "etcdutl 3.5.1"): only etcdutl 3.5.10+ and etcdctl 3.4.27+
+/// can bump the revision (`EtcdVersion::restore_can_bump`), so a spec asking
+/// for a bump is `BumpUnsupported` on any other, or an unreadable version.
 pub fn restore_args(
-    kind: ToolKind,
+    version: &str,
     spec: &RestoreSpec,
     snapshot: &Path,
     data_dir: &Path,
 ) -> Result<Vec<OsString>, RestoreError> {
-    if kind == ToolKind::Etcdctl && spec.bump_revision > 0 {
+    let can_bump = version
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse::<EtcdVersion>().ok())
+        .is_some_and(|v| v.restore_can_bump());
+    if spec.bump_revision > 0 && !can_bump {
         return Err(RestoreError::BumpUnsupported {
             bump: spec.bump_revision,
+            tool: version.to_string(),
         });
     }
     let flag = |name: &str, value: &OsStr| {
@@ -285,30 +296,46 @@ mod tests {
             "--data-dir=/var/lib/etcd/default.restore-1",
             "--skip-hash-check",
         ];
-        assert_eq!(
-            strings(&restore_args(ToolKind::Etcdctl, &spec(0), snap, dir).expect("etcdctl")),
-            expected
-        );
-        assert_eq!(
-            strings(&restore_args(ToolKind::Etcdutl, &spec(0), snap, dir).expect("etcdutl")),
-            expected
-        );
-        let bumped =
-            strings(&restore_args(ToolKind::Etcdutl, &spec(1_000_000_000), snap, dir).expect("bump"));
-        assert_eq!(bumped[..expected.len()], expected);
-        assert_eq!(
-            bumped[expected.len()..],
-            ["--bump-revision=1000000000", "--mark-compacted"]
-        );
-        let err = restore_args(ToolKind::Etcdctl, &spec(5), snap, dir).expect_err("3.4 cannot bump");
-        assert!(
-            err.to_string()
-                .starts_with("etcd 3.4's etcdctl cannot bump the revision; "),
-            "{err}"
-        );
+        for tool in ["etcdctl 3.4.23", "etcdutl 3.5.1", "etcdutl 3.5.17"] {
+            assert_eq!(
+                strings(&restore_args(tool, &spec(0), snap, dir).expect(tool)),
+                expected,
+                "{tool}"
+            );
+        }
+        // The bump only where the real version has the flags: etcdutl 3.5.10+, etcdctl 3.4.27+.
+        for tool in [
+            "etcdutl 3.5.10",
+            "etcdutl 3.5.17",
+            "etcdctl 3.4.27",
+            "etcdutl 3.6.0",
+        ] {
+            let bumped = strings(&restore_args(tool, &spec(1_000_000_000), snap, dir).expect(tool));
+            assert_eq!(bumped[..expected.len()], expected, "{tool}");
+            assert_eq!(
+                bumped[expected.len()..],
+                ["--bump-revision=1000000000", "--mark-compacted"],
+                "{tool}"
+            );
+        }
+        for tool in [
+            "etcdctl 3.4.23",
+            "etcdutl 3.5.1",
+            "etcdutl 3.5.9",
+            "etcdctl 3.4.26",
+            "etcdutl what",
+        ] {
+            let err = restore_args(tool, &spec(5), snap, dir).expect_err(tool);
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "{tool} cannot bump the revision on restore (etcdutl 3.5.10+ or etcdctl 3.4.27+ can)"
+                )),
+                "{err}"
+            );
+        }
         // A relative path that starts with '-' is never read as a flag.
         let args = strings(
-            &restore_args(ToolKind::Etcdctl, &spec(0), Path::new("-x.part"), Path::new("-d")).expect("rel"),
+            &restore_args("etcdctl 3.4.23", &spec(0), Path::new("-x.part"), Path::new("-d")).expect("rel"),
         );
         assert_eq!(args[2], "./-x.part");
         assert_eq!(args[7], "--data-dir=./-d");

@@ -84,6 +84,7 @@ fenced_request!(pb::InstallCertificatesRequest, |r| json!({
     "certificates": r.certificates.iter().map(|c| json!({"cert": c.cert, "cert_pem_bytes": c.cert_pem.len()})).collect::<Vec<_>>(),
     "check_only": r.check_only
 }));
+fenced_request!(pb::SetEtcdBinaryRequest, |r| json!({"path": r.path}));
 fenced_request!(pb::PruneKeptCopiesRequest, |r| json!({
     "keep": r.keep, "max_age_secs": r.max_age_secs, "protect": r.protect, "dry_run": r.dry_run
 }));

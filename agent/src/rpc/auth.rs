@@ -61,6 +61,9 @@ pub const REQUIRED: &[(&str, Access, bool)] = &[
     // Certificate metadata (serials, expiry) and served certificates: a read.
     ("GetCertificates", Access::Observer, false),
     ("InstallCertificates", Access::Operator, true),
+    // The etcd binaries' versions: a read.
+    ("EtcdVersions", Access::Observer, false),
+    ("SetEtcdBinary", Access::Operator, true),
     // The audit trail names operators and what they did: operators only.
     ("GetAudit", Access::Operator, false),
 ];

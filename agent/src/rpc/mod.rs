@@ -24,6 +24,7 @@ mod restore;
 mod snapshot;
 mod status;
 mod unit;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -571,6 +572,19 @@ impl Agent for AgentService {
         .await
     }
 
+    async fn etcd_versions(
+        &self,
+        r: Request<pb::EtcdVersionsRequest>,
+    ) -> Result<Response<pb::EtcdVersionsResponse>, Status> {
+        self.counted("EtcdVersions", async {
+            let timeout = timeout_field(r.get_ref().timeout_ms)?;
+            upgrade::etcd_versions(&self.state, r.get_ref(), timeout)
+                .await
+                .map(Response::new)
+        })
+        .await
+    }
+
     async fn install_certificates(
         &self,
         r: Request<pb::InstallCertificatesRequest>,
@@ -590,6 +604,24 @@ impl Agent for AgentService {
             )
             .await
         };
+        audit.finish(&result);
+        result.map(Response::new)
+    }
+
+    async fn set_etcd_binary(
+        &self,
+        r: Request<pb::SetEtcdBinaryRequest>,
+    ) -> Result<Response<pb::SetEtcdBinaryResponse>, Status> {
+        let (caller, r) = caller_and(r);
+        let audit = self.audited("SetEtcdBinary", caller, &r);
+        let fence = r.fence.clone();
+        let act = upgrade::set_etcd_binary(&self.state, r);
+        let result = self
+            .counted(
+                "SetEtcdBinary",
+                fence::fenced(&self.state, "SetEtcdBinary", fence.as_ref(), act),
+            )
+            .await;
         audit.finish(&result);
         result.map(Response::new)
     }

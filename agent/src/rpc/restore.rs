@@ -121,9 +121,9 @@ pub async fn stage(
     let started = Instant::now();
     let paths = StagePaths::new(&state.data_dir, &spec.operation_id).map_err(status)?;
     let tool = tool::resolve(&state.restore, std::env::var_os("PATH").as_deref()).map_err(status)?;
-    // Refused before any byte is accepted (FAILED_PRECONDITION for a bump with etcdctl).
-    let args = tool::restore_args(tool.kind, &spec, &paths.part, &paths.staged).map_err(status)?;
     let version = tool::version(&tool).await.map_err(status)?;
+    // Refused before any byte is accepted (FAILED_PRECONDITION for a bump the tool cannot do).
+    let args = tool::restore_args(&version, &spec, &paths.part, &paths.staged).map_err(status)?;
     // Removes the copy on every path out, also when the caller goes away.
     let _part_guard = RemoveOnDrop(paths.part.clone());
     {
@@ -352,7 +352,10 @@ mod tests {
                 tonic::Code::DataLoss,
             ),
             (
-                RestoreError::BumpUnsupported { bump: 1 },
+                RestoreError::BumpUnsupported {
+                    bump: 1,
+                    tool: "etcdctl 3.4.23".into(),
+                },
                 tonic::Code::FailedPrecondition,
             ),
             (

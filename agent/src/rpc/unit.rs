@@ -95,9 +95,11 @@ pub fn plan(timeout_ms: u32, stop_timeout: Duration) -> Result<Plan, Status> {
     })
 }
 
-fn code(e: &UnitError) -> tonic::Code {
+pub(super) fn code(e: &UnitError) -> tonic::Code {
     match e {
-        UnitError::BinaryMissing { .. } | UnitError::EnvFile(_) => tonic::Code::FailedPrecondition,
+        UnitError::BinaryMissing { .. } | UnitError::EnvFile(_) | UnitError::BinarySwitch { .. } => {
+            tonic::Code::FailedPrecondition
+        }
         UnitError::StopTimeout { .. }
         | UnitError::Start { .. }
         | UnitError::Signal { .. }

@@ -134,6 +134,8 @@ pub enum UnitError {
     /// Boxed: zbus errors are large.
     #[error(transparent)]
     Systemd(Box<systemd::SystemdError>),
+    #[error("cannot switch the etcd binary of {unit}: {reason}")]
+    BinarySwitch { unit: String, reason: String },
 }
 
 impl From<systemd::SystemdError> for UnitError {
@@ -162,6 +164,22 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
     /// backend records it for the agent's next start, over `autostart`).
     async fn set_boot(&self, _enabled: bool) -> Result<(), UnitError> {
         Ok(())
+    }
+    /// The etcd binary the unit runs (`None`: the backend does not say).
+    fn binary(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// The binary the unit runs from its next start (`None`: the
+    /// configured one again); returns the previous one. The process backend
+    /// records it in the state dir; others refuse ([`UnitError::BinarySwitch`]).
+    async fn set_binary(&self, _path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, UnitError> {
+        Err(UnitError::BinarySwitch {
+            unit: self.unit(),
+            reason: format!(
+                "the {} backend cannot switch etcd's binary yet (process backend only)",
+                self.backend()
+            ),
+        })
     }
 }
 

@@ -1,5 +1,8 @@
 //! The process backend: the agent runs etcd as its child, with the
-//! `ETCD_*` variables of the environment file, and watches it exit.
+//! `ETCD_*` variables of the environment file, and watches it exit. The
+//! binary is the config's `unit.etcd_binary` unless `set_binary` (an etcd
+//! upgrade) recorded another in the state dir ([`BINARY_FILE`]), read at
+//! start-up and used from the next start.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -56,7 +59,14 @@ pub struct ProcessUnit {
     shared: Arc<Shared>,
     /// Where `set_boot` records whether etcd starts with the agent.
     boot_file: Option<PathBuf>,
+    /// The binary `set_binary` chose over `binary` (the config's).
+    chosen: Arc<std::sync::Mutex<Option<PathBuf>>>,
+    /// Where `set_binary` records it.
+    binary_file: Option<PathBuf>,
 }
+
+/// The file in the agent's state dir that records `set_binary`.
+pub const BINARY_FILE: &str = "etcd-binary";
 
 /// The file in the agent's state dir that records `set_boot`.
 pub const BOOT_FILE: &str = "etcd-starts-with-agent";
@@ -89,7 +99,35 @@ impl ProcessUnit {
                 op: Mutex::new(()),
             }),
             boot_file: None,
+            chosen: Arc::default(),
+            binary_file: None,
         }
+    }
+
+    /// Records `set_binary` in `state_dir` ([`BINARY_FILE`]), and runs the
+    /// binary recorded there (by an earlier upgrade) instead of the config's.
+    pub fn with_binary_record(mut self, state_dir: &std::path::Path) -> Self {
+        let path = state_dir.join(BINARY_FILE);
+        let recorded = std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| t.starts_with('/'))
+            .map(PathBuf::from);
+        if let Some(recorded) = &recorded {
+            tracing::info!(binary = %recorded.display(), file = %path.display(), "etcd runs the binary an upgrade recorded");
+        }
+        self.chosen = Arc::new(std::sync::Mutex::new(recorded));
+        self.binary_file = Some(path);
+        self
+    }
+
+    /// The binary the next start runs.
+    fn current_binary(&self) -> PathBuf {
+        self.chosen
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| self.binary.clone())
     }
 
     /// Records `set_boot` in `state_dir` (see [`recorded_boot`]).
@@ -99,15 +137,14 @@ impl ProcessUnit {
     }
 
     fn spawn(&self) -> Result<u32, UnitError> {
-        if !self.binary.is_file() {
-            return Err(UnitError::BinaryMissing {
-                path: self.binary.clone(),
-            });
+        let binary = self.current_binary();
+        if !binary.is_file() {
+            return Err(UnitError::BinaryMissing { path: binary });
         }
         let env = EnvFile::load(&self.env_file)?;
         // env_clear: etcd gets PATH and the env file's ETCD_* only (never
         // NOTIFY_SOCKET/WATCHDOG_*: see crate::notify).
-        let mut cmd = crate::notify::child_command(&self.binary);
+        let mut cmd = crate::notify::child_command(&binary);
         cmd.env_clear()
             .env(
                 "PATH",
@@ -136,7 +173,7 @@ impl ProcessUnit {
             let status = child.wait().await;
             this.on_exit(status).await;
         });
-        tracing::info!(pid, binary = %self.binary.display(), "started etcd");
+        tracing::info!(pid, binary = %binary.display(), "started etcd");
         Ok(pid)
     }
 
@@ -203,7 +240,34 @@ impl UnitBackend for ProcessUnit {
     }
 
     fn unit(&self) -> String {
-        self.binary.display().to_string()
+        self.current_binary().display().to_string()
+    }
+
+    fn binary(&self) -> Option<PathBuf> {
+        Some(self.current_binary())
+    }
+
+    async fn set_binary(&self, path: Option<PathBuf>) -> Result<PathBuf, UnitError> {
+        let _guard = self.shared.op.lock().await;
+        let previous = self.current_binary();
+        if let Some(file) = &self.binary_file {
+            let result = match &path {
+                Some(p) => crate::statefile::write_atomic(file, format!("{}\n", p.display()).as_bytes()),
+                None => match std::fs::remove_file(file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            result.map_err(|e| UnitError::BinarySwitch {
+                unit: previous.display().to_string(),
+                reason: format!("cannot record it in {}: {e}", file.display()),
+            })?;
+        }
+        if let Ok(mut chosen) = self.chosen.lock() {
+            *chosen = path;
+        }
+        tracing::info!(previous = %previous.display(), binary = %self.current_binary().display(), "etcd binary switched (from the next start)");
+        Ok(previous)
     }
 
     async fn info(&self) -> UnitInfo {

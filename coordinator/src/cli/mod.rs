@@ -29,6 +29,7 @@ mod serve;
 mod snapshot;
 mod status;
 pub(crate) mod target;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -230,6 +231,9 @@ pub enum Command {
     /// Prune kept data dir copies on every member and stale downloaded backups (journaled, fenced).
     #[command(after_help = housekeeping::AFTER_HELP)]
     Housekeeping(housekeeping::HousekeepingArgs),
+    /// Upgrade etcd on every member to the next release, leader last (journaled plan), or roll it back.
+    #[command(long_about = upgrade::ABOUT, after_help = upgrade::AFTER_HELP)]
+    Upgrade(upgrade::UpgradeCmdArgs),
 
     /// The fleet file: `import` writes it from an Ansible inventory.
     #[command(subcommand)]
@@ -427,6 +431,7 @@ async fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatu
         Command::Recover(command) => recover::run(global, command, out).await,
         Command::Restore(args) => restore::run(global, args, out).await,
         Command::Housekeeping(args) => housekeeping::run(global, args, out).await,
+        Command::Upgrade(args) => upgrade::run(global, args, out).await,
         Command::Fleet(FleetCommand::Import(args)) => fleet_import::import(global, args, out),
         Command::Op(op::OpCommand::List(args)) => op::list(global, args, out).await,
         Command::Op(op::OpCommand::Show(args)) => op::show(global, args, out).await,
@@ -461,6 +466,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Recover(_) => "recover",
         Command::Restore(_) => "restore",
         Command::Housekeeping(_) => "housekeeping",
+        Command::Upgrade(_) => "upgrade",
         Command::Op(_) => "op show|resume|abort|prune",
         Command::Audit(_) => "audit show",
     })

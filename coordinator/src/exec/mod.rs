@@ -12,8 +12,9 @@
 //! Step families, one module each: [`member`] (join, leave, promote),
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
 //! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
-//! snapshot a disruptive operation starts with, and a recovery's), [`certs`]
-//! (a renewal's install and the wait for the served serials); the
+//! snapshot a disruptive operation starts with, and a recovery's),
+//! [`certs`] (a renewal's install and the wait for the served serials),
+//! [`upgrade`] (an etcd upgrade's binary switch and cluster version); the
 //! rolling and maintenance steps are here. [`fence`] takes and releases the
 //! cluster's fence; `fanout` calls every member's agent at once (and runs the
 //! HashKV comparison); `error` is [`StepError`].
@@ -27,6 +28,7 @@ mod member;
 mod recover;
 mod restore;
 mod snapshot;
+mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -691,7 +693,9 @@ impl Executor {
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
-        if let StepKind::Rolling(RollingStep::Restart { member }) = kind {
+        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
+            kind
+        {
             tolerate.down = Some(member.as_str());
         }
         // A dead member being removed is down until it is gone.
@@ -701,7 +705,8 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
-        if let StepKind::Rolling(RollingStep::Restart { member }) = kind
+        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
+            kind
             && !self.force
             && let Err(f) = safety::keeps_quorum_without(&view, member)
         {
@@ -899,6 +904,10 @@ impl Executor {
                     answer.key, answer.revision
                 ))
             }
+            RollingStep::SwitchBinary { member } => {
+                self.switch_binary(member, view, fence, deadline, processed).await
+            }
+            RollingStep::ClusterVersion => self.cluster_version(deadline).await,
         }
     }
 
@@ -1180,7 +1189,8 @@ fn processed(record: &OperationRecord) -> Vec<String> {
         .filter_map(|s| match StepKind::from_id(&s.id) {
             Some(
                 StepKind::Rolling(RollingStep::Defrag { member })
-                | StepKind::Rolling(RollingStep::Restart { member }),
+                | StepKind::Rolling(RollingStep::Restart { member })
+                | StepKind::Rolling(RollingStep::SwitchBinary { member }),
             ) => Some(member),
             _ => None,
         })

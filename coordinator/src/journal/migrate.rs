@@ -139,6 +139,11 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
             }
         }
         OpKind::Backup => return Err(format!("{kind} did not exist in schema v1")),
+        OpKind::Upgrade | OpKind::UpgradeRollback => {
+            return Err(format!(
+                "{kind}: schema v1 had no etcd upgrade; the record is not one v1 wrote"
+            ));
+        }
     };
     Ok(OperationRecord {
         id: v1.id,

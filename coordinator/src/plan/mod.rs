@@ -22,4 +22,5 @@ pub mod restore;
 pub mod rule;
 pub mod safety;
 pub mod step;
+pub mod upgrade;
 pub mod view;

@@ -18,6 +18,7 @@ use super::recover::RecoverArgs;
 use super::restore::RestoreArgs;
 use super::safety::Tolerate;
 use super::step::SnapshotTo;
+use super::upgrade::UpgradeArgs;
 
 /// The verified snapshot a disruptive operation starts with. Records
 /// journaled before this existed lack it: they read as no snapshot.
@@ -149,6 +150,19 @@ pub enum Operation {
     },
     /// `etcdops certs renew`: new leaf certificates, staged, installed member by member.
     CertsRenew { renew: super::certs::RenewArgs },
+    /// `etcdops upgrade`: the target binary and version, each member's
+    /// binary and version before, and the verified snapshot taken first.
+    Upgrade {
+        upgrade: UpgradeArgs,
+        #[serde(default)]
+        snapshot: PreSnapshot,
+    },
+    /// `etcdops upgrade --rollback OP`: every member back to the binary it
+    /// ran before upgrade OP.
+    UpgradeRollback {
+        rollback_of: String,
+        upgrade: UpgradeArgs,
+    },
 }
 
 /// What a restore drill found: pass or fail, and the figures it compared.
@@ -184,6 +198,8 @@ impl Operation {
             Operation::Drill { .. } => OpKind::Drill,
             Operation::Housekeeping { .. } => OpKind::Housekeeping,
             Operation::CertsRenew { .. } => OpKind::CertsRenew,
+            Operation::Upgrade { .. } => OpKind::Upgrade,
+            Operation::UpgradeRollback { .. } => OpKind::UpgradeRollback,
         }
     }
 
@@ -223,7 +239,8 @@ impl Operation {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
             | Operation::MemberReplace { snapshot, .. }
-            | Operation::Backup { snapshot } => Some(snapshot),
+            | Operation::Backup { snapshot }
+            | Operation::Upgrade { snapshot, .. } => Some(snapshot),
             _ => None,
         }
     }
@@ -234,7 +251,8 @@ impl Operation {
             Operation::Restart { snapshot, .. }
             | Operation::MemberRemove { snapshot, .. }
             | Operation::MemberReplace { snapshot, .. }
-            | Operation::Backup { snapshot } => Some(snapshot),
+            | Operation::Backup { snapshot }
+            | Operation::Upgrade { snapshot, .. } => Some(snapshot),
             _ => None,
         }
     }
@@ -284,6 +302,19 @@ impl Operation {
     pub fn renew(&self) -> Option<&super::certs::RenewArgs> {
         match self {
             Operation::CertsRenew { renew } => Some(renew),
+            _ => None,
+        }
+    }
+
+    /// Where each member's step switches to and what it must report then:
+    /// an upgrade's target, or a rollback's binary and version from before.
+    pub fn upgrade_target(&self, member: &str) -> Option<(String, String)> {
+        match self {
+            Operation::Upgrade { upgrade, .. } => Some((upgrade.binary.clone(), upgrade.version.clone())),
+            Operation::UpgradeRollback { upgrade, .. } => upgrade
+                .from
+                .get(member)
+                .map(|b| (b.clone(), upgrade.from_version.clone())),
             _ => None,
         }
     }

@@ -42,6 +42,8 @@ pub enum OpKind {
     Drill,
     Housekeeping,
     CertsRenew,
+    Upgrade,
+    UpgradeRollback,
 }
 
 impl OpKind {
@@ -63,11 +65,13 @@ impl OpKind {
             OpKind::Drill => "drill",
             OpKind::Housekeeping => "housekeeping",
             OpKind::CertsRenew => "certs-renew",
+            OpKind::Upgrade => "upgrade",
+            OpKind::UpgradeRollback => "upgrade-rollback",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 16] = [
+    pub const ALL: [OpKind; 18] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -84,6 +88,8 @@ impl OpKind {
         OpKind::Drill,
         OpKind::Housekeeping,
         OpKind::CertsRenew,
+        OpKind::Upgrade,
+        OpKind::UpgradeRollback,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {
@@ -245,7 +251,7 @@ fn check_members(view: &ClusterView, names: &[String]) -> Result<(), PlanError> 
 }
 
 /// The rolling order: learners, then followers (fleet order), then the leader.
-fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<&'a MemberView> {
+pub(crate) fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<&'a MemberView> {
     let leader = view.leader().map(|l| l.name.clone());
     let mut ordered: Vec<&MemberView> = selected.iter().copied().filter(|m| m.is_learner).collect();
     ordered.extend(
@@ -264,7 +270,7 @@ fn rolling_order<'a>(view: &'a ClusterView, selected: &[&'a MemberView]) -> Vec<
 }
 
 /// Steps for acting on `members` one at a time, leadership moved before the leader's step.
-fn rolling_steps(
+pub(crate) fn rolling_steps(
     view: &ClusterView,
     members: &[&MemberView],
     step_timeout: Option<Duration>,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use etcdops_format::etcd_version::EtcdVersion;
 use serde::{Deserialize, Serialize};
 
 use super::planner::{OpKind, Plan, Step};
@@ -129,22 +130,20 @@ pub fn plan_rollback(cluster: &str, op: &str) -> Plan {
 
 /// The revision bump a restore uses unless told: etcd's and Kubernetes'
 /// recommended 1,000,000,000 (more than any cluster writes between a
-/// snapshot and its restore) when every member runs etcd 3.5 or later, whose
-/// etcdutl bumps the revision and marks it compacted so watchers re-list
-/// instead of missing events; 0 when a member runs 3.4 (its etcdctl cannot)
-/// or no version is known (the plan says so).
+/// snapshot and its restore) when every member runs a release whose restore
+/// tool bumps the revision and marks it compacted so watchers re-list instead
+/// of missing events (etcdutl 3.5.10+, etcdctl 3.4.27+:
+/// `EtcdVersion::restore_can_bump`); 0 when a member runs an older release
+/// (3.4.23, 3.5.1: the plan says so) or no version is known.
 pub const DEFAULT_BUMP: u64 = 1_000_000_000;
 
+/// Whether the member's etcd release can bump the revision on restore.
+fn can_bump(version: &str) -> bool {
+    version.parse::<EtcdVersion>().is_ok_and(|v| v.restore_can_bump())
+}
+
 pub fn default_bump(versions: &[Option<String>]) -> u64 {
-    let modern = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|v| {
-                let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
-                Some((parts.next()??, parts.next()??))
-            })
-            .is_some_and(|(major, minor)| (major, minor) >= (3, 5))
-    };
-    if !versions.is_empty() && versions.iter().all(modern) {
+    if !versions.is_empty() && versions.iter().all(|v| v.as_deref().is_some_and(can_bump)) {
         DEFAULT_BUMP
     } else {
         0
@@ -253,11 +252,14 @@ pub fn preflight(
             ));
         }
     }
-    let on_34 = versions.iter().find(|v| v.starts_with("3.4."));
-    if let Some(v) = on_34.filter(|_| bump_revision > 0) {
+    // A release known not to have the flags (3.4.23, 3.5.1): refused, never guessed.
+    let cannot = versions
+        .iter()
+        .find(|v| v.parse::<EtcdVersion>().is_ok() && !can_bump(v));
+    if let Some(v) = cannot.filter(|_| bump_revision > 0) {
         findings.push(finding(
             None,
-            format!("--bump-revision {bump_revision} asked, but etcd {v}'s etcdctl cannot bump the revision on restore (etcdutl 3.5.10+ can)"),
+            format!("--bump-revision {bump_revision} asked, but etcd {v} cannot bump the revision on restore (etcdutl 3.5.10+ or etcdctl 3.4.27+ can)"),
             "restore without --bump-revision (the revision stays the snapshot's; Kubernetes must re-list), or upgrade etcd first",
         ));
     }
@@ -271,9 +273,9 @@ pub fn preflight(
              revisions get `compacted` and re-list instead of missing events",
             snapshot.revision
         ));
-    } else if let Some(v) = on_34 {
+    } else if let Some(v) = cannot {
         notes.push(format!(
-            "etcd {v} cannot bump the revision on restore (etcdutl 3.5.10+ can; etcdops then bumps by {DEFAULT_BUMP} by default): \
+            "etcd {v} cannot bump the revision on restore (etcdutl 3.5.10+ or etcdctl 3.4.27+ can; etcdops then bumps by {DEFAULT_BUMP} by default): \
              the restored cluster starts at the snapshot's revision {}; Kubernetes watchers that saw later revisions must re-list",
             snapshot.revision
         ));
@@ -319,6 +321,45 @@ mod tests {
         assert_eq!(default_bump(&v(&[Some("garbage"), Some("")])), 0);
         assert_eq!(default_bump(&[]), 0);
         assert_eq!(default_bump(&v(&[Some("4.0.0")])), DEFAULT_BUMP);
+        // By the real version: the flags came in 3.5.10 and 3.4.27.
+        let table = [
+            ("3.5.1", 0),
+            ("3.5.9", 0),
+            ("3.5.10", DEFAULT_BUMP),
+            ("3.4.26", 0),
+            ("3.4.27", DEFAULT_BUMP),
+        ];
+        for (version, bump) in table {
+            assert_eq!(
+                default_bump(&v(&[Some(version), Some(version)])),
+                bump,
+                "{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn on_3_5_1_the_plan_cannot_bump_exactly_as_on_3_4_23() {
+        for version in ["3.4.23", "3.5.1"] {
+            let mut on = hosts();
+            on.iter_mut().for_each(|h| h.etcd_version = Some(version.into()));
+            let spec = preflight("p", &snapshot(), &on, 0, 1).expect("spec");
+            assert!(
+                spec.notes[0].starts_with(&format!("etcd {version} cannot bump the revision on restore")),
+                "{:?}",
+                spec.notes
+            );
+            let refused = preflight("p", &snapshot(), &on, 7, 1).expect_err("cannot bump");
+            assert!(
+                refused[0].seen
+                    == format!(
+                        "--bump-revision 7 asked, but etcd {version} cannot bump the revision on restore \
+                         (etcdutl 3.5.10+ or etcdctl 3.4.27+ can)"
+                    )
+                    && refused[0].action.contains("without --bump-revision"),
+                "{refused:?}"
+            );
+        }
     }
 
     fn snapshot() -> SnapshotFacts {

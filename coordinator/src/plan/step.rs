@@ -75,6 +75,13 @@ pub enum RollingStep {
     DisarmAlarms,
     /// Write, read back and delete a key: the cluster accepts writes.
     VerifyWrites,
+    /// An etcd upgrade or its rollback: switch the binary the member's unit
+    /// runs (through its agent), restart it, wait until it is healthy, caught
+    /// up and reports the operation's version (`exec/upgrade.rs`).
+    SwitchBinary { member: String },
+    /// An etcd upgrade's end: wait until every member reports the new minor
+    /// as the cluster version.
+    ClusterVersion,
 }
 
 /// Membership steps: a member joins (learner first) or leaves, and the fleet file follows.
@@ -237,8 +244,9 @@ impl StepKind {
     pub fn changes_a_member(&self) -> bool {
         matches!(
             self,
-            StepKind::Rolling(RollingStep::Defrag { .. } | RollingStep::Restart { .. })
-                | StepKind::Member(MemberStep::StartMember { .. } | MemberStep::Promote { .. })
+            StepKind::Rolling(
+                RollingStep::Defrag { .. } | RollingStep::Restart { .. } | RollingStep::SwitchBinary { .. }
+            ) | StepKind::Member(MemberStep::StartMember { .. } | MemberStep::Promote { .. })
                 | StepKind::Recover(RecoverStep::Rejoin { .. })
         )
     }
@@ -299,6 +307,8 @@ impl RollingStep {
             RollingStep::TransferLeadership { from } => format!("transfer-leadership:{from}"),
             RollingStep::DisarmAlarms => "disarm-alarms".into(),
             RollingStep::VerifyWrites => "verify-writes".into(),
+            RollingStep::SwitchBinary { member } => format!("switch-binary:{member}"),
+            RollingStep::ClusterVersion => "cluster-version".into(),
         }
     }
 
@@ -312,15 +322,22 @@ impl RollingStep {
             "transfer-leadership" => RollingStep::TransferLeadership { from: member? },
             "disarm-alarms" if arg.is_empty() => RollingStep::DisarmAlarms,
             "verify-writes" if arg.is_empty() => RollingStep::VerifyWrites,
+            "switch-binary" => RollingStep::SwitchBinary { member: member? },
+            "cluster-version" if arg.is_empty() => RollingStep::ClusterVersion,
             _ => return None,
         })
     }
 
     fn member(&self) -> Option<&str> {
         match self {
-            RollingStep::Defrag { member } | RollingStep::Restart { member } => Some(member),
+            RollingStep::Defrag { member }
+            | RollingStep::Restart { member }
+            | RollingStep::SwitchBinary { member } => Some(member),
             RollingStep::TransferLeadership { from } => Some(from),
-            RollingStep::Compact { .. } | RollingStep::DisarmAlarms | RollingStep::VerifyWrites => None,
+            RollingStep::Compact { .. }
+            | RollingStep::DisarmAlarms
+            | RollingStep::VerifyWrites
+            | RollingStep::ClusterVersion => None,
         }
     }
 
@@ -332,6 +349,10 @@ impl RollingStep {
             RollingStep::TransferLeadership { from } => format!("move leadership away from {from}"),
             RollingStep::DisarmAlarms => "disarm alarms".into(),
             RollingStep::VerifyWrites => "verify the cluster accepts writes".into(),
+            RollingStep::SwitchBinary { member } => {
+                format!("switch the etcd binary {member} runs and restart it")
+            }
+            RollingStep::ClusterVersion => "wait for the cluster version to move to the new minor".into(),
         }
     }
 
@@ -346,13 +367,20 @@ impl RollingStep {
             }
             RollingStep::DisarmAlarms => "no alarm active".into(),
             RollingStep::VerifyWrites => "write, read back and delete succeed".into(),
+            RollingStep::SwitchBinary { member } => {
+                format!(
+                    "{member} healthy, caught up with the leader and reporting the operation's etcd version"
+                )
+            }
+            RollingStep::ClusterVersion => "every member reports the new cluster version".into(),
         }
     }
 
     fn default_timeout(&self) -> Duration {
         match self {
             RollingStep::Defrag { .. } => Duration::from_secs(600),
-            RollingStep::Restart { .. } => Duration::from_secs(180),
+            RollingStep::Restart { .. } | RollingStep::SwitchBinary { .. } => Duration::from_secs(180),
+            RollingStep::ClusterVersion => Duration::from_secs(120),
             RollingStep::Compact { .. } => Duration::from_secs(120),
             RollingStep::TransferLeadership { .. }
             | RollingStep::DisarmAlarms

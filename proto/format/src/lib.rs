@@ -8,9 +8,12 @@
 //! - [`probe`]: the disk probe's request limits and defaults
 //!   ([`probe::ProbeOptions`]), which the agent's probe enforces and the CLI
 //!   validates its flags against.
+//! - [`etcd_version`]: etcd's release numbers and what a release can do
+//!   (the restore revision bump, the releases not to run in production).
 
 #![forbid(unsafe_code)]
 
 pub mod bbolt;
+pub mod etcd_version;
 pub mod probe;
 pub mod snapfile;

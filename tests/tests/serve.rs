@@ -187,7 +187,8 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
             "fleet = \"{}\"\nstate_dir = \"{}\"\njournal = \"{}\"\nmetrics_listen = \"127.0.0.1:{port}\"\nfence_wait = \"2s\"\nagent_timeout = \"5s\"\n\
              [[jobs]]\ncluster = \"e2e\"\nkind = \"backup\"\nschedule = \"*/4 * * * * *\"\n\
              [[jobs]]\ncluster = \"e2e\"\nkind = \"health\"\nschedule = \"*/3 * * * * *\"\n\
-             [[jobs]]\ncluster = \"e2e\"\nkind = \"cert-expiry\"\nschedule = \"*/3 * * * * *\"\nparams = {{ warn_within = \"1d\" }}\n",
+             [[jobs]]\ncluster = \"e2e\"\nkind = \"cert-expiry\"\nschedule = \"*/3 * * * * *\"\nparams = {{ warn_within = \"1d\" }}\n\
+             [[jobs]]\ncluster = \"e2e\"\nkind = \"restore-drill\"\nschedule = \"*/5 * * * * *\"\nparams = {{ deadline = \"60s\" }}\n",
             cluster.fleet_path().display(),
             dir.path().join("state").display(),
             journal.display(),
@@ -230,6 +231,40 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
         },
     );
 
+    // The restore drill: the newest backup restored into a throwaway etcd,
+    // its figures exported, and nothing of it left behind.
+    wait_for(
+        "a passing restore drill",
+        Duration::from_secs(120),
+        &mut serve,
+        || {
+            sample(
+                &scrape(port),
+                "etcdops_serve_job_runs_total{cluster=\"e2e\",serve_job=\"restore-drill\",result=\"ok\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        },
+    );
+    let text = scrape(port);
+    assert!(
+        sample(
+            &text,
+            "etcdops_serve_drill_last_success_timestamp_seconds{cluster=\"e2e\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "etcdops_serve_drill_figure{cluster=\"e2e\",figure=\"revision\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{text}"
+    );
+
     // Journaled: `op list` on serve's journal shows succeeded backup operations.
     let list = |cluster: &Cluster| {
         let out = cluster.etcdops(&[
@@ -248,6 +283,11 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
     assert!(
         ops.iter()
             .any(|o| o["kind"] == "backup" && o["state"] == "succeeded"),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .any(|o| o["kind"] == "drill" && o["state"] == "succeeded"),
         "{ops:#?}"
     );
 

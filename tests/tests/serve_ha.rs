@@ -52,6 +52,7 @@ fn record(id: &str, cluster: &str, holder: &str, epoch: u64) -> OperationRecord 
         operation: Operation::AlarmDisarm,
         options: RunOptions::default(),
         holder: holder.into(),
+        operator: None,
         epoch,
         state: OpState::Running,
         created_at_unix: 1,

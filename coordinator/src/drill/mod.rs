@@ -294,6 +294,8 @@ pub async fn run(
     let leftovers = workdir::clean_leftovers(&request.drills_dir);
     close_dead(request.journal, &leftovers, &id);
     let record = OperationRecord {
+        // A drill reads a backup, never an agent: no certificate is used.
+        operator: None,
         id: id.clone(),
         kind: OpKind::Drill,
         cluster: request.cluster.clone(),

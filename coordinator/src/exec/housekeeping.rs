@@ -236,6 +236,7 @@ pub async fn run(
         "remove stale downloaded backups",
     ));
     let record = OperationRecord {
+        operator: Some(agents.own_certificate().clone()),
         id: id.clone(),
         kind: OpKind::Housekeeping,
         cluster: cluster.name.clone(),
@@ -433,6 +434,7 @@ mod tests {
             operation,
             options: RunOptions::default(),
             holder: "h".into(),
+            operator: None,
             epoch: 1,
             state,
             created_at_unix: 0,

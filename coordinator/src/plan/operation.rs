@@ -432,6 +432,7 @@ mod tests {
                 snapshot: PreSnapshot::to(Some(SnapshotTo::Backup {
                     url: "file:///var/backups/etcd".into(),
                 })),
+            },
             Operation::Drill {
                 backup: "c-20261201T000000Z.db".into(),
                 target: "file:///b".into(),

@@ -79,8 +79,8 @@ fn serve_toml(layout: &Layout, s: &ServeLayout) -> String {
          [[jobs]]\ncluster = \"sandbox\"\nkind = \"backup\"\nschedule = \"*/20 * * * * *\"\n\n\
          [[jobs]]\ncluster = \"sandbox\"\nkind = \"health\"\nschedule = \"*/30 * * * * *\"\n\n\
          [[jobs]]\ncluster = \"sandbox\"\nkind = \"cert-expiry\"\nschedule = \"0 * * * * *\"\n\n\
-         # Once the restore drill is wired in:\n\
-         # [[jobs]]\n# cluster = \"sandbox\"\n# kind = \"restore-drill\"\n# schedule = \"*/30 * * * * *\"\n",
+         # The newest backup restored into a throwaway etcd and compared, twice a minute.\n\
+         [[jobs]]\ncluster = \"sandbox\"\nkind = \"restore-drill\"\nschedule = \"15,45 * * * * *\"\n",
         fleet = layout.fleet_path.display(),
         state = s.dir.display(),
         metrics = s.metrics,

@@ -327,10 +327,42 @@ pub enum JobParams {
     CertExpiry {
         warn_within: Duration,
     },
-    /// Checked by the drill's own code (D's `drill` module), passed as written.
-    RestoreDrill(toml::Table),
-    /// Checked by the housekeeping code, passed as written.
-    Housekeeping(toml::Table),
+    /// `restore-drill`: the newest verified backup (or a named one), restored
+    /// into a throwaway etcd on this host within `deadline`.
+    RestoreDrill {
+        backup: Option<String>,
+        deadline: Duration,
+    },
+    /// `housekeeping`: kept data dir copies and stale downloads pruned by a
+    /// count, an age or both (at least one).
+    Housekeeping {
+        keep: Option<u32>,
+        max_age: Option<Duration>,
+    },
+}
+
+/// `restore-drill` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillParams {
+    /// A backup's name in the target; default: the newest verified one.
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// The whole drill's time limit, e.g. `10m` (the default).
+    #[serde(default)]
+    pub deadline: Option<String>,
+}
+
+/// `housekeeping` parameters (at least one of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HousekeepingParams {
+    /// Keep the newest this many kept copies (and downloads).
+    #[serde(default)]
+    pub keep: Option<u32>,
+    /// Keep what is younger than this, e.g. `30d`.
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 /// One validated job.
@@ -630,8 +662,38 @@ fn params(kind: JobKind, table: &toml::Table) -> Result<JobParams, String> {
                 .unwrap_or(Duration::from_secs(30 * 24 * 3600));
             JobParams::CertExpiry { warn_within }
         }
-        JobKind::RestoreDrill => JobParams::RestoreDrill(table.clone()),
-        JobKind::Housekeeping => JobParams::Housekeeping(table.clone()),
+        JobKind::RestoreDrill => {
+            let p: DrillParams = typed(table)?;
+            let deadline = p
+                .deadline
+                .as_deref()
+                .map(duration::parse_span)
+                .transpose()
+                .map_err(|e| format!("deadline: {e}"))?
+                .unwrap_or(Duration::from_secs(600));
+            JobParams::RestoreDrill {
+                backup: p.backup,
+                deadline,
+            }
+        }
+        JobKind::Housekeeping => {
+            let p: HousekeepingParams = typed(table)?;
+            let max_age = p
+                .max_age
+                .as_deref()
+                .map(duration::parse_span)
+                .transpose()
+                .map_err(|e| format!("max_age: {e}"))?;
+            if p.keep.is_none() && max_age.is_none() {
+                return Err(
+                    "set keep, max_age or both: housekeeping never removes anything without a rule".into(),
+                );
+            }
+            JobParams::Housekeeping {
+                keep: p.keep,
+                max_age,
+            }
+        }
     })
 }
 

@@ -107,11 +107,6 @@ pub enum JobError {
     },
     #[error("cluster {cluster}: {message}")]
     Cluster { cluster: String, message: String },
-    /// The kind's implementation is not connected in this build.
-    #[error(
-        "{kind} is not wired to its implementation in this build (see ARCHITECTURE.md, serve); the job is parsed and scheduled but does nothing"
-    )]
-    NotWired { kind: JobKind },
 }
 
 impl JobError {
@@ -155,9 +150,135 @@ pub async fn run(kind: JobKind, ctx: &JobContext, cluster: &str) -> Result<JobOu
         JobKind::Defrag => run_defrag(ctx, cluster).await,
         JobKind::Health => run_health(ctx, cluster).await,
         JobKind::CertExpiry => run_cert_expiry(ctx, cluster).await,
-        // Slots for issue 15's drill and housekeeping (coordinator/src/drill/):
-        // the lead connects them here with this same signature.
-        JobKind::RestoreDrill | JobKind::Housekeeping => Err(JobError::NotWired { kind }),
+        JobKind::RestoreDrill => run_drill(ctx, cluster).await,
+        JobKind::Housekeeping => run_housekeeping(ctx, cluster).await,
+    }
+}
+
+/// Where drills work and downloads are staged: beside the journal file.
+fn beside_journal(ctx: &JobContext, dir: &str) -> std::path::PathBuf {
+    ctx.journal
+        .path()
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from(dir), |p| p.join(dir))
+}
+
+/// `restore-drill`: the `etcdops backup drill` code path (`drill::run`):
+/// the newest verified backup restored into a throwaway etcd on this host,
+/// its revision, key count and HashKV compared with the backup's sidecar
+/// and the file's own figures; everything it made removed on every way out
+/// (also at serve's shutdown). Journaled as a `drill` operation, no fence.
+pub async fn run_drill(ctx: &JobContext, cluster: &str) -> Result<JobOutcome, JobError> {
+    let cluster = ctx.cluster(cluster)?;
+    let (backup, deadline) = match &ctx.params {
+        JobParams::RestoreDrill { backup, deadline } => (backup.clone(), *deadline),
+        _ => (None, Duration::from_secs(600)),
+    };
+    let setup = backup::Setup::resolve(&cluster, None)?;
+    let target = backup::Target::open(
+        &setup.url,
+        &setup.s3,
+        &backup::BackupEnv::from_process(),
+        Duration::from_secs(60),
+    )
+    .map_err(|e| JobError::Cluster {
+        cluster: cluster.name.clone(),
+        message: format!("backup target {}: {e}", setup.url),
+    })?;
+    let request = crate::drill::DrillRequest {
+        cluster: cluster.name.clone(),
+        fleet: ctx.fleet_path.clone(),
+        target: &target,
+        backup,
+        journal: &ctx.journal,
+        drills_dir: beside_journal(ctx, "drills"),
+        deadline,
+    };
+    let shutdown = ctx.shutdown.clone();
+    let stop = async move {
+        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let report = crate::drill::run(request, stop)
+        .await
+        .map_err(|e| JobError::Cluster {
+            cluster: cluster.name.clone(),
+            message: format!("restore drill: {e}"),
+        })?;
+    let mut figures = BTreeMap::new();
+    if let Some(r) = &report.restored {
+        figures.insert("revision".to_string(), r.revision as f64);
+        figures.insert("keys".to_string(), r.keys as f64);
+        figures.insert("hash_kv".to_string(), f64::from(r.hash_kv));
+    }
+    figures.insert("took_seconds".to_string(), report.took_ms as f64 / 1000.0);
+    let outcome = JobOutcome {
+        summary: format!(
+            "restore drill of {} {} ({})",
+            report.backup,
+            if report.passed { "passed" } else { "FAILED" },
+            report.operation
+        ),
+        operation: Some(report.operation.clone()),
+        figures,
+        certs: Vec::new(),
+    };
+    if report.passed {
+        Ok(outcome)
+    } else {
+        Err(JobError::Findings {
+            findings: report.mismatches(),
+            outcome: Box::new(outcome),
+        })
+    }
+}
+
+/// `housekeeping`: the `etcdops housekeeping` code path
+/// (`exec::housekeeping::run`): journaled and fenced, kept copies pruned on
+/// every member by the job's rule, never the newest nor one an unfinished
+/// operation may roll back to; stale downloads removed.
+pub async fn run_housekeeping(ctx: &JobContext, cluster: &str) -> Result<JobOutcome, JobError> {
+    let cluster = ctx.cluster(cluster)?;
+    let (keep, max_age) = match &ctx.params {
+        JobParams::Housekeeping { keep, max_age } => (*keep, *max_age),
+        _ => (None, None),
+    };
+    let request = crate::exec::housekeeping::HousekeepingRequest {
+        cluster: cluster.clone(),
+        fleet: ctx.fleet_path.clone(),
+        keep,
+        max_age,
+        dry_run: false,
+        downloads: beside_journal(ctx, "downloads"),
+    };
+    let report = crate::exec::housekeeping::run(&ctx.agents, &ctx.journal, request)
+        .await
+        .map_err(|e| match e {
+            crate::exec::housekeeping::HousekeepingError::Fence(f) => JobError::Refused {
+                message: f.to_string(),
+                operation: "-".into(),
+            },
+            other => JobError::Cluster {
+                cluster: cluster.name.clone(),
+                message: format!("housekeeping: {other}"),
+            },
+        })?;
+    let outcome = JobOutcome {
+        summary: format!(
+            "housekeeping removed {} bytes ({})",
+            report.removed_bytes, report.operation
+        ),
+        operation: Some(report.operation.clone()),
+        ..JobOutcome::default()
+    };
+    if report.ok {
+        Ok(outcome)
+    } else {
+        Err(JobError::Findings {
+            findings: vec!["not every member's agent answered: see `etcdops op show`".into()],
+            outcome: Box::new(outcome),
+        })
     }
 }
 
@@ -592,6 +713,7 @@ mod tests {
                 name: "etcd1".into(),
                 version: "0".into(),
                 cert_not_after_unix: 42,
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -228,6 +228,9 @@ fn scheduled_backups_are_journaled_fenced_and_in_metrics() {
             let t = scrape(port);
             sample(&t, "etcdops_serve_job_runs_total{cluster=\"e2e\",serve_job=\"health\",result=\"ok\"}").unwrap_or(0.0) >= 1.0
             && t.contains("etcdops_serve_cert_expiry_timestamp_seconds{cluster=\"e2e\",member=\"etcd1\",cert=\"agent\"}")
+            // etcd's certificates as the agents see them: files and what the member serves.
+            && t.contains("etcdops_serve_cert_expiry_timestamp_seconds{cluster=\"e2e\",member=\"etcd1\",cert=\"etcd-server\"}")
+            && t.contains("etcdops_serve_cert_expiry_timestamp_seconds{cluster=\"e2e\",member=\"etcd1\",cert=\"etcd-server-served\"}")
         },
     );
 

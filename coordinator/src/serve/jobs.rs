@@ -58,13 +58,13 @@ pub struct JobContext {
     pub term: Option<u64>,
 }
 
-/// A certificate as seen by the cert-expiry job. Today: each agent's own
-/// serving certificate; issue 17 adds etcd's server, peer and client
-/// certificates and CAs as further `cert` values from the same replies.
+/// A certificate as seen by the cert-expiry job: every certificate an agent
+/// reports (GetCertificates), files and served ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSeen {
     pub member: String,
-    /// Which certificate: `agent` (later `etcd-server`, `etcd-peer`, ...).
+    /// Which certificate: `etcd-server`, `etcd-peer`, `etcd-trusted-ca`,
+    /// `agent`, ...; `<cert>-served` for what a port serves.
     pub cert: String,
     /// When it expires, Unix seconds.
     pub not_after_unix: i64,
@@ -509,12 +509,27 @@ pub async fn run_cert_expiry(ctx: &JobContext, cluster: &str) -> Result<JobOutco
         JobParams::CertExpiry { warn_within } => *warn_within,
         _ => Duration::from_secs(30 * 24 * 3600),
     };
-    let replies = ctx.agents.get_status(&cluster.members).await;
+    let timeout_ms = ctx.agents.agent_budget_ms();
+    let replies = ctx
+        .agents
+        .fan_out(
+            &cluster.members,
+            move |mut client: crate::agents::Client| async move {
+                client
+                    .get_certificates(etcdops_proto::v1::GetCertificatesRequest { timeout_ms })
+                    .await
+            },
+        )
+        .await;
     let mut certs = Vec::new();
     let mut findings = Vec::new();
     for reply in replies {
         match reply.result {
-            Ok(status) => certs.extend(certs_seen(&reply.member, &status)),
+            Ok(answer) => {
+                let (seen, unreadable) = certs_seen(&reply.member, &answer);
+                certs.extend(seen);
+                findings.extend(unreadable);
+            }
             Err(e) => findings.push(format!("{}: certificates unknown: {e}", reply.member)),
         }
     }
@@ -528,19 +543,36 @@ pub async fn run_cert_expiry(ctx: &JobContext, cluster: &str) -> Result<JobOutco
     finish_watch(findings, outcome)
 }
 
-/// The certificates one agent's status reply names (the extension point:
-/// issue 17 adds etcd's certificates here).
-pub fn certs_seen(member: &str, status: &etcdops_proto::v1::GetStatusResponse) -> Vec<CertSeen> {
-    status
-        .agent
-        .iter()
-        .filter(|a| a.cert_not_after_unix > 0)
-        .map(|a| CertSeen {
-            member: member.to_string(),
-            cert: "agent".into(),
-            not_after_unix: a.cert_not_after_unix,
-        })
-        .collect()
+/// The certificates one agent reports (GetCertificates): the files etcd's
+/// environment names (server, peer, both trusted CAs), the agent's own and
+/// its CA, and what the member and the agent serve (`<cert>-served`); and a
+/// finding for each one it could not read.
+pub fn certs_seen(
+    member: &str,
+    answer: &etcdops_proto::v1::GetCertificatesResponse,
+) -> (Vec<CertSeen>, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut unreadable = Vec::new();
+    for c in &answer.certificates {
+        let cert = if c.source == "served" {
+            format!("{}-served", c.cert)
+        } else {
+            c.cert.clone()
+        };
+        if c.error.is_empty() {
+            seen.push(CertSeen {
+                member: member.to_string(),
+                cert,
+                not_after_unix: c.not_after_unix,
+            });
+        } else {
+            unreadable.push(format!(
+                "{member}: the {cert} certificate ({}) cannot be read: {}",
+                c.location, c.error
+            ));
+        }
+    }
+    (seen, unreadable)
 }
 
 /// Findings for certificates expiring within `within` of `now` (pure).
@@ -707,24 +739,45 @@ mod tests {
     }
 
     #[test]
-    fn agent_certificates_come_from_the_status_reply() {
-        let status = etcdops_proto::v1::GetStatusResponse {
-            agent: Some(etcdops_proto::v1::AgentInfo {
-                name: "etcd1".into(),
-                version: "0".into(),
-                cert_not_after_unix: 42,
-                ..Default::default()
-            }),
+    fn certificates_come_from_the_agents_reply_served_ones_apart() {
+        use etcdops_proto::v1::{CertificateInfo, GetCertificatesResponse};
+        let info = |cert: &str, source: &str, not_after: i64, error: &str| CertificateInfo {
+            cert: cert.into(),
+            source: source.into(),
+            location: "/etc/etcd/pki/x.crt".into(),
+            not_after_unix: not_after,
+            error: error.into(),
             ..Default::default()
         };
+        let answer = GetCertificatesResponse {
+            agent: "etcd1".into(),
+            certificates: vec![
+                info("etcd-server", "file", 42, ""),
+                info("etcd-server", "served", 43, ""),
+                info("etcd-peer-trusted-ca", "file", 0, "no such file"),
+            ],
+        };
+        let (seen, unreadable) = certs_seen("etcd1", &answer);
         assert_eq!(
-            certs_seen("etcd1", &status),
-            vec![CertSeen {
-                member: "etcd1".into(),
-                cert: "agent".into(),
-                not_after_unix: 42
-            }]
+            seen,
+            vec![
+                CertSeen {
+                    member: "etcd1".into(),
+                    cert: "etcd-server".into(),
+                    not_after_unix: 42
+                },
+                CertSeen {
+                    member: "etcd1".into(),
+                    cert: "etcd-server-served".into(),
+                    not_after_unix: 43
+                },
+            ]
         );
-        assert!(certs_seen("etcd1", &etcdops_proto::v1::GetStatusResponse::default()).is_empty());
+        assert_eq!(unreadable.len(), 1);
+        assert!(unreadable[0].contains("etcd-peer-trusted-ca") && unreadable[0].contains("no such file"));
+        assert_eq!(
+            certs_seen("etcd1", &GetCertificatesResponse::default()),
+            (Vec::new(), Vec::new())
+        );
     }
 }

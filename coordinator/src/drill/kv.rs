@@ -114,7 +114,10 @@ impl Walker {
 
     fn figures(&self) -> KvFigures {
         KvFigures {
-            revision: self.revision,
+            // etcd's store revision starts at 1 (mvcc's first revision):
+            // an empty store, or one holding only compacted-away history,
+            // reports 1, not 0.
+            revision: self.revision.max(1),
             keys: self.live.values().filter(|t| !**t).count() as u64,
             hash_kv: self.hash.value(),
             compact_revision: self.compact_revision,

@@ -198,8 +198,10 @@ pub fn compare(sidecar: &SidecarFigures, file: &FileFigures, restored: Option<&R
         check(
             "revision: sidecar vs snapshot file",
             format!("at least {}", sidecar.revision),
-            file.revision.to_string(),
-            file.revision >= sidecar.revision,
+            file.kv.revision.to_string(),
+            // The store's revision (at least 1, as etcd counts: an empty
+            // store is at 1), not `snapshot status`'s (0 without keys).
+            file.kv.revision >= sidecar.revision,
         ),
     ];
     if let Some(r) = restored {

@@ -56,6 +56,10 @@ fn etcd_answers(m: &MemberView) -> bool {
     m.unreachable.is_none() && m.raft_index > 0
 }
 
+/// How the coordinator words an agent refused for serving another member's
+/// certificate (`agents::AgentErrorKind::AgentIdentity`), as the view keeps it.
+const NOT_THIS_MEMBERS_AGENT: &str = "is not the agent of this member";
+
 /// Decides the recovery: refuses while a majority of voters is healthy (that
 /// is not a lost majority: replace the dead members instead), picks the
 /// survivor (`from`, which must have the highest raft index of the members
@@ -71,6 +75,25 @@ pub fn plan_recovery(view: &ClusterView, from: Option<&str>) -> Result<Recovery,
             cluster: view.cluster.clone(),
             known: known.join(", "),
         });
+    }
+    // An agent refused because it is not the member's (the fleet file names
+    // the wrong agent, e.g. two URLs swapped) says nothing about that
+    // member's etcd: it may be healthy, and forcing a new cluster beside it
+    // would split the cluster in two. Never count it as lost.
+    if let Some(m) = view.members.iter().find(|m| {
+        m.unreachable
+            .as_deref()
+            .is_some_and(|e| e.contains(NOT_THIS_MEMBERS_AGENT))
+    }) {
+        return Err(PlanError::Unsafe(finding(
+            Some(&m.name),
+            format!(
+                "the agent dialled for {} is not its agent, so its etcd's state is unknown: {}",
+                m.name,
+                m.unreachable.as_deref().unwrap_or_default()
+            ),
+            "fix the fleet file's agent URLs first; a member whose state is unknown is never counted as lost",
+        )));
     }
     let voters: Vec<&MemberView> = view.members.iter().filter(|m| !m.is_learner).collect();
     let healthy = voters.iter().filter(|m| m.is_healthy()).count();
@@ -298,6 +321,24 @@ mod tests {
                 "rejoin:b",
                 "verify-recovery"
             ]
+        );
+    }
+
+    #[test]
+    fn a_member_behind_another_members_agent_is_never_counted_as_lost() {
+        // Two agents swapped in the fleet file: both refused in the TLS
+        // handshake, their etcd may be healthy. No force-new-cluster then.
+        let mut v = view(&[Some(100), None, None], 1);
+        for m in &mut v.members[1..] {
+            m.unreachable = Some(format!(
+                "agent {} at {} is not the agent of this member: the agent dialled for member \"{}\" presented the agent certificate of \"x\"",
+                m.name, m.agent, m.name
+            ));
+        }
+        let e = plan_recovery(&v, None).expect_err("unknown state is not lost");
+        assert!(
+            e.to_string().contains("is not its agent") && e.to_string().contains("fix the fleet file"),
+            "{e}"
         );
     }
 

@@ -764,7 +764,7 @@ params = { warn_within = "14d" }
 cluster = "prod-a"
 kind = "restore-drill"
 schedule = "0 3 * * SUN"
-params = { anything = "goes to the drill" }
+params = { deadline = "15m" }
 "#;
 
     #[test]

@@ -19,13 +19,16 @@
 //!   then `etcdops op resume`: the plan finishes, the steps done before the
 //!   kill are not redone, every member ends on the serials staged for that
 //!   run (renewed exactly once: its `.prev` is the first renewal's), still 0
-//!   failed writes and no restart.
+//!   failed writes and no restart;
+//! - a unit whose `ReadWritePaths=` lack etcd's PKI dir: the renewal is
+//!   refused before any host changes, naming the directory and the drop-in.
 //!
 //! Prints `SKIPPED: <reason>` where the machine cannot run nspawn hosts
 //! (`ETCDOPS_REQUIRE_NSPAWN=1` makes that a failure); the hosts install the
 //! dev .debs (`bash deploy/dev/package.sh --profile dev`).
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,10 @@ const CONCURRENCY: usize = 64;
 /// Load before the operation starts and after it ended.
 const WARMUP: Duration = Duration::from_secs(2);
 const AFTER: Duration = Duration::from_secs(2);
+/// How long after the second step of a renewal started its coordinator is
+/// SIGKILLed (a step takes 100-200 ms on these hosts: the install RPC, then
+/// the wait for the new serials served).
+const KILL_INTO_STEP: Duration = Duration::from_millis(60);
 /// The certificate kinds a member serves, and those it holds as files.
 const SERVED: [&str; 3] = ["etcd-server", "etcd-peer", "agent"];
 const RENEWED: [&str; 4] = ["etcd-server", "etcd-peer", "agent", "etcd-client"];
@@ -206,18 +213,24 @@ fn leader_changes_seen(cluster: &NspawnCluster) -> Vec<String> {
         .collect()
 }
 
-/// The files of host i's member renewed in place: (path, is a key, owner).
-fn renewed_files(name: &str) -> Vec<(String, bool, &'static str)> {
+/// The files of a member renewed in place, and for keys the user that
+/// must be able to read them (etcd runs as `etcd`, the agent as root).
+fn renewed_files(name: &str) -> Vec<(String, Option<&'static str>)> {
     vec![
-        (format!("{ETCD_PKI}/server.crt"), false, "etcd"),
-        (format!("{ETCD_PKI}/server.key"), true, "etcd"),
-        (format!("{ETCD_PKI}/peer.crt"), false, "etcd"),
-        (format!("{ETCD_PKI}/peer.key"), true, "etcd"),
-        (format!("{AGENT_PKI}/agent-{name}.crt"), false, "root"),
-        (format!("{AGENT_PKI}/agent-{name}.key"), true, "root"),
-        (format!("{AGENT_PKI}/etcd-client-etcdops.crt"), false, "root"),
-        (format!("{AGENT_PKI}/etcd-client-etcdops.key"), true, "root"),
+        (format!("{ETCD_PKI}/server.crt"), None),
+        (format!("{ETCD_PKI}/server.key"), Some("etcd")),
+        (format!("{ETCD_PKI}/peer.crt"), None),
+        (format!("{ETCD_PKI}/peer.key"), Some("etcd")),
+        (format!("{AGENT_PKI}/agent-{name}.crt"), None),
+        (format!("{AGENT_PKI}/agent-{name}.key"), Some("root")),
+        (format!("{AGENT_PKI}/etcd-client-etcdops.crt"), None),
+        (format!("{AGENT_PKI}/etcd-client-etcdops.key"), Some("root")),
     ]
+}
+
+/// Owner, group and mode of `path` in host i (`etcd:etcd 600`).
+fn owner_mode(cluster: &NspawnCluster, i: usize, path: &str) -> String {
+    cluster.exec_stdout(i, &["stat", "-c", "%U:%G %a", path])
 }
 
 #[test]
@@ -245,6 +258,19 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
     let units = identities(&cluster);
     let leaders_seen = leader_changes_seen(&cluster);
     let fingerprints: Vec<String> = hosts.clone().map(|i| pki_fingerprint(&cluster, i)).collect();
+    let modes: Vec<HashMap<String, String>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            renewed_files(name)
+                .into_iter()
+                .map(|(path, _)| {
+                    let mode = owner_mode(&cluster, i, &path);
+                    (path, mode)
+                })
+                .collect()
+        })
+        .collect();
 
     // --- bad input, refused before any host changes.
     let m = cluster.layout.members[0].clone();
@@ -296,12 +322,14 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
     let err = install(cert, other_key).expect_err("a key that does not match");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("does not match"), "{}", err.message());
-    let mut client = cluster.client(0);
-    cluster
-        .block_on(client.release_fence(ReleaseFenceRequest {
-            fence: Some(fence.clone()),
-        }))
-        .expect("releasing the harness's fence");
+    for i in hosts.clone() {
+        let mut client = cluster.client(i);
+        cluster
+            .block_on(client.release_fence(ReleaseFenceRequest {
+                fence: Some(fence.clone()),
+            }))
+            .expect("releasing the harness's fence");
+    }
     // The CLI with leaves from a CA the members do not trust: every agent's
     // check refuses them before any host changes (exit 2).
     let foreign = cluster.layout.dir.join("foreign-pki");
@@ -390,7 +418,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
     let after_first: Vec<String> = hosts.clone().map(|i| pki_fingerprint(&cluster, i)).collect();
     for (i, name) in names.iter().enumerate() {
         let (old, new) = (hashes(&fingerprints[i]), hashes(&after_first[i]));
-        for (path, is_key, owner) in renewed_files(name) {
+        for (path, key_reader) in renewed_files(name) {
             assert!(
                 old.contains_key(&path),
                 "{name}: no {path} before: {}",
@@ -402,9 +430,11 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
                 "{name}: {path}.prev is the file it replaced"
             );
             assert_ne!(new.get(&path), old.get(&path), "{name}: {path} replaced");
-            let stat = cluster.exec_stdout(i, &["stat", "-c", "%U %a", &path]);
-            let want = format!("{owner} {}", if is_key { "600" } else { "644" });
-            assert_eq!(stat, want, "{name}: {path}");
+            let now = owner_mode(&cluster, i, &path);
+            assert_eq!(now, modes[i][&path], "{name}: {path}'s owner and mode kept");
+            if let Some(user) = key_reader {
+                assert_eq!(now, format!("{user}:{user} 600"), "{name}: {path}");
+            }
         }
     }
     assert!(
@@ -416,6 +446,8 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
     // --- a coordinator SIGKILLed in the middle of a renewal, under load,
     // then `op resume`.
     let load = start_load(&rt, &cluster);
+    // Its progress lines on stderr: SIGKILL a moment (KILL_INTO_STEP) after
+    // the second step started, the first one done and journaled.
     let mut child = Command::new(cli)
         .arg("--fleet")
         .arg(cluster.fleet_path())
@@ -424,40 +456,36 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         .env("ETCDOPS_JOURNAL", cluster.journal_path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawning etcdops");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let id = loop {
-        let ops = etcdops(&cluster, cli, &["op", "list", "--all", "-w", "json"]);
-        let listed = if ops.code == 0 {
-            ops.json()
-        } else {
-            serde_json::Value::Null
-        };
-        let found = listed["operations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|op| {
-                op["kind"] == "certs-renew"
-                    && op["id"] != record["id"]
-                    && op["steps"]
-                        .as_array()
-                        .is_some_and(|s| s.iter().any(|s| s["state"] == "done"))
-            });
-        if let Some(op) = found {
-            break op["id"].as_str().expect("id").to_string();
+    let stderr = child.stderr.take().expect("the coordinator's stderr");
+    let mut lines = Vec::new();
+    let mut id = None;
+    let mut killed_at_step_two = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("reading the coordinator's stderr");
+        if id.is_none()
+            && let Some(rest) = line.strip_prefix("operation ")
+        {
+            id = rest.split_whitespace().next().map(str::to_string);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the second renewal finished no step within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    child.kill().expect("SIGKILL the coordinator");
-    let _ = child.wait();
+        let second = line.starts_with("[2/");
+        lines.push(line);
+        if second {
+            std::thread::sleep(KILL_INTO_STEP);
+            child.kill().expect("SIGKILL the coordinator");
+            killed_at_step_two = true;
+            break;
+        }
+    }
+    let status = child.wait().expect("waiting for the coordinator");
+    assert!(
+        killed_at_step_two,
+        "the second renewal never reached its second step ({status}):\n{}",
+        lines.join("\n")
+    );
+    let id = id.unwrap_or_else(|| panic!("no operation id in:\n{}", lines.join("\n")));
     let killed = etcdops(&cluster, cli, &["op", "show", &id, "-w", "json"]).json();
     eprintln!("killed mid-renewal: {killed}");
     assert_eq!(killed["state"], "running", "{killed}");
@@ -498,7 +526,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         }
         // Renewed once in this run: what it replaced is the first renewal's.
         let (first_files, now) = (hashes(&after_first[i]), hashes(&pki_fingerprint(&cluster, i)));
-        for (path, _, _) in renewed_files(name) {
+        for (path, _) in renewed_files(name) {
             assert_eq!(
                 now.get(&format!("{path}.prev")),
                 first_files.get(&path),
@@ -527,4 +555,40 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         staging_left, 0,
         "the staged keys of finished renewals are removed"
     );
+
+    // --- etcd's certificates where the agent's unit may not write (a unit
+    // whose ReadWritePaths= lack /etc/etcd/pki, as for certificates kept
+    // elsewhere without a drop-in): refused before any host changes, the
+    // directory and the drop-in named. Last: it restarts host 0's agent.
+    cluster.write_in_host(
+        0,
+        "/etc/systemd/system/etcdops-agent.service.d/no-etcd-pki.conf",
+        "[Service]\nReadWritePaths=\nReadWritePaths=-/var/lib/etcd /etc/default -/etc/etcdops/pki\n",
+    );
+    cluster.script_ok(
+        0,
+        &format!("systemctl daemon-reload\nsystemctl restart {AGENT_UNIT}"),
+    );
+    cluster.wait_until(
+        "host 0's agent back after its restart",
+        Duration::from_secs(60),
+        NspawnCluster::is_healthy,
+    );
+    let fingerprints: Vec<String> = hosts.clone().map(|i| pki_fingerprint(&cluster, i)).collect();
+    let out = etcdops(&cluster, cli, &["certs", "renew", "--yes"]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("nothing was changed")
+            && out.stderr.contains(&format!("{ETCD_PKI} is read-only"))
+            && out.stderr.contains(&format!("ReadWritePaths={ETCD_PKI}")),
+        "{}",
+        out.stderr
+    );
+    for i in hosts {
+        assert_eq!(
+            pki_fingerprint(&cluster, i),
+            fingerprints[i],
+            "host {i}'s PKI files changed after a refused renewal"
+        );
+    }
 }

@@ -1,9 +1,6 @@
 //! GetCertificates (a read) and InstallCertificates (fenced): see
 //! [`crate::certs`]. Every new certificate is checked before any file
-//! changes; the agent's own is reloaded at once (`certs_tls`), in the same
-//! blocking task as the writes (a caller killed mid-call cannot leave new
-//! files unserved), and again by a repeated install when what the listener
-//! serves is not the file's.
+//! changes; the agent's own is reloaded at once (`certs_tls`).
 
 use std::time::Duration;
 
@@ -62,19 +59,13 @@ pub async fn install(
         ));
     }
     let paths = state.cert_paths.clone();
-    let server = state.server_cert.clone();
     let check_only = request.check_only;
     let operation = request
         .fence
         .as_ref()
         .map(|f| f.operation_id.clone())
         .unwrap_or_default();
-    // Everything, the reload of the agent's own certificate included, runs
-    // in one blocking task: a caller that goes away mid-call (a coordinator
-    // killed) cancels this handler but not the task, so files written are
-    // always followed by the reload.
-    type Done = (Vec<(certs::Checked, bool)>, Option<anyhow::Result<()>>);
-    let work = move || -> Result<Done, InstallError> {
+    let work = move || -> Result<Vec<(certs::Checked, bool)>, InstallError> {
         let env = EtcdCertEnv::read(&paths.env_file).map_err(|reason| InstallError::Unusable {
             cert: "etcd-env".into(),
             path: paths.env_file.display().to_string(),
@@ -99,25 +90,23 @@ pub async fn install(
         } else {
             certs::write(&checked)?
         };
-        // The agent's own: loaded when it is not what the listener serves,
-        // also when the files were already in place (an earlier call wrote
-        // them and did not get to the reload).
-        let reload = server.filter(|_| !check_only).and_then(|server| {
-            let agent = checked.iter().find(|c| c.target.cert == "agent")?;
-            let served = server.info().map(|i| i.serial);
-            (served.as_deref() != Some(agent.info.serial.as_str())).then(|| server.reload().map(|_| ()))
-        });
-        Ok((checked.into_iter().zip(changed).collect(), reload))
+        Ok(checked.into_iter().zip(changed).collect())
     };
-    let (done, reload) = tokio::task::spawn_blocking(work)
+    let done = tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Status::internal(format!("installing certificates: {e}")))?
         .map_err(status)?;
-    if let Some(Err(e)) = reload {
-        return Err(Status::internal(format!(
-            "the agent's new certificate is in place but could not be loaded ({e:#}); \
-             the agent keeps serving the previous one until it restarts"
-        )));
+    if done
+        .iter()
+        .any(|(c, changed)| *changed && c.target.cert == "agent")
+        && let Some(server) = &state.server_cert
+    {
+        server.reload().map_err(|e| {
+            Status::internal(format!(
+                "the agent's new certificate is in place but could not be loaded ({e:#}); \
+                 the agent keeps serving the previous one until it restarts"
+            ))
+        })?;
     }
     tracing::info!(
         operation = %operation,

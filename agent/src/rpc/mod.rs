@@ -2,8 +2,10 @@
 //! from domain errors to gRPC status codes. One file per RPC family. Every
 //! mutating RPC (unit, env file, data dir, etcd maintenance) passes
 //! `fence::fenced`: the caller's operation must hold the cluster's fence.
-//! The unit RPCs (stop, start, restart of etcd), Defragment and Compact pass
-//! `fence::detached`: their work runs to its end whatever happens to the call.
+//! The unit RPCs (stop, start, restart of etcd), Defragment, Compact and
+//! InstallCertificates (files written, then the agent's own certificate
+//! reloaded) pass `fence::detached`: their work runs to its end whatever
+//! happens to the call.
 //! In front of the generated service, [`auth::Authorized`] checks the caller's
 //! role against the one table of RPCs (`auth::REQUIRED`); every operator
 //! RPC writes one audit record (`audit::Pending`) with the caller's verified
@@ -89,6 +91,10 @@ fn timeout_field(timeout_ms: u32) -> Result<Duration, Status> {
 }
 
 /// When a call with `budget` answers at the latest: a little before it.
+/// How long an InstallCertificates call waits for its (detached) work: a
+/// few small files written and fsynced, the agent's certificate reloaded.
+const INSTALL_CERTIFICATES_BUDGET: Duration = Duration::from_secs(30);
+
 fn answer_by(budget: Duration) -> Duration {
     budget.saturating_sub((budget / 20).min(Duration::from_secs(1)))
 }
@@ -597,10 +603,24 @@ impl Agent for AgentService {
             self.counted("InstallCertificates", certs::install(&self.state, r))
                 .await
         } else {
-            let act = certs::install(&self.state, r);
+            // To its end whatever happens to the call: a coordinator killed
+            // mid-call must not leave new files written but the agent's own
+            // certificate not reloaded (a retry finds the files in place).
+            let work = {
+                let state = self.state.clone();
+                async move { certs::install(&state, r).await }
+            };
+            let late = || outlived(&self.state, "certificate install", INSTALL_CERTIFICATES_BUDGET);
             self.counted(
                 "InstallCertificates",
-                fence::fenced(&self.state, "InstallCertificates", fence.as_ref(), act),
+                fence::detached(
+                    &self.state,
+                    "InstallCertificates",
+                    fence.as_ref(),
+                    answer_by(INSTALL_CERTIFICATES_BUDGET),
+                    work,
+                    late,
+                ),
             )
             .await
         };

@@ -515,6 +515,14 @@ pub(super) async fn serve(
             resume_unfinished(&validated, &agents, &journal, term, &interrupted).await;
             // Aborted when dropped: a lost term stops every job at once.
             let mut runners = tokio::task::JoinSet::new();
+            runners.spawn(super::requests::serve(super::requests::Leader {
+                validated: validated.clone(),
+                agents: agents.clone(),
+                journal: journal.clone(),
+                term,
+                interrupted: interrupted.clone(),
+                stop: stop.clone(),
+            }));
             for spec in &validated.jobs {
                 let runner = Runner {
                     ctx: JobContext {

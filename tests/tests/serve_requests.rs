@@ -5,7 +5,8 @@
 //! failed operation resumed and finished by the leader, a paused one aborted
 //! (fence freed, record aborted), old ended ones pruned, an ended one refused
 //! before anything is asked; with no leader running, the request is
-//! withdrawn after `--wait` and nothing changes.
+//! withdrawn after `--wait` and nothing changes. The leader also keeps its
+//! record of job runs beside the journal, for the next leader.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -146,7 +147,7 @@ fn people_resume_abort_and_prune_serve_operations_through_the_leader() {
         format!(
             "fleet = {:?}\nstate_dir = {:?}\nagent_timeout = \"5s\"\nfence_wait = \"0s\"\n\
              [ha]\nlease_ttl_secs = 3\nreplica = \"replica-a\"\n\
-             [[jobs]]\ncluster = {name:?}\nkind = \"health\"\nschedule = \"0 0 1 1 *\"\n",
+             [[jobs]]\ncluster = {name:?}\nkind = \"health\"\nschedule = \"*/2 * * * * *\"\n",
             fleet_path.display().to_string(),
             dir.path().join("state").display().to_string(),
         ),
@@ -171,6 +172,19 @@ fn people_resume_abort_and_prune_serve_operations_through_the_leader() {
         "the replica elected",
         Duration::from_secs(30),
         || serve.log().contains("elected: serve leader"),
+        || serve.log(),
+    );
+    // The leader keeps its record of job runs beside the journal, for the next leader.
+    let store = reader.home().expect("home");
+    wait_for(
+        "the health job's run recorded in the home etcd",
+        Duration::from_secs(30),
+        || {
+            store
+                .serve_state()
+                .expect("read")
+                .is_some_and(|s| String::from_utf8_lossy(&s).contains(&format!("\"{name}/health\"")))
+        },
         || serve.log(),
     );
     let cli = |args: &[&str]| -> CliOutput {

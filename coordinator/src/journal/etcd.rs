@@ -400,6 +400,31 @@ impl EtcdStore {
     }
 }
 
+/// The serve leader's record of the slot each job last ran for, kept beside the journal
+/// (`<prefix>journal/serve-state`) so a new leader knows what the last one ran.
+impl EtcdStore {
+    fn state_key(&self) -> String {
+        format!("{}serve-state", self.ops_prefix.trim_end_matches("ops/"))
+    }
+
+    /// The shared serve state as written (JSON), if any.
+    pub fn serve_state(&self) -> Result<Option<Vec<u8>>, JournalError> {
+        let mut kv = self.client.kv_client();
+        let key = self.state_key();
+        let resp = self.call("read the serve state", async move { kv.get(key, None).await })?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Writes the shared serve state (guarded: only the leader).
+    pub fn set_serve_state(&self, text: &[u8]) -> Result<(), JournalError> {
+        const ACTION: &str = "write the serve state";
+        let key = self.state_key();
+        self.guarded(ACTION, vec![], vec![TxnOp::put(key, text.to_vec(), None)])?
+            .ok_or_else(|| self.etcd_err(ACTION, etcd_client::Error::InvalidArgs("refused".into())))?;
+        Ok(())
+    }
+}
+
 /// What a person asks the serve leader to do to the home journal (it alone writes it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]

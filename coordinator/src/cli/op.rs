@@ -88,6 +88,17 @@ pub struct OpPruneArgs {
     pub wait: super::op_home::LeaderWait,
 }
 
+/// What `op prune` with `args` deletes of `ops` now.
+pub(crate) fn prunable_now(
+    ops: &[OperationRecord],
+    cluster: Option<&str>,
+    args: &OpPruneArgs,
+) -> Vec<String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let secs = i64::try_from(args.older_than.as_secs()).unwrap_or(i64::MAX);
+    prunable(ops, cluster, secs, args.include_failed, now)
+}
+
 /// What `op prune` deletes (pure): ended operations of `cluster` (when
 /// given) last updated before `now_unix - older_than_secs`; failed ones
 /// only with `include_failed`; never running or paused ones.
@@ -146,15 +157,7 @@ pub(crate) async fn prune(
         let cluster = global.cluster.clone();
         report.deleted = tokio::task::spawn_blocking(move || -> Result<Vec<String>, JournalError> {
             let journal = journal_args.open()?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let secs = i64::try_from(prune.older_than.as_secs()).unwrap_or(i64::MAX);
-            let ids = prunable(
-                &journal.list()?,
-                cluster.as_deref(),
-                secs,
-                prune.include_failed,
-                now,
-            );
+            let ids = prunable_now(&journal.list()?, cluster.as_deref(), &prune);
             if !prune.dry_run {
                 journal.delete(&ids)?;
             }

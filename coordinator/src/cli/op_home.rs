@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::op::{OpPruneArgs, OpPruneReport, prunable, render_prune};
+use super::op::{OpPruneArgs, OpPruneReport, prunable_now, render_prune};
 use crate::cli::{GlobalArgs, emit};
 use crate::exit::ExitStatus;
 use crate::fleet::home::HomeEtcd;
@@ -187,6 +187,34 @@ fn report(
     })
 }
 
+/// Asks the leader to `action` operation `id` (an ID or a unique prefix)
+/// and waits: the record before, and as the leader left it.
+async fn ask_about(
+    home: HomeEtcd,
+    id: String,
+    action: &'static str,
+    request: fn(String) -> OpRequest,
+    operator: Option<etcdops_certs::CertDetails>,
+    wait: Duration,
+) -> anyhow::Result<(OperationRecord, Option<OperationRecord>)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let journal = open(&home)?;
+        let record = journal.find(&id)?;
+        check(&record, action)?;
+        ask(
+            &journal,
+            request(record.id.clone()),
+            action,
+            &record.id,
+            operator,
+            wait,
+        )?;
+        let now = after(&journal, &record, wait)?;
+        Ok((record, now))
+    })
+    .await?
+}
+
 /// `op resume ID` with the home journal: the leader carries the operation on.
 pub(crate) async fn resume(
     global: &GlobalArgs,
@@ -196,18 +224,8 @@ pub(crate) async fn resume(
     wait: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let (record, now) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let journal = open(&home)?;
-        let record = journal.find(&id)?;
-        check(&record, "resume")?;
-        let request = OpRequest::Resume {
-            operation: record.id.clone(),
-        };
-        ask(&journal, request, "resume", &record.id, operator, wait)?;
-        let now = after(&journal, &record, wait)?;
-        Ok((record, now))
-    })
-    .await??;
+    let request = |operation| OpRequest::Resume { operation };
+    let (record, now) = ask_about(home, id, "resume", request, operator, wait).await?;
     if let Some(now) = &now
         && now.state == record.state
     {
@@ -217,13 +235,8 @@ pub(crate) async fn resume(
             now.error.as_deref().unwrap_or("see the serve leader's log")
         );
     }
-    report(
-        global,
-        out,
-        now,
-        &record.id,
-        &[OpState::Running, OpState::Succeeded],
-    )
+    let running = [OpState::Running, OpState::Succeeded];
+    report(global, out, now, &record.id, &running)
 }
 
 /// `op abort ID` with the home journal: the leader frees the fence and marks it aborted.
@@ -235,18 +248,8 @@ pub(crate) async fn abort(
     wait: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
-    let (record, now) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let journal = open(&home)?;
-        let record = journal.find(&id)?;
-        check(&record, "abort")?;
-        let request = OpRequest::Abort {
-            operation: record.id.clone(),
-        };
-        ask(&journal, request, "abort", &record.id, operator, wait)?;
-        let now = after(&journal, &record, wait)?;
-        Ok((record, now))
-    })
-    .await??;
+    let request = |operation| OpRequest::Abort { operation };
+    let (record, now) = ask_about(home, id, "abort", request, operator, wait).await?;
     if let Some(r) = &now
         && let Some(left) = super::op_control::restore_leftovers(r)
     {
@@ -266,15 +269,7 @@ pub(crate) async fn prune(
     let (prune, cluster) = (args.clone(), global.cluster.clone());
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<OpPruneReport> {
         let journal = open(&home)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let secs = i64::try_from(prune.older_than.as_secs()).unwrap_or(i64::MAX);
-        let ids = prunable(
-            &journal.list()?,
-            cluster.as_deref(),
-            secs,
-            prune.include_failed,
-            now,
-        );
+        let ids = prunable_now(&journal.list()?, cluster.as_deref(), &prune);
         let mut deleted = ids.clone();
         if !prune.dry_run && !ids.is_empty() {
             let what = format!("{} operation(s)", ids.len());

@@ -567,7 +567,16 @@ mod tests {
         // Switched but not restarted yet: back too.
         let plan = plan_rollback(&mixed, "upgrade-1", &args, Some("3.4"), None, &["etcd2".into()])
             .expect("rollback");
-        assert_eq!(plan.steps.len(), 3, "{:?}", plan.steps);
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "switch-binary:etcd1",
+                "switch-binary:etcd3",
+                "transfer-leadership:etcd2",
+                "switch-binary:etcd2"
+            ]
+        );
         let err = plan_rollback(
             &view(1, "3.5.1"),
             "upgrade-1",

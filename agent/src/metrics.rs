@@ -1,7 +1,7 @@
 //! The agent's own Prometheus metrics: RPC counts and durations (kept as
 //! the RPCs run), and the unit, data dir, certificate and periodic disk
 //! probe (read at each scrape), served as OpenMetrics text on `GET /metrics`
-//! over a minimal HTTP/1.0 handler (`metrics_listen`; plain HTTP, metrics only).
+//! by axum (`metrics_listen`; plain HTTP, metrics only).
 //! What a scrape reads comes through [`MetricsSource`] (implemented by the
 //! agent's state in `state.rs`), so this module does not import the state.
 
@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::datadir::DataDirInfo;
@@ -27,11 +30,6 @@ use crate::unit::{UnitBackend, UnitState};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
 
 /// RPC counts by method and gRPC code, and durations by method.
 #[derive(Debug, Clone)]
@@ -212,108 +210,43 @@ pub async fn snapshot(state: &impl MetricsSource) -> Snapshot {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<impl MetricsSource>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves `GET /metrics` on `listener` until `shutdown` turns true; any
+/// other path is a 404, another method a 405.
+pub async fn serve<S>(listener: TcpListener, state: Arc<S>, mut shutdown: watch::Receiver<bool>)
+where
+    S: MetricsSource + Send + Sync + 'static,
+{
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%address, "agent metrics served on http://{address}/metrics");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, state.as_ref()).await {
-                            tracing::debug!(%peer, error = %e, "metrics request failed");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a metrics connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape::<S>))
+        .fallback(async || (StatusCode::NOT_FOUND, "only GET /metrics is served\n"))
+        .with_state(state);
+    tokio::select! {
+        served = axum::serve(listener, app).into_future() => {
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
         }
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
+}
+
+/// One scrape: the agent read now, in OpenMetrics text.
+async fn scrape<S: MetricsSource>(State(state): State<Arc<S>>) -> impl IntoResponse {
+    let text = render(&snapshot(state.as_ref()).await, state.rpc_metrics());
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 /// Binds the metrics listener (at start-up, so a bad address fails fast).
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
-}
-
-async fn answer(mut stream: TcpStream, state: &impl MetricsSource) -> std::io::Result<()> {
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "request head not received in time")
-        })??;
-    let (status, content_type, body) = match route(&head) {
-        Route::Metrics => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(&snapshot(state).await, state.rpc_metrics()),
-        ),
-        Route::NotFound => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "only GET /metrics is served\n".to_string(),
-        ),
-        Route::BadMethod => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET is served\n".to_string(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// Reads up to the blank line that ends a request head.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "request head too long",
-            ));
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Metrics,
-    NotFound,
-    BadMethod,
-}
-
-fn route(head: &str) -> Route {
-    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    if method != "GET" {
-        return Route::BadMethod;
-    }
-    match target.split('?').next() {
-        Some("/metrics") => Route::Metrics,
-        _ => Route::NotFound,
-    }
 }
 
 #[cfg(test)]
@@ -323,15 +256,6 @@ mod tests {
 
     use super::*;
     use crate::disk::periodic::LightResult;
-
-    #[test]
-    fn requests_are_routed() {
-        assert_eq!(route("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics);
-        assert_eq!(route("GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
-        assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route("POST /metrics HTTP/1.1\r\n\r\n"), Route::BadMethod);
-        assert_eq!(route(""), Route::BadMethod);
-    }
 
     #[test]
     fn code_names_are_grpc_canonical() {

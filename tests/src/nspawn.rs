@@ -959,6 +959,25 @@ impl NspawnCluster {
     }
 }
 
+/// Another etcd release in the hosts (issue 18's upgrade).
+impl NspawnCluster {
+    /// Copies etcd 3.5.1's `etcd` from [`crate::ETCD_35_DIR`] on this
+    /// machine (`deploy/dev/setup.sh` installs it) to the same path in every
+    /// member host, mode kept, owned by root: what `etcdops upgrade --to
+    /// 3.5.1` runs there. Debian's 3.4.23 stays the unit's own binary.
+    pub fn provide_etcd_3_5(&self) {
+        let from = Path::new(crate::ETCD_35_DIR).join("etcd");
+        assert!(
+            from.is_file(),
+            "{} is missing: run deploy/dev/setup.sh (it installs etcd 3.5.1)",
+            from.display()
+        );
+        for i in 0..self.layout.members.len() {
+            self.copy_into_host(i, &from, &format!("{}/etcd", crate::ETCD_35_DIR));
+        }
+    }
+}
+
 impl Drop for NspawnCluster {
     fn drop(&mut self) {
         // Power off every host at once, then wait.

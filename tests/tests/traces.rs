@@ -69,6 +69,12 @@ fn a_rolling_defrag_is_one_trace_across_the_coordinator_and_every_agent() {
     let trace = trace_ids.into_iter().next().expect("trace").to_string();
     assert_eq!(trace.len(), 32, "{trace}");
     assert!(trace.chars().all(|c| c.is_ascii_hexdigit()), "{trace}");
+    let table = ops.run(&["op", "show", &op_id]);
+    assert!(
+        table.stdout.contains(&format!("\ntrace:     {trace}\n")),
+        "{}",
+        table.stdout
+    );
 
     // The receiver: the coordinator's spans (flushed before the CLI exited)
     // and the agents' (exported in batches a few seconds apart).

@@ -235,7 +235,7 @@ pub fn write_probe_key(member_name: &str) -> String {
 
 pub async fn write_probe(
     state: &AgentState,
-    operation_id: &str,
+    operation_id: String,
     timeout: Duration,
 ) -> Result<pb::WriteProbeResponse, Status> {
     let name = match Box::pin(state.etcd.status(timeout)).await {
@@ -243,7 +243,7 @@ pub async fn write_probe(
         _ => state.identity.name.clone(),
     };
     let key = write_probe_key(&name);
-    let probed = Box::pin(state.etcd.write_probe(&key, operation_id, timeout))
+    let probed = Box::pin(state.etcd.write_probe(&key, &operation_id, timeout))
         .await
         .map_err(etcd_status)?;
     Ok(pb::WriteProbeResponse {

@@ -1,7 +1,10 @@
 //! The agent's gRPC API: authorisation, request validation and the mapping
-//! from domain errors to gRPC status codes. One file per RPC family. Every
-//! mutating RPC (unit, env file, data dir, etcd maintenance) passes
-//! `fence::fenced`: the caller's operation must hold the cluster's fence.
+//! from domain errors to gRPC status codes. One file per RPC family; this
+//! one only wires them. Every operator RPC goes through
+//! [`AgentService::audited_call`] (audit record, RPC metrics), and every
+//! mutating one (env file, data dir, etcd maintenance and membership,
+//! restore, binary) through [`AgentService::fenced_call`]
+//! (`fence::fenced`): the caller's operation must hold the cluster's fence.
 //! The unit RPCs (stop, start, restart of etcd), Defragment, Compact and
 //! InstallCertificates (files written, then the agent's own certificate
 //! reloaded) pass `fence::detached`: their work runs to its end whatever
@@ -10,7 +13,7 @@
 //! role against the one table of RPCs (`auth::REQUIRED`); every operator
 //! RPC writes one audit record (`audit::Pending`) with the caller's verified
 //! certificate, the request's fence and arguments and the outcome.
-//! InstallCertificates (issue 17) is fenced too; GetCertificates is a read.
+//! InstallCertificates (issue 17) is fenced too (detached); GetCertificates is a read.
 
 mod audit;
 mod auth;
@@ -134,6 +137,47 @@ impl AgentService {
         self.state.rpc_metrics.observe(method, code, started.elapsed());
         result
     }
+
+    /// An operator RPC: its audit record opened with the caller and the
+    /// request, `rpc` run and counted, the record finished with the outcome.
+    async fn audited_call<R, T>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        rpc: impl AsyncFnOnce(R) -> Result<T, Status>,
+    ) -> Result<Response<T>, Status>
+    where
+        R: audit::Audited,
+    {
+        let (caller, r) = caller_and(request);
+        let audit = self.audited(method, caller, &r);
+        let result = self.counted(method, rpc(r)).await;
+        audit.finish(&result);
+        result.map(Response::new)
+    }
+
+    /// [`AgentService::audited_call`] for an RPC that changes something:
+    /// `check` validates the request (a refusal names the field) and returns
+    /// the work, which runs only while the request's fence holds the cluster
+    /// (`fence::fenced`).
+    async fn fenced_call<R, T, F>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        check: impl FnOnce(R) -> Result<F, Status>,
+    ) -> Result<Response<T>, Status>
+    where
+        R: audit::Audited,
+        T: prost::Message + Default,
+        F: Future<Output = Result<T, Status>>,
+    {
+        self.audited_call(method, request, async |r| {
+            let fence = r.fence().cloned();
+            let act = check(r)?;
+            fence::fenced(&self.state, method, fence.as_ref(), act).await
+        })
+        .await
+    }
 }
 
 #[tonic::async_trait]
@@ -179,30 +223,24 @@ impl Agent for AgentService {
     }
 
     async fn start_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("StartEtcd", caller, &r);
-        let act = unit::act(self.state.clone(), unit::Action::Start, r);
-        let result = self.counted("StartEtcd", act).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("StartEtcd", request, async |r| {
+            unit::act(self.state.clone(), unit::Action::Start, r).await
+        })
+        .await
     }
 
     async fn stop_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("StopEtcd", caller, &r);
-        let act = unit::act(self.state.clone(), unit::Action::Stop, r);
-        let result = self.counted("StopEtcd", act).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("StopEtcd", request, async |r| {
+            unit::act(self.state.clone(), unit::Action::Stop, r).await
+        })
+        .await
     }
 
     async fn restart_etcd(&self, request: Request<UnitRequest>) -> Result<Response<UnitStatus>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("RestartEtcd", caller, &r);
-        let act = unit::act(self.state.clone(), unit::Action::Restart, r);
-        let result = self.counted("RestartEtcd", act).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("RestartEtcd", request, async |r| {
+            unit::act(self.state.clone(), unit::Action::Restart, r).await
+        })
+        .await
     }
 
     async fn get_unit_status(
@@ -219,255 +257,179 @@ impl Agent for AgentService {
         &self,
         request: Request<SetEtcdEnvRequest>,
     ) -> Result<Response<SetEtcdEnvResponse>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("SetEtcdEnv", caller, &r);
-        let fence = r.fence.clone();
-        let act = host_files::set_env(&self.state, r);
-        let result = self
-            .counted(
-                "SetEtcdEnv",
-                fence::fenced(&self.state, "SetEtcdEnv", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("SetEtcdEnv", request, |r| Ok(host_files::set_env(&self.state, r)))
+            .await
     }
 
     async fn prune_kept_copies(
         &self,
         request: Request<pb::PruneKeptCopiesRequest>,
     ) -> Result<Response<pb::PruneKeptCopiesResponse>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("PruneKeptCopies", caller, &r);
-        let fence = r.fence.clone();
-        let act = housekeeping::prune_kept_copies(&self.state, r);
-        let result = self
-            .counted(
-                "PruneKeptCopies",
-                fence::fenced(&self.state, "PruneKeptCopies", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("PruneKeptCopies", request, |r| {
+            Ok(housekeeping::prune_kept_copies(&self.state, r))
+        })
+        .await
     }
 
     async fn move_data_dir_aside(
         &self,
         request: Request<MoveDataDirAsideRequest>,
     ) -> Result<Response<MoveDataDirAsideResponse>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("MoveDataDirAside", caller, &r);
-        let fence = r.fence.clone();
-        let act = host_files::move_data_dir_aside(&self.state, r);
-        let result = self
-            .counted(
-                "MoveDataDirAside",
-                fence::fenced(&self.state, "MoveDataDirAside", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("MoveDataDirAside", request, |r| {
+            Ok(host_files::move_data_dir_aside(&self.state, r))
+        })
+        .await
     }
 
     async fn probe_disk(
         &self,
         request: Request<ProbeDiskRequest>,
     ) -> Result<Response<ProbeDiskResponse>, Status> {
-        let (caller, r) = caller_and(request);
-        let audit = self.audited("ProbeDisk", caller, &r);
-        let result = self.counted("ProbeDisk", disk::probe_disk(&self.state, r)).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("ProbeDisk", request, async |r| {
+            disk::probe_disk(&self.state, r).await
+        })
+        .await
     }
 
     async fn acquire_fence(
         &self,
-        r: Request<pb::AcquireFenceRequest>,
+        request: Request<pb::AcquireFenceRequest>,
     ) -> Result<Response<pb::FenceState>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("AcquireFence", caller, &r);
-        let result = self.counted("AcquireFence", fence::acquire(&self.state, r)).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("AcquireFence", request, async |r| {
+            fence::acquire(&self.state, r).await
+        })
+        .await
     }
 
     async fn release_fence(
         &self,
-        r: Request<pb::ReleaseFenceRequest>,
+        request: Request<pb::ReleaseFenceRequest>,
     ) -> Result<Response<pb::FenceState>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("ReleaseFence", caller, &r);
-        let result = self.counted("ReleaseFence", fence::release(&self.state, r)).await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("ReleaseFence", request, async |r| {
+            fence::release(&self.state, r).await
+        })
+        .await
     }
 
     async fn defragment(
         &self,
-        r: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("Defragment", caller, &r);
-        let result = self
-            .counted("Defragment", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
-                // etcd defragments to the end once asked: so does the agent's call.
-                let work = {
-                    let state = self.state.clone();
-                    async move { maintenance::defragment(&state, timeout).await }
-                };
-                let late = || outlived(&self.state, "defragmentation", timeout);
-                fence::detached(
-                    &self.state,
-                    "Defragment",
-                    r.fence.as_ref(),
-                    answer_by(timeout),
-                    work,
-                    late,
-                )
-                .await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.audited_call("Defragment", request, async |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::DEFRAGMENT)?;
+            // etcd defragments to the end once asked: so does the agent's call.
+            let work = {
+                let state = self.state.clone();
+                async move { maintenance::defragment(&state, timeout).await }
+            };
+            let late = || outlived(&self.state, "defragmentation", timeout);
+            fence::detached(
+                &self.state,
+                "Defragment",
+                r.fence.as_ref(),
+                answer_by(timeout),
+                work,
+                late,
+            )
+            .await
+        })
+        .await
     }
 
-    async fn compact(&self, r: Request<pb::CompactRequest>) -> Result<Response<pb::CompactResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("Compact", caller, &r);
-        let result = self
-            .counted("Compact", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
-                let revision = maintenance::compact_revision(r.revision)?;
-                let work = {
-                    let state = self.state.clone();
-                    async move { maintenance::compact(&state, revision, r.physical, timeout).await }
-                };
-                let late = || outlived(&self.state, "compaction", timeout);
-                fence::detached(
-                    &self.state,
-                    "Compact",
-                    r.fence.as_ref(),
-                    answer_by(timeout),
-                    work,
-                    late,
-                )
-                .await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        self.audited_call("Compact", request, async |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::COMPACT)?;
+            let revision = maintenance::compact_revision(r.revision)?;
+            let work = {
+                let state = self.state.clone();
+                async move { maintenance::compact(&state, revision, r.physical, timeout).await }
+            };
+            let late = || outlived(&self.state, "compaction", timeout);
+            fence::detached(
+                &self.state,
+                "Compact",
+                r.fence.as_ref(),
+                answer_by(timeout),
+                work,
+                late,
+            )
+            .await
+        })
+        .await
     }
 
     async fn move_leader(
         &self,
-        r: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("MoveLeader", caller, &r);
-        let result = self
-            .counted("MoveLeader", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
-                let target = maintenance::move_target(r.target_member_id)?;
-                let act = maintenance::move_leader(&self.state, target, timeout);
-                fence::fenced(&self.state, "MoveLeader", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("MoveLeader", request, |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::MOVE_LEADER)?;
+            let target = maintenance::move_target(r.target_member_id)?;
+            Ok(maintenance::move_leader(&self.state, target, timeout))
+        })
+        .await
     }
 
     async fn disarm_alarms(
         &self,
-        r: Request<pb::DisarmAlarmsRequest>,
+        request: Request<pb::DisarmAlarmsRequest>,
     ) -> Result<Response<pb::DisarmAlarmsResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("DisarmAlarms", caller, &r);
-        let result = self
-            .counted("DisarmAlarms", async {
-                let wanted = maintenance::alarm_filter(&r.alarms)?;
-                let act = maintenance::disarm_alarms(&self.state, wanted);
-                fence::fenced(&self.state, "DisarmAlarms", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("DisarmAlarms", request, |r| {
+            let wanted = maintenance::alarm_filter(&r.alarms)?;
+            Ok(maintenance::disarm_alarms(&self.state, wanted))
+        })
+        .await
     }
 
     async fn write_probe(
         &self,
-        r: Request<pb::WriteProbeRequest>,
+        request: Request<pb::WriteProbeRequest>,
     ) -> Result<Response<pb::WriteProbeResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("WriteProbe", caller, &r);
-        let result = self
-            .counted("WriteProbe", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
-                let operation_id = r
-                    .fence
-                    .as_ref()
-                    .map(|f| f.operation_id.clone())
-                    .unwrap_or_default();
-                let act = maintenance::write_probe(&self.state, &operation_id, timeout);
-                fence::fenced(&self.state, "WriteProbe", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("WriteProbe", request, |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, maintenance::WRITE_PROBE)?;
+            let operation_id = r.fence.map(|f| f.operation_id).unwrap_or_default();
+            Ok(maintenance::write_probe(&self.state, operation_id, timeout))
+        })
+        .await
     }
 
     async fn add_member(
         &self,
-        r: Request<pb::AddMemberRequest>,
+        request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("AddMember", caller, &r);
-        let result = self
-            .counted("AddMember", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
-                let urls = membership::peer_urls(&r.peer_urls)?;
-                let act = membership::add_member(&self.state, urls, r.is_learner, timeout);
-                fence::fenced(&self.state, "AddMember", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("AddMember", request, |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::ADD_MEMBER)?;
+            let urls = membership::peer_urls(&r.peer_urls)?;
+            Ok(membership::add_member(&self.state, urls, r.is_learner, timeout))
+        })
+        .await
     }
 
     async fn remove_member(
         &self,
-        r: Request<pb::RemoveMemberRequest>,
+        request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("RemoveMember", caller, &r);
-        let result = self
-            .counted("RemoveMember", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::REMOVE_MEMBER)?;
-                let id = membership::member_id(r.member_id)?;
-                let act = membership::remove_member(&self.state, id, timeout);
-                fence::fenced(&self.state, "RemoveMember", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("RemoveMember", request, |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::REMOVE_MEMBER)?;
+            let id = membership::member_id(r.member_id)?;
+            Ok(membership::remove_member(&self.state, id, timeout))
+        })
+        .await
     }
 
     async fn promote_member(
         &self,
-        r: Request<pb::PromoteMemberRequest>,
+        request: Request<pb::PromoteMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("PromoteMember", caller, &r);
-        let result = self
-            .counted("PromoteMember", async {
-                let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::PROMOTE_MEMBER)?;
-                let id = membership::member_id(r.member_id)?;
-                let act = membership::promote_member(&self.state, id, timeout);
-                fence::fenced(&self.state, "PromoteMember", r.fence.as_ref(), act).await
-            })
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("PromoteMember", request, |r| {
+            let timeout = maintenance::budget("timeout_ms", r.timeout_ms, membership::PROMOTE_MEMBER)?;
+            let id = membership::member_id(r.member_id)?;
+            Ok(membership::promote_member(&self.state, id, timeout))
+        })
+        .await
     }
 
     async fn stage_restore(
@@ -502,38 +464,20 @@ impl Agent for AgentService {
 
     async fn swap_in_restore(
         &self,
-        r: Request<pb::SwapInRestoreRequest>,
+        request: Request<pb::SwapInRestoreRequest>,
     ) -> Result<Response<pb::SwapInRestoreResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("SwapInRestore", caller, &r);
-        let fence = r.fence.clone();
-        let act = restore::swap_in(&self.state, r);
-        let result = self
-            .counted(
-                "SwapInRestore",
-                fence::fenced(&self.state, "SwapInRestore", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("SwapInRestore", request, |r| Ok(restore::swap_in(&self.state, r)))
+            .await
     }
 
     async fn roll_back_restore(
         &self,
-        r: Request<pb::RollBackRestoreRequest>,
+        request: Request<pb::RollBackRestoreRequest>,
     ) -> Result<Response<pb::RollBackRestoreResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("RollBackRestore", caller, &r);
-        let fence = r.fence.clone();
-        let act = restore::roll_back(&self.state, r);
-        let result = self
-            .counted(
-                "RollBackRestore",
-                fence::fenced(&self.state, "RollBackRestore", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("RollBackRestore", request, |r| {
+            Ok(restore::roll_back(&self.state, r))
+        })
+        .await
     }
 
     async fn hash_kv(&self, r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
@@ -593,57 +537,43 @@ impl Agent for AgentService {
 
     async fn install_certificates(
         &self,
-        r: Request<pb::InstallCertificatesRequest>,
+        request: Request<pb::InstallCertificatesRequest>,
     ) -> Result<Response<pb::InstallCertificatesResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("InstallCertificates", caller, &r);
-        let fence = r.fence.clone();
-        let result = if r.check_only {
-            // Writes nothing: no fence.
-            self.counted("InstallCertificates", certs::install(&self.state, r))
-                .await
-        } else {
+        self.audited_call("InstallCertificates", request, async |r| {
+            if r.check_only {
+                // Writes nothing: no fence.
+                return certs::install(&self.state, r).await;
+            }
             // To its end whatever happens to the call: a coordinator killed
             // mid-call must not leave new files written but the agent's own
             // certificate not reloaded (a retry finds the files in place).
+            let fence = r.fence.clone();
             let work = {
                 let state = self.state.clone();
                 async move { certs::install(&state, r).await }
             };
             let late = || outlived(&self.state, "certificate install", INSTALL_CERTIFICATES_BUDGET);
-            self.counted(
+            fence::detached(
+                &self.state,
                 "InstallCertificates",
-                fence::detached(
-                    &self.state,
-                    "InstallCertificates",
-                    fence.as_ref(),
-                    answer_by(INSTALL_CERTIFICATES_BUDGET),
-                    work,
-                    late,
-                ),
+                fence.as_ref(),
+                answer_by(INSTALL_CERTIFICATES_BUDGET),
+                work,
+                late,
             )
             .await
-        };
-        audit.finish(&result);
-        result.map(Response::new)
+        })
+        .await
     }
 
     async fn set_etcd_binary(
         &self,
-        r: Request<pb::SetEtcdBinaryRequest>,
+        request: Request<pb::SetEtcdBinaryRequest>,
     ) -> Result<Response<pb::SetEtcdBinaryResponse>, Status> {
-        let (caller, r) = caller_and(r);
-        let audit = self.audited("SetEtcdBinary", caller, &r);
-        let fence = r.fence.clone();
-        let act = upgrade::set_etcd_binary(&self.state, r);
-        let result = self
-            .counted(
-                "SetEtcdBinary",
-                fence::fenced(&self.state, "SetEtcdBinary", fence.as_ref(), act),
-            )
-            .await;
-        audit.finish(&result);
-        result.map(Response::new)
+        self.fenced_call("SetEtcdBinary", request, |r| {
+            Ok(upgrade::set_etcd_binary(&self.state, r))
+        })
+        .await
     }
 }
 

@@ -2,7 +2,9 @@
 //! `etcdops upgrade`. A binary's version is what `BINARY --version` prints
 //! (an argument vector, no shell, under a timeout); the member's server and
 //! cluster versions are etcd's own `etcd_server_version` /
-//! `etcd_cluster_version` gauges from its /metrics.
+//! `etcd_cluster_version` gauges from its /metrics. The switch itself is the
+//! unit backend's (`UnitBackend::set_binary`: the process backend's state
+//! file, the systemd backend's ExecStart drop-in).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -113,9 +115,10 @@ pub async fn etcd_versions(
         unit_binary: state
             .unit
             .binary()
+            .await
             .map(|b| b.display().to_string())
             .unwrap_or_default(),
-        configured_binary: state.configured_binary.display().to_string(),
+        configured_binary: own_binary(state).await.display().to_string(),
         binaries,
         server_version,
         cluster_version,
@@ -123,14 +126,29 @@ pub async fn etcd_versions(
     })
 }
 
-/// SetEtcdBinary after the fence: the binary must answer `--version`.
+/// What SetEtcdBinary "" goes back to: the backend's own binary (systemd:
+/// the unit's without the agent's drop-in), else the config's.
+async fn own_binary(state: &AgentState) -> PathBuf {
+    state
+        .unit
+        .own_binary()
+        .await
+        .unwrap_or_else(|| state.configured_binary.clone())
+}
+
+/// SetEtcdBinary after the fence: the binary must answer `--version`
+/// before the backend switches (process: the state dir's record; systemd:
+/// the drop-in and a daemon-reload).
 pub async fn set_etcd_binary(
     state: &AgentState,
     request: pb::SetEtcdBinaryRequest,
 ) -> Result<pb::SetEtcdBinaryResponse, Status> {
     let member = super::unit::member(state);
     let path = (!request.path.is_empty()).then(|| PathBuf::from(&request.path));
-    let check = path.clone().unwrap_or_else(|| state.configured_binary.clone());
+    let check = match &path {
+        Some(p) => p.clone(),
+        None => own_binary(state).await,
+    };
     let version = binary_version(&check).await.map_err(|why| {
         Status::failed_precondition(format!(
             "path: etcd on {member} cannot run {why}; install that etcd release on the host first"

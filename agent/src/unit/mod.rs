@@ -3,13 +3,15 @@
 //! - [`process::ProcessUnit`]: the agent starts and supervises etcd itself,
 //!   from the same environment file etcd.service would read (sandbox, hosts
 //!   without systemd).
-//! - [`systemd::SystemdUnit`]: etcd.service over systemd's D-Bus API.
+//! - [`systemd::SystemdUnit`]: etcd.service over systemd's D-Bus API; its
+//!   binary switch is a drop-in ([`dropin`]) overriding ExecStart.
 //!
 //! A stop is graceful (SIGTERM, systemd's stop job) for at most the time it
 //! is given, then the unit is killed (SIGKILL, systemd's KillUnit): a stop
 //! that hangs (etcd blocked on a half-dead peer) still ends, and says it was
 //! killed in [`UnitInfo::detail`].
 
+pub mod dropin;
 pub mod process;
 pub mod systemd;
 
@@ -166,19 +168,24 @@ pub trait UnitBackend: Send + Sync + fmt::Debug {
         Ok(())
     }
     /// The etcd binary the unit runs (`None`: the backend does not say).
-    fn binary(&self) -> Option<std::path::PathBuf> {
+    async fn binary(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// The binary `set_binary(None)` goes back to (`None`: the agent
+    /// config's `unit.etcd_binary`). The systemd backend: what the unit runs
+    /// without the agent's drop-in.
+    async fn own_binary(&self) -> Option<std::path::PathBuf> {
         None
     }
     /// The binary the unit runs from its next start (`None`: the
-    /// configured one again); returns the previous one. The process backend
-    /// records it in the state dir; others refuse ([`UnitError::BinarySwitch`]).
+    /// configured one again, the unit's own for systemd); returns the
+    /// previous one. The process backend records it in the state dir, the
+    /// systemd backend writes a drop-in overriding ExecStart and reloads
+    /// systemd; a backend without a switch refuses ([`UnitError::BinarySwitch`]).
     async fn set_binary(&self, _path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, UnitError> {
         Err(UnitError::BinarySwitch {
             unit: self.unit(),
-            reason: format!(
-                "the {} backend cannot switch etcd's binary yet (process backend only)",
-                self.backend()
-            ),
+            reason: format!("the {} backend cannot switch etcd's binary", self.backend()),
         })
     }
 }

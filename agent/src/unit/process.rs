@@ -243,7 +243,7 @@ impl UnitBackend for ProcessUnit {
         self.current_binary().display().to_string()
     }
 
-    fn binary(&self) -> Option<PathBuf> {
+    async fn binary(&self) -> Option<PathBuf> {
         Some(self.current_binary())
     }
 

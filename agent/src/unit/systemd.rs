@@ -7,6 +7,11 @@
 //! confirmed within the caller's timeout. A stop job still running after its
 //! graceful time is ended with KillUnit SIGKILL. Failures name the unit, the
 //! job result and the state reached, with the unit's last journal lines.
+//!
+//! The binary switch (`etcdops upgrade`): the drop-in of `dropin.rs` in
+//! `/etc/systemd/system/<unit>.d/`, written or removed, then Manager.Reload
+//! (daemon-reload), then the unit's ExecStart read back over D-Bus must run
+//! the binary asked for; it takes effect at the unit's next start.
 
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use tokio_stream::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
+use super::dropin::{self, ExecCommand};
 use super::{KILL_WAIT, UnitBackend, UnitError, UnitInfo, UnitState, killed_detail};
 
 /// How many journal lines a failure carries.
@@ -448,6 +454,54 @@ impl SystemdUnit {
         let manager = self.manager().await?;
         self.call("Reload", manager.reload()).await
     }
+
+    /// Where the binary switch's drop-in goes
+    /// (`/etc/systemd/system/<unit>.d/90-etcdops-binary.conf`).
+    pub fn dropin_path(&self) -> std::path::PathBuf {
+        dropin::path(std::path::Path::new(dropin::UNIT_DIR), &self.name)
+    }
+
+    /// The unit's ExecStart commands as systemd has them loaded (the
+    /// service's `ExecStart` property: argv with variables unexpanded).
+    pub async fn exec_start(&self) -> Result<Vec<ExecCommand>, SystemdError> {
+        let path = self.unit_path().await?;
+        let service = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|source| self.bus_error("Service", source))?;
+        let commands = self.call("Get ExecStart", service.exec_start()).await?;
+        Ok(commands
+            .into_iter()
+            .map(|(path, argv, ignore_failure, ..)| ExecCommand {
+                path,
+                argv,
+                ignore_failure,
+            })
+            .collect())
+    }
+
+    /// The unit's one ExecStart command, or why the switch cannot work with it.
+    async fn single_exec_start(&self) -> Result<ExecCommand, UnitError> {
+        let mut commands = self.exec_start().await?;
+        if commands.len() != 1 {
+            return Err(self.switch_error(format!(
+                "it has {} ExecStart= commands (systemd reports them over D-Bus); the binary switch \
+                 replaces exactly one: check `systemctl cat {}`",
+                commands.len(),
+                self.name
+            )));
+        }
+        Ok(commands.remove(0))
+    }
+
+    fn switch_error(&self, reason: String) -> UnitError {
+        UnitError::BinarySwitch {
+            unit: self.name.clone(),
+            reason,
+        }
+    }
 }
 
 /// The properties read in one go.
@@ -507,6 +561,104 @@ impl UnitBackend for SystemdUnit {
         }
         self.daemon_reload().await?;
         Ok(())
+    }
+
+    /// The binary of the unit's ExecStart as systemd has it loaded (`None`
+    /// when the bus cannot say, or the unit has not exactly one).
+    async fn binary(&self) -> Option<std::path::PathBuf> {
+        match self.exec_start().await {
+            Ok(commands) if commands.len() == 1 => Some(commands[0].path.clone().into()),
+            Ok(commands) => {
+                tracing::warn!(unit = %self.name, commands = commands.len(), "not exactly one ExecStart command");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(unit = %self.name, error = %e, "cannot read ExecStart");
+                None
+            }
+        }
+    }
+
+    /// The binary recorded in the agent's drop-in, else the ExecStart's.
+    async fn own_binary(&self) -> Option<std::path::PathBuf> {
+        match dropin::read(&self.dropin_path()) {
+            Ok(Some(ours)) => Some(ours.unit_binary),
+            Ok(None) => self.binary().await,
+            Err(e) => {
+                tracing::warn!(unit = %self.name, error = %e, "cannot read the binary switch's drop-in");
+                None
+            }
+        }
+    }
+
+    /// Writes (or, back to the binary the unit runs without it, removes)
+    /// the drop-in, reloads systemd and reads the unit's ExecStart back.
+    /// Repeating a switch changes nothing; a file of that name not written
+    /// by the agent is refused, never replaced.
+    async fn set_binary(&self, path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, UnitError> {
+        let _guard = self.op.lock().await;
+        let file = self.dropin_path();
+        let current = self.single_exec_start().await?;
+        let previous = std::path::PathBuf::from(&current.path);
+        let ours = dropin::read(&file).map_err(|e| self.switch_error(e.to_string()))?;
+        // What the unit runs without the drop-in: recorded in ours, else what it runs now.
+        let unit_binary = ours
+            .as_ref()
+            .map_or_else(|| previous.clone(), |d| d.unit_binary.clone());
+        let want = path.unwrap_or_else(|| unit_binary.clone());
+        let changed = if want == unit_binary {
+            dropin::remove(&file).map_err(|e| self.switch_error(e.to_string()))?
+        } else if ours.as_ref().is_some_and(|d| d.binary == want) {
+            false
+        } else {
+            let text = dropin::render(&self.name, &want, &unit_binary, &current)
+                .map_err(|e| self.switch_error(e.to_string()))?;
+            dropin::write(&file, &text).map_err(|e| self.switch_error(e.to_string()))?;
+            true
+        };
+        if changed || previous != want {
+            self.daemon_reload().await?;
+        }
+        let now = self.single_exec_start().await?;
+        if std::path::Path::new(&now.path) != want {
+            let drop_ins = self.drop_in_paths().await.unwrap_or_default();
+            return Err(self.switch_error(format!(
+                "after a daemon-reload it still runs {} instead of {} (its drop-ins: {}); a drop-in ordered \
+                 after {} or the unit file itself sets ExecStart=: check `systemctl cat {}`",
+                now.path,
+                want.display(),
+                if drop_ins.is_empty() {
+                    "none".to_string()
+                } else {
+                    drop_ins.join(", ")
+                },
+                dropin::DROPIN_NAME,
+                self.name
+            )));
+        }
+        tracing::info!(
+            unit = %self.name,
+            previous = %previous.display(),
+            binary = %want.display(),
+            dropin = %file.display(),
+            written = want != unit_binary,
+            "etcd binary switched (from the next start)"
+        );
+        Ok(previous)
+    }
+}
+
+impl SystemdUnit {
+    /// The unit's drop-in files, for messages.
+    async fn drop_in_paths(&self) -> Result<Vec<String>, SystemdError> {
+        let path = self.unit_path().await?;
+        let unit = UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|source| self.bus_error("Unit", source))?;
+        self.call("Get DropInPaths", unit.drop_in_paths()).await
     }
 }
 

@@ -22,6 +22,7 @@ mod maintain;
 mod member;
 mod op;
 mod op_control;
+mod op_home;
 mod operate;
 mod recover;
 mod restore;

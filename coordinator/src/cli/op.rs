@@ -58,7 +58,10 @@ const PRUNE_LONG_ABOUT: &str = "\
 Delete from the journal the operations that ended (succeeded or aborted; failed ones too with
 --include-failed) and were last updated longer ago than --older-than. Running and paused
 operations are never deleted: they hold or may hold a cluster. --cluster prunes one cluster's
-operations only. --dry-run lists what would go.";
+operations only. --dry-run lists what would go.
+
+With the home journal of `etcdops serve` (`[home] journal = \"home\"` in the fleet file, no
+--journal), the serve leader deletes them: this asks it and waits up to --wait.";
 
 const PRUNE_AFTER_HELP: &str = "\
 Examples:
@@ -81,6 +84,19 @@ pub struct OpPruneArgs {
     /// List what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: super::op_home::LeaderWait,
+}
+
+/// What `op prune` with `args` deletes of `ops` now.
+pub(crate) fn prunable_now(
+    ops: &[OperationRecord],
+    cluster: Option<&str>,
+    args: &OpPruneArgs,
+) -> Vec<String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let secs = i64::try_from(args.older_than.as_secs()).unwrap_or(i64::MAX);
+    prunable(ops, cluster, secs, args.include_failed, now)
 }
 
 /// What `op prune` deletes (pure): ended operations of `cluster` (when
@@ -110,7 +126,7 @@ pub struct OpPruneReport {
     pub deleted: Vec<String>,
 }
 
-fn render_prune(report: &OpPruneReport) -> String {
+pub(crate) fn render_prune(report: &OpPruneReport) -> String {
     let verb = if report.dry_run { "would delete" } else { "deleted" };
     let mut text: String = report.deleted.iter().map(|id| format!("{verb} {id}\n")).collect();
     text.push_str(&format!(
@@ -127,6 +143,9 @@ pub(crate) async fn prune(
     args: &OpPruneArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
+    if let Some(home) = home_journal(global, &args.journal)? {
+        return super::op_home::prune(global, home, args, operator(global), out).await;
+    }
     let path = args.journal.path();
     let mut report = OpPruneReport {
         journal: path.clone(),
@@ -138,15 +157,7 @@ pub(crate) async fn prune(
         let cluster = global.cluster.clone();
         report.deleted = tokio::task::spawn_blocking(move || -> Result<Vec<String>, JournalError> {
             let journal = journal_args.open()?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let secs = i64::try_from(prune.older_than.as_secs()).unwrap_or(i64::MAX);
-            let ids = prunable(
-                &journal.list()?,
-                cluster.as_deref(),
-                secs,
-                prune.include_failed,
-                now,
-            );
+            let ids = prunable_now(&journal.list()?, cluster.as_deref(), &prune);
             if !prune.dry_run {
                 journal.delete(&ids)?;
             }
@@ -217,9 +228,16 @@ impl JournalArgs {
     }
 }
 
-/// The home etcd when `op list|show` read the serve replicas' journal there: no `--journal` /
-/// `$ETCDOPS_JOURNAL` given, and the fleet file (when there is one) says `[home] journal = "home"`.
-fn home_journal(global: &GlobalArgs, args: &JournalArgs) -> anyhow::Result<Option<HomeEtcd>> {
+/// The certificate the fleet file's `[tls]` names (who asks, in a request to the serve leader).
+pub(crate) fn operator(global: &GlobalArgs) -> Option<etcdops_certs::CertDetails> {
+    let fleet = crate::fleet::Fleet::load(&global.fleet).ok()?;
+    fleet.tls.files().details().ok().map(|(_, details)| details)
+}
+
+/// The home etcd when `op list|show|resume|abort|prune` use the serve replicas' journal there: no `--journal` /
+/// the serve replicas' journal there: no `--journal` / `$ETCDOPS_JOURNAL` given, and the fleet
+/// file (when there is one) says `[home] journal = "home"`.
+pub(crate) fn home_journal(global: &GlobalArgs, args: &JournalArgs) -> anyhow::Result<Option<HomeEtcd>> {
     if args.journal.is_some() || !global.fleet.exists() {
         return Ok(None);
     }

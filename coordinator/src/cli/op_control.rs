@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
-use etcdops_proto::v1 as pb;
 
 use super::op::JournalArgs;
-use super::operate::{self, watch_ctrl_c};
+use super::operate::watch_ctrl_c;
 use crate::cli::target::target;
 use crate::cli::{GlobalArgs, emit};
 use crate::exec::{Executor, fence};
@@ -30,7 +29,12 @@ coordinator.
 A running operation whose coordinator still runs on this host is refused (stop that process
 first). --takeover takes the fence from another operation that holds it (its coordinator is
 gone and its journal elsewhere): an explicit choice, the other operation's calls are refused
-from then on.";
+from then on.
+
+With the home journal of `etcdops serve` (`[home] journal = \"home\"` in the fleet file, no
+--journal), the serve leader resumes it, under its own term: this asks the leader, waits up
+to --wait until it takes the request (else withdraws it: nothing changed), and shows the
+operation. A running operation there is the leader's own and is refused.";
 
 /// `etcdops op resume`
 #[derive(Debug, Clone, Args)]
@@ -43,6 +47,8 @@ pub struct OpResumeArgs {
     /// Take the cluster's fence from another operation that holds it.
     #[arg(long)]
     pub takeover: bool,
+    #[command(flatten)]
+    pub wait: super::op_home::LeaderWait,
 }
 
 pub(crate) const ABORT_ABOUT: &str = "\
@@ -51,7 +57,11 @@ agent still records it as held by that operation (taking it over with a higher e
 releasing it). Nothing is undone: steps already done stay done (see `etcdops op show`).
 
 Works without a journal entry too (the coordinator that ran the operation is gone with its
-journal): the ID is then looked up in the agents' fences of the chosen cluster.";
+journal): the ID is then looked up in the agents' fences of the chosen cluster.
+
+With the home journal of `etcdops serve` (`[home] journal = \"home\"` in the fleet file, no
+--journal), the serve leader frees the fence and marks the operation aborted: this asks the
+leader and waits up to --wait (a failed or paused operation; a running one is the leader's).";
 
 /// `etcdops op abort`
 #[derive(Debug, Clone, Args)]
@@ -61,6 +71,8 @@ pub struct OpAbortArgs {
     /// The operation's ID (a prefix works for operations in this journal).
     #[arg(value_name = "ID")]
     pub id: String,
+    #[command(flatten)]
+    pub wait: super::op_home::LeaderWait,
 }
 
 /// The fleet file a resumed operation uses: `--fleet`/ETCDOPS_FLEET when
@@ -98,6 +110,15 @@ pub(crate) async fn resume(
     args: &OpResumeArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
+    if let Some(home) = super::op::home_journal(global, &args.journal)? {
+        if args.takeover {
+            anyhow::bail!(
+                "--takeover works on the local journal only: with the home journal the serve leader resumes the operation under its own term"
+            );
+        }
+        let operator = super::op::operator(global);
+        return super::op_home::resume(global, home, args.id.clone(), operator, args.wait.wait, out).await;
+    }
     let journal = args.journal.open()?;
     let record = journal.find(&args.id)?;
     if record.state == OpState::Running
@@ -155,7 +176,7 @@ pub(crate) async fn resume(
 }
 
 /// What an aborted restore leaves on the hosts, for the person aborting it.
-fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
+pub(crate) fn restore_leftovers(record: &journal::OperationRecord) -> Option<String> {
     let args = record.operation.restore()?;
     let mut lines = Vec::new();
     if !args.kept.is_empty() {
@@ -186,6 +207,10 @@ pub(crate) async fn abort(
     args: &OpAbortArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitStatus> {
+    if let Some(home) = super::op::home_journal(global, &args.journal)? {
+        let operator = super::op::operator(global);
+        return super::op_home::abort(global, home, args.id.clone(), operator, args.wait.wait, out).await;
+    }
     let path = args.journal.path();
     let record = if path.exists() {
         args.journal.open()?.find(&args.id).ok()
@@ -205,50 +230,17 @@ pub(crate) async fn abort(
     // A joining host (not in the fleet yet) may hold the fence too.
     let mut optional = Vec::new();
     if let Some(r) = &record {
-        let membership = r.operation.membership();
-        for j in membership.joining.iter().chain(&membership.rejoining) {
-            if target.cluster.member(&j.name).is_none()
-                && let Ok(m) = fleet::Member::new(&j.name, &j.agent)
-            {
-                optional.push(m.name.clone());
-                target.cluster.members.push(m);
-            }
-        }
+        (target.cluster, optional) = fence::members_of(&target.cluster, r);
     }
-    let view = operate::observe(&target).await;
-    let held_by_op = view.holders().iter().any(|h| h.operation_id == id);
-    let mut freed = String::from("no agent held the cluster's fence for it");
-    if held_by_op {
-        let abort_id = journal::new_operation_id("abort", time::OffsetDateTime::now_utc());
-        let request = pb::AcquireFenceRequest {
-            fence: Some(fence::fence(
-                &target.cluster.name,
-                view.highest_epoch() + 1,
-                &abort_id,
-                "",
-            )),
-            holder: journal::holder(),
-            operation_kind: "abort".into(),
-            takeover: true,
-        };
-        let taken = fence::acquire(&target.agents, &target.cluster, request, &optional).await?;
-        let warnings = fence::release(&target.agents, &target.cluster, &taken).await;
-        freed = if warnings.is_empty() {
-            format!("the cluster's fence is free (epoch {})", taken.epoch)
-        } else {
-            format!(
-                "fence taken over at epoch {} but not released everywhere: {}",
-                taken.epoch,
-                warnings.join("; ")
-            )
-        };
-    } else if record.is_none() {
+    let freed = fence::free(&target.agents, &target.cluster, &id, &optional, None).await?;
+    if freed.is_none() && record.is_none() {
         anyhow::bail!(
             "no operation {id:?} in the journal {} and no agent of cluster {} holds a fence for it",
             path.display(),
             target.cluster.name
         );
     }
+    let freed = freed.unwrap_or_else(|| String::from("no agent held the cluster's fence for it"));
     if let Some(r) = &record
         && let Some(left) = restore_leftovers(r)
     {

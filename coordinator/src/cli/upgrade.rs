@@ -130,12 +130,22 @@ pub(crate) async fn run(
             .filter(|v| !v.is_empty())
             .max();
         let saved = snapshot.saved.as_ref().map(|s| s.location.clone());
+        // Switched but not restarted (the upgrade stopped in between): back too.
+        let switched: Vec<String> = replies
+            .iter()
+            .filter_map(|r| {
+                let v = r.result.as_ref().ok()?;
+                let before = upgrade.from.get(&r.member)?;
+                (!v.unit_binary.is_empty() && &v.unit_binary != before).then(|| r.member.clone())
+            })
+            .collect();
         let plan = upgrade::plan_rollback(
             &view,
             &record.id,
             upgrade,
             cluster_version.as_deref(),
             saved.as_deref(),
+            &switched,
         )
         .map_err(PlanError::Usage)?;
         let planned = Planned {

@@ -156,6 +156,66 @@ pub async fn release(agents: &Agents, cluster: &Cluster, fence: &pb::Fence) -> V
     warnings
 }
 
+/// The members whose agents may hold `record`'s fence: `cluster`'s, plus
+/// any host the operation was adding that is not in the fleet yet (named in
+/// the second list: it may not answer).
+pub fn members_of(cluster: &Cluster, record: &crate::journal::OperationRecord) -> (Cluster, Vec<String>) {
+    let mut cluster = cluster.clone();
+    let mut optional = Vec::new();
+    let membership = record.operation.membership();
+    for j in membership.joining.iter().chain(&membership.rejoining) {
+        if cluster.member(&j.name).is_none()
+            && let Ok(m) = crate::fleet::Member::new(&j.name, &j.agent)
+        {
+            optional.push(m.name.clone());
+            cluster.members.push(m);
+        }
+    }
+    (cluster, optional)
+}
+
+/// Frees the cluster's fence wherever an agent records it as held by
+/// `operation_id` (an operation being aborted): takes it over at a higher
+/// epoch under an `abort-…` ID, then releases it. `term`: a serve leader's
+/// election term, whose epochs it must use ([`term_epoch`]); `None` for the
+/// CLI (the highest recorded + 1). What happened, for the person or the log;
+/// `Ok(None)` when no agent held it for that operation.
+pub async fn free(
+    agents: &Agents,
+    cluster: &Cluster,
+    operation_id: &str,
+    optional: &[String],
+    term: Option<u64>,
+) -> Result<Option<String>, FenceError> {
+    let view = crate::observe::observe(agents, &cluster.name, &cluster.members).await;
+    if !view.holders().iter().any(|h| h.operation_id == operation_id) {
+        return Ok(None);
+    }
+    let highest = view.highest_epoch();
+    let epoch = match term {
+        Some(term) => term_epoch(&cluster.name, term, highest)?,
+        None => highest + 1,
+    };
+    let abort_id = crate::journal::new_operation_id("abort", time::OffsetDateTime::now_utc());
+    let request = pb::AcquireFenceRequest {
+        fence: Some(fence(&cluster.name, epoch, &abort_id, "")),
+        holder: crate::journal::holder(),
+        operation_kind: "abort".into(),
+        takeover: true,
+    };
+    let taken = acquire(agents, cluster, request, optional).await?;
+    let warnings = release(agents, cluster, &taken).await;
+    Ok(Some(if warnings.is_empty() {
+        format!("the cluster's fence is free (epoch {})", taken.epoch)
+    } else {
+        format!(
+            "fence taken over at epoch {} but not released everywhere: {}",
+            taken.epoch,
+            warnings.join("; ")
+        )
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,13 @@
 //! journals nothing. A store without a guard only reads (`etcdops op
 //! list|show`); its writes are refused with [`JournalError::ReadOnly`].
 //!
+//! People change the journal through the leader: `etcdops op resume|abort|prune`
+//! with the home journal put a request ([`OpRequest`]) under
+//! `<prefix>journal/requests/<ID>` (unguarded, create-only: the only key a
+//! non-leader writes), and the serve leader takes it (a guarded delete) and
+//! carries it out under its term. A request nobody took is withdrawn by the
+//! person who put it.
+//!
 //! The journal's API is synchronous (the executor calls it between steps, as
 //! it calls the redb file); this store runs etcd-client on a small runtime of
 //! its own and each call blocks on it from a scoped thread, so it works from
@@ -18,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+
+use serde::{Deserialize, Serialize};
 
 use super::{JournalError, OperationRecord, SCHEMA_VERSION, now_unix};
 use crate::fleet::home::HomeEtcd;
@@ -39,6 +48,7 @@ pub struct LeaderGuard {
 pub struct EtcdStore {
     location: PathBuf,
     ops_prefix: String,
+    requests_prefix: String,
     client: Client,
     guard: Option<LeaderGuard>,
     runtime: Bridge,
@@ -118,6 +128,7 @@ impl EtcdStore {
         .map_err(connect_err)?;
         Ok(EtcdStore {
             ops_prefix: format!("{}journal/ops/", home.prefix),
+            requests_prefix: format!("{}journal/requests/", home.prefix),
             location,
             client,
             guard,
@@ -386,5 +397,156 @@ impl EtcdStore {
                 id: id.to_string(),
             }),
         }
+    }
+}
+
+/// The serve leader's record of the slot each job last ran for, kept beside the journal
+/// (`<prefix>journal/serve-state`) so a new leader knows what the last one ran.
+impl EtcdStore {
+    fn state_key(&self) -> String {
+        format!("{}serve-state", self.ops_prefix.trim_end_matches("ops/"))
+    }
+
+    /// The shared serve state as written (JSON), if any.
+    pub fn serve_state(&self) -> Result<Option<Vec<u8>>, JournalError> {
+        let mut kv = self.client.kv_client();
+        let key = self.state_key();
+        let resp = self.call("read the serve state", async move { kv.get(key, None).await })?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Writes the shared serve state (guarded: only the leader).
+    pub fn set_serve_state(&self, text: &[u8]) -> Result<(), JournalError> {
+        const ACTION: &str = "write the serve state";
+        let key = self.state_key();
+        self.guarded(ACTION, vec![], vec![TxnOp::put(key, text.to_vec(), None)])?
+            .ok_or_else(|| self.etcd_err(ACTION, etcd_client::Error::InvalidArgs("refused".into())))?;
+        Ok(())
+    }
+}
+
+/// What a person asks the serve leader to do to the home journal (it alone writes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OpRequest {
+    /// Carry on a failed or paused operation (`etcdops op resume`).
+    Resume { operation: String },
+    /// Mark an operation aborted, freeing the fence it may hold (`etcdops op abort`).
+    Abort { operation: String },
+    /// Delete ended operations (`etcdops op prune`).
+    Prune { operations: Vec<String> },
+}
+
+impl OpRequest {
+    /// The request's key under `journal/requests/`: one resume or abort per operation at a
+    /// time; prunes by when they were asked.
+    pub fn id(&self, now_unix: i64) -> String {
+        match self {
+            OpRequest::Resume { operation } => format!("resume-{operation}"),
+            OpRequest::Abort { operation } => format!("abort-{operation}"),
+            OpRequest::Prune { .. } => format!("prune-{now_unix}"),
+        }
+    }
+}
+
+/// A request as stored: what, who asked (`journal::holder`, and the certificate the
+/// CLI calls agents with), when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRecord {
+    #[serde(skip)]
+    pub id: String,
+    pub request: OpRequest,
+    pub by: String,
+    #[serde(default)]
+    pub operator: Option<etcdops_certs::CertDetails>,
+    pub at_unix: i64,
+}
+
+/// A key under `journal/requests/` that is not a request this etcdops reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRequest {
+    pub id: String,
+    pub reason: String,
+}
+
+impl EtcdStore {
+    fn request_key(&self, id: &str) -> String {
+        format!("{}{id}", self.requests_prefix)
+    }
+
+    /// Puts `request` for the leader (no guard: anyone who may read the journal may ask).
+    /// `Ok(false)`: the same request is already waiting.
+    pub fn ask(&self, request: &RequestRecord) -> Result<bool, JournalError> {
+        const ACTION: &str = "ask the serve leader";
+        let key = self.request_key(&request.id);
+        let text = serde_json::to_string(request).map_err(|source| JournalError::Encode {
+            path: self.location.clone(),
+            id: request.id.clone(),
+            source,
+        })?;
+        let txn = Txn::new()
+            .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(key, text, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.call(ACTION, async move { kv.txn(txn).await })?;
+        Ok(resp.succeeded())
+    }
+
+    /// Whether request `id` still waits.
+    pub fn waiting(&self, id: &str) -> Result<bool, JournalError> {
+        let mut kv = self.client.kv_client();
+        let key = self.request_key(id);
+        let resp = self.call("read a request", async move {
+            kv.get(key, Some(GetOptions::new().with_count_only())).await
+        })?;
+        Ok(resp.count() > 0)
+    }
+
+    /// Withdraws request `id` (no guard); `Ok(false)`: it was gone (the leader took it).
+    pub fn withdraw(&self, id: &str) -> Result<bool, JournalError> {
+        let mut kv = self.client.kv_client();
+        let key = self.request_key(id);
+        let resp = self.call("withdraw a request", async move { kv.delete(key, None).await })?;
+        Ok(resp.deleted() > 0)
+    }
+
+    /// The waiting requests, oldest key first; those that do not decode apart.
+    pub fn requests(&self) -> Result<(Vec<RequestRecord>, Vec<UnreadableRequest>), JournalError> {
+        let mut kv = self.client.kv_client();
+        let key = self.requests_prefix.clone();
+        let resp = self.call("list requests", async move {
+            kv.get(key, Some(GetOptions::new().with_prefix())).await
+        })?;
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for kv in resp.kvs() {
+            let id = String::from_utf8_lossy(kv.key())
+                .strip_prefix(&self.requests_prefix)
+                .unwrap_or_default()
+                .to_string();
+            match serde_json::from_slice::<RequestRecord>(kv.value()) {
+                Ok(mut r) => {
+                    r.id = id;
+                    good.push(r);
+                }
+                Err(e) => bad.push(UnreadableRequest {
+                    id,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// The leader takes request `id` (a guarded delete); `Ok(false)`: withdrawn meanwhile.
+    pub fn take(&self, id: &str) -> Result<bool, JournalError> {
+        const ACTION: &str = "take a request";
+        let key = self.request_key(id);
+        let done = self.guarded(
+            ACTION,
+            vec![Compare::version(key.clone(), CompareOp::Greater, 0)],
+            vec![TxnOp::delete(key, None)],
+        )?;
+        Ok(done.is_some())
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::JournalError;
-pub use etcd::{EtcdStore, LeaderGuard};
+pub use etcd::{EtcdStore, LeaderGuard, OpRequest, RequestRecord, UnreadableRequest};
 pub use path::default_path;
 pub use record::{OpState, OperationRecord, StepRecord, StepState, holder, new_operation_id};
 use store::RedbStore;
@@ -71,6 +71,14 @@ impl Journal {
     pub fn etcd(store: EtcdStore) -> Journal {
         Journal {
             backend: Backend::Etcd(Arc::new(store)),
+        }
+    }
+
+    /// The home etcd's store, when the journal is there (its requests: [`EtcdStore::ask`]).
+    pub fn home(&self) -> Option<&EtcdStore> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            Backend::Etcd(s) => Some(s),
         }
     }
 

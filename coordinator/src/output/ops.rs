@@ -92,6 +92,17 @@ pub fn render_show(op: &OperationRecord) -> String {
             ),
         );
     }
+    // The traces its steps ran in (with an OTLP exporter: find them in the
+    // tracing backend and in the agents' logs).
+    let mut traces: Vec<&str> = Vec::new();
+    for id in op.steps.iter().filter_map(|s| s.trace_id.as_deref()) {
+        if !traces.contains(&id) {
+            traces.push(id);
+        }
+    }
+    if !traces.is_empty() {
+        lines.push(("trace", traces.join(" ")));
+    }
     if let Some(snapshot) = snapshot_line(op) {
         lines.push(("snapshot", snapshot));
     }
@@ -285,6 +296,16 @@ steps: 1 of 3 complete; a resume starts at step defragment etcd2 (defrag:etcd2)
             "{text}"
         );
         assert!(text.ends_with("steps: 1 of 3 complete\n"), "{text}");
+
+        // The traces of its steps, each once.
+        let mut traced = op();
+        traced.steps[0].trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        traced.steps[1].trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        let text = render_show(&traced);
+        assert!(
+            text.contains("\ntrace:     4bf92f3577b34da6a3ce929d0e0e4736\noptions:"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -125,8 +125,11 @@ pub fn preflight(request: &UpgradeRequest, hosts: &[UpgradeHost]) -> Result<Upgr
         if h.unit_binary.is_empty() {
             findings.push(finding(
                 Some(&h.name),
-                "its agent cannot switch the binary etcd runs (the systemd backend cannot yet)".into(),
-                "upgrade this host's etcd package by hand, one member at a time, or run the process backend",
+                "its agent cannot switch the binary etcd runs (it cannot say which binary that is: a systemd \
+                 unit with other than one ExecStart=, or an agent older than the switch)"
+                    .into(),
+                "check the unit (`systemctl cat etcd`) and the agent's log, or upgrade this host's etcd package by \
+                 hand, one member at a time",
             ));
         } else {
             from.insert(h.name.clone(), h.unit_binary.clone());
@@ -302,13 +305,18 @@ pub fn plan_upgrade(view: &ClusterView, args: &UpgradeArgs, snapshot_to: &Snapsh
 
 /// The rollback of upgrade `op`: every member that runs another release
 /// than before goes back to its binary, one at a time in rolling order —
-/// refused once the cluster version has moved past the old minor.
+/// refused once the cluster version has moved past the old minor. So does
+/// every member in `switched`: its unit runs another binary than before
+/// although its etcd still reports the old release (the upgrade stopped
+/// between its SetEtcdBinary and its restart), or its next restart would
+/// upgrade it.
 pub fn plan_rollback(
     view: &ClusterView,
     op: &str,
     args: &UpgradeArgs,
     cluster_version: Option<&str>,
     snapshot: Option<&str>,
+    switched: &[String],
 ) -> Result<Plan, String> {
     let from: EtcdVersion = args
         .from_version
@@ -330,7 +338,10 @@ pub fn plan_rollback(
     let members: Vec<_> = view
         .members
         .iter()
-        .filter(|m| args.from.contains_key(&m.name) && m.etcd_version != args.from_version)
+        .filter(|m| {
+            args.from.contains_key(&m.name)
+                && (m.etcd_version != args.from_version || switched.contains(&m.name))
+        })
         .collect();
     let mut notes = vec![format!(
         "every member back to etcd {} (the binary it ran before {op}), one at a time",
@@ -550,15 +561,29 @@ mod tests {
         let mut mixed = view(2, "3.4.23");
         mixed.members[0].etcd_version = "3.5.1".into();
         mixed.members[2].etcd_version = "3.5.1".into();
-        let plan = plan_rollback(&mixed, "upgrade-1", &args, Some("3.4"), None).expect("rollback");
+        let plan = plan_rollback(&mixed, "upgrade-1", &args, Some("3.4"), None, &[]).expect("rollback");
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["switch-binary:etcd1", "switch-binary:etcd3"]);
+        // Switched but not restarted yet: back too.
+        let plan = plan_rollback(&mixed, "upgrade-1", &args, Some("3.4"), None, &["etcd2".into()])
+            .expect("rollback");
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "switch-binary:etcd1",
+                "switch-binary:etcd3",
+                "transfer-leadership:etcd2",
+                "switch-binary:etcd2"
+            ]
+        );
         let err = plan_rollback(
             &view(1, "3.5.1"),
             "upgrade-1",
             &args,
             Some("3.5"),
             Some("/s/c.db"),
+            &[],
         )
         .expect_err("moved");
         assert!(

@@ -512,9 +512,29 @@ pub(super) async fn serve(
             (validated.clone(), agents.clone(), metrics.clone(), runs.clone());
         let (stop, interrupted) = (stop_rx.clone(), interrupted.clone());
         async move {
+            // What the last leader ran: a job it just ran is not "missed" here.
+            if let Some(store) = journal.home() {
+                match store.serve_state() {
+                    Ok(Some(text)) => match runs.merge(&text) {
+                        Ok(n) => tracing::info!("took in the last leader's record of job runs ({n} newer)"),
+                        Err(e) => tracing::warn!("the home etcd's record of job runs is unreadable: {e}"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("cannot read the last leader's record of job runs: {e}"),
+                }
+            }
+            runs.share(journal.clone());
             resume_unfinished(&validated, &agents, &journal, term, &interrupted).await;
             // Aborted when dropped: a lost term stops every job at once.
             let mut runners = tokio::task::JoinSet::new();
+            runners.spawn(super::requests::serve(super::requests::Leader {
+                validated: validated.clone(),
+                agents: agents.clone(),
+                journal: journal.clone(),
+                term,
+                interrupted: interrupted.clone(),
+                stop: stop.clone(),
+            }));
             for spec in &validated.jobs {
                 let runner = Runner {
                     ctx: JobContext {

@@ -5,7 +5,7 @@
 //! served in the classic text format (`text/plain; version=0.0.4`, HELP and
 //! TYPE named as the samples: `promtool check metrics` refuses prometheus-
 //! client's OpenMetrics counters, see deploy-facts.md §3) by [`to_classic`],
-//! over a minimal HTTP/1.0 handler (GET /metrics only, 5 s for the request).
+//! by axum (GET /metrics only).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -13,24 +13,22 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::journal::{Journal, OpState};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// How long a client gets to send its request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
 
 /// Every metric serve exports. Cheap to clone (shared handles).
 #[derive(Debug, Clone, Default)]
@@ -295,7 +293,8 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Serves `GET /metrics` until `shutdown` turns true.
+/// Serves `GET /metrics` until `shutdown` turns true; any other path is a
+/// 404, another method a 405.
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
@@ -304,98 +303,31 @@ pub async fn serve(
 ) {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%address, "serve metrics on http://{address}/metrics");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let metrics = metrics.clone();
-                    let journal = journal.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &metrics, &journal).await {
-                            tracing::debug!(%peer, error = %e, "metrics request failed");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a metrics connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(async || (StatusCode::NOT_FOUND, "only GET /metrics is served\n"))
+        .with_state((metrics, journal));
+    tokio::select! {
+        served = axum::serve(listener, app).into_future() => {
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
         }
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics, journal: &Journal) -> std::io::Result<()> {
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "request head not received in time")
-        })??;
-    let (status, body) = match route(&head) {
-        Route::Metrics => {
-            let journal = journal.clone();
-            let m = metrics.clone();
-            let text = tokio::task::spawn_blocking(move || {
-                m.count_operations(&journal);
-                m.render()
-            })
-            .await
-            .unwrap_or_default();
-            ("200 OK", text)
-        }
-        Route::NotFound => ("404 Not Found", "only GET /metrics is served\n".to_string()),
-        Route::BadMethod => ("405 Method Not Allowed", "only GET is served\n".to_string()),
-    };
-    let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let response = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "request head too long",
-            ));
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Metrics,
-    NotFound,
-    BadMethod,
-}
-
-fn route(head: &str) -> Route {
-    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    if method != "GET" {
-        return Route::BadMethod;
-    }
-    match target.split('?').next() {
-        Some("/metrics") => Route::Metrics,
-        _ => Route::NotFound,
-    }
+/// One scrape: operations counted from the journal now, every metric in the
+/// classic text format.
+async fn scrape(State((metrics, journal)): State<(Metrics, Arc<Journal>)>) -> impl IntoResponse {
+    // The journal read blocks (redb or the home etcd's blocking client).
+    let text = tokio::task::spawn_blocking(move || {
+        metrics.count_operations(&journal);
+        metrics.render()
+    })
+    .await
+    .unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 #[cfg(test)]
@@ -506,10 +438,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_are_routed() {
-        assert_eq!(route("GET /metrics HTTP/1.1\r\n\r\n"), Route::Metrics);
-        assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route("PUT /metrics HTTP/1.1\r\n\r\n"), Route::BadMethod);
+    /// The status line and body of one HTTP/1.0 request to `address`.
+    async fn ask(address: SocketAddr, request: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn only_get_metrics_is_served_and_serving_stops_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Arc::new(Journal::open(dir.path().join("journal.redb")).expect("journal"));
+        let listener = bind("127.0.0.1:0".parse().expect("address")).await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Metrics::default(), journal, stopped));
+
+        let (status, body) = ask(address, "GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(status.ends_with("200 OK"), "{status}");
+        assert!(body.contains("etcdops_serve_leader"), "{body}");
+        let (status, _) = ask(address, "GET / HTTP/1.0\r\n\r\n").await;
+        assert!(status.contains("404"), "{status}");
+        let (status, _) = ask(address, "PUT /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(status.contains("405"), "{status}");
+
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops on shutdown")
+            .expect("no panic");
     }
 }

@@ -21,6 +21,7 @@ pub mod ha;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
+mod requests;
 pub mod schedule;
 pub mod state;
 

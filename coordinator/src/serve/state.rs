@@ -2,6 +2,10 @@
 //! restarted serve runs a missed job once (see [`super::schedule::next_due`]).
 //! Written atomically (temp file, fsync, rename); an unreadable file stops
 //! start-up rather than silently forgetting (which would skip missed runs).
+//! With `[ha]` the leader also keeps it in the home etcd beside the journal
+//! ([`LastRuns::share`]): a new leader takes in what the last one ran
+//! ([`LastRuns::merge`], the later slot per job), so a job its predecessor
+//! just ran is not run again as "missed".
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,6 +54,8 @@ struct StateFile {
 pub struct LastRuns {
     path: PathBuf,
     state: Mutex<StateFile>,
+    /// The leader's journal in the home etcd, where every change is copied.
+    shared: Mutex<Option<std::sync::Arc<crate::journal::Journal>>>,
 }
 
 impl LastRuns {
@@ -75,7 +81,56 @@ impl LastRuns {
         Ok(LastRuns {
             path,
             state: Mutex::new(state),
+            shared: Mutex::new(None),
         })
+    }
+
+    /// Takes in a state written elsewhere (the home etcd's copy, JSON): the
+    /// later slot of each job wins; written to the file when anything changed.
+    pub fn merge(&self, text: &[u8]) -> Result<usize, StateError> {
+        let other: StateFile = serde_json::from_slice(text).map_err(|e| StateError::Parse {
+            path: PathBuf::from("the home etcd's serve state"),
+            message: e.to_string(),
+        })?;
+        let (changed, snapshot) = {
+            let Ok(mut state) = self.state.lock() else {
+                return Ok(0);
+            };
+            let mut changed = 0;
+            for (key, slot) in other.last_slot {
+                let mine = state.last_slot.entry(key).or_insert(i64::MIN);
+                if slot > *mine {
+                    *mine = slot;
+                    changed += 1;
+                }
+            }
+            (changed, state.clone())
+        };
+        if changed > 0 {
+            self.write(&snapshot)?;
+        }
+        Ok(changed)
+    }
+
+    /// From now on every change is also written to `journal`'s home etcd
+    /// (the leader's, guarded by its term), the whole state at once now.
+    pub fn share(&self, journal: std::sync::Arc<crate::journal::Journal>) {
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = Some(journal);
+        }
+        let snapshot = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        self.copy_to_home(&snapshot);
+    }
+
+    fn copy_to_home(&self, state: &StateFile) {
+        let shared = self.shared.lock().ok().and_then(|s| s.clone());
+        let Some(store) = shared.as_ref().and_then(|j| j.home()) else {
+            return;
+        };
+        let text = serde_json::to_vec(state).unwrap_or_default();
+        if let Err(e) = store.set_serve_state(&text) {
+            tracing::warn!("cannot copy the serve state to the home etcd: {e}");
+        }
     }
 
     /// The slot `key` (`cluster/job`) last ran for.
@@ -92,6 +147,7 @@ impl LastRuns {
             state.last_slot.insert(key.to_string(), slot);
             state.clone()
         };
+        self.copy_to_home(&snapshot);
         self.write(&snapshot)
     }
 
@@ -125,6 +181,17 @@ mod tests {
         runs.set("a/backup", 1_800_000_000).expect("set");
         let again = LastRuns::open(dir.path()).expect("reopen");
         assert_eq!(again.get("a/backup"), Some(1_800_000_000));
+        // A state written by another replica: the later slot per job wins.
+        let other = r#"{"version":1,"last_slot":{"a/backup":1700000000,"a/defrag":1800000500}}"#;
+        assert_eq!(again.merge(other.as_bytes()).expect("merge"), 1);
+        assert_eq!(again.get("a/backup"), Some(1_800_000_000), "mine is later");
+        assert_eq!(again.get("a/defrag"), Some(1_800_000_500), "theirs");
+        assert_eq!(
+            LastRuns::open(dir.path()).expect("reopen").get("a/defrag"),
+            Some(1_800_000_500),
+            "written"
+        );
+        assert!(again.merge(b"[]").is_err(), "not a state");
         std::fs::write(dir.path().join(FILE), "{").expect("write");
         let e = LastRuns::open(dir.path()).expect_err("corrupt").to_string();
         assert!(e.contains("not a serve state file"), "{e}");

@@ -48,6 +48,10 @@ struct Opts {
     /// --parallel of etcdops.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = positive::<u16>)]
     parallel: u16,
+    /// No blackholed agents: every hundredth is down instead (measures the
+    /// fleet with only refused connections, without one --timeout to wait out).
+    #[arg(long)]
+    no_blackhole: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +62,9 @@ enum Fate {
 }
 
 /// Agent `i` (0-based over the whole fleet): every tenth down, every hundredth blackholed.
-fn fate(i: usize) -> Fate {
+fn fate(i: usize, blackholes: bool) -> Fate {
     if i % 100 == 50 {
-        Fate::Blackholed
+        if blackholes { Fate::Blackholed } else { Fate::Down }
     } else if i % 10 == 3 {
         Fate::Down
     } else {
@@ -264,7 +268,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             fleet.push_str(&format!(
                 "[[clusters.members]]\nname = \"{name}\"\nagent = \"https://{ip}:7443\"\n"
             ));
-            match fate(i) {
+            match fate(i, !opts.no_blackhole) {
                 Fate::Down => {
                     down += 1;
                     endpoints.push(format!("http://{ip}:2379"));
@@ -396,7 +400,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         .collect();
     for (n, pattern) in scales {
         let (mut walls, mut peak, mut got) = (Vec::new(), 0, 0);
-        let (u, d, b) = (0..n * 3).fold((0, 0, 0), |(u, d, b), i| match fate(i) {
+        let (u, d, b) = (0..n * 3).fold((0, 0, 0), |(u, d, b), i| match fate(i, !opts.no_blackhole) {
             Fate::Up => (u + 1, d, b),
             Fate::Down => (u, d + 1, b),
             Fate::Blackholed => (u, d, b + 1),

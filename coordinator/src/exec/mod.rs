@@ -608,9 +608,9 @@ impl Executor {
         let record = self.journal.finish(&record.id, state, error)?;
         fence::release(&self.agents, &self.fence_holders(), &fence).await;
         if findings.is_empty() {
-            // A renewal's staged keys are installed: not kept beyond it.
-            if let Some(renew) = self.operation.renew() {
-                let _ = std::fs::remove_dir_all(&renew.staging_dir);
+            // A renewal's or a rotation's staged keys are installed: not kept beyond it.
+            if let Some(dir) = self.operation.staging_dir() {
+                let _ = std::fs::remove_dir_all(dir);
             }
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
@@ -693,10 +693,8 @@ impl Executor {
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
-        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
-            kind
-        {
-            tolerate.down = Some(member.as_str());
+        if let Some(member) = kind.restarted_member() {
+            tolerate.down = Some(member);
         }
         // A dead member being removed is down until it is gone.
         if let Some(l) = &self.membership.leaving
@@ -705,8 +703,7 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
-        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
-            kind
+        if let Some(member) = kind.restarted_member()
             && !self.force
             && let Err(f) = safety::keeps_quorum_without(&view, member)
         {
@@ -759,7 +756,7 @@ impl Executor {
             StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
             StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
             StepKind::Safeguard(step) => self.execute_safeguard(step, fence).await,
-            StepKind::Certs(step) => self.execute_certs(step, fence, deadline).await,
+            StepKind::Certs(step) => self.execute_certs(step, view, fence, deadline).await,
             StepKind::Member(step) => {
                 if let MemberStep::RemoveMember { member } = step {
                     let moved = self

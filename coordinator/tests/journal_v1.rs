@@ -103,6 +103,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
             | Operation::Drill { .. }
             | Operation::Housekeeping { .. }
             | Operation::CertsRenew { .. }
+            | Operation::CertsRotateCa { .. }
             | Operation::Upgrade { .. }
             | Operation::UpgradeRollback { .. } => {
                 panic!("{id}: kinds newer than schema v1 cannot come from a v1 record")

@@ -54,6 +54,10 @@ fn status(e: InstallError) -> Status {
     }
 }
 
+/// What an install checked (and wrote): each leaf and the trust bundle,
+/// with whether its files changed.
+type Installed = (Vec<(certs::Checked, bool)>, Option<(certs::TrustChecked, bool)>);
+
 pub async fn install(
     state: &AgentState,
     request: pb::InstallCertificatesRequest,
@@ -70,7 +74,7 @@ pub async fn install(
         .as_ref()
         .map(|f| f.operation_id.clone())
         .unwrap_or_default();
-    let work = move || -> Result<(Vec<(certs::Checked, bool)>, Option<(certs::TrustChecked, bool)>), InstallError> {
+    let work = move || -> Result<Installed, InstallError> {
         let env = EtcdCertEnv::read(&paths.env_file).map_err(|reason| InstallError::Unusable {
             cert: "etcd-env".into(),
             path: paths.env_file.display().to_string(),

@@ -111,7 +111,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
         }
         kinds.insert(r.kind.as_str());
     }
-    // Every kind schema v1 had (serve's backup, drill, housekeeping, certs-renew and the etcd upgrade came with v2).
+    // Every kind schema v1 had (serve's backup, drill, housekeeping, certs-renew, certs-rotate-ca and the etcd upgrade came with v2).
     let every: std::collections::BTreeSet<&str> = OpKind::ALL
         .into_iter()
         .filter(|k| {
@@ -121,6 +121,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
                     | OpKind::Drill
                     | OpKind::Housekeeping
                     | OpKind::CertsRenew
+                    | OpKind::CertsRotateCa
                     | OpKind::Upgrade
                     | OpKind::UpgradeRollback
             )

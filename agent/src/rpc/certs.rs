@@ -122,7 +122,10 @@ pub async fn install(
         };
         if check_only {
             let n = checked.len();
-            return Ok((checked.into_iter().zip(vec![false; n]).collect(), trust.map(|t| (t, false))));
+            return Ok((
+                checked.into_iter().zip(vec![false; n]).collect(),
+                trust.map(|t| (t, false)),
+            ));
         }
         // The bundle first: new leaves from a new CA are only trusted by
         // etcd's peers once they trust it.

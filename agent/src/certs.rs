@@ -514,6 +514,21 @@ pub fn check_trust(
             )));
         }
     }
+    // The bundle's dir must be writable here (under systemd's
+    // ProtectSystem=strict only ReadWritePaths= are): a check_only says so
+    // before any host changes, not the install half-way through a rotation.
+    if let Some(dir) = path.parent()
+        && let Err(errno) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+    {
+        return Err(InstallError::Unusable {
+            cert: TRUST_KIND.into(),
+            path: dir.display().to_string(),
+            reason: format!(
+                "the agent cannot write the trust bundle here ({errno}); under systemd add the directory to \
+                 the agent unit's ReadWritePaths= (`systemctl edit etcdops-agent`)"
+            ),
+        });
+    }
     let mut vars = vec!["ETCD_TRUSTED_CA_FILE"];
     if env.peer_trusted_ca.is_some() {
         vars.push("ETCD_PEER_TRUSTED_CA_FILE");

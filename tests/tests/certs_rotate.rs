@@ -223,12 +223,19 @@ fn rotate_ca_under_load_with_a_killed_coordinator_then_old_ca_clients_refused() 
         "at most one leader change per rolling restart (3): {first}\n{second}"
     );
 
-    // etcd now trusts the new CA only.
-    let url = cluster.member(0).client_url.clone();
-    let refused = try_get(&rt, &url, &old_tls);
-    assert!(refused.is_err(), "an old-CA client certificate is still accepted");
-    eprintln!("old-CA client: {refused:?}");
-    try_get(&rt, &url, &new_tls).expect("a new-CA client certificate is accepted");
+    // etcd now trusts the new CA only: on every member an old-CA client
+    // certificate is refused and a new-CA one accepted.
+    for m in &cluster.layout.members {
+        let refused = try_get(&rt, &m.client_url, &old_tls);
+        assert!(
+            refused.is_err(),
+            "{}: an old-CA client certificate is still accepted",
+            m.name
+        );
+        eprintln!("{}: old-CA client: {refused:?}", m.name);
+        try_get(&rt, &m.client_url, &new_tls)
+            .unwrap_or_else(|e| panic!("{}: a new-CA client certificate is refused: {e}", m.name));
+    }
     let new_subject = "etcdops-etcd-ca-2";
     let seen = reported(&cluster);
     for name in &names {

@@ -2,7 +2,10 @@
 //! check-expiration` (every certificate of every member through its agent:
 //! the files etcd's environment names, what each member serves on its client
 //! and peer ports, the agent's own; plus this CLI's own) and `etcdops certs
-//! renew` (a journaled plan: see `plan/certs.rs`, `exec/certs.rs`). Also the
+//! renew` (a journaled plan: see `plan/certs.rs`, `exec/certs.rs`), and
+//! `etcdops certs rotate-ca` (etcd's CA replaced in three rolling restarts:
+//! the new CA checked, the new leaves issued and staged, every agent's
+//! `check_only` before any host changes; see `plan/rotate_ca.rs`). Also the
 //! check of the coordinator's own certificate before any agent is dialled
 //! ([`check_own`]).
 
@@ -862,7 +865,7 @@ async fn rotate_preflight(
         };
         let checks = [
             (
-                "the old + new CA bundle with its certificates now",
+                "the old + new CA bundle with its certificates now (is --old-ca the CA that signed them?)",
                 vec![bundle(Phase::Trust)],
             ),
             (

@@ -13,7 +13,8 @@
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
 //! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
 //! snapshot a disruptive operation starts with, and a recovery's),
-//! [`certs`] (a renewal's install and the wait for the served serials),
+//! [`certs`] (a renewal's install and the wait for the served serials; a CA
+//! rotation's install, restart and wait),
 //! [`upgrade`] (an etcd upgrade's binary switch and cluster version); the
 //! rolling and maintenance steps are here. [`fence`] takes and releases the
 //! cluster's fence; `fanout` calls every member's agent at once (and runs the

@@ -9,8 +9,11 @@
 //! accepted, the agents still answer the coordinator (the fleet CA is not
 //! touched) and serve etcd through the bundle. Bad input (a missing dir, not
 //! a CA, the old CA again, the old CA's subject, a key that does not match,
-//! new leaves without a member's address) is refused with exit 2 before any
-//! host changes (file contents and served serials compared).
+//! new leaves without a member's address, an --old-ca that did not sign the
+//! members' certificates) is refused with exit 2 before any host changes
+//! (file contents and served serials compared). An expired or not yet valid
+//! new CA is refused by the same check (`new_ca_problems`, unit-tested: the
+//! PKI cannot make one here).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -335,6 +338,25 @@ fn bad_input_is_refused_before_any_host_changes() {
     std::fs::write(&env_file, widened).expect("env");
     refused(good.dir(), "198.51.100.7");
     std::fs::write(&env_file, env).expect("env back");
+    // An --old-ca that did not sign the members' certificates: the agents
+    // refuse the phase 1 bundle (etcd would lock its peers out).
+    let out = ops.run(&[
+        "certs",
+        "rotate-ca",
+        "--new-ca",
+        good.dir().to_str().expect("utf-8"),
+        "--old-ca",
+        other.ca_cert_path().to_str().expect("utf-8"),
+        "--yes",
+    ]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("nothing was changed")
+            && out.stderr.contains("is --old-ca the CA that signed them?")
+            && out.stderr.contains("does not verify"),
+        "{}",
+        out.stderr
+    );
 
     assert_eq!(host_files(&cluster), files, "a refused rotation changed a file");
     assert_eq!(

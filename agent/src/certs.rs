@@ -10,6 +10,20 @@
 //! kind (`etcd-server`, `etcd-peer`, `agent`, `etcd-client`), and the files
 //! replaced are the ones etcd's environment file and the agent's config name
 //! for that kind — files that already exist (nothing is created elsewhere).
+//!
+//! etcd's trust (issue 17, `etcdops certs rotate-ca`): the kind
+//! `etcd-trusted-ca` carries a CA bundle (one or more CA certificates, no
+//! key). The agent writes it to a file of its own choosing beside etcd's
+//! current trusted CA file, `<ETCD_NAME>.etcd-ca-bundle.crt` (never the
+//! current file: in a shared layout that file is also the fleet CA the agents
+//! and the coordinator trust each other with), and points
+//! `ETCD_TRUSTED_CA_FILE` and `ETCD_PEER_TRUSTED_CA_FILE` (when set) at it
+//! in etcd's env file (atomic, `.prev` kept). etcd reads it at its next
+//! start. A bundle is refused unless every CA in it is valid now and it
+//! verifies the member's server, peer and agent-client certificates as they
+//! are after the request (so installing it cannot lock the member out).
+//! Once etcd's env file names such a bundle, the agent's own etcd client
+//! trusts it instead of `[etcd.tls] ca` ([`etcd_client_tls`]).
 
 use std::fs;
 use std::io::Write;
@@ -69,6 +83,8 @@ pub struct EtcdCertEnv {
     pub peer_hosts: Vec<String>,
     /// The first advertised peer URL's `host:port`.
     pub peer_address: Option<String>,
+    /// `ETCD_NAME`.
+    pub name: Option<String>,
 }
 
 impl EtcdCertEnv {
@@ -116,6 +132,10 @@ impl EtcdCertEnv {
             peer_address: peer_urls
                 .iter()
                 .find_map(|u| url_host_port(u).map(|(h, p)| join_host_port(&h, p))),
+            name: file
+                .get("ETCD_NAME")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
         })
     }
 }
@@ -356,6 +376,242 @@ impl ServerCertVerifier for Observe {
 /// The certificate kinds InstallCertificates replaces.
 pub const KINDS: [&str; 4] = ["etcd-server", "etcd-peer", "agent", "etcd-client"];
 
+/// The kind InstallCertificates takes for etcd's trust bundle.
+pub const TRUST_KIND: &str = "etcd-trusted-ca";
+
+/// How the name of a trust bundle the agent wrote ends.
+pub const BUNDLE_SUFFIX: &str = ".etcd-ca-bundle.crt";
+
+/// Whether `path` is a trust bundle the agent wrote.
+pub fn is_bundle(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(BUNDLE_SUFFIX))
+}
+
+/// The agent's etcd client identity with the trust anchor it uses: etcd's
+/// trust bundle once etcd's env file names one the agent wrote (it holds
+/// the CA that signs etcd's server certificate during and after a CA
+/// rotation), else `[etcd.tls] ca`.
+pub fn etcd_client_tls(tls: &TlsConfig, env_file: &Path) -> TlsConfig {
+    match EtcdCertEnv::read(env_file) {
+        Ok(EtcdCertEnv {
+            trusted_ca: Some(ca), ..
+        }) if is_bundle(&ca) && ca.is_file() => TlsConfig { ca, ..tls.clone() },
+        _ => tls.clone(),
+    }
+}
+
+/// Where this member's trust bundle goes: the file etcd's env file names
+/// already when it is one the agent wrote, else beside etcd's trusted CA file.
+pub fn bundle_path(env: &EtcdCertEnv, env_file: &Path) -> Result<PathBuf, InstallError> {
+    let current = env
+        .trusted_ca
+        .clone()
+        .ok_or_else(|| InstallError::NotConfigured {
+            cert: TRUST_KIND.into(),
+            what: "ETCD_TRUSTED_CA_FILE",
+            source_file: env_file.display().to_string(),
+        })?;
+    if is_bundle(&current) {
+        return Ok(current);
+    }
+    let name = env.name.clone().unwrap_or_else(|| "etcd".into());
+    let dir = current.parent().unwrap_or(Path::new("/"));
+    Ok(dir.join(format!("{name}{BUNDLE_SUFFIX}")))
+}
+
+/// A checked trust bundle, ready to write.
+#[derive(Debug, Clone)]
+pub struct TrustChecked {
+    pub path: PathBuf,
+    /// The file whose owner and mode the bundle gets (etcd's trusted CA file now).
+    pub template: PathBuf,
+    pub pem: Vec<u8>,
+    /// The CAs in it, in order.
+    pub cas: Vec<CertInfo>,
+    /// The env file variables to point at it.
+    pub vars: Vec<&'static str>,
+}
+
+impl TrustChecked {
+    /// The CAs' serials, `+`-joined.
+    pub fn serials(&self) -> String {
+        self.cas
+            .iter()
+            .map(|c| c.serial.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+}
+
+fn trust_refused(reason: String) -> InstallError {
+    InstallError::Trust { reason }
+}
+
+/// Checks a trust bundle: PEM CA certificates only, each valid at
+/// `now_unix`, and it verifies `leaves` — the member's certificates as they
+/// are after the request: (kind, PEM).
+pub fn check_trust(
+    env: &EtcdCertEnv,
+    env_file: &Path,
+    bundle_pem: &[u8],
+    leaves: &[(String, Vec<u8>)],
+    now_unix: i64,
+) -> Result<TrustChecked, InstallError> {
+    let path = bundle_path(env, env_file)?;
+    let template = env.trusted_ca.clone().unwrap_or_else(|| path.clone());
+    let mut cas = Vec::new();
+    let mut ders = Vec::new();
+    for der in CertificateDer::pem_slice_iter(bundle_pem) {
+        let der = der.map_err(|e| trust_refused(format!("not PEM certificates: {e}")))?;
+        let info = CertInfo::from_der(&der).map_err(|e| trust_refused(e.to_string()))?;
+        if !info.is_ca {
+            return Err(trust_refused(format!(
+                "{:?} (serial {}) is not a CA certificate",
+                info.subject, info.serial
+            )));
+        }
+        if info.not_after_unix <= now_unix {
+            return Err(trust_refused(format!(
+                "the CA {:?} (serial {}) expired on {}",
+                info.subject,
+                info.serial,
+                etcdops_certs::inspect::format_unix(info.not_after_unix)
+            )));
+        }
+        if info.not_before_unix > now_unix {
+            return Err(trust_refused(format!(
+                "the CA {:?} (serial {}) is not valid before {}",
+                info.subject,
+                info.serial,
+                etcdops_certs::inspect::format_unix(info.not_before_unix)
+            )));
+        }
+        cas.push(info);
+        ders.push(der);
+    }
+    if cas.is_empty() {
+        return Err(trust_refused("the bundle holds no PEM certificate".into()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for der in &ders {
+        roots
+            .add(der.clone())
+            .map_err(|e| trust_refused(format!("CA: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| trust_refused(e.to_string()))?;
+    let now = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now_unix).unwrap_or(0)));
+    for (kind, pem) in leaves {
+        let der = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .ok_or_else(|| trust_refused(format!("{kind}: no PEM certificate")))?
+            .map_err(|e| trust_refused(format!("{kind}: {e}")))?;
+        if let Err(e) = verifier.verify_client_cert(&der, &[], now) {
+            let serial = CertInfo::from_der(&der).map(|i| i.serial).unwrap_or_default();
+            return Err(trust_refused(format!(
+                "it does not verify this member's {kind} certificate (serial {serial}): {e}; \
+                 etcd would refuse it after its next start"
+            )));
+        }
+    }
+    // The bundle's dir must be writable here (under systemd's
+    // ProtectSystem=strict only ReadWritePaths= are): a check_only says so
+    // before any host changes, not the install half-way through a rotation.
+    if let Some(dir) = path.parent()
+        && let Err(errno) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
+    {
+        return Err(InstallError::Unusable {
+            cert: TRUST_KIND.into(),
+            path: dir.display().to_string(),
+            reason: format!(
+                "the agent cannot write the trust bundle here ({errno}); under systemd add the directory to \
+                 the agent unit's ReadWritePaths= (`systemctl edit etcdops-agent`)"
+            ),
+        });
+    }
+    let mut vars = vec!["ETCD_TRUSTED_CA_FILE"];
+    if env.peer_trusted_ca.is_some() {
+        vars.push("ETCD_PEER_TRUSTED_CA_FILE");
+    }
+    Ok(TrustChecked {
+        path,
+        template,
+        pem: bundle_pem.to_vec(),
+        cas,
+        vars,
+    })
+}
+
+/// The member's certificates a trust bundle must verify, as they are after
+/// a request installing `new` (kind, PEM): the request's, else the files.
+pub fn leaves_after(
+    paths: &CertPaths,
+    env: &EtcdCertEnv,
+    new: &[(String, Vec<u8>)],
+) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
+    let mut out = Vec::new();
+    let client = paths.etcd_client.as_ref().map(|t| t.cert.clone());
+    for (kind, file) in [
+        ("etcd-server", env.cert.clone()),
+        ("etcd-peer", env.peer_cert.clone()),
+        ("etcd-client", client),
+    ] {
+        if let Some((_, pem)) = new.iter().find(|(k, _)| k == kind) {
+            out.push((kind.to_string(), pem.clone()));
+        } else if let Some(file) = file {
+            let pem = fs::read(&file).map_err(|e| InstallError::Unusable {
+                cert: kind.to_string(),
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            out.push((kind.to_string(), pem));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a checked trust bundle (temp beside it, fsync, rename; a previous
+/// bundle kept as `.prev`) and points etcd's env file at it. False when the
+/// file and the env file were already so.
+pub fn write_trust(t: &TrustChecked, env_file: &Path) -> Result<bool, InstallError> {
+    let err = |path: &Path, reason: String| InstallError::Write {
+        cert: TRUST_KIND.into(),
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut changed = false;
+    if fs::read(&t.path).ok().as_deref() != Some(t.pem.as_slice()) {
+        let tmp =
+            stage_from(&t.template, &t.path, &t.pem, Some(0o644)).map_err(|e| err(&t.path, e.to_string()))?;
+        if t.path.exists() {
+            keep_previous(&t.path).map_err(|e| err(&t.path, e.to_string()))?;
+        }
+        fs::rename(&tmp, &t.path).map_err(|e| err(&t.path, e.to_string()))?;
+        if let Some(dir) = t.path.parent()
+            && let Ok(d) = fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        changed = true;
+    }
+    let mut env = EnvFile::load(env_file).map_err(|e| err(env_file, e.to_string()))?;
+    let value = t.path.display().to_string();
+    if t.vars.iter().any(|k| env.get(k) != Some(value.as_str())) {
+        for k in &t.vars {
+            env.set(k, &value).map_err(|e| err(env_file, e.to_string()))?;
+        }
+        env.save(env_file).map_err(|e| err(env_file, e.to_string()))?;
+        changed = true;
+    }
+    if changed {
+        tracing::info!(path = %t.path.display(), serials = %t.serials(), "etcd trust bundle installed (etcd reads it at its next start)");
+    }
+    Ok(changed)
+}
+
 /// Where a kind's files are, and what a new certificate of it must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -370,7 +626,9 @@ pub struct Target {
 /// Why a new certificate is refused (nothing is changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstallError {
-    #[error("unknown certificate kind {0:?}: expected one of etcd-server, etcd-peer, agent, etcd-client")]
+    #[error(
+        "unknown certificate kind {0:?}: expected one of etcd-server, etcd-peer, agent, etcd-client, etcd-trusted-ca"
+    )]
     UnknownKind(String),
     #[error("{0} is named twice in one request")]
     Twice(String),
@@ -406,6 +664,8 @@ pub enum InstallError {
         dir: String,
         reason: &'static str,
     },
+    #[error("etcd-trusted-ca: refused before any file changed: {reason}")]
+    Trust { reason: String },
     #[error("{cert}: writing {path}: {reason}")]
     Write {
         cert: String,
@@ -419,7 +679,10 @@ impl InstallError {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            InstallError::UnknownKind(_) | InstallError::Twice(_) | InstallError::Refused { .. }
+            InstallError::UnknownKind(_)
+                | InstallError::Twice(_)
+                | InstallError::Refused { .. }
+                | InstallError::Trust { .. }
         )
     }
 }
@@ -533,10 +796,13 @@ fn writable_dir(cert: &str, path: &Path) -> Result<(), InstallError> {
 /// Checks one new certificate against its target: both files exist and
 /// their directories are writable here, then the same name as the one it
 /// replaces, the member's addresses, its key, the CA that trusts it.
+/// `trust`: the bundle the same request installs, checked against instead
+/// of the CA file that trusts the kind now (etcd's kinds; not the agent's).
 pub fn check(
     target: &Target,
     cert_pem: &[u8],
     key_pem: &[u8],
+    trust: Option<&[u8]>,
     now_unix: i64,
 ) -> Result<Checked, InstallError> {
     existing_regular(&target.cert, &target.cert_path)?;
@@ -551,7 +817,10 @@ pub fn check(
     let current = fs::read(&target.cert_path)
         .map_err(|e| unusable(&target.cert_path, e.to_string()))
         .and_then(|pem| CertInfo::from_pem(&pem).map_err(|e| unusable(&target.cert_path, e.to_string())))?;
-    let ca_pem = fs::read(&target.ca_path).map_err(|e| unusable(&target.ca_path, e.to_string()))?;
+    let ca_pem = match trust.filter(|_| target.role != Role::Agent) {
+        Some(bundle) => bundle.to_vec(),
+        None => fs::read(&target.ca_path).map_err(|e| unusable(&target.ca_path, e.to_string()))?,
+    };
     let info = etcdops_certs::inspect::check_leaf(
         cert_pem,
         key_pem,
@@ -620,7 +889,12 @@ pub fn write(checked: &[Checked]) -> Result<Vec<bool>, InstallError> {
 /// Writes `data` to a temporary beside `path`, with `path`'s owner and
 /// mode (or `mode`), fsynced.
 fn stage(path: &Path, data: &[u8], mode: Option<u32>) -> std::io::Result<PathBuf> {
-    let meta = fs::metadata(path)?;
+    stage_from(path, path, data, mode)
+}
+
+/// [`stage`] for `path` with `template`'s owner and mode (`path` may not exist yet).
+fn stage_from(template: &Path, path: &Path, data: &[u8], mode: Option<u32>) -> std::io::Result<PathBuf> {
+    let meta = fs::metadata(template)?;
     let mode = mode.unwrap_or(meta.permissions().mode() & 0o7777);
     let name = path
         .file_name()
@@ -701,6 +975,83 @@ mod tests {
         );
         assert_eq!(url_host_port("https://"), None);
         assert_eq!(join_host_port("::1", 2379), "[::1]:2379");
+    }
+
+    #[test]
+    fn a_trust_bundle_must_hold_valid_cas_that_verify_the_members_certificates() {
+        use etcdops_certs::{IssueRequest, Pki};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, _) = Pki::init(&dir.path().join("old"), "old-ca", 30, false).expect("old");
+        let (new, _) = Pki::init(&dir.path().join("new"), "new-ca", 30, false).expect("new");
+        let leaf = |pki: &Pki| {
+            let issued = pki
+                .issue(&IssueRequest::new(Role::EtcdServer, "etcd1").host("127.0.0.1"))
+                .expect("leaf");
+            fs::read(issued.cert_path).expect("read")
+        };
+        let (old_leaf, new_leaf) = (leaf(&old), leaf(&new));
+        let old_ca = fs::read(old.ca_cert_path()).expect("ca");
+        let new_ca = fs::read(new.ca_cert_path()).expect("ca");
+        let both = [old_ca.clone(), new_ca.clone()].concat();
+        let env = EtcdCertEnv {
+            trusted_ca: Some(old.ca_cert_path()),
+            peer_trusted_ca: Some(old.ca_cert_path()),
+            name: Some("etcd1".into()),
+            ..EtcdCertEnv::default()
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let env_file = dir.path().join("etcd.env");
+        let server = |pem: &[u8]| vec![("etcd-server".to_string(), pem.to_vec())];
+        let ok = check_trust(&env, &env_file, &both, &server(&old_leaf), now).expect("old + new");
+        assert_eq!(ok.cas.len(), 2);
+        assert_eq!(ok.path, dir.path().join("old").join("etcd1.etcd-ca-bundle.crt"));
+        assert_eq!(ok.vars, ["ETCD_TRUSTED_CA_FILE", "ETCD_PEER_TRUSTED_CA_FILE"]);
+        check_trust(&env, &env_file, &new_ca, &server(&new_leaf), now).expect("new alone, new leaves");
+        let err = check_trust(&env, &env_file, &new_ca, &server(&old_leaf), now).expect_err("old leaf");
+        assert!(
+            err.to_string()
+                .contains("does not verify this member's etcd-server"),
+            "{err}"
+        );
+        assert!(err.is_input());
+        let err = check_trust(&env, &env_file, &old_leaf, &[], now).expect_err("a leaf");
+        assert!(err.to_string().contains("not a CA certificate"), "{err}");
+        let err = check_trust(&env, &env_file, &both, &[], now + 31 * 86_400).expect_err("expired");
+        assert!(err.to_string().contains("expired on"), "{err}");
+        let err = check_trust(&env, &env_file, b"", &[], now).expect_err("empty");
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        // A bundle already in place is replaced in place.
+        let bundled = EtcdCertEnv {
+            trusted_ca: Some(ok.path.clone()),
+            ..env.clone()
+        };
+        assert_eq!(bundle_path(&bundled, &env_file).expect("path"), ok.path);
+        assert!(is_bundle(&ok.path) && !is_bundle(&old.ca_cert_path()));
+
+        // Written once, the env file pointed at it; again: no change.
+        let ca = old.ca_cert_path().display().to_string();
+        fs::write(
+            &env_file,
+            format!("ETCD_NAME=etcd1\nETCD_TRUSTED_CA_FILE={ca}\nETCD_PEER_TRUSTED_CA_FILE={ca}\n"),
+        )
+        .expect("env");
+        assert!(write_trust(&ok, &env_file).expect("write"));
+        assert!(!write_trust(&ok, &env_file).expect("again"));
+        assert_eq!(fs::read(&ok.path).expect("bundle"), both);
+        let now_env = EtcdCertEnv::read(&env_file).expect("env");
+        assert_eq!(now_env.trusted_ca.as_ref(), Some(&ok.path));
+        assert_eq!(now_env.peer_trusted_ca.as_ref(), Some(&ok.path));
+        assert_eq!(
+            fs::read(old.ca_cert_path()).expect("ca"),
+            old_ca,
+            "the old CA file is never written"
+        );
+        let tls = TlsConfig {
+            ca: old.ca_cert_path(),
+            cert: dir.path().join("c.crt"),
+            key: dir.path().join("c.key"),
+        };
+        assert_eq!(etcd_client_tls(&tls, &env_file).ca, ok.path);
     }
 
     #[test]

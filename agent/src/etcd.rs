@@ -423,8 +423,8 @@ pub struct HealthCheck {
 /// The local member.
 pub struct LocalMember {
     endpoint: String,
-    options: ConnectOptions,
-    tls: Option<TlsOptions>,
+    /// The connect options and TLS; replaced by [`LocalMember::reload_tls`].
+    options: std::sync::RwLock<(ConnectOptions, Option<TlsOptions>)>,
     client: Mutex<Option<Client>>,
 }
 
@@ -439,9 +439,34 @@ impl std::fmt::Debug for LocalMember {
 impl LocalMember {
     /// Prepares a connection (made lazily on first use).
     pub fn new(config: &EtcdConfig) -> Result<LocalMember, EtcdError> {
+        Ok(LocalMember {
+            endpoint: config.endpoint.clone(),
+            options: std::sync::RwLock::new(Self::options(&config.endpoint, config.tls.as_ref())?),
+            client: Mutex::new(None),
+        })
+    }
+
+    /// Re-reads the TLS files (`tls`: `[etcd.tls]`, possibly with another
+    /// trust anchor) and drops the connection: the next call connects with
+    /// them (a certificate rotation changed them). On error nothing changes.
+    pub async fn reload_tls(&self, tls: Option<&crate::config::TlsConfig>) -> Result<(), EtcdError> {
+        let fresh = Self::options(&self.endpoint, tls)?;
+        let mut slot = self.client.lock().await;
+        *self
+            .options
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        *slot = None;
+        Ok(())
+    }
+
+    fn options(
+        endpoint: &str,
+        tls: Option<&crate::config::TlsConfig>,
+    ) -> Result<(ConnectOptions, Option<TlsOptions>), EtcdError> {
         let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
         let mut tls_options = None;
-        if let Some(tls) = &config.tls {
+        if let Some(tls) = tls {
             let read = |path: &std::path::Path| {
                 std::fs::read(path).map_err(|e| {
                     EtcdError::TlsFile(Box::new(TlsFileError {
@@ -454,7 +479,7 @@ impl LocalMember {
                         },
                         path: path.to_path_buf(),
                         member: String::new(),
-                        endpoint: config.endpoint.clone(),
+                        endpoint: endpoint.to_string(),
                         problem: format!("cannot read it: {e}"),
                         fix: "make it readable by the agent (see `etcdops-agent --check-config`)".to_string(),
                     }))
@@ -466,12 +491,15 @@ impl LocalMember {
             options = options.with_tls(tls.clone());
             tls_options = Some(tls);
         }
-        Ok(LocalMember {
-            endpoint: config.endpoint.clone(),
-            options,
-            tls: tls_options,
-            client: Mutex::new(None),
-        })
+        Ok((options, tls_options))
+    }
+
+    fn tls(&self) -> Option<TlsOptions> {
+        self.options
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .clone()
     }
 
     pub fn endpoint(&self) -> &str {
@@ -483,7 +511,13 @@ impl LocalMember {
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
-        let client = Client::connect([self.endpoint.as_str()], Some(self.options.clone()))
+        let options = self
+            .options
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone();
+        let client = Client::connect([self.endpoint.as_str()], Some(options))
             .await
             .map_err(|e| self.call_error(e))?;
         *slot = Some(client.clone());
@@ -534,7 +568,7 @@ impl LocalMember {
             }
             source = cause.source();
         }
-        if let Some(hint) = handshake_hint(&message, self.tls.is_some()) {
+        if let Some(hint) = handshake_hint(&message, self.tls().is_some()) {
             message.push_str(hint);
         }
         EtcdError::Call {
@@ -1130,10 +1164,8 @@ impl LocalMember {
                 .connect_timeout(Duration::from_secs(2))
                 .initial_stream_window_size(Some(SNAPSHOT_WINDOW))
                 .initial_connection_window_size(Some(SNAPSHOT_WINDOW * 2));
-            if let Some(tls) = &self.tls {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| call(e.to_string()))?;
+            if let Some(tls) = self.tls() {
+                endpoint = endpoint.tls_config(tls).map_err(|e| call(e.to_string()))?;
             }
             let channel = endpoint
                 .connect()

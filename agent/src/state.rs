@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcdops_certs::Identity;
 
-use crate::config::{AgentConfig, Backend, Restart};
+use crate::config::{AgentConfig, Backend, EtcdConfig, Restart};
 use crate::disk::DiskProber;
 use crate::envfile::EnvFile;
 use crate::etcd::LocalMember;
@@ -105,6 +105,11 @@ impl AgentState {
             source,
         })?;
         let fences = crate::fence::FenceStore::load(&config.state_dir)?;
+        let etcd_tls = config
+            .etcd
+            .tls
+            .as_ref()
+            .map(|tls| crate::certs::etcd_client_tls(tls, &config.etcd.env_file));
         crate::etcd::check_tls_files(
             &config.etcd,
             &identity.name,
@@ -115,13 +120,17 @@ impl AgentState {
             fences,
             revisions: crate::revisions::RevisionLog::load(&config.state_dir),
             identity,
-            etcd: LocalMember::new(&config.etcd)?,
+            // Once etcd's env file names a trust bundle the agent wrote
+            // (`certs rotate-ca`), its etcd client trusts that bundle.
+            etcd: LocalMember::new(&EtcdConfig {
+                tls: etcd_tls.clone(),
+                ..config.etcd.clone()
+            })?,
             unit,
             stop_timeout: config.unit.stop_timeout(),
             data_dir: data_dir(config),
             env_file: config.etcd.env_file.clone(),
-            disk: DiskProber::new(&config.disk, &config.etcd.endpoint)
-                .with_etcd_tls(config.etcd.tls.as_ref()),
+            disk: DiskProber::new(&config.disk, &config.etcd.endpoint).with_etcd_tls(etcd_tls.as_ref()),
             disk_health: Default::default(),
             host: Default::default(),
             rpc_metrics: Default::default(),

@@ -103,6 +103,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
             | Operation::Drill { .. }
             | Operation::Housekeeping { .. }
             | Operation::CertsRenew { .. }
+            | Operation::CertsRotateCa { .. }
             | Operation::Upgrade { .. }
             | Operation::UpgradeRollback { .. } => {
                 panic!("{id}: kinds newer than schema v1 cannot come from a v1 record")
@@ -110,7 +111,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
         }
         kinds.insert(r.kind.as_str());
     }
-    // Every kind schema v1 had (serve's backup, drill, housekeeping, certs-renew and the etcd upgrade came with v2).
+    // Every kind schema v1 had (serve's backup, drill, housekeeping, certs-renew, certs-rotate-ca and the etcd upgrade came with v2).
     let every: std::collections::BTreeSet<&str> = OpKind::ALL
         .into_iter()
         .filter(|k| {
@@ -120,6 +121,7 @@ fn every_v1_record_reads_into_the_typed_operation() {
                     | OpKind::Drill
                     | OpKind::Housekeeping
                     | OpKind::CertsRenew
+                    | OpKind::CertsRotateCa
                     | OpKind::Upgrade
                     | OpKind::UpgradeRollback
             )

@@ -24,6 +24,7 @@
 
 pub mod ansible;
 pub mod bench;
+pub mod home;
 pub mod loadgen;
 pub mod nspawn;
 pub mod otlp;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use etcdops_coordinator::agents::Agents;
 use etcdops_coordinator::exec::fence::term_epoch;
 use etcdops_coordinator::fleet::Fleet;
-use etcdops_coordinator::fleet::home::{HomeEtcd, HomeTls, JournalLocation};
+use etcdops_coordinator::fleet::home::HomeEtcd;
 use etcdops_coordinator::journal::{
     EtcdStore, Journal, JournalError, OpState, OperationRecord, StepRecord, StepState,
 };
@@ -19,20 +19,12 @@ use etcdops_coordinator::plan::operation::{Operation, RunOptions};
 use etcdops_coordinator::plan::planner::OpKind;
 use etcdops_coordinator::serve::ha::{Ha, HaConfig, HaError, unfinished};
 use etcdops_proto::v1::{AcquireFenceRequest, DisarmAlarmsRequest, Fence};
+use etcdops_tests::home::wait_for;
 use etcdops_tests::{Caller, Cluster, bins};
 use tonic::Code;
 
 fn home_of(cluster: &Cluster, member: usize) -> HomeEtcd {
-    HomeEtcd {
-        endpoints: vec![cluster.layout.members[member].client_url.clone()],
-        prefix: "/etcdops-e2e/".into(),
-        journal: JournalLocation::Home,
-        tls: cluster.layout.etcd_client.as_ref().map(|t| HomeTls {
-            ca: t.ca.clone(),
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-        }),
-    }
+    etcdops_tests::home::home_of(cluster, member, "/etcdops-e2e/")
 }
 
 fn replica(name: &str) -> HaConfig {
@@ -304,24 +296,6 @@ impl Drop for Replicas {
     }
 }
 
-fn wait_for(
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> bool,
-    logs: impl Fn() -> String,
-) -> Duration {
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "{what}: not within {limit:?}\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn two_serve_replicas_hand_a_rolling_defrag_over_without_a_step_twice() {
     use nix::sys::signal::Signal;
@@ -349,18 +323,7 @@ fn two_serve_replicas_hand_a_rolling_defrag_over_without_a_step_twice() {
     });
 
     // The fleet with the home etcd, beside the harness's (its [tls] paths stay valid).
-    let fleet_path = cluster.fleet_path().with_file_name("fleet-ha.toml");
-    let tls = home.tls.as_ref().expect("home TLS");
-    let fleet_text = format!(
-        "{}\n[home]\nendpoints = [{:?}]\nprefix = {:?}\njournal = \"home\"\n[home.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-        std::fs::read_to_string(cluster.fleet_path()).expect("fleet"),
-        home.endpoints[0],
-        home.prefix,
-        tls.ca.display().to_string(),
-        tls.cert.display().to_string(),
-        tls.key.display().to_string(),
-    );
-    std::fs::write(&fleet_path, fleet_text).expect("fleet-ha.toml");
+    let fleet_path = etcdops_tests::home::fleet_with_home(&cluster, &home, "fleet-ha.toml");
 
     // One defrag run, at a second about 15 s from now (hourly: it runs once).
     let at = std::time::SystemTime::now()

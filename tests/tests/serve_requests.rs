@@ -11,25 +11,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcdops_coordinator::fleet::home::{HomeEtcd, HomeTls, JournalLocation};
+use etcdops_coordinator::fleet::home::HomeEtcd;
 use etcdops_coordinator::journal::{EtcdStore, Journal, OpState, OperationRecord, StepRecord, StepState};
 use etcdops_coordinator::plan::operation::{Operation, RunOptions};
 use etcdops_coordinator::plan::planner::OpKind;
 use etcdops_coordinator::serve::ha::{Ha, HaConfig};
+use etcdops_tests::home::{fleet_with_home, home_of, wait_for};
 use etcdops_tests::{Caller, CliOutput, Cluster, bins};
-
-fn home_of(cluster: &Cluster) -> HomeEtcd {
-    HomeEtcd {
-        endpoints: vec![cluster.layout.members[0].client_url.clone()],
-        prefix: "/etcdops-requests/".into(),
-        journal: JournalLocation::Home,
-        tls: cluster.layout.etcd_client.as_ref().map(|t| HomeTls {
-            ca: t.ca.clone(),
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-        }),
-    }
-}
 
 /// An alarm disarm an earlier serve leader left in `state`, nothing done yet
 /// (last updated at 1970-01-01: old enough for any prune).
@@ -78,18 +66,6 @@ fn as_earlier_leader(cluster: &Cluster, home: &HomeEtcd, records: &[OperationRec
     cluster.block_on(ha.resign(term));
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool, logs: impl Fn() -> String) {
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "{what}: not within {limit:?}\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A serve replica, killed when dropped.
 struct Serve(std::process::Child, PathBuf);
 
@@ -110,7 +86,7 @@ impl Drop for Serve {
 fn people_resume_abort_and_prune_serve_operations_through_the_leader() {
     let cluster = Cluster::builder().members(3).start(bins!());
     let home_cluster = Cluster::builder().members(1).start(bins!());
-    let home = home_of(&home_cluster);
+    let home = home_of(&home_cluster, 0, "/etcdops-requests/");
     let name = cluster.cluster_name.clone();
     as_earlier_leader(
         &cluster,
@@ -125,21 +101,7 @@ fn people_resume_abort_and_prune_serve_operations_through_the_leader() {
     let state = |id: &str| reader.get(id).expect("read").map(|r| r.state);
 
     // The fleet with the home journal, and one serve replica.
-    let fleet_path = cluster.fleet_path().with_file_name("fleet-requests.toml");
-    let tls = home.tls.as_ref().expect("home TLS");
-    std::fs::write(
-        &fleet_path,
-        format!(
-            "{}\n[home]\nendpoints = [{:?}]\nprefix = {:?}\njournal = \"home\"\n[home.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            std::fs::read_to_string(cluster.fleet_path()).expect("fleet"),
-            home.endpoints[0],
-            home.prefix,
-            tls.ca.display().to_string(),
-            tls.cert.display().to_string(),
-            tls.key.display().to_string(),
-        ),
-    )
-    .expect("fleet file");
+    let fleet_path = fleet_with_home(&cluster, &home, "fleet-requests.toml");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("serve.toml");
     std::fs::write(

@@ -25,7 +25,9 @@ pub struct MetricsEndpoint {
     url: String,
     /// `Err`: the client could not be built, e.g. the `[etcd.tls]` files
     /// could not be loaded (said at each scrape).
-    client: Result<reqwest::Client, ClientProblem>,
+    /// Shared by clones; replaced by [`MetricsEndpoint::reload`] (a
+    /// certificate rotation changed the `[etcd.tls]` files or the trust).
+    client: std::sync::Arc<std::sync::RwLock<Result<reqwest::Client, ClientProblem>>>,
 }
 
 /// Why an endpoint has no client.
@@ -41,7 +43,7 @@ impl std::fmt::Debug for MetricsEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsEndpoint")
             .field("url", &self.url)
-            .field("client", &self.client.as_ref().map(|_| "pooled"))
+            .field("client", &self.current().as_ref().map(|_| "pooled"))
             .finish()
     }
 }
@@ -52,12 +54,35 @@ impl MetricsEndpoint {
     /// pooled client now; a problem with it is said at each scrape.
     pub fn new(url: impl Into<String>, tls: Option<&TlsConfig>) -> MetricsEndpoint {
         let url = url.into();
-        let client = match tls {
+        let client = Self::client_for(&url, tls);
+        MetricsEndpoint {
+            url,
+            client: std::sync::Arc::new(std::sync::RwLock::new(client)),
+        }
+    }
+
+    fn client_for(url: &str, tls: Option<&TlsConfig>) -> Result<reqwest::Client, ClientProblem> {
+        match tls {
             _ if !url.starts_with("https://") => http_client(None).map_err(ClientProblem::Tls),
             Some(tls) => http_client(Some(tls)).map_err(ClientProblem::Tls),
             None => Err(ClientProblem::NoIdentity),
-        };
-        MetricsEndpoint { url, client }
+        }
+    }
+
+    /// Rebuilds the client (and every clone's) from `tls` (re-read now).
+    pub fn reload(&self, tls: Option<&TlsConfig>) {
+        let client = Self::client_for(&self.url, tls);
+        *self
+            .client
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+    }
+
+    fn current(&self) -> Result<reqwest::Client, ClientProblem> {
+        self.client
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn url(&self) -> &str {
@@ -230,7 +255,8 @@ pub async fn fetch(endpoint: &MetricsEndpoint, timeout: Duration) -> Result<Stri
         "http://"
     };
     check_url(url, scheme)?;
-    let client = match &endpoint.client {
+    let current = endpoint.current();
+    let client = match &current {
         Ok(client) => client,
         Err(ClientProblem::NoIdentity) => return Err(MetricsError::Https { url: url.to_string() }),
         Err(ClientProblem::Tls(reason)) => {

@@ -1,6 +1,11 @@
 //! GetCertificates (a read) and InstallCertificates (fenced): see
 //! [`crate::certs`]. Every new certificate is checked before any file
-//! changes; the agent's own is reloaded at once (`certs_tls`).
+//! changes; the agent's own is reloaded at once (`certs_tls`). A trust
+//! bundle (`etcd-trusted-ca`, `certs rotate-ca`) is checked against the
+//! member's certificates as they are after the request, and leaves in the
+//! same request are checked against it; after a bundle or the agent's etcd
+//! client certificate changed, the agent's etcd client reconnects with the
+//! files (and the bundle as its trust anchor).
 
 use std::time::Duration;
 
@@ -49,6 +54,10 @@ fn status(e: InstallError) -> Status {
     }
 }
 
+/// What an install checked (and wrote): each leaf and the trust bundle,
+/// with whether its files changed.
+type Installed = (Vec<(certs::Checked, bool)>, Option<(certs::TrustChecked, bool)>);
+
 pub async fn install(
     state: &AgentState,
     request: pb::InstallCertificatesRequest,
@@ -65,37 +74,90 @@ pub async fn install(
         .as_ref()
         .map(|f| f.operation_id.clone())
         .unwrap_or_default();
-    let work = move || -> Result<Vec<(certs::Checked, bool)>, InstallError> {
+    let work = move || -> Result<Installed, InstallError> {
         let env = EtcdCertEnv::read(&paths.env_file).map_err(|reason| InstallError::Unusable {
             cert: "etcd-env".into(),
             path: paths.env_file.display().to_string(),
             reason,
         })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut checked = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
         for new in &request.certificates {
-            if checked.iter().any(|c: &certs::Checked| c.target.cert == new.cert) {
+            if seen.contains(&new.cert.as_str()) {
                 return Err(InstallError::Twice(new.cert.clone()));
             }
+            seen.push(&new.cert);
+        }
+        let trust_pem = request
+            .certificates
+            .iter()
+            .find(|c| c.cert == certs::TRUST_KIND)
+            .map(|c| c.cert_pem.as_bytes().to_vec());
+        let leaves: Vec<&pb::NewCertificate> = request
+            .certificates
+            .iter()
+            .filter(|c| c.cert != certs::TRUST_KIND)
+            .collect();
+        let mut checked = Vec::new();
+        for new in &leaves {
             let target = certs::target(&paths, &env, &new.cert)?;
             checked.push(certs::check(
                 &target,
                 new.cert_pem.as_bytes(),
                 new.key_pem.as_bytes(),
+                trust_pem.as_deref(),
                 now,
             )?);
         }
-        let changed = if check_only {
-            vec![false; checked.len()]
-        } else {
-            certs::write(&checked)?
+        let trust = match &trust_pem {
+            Some(pem) => {
+                let new: Vec<(String, Vec<u8>)> = leaves
+                    .iter()
+                    .map(|c| (c.cert.clone(), c.cert_pem.as_bytes().to_vec()))
+                    .collect();
+                let after = certs::leaves_after(&paths, &env, &new)?;
+                Some(certs::check_trust(&env, &paths.env_file, pem, &after, now)?)
+            }
+            None => None,
         };
-        Ok(checked.into_iter().zip(changed).collect())
+        if check_only {
+            let n = checked.len();
+            return Ok((
+                checked.into_iter().zip(vec![false; n]).collect(),
+                trust.map(|t| (t, false)),
+            ));
+        }
+        // The bundle first: new leaves from a new CA are only trusted by
+        // etcd's peers once they trust it.
+        let trust = match trust {
+            Some(t) => {
+                let changed = certs::write_trust(&t, &paths.env_file)?;
+                Some((t, changed))
+            }
+            None => None,
+        };
+        let changed = certs::write(&checked)?;
+        Ok((checked.into_iter().zip(changed).collect(), trust))
     };
     let done = tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Status::internal(format!("installing certificates: {e}")))?
         .map_err(status)?;
+    let (done, trust) = done;
+    let client_changed = trust.as_ref().is_some_and(|(_, changed)| *changed)
+        || done
+            .iter()
+            .any(|(c, changed)| *changed && c.target.cert == "etcd-client");
+    if client_changed && let Some(tls) = &state.cert_paths.etcd_client {
+        let tls = certs::etcd_client_tls(tls, &state.cert_paths.env_file);
+        state.disk.metrics().reload(Some(&tls));
+        if let Err(e) = state.etcd.reload_tls(Some(&tls)).await {
+            return Err(Status::internal(format!(
+                "the new files are in place but the agent's etcd client could not load them ({e}); \
+                 it keeps its previous identity and trust until the agent restarts"
+            )));
+        }
+    }
     if done
         .iter()
         .any(|(c, changed)| *changed && c.target.cert == "agent")
@@ -113,16 +175,23 @@ pub async fn install(
         certs = ?done.iter().map(|(c, changed)| format!("{}:{}:{changed}", c.target.cert, c.info.serial)).collect::<Vec<_>>(),
         "certificates installed"
     );
+    let trust = trust.map(|(t, changed)| pb::InstalledCertificate {
+        cert: certs::TRUST_KIND.into(),
+        cert_path: t.path.display().to_string(),
+        key_path: String::new(),
+        serial: t.serials(),
+        changed,
+    });
     Ok(pb::InstallCertificatesResponse {
-        installed: done
+        installed: trust
             .into_iter()
-            .map(|(c, changed)| pb::InstalledCertificate {
+            .chain(done.into_iter().map(|(c, changed)| pb::InstalledCertificate {
                 cert: c.target.cert,
                 cert_path: c.target.cert_path.display().to_string(),
                 key_path: c.target.key_path.display().to_string(),
                 serial: c.info.serial,
                 changed,
-            })
+            }))
             .collect(),
     })
 }

@@ -2,7 +2,10 @@
 //! check-expiration` (every certificate of every member through its agent:
 //! the files etcd's environment names, what each member serves on its client
 //! and peer ports, the agent's own; plus this CLI's own) and `etcdops certs
-//! renew` (a journaled plan: see `plan/certs.rs`, `exec/certs.rs`). Also the
+//! renew` (a journaled plan: see `plan/certs.rs`, `exec/certs.rs`), and
+//! `etcdops certs rotate-ca` (etcd's CA replaced in three rolling restarts:
+//! the new CA checked, the new leaves issued and staged, every agent's
+//! `check_only` before any host changes; see `plan/rotate_ca.rs`). Also the
 //! check of the coordinator's own certificate before any agent is dialled
 //! ([`check_own`]).
 
@@ -276,8 +279,8 @@ plan (fenced; `etcdops op resume` continues it): each agent replaces its
 files atomically (the old ones kept as .prev), and the step waits until the
 member serves the new serials on its client and peer ports and the agent on
 its own. etcd reads its leaf certificate per new connection and the agent
-reloads its own, so nothing restarts. The agent's own client certificate
-towards etcd (etcd-client) is used from its next start.";
+reloads its own, so nothing restarts. The agent's etcd client reconnects
+with its new client certificate towards etcd (etcd-client) at once.";
 
 pub(crate) const RENEW_AFTER_HELP: &str = "\
 Examples:
@@ -319,44 +322,46 @@ const RENEWED: [(&str, etcdops_certs::Role); 4] = [
 #[error("certs renew refused; nothing was changed on any host:\n{}", .0.join("\n"))]
 pub struct RenewRefused(pub Vec<String>);
 
-fn staging_dir(pki: &Path) -> std::io::Result<PathBuf> {
+fn staging_dir(pki: &Path, prefix: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let dir = pki.join(format!("renew-{stamp}-{}", std::process::id()));
+    let dir = pki.join(format!("{prefix}-{stamp}-{}", std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }
 
 /// Issues `member`'s new certificates into the staging dir, like the ones
 /// its host holds now (`current`), and checks them here.
+#[allow(clippy::too_many_arguments)]
 fn issue_for(
     pki: &etcdops_certs::Pki,
     ca_pem: &[u8],
-    renew: &RenewPlanArgs,
+    staging_dir: &Path,
+    kinds: &[(&str, etcdops_certs::Role)],
     member: &str,
     current: &[pb::CertificateInfo],
     days: u32,
     now: i64,
 ) -> Result<MemberCerts, String> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = renew.staging_dir.join(member);
+    let dir = staging_dir.join(member);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
         .map_err(|e| format!("{member}: cannot create {}: {e}", dir.display()))?;
     let mut serials = Vec::new();
-    for (cert, role) in RENEWED {
+    for &(cert, role) in kinds {
         let Some(now_cert) = current.iter().find(|c| c.cert == cert && c.source == "file") else {
             continue;
         };
         if !now_cert.error.is_empty() {
             return Err(format!("{member}: {cert}: {}", now_cert.error));
         }
-        let (cert_path, key_path) = renew.staged(member, cert);
+        let (cert_path, key_path) = (dir.join(format!("{cert}.crt")), dir.join(format!("{cert}.key")));
         let request = etcdops_certs::IssueRequest {
             role,
             name: now_cert.subject.clone(),
@@ -451,7 +456,7 @@ pub(crate) async fn renew(
         .collect();
     let replies = get_certificates(&target.agents, &members).await;
     let mut refused = Vec::new();
-    let staging = staging_dir(&pki_dir)?;
+    let staging = staging_dir(&pki_dir, "renew")?;
     let mut renew = RenewPlanArgs {
         pki_dir: std::path::absolute(&pki_dir).unwrap_or(pki_dir.clone()),
         staging_dir: std::path::absolute(&staging).unwrap_or(staging.clone()),
@@ -468,7 +473,8 @@ pub(crate) async fn renew(
             Ok(r) => match issue_for(
                 &pki,
                 &ca_pem,
-                &renew,
+                &renew.staging_dir,
+                &RENEWED,
                 &reply.member,
                 &r.certificates,
                 args.days,
@@ -549,6 +555,354 @@ async fn preflight(agents: &Agents, members: &[crate::fleet::Member], renew: &Re
     refusals
 }
 
+pub(crate) const ROTATE_CA_ABOUT: &str = "\
+Replace etcd's CA (the CA etcd trusts for clients and peers and that signs
+its server, peer and client certificates) by the CA in --new-ca, without an
+outage, as one journaled plan of three phases, each a rolling restart
+(etcd reads its trusted CA files only at start; the leader last, after it
+handed leadership to a member restarted already; the safety gate before
+every step):
+
+  1. every member trusts the old and the new CA (a bundle file the agent
+     writes beside etcd's trusted CA file; ETCD_TRUSTED_CA_FILE and
+     ETCD_PEER_TRUSTED_CA_FILE point at it), restart;
+  2. new server, peer and agent-client (etcd-client) certificates from the
+     new CA, with the same names and addresses, installed; restart;
+  3. the bundle holds the new CA only, restart: certificates of the old CA
+     are refused from then on.
+
+Before any host changes: the new CA must be a CA, valid now, not the old one
+(another subject and key), its key must match its certificate, and every
+member's agent checks the new certificates and both bundles (InstallCertificates
+check_only); a refusal exits 2 and names what to fix. The agents' etcd client
+trusts the bundle from phase 1 on. The fleet CA (agents and coordinator) and
+the agents' own certificates are not changed, also where the fleet CA is the
+same file as etcd's CA. `etcdops op resume` continues a rotation from the
+step it stopped at. etcd's other clients must trust both CAs before phase 2
+and use client certificates of the new CA before phase 3.";
+
+pub(crate) const ROTATE_CA_AFTER_HELP: &str = "\
+Examples:
+  etcdops certs init --dir /etc/etcdops/pki-2027 --name prod-etcd-ca-2027
+  etcdops --cluster prod-a certs rotate-ca --new-ca /etc/etcdops/pki-2027 --dry-run
+  etcdops --cluster prod-a certs rotate-ca --new-ca /etc/etcdops/pki-2027 --yes";
+
+/// `etcdops certs rotate-ca`
+#[derive(Debug, Clone, Args)]
+pub struct RotateCaArgs {
+    /// The new CA's PKI dir (ca.crt, ca.key), e.g. from `etcdops certs init`.
+    #[arg(long, value_name = "DIR")]
+    pub new_ca: PathBuf,
+    /// The CA etcd trusts now (PEM); default: the fleet file's [tls] ca.
+    #[arg(long, value_name = "FILE")]
+    pub old_ca: Option<PathBuf>,
+    /// How long the new leaf certificates are valid, in days.
+    #[arg(long, value_name = "N", default_value_t = etcdops_certs::pki::LEAF_VALIDITY_DAYS)]
+    pub days: u32,
+    #[command(flatten)]
+    pub run: crate::cli::operate::RunArgs,
+}
+
+/// The certificate kinds a CA rotation reissues from the new CA (the
+/// agent's own certificate belongs to the fleet CA: not these).
+const ROTATED: [(&str, etcdops_certs::Role); 3] = [
+    ("etcd-server", etcdops_certs::Role::EtcdServer),
+    ("etcd-peer", etcdops_certs::Role::EtcdPeer),
+    ("etcd-client", etcdops_certs::Role::EtcdClient),
+];
+
+/// Why a CA rotation is refused before anything changed (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("certs rotate-ca refused; nothing was changed on any host:\n{}", .0.join("\n"))]
+pub struct RotateCaRefused(pub Vec<String>);
+
+/// What is wrong with a new CA against the old one (pure).
+pub fn new_ca_problems(old: &CertInfo, new: &CertInfo, same_key: bool, now: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    if !new.is_ca {
+        out.push(format!(
+            "the new CA's certificate {:?} (serial {}) is not a CA certificate: \
+             create one with `etcdops certs init --dir DIR --name NAME`",
+            new.subject, new.serial
+        ));
+    }
+    if new.not_after_unix <= now {
+        out.push(format!(
+            "the new CA {:?} expired on {}: create a new one (`etcdops certs init`)",
+            new.subject,
+            inspect::format_unix(new.not_after_unix)
+        ));
+    }
+    if new.not_before_unix > now {
+        out.push(format!(
+            "the new CA {:?} is not valid before {}: wait, or create it again with this host's clock right",
+            new.subject,
+            inspect::format_unix(new.not_before_unix)
+        ));
+    }
+    if new.serial == old.serial && new.subject == old.subject {
+        out.push(format!(
+            "the new CA is the CA etcd trusts now ({:?}, serial {}): pass a new CA's dir",
+            old.subject, old.serial
+        ));
+    } else if new.subject == old.subject {
+        out.push(format!(
+            "the new CA has the old CA's subject {:?}: clients could not tell them apart; \
+             create it with another --name",
+            old.subject
+        ));
+    }
+    if same_key {
+        out.push("the new CA uses the old CA's key: create it with a new key (`etcdops certs init`)".into());
+    }
+    out
+}
+
+pub(crate) async fn rotate_ca(
+    global: &GlobalArgs,
+    args: &RotateCaArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    let fleet = crate::fleet::Fleet::load(&global.fleet)?;
+    let target = target(global)?;
+    let now = now_unix();
+    let refuse = |problems: Vec<String>| anyhow::Error::new(RotateCaRefused(problems));
+
+    // The new CA.
+    let new_dir = std::path::absolute(&args.new_ca).unwrap_or(args.new_ca.clone());
+    let pki = etcdops_certs::Pki::open(&new_dir).map_err(|e| {
+        refuse(vec![format!(
+            "--new-ca {}: {e} (create a CA with `etcdops certs init --dir {} --name NAME`)",
+            new_dir.display(),
+            new_dir.display()
+        )])
+    })?;
+    let new_pem = std::fs::read(pki.ca_cert_path())
+        .map_err(|e| refuse(vec![format!("cannot read {}: {e}", pki.ca_cert_path().display())]))?;
+    let new_ca = CertInfo::from_pem(&new_pem)
+        .map_err(|e| refuse(vec![format!("{}: {e}", pki.ca_cert_path().display())]))?;
+    let new_key = std::fs::read(pki.ca_key_path())
+        .map_err(|e| refuse(vec![format!("cannot read {}: {e}", pki.ca_key_path().display())]))?;
+
+    // The old CA: what etcd trusts now.
+    let old_file = args.old_ca.clone().unwrap_or_else(|| fleet.tls.ca.clone());
+    let old_file = std::path::absolute(&old_file).unwrap_or(old_file);
+    let old_pem = std::fs::read(&old_file)
+        .map_err(|e| refuse(vec![format!("--old-ca {}: {e}", old_file.display())]))?;
+    let old_ca = CertInfo::from_pem(&old_pem)
+        .map_err(|e| refuse(vec![format!("--old-ca {}: {e}", old_file.display())]))?;
+    let old_key = old_file.parent().map(|d| d.join("ca.key"));
+    let same_key = old_key
+        .and_then(|k| std::fs::read(k).ok())
+        .is_some_and(|k| k.trim_ascii() == new_key.trim_ascii());
+    let problems = new_ca_problems(&old_ca, &new_ca, same_key, now);
+    if !problems.is_empty() {
+        return Err(refuse(problems));
+    }
+
+    // Staging: a probe leaf first (the key must match the certificate).
+    let staging = staging_dir(&new_dir, "rotate-ca").map_err(|e| {
+        refuse(vec![format!(
+            "cannot create a staging dir in {}: {e}",
+            new_dir.display()
+        )])
+    })?;
+    let staging = std::path::absolute(&staging).unwrap_or(staging);
+    let result = rotate_ca_staged(
+        global, args, target, &pki, &new_pem, &old_file, &old_pem, &staging, now, out,
+    )
+    .await;
+    let started = match &result {
+        Ok(status) => !args.run.dry_run && *status == ExitStatus::Ok,
+        Err(e) => e
+            .downcast_ref::<crate::exec::ExecError>()
+            .is_some_and(|e| matches!(e, crate::exec::ExecError::Stopped { .. })),
+    };
+    if !started {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rotate_ca_staged(
+    global: &GlobalArgs,
+    args: &RotateCaArgs,
+    target: crate::cli::target::Target,
+    pki: &etcdops_certs::Pki,
+    new_pem: &[u8],
+    old_file: &Path,
+    old_pem: &[u8],
+    staging: &Path,
+    now: i64,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
+    let refuse = |problems: Vec<String>| anyhow::Error::new(RotateCaRefused(problems));
+    let probe = (staging.join("key-probe.crt"), staging.join("key-probe.key"));
+    let issued = pki.issue_to(
+        &etcdops_certs::IssueRequest::new(etcdops_certs::Role::EtcdClient, "rotate-ca-key-probe"),
+        &probe.0,
+        &probe.1,
+        None,
+    );
+    let probe_check = issued.map_err(|e| e.to_string()).and_then(|_| {
+        let cert = std::fs::read(&probe.0).map_err(|e| e.to_string())?;
+        let key = std::fs::read(&probe.1).map_err(|e| e.to_string())?;
+        inspect::check_leaf(
+            &cert,
+            &key,
+            &inspect::LeafCheck {
+                role: etcdops_certs::Role::EtcdClient,
+                name: None,
+                hosts: &[],
+                ca_pem: new_pem,
+                now_unix: now,
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    });
+    let _ = std::fs::remove_file(&probe.0);
+    let _ = std::fs::remove_file(&probe.1);
+    if let Err(e) = probe_check {
+        return Err(refuse(vec![format!(
+            "the new CA's key {} does not match its certificate {}: a certificate it signs is refused ({e})",
+            pki.ca_key_path().display(),
+            pki.ca_cert_path().display()
+        )]));
+    }
+
+    let cluster = target.cluster.clone();
+    let members = cluster.members.clone();
+    let replies = get_certificates(&target.agents, &members).await;
+    let mut refused = Vec::new();
+    let mut certs = Vec::new();
+    for reply in replies {
+        match reply.result {
+            Err(e) => refused.push(format!(
+                "{}: cannot read its certificates: {}",
+                reply.member,
+                e.brief()
+            )),
+            Ok(r) => match issue_for(
+                pki,
+                new_pem,
+                staging,
+                &ROTATED,
+                &reply.member,
+                &r.certificates,
+                args.days,
+                now,
+            ) {
+                Ok(c) => certs.push(c),
+                Err(e) => refused.push(e),
+            },
+        }
+    }
+    let view = crate::cli::operate::observe(&target).await;
+    let mut rotate = crate::plan::rotate_ca::RotateCaArgs {
+        old_ca_file: old_file.to_path_buf(),
+        old_ca_pem: String::from_utf8_lossy(old_pem).into_owned(),
+        new_ca_dir: pki.dir().to_path_buf(),
+        new_ca_pem: String::from_utf8_lossy(new_pem).into_owned(),
+        staging_dir: staging.to_path_buf(),
+        order: crate::plan::rotate_ca::rotation_order(&view),
+        certs,
+    };
+    // Every member restarts three times: each must be one the cluster can lose.
+    for m in &view.members {
+        if let Err(finding) = crate::plan::safety::tolerates_one_down(&view, &m.name) {
+            refused.push(finding.to_string());
+        }
+    }
+    if refused.is_empty() {
+        refused.extend(rotate_preflight(&target.agents, &members, &rotate).await);
+    }
+    if !refused.is_empty() {
+        return Err(refuse(refused));
+    }
+    rotate.order.retain(|m| members.iter().any(|f| &f.name == m));
+    let plan = crate::plan::rotate_ca::plan_rotate_ca(&cluster.name, &rotate).map_err(anyhow::Error::new)?;
+    let planned = crate::cli::operate::Planned {
+        plan,
+        operation: Operation::CertsRotateCa { rotate },
+    };
+    crate::cli::operate::run_plan(global, target, &view, planned, &args.run, out).await
+}
+
+/// InstallCertificates `check_only` on every member, three times: the
+/// phase 1 bundle against the member's certificates now; the phase 1
+/// bundle with the new leaves; the phase 3 bundle (new CA only) with the
+/// new leaves. The refusals.
+async fn rotate_preflight(
+    agents: &Agents,
+    members: &[crate::fleet::Member],
+    rotate: &crate::plan::rotate_ca::RotateCaArgs,
+) -> Vec<String> {
+    use crate::plan::rotate_ca::Phase;
+    let mut refusals = Vec::new();
+    for member in members {
+        let Some(staged) = rotate.of(&member.name) else {
+            refusals.push(format!("{}: no certificate staged", member.name));
+            continue;
+        };
+        let mut leaves = Vec::new();
+        for (cert, _) in &staged.serials {
+            let (c, k) = rotate.staged(&member.name, cert);
+            match (std::fs::read_to_string(&c), std::fs::read_to_string(&k)) {
+                (Ok(cert_pem), Ok(key_pem)) => leaves.push(pb::NewCertificate {
+                    cert: cert.clone(),
+                    cert_pem,
+                    key_pem,
+                }),
+                _ => refusals.push(format!("{}: cannot read the staged {cert}", member.name)),
+            }
+        }
+        let bundle = |phase: Phase| pb::NewCertificate {
+            cert: "etcd-trusted-ca".into(),
+            cert_pem: rotate.bundle(phase),
+            key_pem: String::new(),
+        };
+        let checks = [
+            (
+                "the old + new CA bundle with its certificates now (is --old-ca the CA that signed them?)",
+                vec![bundle(Phase::Trust)],
+            ),
+            (
+                "the new certificates with the old + new CA bundle",
+                std::iter::once(bundle(Phase::Trust))
+                    .chain(leaves.clone())
+                    .collect(),
+            ),
+            (
+                "the new certificates with the new CA alone",
+                std::iter::once(bundle(Phase::DropOld))
+                    .chain(leaves.clone())
+                    .collect(),
+            ),
+        ];
+        for (what, certificates) in checks {
+            let request = pb::InstallCertificatesRequest {
+                fence: None,
+                certificates,
+                check_only: true,
+            };
+            let reply = agents
+                .fan_out(std::slice::from_ref(member), move |mut client: Client| {
+                    let request = request.clone();
+                    async move { client.install_certificates(request).await }
+                })
+                .await;
+            for r in reply {
+                if let Err(e) = r.result {
+                    refusals.push(format!("{}: {what}: {}", r.member, e.brief()));
+                }
+            }
+        }
+    }
+    refusals
+}
+
 /// The coordinator's own certificate cannot be used to call agents.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -608,6 +962,51 @@ mod tests {
             not_after_unix,
             ..Default::default()
         }
+    }
+
+    fn ca(subject: &str, serial: &str, from: i64, to: i64, is_ca: bool) -> CertInfo {
+        CertInfo {
+            serial: serial.into(),
+            subject: subject.into(),
+            issuer: subject.into(),
+            role: None,
+            not_before_unix: from,
+            not_after_unix: to,
+            hosts: Vec::new(),
+            client_auth: false,
+            server_auth: false,
+            is_ca,
+        }
+    }
+
+    #[test]
+    fn a_new_ca_must_be_a_valid_ca_other_than_the_old_one() {
+        let now = 1_000_000;
+        let old = ca("old-ca", "01", 0, now + 100, true);
+        let good = ca("new-ca", "02", now - 10, now + 1_000, true);
+        assert!(new_ca_problems(&old, &good, false, now).is_empty());
+        let expect = |new: &CertInfo, same_key: bool, needle: &str| {
+            let p = new_ca_problems(&old, new, same_key, now).join("\n");
+            assert!(p.contains(needle), "{needle}: {p}");
+        };
+        expect(
+            &ca("new-ca", "02", 0, now + 1, false),
+            false,
+            "not a CA certificate",
+        );
+        expect(&ca("new-ca", "02", 0, now - 1, true), false, "expired on");
+        expect(
+            &ca("new-ca", "02", now + 60, now + 1_000, true),
+            false,
+            "not valid before",
+        );
+        expect(&old, true, "the CA etcd trusts now");
+        expect(
+            &ca("old-ca", "03", 0, now + 1_000, true),
+            false,
+            "old CA's subject",
+        );
+        expect(&good, true, "old CA's key");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum CertsCommand {
     /// Renew the members' leaf certificates from the current CA, without a restart (journaled plan).
     #[command(long_about = crate::cli::cert_lifecycle::RENEW_ABOUT, after_help = crate::cli::cert_lifecycle::RENEW_AFTER_HELP)]
     Renew(crate::cli::cert_lifecycle::RenewArgs),
+    /// Replace etcd's CA in three rolling restarts (trust both, new leaves, drop the old CA; journaled plan).
+    #[command(long_about = crate::cli::cert_lifecycle::ROTATE_CA_ABOUT, after_help = crate::cli::cert_lifecycle::ROTATE_CA_AFTER_HELP)]
+    RotateCa(crate::cli::cert_lifecycle::RotateCaArgs),
 }
 
 const INIT_AFTER_HELP: &str = "\
@@ -209,7 +212,7 @@ pub(crate) fn run(
             emit(out, global.write_out, &report, certs::render_list)?;
         }
         // Run through the agents (cli/cert_lifecycle.rs), dispatched in cli/mod.rs.
-        CertsCommand::CheckExpiration(_) | CertsCommand::Renew(_) => {
+        CertsCommand::CheckExpiration(_) | CertsCommand::Renew(_) | CertsCommand::RotateCa(_) => {
             anyhow::bail!("internal: certs check-expiration and renew are dispatched by cli::run")
         }
     }

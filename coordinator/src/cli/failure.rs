@@ -46,6 +46,7 @@ pub(crate) fn exit_status(err: &anyhow::Error) -> ExitStatus {
             || cause.is::<crate::cli::target::AccessError>()
             || cause.is::<crate::cli::cert_lifecycle::OwnCertificateError>()
             || cause.is::<crate::cli::cert_lifecycle::RenewRefused>()
+            || cause.is::<crate::cli::cert_lifecycle::RotateCaRefused>()
         {
             return ExitStatus::Usage;
         }

@@ -426,6 +426,7 @@ async fn run_command(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<ExitStatu
             cert_lifecycle::check_expiration(global, args, out).await
         }
         Command::Certs(CertsCommand::Renew(args)) => cert_lifecycle::renew(global, args, out).await,
+        Command::Certs(CertsCommand::RotateCa(args)) => cert_lifecycle::rotate_ca(global, args, out).await,
         Command::Certs(command) => certs::run(global, command, out),
         Command::Snapshot(command) => snapshot::run(global, command, out).await,
         Command::Backup(command) => backup::run(global, command, out).await,
@@ -459,6 +460,7 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
         Command::Status | Command::Health | Command::Check(_) => return None,
         Command::Backup(BackupCommand::List(_)) | Command::Op(op::OpCommand::List(_)) => return None,
         Command::Certs(CertsCommand::Renew(_)) => "certs renew",
+        Command::Certs(CertsCommand::RotateCa(_)) => "certs rotate-ca",
         Command::Certs(_) | Command::Sandbox(_) | Command::Fleet(_) | Command::Serve(_) => return None,
         Command::Completions(_) | Command::GenerateManpages(_) => return None,
         Command::Member(_) => "member",

@@ -127,8 +127,8 @@ fn ask(
     Ok(())
 }
 
-/// The record once the leader acted on it (its state, error or update time
-/// moved), or as it is when `wait` ends.
+/// The record once the leader acted on it (its state moved, or it noted a
+/// refusal in its error), or as it is when `wait` ends.
 fn after(
     journal: &Journal,
     before: &OperationRecord,
@@ -139,11 +139,8 @@ fn after(
         let now = journal.get(&before.id)?;
         let moved = match &now {
             None => true,
-            Some(r) => {
-                r.state != before.state
-                    || r.error != before.error
-                    || r.updated_at_unix != before.updated_at_unix
-            }
+            // Not the update time: the leader writes the holder before it runs it.
+            Some(r) => r.state != before.state || r.error != before.error,
         };
         if moved || Instant::now() >= deadline {
             return Ok(now);

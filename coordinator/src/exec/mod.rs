@@ -13,7 +13,8 @@
 //! [`restore`] (stage, stop, swap, configure, start, verify, roll back),
 //! [`recover`] (force-new-cluster and rejoin), [`snapshot`] (the verified
 //! snapshot a disruptive operation starts with, and a recovery's),
-//! [`certs`] (a renewal's install and the wait for the served serials),
+//! [`certs`] (a renewal's install and the wait for the served serials; a CA
+//! rotation's install, restart and wait),
 //! [`upgrade`] (an etcd upgrade's binary switch and cluster version); the
 //! rolling and maintenance steps are here. [`fence`] takes and releases the
 //! cluster's fence; `fanout` calls every member's agent at once (and runs the
@@ -608,9 +609,9 @@ impl Executor {
         let record = self.journal.finish(&record.id, state, error)?;
         fence::release(&self.agents, &self.fence_holders(), &fence).await;
         if findings.is_empty() {
-            // A renewal's staged keys are installed: not kept beyond it.
-            if let Some(renew) = self.operation.renew() {
-                let _ = std::fs::remove_dir_all(&renew.staging_dir);
+            // A renewal's or a rotation's staged keys are installed: not kept beyond it.
+            if let Some(dir) = self.operation.staging_dir() {
+                let _ = std::fs::remove_dir_all(dir);
             }
             self.progress.line(&format!("operation {} succeeded", record.id));
             Ok(record)
@@ -693,10 +694,8 @@ impl Executor {
         }
         let view = self.observe().await;
         let mut tolerate = self.tolerate;
-        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
-            kind
-        {
-            tolerate.down = Some(member.as_str());
+        if let Some(member) = kind.restarted_member() {
+            tolerate.down = Some(member);
         }
         // A dead member being removed is down until it is gone.
         if let Some(l) = &self.membership.leaving
@@ -705,8 +704,7 @@ impl Executor {
             tolerate.down = Some(l.name.as_str());
         }
         let mut findings = safety::check(&view, tolerate);
-        if let StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) =
-            kind
+        if let Some(member) = kind.restarted_member()
             && !self.force
             && let Err(f) = safety::keeps_quorum_without(&view, member)
         {
@@ -759,7 +757,7 @@ impl Executor {
             StepKind::Restore(step) => self.execute_restore(step, fence, deadline).await,
             StepKind::Recover(step) => self.execute_recover(step, fence, deadline).await,
             StepKind::Safeguard(step) => self.execute_safeguard(step, fence).await,
-            StepKind::Certs(step) => self.execute_certs(step, fence, deadline).await,
+            StepKind::Certs(step) => self.execute_certs(step, view, fence, deadline).await,
             StepKind::Member(step) => {
                 if let MemberStep::RemoveMember { member } = step {
                     let moved = self

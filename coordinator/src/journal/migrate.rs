@@ -128,7 +128,7 @@ pub(super) fn from_v1(value: serde_json::Value) -> Result<OperationRecord, Strin
                 rollback_of: a.rollback_of,
             }
         }
-        OpKind::Drill | OpKind::Housekeeping | OpKind::CertsRenew => {
+        OpKind::Drill | OpKind::Housekeeping | OpKind::CertsRenew | OpKind::CertsRotateCa => {
             return Err(format!("{kind} did not exist in schema v1"));
         }
         OpKind::RecoverQuorum => {

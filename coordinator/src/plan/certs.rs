@@ -3,7 +3,8 @@
 //! from the current CA before the plan runs, kept in the operation's staging
 //! dir) through its agent, and wait until the member serves the new serials
 //! on its client and peer ports and the agent on its own. No etcd restart:
-//! etcd reads its leaf certificate per new connection.
+//! etcd reads its leaf certificate per new connection. The CA rotation's
+//! steps (`CertStep::RotateCa`) are planned in `rotate_ca.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,25 +56,37 @@ impl RenewArgs {
 pub enum CertStep {
     /// Install a member's staged certificates and verify what it serves.
     RenewCerts { member: String },
+    /// One member's step of a CA rotation's phase (`certs rotate-ca`,
+    /// [`super::rotate_ca`]): install, restart, wait.
+    RotateCa {
+        phase: super::rotate_ca::Phase,
+        member: String,
+    },
 }
 
 impl CertStep {
     pub(super) fn id(&self) -> String {
         match self {
             CertStep::RenewCerts { member } => format!("renew-certs:{member}"),
+            CertStep::RotateCa { phase, member } => format!("{}:{member}", phase.action()),
         }
     }
 
     pub(super) fn from_parts(action: &str, member: Option<String>) -> Option<CertStep> {
         match action {
             "renew-certs" => Some(CertStep::RenewCerts { member: member? }),
-            _ => None,
+            other => super::rotate_ca::Phase::from_action(other).and_then(|phase| {
+                Some(CertStep::RotateCa {
+                    phase,
+                    member: member?,
+                })
+            }),
         }
     }
 
     pub(super) fn member(&self) -> &str {
         match self {
-            CertStep::RenewCerts { member } => member,
+            CertStep::RenewCerts { member } | CertStep::RotateCa { member, .. } => member,
         }
     }
 
@@ -82,6 +95,7 @@ impl CertStep {
             CertStep::RenewCerts { member } => {
                 format!("install {member}'s new certificates (no restart)")
             }
+            CertStep::RotateCa { phase, member } => super::rotate_ca::describe(*phase, member),
         }
     }
 
@@ -90,11 +104,23 @@ impl CertStep {
             CertStep::RenewCerts { member } => {
                 format!("{member} serves the new serials on its client and peer ports, its agent on its own")
             }
+            CertStep::RotateCa { phase, member } => super::rotate_ca::waits_for(*phase, member),
         }
     }
 
     pub(super) fn default_timeout(&self) -> Duration {
-        Duration::from_secs(60)
+        match self {
+            CertStep::RenewCerts { .. } => Duration::from_secs(60),
+            CertStep::RotateCa { .. } => super::rotate_ca::STEP_TIMEOUT,
+        }
+    }
+
+    /// The member the step restarts (a CA rotation's steps).
+    pub(super) fn restarts(&self) -> Option<&str> {
+        match self {
+            CertStep::RenewCerts { .. } => None,
+            CertStep::RotateCa { member, .. } => Some(member),
+        }
     }
 }
 

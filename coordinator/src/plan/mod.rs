@@ -11,6 +11,7 @@
 //! - [`restore`]: the preflight and the shared initial cluster and token of a full restore (pure).
 //! - [`safety`]: the checks run before every step (pure).
 //! - [`certs`]: `certs renew`, one step per member (install, verify the served serials).
+//! - [`rotate_ca`]: `certs rotate-ca`, three phases of rolling restarts (trust both CAs, new leaves, drop the old CA).
 //! - [`membership`]: member add / remove / replace / promote plans and their preflight (pure).
 
 pub mod certs;
@@ -19,6 +20,7 @@ pub mod operation;
 pub mod planner;
 pub mod recover;
 pub mod restore;
+pub mod rotate_ca;
 pub mod rule;
 pub mod safety;
 pub mod step;

@@ -150,6 +150,8 @@ pub enum Operation {
     },
     /// `etcdops certs renew`: new leaf certificates, staged, installed member by member.
     CertsRenew { renew: super::certs::RenewArgs },
+    /// `etcdops certs rotate-ca`: etcd's CA replaced in three phases of rolling restarts.
+    CertsRotateCa { rotate: super::rotate_ca::RotateCaArgs },
     /// `etcdops upgrade`: the target binary and version, each member's
     /// binary and version before, and the verified snapshot taken first.
     Upgrade {
@@ -198,6 +200,7 @@ impl Operation {
             Operation::Drill { .. } => OpKind::Drill,
             Operation::Housekeeping { .. } => OpKind::Housekeeping,
             Operation::CertsRenew { .. } => OpKind::CertsRenew,
+            Operation::CertsRotateCa { .. } => OpKind::CertsRotateCa,
             Operation::Upgrade { .. } => OpKind::Upgrade,
             Operation::UpgradeRollback { .. } => OpKind::UpgradeRollback,
         }
@@ -294,6 +297,24 @@ impl Operation {
     pub fn restore(&self) -> Option<&RestoreArgs> {
         match self {
             Operation::Restore { restore } => Some(restore),
+            _ => None,
+        }
+    }
+
+    /// The rotation's data, for `certs rotate-ca`.
+    pub fn rotate_ca(&self) -> Option<&super::rotate_ca::RotateCaArgs> {
+        match self {
+            Operation::CertsRotateCa { rotate } => Some(rotate),
+            _ => None,
+        }
+    }
+
+    /// Where new certificates and keys wait for a renewal or a CA
+    /// rotation (removed when the operation succeeds).
+    pub fn staging_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Operation::CertsRenew { renew } => Some(&renew.staging_dir),
+            Operation::CertsRotateCa { rotate } => Some(&rotate.staging_dir),
             _ => None,
         }
     }

@@ -44,6 +44,7 @@ pub enum OpKind {
     CertsRenew,
     Upgrade,
     UpgradeRollback,
+    CertsRotateCa,
 }
 
 impl OpKind {
@@ -67,11 +68,12 @@ impl OpKind {
             OpKind::CertsRenew => "certs-renew",
             OpKind::Upgrade => "upgrade",
             OpKind::UpgradeRollback => "upgrade-rollback",
+            OpKind::CertsRotateCa => "certs-rotate-ca",
         }
     }
 
     /// Every kind.
-    pub const ALL: [OpKind; 18] = [
+    pub const ALL: [OpKind; 19] = [
         OpKind::Defrag,
         OpKind::Restart,
         OpKind::Compact,
@@ -90,6 +92,7 @@ impl OpKind {
         OpKind::CertsRenew,
         OpKind::Upgrade,
         OpKind::UpgradeRollback,
+        OpKind::CertsRotateCa,
     ];
 
     pub fn parse(s: &str) -> Option<OpKind> {

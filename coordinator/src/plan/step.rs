@@ -248,7 +248,19 @@ impl StepKind {
                 RollingStep::Defrag { .. } | RollingStep::Restart { .. } | RollingStep::SwitchBinary { .. }
             ) | StepKind::Member(MemberStep::StartMember { .. } | MemberStep::Promote { .. })
                 | StepKind::Recover(RecoverStep::Rejoin { .. })
-        )
+        ) || self.restarted_member().is_some()
+    }
+
+    /// The member a step restarts (the quorum margin is checked without it
+    /// before the step): a rolling restart, a binary switch, a CA rotation's step.
+    pub fn restarted_member(&self) -> Option<&str> {
+        match self {
+            StepKind::Rolling(RollingStep::Restart { member } | RollingStep::SwitchBinary { member }) => {
+                Some(member)
+            }
+            StepKind::Certs(c) => c.restarts(),
+            _ => None,
+        }
     }
 
     /// The default time the action and its wait get together.

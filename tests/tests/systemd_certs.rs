@@ -20,10 +20,6 @@
 //!   kill are not redone, every member ends on the serials staged for that
 //!   run (renewed exactly once: its `.prev` is the first renewal's), still 0
 //!   failed writes and no restart;
-//! - `certs rotate-ca` under load (etcd's clients trusting both CAs, a
-//!   new-CA client certificate from phase 3 on): 0 failed writes, at most
-//!   one leader change per rolling restart, the bundle in `/etc/etcd/pki`,
-//!   old-CA clients refused and new-CA ones accepted at the end;
 //! - a unit whose `ReadWritePaths=` lack etcd's PKI dir: the renewal is
 //!   refused before any host changes, naming the directory and the drop-in.
 //!
@@ -36,11 +32,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcdops_certs::{IssueRequest, Pki, Role, TlsFiles};
+use etcdops_certs::{IssueRequest, Pki, Role};
 use etcdops_proto::v1::{InstallCertificatesRequest, NewCertificate, ReleaseFenceRequest};
 use etcdops_tests::loadgen::{LoadConfig, LoadGen, LoadReport};
 use etcdops_tests::nspawn::{AGENT_UNIT, NspawnCluster};
-use etcdops_tests::{CliOutput, bins, etcd_tls_options, step_ids};
+use etcdops_tests::{CliOutput, bins, step_ids};
 
 /// The load: about 100 writes/s, 64 in flight at most (see
 /// `tests/tests/systemd_operations.rs` for why the default 8 is too few on
@@ -200,24 +196,6 @@ fn identities(cluster: &NspawnCluster) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// A get through `url` with `tls`: Ok, or the error (connect or call).
-fn try_get(rt: &tokio::runtime::Runtime, url: &str, tls: &TlsFiles) -> Result<(), String> {
-    let options = etcd_tls_options(tls)
-        .expect("options")
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
-    rt.block_on(async {
-        let mut client = etcd_client::Client::connect([url], Some(options))
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .get("/bench/load/0", None)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
 }
 
 /// Each member's `etcd_server_leader_changes_seen_total`.
@@ -578,114 +556,6 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         "the staged keys of finished renewals are removed"
     );
 
-    // --- `certs rotate-ca` on these hosts, under load: the trust bundle
-    // written beside etcd's CA file in /etc/etcd/pki (the unit may write
-    // there), three rolling restarts through systemd, no failed write, at
-    // most one leader change per rolling restart; at the end an old-CA
-    // client certificate is refused and a new-CA one accepted. etcd's
-    // clients trust both CAs throughout and switch to a new-CA client
-    // certificate when phase 3 starts (the rotation's contract).
-    let new_dir = cluster.layout.dir.join("etcd-ca-2");
-    let (new_pki, _) = Pki::init(&new_dir, "etcdops-etcd-ca-2", 30, false).expect("a new CA");
-    let old_client = cluster.layout.etcd_client.clone().expect("a TLS layout");
-    let both = cluster.layout.dir.join("both-cas.crt");
-    let mut bundle = std::fs::read(&old_client.ca).expect("old CA");
-    bundle.extend(std::fs::read(new_pki.ca_cert_path()).expect("new CA"));
-    std::fs::write(&both, bundle).expect("bundle");
-    let issued = new_pki
-        .issue(&IssueRequest::new(Role::EtcdClient, "operator-2"))
-        .expect("a new-CA client certificate");
-    let old_tls = TlsFiles {
-        ca: both.clone(),
-        ..old_client
-    };
-    let new_tls = TlsFiles {
-        ca: both,
-        cert: issued.cert_path.clone(),
-        key: issued.key_path.clone(),
-    };
-    let rotate_load = |tls: &TlsFiles| {
-        let cfg = LoadConfig {
-            rate: RATE,
-            concurrency: CONCURRENCY,
-            // A write may wait out a restart and a leadership transfer.
-            write_deadline: Duration::from_secs(5),
-            ..LoadConfig::new(cluster.client_urls(), Some(tls.clone()))
-        };
-        rt.block_on(LoadGen::start(cfg)).expect("starting the load")
-    };
-    let load = rotate_load(&old_tls);
-    std::thread::sleep(WARMUP);
-    let mut child = Command::new(cli)
-        .arg("--fleet")
-        .arg(cluster.fleet_path())
-        .args(["--cluster", "nspawn", "certs", "rotate-ca", "--yes", "--new-ca"])
-        .arg(&new_dir)
-        .env_remove("ETCDOPS_FLEET")
-        .env("ETCDOPS_JOURNAL", cluster.journal_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning etcdops");
-    let rotate_started = Instant::now();
-    let stderr = child.stderr.take().expect("the coordinator's stderr");
-    let mut lines = Vec::new();
-    let mut first = None;
-    let mut load = Some(load);
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("reading the coordinator's stderr");
-        // Phase 3's first step starts (its own "done" line starts so too).
-        if line.starts_with("[7/")
-            && first.is_none()
-            && let Some(old) = load.take()
-        {
-            first = Some(rt.block_on(old.stop()));
-            load = Some(rotate_load(&new_tls));
-        }
-        lines.push(format!("{:>6.1?} {line}", rotate_started.elapsed()));
-    }
-    let status = child.wait().expect("waiting for the coordinator");
-    let second = stop_load(&rt, load.expect("the load"));
-    let first = first.unwrap_or_else(|| panic!("no phase 3 ({status}):\n{}", lines.join("\n")));
-    eprintln!(
-        "rotate-ca: {status}\nload, phases 1-2 (old-CA client): {first}\nload, phase 3 (new-CA client): {second}\n--- etcdops stderr\n{}",
-        lines.join("\n")
-    );
-    assert!(status.success(), "{}\n{}", lines.join("\n"), cluster.logs());
-    assert!(first.ok > 0 && second.ok > 0, "{first}\n{second}");
-    assert_eq!(
-        first.failed + second.failed,
-        0,
-        "failed writes:\n{first}\n{second}"
-    );
-    assert!(
-        first.leader_changes + second.leader_changes <= 3,
-        "at most one leader change per rolling restart (3): {first}\n{second}"
-    );
-    let new_ca = std::fs::read_to_string(new_pki.ca_cert_path()).expect("new CA");
-    for (i, m) in cluster.layout.members.iter().enumerate() {
-        let bundle = format!("{ETCD_PKI}/{}.etcd-ca-bundle.crt", m.name);
-        assert_eq!(
-            cluster.read_in_host(i, &bundle).trim(),
-            new_ca.trim(),
-            "{}: etcd trusts the new CA only",
-            m.name
-        );
-        assert!(
-            try_get(&rt, &m.client_url, &old_tls).is_err(),
-            "{}: an old-CA client certificate is still accepted",
-            m.name
-        );
-        try_get(&rt, &m.client_url, &new_tls)
-            .unwrap_or_else(|e| panic!("{}: a new-CA client certificate is refused: {e}", m.name));
-    }
-    assert!(
-        cluster.is_healthy(),
-        "healthy after rotate-ca\n{}",
-        cluster.logs()
-    );
-
     // --- etcd's certificates where the agent's unit may not write (a unit
     // whose ReadWritePaths= lack /etc/etcd/pki, as for certificates kept
     // elsewhere without a drop-in): refused before any host changes, the
@@ -705,17 +575,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         NspawnCluster::is_healthy,
     );
     let fingerprints: Vec<String> = hosts.clone().map(|i| pki_fingerprint(&cluster, i)).collect();
-    let out = etcdops(
-        &cluster,
-        cli,
-        &[
-            "certs",
-            "renew",
-            "--yes",
-            "--pki",
-            new_dir.to_str().expect("utf-8"),
-        ],
-    );
+    let out = etcdops(&cluster, cli, &["certs", "renew", "--yes"]);
     assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("nothing was changed")

@@ -2,6 +2,9 @@
 //! what the member serves on its client and peer ports (read from a TLS
 //! handshake), the agent's own; and the replacement of leaf certificates in
 //! place (validated first, atomic, `.prev` kept, owner kept, keys 0600).
+//! Every directory written must be writable here before anything changes:
+//! under the packaged unit's `ProtectSystem=strict` that is `/etc/etcd/pki`
+//! and `/etc/etcdops/pki` (its `ReadWritePaths=`), others need a drop-in.
 //!
 //! The agent never writes a path a caller sends: a new certificate names its
 //! kind (`etcd-server`, `etcd-peer`, `agent`, `etcd-client`), and the files
@@ -649,6 +652,18 @@ pub enum InstallError {
         #[source]
         source: LeafError,
     },
+    #[error(
+        "{cert}: {dir} is {reason} for the agent, so {path} cannot be replaced (refused before any file \
+         changed); under the etcdops-agent unit (ProtectSystem=strict) only its ReadWritePaths= are \
+         writable: add {dir} in a drop-in (`systemctl edit etcdops-agent`: [Service] ReadWritePaths={dir}), \
+         restart the agent, then renew again"
+    )]
+    NotWritable {
+        cert: String,
+        path: String,
+        dir: String,
+        reason: &'static str,
+    },
     #[error("etcd-trusted-ca: refused before any file changed: {reason}")]
     Trust { reason: String },
     #[error("{cert}: writing {path}: {reason}")]
@@ -760,7 +775,26 @@ fn existing_regular(cert: &str, path: &Path) -> Result<fs::Metadata, InstallErro
     Ok(meta)
 }
 
-/// Checks one new certificate against its target: same name as the one it
+/// The directory of `path` is writable here: a temporary is renamed over
+/// `path` and `<path>.prev` linked beside it. Under the packaged unit's
+/// `ProtectSystem=strict` a directory outside `ReadWritePaths=` is read-only
+/// (EROFS); finding that out before writing keeps an install all or nothing.
+fn writable_dir(cert: &str, path: &Path) -> Result<(), InstallError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|errno| InstallError::NotWritable {
+        cert: cert.to_string(),
+        path: path.display().to_string(),
+        dir: dir.display().to_string(),
+        reason: match errno {
+            nix::errno::Errno::EROFS => "read-only",
+            nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => "not writable",
+            _ => "not usable",
+        },
+    })
+}
+
+/// Checks one new certificate against its target: both files exist and
+/// their directories are writable here, then the same name as the one it
 /// replaces, the member's addresses, its key, the CA that trusts it.
 /// `trust`: the bundle the same request installs, checked against instead
 /// of the CA file that trusts the kind now (etcd's kinds; not the agent's).
@@ -773,6 +807,8 @@ pub fn check(
 ) -> Result<Checked, InstallError> {
     existing_regular(&target.cert, &target.cert_path)?;
     existing_regular(&target.cert, &target.key_path)?;
+    writable_dir(&target.cert, &target.cert_path)?;
+    writable_dir(&target.cert, &target.key_path)?;
     let unusable = |path: &Path, reason: String| InstallError::Unusable {
         cert: target.cert.clone(),
         path: path.display().to_string(),

@@ -150,5 +150,8 @@ fn the_agent_unit_matches_the_agent() {
     // ExecStartPre= would be restarted until the start limit.
     assert!(value("ExecStartPre").is_empty(), "{:?}", value("ExecStartPre"));
     assert_eq!(value("ProtectSystem"), ["strict"]);
-    assert_eq!(value("ReadWritePaths"), ["-/var/lib/etcd /etc/default"]);
+    assert_eq!(
+        value("ReadWritePaths"),
+        ["-/var/lib/etcd /etc/default", "-/etc/etcd/pki -/etc/etcdops/pki"]
+    );
 }

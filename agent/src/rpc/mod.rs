@@ -3,15 +3,17 @@
 //! one only wires them. Every operator RPC goes through
 //! [`AgentService::audited_call`] (audit record, RPC metrics), and every
 //! mutating one (env file, data dir, etcd maintenance and membership,
-//! restore, certificates, binary) through [`AgentService::fenced_call`]
+//! restore, binary) through [`AgentService::fenced_call`]
 //! (`fence::fenced`): the caller's operation must hold the cluster's fence.
-//! The unit RPCs (stop, start, restart of etcd), Defragment and Compact pass
-//! `fence::detached`: their work runs to its end whatever happens to the call.
+//! The unit RPCs (stop, start, restart of etcd), Defragment, Compact and
+//! InstallCertificates (files written, then the agent's own certificate
+//! reloaded) pass `fence::detached`: their work runs to its end whatever
+//! happens to the call.
 //! In front of the generated service, [`auth::Authorized`] checks the caller's
 //! role against the one table of RPCs (`auth::REQUIRED`); every operator
 //! RPC writes one audit record (`audit::Pending`) with the caller's verified
 //! certificate, the request's fence and arguments and the outcome.
-//! InstallCertificates (issue 17) is fenced too; GetCertificates is a read.
+//! InstallCertificates (issue 17) is fenced too (detached); GetCertificates is a read.
 
 mod audit;
 mod auth;
@@ -92,6 +94,10 @@ fn timeout_field(timeout_ms: u32) -> Result<Duration, Status> {
 }
 
 /// When a call with `budget` answers at the latest: a little before it.
+/// How long an InstallCertificates call waits for its (detached) work: a
+/// few small files written and fsynced, the agent's certificate reloaded.
+const INSTALL_CERTIFICATES_BUDGET: Duration = Duration::from_secs(30);
+
 fn answer_by(budget: Duration) -> Duration {
     budget.saturating_sub((budget / 20).min(Duration::from_secs(1)))
 }
@@ -538,9 +544,24 @@ impl Agent for AgentService {
                 // Writes nothing: no fence.
                 return certs::install(&self.state, r).await;
             }
+            // To its end whatever happens to the call: a coordinator killed
+            // mid-call must not leave new files written but the agent's own
+            // certificate not reloaded (a retry finds the files in place).
             let fence = r.fence.clone();
-            let act = certs::install(&self.state, r);
-            fence::fenced(&self.state, "InstallCertificates", fence.as_ref(), act).await
+            let work = {
+                let state = self.state.clone();
+                async move { certs::install(&state, r).await }
+            };
+            let late = || outlived(&self.state, "certificate install", INSTALL_CERTIFICATES_BUDGET);
+            fence::detached(
+                &self.state,
+                "InstallCertificates",
+                fence.as_ref(),
+                answer_by(INSTALL_CERTIFICATES_BUDGET),
+                work,
+                late,
+            )
+            .await
         })
         .await
     }

@@ -198,6 +198,20 @@ pub async fn probe_unknown_disks(agents: &Agents, members: &[Member], view: &mut
         .filter(|m| m.agent_answered && m.disk_within_threshold.is_none())
         .filter_map(|m| members.iter().find(|f| f.name == m.name).cloned())
         .collect();
+    // An observer's preview (`--dry-run`) may not probe (ProbeDisk loads the
+    // member's disk: operators only); it says so instead of being refused.
+    if agents.own_certificate().role == "observer" {
+        for m in view.members.iter_mut() {
+            if unknown.iter().any(|u| u.name == m.name) {
+                m.disk_unknown = Some(
+                    "no recent periodic probe result, and an observer certificate may not probe a disk \
+                     (ProbeDisk needs the operator role): an operator's run probes it first"
+                        .to_string(),
+                );
+            }
+        }
+        return;
+    }
     let budget = agents.with_call_timeout(agents.timeout().saturating_add(GATE_PROBE_BUDGET));
     let mut replies = Vec::new();
     for attempt in 1..=GATE_PROBE_ATTEMPTS {

@@ -4,7 +4,7 @@
 //! CA between phases 2 and 3, as a real client must switch), a 3-member
 //! cluster's etcd CA is replaced: 0 failed writes, at most one leader
 //! change per rolling restart; the coordinator is killed (SIGKILL) in the
-//! middle of phase 2 and `op resume` finishes; at the end a client with an
+//! middle of each phase and `op resume` carries on, the last one finishing; at the end a client with an
 //! old-CA certificate is refused by etcd and one with a new-CA certificate
 //! accepted, the agents still answer the coordinator (the fleet CA is not
 //! touched) and serve etcd through the bundle. Bad input (a missing dir, not
@@ -187,20 +187,29 @@ fn rotate_ca_under_load_with_a_killed_coordinator_then_old_ca_clients_refused() 
     let rt = runtime();
     let load = start_load(&rt, &cluster, old_tls.clone());
     std::thread::sleep(Duration::from_secs(2));
+    // The coordinator is killed in the middle of every phase (its first
+    // member done) and the rotation resumed from the journal each time.
+    let kill_after = |child: &mut std::process::Child, step: &str| -> String {
+        let id = wait_for_done(&ops, step, Duration::from_secs(240));
+        child.kill().expect("kill the coordinator");
+        let _ = child.wait();
+        let record = ops.run(&["op", "show", &id, "-w", "json"]).json();
+        assert_eq!(record["state"], "running", "killed mid-phase: {record}");
+        cluster.wait_until("healthy before resuming", Duration::from_secs(60), |c| {
+            c.is_healthy()
+        });
+        id
+    };
     let mut child = ops.spawn(&["certs", "rotate-ca", "--new-ca", new_ca, "--yes"]);
-    // Killed in the middle of phase 2 (its first member done).
-    let id = wait_for_done(&ops, "ca-leaves:", Duration::from_secs(240));
-    child.kill().expect("kill the coordinator");
-    let _ = child.wait();
-    let record = ops.run(&["op", "show", &id, "-w", "json"]).json();
-    assert_eq!(record["state"], "running", "{record}");
+    let id = kill_after(&mut child, "ca-trust:");
+    let mut child = ops.spawn(&["op", "resume", &id]);
+    kill_after(&mut child, "ca-leaves:");
     let first = rt.block_on(load.stop());
     eprintln!("load, phases 1-2 (old-CA client certificate): {first}");
     // Before phase 3 etcd's clients switch to a client certificate of the new CA.
     let load = start_load(&rt, &cluster, new_tls.clone());
-    cluster.wait_until("healthy before resuming", Duration::from_secs(60), |c| {
-        c.is_healthy()
-    });
+    let mut child = ops.spawn(&["op", "resume", &id]);
+    kill_after(&mut child, "ca-drop-old:");
     let out = ops.run(&["op", "resume", &id, "-w", "json"]);
     std::thread::sleep(Duration::from_secs(2));
     let second = rt.block_on(load.stop());

@@ -119,6 +119,25 @@ fn observers_read_operators_change_and_every_change_and_refusal_is_audited() {
         let out = etcdops(&cluster, &observer_fleet, &journal, args);
         assert_eq!(out.code, 0, "observer {args:?}: {}\n{}", out.stdout, out.stderr);
     }
+    // And previews the rolling maintenance: the plan, nothing changed. This
+    // cluster's agents probe no disk periodically, and an observer may not
+    // probe one: each plan says the disk has no verdict (exit 1), without a
+    // refused call (with periodic probes, as agents run by default, it passes).
+    for args in [
+        &["defrag", "--rolling", "--dry-run"][..],
+        &["restart", "--rolling", "--dry-run"],
+        &["alarm", "disarm", "--dry-run"],
+    ] {
+        let out = etcdops(&cluster, &observer_fleet, &journal, args);
+        assert_eq!(out.code, 1, "observer {args:?}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("Plan: "), "observer {args:?}: {}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("an observer certificate may not probe a disk"),
+            "observer {args:?}: {}",
+            out.stdout
+        );
+    }
 
     // A mutating command is refused once, before any agent is dialled.
     let out = etcdops(

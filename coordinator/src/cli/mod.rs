@@ -481,9 +481,18 @@ fn one_cluster_only(command: &Command) -> Option<&'static str> {
 
 /// The name of a command that needs the operator role on the agents (it
 /// changes something, probes disks or reads the audit trail); None for
-/// those an observer certificate may run.
+/// those an observer certificate may run, among them the `--dry-run` of the
+/// rolling maintenance commands (planned from what observers may read).
 fn needs_operator(command: &Command) -> Option<&'static str> {
     Some(match command {
+        Command::Defrag(maintain::DefragArgs { run, .. })
+        | Command::Restart(maintain::RestartArgs { run, .. })
+        | Command::Compact(maintain::CompactArgs { run, .. })
+        | Command::Alarm(maintain::AlarmCommand::Disarm(run))
+            if run.dry_run =>
+        {
+            return None;
+        }
         Command::Member(MemberCommand::List) => return None,
         Command::Member(_) => "member add|remove|replace|promote",
         Command::Check(CheckCommand::Disk(_)) => "check disk",

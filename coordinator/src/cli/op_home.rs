@@ -72,11 +72,10 @@ fn open(home: &HomeEtcd) -> anyhow::Result<Journal> {
     Ok(Journal::etcd(EtcdStore::connect(home, None)?))
 }
 
-fn store(journal: &Journal) -> &EtcdStore {
-    // `open` made it from the home etcd's store.
+fn store(journal: &Journal) -> anyhow::Result<&EtcdStore> {
     journal
         .home()
-        .unwrap_or_else(|| unreachable!("the home journal has a home store"))
+        .ok_or_else(|| anyhow::anyhow!("{} is not the home etcd's journal", journal.path().display()))
 }
 
 /// Puts `request` and waits until the leader takes it; withdraws it when no
@@ -89,7 +88,7 @@ fn ask(
     operator: Option<etcdops_certs::CertDetails>,
     wait: Duration,
 ) -> anyhow::Result<()> {
-    let store = store(journal);
+    let store = store(journal)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let record = RequestRecord {
         id: request.id(now),

@@ -18,8 +18,7 @@ use std::time::Duration;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, POLL_INTERVAL, StepError, format_took, ms_until};
-use crate::agents::Client;
+use super::{Executor, POLL_INTERVAL, StepError};
 use crate::plan::certs::CertStep;
 use crate::plan::rotate_ca::{Phase, RotateCaArgs};
 use crate::plan::view::ClusterView;
@@ -68,29 +67,7 @@ impl Executor {
                 key_pem: read(&key_path)?,
             });
         }
-        let request = pb::InstallCertificatesRequest {
-            fence: Some(fence.clone()),
-            certificates,
-            check_only: false,
-        };
-        let installed = self
-            .call(member, deadline, move |mut client| {
-                let request = request.clone();
-                async move { client.install_certificates(request).await }
-            })
-            .await?;
-        let changed: Vec<String> = installed
-            .installed
-            .iter()
-            .map(|i| {
-                format!(
-                    "{} {}{}",
-                    i.cert,
-                    i.serial,
-                    if i.changed { "" } else { " (already)" }
-                )
-            })
-            .collect();
+        let changed = self.install(member, fence, deadline, certificates).await?;
         let expected: Vec<(&str, &str)> = staged
             .serials
             .iter()
@@ -111,6 +88,36 @@ impl Executor {
                 )
             })?;
         Ok(format!("installed {}; served: {served}", changed.join(", ")))
+    }
+
+    /// Installs `certificates` on `member` under the step's fence: each as
+    /// "KIND SERIAL", " (already)" when the file held it.
+    async fn install(
+        &self,
+        member: &str,
+        fence: &pb::Fence,
+        deadline: Instant,
+        certificates: Vec<pb::NewCertificate>,
+    ) -> Result<Vec<String>, StepError> {
+        let request = pb::InstallCertificatesRequest {
+            fence: Some(fence.clone()),
+            certificates,
+            check_only: false,
+        };
+        let installed = self
+            .call(member, deadline, move |mut client| {
+                let request = request.clone();
+                async move { client.install_certificates(request).await }
+            })
+            .await?;
+        Ok(installed
+            .installed
+            .iter()
+            .map(|i| {
+                let already = if i.changed { "" } else { " (already)" };
+                format!("{} {}{already}", i.cert, i.serial)
+            })
+            .collect())
     }
 
     /// Waits until `member` serves `expected` (cert, serial) on its ports;
@@ -182,52 +189,9 @@ impl Executor {
             .transfer_if_leader(view, member, fence, deadline, &prefer)
             .await?;
         let certificates = rotation_files(rotate, phase, member)?;
-        let request = pb::InstallCertificatesRequest {
-            fence: Some(fence.clone()),
-            certificates,
-            check_only: false,
-        };
-        let installed = self
-            .call(member, deadline, move |mut client: Client| {
-                let request = request.clone();
-                async move { client.install_certificates(request).await }
-            })
-            .await?;
-        let changed: Vec<String> = installed
-            .installed
-            .iter()
-            .map(|i| {
-                format!(
-                    "{} {}{}",
-                    i.cert,
-                    i.serial,
-                    if i.changed { "" } else { " (already)" }
-                )
-            })
-            .collect();
+        let changed = self.install(member, fence, deadline, certificates).await?;
         detail.push_str(&format!("installed {}; ", changed.join(", ")));
-        let request = pb::UnitRequest {
-            operation_id: fence.operation_id.clone(),
-            timeout_ms: ms_until(deadline),
-            fence: Some(fence.clone()),
-            boot: false,
-        };
-        let unit = self
-            .call(member, deadline, move |mut c: Client| {
-                let request = request.clone();
-                async move { c.restart_etcd(request).await }
-            })
-            .await?;
-        let waited = self.wait_ready(member, deadline).await?;
-        let pid = if unit.main_pid > 0 {
-            format!(" (pid {})", unit.main_pid)
-        } else {
-            String::new()
-        };
-        detail.push_str(&format!(
-            "restarted{pid}; healthy and caught up after {}",
-            format_took(waited)
-        ));
+        detail.push_str(&self.restart_member(member, fence, deadline).await?);
         if phase == Phase::Leaves {
             let staged = rotate.of(member).map(|c| c.serials.clone()).unwrap_or_default();
             let expected: Vec<(&str, &str)> = staged

@@ -815,28 +815,7 @@ impl Executor {
                 let mut detail = self
                     .transfer_if_leader(view, member, fence, deadline, processed)
                     .await?;
-                let request = pb::UnitRequest {
-                    operation_id: fence.operation_id.clone(),
-                    timeout_ms: ms_until(deadline),
-                    fence: Some(fence.clone()),
-                    boot: false,
-                };
-                let unit = self
-                    .call(member, deadline, move |mut c: Client| {
-                        let request = request.clone();
-                        async move { c.restart_etcd(request).await }
-                    })
-                    .await?;
-                let waited = self.wait_ready(member, deadline).await?;
-                let pid = if unit.main_pid > 0 {
-                    format!(" (pid {})", unit.main_pid)
-                } else {
-                    String::new()
-                };
-                detail.push_str(&format!(
-                    "restarted{pid}; healthy and caught up after {}",
-                    format_took(waited)
-                ));
+                detail.push_str(&self.restart_member(member, fence, deadline).await?);
                 Ok(detail)
             }
             RollingStep::Compact { revision } => {
@@ -993,6 +972,38 @@ impl Executor {
     /// stops answering — by about the agent timeout (`--timeout`), naming the
     /// agent; a Ctrl-C ends the wait. The step's action is done by then, so
     /// every way out here is safe to resume.
+    /// Restarts `member`'s etcd through its agent and waits until it is
+    /// healthy and caught up: "restarted (pid N); healthy and caught up after T".
+    pub(super) async fn restart_member(
+        &self,
+        member: &str,
+        fence: &pb::Fence,
+        deadline: Instant,
+    ) -> Result<String, StepError> {
+        let request = pb::UnitRequest {
+            operation_id: fence.operation_id.clone(),
+            timeout_ms: ms_until(deadline),
+            fence: Some(fence.clone()),
+            boot: false,
+        };
+        let unit = self
+            .call(member, deadline, move |mut c: Client| {
+                let request = request.clone();
+                async move { c.restart_etcd(request).await }
+            })
+            .await?;
+        let waited = self.wait_ready(member, deadline).await?;
+        let pid = if unit.main_pid > 0 {
+            format!(" (pid {})", unit.main_pid)
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "restarted{pid}; healthy and caught up after {}",
+            format_took(waited)
+        ))
+    }
+
     async fn wait_ready(&self, member: &str, deadline: Instant) -> Result<Duration, StepError> {
         let started = Instant::now();
         let mut target = None;

@@ -9,7 +9,7 @@ use etcdops_format::etcd_version::EtcdVersion;
 use etcdops_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::{Executor, StepError, format_took, ms_until};
+use super::{Executor, StepError, format_took};
 use crate::agents::Client;
 use crate::plan::view::ClusterView;
 
@@ -49,23 +49,11 @@ impl Executor {
             ))
             .next("install the same release on every host, then `etcdops op resume`"));
         }
-        let request = pb::UnitRequest {
-            operation_id: fence.operation_id.clone(),
-            timeout_ms: ms_until(deadline),
-            fence: Some(fence.clone()),
-            boot: false,
-        };
-        self.call(member, deadline, move |mut c: Client| {
-            let request = request.clone();
-            async move { c.restart_etcd(request).await }
-        })
-        .await?;
-        let waited = self.wait_ready(member, deadline).await?;
+        let restarted = self.restart_member(member, fence, deadline).await?;
         let reported = self.wait_version(member, &version, deadline).await?;
         detail.push_str(&format!(
-            "{} -> {binary} (etcd {reported}); healthy and caught up after {}",
+            "{} -> {binary} (etcd {reported}); {restarted}",
             switched.previous,
-            format_took(waited)
         ));
         Ok(detail)
     }

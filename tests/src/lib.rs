@@ -957,6 +957,29 @@ pub fn etcd_connect_options(layout: &Layout) -> Option<etcd_client::ConnectOptio
     Some(etcd_tls_options(tls).unwrap_or_else(|e| panic!("{e:#}")))
 }
 
+/// One get through `url` as the client identity `tls`: Ok, or why etcd (or
+/// the TLS handshake) refused it (for "old-CA clients are refused" checks).
+pub fn etcd_get_as(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    tls: &etcdops_certs::TlsFiles,
+) -> Result<(), String> {
+    let options = etcd_tls_options(tls)
+        .map_err(|e| format!("{e:#}"))?
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5));
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect([url], Some(options))
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .get("/bench/load/0", None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// etcd-client's options for the client identity `tls` (CA, certificate, key).
 pub fn etcd_tls_options(tls: &etcdops_certs::TlsFiles) -> anyhow::Result<etcd_client::ConnectOptions> {
     use anyhow::Context;

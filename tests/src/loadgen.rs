@@ -701,6 +701,16 @@ pub async fn fragment_keeping(
     }
 }
 
+/// A runtime of the test's own for the load generator and etcd clients (two
+/// workers): the load keeps writing while the test thread waits for the CLI.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

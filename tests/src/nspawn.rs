@@ -690,6 +690,11 @@ impl NspawnCluster {
             .unwrap_or_else(|| panic!("{} is not running", self.hosts[i].machine))
     }
 
+    /// Owner, group and mode of `path` in host i (`etcd:etcd 600`).
+    pub fn owner_mode(&self, i: usize, path: &str) -> String {
+        self.exec_stdout(i, &["stat", "-c", "%U:%G %a", path])
+    }
+
     /// `exec`'s stdout, trimmed (panics if nsenter cannot run).
     pub fn exec_stdout(&self, i: usize, args: &[&str]) -> String {
         let out = self.exec(i, args).unwrap_or_else(|e| panic!("{e:#}"));

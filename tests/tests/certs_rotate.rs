@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use etcdops_certs::{IssueRequest, Pki, Role, TlsFiles};
 use etcdops_proto::v1::GetCertificatesRequest;
 use etcdops_tests::loadgen::{LoadConfig, LoadGen, LoadReport};
-use etcdops_tests::{Caller, Cluster, Coordinator, bins, etcd_tls_options, step_ids};
+use etcdops_tests::{Caller, Cluster, Coordinator, bins, step_ids};
 
 /// The files of the top of `dirs` with their contents: what "no file
 /// changed on any host" compares (the PKI dir holds every member's
@@ -71,14 +71,6 @@ fn host_files(cluster: &Cluster) -> BTreeMap<PathBuf, Vec<u8>> {
     contents(&dirs)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn start_load(rt: &tokio::runtime::Runtime, cluster: &Cluster, tls: TlsFiles) -> LoadGen {
     let endpoints: Vec<String> = cluster
         .layout
@@ -114,24 +106,6 @@ fn wait_for_done(ops: &Coordinator, prefix: &str, timeout: Duration) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("no {prefix} step done within {timeout:?}");
-}
-
-/// A get through `url` with `tls`: Ok, or the error (connect or call).
-fn try_get(rt: &tokio::runtime::Runtime, url: &str, tls: &TlsFiles) -> Result<(), String> {
-    let options = etcd_tls_options(tls)
-        .expect("options")
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
-    rt.block_on(async {
-        let mut client = etcd_client::Client::connect([url], Some(options))
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .get("/bench/load/0", None)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
 }
 
 #[test]
@@ -184,7 +158,7 @@ fn rotate_ca_under_load_with_a_killed_coordinator_then_old_ca_clients_refused() 
     assert_eq!(host_files(&cluster), before, "a dry run changed a file");
     assert!(ops.operations().is_empty(), "a dry run journals nothing");
 
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let load = start_load(&rt, &cluster, old_tls.clone());
     std::thread::sleep(Duration::from_secs(2));
     // The coordinator is killed in the middle of every phase (its first
@@ -238,14 +212,14 @@ fn rotate_ca_under_load_with_a_killed_coordinator_then_old_ca_clients_refused() 
     // etcd now trusts the new CA only: on every member an old-CA client
     // certificate is refused and a new-CA one accepted.
     for m in &cluster.layout.members {
-        let refused = try_get(&rt, &m.client_url, &old_tls);
+        let refused = etcdops_tests::etcd_get_as(&rt, &m.client_url, &old_tls);
         assert!(
             refused.is_err(),
             "{}: an old-CA client certificate is still accepted",
             m.name
         );
         eprintln!("{}: old-CA client: {refused:?}", m.name);
-        try_get(&rt, &m.client_url, &new_tls)
+        etcdops_tests::etcd_get_as(&rt, &m.client_url, &new_tls)
             .unwrap_or_else(|e| panic!("{}: a new-CA client certificate is refused: {e}", m.name));
     }
     let new_subject = "etcdops-etcd-ca-2";

@@ -57,14 +57,6 @@ const RENEWED: [&str; 4] = ["etcd-server", "etcd-peer", "agent", "etcd-client"];
 const ETCD_PKI: &str = "/etc/etcd/pki";
 const AGENT_PKI: &str = "/etc/etcdops/pki";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn start_load(rt: &tokio::runtime::Runtime, cluster: &NspawnCluster) -> LoadGen {
     let cfg = LoadConfig {
         rate: RATE,
@@ -228,11 +220,6 @@ fn renewed_files(name: &str) -> Vec<(String, Option<&'static str>)> {
     ]
 }
 
-/// Owner, group and mode of `path` in host i (`etcd:etcd 600`).
-fn owner_mode(cluster: &NspawnCluster, i: usize, path: &str) -> String {
-    cluster.exec_stdout(i, &["stat", "-c", "%U:%G %a", path])
-}
-
 #[test]
 fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_input() {
     let bins = bins!();
@@ -240,7 +227,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
         return;
     };
     let cli = bins.cli.as_path();
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let names: Vec<String> = cluster.layout.members.iter().map(|m| m.name.clone()).collect();
     let hosts = 0..names.len();
 
@@ -265,7 +252,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
             renewed_files(name)
                 .into_iter()
                 .map(|(path, _)| {
-                    let mode = owner_mode(&cluster, i, &path);
+                    let mode = cluster.owner_mode(i, &path);
                     (path, mode)
                 })
                 .collect()
@@ -430,7 +417,7 @@ fn certs_renew_on_systemd_hosts_under_load_resumes_after_a_kill_and_refuses_bad_
                 "{name}: {path}.prev is the file it replaced"
             );
             assert_ne!(new.get(&path), old.get(&path), "{name}: {path} replaced");
-            let now = owner_mode(&cluster, i, &path);
+            let now = cluster.owner_mode(i, &path);
             assert_eq!(now, modes[i][&path], "{name}: {path}'s owner and mode kept");
             if let Some(user) = key_reader {
                 assert_eq!(now, format!("{user}:{user} 600"), "{name}: {path}");

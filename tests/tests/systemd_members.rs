@@ -25,16 +25,6 @@ const AFTER: Duration = Duration::from_secs(2);
 /// How long a new member may take to hold every key.
 const CONVERGE: Duration = Duration::from_secs(30);
 
-/// The test's own runtime for etcd clients and the load generator (two
-/// workers: the load keeps writing while the test thread waits for the CLI).
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn put_keys(rt: &tokio::runtime::Runtime, endpoints: &[String], tls: Option<etcd_client::ConnectOptions>) {
     rt.block_on(async {
         let mut client = etcd_client::Client::connect(endpoints, tls)
@@ -203,7 +193,7 @@ fn add_then_remove_a_member_three_to_four_to_three_on_systemd_hosts() {
     let Some(cluster) = NspawnCluster::start_or_skip_with_spares(3, 1, bins.clone()) else {
         return;
     };
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let members = cluster.client_urls();
     put_keys(
         &rt,
@@ -341,7 +331,7 @@ fn a_power_cut_member_is_replaced_under_load_with_no_failed_write() {
     let Some(mut cluster) = NspawnCluster::start_or_skip_with_spares(3, 1, bins.clone()) else {
         return;
     };
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let members = cluster.client_urls();
     put_keys(
         &rt,

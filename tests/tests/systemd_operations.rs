@@ -33,16 +33,6 @@ const CONCURRENCY: usize = 64;
 const WARMUP: Duration = Duration::from_secs(2);
 const AFTER: Duration = Duration::from_secs(2);
 
-/// The load generator gets a runtime of its own (two workers): it keeps
-/// writing while the test thread waits for the CLI.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// Runs `args` through the CLI under the load and returns the CLI's output,
 /// how long it took and what the load saw.
 fn under_load(
@@ -171,7 +161,7 @@ fn rolling_defrag_and_restart_on_systemd_hosts_lose_no_write_under_load() {
     let Some(cluster) = NspawnCluster::start_or_skip(3, bins.clone()) else {
         return;
     };
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let endpoints = cluster.client_urls();
     put_keys(
         &rt,

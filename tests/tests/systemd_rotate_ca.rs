@@ -30,7 +30,7 @@ use etcdops_certs::{IssueRequest, Pki, Role, TlsFiles};
 use etcdops_proto::v1::GetCertificatesRequest;
 use etcdops_tests::loadgen::{LoadConfig, LoadGen, LoadReport};
 use etcdops_tests::nspawn::NspawnCluster;
-use etcdops_tests::{CliOutput, bins, etcd_tls_options, step_ids};
+use etcdops_tests::{CliOutput, bins, step_ids};
 
 /// The load: about 100 writes/s, 64 in flight at most (see
 /// `tests/tests/systemd_operations.rs` for why the default 8 is too few on
@@ -50,14 +50,6 @@ const ETCD_PKI: &str = "/etc/etcd/pki";
 /// The new CA's subject.
 const NEW_SUBJECT: &str = "etcdops-etcd-ca-2";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn start_load(rt: &tokio::runtime::Runtime, cluster: &NspawnCluster, tls: TlsFiles) -> LoadGen {
     let cfg = LoadConfig {
         rate: RATE,
@@ -75,29 +67,6 @@ fn etcdops(cluster: &NspawnCluster, cli: &Path, args: &[&str]) -> CliOutput {
     cluster.etcdops(cli, &all)
 }
 
-/// A get through `url` with `tls`: Ok, or the error (connect or call).
-fn try_get(rt: &tokio::runtime::Runtime, url: &str, tls: &TlsFiles) -> Result<(), String> {
-    let options = etcd_tls_options(tls)
-        .expect("options")
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
-    rt.block_on(async {
-        let mut client = etcd_client::Client::connect([url], Some(options))
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .get("/bench/load/0", None)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-}
-
-/// Owner, group and mode of `path` in host i (`etcd:etcd 600`).
-fn owner_mode(cluster: &NspawnCluster, i: usize, path: &str) -> String {
-    cluster.exec_stdout(i, &["stat", "-c", "%U:%G %a", path])
-}
-
 #[test]
 fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_clients_refused() {
     let bins = bins!();
@@ -105,7 +74,7 @@ fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_client
         return;
     };
     let cli = bins.cli.as_path();
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     let names: Vec<String> = cluster.layout.members.iter().map(|m| m.name.clone()).collect();
     let hosts = 0..names.len();
 
@@ -134,7 +103,7 @@ fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_client
     let new_ca = new_dir.to_str().expect("utf-8");
     let env_modes: Vec<String> = hosts
         .clone()
-        .map(|i| owner_mode(&cluster, i, "/etc/default/etcd"))
+        .map(|i| cluster.owner_mode(i, "/etc/default/etcd"))
         .collect();
 
     // --- phases 1-2 under load (old-CA client certificate), the
@@ -254,13 +223,13 @@ fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_client
     // --- etcd trusts the new CA only: on every member an old-CA client
     // certificate is refused and a new-CA one accepted.
     for (url, name) in cluster.client_urls().iter().zip(&names) {
-        let refused = try_get(&rt, url, &old_tls);
+        let refused = etcdops_tests::etcd_get_as(&rt, url, &old_tls);
         assert!(
             refused.is_err(),
             "{name}: an old-CA client certificate is still accepted"
         );
         eprintln!("{name}: old-CA client: {refused:?}");
-        try_get(&rt, url, &new_tls)
+        etcdops_tests::etcd_get_as(&rt, url, &new_tls)
             .unwrap_or_else(|e| panic!("{name}: a new-CA client certificate is refused: {e}"));
     }
 
@@ -282,7 +251,7 @@ fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_client
             );
         }
         assert_eq!(
-            owner_mode(&cluster, i, "/etc/default/etcd"),
+            cluster.owner_mode(i, "/etc/default/etcd"),
             env_modes[i],
             "{name}: /etc/default/etcd's owner and mode kept"
         );
@@ -304,7 +273,7 @@ fn rotate_ca_on_systemd_hosts_under_load_resumes_after_a_kill_then_old_ca_client
             (format!("{ETCD_PKI}/server.key"), Some("etcd:etcd 600")),
             (format!("{ETCD_PKI}/peer.key"), Some("etcd:etcd 600")),
         ] {
-            let mode = owner_mode(&cluster, i, &file);
+            let mode = cluster.owner_mode(i, &file);
             match want {
                 Some(want) => assert_eq!(mode, want, "{name}: {file}"),
                 None => assert!(mode.ends_with(" 644"), "{name}: {file} is {mode}"),

@@ -31,14 +31,6 @@ const TARGET: &str = "/opt/etcd-3.5.1/etcd";
 const KEEP_PREFIX: &str = "/e2e/keep/";
 const KEEP_COUNT: usize = 200;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// The CLI as `NspawnCluster::etcdops` runs it, as a child to kill.
 fn spawn_cli(cluster: &NspawnCluster, cli: &Path, args: &[&str]) -> Child {
     Command::new(cli)
@@ -191,7 +183,7 @@ fn etcd_upgrade_on_systemd_hosts_rolls_back_after_a_kill_and_resumes_under_load(
     };
     let cli = bins.cli.as_path();
     cluster.provide_etcd_3_5();
-    let rt = runtime();
+    let rt = etcdops_tests::loadgen::runtime();
     put_keys(&rt, &cluster);
     for i in members(&cluster) {
         let v = versions(&cluster, i);
